@@ -1,0 +1,19 @@
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut config = prost_build::Config::new();
+    // A vendored protoc, so building needs nothing installed on the machine.
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    config.bytes(["."]);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("prism_v1_descriptor.bin"))
+        .compile_with_config(
+            config,
+            &[
+                "../proto/prism/v1/keyvalue.proto",
+                "../proto/prism/v1/list.proto",
+                "../proto/prism/v1/admin.proto",
+            ],
+            &["../proto"],
+        )?;
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! `plugins.toml`: parsing, and the checks that need no plugin loaded. Every error
+//! names the key it is about and what would fix it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::patterns;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginEntry>,
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Largest value a request may carry, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest page a Scan may ask for.
+    pub max_scan_limit: u32,
+    /// Upper bound on any request's run time; a shorter client deadline wins. 0 = none.
+    pub request_timeout_ms: u64,
+    /// How long in-flight calls may run after SIGINT/SIGTERM before the server stops.
+    pub shutdown_grace_ms: u64,
+    /// How often each instance's health is polled.
+    pub health_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8980)),
+            max_value_bytes: 1024 * 1024,
+            max_scan_limit: 1000,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+            health_interval_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// Path to the plugin library; relative paths are relative to the config file.
+    pub path: PathBuf,
+    /// Optional SHA-256 (hex) the library file must match.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceEntry {
+    pub name: String,
+    pub pattern: String,
+    #[serde(default)]
+    pub slots: BTreeMap<String, SlotEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotEntry {
+    pub plugin: String,
+    /// Handed to the plugin as TOML text; the plugin owns its schema.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The dotted key the problem is about, e.g. `namespaces[0].slots.store.plugin`.
+    pub key: String,
+    pub message: String,
+    /// What the operator can change to fix it.
+    pub fix: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), message: message.into(), fix: fix.into() }
+    }
+}
+
+/// Every problem found in one config file. Printed to operators; exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.errors.len();
+        writeln!(
+            f,
+            "error: {} is not a valid Prism config ({count} problem{})",
+            self.file.display(),
+            if count == 1 { "" } else { "s" }
+        )?;
+        for error in &self.errors {
+            writeln!(f, "  {}: {}: {}", self.file.display(), error.key, error.message)?;
+            writeln!(f, "    fix: {}", error.fix)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A parsed config and where it came from (plugin paths are relative to its directory).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub contents: ConfigFile,
+}
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigErrors {
+            file: file.to_path_buf(),
+            errors: vec![ConfigError::new(
+                "(file)",
+                format!("cannot read the file: {error}"),
+                "check the path given to --config (the default is plugins.toml in the current directory)",
+            )],
+        })?;
+        Config::parse(file, &text)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let fail = |errors| ConfigErrors { file: file.to_path_buf(), errors };
+        let contents = parse_toml(text).map_err(|e| fail(vec![e]))?;
+        let errors = check(&contents);
+        if !errors.is_empty() {
+            return Err(fail(errors));
+        }
+        Ok(Config { file: file.to_path_buf(), contents })
+    }
+
+    /// A plugin's library path, resolved against the config file's directory.
+    pub fn plugin_path(&self, entry: &PluginEntry) -> PathBuf {
+        if entry.path.is_absolute() {
+            entry.path.clone()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(&entry.path)
+        }
+    }
+}
+
+fn parse_toml(text: &str) -> Result<ConfigFile, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let place = inner.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" (line {line}, column {column})")
+        });
+        let message = inner.message().trim().to_owned();
+        let key = if path == "." || path.is_empty() { "(document)".to_owned() } else { path };
+        let fix = if message.starts_with("unknown field") {
+            "remove or rename the key; see docs/CONFIG.md for the keys each table takes".to_owned()
+        } else if message.starts_with("missing field") {
+            "add the missing key; see docs/CONFIG.md".to_owned()
+        } else {
+            "correct the value's syntax or type; see docs/CONFIG.md".to_owned()
+        };
+        ConfigError::new(format!("{key}{}", place.unwrap_or_default()), message, fix)
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Checks that need no plugin: names, references, patterns and slots.
+fn check(config: &ConfigFile) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let server = &config.server;
+    if server.max_value_bytes == 0 {
+        errors.push(ConfigError::new(
+            "server.max_value_bytes",
+            "must be at least 1",
+            "set a byte limit such as 1048576 (1 MiB)",
+        ));
+    }
+    if server.max_scan_limit == 0 {
+        errors.push(ConfigError::new(
+            "server.max_scan_limit",
+            "must be at least 1",
+            "set a page limit such as 1000",
+        ));
+    }
+    if server.health_interval_ms == 0 {
+        errors.push(ConfigError::new("server.health_interval_ms", "must be at least 1", "use e.g. 5000"));
+    }
+    for (name, plugin) in &config.plugins {
+        if !valid_name(name) {
+            errors.push(ConfigError::new(
+                format!("plugins.{name}"),
+                "plugin names are 1-64 characters of letters, digits, '-', '_' and '.'",
+                "rename the table",
+            ));
+        }
+        if let Some(pin) = &plugin.sha256 {
+            if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+                errors.push(ConfigError::new(
+                    format!("plugins.{name}.sha256"),
+                    format!("'{pin}' is not a SHA-256 hex digest"),
+                    "use the 64 hex digits printed by `sha256sum FILE`, or remove the pin",
+                ));
+            }
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for (index, namespace) in config.namespaces.iter().enumerate() {
+        let at = format!("namespaces[{index}]");
+        if !valid_name(&namespace.name) {
+            errors.push(ConfigError::new(
+                format!("{at}.name"),
+                format!("'{}' is not a valid namespace name", namespace.name),
+                "use 1-64 characters of letters, digits, '-', '_' and '.' (clients use \"default\" when they send none)",
+            ));
+        }
+        if let Some(first) = seen.insert(namespace.name.clone(), index) {
+            errors.push(ConfigError::new(
+                format!("{at}.name"),
+                format!("namespace '{}' is already defined by namespaces[{first}]", namespace.name),
+                "give each namespace a distinct name",
+            ));
+        }
+        let Some(pattern) = patterns::find(&namespace.pattern) else {
+            errors.push(ConfigError::new(
+                format!("{at}.pattern"),
+                format!("unknown pattern '{}'", namespace.pattern),
+                format!("use one of: {} (see `prism patterns`)", patterns::names().join(", ")),
+            ));
+            continue;
+        };
+        for slot in pattern.slots {
+            if !slot.optional && !namespace.slots.contains_key(slot.name) {
+                errors.push(ConfigError::new(
+                    format!("{at}.slots.{}", slot.name),
+                    format!(
+                        "pattern '{}' needs slot '{}' (a plugin with {})",
+                        pattern.name,
+                        slot.name,
+                        slot.required.join(" + ")
+                    ),
+                    format!("add [namespaces.slots.{}] with plugin = \"NAME\"", slot.name),
+                ));
+            }
+        }
+        for (slot_name, binding) in &namespace.slots {
+            if pattern.slot(slot_name).is_none() {
+                let known: Vec<_> = pattern.slots.iter().map(|s| s.name).collect();
+                errors.push(ConfigError::new(
+                    format!("{at}.slots.{slot_name}"),
+                    format!("pattern '{}' has no slot '{slot_name}'", pattern.name),
+                    format!("use one of: {}", known.join(", ")),
+                ));
+            }
+            if !config.plugins.contains_key(&binding.plugin) {
+                let known: Vec<_> = config.plugins.keys().map(String::as_str).collect();
+                errors.push(ConfigError::new(
+                    format!("{at}.slots.{slot_name}.plugin"),
+                    format!("no plugin named '{}' is configured", binding.plugin),
+                    if known.is_empty() {
+                        format!("add a [plugins.{}] table with the library's path", binding.plugin)
+                    } else {
+                        format!(
+                            "add a [plugins.{}] table with the library's path, or use one of: {}",
+                            binding.plugin,
+                            known.join(", ")
+                        )
+                    },
+                ));
+            }
+        }
+    }
+    errors
+}

@@ -1,0 +1,11 @@
+//! The Prism host: loads driver plugins over the stable ABI, binds them to namespaces
+//! by pattern and slot, and serves the `prism.v1` gRPC API.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod patterns;
+pub mod resolve;
+pub mod server;
+pub mod service;

@@ -1,0 +1,126 @@
+//! The gRPC server: Prism's services plus grpc.health.v1 and reflection, a health
+//! poller per namespace, deadlines, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugin_abi::HealthStatus;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::api::admin_service_server::AdminServiceServer;
+use crate::api::key_value_service_server::KeyValueServiceServer;
+use crate::api::list_service_server::ListServiceServer;
+use crate::gateway::Gateway;
+use crate::service::{admin::AdminApi, keyvalue::KeyValueApi, list::ListApi};
+
+/// Binds the listen address, reporting a clear error when it is taken.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|error| std::io::Error::new(error.kind(), format!("cannot listen on {address}: {error}")))
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight calls finish for up to the
+/// configured grace period.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let settings = gateway.settings.clone();
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("", ServingStatus::Serving).await;
+    for name in ["prism.v1.KeyValueService", "prism.v1.ListService", "prism.v1.AdminService"] {
+        health_reporter.set_service_status(name, ServingStatus::Serving).await;
+    }
+    let poller = tokio::spawn(poll_health(
+        gateway.clone(),
+        health_reporter.clone(),
+        Duration::from_millis(settings.health_interval_ms),
+    ));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the generated descriptors are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the generated descriptors are valid");
+
+    let mut builder = Server::builder();
+    if settings.request_timeout_ms > 0 {
+        builder = builder.timeout(Duration::from_millis(settings.request_timeout_ms));
+    }
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: refusing new calls, letting in-flight calls finish");
+        let _ = stopping_tx.send(());
+    };
+    let server = builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(KeyValueServiceServer::new(KeyValueApi::new(gateway.clone())))
+        .add_service(ListServiceServer::new(ListApi::new(gateway.clone())))
+        .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let grace = Duration::from_millis(settings.shutdown_grace_ms);
+    let result = tokio::select! {
+        result = server => result,
+        () = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_ms = settings.shutdown_grace_ms, "calls still running after the grace period; stopping anyway");
+            Ok(())
+        }
+    };
+    poller.abort();
+    gateway.shutdown().await;
+    result
+}
+
+async fn poll_health(gateway: Arc<Gateway>, reporter: HealthReporter, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let routing = gateway.routing();
+        for namespace in routing.namespaces.values() {
+            let before = namespace.health().status;
+            let health = namespace.refresh_health().await;
+            let status = match health.status {
+                HealthStatus::Serving | HealthStatus::Degraded => ServingStatus::Serving,
+                HealthStatus::Unhealthy => ServingStatus::NotServing,
+            };
+            if health.status != before {
+                tracing::warn!(namespace = %namespace.name, status = ?health.status, message = %health.message, "namespace health changed");
+            }
+            reporter.set_service_status(&namespace.name, status).await;
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

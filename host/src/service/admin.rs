@@ -1,0 +1,112 @@
+use std::sync::Arc;
+
+use plugin_abi::HealthStatus;
+use tonic::{Request, Response, Status};
+
+use crate::api::admin_service_server::AdminService;
+use crate::api::*;
+use crate::gateway::Gateway;
+use crate::patterns::PATTERNS;
+use crate::resolve::declared_interfaces;
+
+pub struct AdminApi {
+    gateway: Arc<Gateway>,
+}
+
+impl AdminApi {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        AdminApi { gateway }
+    }
+}
+
+pub fn health_name(status: HealthStatus) -> &'static str {
+    match status {
+        HealthStatus::Serving => "SERVING",
+        HealthStatus::Degraded => "DEGRADED",
+        HealthStatus::Unhealthy => "UNHEALTHY",
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn list_plugins(
+        &self,
+        _: Request<ListPluginsRequest>,
+    ) -> Result<Response<ListPluginsResponse>, Status> {
+        let routing = self.gateway.routing();
+        let plugins = routing
+            .plugins
+            .values()
+            .map(|loaded| {
+                let metadata = loaded.plugin.metadata();
+                PluginInfo {
+                    name: loaded.name.clone(),
+                    plugin_name: metadata.name.clone(),
+                    version: metadata.version.clone(),
+                    description: metadata.description.clone(),
+                    connection_format: metadata.connection_format.clone(),
+                    abi_version: metadata.abi_version,
+                    interfaces: declared_interfaces(metadata),
+                    path: loaded.plugin.path().display().to_string(),
+                    sha256: loaded.sha256.clone(),
+                }
+            })
+            .collect();
+        Ok(Response::new(ListPluginsResponse { plugins }))
+    }
+
+    async fn list_namespaces(
+        &self,
+        _: Request<ListNamespacesRequest>,
+    ) -> Result<Response<ListNamespacesResponse>, Status> {
+        let routing = self.gateway.routing();
+        let namespaces = routing
+            .namespaces
+            .values()
+            .map(|namespace| {
+                let health = namespace.health();
+                NamespaceInfo {
+                    name: namespace.name.clone(),
+                    pattern: namespace.pattern.name.to_owned(),
+                    slots: namespace
+                        .slots
+                        .iter()
+                        .map(|bound| SlotBinding {
+                            slot: bound.slot.name.to_owned(),
+                            plugin: bound.plugin.name.clone(),
+                            interfaces: declared_interfaces(bound.plugin.plugin.metadata()),
+                        })
+                        .collect(),
+                    health: health_name(health.status).to_owned(),
+                    health_message: health.message,
+                }
+            })
+            .collect();
+        Ok(Response::new(ListNamespacesResponse { namespaces }))
+    }
+
+    async fn list_patterns(
+        &self,
+        _: Request<ListPatternsRequest>,
+    ) -> Result<Response<ListPatternsResponse>, Status> {
+        let patterns = PATTERNS
+            .iter()
+            .map(|pattern| PatternInfo {
+                name: pattern.name.to_owned(),
+                description: pattern.description.to_owned(),
+                slots: pattern
+                    .slots
+                    .iter()
+                    .map(|slot| SlotRequirement {
+                        slot: slot.name.to_owned(),
+                        optional: slot.optional,
+                        required_interfaces: slot.required.iter().map(|s| s.to_string()).collect(),
+                        optional_interfaces: slot.optional_interfaces.iter().map(|s| s.to_string()).collect(),
+                    })
+                    .collect(),
+                served: pattern.served,
+            })
+            .collect();
+        Ok(Response::new(ListPatternsResponse { patterns }))
+    }
+}

@@ -1,0 +1,343 @@
+use std::pin::Pin;
+use std::sync::Arc;
+
+use plugin_abi::host::Instance;
+use plugin_abi::{CasResult, KeyTtl};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{check_batch, check_key, check_value, need, optional_ttl, plugin_status};
+use crate::api::key_value_service_server::KeyValueService;
+use crate::api::*;
+use crate::gateway::{Gateway, Namespace};
+use crate::patterns::KEYVALUE;
+
+const STORE: &str = "store";
+const DEFAULT_SCAN_LIMIT: u32 = 100;
+
+pub struct KeyValueApi {
+    gateway: Arc<Gateway>,
+}
+
+impl KeyValueApi {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        KeyValueApi { gateway }
+    }
+
+    fn store(&self, namespace: &str) -> Result<(Arc<Namespace>, Arc<Instance>), Status> {
+        let namespace = self.gateway.namespace(namespace, KEYVALUE)?;
+        let instance =
+            namespace.slot(STORE).expect("keyvalue namespaces always bind 'store'").instance.clone();
+        Ok((namespace, instance))
+    }
+
+    fn max_value(&self) -> usize {
+        self.gateway.settings.max_value_bytes
+    }
+}
+
+fn conflict(key: &str, expected: u64, current: u64) -> Status {
+    let message = if current == 0 {
+        format!("version mismatch on key '{key}': expected version {expected}, but the key does not exist")
+    } else {
+        format!("version mismatch on key '{key}': expected version {expected}, current version is {current}")
+    };
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert("prism-current-version", current.to_string().parse().expect("digits are valid metadata"));
+    Status::with_metadata(tonic::Code::FailedPrecondition, message, metadata)
+}
+
+type EntryStream = Pin<Box<dyn Stream<Item = Result<KeyValue, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl KeyValueService for KeyValueApi {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_key("key", &request.key)?;
+        let response = match store.keyvalue_cas() {
+            Some(cas) => match cas.get_versioned(&request.key).await.map_err(plugin_status)? {
+                Some(found) => GetResponse { found: true, value: found.value.into(), version: found.version },
+                None => GetResponse::default(),
+            },
+            None => {
+                let basic = need(&namespace, STORE, store.keyvalue_basic(), "keyvalue_basic", "Get")?;
+                match basic.get(&request.key).await.map_err(plugin_status)? {
+                    Some(value) => GetResponse { found: true, value: value.into(), version: 0 },
+                    None => GetResponse::default(),
+                }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_key("key", &request.key)?;
+        check_value("value", request.value.len(), self.max_value())?;
+        match optional_ttl("ttl_ms", request.ttl_ms)? {
+            Some(ttl) => {
+                let ttl_ops =
+                    need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "Set with ttl_ms")?;
+                ttl_ops.set_with_ttl(&request.key, request.value.into(), ttl).await
+            }
+            None => {
+                let basic = need(&namespace, STORE, store.keyvalue_basic(), "keyvalue_basic", "Set")?;
+                basic.set(&request.key, request.value.into()).await
+            }
+        }
+        .map_err(plugin_status)?;
+        Ok(Response::new(SetResponse {}))
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_key("key", &request.key)?;
+        let deleted = if request.expected_version > 0 {
+            let cas = need(
+                &namespace,
+                STORE,
+                store.keyvalue_cas(),
+                "keyvalue_cas",
+                "Delete with expected_version",
+            )?;
+            match cas
+                .delete_if_version(&request.key, request.expected_version)
+                .await
+                .map_err(plugin_status)?
+            {
+                CasResult::Swapped { .. } => true,
+                CasResult::Conflict { current_version } => {
+                    return Err(conflict(&request.key, request.expected_version, current_version))
+                }
+            }
+        } else {
+            let basic = need(&namespace, STORE, store.keyvalue_basic(), "keyvalue_basic", "Delete")?;
+            basic.delete(&request.key).await.map_err(plugin_status)?
+        };
+        Ok(Response::new(DeleteResponse { deleted }))
+    }
+
+    async fn exists(&self, request: Request<ExistsRequest>) -> Result<Response<ExistsResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_key("key", &request.key)?;
+        let basic = need(&namespace, STORE, store.keyvalue_basic(), "keyvalue_basic", "Exists")?;
+        let exists = basic.exists(&request.key).await.map_err(plugin_status)?;
+        Ok(Response::new(ExistsResponse { exists }))
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_prefix(&request.prefix)?;
+        let max = self.gateway.settings.max_scan_limit;
+        let limit = match request.limit {
+            0 => DEFAULT_SCAN_LIMIT.min(max),
+            limit if limit > max => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {limit} is above this server's page limit of {max} (server.max_scan_limit)"
+                )))
+            }
+            limit => limit,
+        };
+        let scan = need(&namespace, STORE, store.keyvalue_scan(), "keyvalue_scan", "Scan")?;
+        let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
+        let page = scan.scan(&request.prefix, cursor, limit).await.map_err(plugin_status)?;
+        Ok(Response::new(ScanResponse {
+            entries: page
+                .entries
+                .into_iter()
+                .map(|(key, value)| KeyValue { key, value: value.into() })
+                .collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    type ScanStreamStream = EntryStream;
+
+    async fn scan_stream(
+        &self,
+        request: Request<ScanStreamRequest>,
+    ) -> Result<Response<Self::ScanStreamStream>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_prefix(&request.prefix)?;
+        let mut entries = need(&namespace, STORE, store.keyvalue_scan(), "keyvalue_scan", "ScanStream")?
+            .scan_stream(&request.prefix);
+        let (sender, receiver) = tokio::sync::mpsc::channel(32);
+        tokio::spawn(async move {
+            // Holding the instance keeps it alive until the client stops reading.
+            let _store = store;
+            while let Some(item) = entries.next().await {
+                let item =
+                    item.map(|(key, value)| KeyValue { key, value: value.into() }).map_err(plugin_status);
+                let failed = item.is_err();
+                if sender.send(item).await.is_err() || failed {
+                    break; // client gone (dropping `entries` cancels the plugin's pump) or error sent
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn count(&self, request: Request<CountRequest>) -> Result<Response<CountResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_prefix(&request.prefix)?;
+        let scan = need(&namespace, STORE, store.keyvalue_scan(), "keyvalue_scan", "Count")?;
+        let count = scan.count(&request.prefix).await.map_err(plugin_status)?;
+        Ok(Response::new(CountResponse { count }))
+    }
+
+    async fn expire(&self, request: Request<ExpireRequest>) -> Result<Response<ExpireResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_key("key", &request.key)?;
+        let Some(ttl) = optional_ttl("ttl_ms", request.ttl_ms)? else {
+            return Err(Status::invalid_argument(
+                "ttl_ms must be a positive number of milliseconds; use Persist to remove a TTL or Delete to remove the key",
+            ));
+        };
+        let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "Expire")?;
+        let applied = ttl_ops.expire(&request.key, ttl).await.map_err(plugin_status)?;
+        Ok(Response::new(ExpireResponse { applied }))
+    }
+
+    async fn get_ttl(&self, request: Request<GetTtlRequest>) -> Result<Response<GetTtlResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_key("key", &request.key)?;
+        let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "GetTtl")?;
+        let response = match ttl_ops.get_ttl(&request.key).await.map_err(plugin_status)? {
+            KeyTtl::Missing => GetTtlResponse { found: false, has_expiry: false, ttl_ms: 0 },
+            KeyTtl::NoExpiry => GetTtlResponse { found: true, has_expiry: false, ttl_ms: 0 },
+            KeyTtl::ExpiresIn(left) => GetTtlResponse {
+                found: true,
+                has_expiry: true,
+                ttl_ms: i64::try_from(left.as_millis()).unwrap_or(i64::MAX),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn persist(&self, request: Request<PersistRequest>) -> Result<Response<PersistResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_key("key", &request.key)?;
+        let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "Persist")?;
+        let persisted = ttl_ops.persist(&request.key).await.map_err(plugin_status)?;
+        Ok(Response::new(PersistResponse { persisted }))
+    }
+
+    async fn batch_get(
+        &self,
+        request: Request<BatchGetRequest>,
+    ) -> Result<Response<BatchGetResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_batch("keys", request.keys.len())?;
+        for (index, key) in request.keys.iter().enumerate() {
+            check_key(&format!("keys[{index}]"), key)?;
+        }
+        let batch = need(&namespace, STORE, store.keyvalue_batch(), "keyvalue_batch", "BatchGet")?;
+        let values = batch.batch_get(&request.keys).await.map_err(plugin_status)?;
+        let results = request
+            .keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| BatchGetResult {
+                key,
+                found: value.is_some(),
+                value: value.unwrap_or_default().into(),
+            })
+            .collect();
+        Ok(Response::new(BatchGetResponse { results }))
+    }
+
+    async fn batch_set(
+        &self,
+        request: Request<BatchSetRequest>,
+    ) -> Result<Response<BatchSetResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_batch("entries", request.entries.len())?;
+        for (index, entry) in request.entries.iter().enumerate() {
+            check_key(&format!("entries[{index}].key"), &entry.key)?;
+            check_value(&format!("entries[{index}].value"), entry.value.len(), self.max_value())?;
+        }
+        let batch = need(&namespace, STORE, store.keyvalue_batch(), "keyvalue_batch", "BatchSet")?;
+        let keys: Vec<String> = request.entries.iter().map(|entry| entry.key.clone()).collect();
+        let entries = request.entries.into_iter().map(|entry| (entry.key, entry.value.into())).collect();
+        let outcomes = batch.batch_set(entries).await.map_err(plugin_status)?;
+        let results = keys
+            .into_iter()
+            .zip(outcomes)
+            .map(|(key, outcome)| match outcome {
+                Ok(()) => ItemStatus { key, code: 0, message: String::new() },
+                Err(error) => {
+                    let status = plugin_status(error);
+                    ItemStatus { key, code: status.code() as i32, message: status.message().to_owned() }
+                }
+            })
+            .collect();
+        Ok(Response::new(BatchSetResponse { results }))
+    }
+
+    async fn batch_delete(
+        &self,
+        request: Request<BatchDeleteRequest>,
+    ) -> Result<Response<BatchDeleteResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_batch("keys", request.keys.len())?;
+        for (index, key) in request.keys.iter().enumerate() {
+            check_key(&format!("keys[{index}]"), key)?;
+        }
+        let batch = need(&namespace, STORE, store.keyvalue_batch(), "keyvalue_batch", "BatchDelete")?;
+        let deleted = batch.batch_delete(&request.keys).await.map_err(plugin_status)?;
+        let results = request
+            .keys
+            .into_iter()
+            .zip(deleted)
+            .map(|(key, deleted)| BatchDeleteResult { key, deleted })
+            .collect();
+        Ok(Response::new(BatchDeleteResponse { results }))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        request: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_key("key", &request.key)?;
+        check_value("value", request.value.len(), self.max_value())?;
+        let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
+        let cas = need(&namespace, STORE, store.keyvalue_cas(), "keyvalue_cas", "CompareAndSwap")?;
+        let outcome = cas
+            .compare_and_swap(&request.key, request.expected_version, request.value.into(), ttl)
+            .await
+            .map_err(plugin_status)?;
+        match outcome {
+            CasResult::Swapped { version } => Ok(Response::new(CompareAndSwapResponse { version })),
+            CasResult::Conflict { current_version } => {
+                Err(conflict(&request.key, request.expected_version, current_version))
+            }
+        }
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<(), Status> {
+    if prefix.len() > super::MAX_KEY_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "prefix is {} bytes; keys (and so prefixes) are at most {} bytes",
+            prefix.len(),
+            super::MAX_KEY_BYTES
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! gRPC services: each resolves the request's namespace, checks its input, and calls
+//! the bound plugin instance. Only this layer knows protobuf types.
+
+pub mod admin;
+pub mod keyvalue;
+pub mod list;
+
+use std::time::Duration;
+
+use plugin_abi::{ErrorCode, PluginError};
+use tonic::{Code, Status};
+
+use crate::gateway::Namespace;
+
+/// Keys are UTF-8 (protobuf strings guarantee it), 1 to this many bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Most items one batch request may carry.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+pub fn plugin_status(error: PluginError) -> Status {
+    let code = match error.code() {
+        ErrorCode::NotFound => Code::NotFound,
+        ErrorCode::InvalidArgument => Code::InvalidArgument,
+        ErrorCode::AlreadyExists => Code::AlreadyExists,
+        ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        ErrorCode::Unavailable => Code::Unavailable,
+        ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorCode::Unimplemented => Code::Unimplemented,
+        ErrorCode::Internal => Code::Internal,
+        ErrorCode::Aborted => Code::Aborted,
+    };
+    Status::new(code, error.message().to_owned())
+}
+
+pub fn check_key(field: &str, key: &str) -> Result<(), Status> {
+    if key.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} must not be empty")));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes; keys are at most {MAX_KEY_BYTES} bytes",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_value(field: &str, len: usize, max: usize) -> Result<(), Status> {
+    if len > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {len} bytes; this server accepts at most {max} (server.max_value_bytes)"
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_batch(field: &str, len: usize) -> Result<(), Status> {
+    if len > MAX_BATCH_ITEMS {
+        return Err(Status::invalid_argument(format!(
+            "{field} has {len} items; a batch holds at most {MAX_BATCH_ITEMS}"
+        )));
+    }
+    Ok(())
+}
+
+/// A TTL field: 0 = none, negative is an error.
+pub fn optional_ttl(field: &str, ttl_ms: i64) -> Result<Option<Duration>, Status> {
+    match ttl_ms {
+        0 => Ok(None),
+        ms if ms < 0 => Err(Status::invalid_argument(format!(
+            "{field} is {ms}; a TTL must be 0 (no expiry) or a positive number of milliseconds"
+        ))),
+        ms => Ok(Some(Duration::from_millis(ms as u64))),
+    }
+}
+
+/// The interface handle `operation` needs, or UNIMPLEMENTED naming what is missing.
+pub fn need<T>(
+    namespace: &Namespace,
+    slot: &str,
+    handle: Option<T>,
+    interface: &str,
+    operation: &str,
+) -> Result<T, Status> {
+    handle.ok_or_else(|| {
+        let plugin = namespace.slot(slot).map_or("?", |bound| bound.plugin.name.as_str());
+        Status::unimplemented(format!(
+            "{operation} needs interface {interface}, which plugin '{plugin}' (namespace '{}', slot '{slot}') does not implement",
+            namespace.name
+        ))
+    })
+}

@@ -1,0 +1,417 @@
+//! The plugin side: adapters from a driver's safe async traits to the FFI objects,
+//! and the root module that `export_plugin!` exports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec},
+};
+
+use super::bridge::{bridge, panic_message, PluginRuntime};
+use super::stream::{entry_stream, STREAM_BUFFER};
+use super::*;
+use crate::{CasResult, Driver, HealthStatus, KeyTtl, ListEnd, PluginError, ABI_VERSION};
+
+pub use super::PluginModuleRef;
+
+/// The metadata table a plugin declares, built by `export_plugin!`.
+pub struct StaticMetadata {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub description: &'static str,
+    pub connection_format: &'static str,
+    pub interfaces: &'static [&'static str],
+}
+
+/// Implemented by `export_plugin!` for the exported driver type.
+pub trait Exported: Driver {
+    const METADATA: StaticMetadata;
+    fn register(parts: &mut InstanceParts<Self>);
+}
+
+/// One marker type per interface, named like its trait, so `export_plugin!` can turn
+/// the listed trait names into registrations that only compile when the trait is implemented.
+pub mod markers {
+    pub struct KeyValueBasic;
+    pub struct KeyValueTtl;
+    pub struct KeyValueScan;
+    pub struct KeyValueBatch;
+    pub struct KeyValueCas;
+    pub struct ListBasic;
+    pub struct ListRange;
+}
+
+pub trait InterfaceName {
+    const NAME: &'static str;
+}
+
+pub trait Register<D> {
+    fn register(parts: &mut InstanceParts<D>);
+}
+
+/// The instance under construction: the adapter every interface object wraps, and the
+/// object slots `Register` fills in.
+pub struct InstanceParts<D> {
+    adapter: Adapter<D>,
+    instance: FfiInstance,
+}
+
+struct Adapter<D> {
+    driver: Arc<D>,
+    runtime: Arc<PluginRuntime>,
+}
+
+impl<D> Clone for Adapter<D> {
+    fn clone(&self) -> Self {
+        Adapter { driver: self.driver.clone(), runtime: self.runtime.clone() }
+    }
+}
+
+impl<D: Driver> Adapter<D> {
+    /// Runs `call` against the driver on the plugin runtime, converting the result for FFI.
+    fn call<T, R, F, Fut>(&self, call: F, convert: fn(T) -> R) -> FfiResult<R>
+    where
+        T: 'static,
+        R: 'static,
+        F: FnOnce(Arc<D>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, PluginError>> + Send + 'static,
+    {
+        let future = call(self.driver.clone());
+        bridge(&self.runtime, async move {
+            match future.await {
+                Ok(value) => ROk(convert(value)),
+                Err(error) => RErr(error),
+            }
+        })
+    }
+}
+
+macro_rules! interface {
+    ($marker:ident, $name:literal, $trait:path, $slot:ident, $to:ident) => {
+        impl InterfaceName for markers::$marker {
+            const NAME: &'static str = $name;
+        }
+        impl<D: $trait> Register<D> for markers::$marker {
+            fn register(parts: &mut InstanceParts<D>) {
+                parts.instance.$slot = ROption::RSome($to::from_value(parts.adapter.clone(), TD_Opaque));
+            }
+        }
+    };
+}
+
+interface!(KeyValueBasic, "keyvalue_basic", crate::KeyValueBasic, keyvalue_basic, FfiKeyValueBasic_TO);
+interface!(KeyValueTtl, "keyvalue_ttl", crate::KeyValueTtl, keyvalue_ttl, FfiKeyValueTtl_TO);
+interface!(KeyValueScan, "keyvalue_scan", crate::KeyValueScan, keyvalue_scan, FfiKeyValueScan_TO);
+interface!(KeyValueBatch, "keyvalue_batch", crate::KeyValueBatch, keyvalue_batch, FfiKeyValueBatch_TO);
+interface!(KeyValueCas, "keyvalue_cas", crate::KeyValueCas, keyvalue_cas, FfiKeyValueCas_TO);
+interface!(ListBasic, "list_basic", crate::ListBasic, list_basic, FfiListBasic_TO);
+interface!(ListRange, "list_range", crate::ListRange, list_range, FfiListRange_TO);
+
+fn owned(s: RStr<'_>) -> String {
+    s.as_str().to_owned()
+}
+
+fn millis(ttl_millis: u64) -> Duration {
+    Duration::from_millis(ttl_millis)
+}
+
+fn bytes_vec(values: Vec<Vec<u8>>) -> RVec<RVec<u8>> {
+    values.into_iter().map(RVec::from).collect()
+}
+
+fn list_end(end: FfiListEnd) -> ListEnd {
+    match end {
+        FfiListEnd::Left => ListEnd::Left,
+        FfiListEnd::Right => ListEnd::Right,
+    }
+}
+
+fn cas(result: CasResult) -> FfiCas {
+    match result {
+        CasResult::Swapped { version } => FfiCas { swapped: true, version },
+        CasResult::Conflict { current_version } => FfiCas { swapped: false, version: current_version },
+    }
+}
+
+impl<D: Driver> FfiControl for Adapter<D> {
+    fn health(&self) -> FfiFuture<FfiHealth> {
+        let driver = self.driver.clone();
+        let last_panic = self.runtime.last_panic();
+        bridge(&self.runtime, async move {
+            if let Some(message) = last_panic {
+                return FfiHealth { status: FfiHealthStatus::Unhealthy, message: message.into() };
+            }
+            let health = driver.health().await;
+            let status = match health.status {
+                HealthStatus::Serving => FfiHealthStatus::Serving,
+                HealthStatus::Degraded => FfiHealthStatus::Degraded,
+                HealthStatus::Unhealthy => FfiHealthStatus::Unhealthy,
+            };
+            FfiHealth { status, message: health.message.into() }
+        })
+    }
+
+    fn shutdown(&self) -> FfiFuture<()> {
+        let driver = self.driver.clone();
+        bridge(&self.runtime, async move { driver.shutdown().await })
+    }
+}
+
+impl<D: crate::KeyValueBasic> FfiKeyValueBasic for Adapter<D> {
+    fn get(&self, key: RStr<'_>) -> FfiResult<ROption<RVec<u8>>> {
+        let key = owned(key);
+        self.call(|d| async move { d.get(&key).await }, |v| v.map(RVec::from).into())
+    }
+    fn set(&self, key: RStr<'_>, value: RVec<u8>) -> FfiResult<()> {
+        let key = owned(key);
+        self.call(|d| async move { d.set(&key, value.into_vec()).await }, |()| ())
+    }
+    fn delete(&self, key: RStr<'_>) -> FfiResult<bool> {
+        let key = owned(key);
+        self.call(|d| async move { d.delete(&key).await }, |b| b)
+    }
+    fn exists(&self, key: RStr<'_>) -> FfiResult<bool> {
+        let key = owned(key);
+        self.call(|d| async move { d.exists(&key).await }, |b| b)
+    }
+}
+
+impl<D: crate::KeyValueTtl> FfiKeyValueTtl for Adapter<D> {
+    fn set_with_ttl(&self, key: RStr<'_>, value: RVec<u8>, ttl_millis: u64) -> FfiResult<()> {
+        let key = owned(key);
+        self.call(
+            |d| async move { d.set_with_ttl(&key, value.into_vec(), millis(ttl_millis)).await },
+            |()| (),
+        )
+    }
+    fn expire(&self, key: RStr<'_>, ttl_millis: u64) -> FfiResult<bool> {
+        let key = owned(key);
+        self.call(|d| async move { d.expire(&key, millis(ttl_millis)).await }, |b| b)
+    }
+    fn get_ttl(&self, key: RStr<'_>) -> FfiResult<FfiTtl> {
+        let key = owned(key);
+        self.call(
+            |d| async move { d.get_ttl(&key).await },
+            |ttl| match ttl {
+                KeyTtl::Missing => FfiTtl { kind: FfiTtlKind::Missing, millis: 0 },
+                KeyTtl::NoExpiry => FfiTtl { kind: FfiTtlKind::NoExpiry, millis: 0 },
+                KeyTtl::ExpiresIn(left) => FfiTtl {
+                    kind: FfiTtlKind::ExpiresIn,
+                    millis: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                },
+            },
+        )
+    }
+    fn persist(&self, key: RStr<'_>) -> FfiResult<bool> {
+        let key = owned(key);
+        self.call(|d| async move { d.persist(&key).await }, |b| b)
+    }
+}
+
+fn scan_page(page: crate::ScanPage) -> FfiScanPage {
+    FfiScanPage {
+        entries: page
+            .entries
+            .into_iter()
+            .map(|(key, value)| FfiEntry { key: key.into(), value: value.into() })
+            .collect(),
+        next_cursor: page.next_cursor.map(RString::from).into(),
+    }
+}
+
+impl<D: crate::KeyValueScan> FfiKeyValueScan for Adapter<D> {
+    fn scan(&self, prefix: RStr<'_>, cursor: ROption<RStr<'_>>, limit: u32) -> FfiResult<FfiScanPage> {
+        let prefix = owned(prefix);
+        let cursor = cursor.into_option().map(owned);
+        self.call(|d| async move { d.scan(&prefix, cursor.as_deref(), limit).await }, scan_page)
+    }
+    fn count(&self, prefix: RStr<'_>) -> FfiResult<u64> {
+        let prefix = owned(prefix);
+        self.call(|d| async move { d.count(&prefix).await }, |n| n)
+    }
+    fn scan_stream(&self, prefix: RStr<'_>) -> EntryStreamBox {
+        let prefix = owned(prefix);
+        let driver = self.driver.clone();
+        entry_stream(&self.runtime, move |sender| async move {
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = match driver.scan(&prefix, cursor.as_deref(), STREAM_BUFFER as u32).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                };
+                for entry in scan_page(crate::ScanPage { entries: page.entries, next_cursor: None }).entries {
+                    if sender.send(Ok(entry)).await.is_err() {
+                        return;
+                    }
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => return,
+                }
+            }
+        })
+    }
+}
+
+impl<D: crate::KeyValueBatch> FfiKeyValueBatch for Adapter<D> {
+    fn batch_get(&self, keys: RVec<RString>) -> FfiResult<RVec<ROption<RVec<u8>>>> {
+        let keys: Vec<String> = keys.into_iter().map(RString::into_string).collect();
+        self.call(
+            |d| async move { d.batch_get(keys).await },
+            |values| values.into_iter().map(|v| v.map(RVec::from).into()).collect(),
+        )
+    }
+    fn batch_set(&self, entries: RVec<FfiEntry>) -> FfiResult<RVec<RResult<(), PluginError>>> {
+        let entries: Vec<(String, Vec<u8>)> =
+            entries.into_iter().map(|e| (e.key.into_string(), e.value.into_vec())).collect();
+        self.call(
+            |d| async move { d.batch_set(entries).await },
+            |results| results.into_iter().map(RResult::from).collect(),
+        )
+    }
+    fn batch_delete(&self, keys: RVec<RString>) -> FfiResult<RVec<bool>> {
+        let keys: Vec<String> = keys.into_iter().map(RString::into_string).collect();
+        self.call(|d| async move { d.batch_delete(keys).await }, RVec::from)
+    }
+}
+
+impl<D: crate::KeyValueCas> FfiKeyValueCas for Adapter<D> {
+    fn get_versioned(&self, key: RStr<'_>) -> FfiResult<ROption<FfiVersioned>> {
+        let key = owned(key);
+        self.call(
+            |d| async move { d.get_versioned(&key).await },
+            |v| v.map(|v| FfiVersioned { value: v.value.into(), version: v.version }).into(),
+        )
+    }
+    fn compare_and_swap(
+        &self,
+        key: RStr<'_>,
+        expected_version: u64,
+        value: RVec<u8>,
+        ttl_millis: u64,
+    ) -> FfiResult<FfiCas> {
+        let key = owned(key);
+        let ttl = (ttl_millis > 0).then(|| millis(ttl_millis));
+        self.call(
+            |d| async move { d.compare_and_swap(&key, expected_version, value.into_vec(), ttl).await },
+            cas,
+        )
+    }
+    fn delete_if_version(&self, key: RStr<'_>, expected_version: u64) -> FfiResult<FfiCas> {
+        let key = owned(key);
+        self.call(|d| async move { d.delete_if_version(&key, expected_version).await }, cas)
+    }
+}
+
+impl<D: crate::ListBasic> FfiListBasic for Adapter<D> {
+    fn push(&self, key: RStr<'_>, end: FfiListEnd, values: RVec<RVec<u8>>) -> FfiResult<u64> {
+        let key = owned(key);
+        let values: Vec<Vec<u8>> = values.into_iter().map(RVec::into_vec).collect();
+        self.call(|d| async move { d.push(&key, list_end(end), values).await }, |n| n)
+    }
+    fn pop(&self, key: RStr<'_>, end: FfiListEnd, count: u32) -> FfiResult<RVec<RVec<u8>>> {
+        let key = owned(key);
+        self.call(|d| async move { d.pop(&key, list_end(end), count).await }, bytes_vec)
+    }
+    fn length(&self, key: RStr<'_>) -> FfiResult<u64> {
+        let key = owned(key);
+        self.call(|d| async move { d.length(&key).await }, |n| n)
+    }
+}
+
+impl<D: crate::ListRange> FfiListRange for Adapter<D> {
+    fn range(&self, key: RStr<'_>, start: i64, stop: i64) -> FfiResult<RVec<RVec<u8>>> {
+        let key = owned(key);
+        self.call(|d| async move { d.range(&key, start, stop).await }, bytes_vec)
+    }
+    fn trim(&self, key: RStr<'_>, start: i64, stop: i64) -> FfiResult<()> {
+        let key = owned(key);
+        self.call(|d| async move { d.trim(&key, start, stop).await }, |()| ())
+    }
+}
+
+fn parse_config<D: Driver>(config: &str) -> Result<D::Config, PluginError> {
+    toml::from_str::<D::Config>(config)
+        .map_err(|e| PluginError::invalid_argument(e.message().trim().to_owned()))
+}
+
+fn guarded<T>(what: &str, body: impl FnOnce() -> RResult<T, PluginError>) -> RResult<T, PluginError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        RErr(PluginError::internal(format!("plugin panicked in {what}: {}", panic_message(&*payload))))
+    })
+}
+
+extern "C" fn metadata<D: Exported>() -> FfiMetadata {
+    let table = &D::METADATA;
+    FfiMetadata {
+        name: table.name.into(),
+        version: table.version.into(),
+        description: table.description.into(),
+        connection_format: table.connection_format.into(),
+        abi_version: ABI_VERSION,
+        interfaces: table.interfaces.iter().map(|name| RString::from(*name)).collect(),
+    }
+}
+
+extern "C" fn check_config<D: Exported>(config: RStr<'_>) -> RResult<(), PluginError> {
+    guarded("check_config", || parse_config::<D>(config.as_str()).map(|_| ()).into())
+}
+
+extern "C" fn create<D: Exported>(config: RString) -> FfiResult<FfiInstance> {
+    let runtime = match guarded("create", || PluginRuntime::new(D::METADATA.name).into()) {
+        ROk(runtime) => Arc::new(runtime),
+        RErr(error) => return async move { RErr(error) }.into_ffi_future(),
+    };
+    let bridge_runtime = runtime.clone();
+    bridge(&bridge_runtime, async move {
+        let config = match parse_config::<D>(config.as_str()) {
+            Ok(config) => config,
+            Err(error) => return RErr(error),
+        };
+        let driver = match D::create(config).await {
+            Ok(driver) => Arc::new(driver),
+            Err(error) => return RErr(error),
+        };
+        let adapter = Adapter { driver, runtime };
+        let mut parts = InstanceParts {
+            instance: FfiInstance {
+                control: FfiControl_TO::from_value(adapter.clone(), TD_Opaque),
+                keyvalue_basic: ROption::RNone,
+                keyvalue_ttl: ROption::RNone,
+                keyvalue_scan: ROption::RNone,
+                keyvalue_batch: ROption::RNone,
+                keyvalue_cas: ROption::RNone,
+                list_basic: ROption::RNone,
+                list_range: ROption::RNone,
+            },
+            adapter,
+        };
+        D::register(&mut parts);
+        ROk(parts.instance)
+    })
+}
+
+trait IntoFfiFuture<T> {
+    fn into_ffi_future(self) -> FfiFuture<T>;
+}
+
+impl<F: std::future::Future + Send + 'static> IntoFfiFuture<F::Output> for F
+where
+    F::Output: 'static,
+{
+    fn into_ffi_future(self) -> FfiFuture<F::Output> {
+        async_ffi::FutureExt::into_ffi(self)
+    }
+}
+
+/// Builds the root module of a plugin whose driver is `D`. Called once per library load.
+pub fn build_root_module<D: Exported>() -> PluginModuleRef {
+    PluginModule { metadata: metadata::<D>, check_config: check_config::<D>, create: create::<D> }
+        .leak_into_prefix()
+}

@@ -1,0 +1,215 @@
+#![allow(non_local_definitions)] // #[sabi_trait] expands impls inside a const block
+//! Everything that crosses the library boundary: `#[repr(C)]` types, the
+//! `#[sabi_trait]` objects for each interface, and the root module. This is the only
+//! module that uses `abi_stable`, `async-ffi` or `unsafe`.
+
+pub(crate) mod bridge;
+pub mod export;
+pub mod export_header;
+pub(crate) mod load;
+mod stream;
+
+use abi_stable::{
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RBox, ROption, RResult, RStr, RString, RVec},
+    StableAbi,
+};
+use async_ffi::FfiFuture;
+
+use crate::PluginError;
+
+pub(crate) use stream::EntryStreamBox;
+
+/// A future that resolves to a plugin result.
+pub type FfiResult<T> = FfiFuture<RResult<T, PluginError>>;
+
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FfiHealthStatus {
+    Serving = 0,
+    Degraded = 1,
+    Unhealthy = 2,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiHealth {
+    pub status: FfiHealthStatus,
+    pub message: RString,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiEntry {
+    pub key: RString,
+    pub value: RVec<u8>,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiScanPage {
+    pub entries: RVec<FfiEntry>,
+    pub next_cursor: ROption<RString>,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FfiTtlKind {
+    Missing = 0,
+    NoExpiry = 1,
+    ExpiresIn = 2,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiTtl {
+    pub kind: FfiTtlKind,
+    pub millis: u64,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiVersioned {
+    pub value: RVec<u8>,
+    pub version: u64,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiCas {
+    pub swapped: bool,
+    pub version: u64,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FfiListEnd {
+    Left = 0,
+    Right = 1,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiMetadata {
+    pub name: RString,
+    pub version: RString,
+    pub description: RString,
+    pub connection_format: RString,
+    pub abi_version: u32,
+    pub interfaces: RVec<RString>,
+}
+
+#[sabi_trait]
+pub trait FfiControl: Send + Sync {
+    fn health(&self) -> FfiFuture<FfiHealth>;
+    #[sabi(last_prefix_field)]
+    fn shutdown(&self) -> FfiFuture<()>;
+}
+
+#[sabi_trait]
+pub trait FfiKeyValueBasic: Send + Sync {
+    fn get(&self, key: RStr<'_>) -> FfiResult<ROption<RVec<u8>>>;
+    fn set(&self, key: RStr<'_>, value: RVec<u8>) -> FfiResult<()>;
+    fn delete(&self, key: RStr<'_>) -> FfiResult<bool>;
+    #[sabi(last_prefix_field)]
+    fn exists(&self, key: RStr<'_>) -> FfiResult<bool>;
+}
+
+#[sabi_trait]
+pub trait FfiKeyValueTtl: Send + Sync {
+    fn set_with_ttl(&self, key: RStr<'_>, value: RVec<u8>, ttl_millis: u64) -> FfiResult<()>;
+    fn expire(&self, key: RStr<'_>, ttl_millis: u64) -> FfiResult<bool>;
+    fn get_ttl(&self, key: RStr<'_>) -> FfiResult<FfiTtl>;
+    #[sabi(last_prefix_field)]
+    fn persist(&self, key: RStr<'_>) -> FfiResult<bool>;
+}
+
+#[sabi_trait]
+pub trait FfiKeyValueScan: Send + Sync {
+    fn scan(&self, prefix: RStr<'_>, cursor: ROption<RStr<'_>>, limit: u32) -> FfiResult<FfiScanPage>;
+    fn count(&self, prefix: RStr<'_>) -> FfiResult<u64>;
+    #[sabi(last_prefix_field)]
+    fn scan_stream(&self, prefix: RStr<'_>) -> EntryStreamBox;
+}
+
+#[sabi_trait]
+pub trait FfiKeyValueBatch: Send + Sync {
+    fn batch_get(&self, keys: RVec<RString>) -> FfiResult<RVec<ROption<RVec<u8>>>>;
+    fn batch_set(&self, entries: RVec<FfiEntry>) -> FfiResult<RVec<RResult<(), PluginError>>>;
+    #[sabi(last_prefix_field)]
+    fn batch_delete(&self, keys: RVec<RString>) -> FfiResult<RVec<bool>>;
+}
+
+#[sabi_trait]
+pub trait FfiKeyValueCas: Send + Sync {
+    fn get_versioned(&self, key: RStr<'_>) -> FfiResult<ROption<FfiVersioned>>;
+    fn compare_and_swap(
+        &self,
+        key: RStr<'_>,
+        expected_version: u64,
+        value: RVec<u8>,
+        ttl_millis: u64,
+    ) -> FfiResult<FfiCas>;
+    #[sabi(last_prefix_field)]
+    fn delete_if_version(&self, key: RStr<'_>, expected_version: u64) -> FfiResult<FfiCas>;
+}
+
+#[sabi_trait]
+pub trait FfiListBasic: Send + Sync {
+    fn push(&self, key: RStr<'_>, end: FfiListEnd, values: RVec<RVec<u8>>) -> FfiResult<u64>;
+    fn pop(&self, key: RStr<'_>, end: FfiListEnd, count: u32) -> FfiResult<RVec<RVec<u8>>>;
+    #[sabi(last_prefix_field)]
+    fn length(&self, key: RStr<'_>) -> FfiResult<u64>;
+}
+
+#[sabi_trait]
+pub trait FfiListRange: Send + Sync {
+    fn range(&self, key: RStr<'_>, start: i64, stop: i64) -> FfiResult<RVec<RVec<u8>>>;
+    #[sabi(last_prefix_field)]
+    fn trim(&self, key: RStr<'_>, start: i64, stop: i64) -> FfiResult<()>;
+}
+
+pub type ControlBox = FfiControl_TO<'static, RBox<()>>;
+pub type KeyValueBasicBox = FfiKeyValueBasic_TO<'static, RBox<()>>;
+pub type KeyValueTtlBox = FfiKeyValueTtl_TO<'static, RBox<()>>;
+pub type KeyValueScanBox = FfiKeyValueScan_TO<'static, RBox<()>>;
+pub type KeyValueBatchBox = FfiKeyValueBatch_TO<'static, RBox<()>>;
+pub type KeyValueCasBox = FfiKeyValueCas_TO<'static, RBox<()>>;
+pub type ListBasicBox = FfiListBasic_TO<'static, RBox<()>>;
+pub type ListRangeBox = FfiListRange_TO<'static, RBox<()>>;
+
+/// A created plugin instance: its control object and one object per interface it has.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiInstance {
+    pub control: ControlBox,
+    pub keyvalue_basic: ROption<KeyValueBasicBox>,
+    pub keyvalue_ttl: ROption<KeyValueTtlBox>,
+    pub keyvalue_scan: ROption<KeyValueScanBox>,
+    pub keyvalue_batch: ROption<KeyValueBatchBox>,
+    pub keyvalue_cas: ROption<KeyValueCasBox>,
+    pub list_basic: ROption<ListBasicBox>,
+    pub list_range: ROption<ListRangeBox>,
+}
+
+/// The root module every plugin library exports.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginModule {
+    pub metadata: extern "C" fn() -> FfiMetadata,
+    /// Parses a slot's `config` (TOML text) without connecting anywhere.
+    pub check_config: extern "C" fn(config: RStr<'_>) -> RResult<(), PluginError>,
+    #[sabi(last_prefix_field)]
+    pub create: extern "C" fn(config: RString) -> FfiResult<FfiInstance>,
+}
+
+impl RootModule for PluginModuleRef {
+    abi_stable::declare_root_module_statics! {PluginModuleRef}
+    const BASE_NAME: &'static str = "prism_plugin";
+    const NAME: &'static str = "prism_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}

@@ -1,0 +1,346 @@
+//! The host's safe view of a plugin: load a library, read its metadata, create
+//! instances and call their interfaces with plain Rust types.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
+
+use crate::ffi::{
+    self, FfiCas, FfiEntry, FfiHealthStatus, FfiInstance, FfiListEnd, FfiTtlKind, PluginModuleRef,
+};
+use crate::{
+    CasResult, Health, HealthStatus, Interface, KeyTtl, ListEnd, Metadata, PluginError, ScanPage, Versioned,
+};
+
+type Res<T> = Result<T, PluginError>;
+
+/// Why a library could not be used as a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot open {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("{path} is not a Prism plugin (it exports no plugin root module)")]
+    NotAPlugin { path: PathBuf },
+    #[error("{path} was built against an incompatible plugin ABI: {summary}")]
+    IncompatibleAbi {
+        path: PathBuf,
+        summary: String,
+        /// abi_stable's full layout report, for debug logs.
+        detail: String,
+    },
+}
+
+/// A loaded plugin library. Libraries are never unloaded (abi_stable's rule), so this
+/// is cheap to keep and the code stays mapped for as long as any instance runs.
+#[derive(Clone)]
+pub struct Plugin {
+    module: PluginModuleRef,
+    metadata: Metadata,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("path", &self.path).field("metadata", &self.metadata).finish()
+    }
+}
+
+impl Plugin {
+    pub fn load(path: impl AsRef<Path>) -> Result<Plugin, LoadError> {
+        let path = path.as_ref().to_path_buf();
+        let module = ffi::load::load_module(&path)?;
+        let metadata = metadata_from_ffi((module.metadata())());
+        Ok(Plugin { module, metadata, path })
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Asks the plugin to parse a slot's `config` (TOML text) without connecting anywhere.
+    pub fn check_config(&self, config_toml: &str) -> Res<()> {
+        (self.module.check_config())(RStr::from_str(config_toml)).into_result()
+    }
+
+    /// Creates an instance and checks that it provides exactly the declared interfaces.
+    pub async fn create(&self, config_toml: &str) -> Res<Instance> {
+        let ffi = (self.module.create())(RString::from(config_toml)).await.into_result()?;
+        let instance = Instance { ffi, metadata: self.metadata.clone() };
+        for interface in Interface::ALL {
+            let declared = self.metadata.implements(interface);
+            if declared != instance.provides(interface) {
+                return Err(PluginError::internal(format!(
+                    "plugin '{}' {} interface {interface} in its metadata but its instance {} it",
+                    self.metadata.name,
+                    if declared { "declares" } else { "does not declare" },
+                    if declared { "does not provide" } else { "provides" },
+                )));
+            }
+        }
+        Ok(instance)
+    }
+}
+
+fn metadata_from_ffi(table: ffi::FfiMetadata) -> Metadata {
+    let mut interfaces = Vec::new();
+    let mut unknown_interfaces = Vec::new();
+    for name in table.interfaces {
+        match Interface::from_name(name.as_str()) {
+            Some(interface) => interfaces.push(interface),
+            None => unknown_interfaces.push(name.into_string()),
+        }
+    }
+    Metadata {
+        name: table.name.into_string(),
+        version: table.version.into_string(),
+        description: table.description.into_string(),
+        connection_format: table.connection_format.into_string(),
+        abi_version: table.abi_version,
+        interfaces,
+        unknown_interfaces,
+    }
+}
+
+/// A created plugin instance. Everything it hands out keeps the plugin's runtime alive.
+pub struct Instance {
+    ffi: FfiInstance,
+    metadata: Metadata,
+}
+
+impl Instance {
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    pub fn provides(&self, interface: Interface) -> bool {
+        let ffi = &self.ffi;
+        match interface {
+            Interface::KeyValueBasic => ffi.keyvalue_basic.is_some(),
+            Interface::KeyValueTtl => ffi.keyvalue_ttl.is_some(),
+            Interface::KeyValueScan => ffi.keyvalue_scan.is_some(),
+            Interface::KeyValueBatch => ffi.keyvalue_batch.is_some(),
+            Interface::KeyValueCas => ffi.keyvalue_cas.is_some(),
+            Interface::ListBasic => ffi.list_basic.is_some(),
+            Interface::ListRange => ffi.list_range.is_some(),
+        }
+    }
+
+    pub async fn health(&self) -> Health {
+        let health = self.ffi.control.health().await;
+        let status = match health.status {
+            FfiHealthStatus::Serving => HealthStatus::Serving,
+            FfiHealthStatus::Degraded => HealthStatus::Degraded,
+            FfiHealthStatus::Unhealthy => HealthStatus::Unhealthy,
+        };
+        Health { status, message: health.message.into_string() }
+    }
+
+    /// Lets the driver release its backend; call once, after in-flight calls finished.
+    pub async fn shutdown(&self) {
+        self.ffi.control.shutdown().await
+    }
+
+    pub fn keyvalue_basic(&self) -> Option<KeyValueBasicHandle<'_>> {
+        self.ffi.keyvalue_basic.as_ref().into_option().map(KeyValueBasicHandle)
+    }
+    pub fn keyvalue_ttl(&self) -> Option<KeyValueTtlHandle<'_>> {
+        self.ffi.keyvalue_ttl.as_ref().into_option().map(KeyValueTtlHandle)
+    }
+    pub fn keyvalue_scan(&self) -> Option<KeyValueScanHandle<'_>> {
+        self.ffi.keyvalue_scan.as_ref().into_option().map(KeyValueScanHandle)
+    }
+    pub fn keyvalue_batch(&self) -> Option<KeyValueBatchHandle<'_>> {
+        self.ffi.keyvalue_batch.as_ref().into_option().map(KeyValueBatchHandle)
+    }
+    pub fn keyvalue_cas(&self) -> Option<KeyValueCasHandle<'_>> {
+        self.ffi.keyvalue_cas.as_ref().into_option().map(KeyValueCasHandle)
+    }
+    pub fn list_basic(&self) -> Option<ListBasicHandle<'_>> {
+        self.ffi.list_basic.as_ref().into_option().map(ListBasicHandle)
+    }
+    pub fn list_range(&self) -> Option<ListRangeHandle<'_>> {
+        self.ffi.list_range.as_ref().into_option().map(ListRangeHandle)
+    }
+}
+
+fn key(key: &str) -> RStr<'_> {
+    RStr::from_str(key)
+}
+
+fn ttl_millis(ttl: Duration) -> u64 {
+    // A sub-millisecond TTL still expires: round up rather than to "no expiry".
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn end(end: ListEnd) -> FfiListEnd {
+    match end {
+        ListEnd::Left => FfiListEnd::Left,
+        ListEnd::Right => FfiListEnd::Right,
+    }
+}
+
+fn values(values: RVec<RVec<u8>>) -> Vec<Vec<u8>> {
+    values.into_iter().map(RVec::into_vec).collect()
+}
+
+fn cas(result: FfiCas) -> CasResult {
+    if result.swapped {
+        CasResult::Swapped { version: result.version }
+    } else {
+        CasResult::Conflict { current_version: result.version }
+    }
+}
+
+pub struct KeyValueBasicHandle<'a>(&'a ffi::KeyValueBasicBox);
+
+impl KeyValueBasicHandle<'_> {
+    pub async fn get(&self, k: &str) -> Res<Option<Vec<u8>>> {
+        Ok(self.0.get(key(k)).await.into_result()?.into_option().map(RVec::into_vec))
+    }
+    pub async fn set(&self, k: &str, value: Vec<u8>) -> Res<()> {
+        self.0.set(key(k), value.into()).await.into_result()
+    }
+    pub async fn delete(&self, k: &str) -> Res<bool> {
+        self.0.delete(key(k)).await.into_result()
+    }
+    pub async fn exists(&self, k: &str) -> Res<bool> {
+        self.0.exists(key(k)).await.into_result()
+    }
+}
+
+pub struct KeyValueTtlHandle<'a>(&'a ffi::KeyValueTtlBox);
+
+impl KeyValueTtlHandle<'_> {
+    pub async fn set_with_ttl(&self, k: &str, value: Vec<u8>, ttl: Duration) -> Res<()> {
+        self.0.set_with_ttl(key(k), value.into(), ttl_millis(ttl)).await.into_result()
+    }
+    pub async fn expire(&self, k: &str, ttl: Duration) -> Res<bool> {
+        self.0.expire(key(k), ttl_millis(ttl)).await.into_result()
+    }
+    pub async fn get_ttl(&self, k: &str) -> Res<KeyTtl> {
+        let ttl = self.0.get_ttl(key(k)).await.into_result()?;
+        Ok(match ttl.kind {
+            FfiTtlKind::Missing => KeyTtl::Missing,
+            FfiTtlKind::NoExpiry => KeyTtl::NoExpiry,
+            FfiTtlKind::ExpiresIn => KeyTtl::ExpiresIn(Duration::from_millis(ttl.millis)),
+        })
+    }
+    pub async fn persist(&self, k: &str) -> Res<bool> {
+        self.0.persist(key(k)).await.into_result()
+    }
+}
+
+pub struct KeyValueScanHandle<'a>(&'a ffi::KeyValueScanBox);
+
+impl KeyValueScanHandle<'_> {
+    pub async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Res<ScanPage> {
+        let cursor: ROption<RStr<'_>> = cursor.map(RStr::from_str).into();
+        let page = self.0.scan(key(prefix), cursor, limit).await.into_result()?;
+        Ok(ScanPage {
+            entries: page.entries.into_iter().map(entry).collect(),
+            next_cursor: page.next_cursor.into_option().map(RString::into_string),
+        })
+    }
+    pub async fn count(&self, prefix: &str) -> Res<u64> {
+        self.0.count(key(prefix)).await.into_result()
+    }
+    /// Every entry under `prefix`, pumped by the plugin with bounded read-ahead.
+    pub fn scan_stream(&self, prefix: &str) -> EntryStream {
+        EntryStream { inner: self.0.scan_stream(key(prefix)) }
+    }
+}
+
+fn entry(entry: FfiEntry) -> (String, Vec<u8>) {
+    (entry.key.into_string(), entry.value.into_vec())
+}
+
+/// A stream of key/value entries from a plugin. Dropping it cancels the plugin's pump.
+pub struct EntryStream {
+    inner: ffi::EntryStreamBox,
+}
+
+impl EntryStream {
+    /// The next entry, or `None` once the stream has ended.
+    pub async fn next(&mut self) -> Option<Res<(String, Vec<u8>)>> {
+        match self.inner.next().await {
+            RResult::ROk(ROption::RSome(item)) => Some(Ok(entry(item))),
+            RResult::ROk(ROption::RNone) => None,
+            RResult::RErr(error) => Some(Err(error)),
+        }
+    }
+}
+
+pub struct KeyValueBatchHandle<'a>(&'a ffi::KeyValueBatchBox);
+
+impl KeyValueBatchHandle<'_> {
+    pub async fn batch_get(&self, keys: &[String]) -> Res<Vec<Option<Vec<u8>>>> {
+        let keys: RVec<RString> = keys.iter().map(|k| RString::from(k.as_str())).collect();
+        let found = self.0.batch_get(keys).await.into_result()?;
+        Ok(found.into_iter().map(|v| v.into_option().map(RVec::into_vec)).collect())
+    }
+    pub async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> Res<Vec<Res<()>>> {
+        let entries: RVec<FfiEntry> = entries
+            .into_iter()
+            .map(|(key, value)| FfiEntry { key: key.into(), value: value.into() })
+            .collect();
+        let results = self.0.batch_set(entries).await.into_result()?;
+        Ok(results.into_iter().map(RResult::into_result).collect())
+    }
+    pub async fn batch_delete(&self, keys: &[String]) -> Res<Vec<bool>> {
+        let keys: RVec<RString> = keys.iter().map(|k| RString::from(k.as_str())).collect();
+        Ok(self.0.batch_delete(keys).await.into_result()?.into_vec())
+    }
+}
+
+pub struct KeyValueCasHandle<'a>(&'a ffi::KeyValueCasBox);
+
+impl KeyValueCasHandle<'_> {
+    pub async fn get_versioned(&self, k: &str) -> Res<Option<Versioned>> {
+        let found = self.0.get_versioned(key(k)).await.into_result()?;
+        Ok(found.into_option().map(|v| Versioned { value: v.value.into_vec(), version: v.version }))
+    }
+    pub async fn compare_and_swap(
+        &self,
+        k: &str,
+        expected_version: u64,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Res<CasResult> {
+        let ttl = ttl.map(ttl_millis).unwrap_or(0);
+        Ok(cas(self.0.compare_and_swap(key(k), expected_version, value.into(), ttl).await.into_result()?))
+    }
+    pub async fn delete_if_version(&self, k: &str, expected_version: u64) -> Res<CasResult> {
+        Ok(cas(self.0.delete_if_version(key(k), expected_version).await.into_result()?))
+    }
+}
+
+pub struct ListBasicHandle<'a>(&'a ffi::ListBasicBox);
+
+impl ListBasicHandle<'_> {
+    pub async fn push(&self, k: &str, at: ListEnd, items: Vec<Vec<u8>>) -> Res<u64> {
+        let items: RVec<RVec<u8>> = items.into_iter().map(RVec::from).collect();
+        self.0.push(key(k), end(at), items).await.into_result()
+    }
+    pub async fn pop(&self, k: &str, at: ListEnd, count: u32) -> Res<Vec<Vec<u8>>> {
+        Ok(values(self.0.pop(key(k), end(at), count).await.into_result()?))
+    }
+    pub async fn length(&self, k: &str) -> Res<u64> {
+        self.0.length(key(k)).await.into_result()
+    }
+}
+
+pub struct ListRangeHandle<'a>(&'a ffi::ListRangeBox);
+
+impl ListRangeHandle<'_> {
+    pub async fn range(&self, k: &str, start: i64, stop: i64) -> Res<Vec<Vec<u8>>> {
+        Ok(values(self.0.range(key(k), start, stop).await.into_result()?))
+    }
+    pub async fn trim(&self, k: &str, start: i64, stop: i64) -> Res<()> {
+        self.0.trim(key(k), start, stop).await.into_result()
+    }
+}

@@ -1,0 +1,61 @@
+use std::fmt;
+
+/// The interfaces a plugin can declare. Each travels across the ABI by its
+/// snake_case name, so a host can report (and skip) names it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Interface {
+    KeyValueBasic,
+    KeyValueScan,
+    KeyValueTtl,
+    KeyValueBatch,
+    KeyValueCas,
+    ListBasic,
+    ListRange,
+}
+
+impl Interface {
+    pub const ALL: [Interface; 7] = [
+        Interface::KeyValueBasic,
+        Interface::KeyValueScan,
+        Interface::KeyValueTtl,
+        Interface::KeyValueBatch,
+        Interface::KeyValueCas,
+        Interface::ListBasic,
+        Interface::ListRange,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Interface::KeyValueBasic => "keyvalue_basic",
+            Interface::KeyValueScan => "keyvalue_scan",
+            Interface::KeyValueTtl => "keyvalue_ttl",
+            Interface::KeyValueBatch => "keyvalue_batch",
+            Interface::KeyValueCas => "keyvalue_cas",
+            Interface::ListBasic => "list_basic",
+            Interface::ListRange => "list_range",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Interface> {
+        Interface::ALL.into_iter().find(|i| i.name() == name)
+    }
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for interface in Interface::ALL {
+            assert_eq!(Interface::from_name(interface.name()), Some(interface));
+        }
+        assert_eq!(Interface::from_name("keyvalue_teleport"), None);
+    }
+}

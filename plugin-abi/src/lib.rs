@@ -1,0 +1,33 @@
+//! The stable ABI between the Prism host and its driver plugins.
+//!
+//! Plugin authors implement [`Driver`] plus one safe async trait per interface
+//! (e.g. [`KeyValueBasic`]) and call [`export_plugin!`]; this crate does the FFI.
+//! The host uses [`host::Plugin`] to load a library and [`host::Instance`] to call it.
+//!
+//! Everything that knows `abi_stable` or `async-ffi` lives in [`ffi`]; no other module
+//! (and no plugin or host code) touches those crates or `unsafe`.
+
+mod error;
+pub mod ffi;
+pub mod host;
+mod interfaces;
+mod macros;
+mod traits;
+mod types;
+
+pub use error::{ErrorCode, PluginError};
+pub use interfaces::Interface;
+pub use traits::{
+    Driver, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTtl, ListBasic, ListRange,
+};
+pub use types::{CasResult, Health, HealthStatus, KeyTtl, ListEnd, Metadata, ScanPage, Versioned};
+
+/// The version of the plugin ABI described by this crate. A host refuses plugins
+/// whose root-module layout does not match; this number is what it reports.
+pub const ABI_VERSION: u32 = 1;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::ffi::export::{build_root_module, PluginModuleRef, StaticMetadata};
+    pub use crate::ffi::export_header::*;
+}

@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+use crate::Interface;
+
+/// How an instance feels about its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    Serving,
+    /// Working, but impaired (e.g. reconnecting, near a capacity limit).
+    Degraded,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub status: HealthStatus,
+    pub message: String,
+}
+
+impl Health {
+    pub fn serving() -> Self {
+        Health { status: HealthStatus::Serving, message: String::new() }
+    }
+    pub fn degraded(message: impl Into<String>) -> Self {
+        Health { status: HealthStatus::Degraded, message: message.into() }
+    }
+    pub fn unhealthy(message: impl Into<String>) -> Self {
+        Health { status: HealthStatus::Unhealthy, message: message.into() }
+    }
+}
+
+/// One page of a prefix scan. `next_cursor` is `None` when the scan is complete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    pub entries: Vec<(String, Vec<u8>)>,
+    pub next_cursor: Option<String>,
+}
+
+/// The time-to-live state of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTtl {
+    Missing,
+    NoExpiry,
+    ExpiresIn(Duration),
+}
+
+/// A value with the version that CAS operations compare against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+/// The result of a compare-and-swap (or a versioned delete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasResult {
+    /// The write happened; `version` is the key's new version (0 after a delete).
+    Swapped { version: u64 },
+    /// The expected version did not match; `current_version` is 0 when the key is absent.
+    Conflict { current_version: u64 },
+}
+
+/// Which end of a list an operation works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListEnd {
+    Left,
+    Right,
+}
+
+/// A plugin's metadata table, as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// Human-readable format of the connection setting, e.g. `redis://host:port/db`.
+    pub connection_format: String,
+    pub abi_version: u32,
+    /// Interfaces this host knows, in declaration order.
+    pub interfaces: Vec<Interface>,
+    /// Declared interface names this host does not know (a newer plugin).
+    pub unknown_interfaces: Vec<String>,
+}
+
+impl Metadata {
+    pub fn implements(&self, interface: Interface) -> bool {
+        self.interfaces.contains(&interface)
+    }
+}

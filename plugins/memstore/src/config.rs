@@ -1,0 +1,21 @@
+use serde::Deserialize;
+
+/// The slot's `config` table for memstore. Every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Number of independently locked shards (rounded up to a power of two).
+    pub shards: usize,
+    /// Most keys (key-value entries plus lists) the store holds; 0 = unlimited.
+    pub max_keys: u64,
+    /// Most bytes of keys and values the store holds; 0 = unlimited.
+    pub max_bytes: u64,
+    /// How often the sweeper reclaims one shard's expired keys.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { shards: 16, max_keys: 1_000_000, max_bytes: 256 * 1024 * 1024, sweep_interval_ms: 250 }
+    }
+}

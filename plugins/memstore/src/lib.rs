@@ -1,0 +1,22 @@
+//! memstore: an in-process, sharded key-value and list store. Needs no external
+//! service, so the default `plugins.toml` runs with nothing else installed.
+//!
+//! Keys live in sharded `BTreeMap`s (ordered, so prefix scans page by key), each
+//! behind its own lock. TTLs are checked lazily on access and reclaimed by one
+//! background sweeper per instance, never by a timer per key.
+
+mod config;
+mod keyvalue;
+mod list;
+mod store;
+
+pub use config::Config;
+pub use store::Memstore;
+
+plugin_abi::export_plugin! {
+    driver: Memstore,
+    name: "memstore",
+    description: "In-process sharded key-value and list store (data lives as long as the instance)",
+    connection_format: "none (in-process); config: shards, max_keys, max_bytes, sweep_interval_ms",
+    interfaces: [KeyValueBasic, KeyValueTtl, KeyValueScan, KeyValueBatch, KeyValueCas, ListBasic, ListRange],
+}

@@ -1,0 +1,141 @@
+//! Locating built artifacts and running the real `prism` binary for end-to-end tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prism_host::api::admin_service_client::AdminServiceClient;
+use prism_host::api::key_value_service_client::KeyValueServiceClient;
+use prism_host::api::list_service_client::ListServiceClient;
+use tonic::transport::Channel;
+
+/// The cargo target profile directory the tests were built into (e.g. `target/debug`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test binary> -> target/debug
+    exe.parent().and_then(Path::parent).expect("binary lives in target/<profile>/deps").to_path_buf()
+}
+
+fn built(path: PathBuf, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: build {what} first with `cargo build --workspace` (`cargo xtask test` does this)",
+        path.display()
+    );
+    path
+}
+
+/// The path of a workspace plugin library by crate name, e.g. `prism_memstore`.
+pub fn plugin_library(crate_name: &str) -> PathBuf {
+    let file = format!("{}{crate_name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    built(target_dir().join(file), crate_name)
+}
+
+pub fn prism_binary() -> PathBuf {
+    built(target_dir().join(format!("prism{}", std::env::consts::EXE_SUFFIX)), "the prism binary")
+}
+
+/// Runs `prism` with arguments, returning (exit code, stdout, stderr).
+pub fn run_prism(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(prism_binary()).args(args).output().expect("run prism");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A running `prism serve` on a free loopback port, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+    stderr_log: PathBuf,
+}
+
+impl Server {
+    /// Writes `config` (with `{memstore}`, `{panicking}` replaced by library paths) to a
+    /// temporary plugins.toml and serves it on 127.0.0.1:0.
+    pub fn start(config: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config
+            .replace("{memstore}", &plugin_library("prism_memstore").display().to_string())
+            .replace("{panicking}", &plugin_library("prism_fixture_panicking").display().to_string());
+        let config_path = dir.path().join("plugins.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let stderr_log = dir.path().join("stderr.log");
+        let mut child = Command::new(prism_binary())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).expect("stderr log"))
+            .spawn()
+            .expect("start prism");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("prism: serving on ") {
+                    let _ = sender.send(address.to_owned());
+                }
+            }
+        });
+        let address = match receiver.recv_timeout(Duration::from_secs(30)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("prism did not start: {}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
+            }
+        };
+        Server { child, address, _dir: dir, stderr_log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).expect("valid url").connect().await.expect("connect to prism")
+    }
+
+    pub async fn keyvalue(&self) -> KeyValueServiceClient<Channel> {
+        KeyValueServiceClient::new(self.channel().await)
+    }
+
+    pub async fn list(&self) -> ListServiceClient<Channel> {
+        ListServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit, returning its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

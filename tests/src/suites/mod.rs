@@ -1,0 +1,140 @@
+//! The per-interface acceptance suites and their runner.
+//!
+//! Each case gets a fresh instance and its own key prefix, so suites can run against
+//! a shared backend (a Redis or PostgreSQL server) without seeing each other's keys.
+
+mod keyvalue_basic;
+mod keyvalue_batch;
+mod keyvalue_cas;
+mod keyvalue_scan;
+mod keyvalue_ttl;
+mod list_basic;
+mod list_range;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use plugin_abi::host::{Instance, Plugin};
+use plugin_abi::Interface;
+
+pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// One acceptance case: panics (through `assert!`) when the plugin breaks a promise.
+pub struct Case {
+    pub name: &'static str,
+    pub run: for<'a> fn(&'a Instance, &'a Keys) -> CaseFuture<'a>,
+}
+
+/// Declares a suite's cases: `async fn name(instance, keys) { … }` each.
+macro_rules! cases {
+    ($(async fn $name:ident($instance:ident, $keys:ident) $body:block)*) => {
+        $(
+            fn $name<'a>($instance: &'a plugin_abi::host::Instance, $keys: &'a crate::suites::Keys) -> crate::suites::CaseFuture<'a> {
+                Box::pin(async move $body)
+            }
+        )*
+        pub const CASES: &[crate::suites::Case] = &[$(crate::suites::Case { name: stringify!($name), run: $name }),*];
+    };
+}
+pub(crate) use cases;
+
+/// The cases that prove an interface.
+pub fn suite_for(interface: Interface) -> &'static [Case] {
+    match interface {
+        Interface::KeyValueBasic => keyvalue_basic::CASES,
+        Interface::KeyValueTtl => keyvalue_ttl::CASES,
+        Interface::KeyValueScan => keyvalue_scan::CASES,
+        Interface::KeyValueBatch => keyvalue_batch::CASES,
+        Interface::KeyValueCas => keyvalue_cas::CASES,
+        Interface::ListBasic => list_basic::CASES,
+        Interface::ListRange => list_range::CASES,
+    }
+}
+
+/// Unique key names for one case: `acc/<run>/<case>/<name>`.
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn new(case: &str) -> Keys {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let run = format!("{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        Keys { prefix: format!("acc/{run}/{case}/") }
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The prefix every key of this case starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// A plugin library and the slot config to create its instances with.
+pub struct Target {
+    pub plugin: Plugin,
+    pub config: String,
+}
+
+impl Target {
+    pub fn load(path: &Path, config: &str) -> Result<Target, String> {
+        let plugin = Plugin::load(path).map_err(|e| e.to_string())?;
+        plugin.check_config(config).map_err(|e| format!("the plugin rejected the config: {e}"))?;
+        Ok(Target { plugin, config: config.to_owned() })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SuiteReport {
+    pub passed: Vec<&'static str>,
+    /// Case name and the failure message.
+    pub failed: Vec<(&'static str, String)>,
+}
+
+/// Runs every case of `interface`'s suite, each on a fresh instance. Needs a tokio
+/// multi-thread runtime (cases run as tasks so a failed assertion fails only its case).
+pub async fn run_suite(target: &Target, interface: Interface) -> SuiteReport {
+    let mut report = SuiteReport::default();
+    for case in suite_for(interface) {
+        let instance = match target.plugin.create(&target.config).await {
+            Ok(instance) => Arc::new(instance),
+            Err(error) => {
+                report.failed.push((case.name, format!("could not create an instance: {error}")));
+                continue;
+            }
+        };
+        let run = case.run;
+        let name = case.name;
+        let task_instance = instance.clone();
+        let outcome = tokio::spawn(async move {
+            let keys = Keys::new(name);
+            run(&task_instance, &keys).await;
+        })
+        .await;
+        instance.shutdown().await;
+        match outcome {
+            Ok(()) => report.passed.push(case.name),
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into());
+                report.failed.push((case.name, message));
+            }
+            Err(error) => report.failed.push((case.name, error.to_string())),
+        }
+    }
+    report
+}

@@ -1,0 +1,53 @@
+//! Every plugin runs the acceptance suite of every interface it declares.
+//! Adding a backend is one `plugin_suites!` line.
+
+use plugin_abi::Interface;
+use prism_acceptance::{harness, run_suite, Target};
+
+async fn prove(library: &str, config: &str, interface: Interface) {
+    let target = Target::load(&harness::plugin_library(library), config).expect("load plugin");
+    assert!(
+        target.plugin.metadata().implements(interface),
+        "{library} is expected to declare {interface} but does not"
+    );
+    let report = run_suite(&target, interface).await;
+    assert!(!report.passed.is_empty() || !report.failed.is_empty(), "the suite ran no case");
+    assert!(report.failed.is_empty(), "{library} broke {interface}: {:#?}", report.failed);
+}
+
+fn declared(library: &str) -> Vec<Interface> {
+    let target = Target::load(&harness::plugin_library(library), "").expect("load plugin");
+    target.plugin.metadata().interfaces.clone()
+}
+
+macro_rules! plugin_suites {
+    ($module:ident: $library:literal, config = $config:literal, [$($interface:ident => $variant:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $interface() {
+                    prove($library, $config, Interface::$variant).await;
+                }
+            )*
+
+            /// Every declared interface has a suite in this table, so none goes unproven.
+            #[test]
+            fn every_declared_interface_is_proven() {
+                let proven = vec![$(Interface::$variant),*];
+                assert_eq!(declared($library), proven);
+            }
+        }
+    };
+}
+
+plugin_suites!(memstore: "prism_memstore", config = "", [
+    keyvalue_basic => KeyValueBasic,
+    keyvalue_ttl => KeyValueTtl,
+    keyvalue_scan => KeyValueScan,
+    keyvalue_batch => KeyValueBatch,
+    keyvalue_cas => KeyValueCas,
+    list_basic => ListBasic,
+    list_range => ListRange,
+]);
