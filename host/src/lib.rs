@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod deadline;
 pub mod gateway;
 pub mod patterns;
 pub mod resolve;

@@ -16,6 +16,7 @@ use tonic_health::ServingStatus;
 use crate::api::admin_service_server::AdminServiceServer;
 use crate::api::key_value_service_server::KeyValueServiceServer;
 use crate::api::list_service_server::ListServiceServer;
+use crate::deadline::DeadlineLayer;
 use crate::gateway::Gateway;
 use crate::service::{admin::AdminApi, keyvalue::KeyValueApi, list::ListApi};
 
@@ -56,10 +57,9 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the generated descriptors are valid");
 
-    let mut builder = Server::builder();
-    if settings.request_timeout_ms > 0 {
-        builder = builder.timeout(Duration::from_millis(settings.request_timeout_ms));
-    }
+    let server_limit =
+        (settings.request_timeout_ms > 0).then(|| Duration::from_millis(settings.request_timeout_ms));
+    let mut builder = Server::builder().layer(DeadlineLayer::new(server_limit));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;

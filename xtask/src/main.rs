@@ -1,1 +1,108 @@
-fn main() {}
+//! `cargo xtask …`: the project's automation, in Rust so it needs nothing installed.
+//!
+//!   cargo xtask serve   build the workspace and run the gateway with ./plugins.toml
+//!   cargo xtask test    build everything the tests load (plugins, fixtures, binaries), run all tests
+//!   cargo xtask ci      what CI runs: format and lint checks, then `test`
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => serve(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("ci") => ci(),
+        _ => {
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn run(mut command: Command) -> Result<(), String> {
+    let shown = format!("{command:?}");
+    eprintln!("xtask: running {shown}");
+    let status = command.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed with {status}"))
+    }
+}
+
+/// Builds every crate, including the plugin and fixture cdylibs the tests load and the
+/// `prism` binary they start (`cargo test` alone builds neither).
+fn build_all() -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--workspace"]);
+    run(build)
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    build_all()?;
+    let mut prism = Command::new(workspace_root().join("target/debug/prism"));
+    prism.current_dir(workspace_root()).arg("serve").args(args);
+    run(prism)
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    build_all()?;
+    let mut test = cargo();
+    test.args(["test", "--workspace"]).args(args).stdout(Stdio::piped());
+    eprintln!("xtask: running {test:?}");
+    let mut child = test.spawn().map_err(|e| format!("cannot run cargo test: {e}"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        println!("{line}");
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            passed += count_before(counts, " passed");
+            failed += count_before(counts, " failed");
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    // One closing line for the whole run: cargo's last line is often a doc-test crate with 0 tests.
+    println!("tests: {passed} passed, {failed} failed");
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo test failed with {status}"))
+    }
+}
+
+/// The number just before `label` in a `test result:` line, e.g. `3` in `ok. 3 passed;`.
+fn count_before(line: &str, label: &str) -> u64 {
+    line.find(label)
+        .and_then(|end| line[..end].rsplit(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ci() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run(clippy)?;
+    test(&[])
+}

@@ -1,0 +1,195 @@
+//! The `prism` CLI: metadata tables, patterns and config errors, as operators see them.
+
+use prism_acceptance::harness::{plugin_library, run_prism};
+
+/// Replaces machine-specific paths so snapshots are stable.
+fn redact(text: &str, paths: &[(&str, String)]) -> String {
+    paths.iter().fold(text.to_owned(), |text, (label, path)| text.replace(path.as_str(), label))
+}
+
+#[test]
+fn plugins_prints_the_metadata_table() {
+    let memstore = plugin_library("prism_memstore").display().to_string();
+    let (code, stdout, stderr) = run_prism(&["plugins", &memstore]);
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!(redact(&stdout, &[("[memstore]", memstore)]));
+}
+
+#[test]
+fn plugins_refuses_an_incompatible_library_with_exit_code_2() {
+    let old = plugin_library("prism_fixture_incompatible_abi").display().to_string();
+    let (code, stdout, stderr) = run_prism(&["plugins", &old]);
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty());
+    insta::assert_snapshot!(redact(&stderr, &[("[old-plugin]", old)]));
+}
+
+#[test]
+fn patterns_lists_slots_and_interfaces() {
+    let (code, stdout, _) = run_prism(&["patterns"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(stdout);
+}
+
+/// Writes `config` to a temp plugins.toml and runs `prism validate` on it.
+fn validate(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugins.toml");
+    let config = config
+        .replace("{memstore}", &plugin_library("prism_memstore").display().to_string())
+        .replace("{panicking}", &plugin_library("prism_fixture_panicking").display().to_string())
+        .replace("{old}", &plugin_library("prism_fixture_incompatible_abi").display().to_string());
+    std::fs::write(&path, config).unwrap();
+    let (code, stdout, stderr) = run_prism(&["validate", &path.display().to_string()]);
+    let stderr = redact(
+        &stderr,
+        &[
+            ("[config]", path.display().to_string()),
+            ("[memstore]", plugin_library("prism_memstore").display().to_string()),
+            ("[old-plugin]", plugin_library("prism_fixture_incompatible_abi").display().to_string()),
+        ],
+    );
+    (code, stdout, stderr)
+}
+
+#[test]
+fn the_default_config_validates() {
+    let (code, stdout, stderr) =
+        run_prism(&["validate", concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins.toml")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok (1 plugin, 2 namespaces)"), "{stdout}");
+}
+
+#[test]
+fn config_error_unknown_key() {
+    let (code, _, stderr) = validate("[server]\nlisten = \"127.0.0.1:1\"\nmax_value_byte = 3\n");
+    assert_eq!(code, 2);
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn config_error_bad_value_type() {
+    let (code, _, stderr) = validate("[server]\nlisten = \"not an address\"\n");
+    assert_eq!(code, 2);
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn config_error_references_and_patterns() {
+    let (code, _, stderr) = validate(
+        r#"
+[plugins.memstore]
+path = "{memstore}"
+
+[[namespaces]]
+name = "default"
+pattern = "kv"
+
+[[namespaces]]
+name = "orders"
+pattern = "keyvalue"
+[namespaces.slots.store]
+plugin = "redis"
+
+[[namespaces]]
+name = "orders"
+pattern = "keyvalue"
+[namespaces.slots.storage]
+plugin = "memstore"
+"#,
+    );
+    assert_eq!(code, 2);
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn config_error_slot_plugin_lacks_a_required_interface() {
+    let (code, _, stderr) = validate(
+        r#"
+[plugins.panicking]
+path = "{panicking}"
+
+[[namespaces]]
+name = "lists"
+pattern = "list"
+[namespaces.slots.store]
+plugin = "panicking"
+"#,
+    );
+    assert_eq!(code, 2);
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn config_error_plugin_rejects_its_slot_config() {
+    let (code, _, stderr) = validate(
+        r#"
+[plugins.memstore]
+path = "{memstore}"
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+[namespaces.slots.store]
+plugin = "memstore"
+config = { max_key = 10 }
+"#,
+    );
+    assert_eq!(code, 2);
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn config_error_missing_plugin_file_and_incompatible_abi() {
+    let (code, _, stderr) = validate(
+        r#"
+[plugins.gone]
+path = "/nonexistent/libgone.so"
+
+[plugins.old]
+path = "{old}"
+"#,
+    );
+    assert_eq!(code, 2);
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn config_error_sha256_pin_mismatch() {
+    let (code, _, stderr) =
+        validate(&format!("[plugins.memstore]\npath = \"{{memstore}}\"\nsha256 = \"{}\"\n", "0".repeat(64)));
+    assert_eq!(code, 2);
+    let stderr = stderr.lines().map(|line| {
+        // The real hash changes with every build.
+        match line.find("has SHA-256 ") {
+            Some(at) => format!("{}has SHA-256 [hash]{}", &line[..at], &line[at + 12 + 64..]),
+            None => line.to_owned(),
+        }
+    });
+    insta::assert_snapshot!(stderr.collect::<Vec<_>>().join("\n"));
+}
+
+#[cfg(unix)]
+#[test]
+fn config_error_world_writable_plugin_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("libcopy.so");
+    std::fs::copy(plugin_library("prism_memstore"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, _, stderr) = validate(&format!("[plugins.copy]\npath = \"{}\"\n", copy.display()));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("is writable by other users"), "{stderr}");
+    assert!(stderr.contains("chmod o-w"), "{stderr}");
+}
+
+#[test]
+fn serve_with_an_invalid_config_exits_2_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugins.toml");
+    std::fs::write(&path, "[[namespaces]]\nname = \"x\"\npattern = \"nope\"\n").unwrap();
+    let (code, stdout, stderr) = run_prism(&["serve", "--config", &path.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(!stdout.contains("serving"), "{stdout}");
+    assert!(stderr.contains("namespaces[0].pattern: unknown pattern 'nope'"), "{stderr}");
+}
