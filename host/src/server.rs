@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use plugin_abi::HealthStatus;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -66,14 +65,21 @@ pub async fn serve(
         tracing::info!("shutting down: refusing new calls, letting in-flight calls finish");
         let _ = stopping_tx.send(());
     };
+    // tonic refuses messages over 4 MiB by default; let any value the config allows through.
+    let max_message = (settings.max_value_bytes + 64 * 1024).max(4 * 1024 * 1024);
     let server = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(KeyValueServiceServer::new(KeyValueApi::new(gateway.clone())))
-        .add_service(ListServiceServer::new(ListApi::new(gateway.clone())))
+        .add_service(
+            KeyValueServiceServer::new(KeyValueApi::new(gateway.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            ListServiceServer::new(ListApi::new(gateway.clone())).max_decoding_message_size(max_message),
+        )
         .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming(listener), signal);
     let grace = Duration::from_millis(settings.shutdown_grace_ms);
     let result = tokio::select! {
         result = server => result,
@@ -105,6 +111,12 @@ async fn poll_health(gateway: Arc<Gateway>, reporter: HealthReporter, every: Dur
             reporter.set_service_status(&namespace.name, status).await;
         }
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: gRPC writes small frames and waits
+/// for replies, so coalescing delays every call (up to the peer's delayed-ACK timer).
+pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,0 +1,205 @@
+//! `prism-load`: drives KeyValueService Get/Set at a running gateway (or any server of
+//! the same API) and reports throughput, latency percentiles and errors.
+//!
+//!   prism-load run --target http://127.0.0.1:8980 --workload mixed --concurrency 64 --duration 10s
+//!   prism-load baseline --listen 127.0.0.1:8981     # bare tonic server over an in-process map
+//!   prism-load compare --target URL --baseline URL  # same load against both, one run, with the ratio
+
+mod baseline;
+mod workload;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use workload::{Report, Workload};
+
+#[derive(Parser)]
+#[command(name = "prism-load", version, about = "Load generator for the Prism gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one workload against one server.
+    Run {
+        /// Server URL.
+        #[arg(long, default_value = "http://127.0.0.1:8980")]
+        target: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Serve the baseline: KeyValueService Get/Set/Delete/Exists from an in-process map.
+    Baseline {
+        #[arg(long, default_value = "127.0.0.1:8981")]
+        listen: std::net::SocketAddr,
+    },
+    /// Run the same workload against the target and the baseline, and print the ratio.
+    Compare {
+        #[arg(long, default_value = "http://127.0.0.1:8980")]
+        target: String,
+        #[arg(long, default_value = "http://127.0.0.1:8981")]
+        baseline: String,
+        /// Alternating baseline/target rounds; the median ratio is reported.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    /// get, set, or mixed (see --read-percent).
+    #[arg(long, default_value = "get")]
+    workload: Workload,
+    /// Reads in a mixed workload, in percent.
+    #[arg(long, default_value_t = 90)]
+    read_percent: u8,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the requests are spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// How long to measure, e.g. 10s or 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured run-in before measuring.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Target total request rate per second; unlimited when absent. Latency is then
+    /// measured from each request's scheduled time, so queueing is not hidden.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Namespace to address (empty = default).
+    #[arg(long, default_value = "")]
+    namespace: String,
+    /// Client runtime threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration like 10s or 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" | "" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("'{text}': use a unit of ms, s or m")),
+    }
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Baseline { listen } => {
+            runtime(2).block_on(baseline::serve(listen));
+            ExitCode::SUCCESS
+        }
+        Command::Run { target, load } => {
+            let report = match runtime(load.threads).block_on(workload::run(&target, &load.to_plan())) {
+                Ok(report) => report,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if load.json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("json"));
+            } else {
+                print!("{}", report.render());
+            }
+            if report.errors_total() > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Compare { target, baseline, rounds, load } => compare(&target, &baseline, &load, rounds),
+    }
+}
+
+fn compare(target: &str, baseline: &str, load: &LoadArgs, rounds: usize) -> ExitCode {
+    let runtime = runtime(load.threads);
+    let plan = load.to_plan();
+    let mut pairs: Vec<(Report, Report)> = Vec::new();
+    // Alternate baseline and target so drift on a shared machine hits both alike.
+    for round in 1..=rounds.max(1) {
+        let run = |url: &str| runtime.block_on(workload::run(url, &plan)).map_err(|e| format!("{url}: {e}"));
+        let pair = match (run(baseline), run(target)) {
+            (Ok(base), Ok(gateway)) => (base, gateway),
+            (Err(error), _) | (_, Err(error)) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !load.json {
+            println!("== round {round}: baseline ==\n{}", pair.0.render());
+            println!("== round {round}: target ==\n{}", pair.1.render());
+            println!(
+                "round {round} throughput ratio (target / baseline): {:.3}\n",
+                pair.1.throughput() / pair.0.throughput()
+            );
+        }
+        pairs.push(pair);
+    }
+    let mut ratios: Vec<f64> =
+        pairs.iter().map(|(base, gateway)| gateway.throughput() / base.throughput()).collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    if load.json {
+        let rounds: Vec<_> = pairs
+            .iter()
+            .map(|(base, gateway)| serde_json::json!({ "baseline": base.to_json(), "target": gateway.to_json() }))
+            .collect();
+        let json = serde_json::json!({ "rounds": rounds, "median_throughput_ratio": median });
+        println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+    } else {
+        println!("median throughput ratio over {} round(s) (target / baseline): {median:.3}", pairs.len());
+    }
+    let errors: u64 = pairs.iter().map(|(base, gateway)| base.errors_total() + gateway.errors_total()).sum();
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+impl LoadArgs {
+    fn to_plan(&self) -> workload::Plan {
+        workload::Plan {
+            workload: self.workload,
+            read_percent: self.read_percent.min(100),
+            concurrency: self.concurrency.max(1),
+            connections: self.connections.max(1),
+            duration: self.duration,
+            warmup: self.warmup,
+            rate: self.rate,
+            keys: self.keys.max(1),
+            value_size: self.value_size,
+            namespace: self.namespace.clone(),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The load loop: tasks spread over a few HTTP/2 connections, each recording latency
+//! in its own histogram, merged at the end.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use prism_host::api::key_value_service_client::KeyValueServiceClient;
+use prism_host::api::{GetRequest, SetRequest};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    Get,
+    Set,
+    Mixed,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub workload: Workload,
+    pub read_percent: u8,
+    pub concurrency: usize,
+    pub connections: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub rate: Option<u64>,
+    pub keys: u64,
+    pub value_size: usize,
+    pub namespace: String,
+}
+
+pub struct Report {
+    pub target: String,
+    pub plan: Plan,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub elapsed: Duration,
+    pub latency_us: Histogram<u64>,
+}
+
+struct TaskResult {
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    latency_us: Histogram<u64>,
+}
+
+fn key(index: u64) -> String {
+    format!("load-{index:08}")
+}
+
+async fn connect(target: &str, connections: usize) -> Result<Vec<Channel>, String> {
+    let endpoint = Endpoint::from_shared(target.to_owned()).map_err(|e| format!("bad target URL: {e}"))?;
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(endpoint.connect().await.map_err(|e| format!("cannot connect to {target}: {e}"))?);
+    }
+    Ok(channels)
+}
+
+/// Writes every key once so reads hit.
+async fn preload(channel: Channel, plan: &Plan, value: &Bytes) -> Result<(), String> {
+    let mut client = KeyValueServiceClient::new(channel);
+    for index in 0..plan.keys {
+        client
+            .set(SetRequest {
+                namespace: plan.namespace.clone(),
+                key: key(index),
+                value: value.clone(),
+                ttl_ms: 0,
+            })
+            .await
+            .map_err(|status| format!("preloading keys failed: {status}"))?;
+    }
+    Ok(())
+}
+
+pub async fn run(target: &str, plan: &Plan) -> Result<Report, String> {
+    let channels = connect(target, plan.connections).await?;
+    let value = Bytes::from(vec![b'x'; plan.value_size]);
+    if plan.workload != Workload::Set {
+        preload(channels[0].clone(), plan, &value).await?;
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + plan.warmup;
+    let end = measure_from + plan.duration;
+    // With a rate, each task sends on its own schedule of `interval`.
+    let interval =
+        plan.rate.map(|rate| Duration::from_secs_f64(plan.concurrency as f64 / rate.max(1) as f64));
+    let mut tasks = Vec::with_capacity(plan.concurrency);
+    for task in 0..plan.concurrency {
+        let client = KeyValueServiceClient::new(channels[task % channels.len()].clone());
+        let plan = plan.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            drive(client, plan, value, task as u64, start, measure_from, end, interval).await
+        }));
+    }
+    let mut ok = 0;
+    let mut errors = BTreeMap::new();
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    for task in tasks {
+        let result = task.await.map_err(|e| format!("a load task failed: {e}"))?;
+        ok += result.ok;
+        for (code, count) in result.errors {
+            *errors.entry(code).or_insert(0) += count;
+        }
+        latency_us.add(result.latency_us).expect("same histogram bounds");
+    }
+    Ok(Report {
+        target: target.to_owned(),
+        plan: plan.clone(),
+        ok,
+        errors,
+        elapsed: plan.duration,
+        latency_us,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut client: KeyValueServiceClient<Channel>,
+    plan: Plan,
+    value: Bytes,
+    seed: u64,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    interval: Option<Duration>,
+) -> TaskResult {
+    let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef);
+    let mut result = TaskResult {
+        ok: 0,
+        errors: BTreeMap::new(),
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+    };
+    tokio::time::sleep_until(start.into()).await;
+    // Spread the tasks' schedules over one interval so they do not fire in lockstep.
+    let mut scheduled = interval.map(|every| start + every.mul_f64(rng.f64()));
+    loop {
+        // Latency counts from the scheduled time only when this task was still busy with
+        // the previous request at that time (so server queueing is not hidden); when it
+        // was idle, waiting on the timer, it counts from the actual send, so the timer's
+        // coarse granularity is not charged to the server.
+        let sent = match scheduled {
+            Some(at) if Instant::now() < at => {
+                tokio::time::sleep_until(at.into()).await;
+                Instant::now()
+            }
+            Some(at) => at,
+            None => Instant::now(),
+        };
+        if scheduled.unwrap_or(sent) >= end {
+            break;
+        }
+        let index = rng.u64(0..plan.keys);
+        let read = match plan.workload {
+            Workload::Get => true,
+            Workload::Set => false,
+            Workload::Mixed => rng.u8(0..100) < plan.read_percent,
+        };
+        let outcome = if read {
+            client.get(GetRequest { namespace: plan.namespace.clone(), key: key(index) }).await.map(|_| ())
+        } else {
+            client
+                .set(SetRequest {
+                    namespace: plan.namespace.clone(),
+                    key: key(index),
+                    value: value.clone(),
+                    ttl_ms: 0,
+                })
+                .await
+                .map(|_| ())
+        };
+        let done = Instant::now();
+        if sent >= measure_from {
+            match outcome {
+                Ok(()) => {
+                    result.ok += 1;
+                    let micros = done.duration_since(sent).as_micros().max(1) as u64;
+                    result.latency_us.saturating_record(micros);
+                }
+                Err(status) => *result.errors.entry(format!("{:?}", status.code())).or_insert(0) += 1,
+            }
+        }
+        if let (Some(at), Some(every)) = (scheduled.as_mut(), interval) {
+            *at += every;
+        }
+    }
+    result
+}
+
+impl Report {
+    pub fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn percentile_ms(&self, quantile: f64) -> f64 {
+        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    pub fn render(&self) -> String {
+        let plan = &self.plan;
+        let workload = match plan.workload {
+            Workload::Mixed => format!("mixed ({}% get)", plan.read_percent),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        let rate = plan.rate.map_or("unlimited".to_owned(), |r| format!("{r}/s"));
+        let errors = if self.errors.is_empty() {
+            "0".to_owned()
+        } else {
+            self.errors.iter().map(|(code, n)| format!("{code}: {n}")).collect::<Vec<_>>().join(", ")
+        };
+        format!(
+            "target      {} (namespace '{}')\n\
+             workload    {workload}, {} in flight over {} connections, rate {rate}, {} keys, {}-byte values\n\
+             measured    {:.1}s after {:.1}s warm-up\n\
+             requests    {} ok, errors {errors}\n\
+             throughput  {:.0} req/s\n\
+             latency     p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms\n",
+            self.target,
+            if plan.namespace.is_empty() { "default" } else { &plan.namespace },
+            plan.concurrency,
+            plan.connections,
+            plan.keys,
+            plan.value_size,
+            self.elapsed.as_secs_f64(),
+            plan.warmup.as_secs_f64(),
+            self.ok,
+            self.throughput(),
+            self.percentile_ms(0.5),
+            self.percentile_ms(0.9),
+            self.percentile_ms(0.99),
+            self.percentile_ms(0.999),
+            self.latency_us.max() as f64 / 1000.0,
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "target": self.target,
+            "workload": self.plan.workload,
+            "read_percent": self.plan.read_percent,
+            "concurrency": self.plan.concurrency,
+            "connections": self.plan.connections,
+            "rate": self.plan.rate,
+            "keys": self.plan.keys,
+            "value_size": self.plan.value_size,
+            "duration_s": self.elapsed.as_secs_f64(),
+            "ok": self.ok,
+            "errors": self.errors,
+            "throughput_rps": self.throughput(),
+            "latency_ms": {
+                "p50": self.percentile_ms(0.5),
+                "p90": self.percentile_ms(0.9),
+                "p99": self.percentile_ms(0.99),
+                "p999": self.percentile_ms(0.999),
+                "max": self.latency_us.max() as f64 / 1000.0,
+            },
+        })
+    }
+}

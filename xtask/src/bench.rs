@@ -1,0 +1,180 @@
+//! Benchmarks measured against a baseline in the same run (figures go to docs/BENCHMARKS.md).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{cargo, run, workspace_root};
+
+const GATEWAY: &str = "127.0.0.1:18980";
+const BASELINE: &str = "127.0.0.1:18981";
+/// Alternating rounds per comparison; medians are reported.
+const ROUNDS: usize = 3;
+const ROUNDS_ARG: &str = "3";
+
+/// A server process started for a benchmark, killed on drop.
+struct Background {
+    child: Child,
+}
+
+impl Background {
+    /// Starts `command` and waits for the line containing `ready` on its stdout.
+    fn start(mut command: Command, ready: &str) -> Result<Background, String> {
+        let shown = format!("{command:?}");
+        let mut child =
+            command.stdout(Stdio::piped()).spawn().map_err(|e| format!("cannot start {shown}: {e}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains(ready) => break,
+                Some(_) => continue,
+                None => return Err(format!("{shown} exited before it was ready")),
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Background { child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn release_binary(name: &str) -> PathBuf {
+    workspace_root().join("target/release").join(name)
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+fn prism_load(args: &[&str]) -> Result<(), String> {
+    let mut command = Command::new(release_binary("prism-load"));
+    command.args(args);
+    run(command)
+}
+
+/// A pre-framed gRPC GetRequest{key: "load-00000001"} for h2load.
+fn get_body() -> Result<PathBuf, String> {
+    let key = b"load-00000001";
+    let mut message = vec![0x12, key.len() as u8];
+    message.extend_from_slice(key);
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let path = workspace_root().join("target/bench/get.bin");
+    std::fs::write(&path, frame).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+fn h2load(address: &str, body: &PathBuf, pid: u32) -> Result<(f64, f64), String> {
+    let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
+    let output = Command::new("h2load")
+        .args(["-n", "400000", "-c", "8", "-m", "16", "-t", "1", "-d"])
+        .arg(body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg(format!("http://{address}/prism.v1.KeyValueService/Get"))
+        .output()
+        .map_err(|e| format!("cannot run h2load: {e}"))?;
+    let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
+    let text = String::from_utf8_lossy(&output.stdout);
+    for line in text.lines().filter(|l| {
+        l.starts_with("finished in") || l.starts_with("requests:") || l.starts_with("status codes:")
+    }) {
+        println!("    {line}");
+    }
+    let rps = text
+        .lines()
+        .find_map(|line| line.strip_prefix("finished in "))
+        .and_then(|rest| rest.split(", ").nth(1))
+        .and_then(|field| field.trim_end_matches(" req/s").parse::<f64>().ok())
+        .ok_or_else(|| format!("could not read h2load's output:\n{text}"))?;
+    if !text.contains("400000 succeeded") {
+        return Err(format!("h2load saw failures:\n{text}"));
+    }
+    Ok((rps, cpu * 1e6 / 400_000.0))
+}
+
+pub fn gateway_vs_baseline() -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--release", "--workspace"]);
+    run(build)?;
+    let dir = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let config = dir.join("plugins.toml");
+    let memstore = release_binary("libprism_memstore.so");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{GATEWAY}\"\n\n[plugins.memstore]\npath = \"{}\"\n\n\
+             [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n",
+            memstore.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut gateway = Command::new(release_binary("prism"));
+    gateway.args(["serve", "--config"]).arg(&config).env("PRISM_LOG", "warn");
+    let gateway = Background::start(gateway, "serving on")?;
+    let mut baseline = Command::new(release_binary("prism-load"));
+    baseline.args(["baseline", "--listen", BASELINE]);
+    let baseline = Background::start(baseline, "serving on")?;
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (target, base) = (format!("http://{GATEWAY}"), format!("http://{BASELINE}"));
+    let compare = |title: &str, extra: &[&str]| -> Result<(), String> {
+        println!("\n## prism-load compare: {title}");
+        let mut args = vec!["compare", "--rounds", ROUNDS_ARG, "--target", &target, "--baseline", &base];
+        args.extend_from_slice(&["--duration", "5s", "--warmup", "1s"]);
+        args.extend_from_slice(extra);
+        prism_load(&args)
+    };
+    compare("saturating, get", &["--workload", "get"])?;
+    compare("saturating, mixed 90% get", &["--workload", "mixed"])?;
+    compare("fixed rate 20000/s, get (latency below saturation)", &["--workload", "get", "--rate", "20000"])?;
+
+    if Command::new("h2load").arg("--version").output().is_ok() {
+        let body = get_body()?;
+        println!("\n## h2load -n 400000 -c 8 -m 16 -t 1, unary Get, {ROUNDS} alternating rounds");
+        let mut ratios = Vec::new();
+        for round in 1..=ROUNDS {
+            println!("  round {round}, baseline ({BASELINE}):");
+            let (base_rps, base_cpu) = h2load(BASELINE, &body, baseline.pid())?;
+            println!("  round {round}, gateway ({GATEWAY}):");
+            let (gateway_rps, gateway_cpu) = h2load(GATEWAY, &body, gateway.pid())?;
+            println!(
+                "  round {round}: baseline {base_rps:.0} req/s ({base_cpu:.2} µs server CPU/req), \
+                 gateway {gateway_rps:.0} req/s ({gateway_cpu:.2} µs server CPU/req), ratio {:.3}",
+                gateway_rps / base_rps
+            );
+            ratios.push(gateway_rps / base_rps);
+        }
+        ratios.sort_by(f64::total_cmp);
+        println!("  median h2load throughput ratio (gateway / baseline): {:.3}", ratios[ratios.len() / 2]);
+    } else {
+        println!("\nh2load not found: install Debian's nghttp2-client for the independent load figures");
+    }
+    Ok(())
+}
+
+pub fn abi() -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "prism-memstore"]);
+    run(build)?;
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "prism-acceptance", "--bench", "abi_call"]);
+    run(bench)
+}
