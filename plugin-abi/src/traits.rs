@@ -17,6 +17,13 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// The slot's `config` table, deserialized. Use `#[serde(deny_unknown_fields)]`.
     type Config: DeserializeOwned + Send + 'static;
 
+    /// Checks a deserialized config beyond its types (URLs, ranges, names) without
+    /// connecting anywhere. `prism validate` calls it; so does the host before `create`.
+    fn check(config: &Self::Config) -> Res<()> {
+        let _ = config;
+        Ok(())
+    }
+
     fn create(config: Self::Config) -> impl Future<Output = Res<Self>> + Send;
 
     fn health(&self) -> impl Future<Output = Health> + Send {

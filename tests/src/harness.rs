@@ -61,7 +61,8 @@ impl Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = config
             .replace("{memstore}", &plugin_library("prism_memstore").display().to_string())
-            .replace("{panicking}", &plugin_library("prism_fixture_panicking").display().to_string());
+            .replace("{panicking}", &plugin_library("prism_fixture_panicking").display().to_string())
+            .replace("{redis}", &plugin_library("prism_redis").display().to_string());
         let config_path = dir.path().join("plugins.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr_log = dir.path().join("stderr.log");
@@ -137,5 +138,62 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on loopback (bound, then released for a server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+/// A private `redis-server` on a free port with an append-only file fsynced on every
+/// write, so a test can kill and restart it without touching the shared server.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let mut redis =
+            PrivateRedis { port: free_port(), dir: tempfile::tempdir().expect("temp dir"), child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and data directory.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (cargo xtask test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown, no final save; only what was fsynced survives.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

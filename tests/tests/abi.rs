@@ -75,6 +75,11 @@ async fn config_errors_come_back_as_invalid_argument_naming_the_key() {
     assert_eq!(error.code(), ErrorCode::InvalidArgument);
     assert!(error.message().contains("max_key"), "{error}");
     plugin.check_config("max_keys = 5").unwrap();
+    let error = plugin.check_config("shards = 0").unwrap_err();
+    assert!(
+        error.message().contains("shards = 0 is out of range"),
+        "validation runs without creating: {error}"
+    );
     let error = plugin.create("shards = 0").await.err().expect("shards = 0 is refused");
     assert_eq!(error.code(), ErrorCode::InvalidArgument);
     assert!(error.message().contains("shards"), "{error}");

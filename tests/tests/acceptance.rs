@@ -16,8 +16,8 @@ async fn prove(library: &str, config: &str, interface: Interface) {
 }
 
 fn declared(library: &str) -> Vec<Interface> {
-    let target = Target::load(&harness::plugin_library(library), "").expect("load plugin");
-    target.plugin.metadata().interfaces.clone()
+    let plugin = plugin_abi::host::Plugin::load(harness::plugin_library(library)).expect("load plugin");
+    plugin.metadata().interfaces.clone()
 }
 
 macro_rules! plugin_suites {
@@ -43,6 +43,16 @@ macro_rules! plugin_suites {
 }
 
 plugin_suites!(memstore: "prism_memstore", config = "", [
+    keyvalue_basic => KeyValueBasic,
+    keyvalue_ttl => KeyValueTtl,
+    keyvalue_scan => KeyValueScan,
+    keyvalue_batch => KeyValueBatch,
+    keyvalue_cas => KeyValueCas,
+    list_basic => ListBasic,
+    list_range => ListRange,
+]);
+
+plugin_suites!(redis: "prism_redis", config = "url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"prism-acceptance:\"", [
     keyvalue_basic => KeyValueBasic,
     keyvalue_ttl => KeyValueTtl,
     keyvalue_scan => KeyValueScan,

@@ -499,3 +499,16 @@ async fn reflection_lists_every_service() {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 }
+
+#[tokio::test]
+async fn values_up_to_a_large_configured_limit_pass_through() {
+    // Beyond tonic's default 4 MiB message limit, which the server raises to fit.
+    let server = Server::start(&CONFIG.replace("max_value_bytes = 1024", "max_value_bytes = 6291456"));
+    let mut kv = server.keyvalue().await.max_decoding_message_size(8 * 1024 * 1024);
+    let value: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    kv.set(set("", "big", &value)).await.expect("a 5 MiB value under a 6 MiB limit");
+    let got = kv.get(get("", "big")).await.unwrap().into_inner();
+    assert_eq!(got.value.len(), value.len());
+    assert!(got.value[..] == value[..]);
+    assert_status(kv.set(set("", "bigger", &vec![0u8; 6291457])).await, Code::InvalidArgument, "6291456");
+}

@@ -3,6 +3,8 @@
 //!   cargo xtask serve   build the workspace and run the gateway with ./plugins.toml
 //!   cargo xtask test    build everything the tests load (plugins, fixtures, binaries), run all tests
 //!   cargo xtask ci      what CI runs: format and lint checks, then `test`
+//!   cargo xtask bench   release build; gateway vs bare-tonic baseline with prism-load and h2load
+//!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,8 +16,10 @@ fn main() -> ExitCode {
         Some("serve") => serve(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("ci") => ci(),
+        Some("bench") => bench::gateway_vs_baseline(),
+        Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci | bench | bench-abi>");
             return ExitCode::from(2);
         }
     };
@@ -28,17 +32,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn workspace_root() -> PathBuf {
+mod bench;
+mod services;
+
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root());
     command
 }
 
-fn run(mut command: Command) -> Result<(), String> {
+pub(crate) fn run(mut command: Command) -> Result<(), String> {
     let shown = format!("{command:?}");
     eprintln!("xtask: running {shown}");
     let status = command.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
@@ -65,6 +72,7 @@ fn serve(args: &[String]) -> Result<(), String> {
 }
 
 fn test(args: &[String]) -> Result<(), String> {
+    services::ensure_redis()?;
     build_all()?;
     let mut test = cargo();
     test.args(["test", "--workspace"]).args(args).stdout(Stdio::piped());

@@ -337,8 +337,10 @@ impl<D: crate::ListRange> FfiListRange for Adapter<D> {
 }
 
 fn parse_config<D: Driver>(config: &str) -> Result<D::Config, PluginError> {
-    toml::from_str::<D::Config>(config)
-        .map_err(|e| PluginError::invalid_argument(e.message().trim().to_owned()))
+    let parsed = toml::from_str::<D::Config>(config)
+        .map_err(|e| PluginError::invalid_argument(e.message().trim().to_owned()))?;
+    D::check(&parsed)?;
+    Ok(parsed)
 }
 
 fn guarded<T>(what: &str, body: impl FnOnce() -> RResult<T, PluginError>) -> RResult<T, PluginError> {

@@ -77,3 +77,63 @@ where
     };
     FfiEntryStream_TO::from_value(stream, TD_Opaque)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use abi_stable::std_types::RString;
+
+    use super::*;
+
+    struct SetOnDrop(Arc<AtomicBool>);
+
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_pump_runs_bounded_ahead_and_stops_when_the_stream_is_dropped() {
+        let runtime = Arc::new(PluginRuntime::new("test").unwrap());
+        let produced = Arc::new(AtomicUsize::new(0));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (count, flag) = (produced.clone(), stopped.clone());
+        let stream = entry_stream(&runtime, move |sender| async move {
+            let _guard = SetOnDrop(flag);
+            loop {
+                let entry = FfiEntry { key: RString::from("k"), value: Default::default() };
+                if sender.send(Ok(entry)).await.is_err() {
+                    return;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let host = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        host.block_on(async {
+            for _ in 0..3 {
+                assert!(matches!(stream.next().await, ROk(ROption::RSome(_))));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        let ahead = produced.load(Ordering::SeqCst);
+        assert!(ahead <= 3 + STREAM_BUFFER + 1, "the pump ran {ahead} items ahead of a reader that took 3");
+        drop(stream);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(stopped.load(Ordering::SeqCst), "dropping the stream must cancel the pump");
+    }
+
+    #[test]
+    fn a_panicking_pump_ends_the_stream_with_an_internal_error() {
+        let runtime = Arc::new(PluginRuntime::new("test").unwrap());
+        let stream = entry_stream(&runtime, |_sender| async move { panic!("pump exploded") });
+        let host = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let result = host.block_on(stream.next());
+        match result {
+            RResult::RErr(error) => assert!(error.message().contains("pump exploded"), "{error}"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+}

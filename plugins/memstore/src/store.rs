@@ -52,7 +52,7 @@ impl Drop for Memstore {
 impl Driver for Memstore {
     type Config = Config;
 
-    async fn create(config: Config) -> Result<Self, PluginError> {
+    fn check(config: &Config) -> Result<(), PluginError> {
         if config.shards == 0 || config.shards > 4096 {
             return Err(PluginError::invalid_argument(format!(
                 "shards = {} is out of range: use 1..=4096",
@@ -62,6 +62,10 @@ impl Driver for Memstore {
         if config.sweep_interval_ms == 0 {
             return Err(PluginError::invalid_argument("sweep_interval_ms must be at least 1"));
         }
+        Ok(())
+    }
+
+    async fn create(config: Config) -> Result<Self, PluginError> {
         let shards = config.shards.next_power_of_two();
         let inner = Arc::new(Inner {
             shards: (0..shards).map(|_| RwLock::new(Shard::default())).collect(),

@@ -1,0 +1,28 @@
+//! redis: key-value and lists on a Redis server.
+//!
+//! Data model, under the slot's `key_prefix`:
+//! - `{prefix}k:{key}` — a hash `{v: value, n: version}`; its TTL is the key's TTL.
+//! - `{prefix}i` — a sorted set of live key names (all score 0), so prefix scans page
+//!   in key order with `ZRANGEBYLEX` and never return a key twice. Entries whose hash
+//!   has expired are dropped lazily by scans, counts and a background sweeper.
+//! - `{prefix}l:{key}` — a Redis list.
+//!
+//! Every write is one Lua script, so value, version, TTL and index change atomically.
+
+mod config;
+mod errors;
+mod keyvalue;
+mod list;
+mod scripts;
+mod store;
+
+pub use config::Config;
+pub use store::Redis;
+
+plugin_abi::export_plugin! {
+    driver: Redis,
+    name: "redis",
+    description: "Redis key-value (hash per key, sorted-set index) and lists",
+    connection_format: "redis://[user:password@]host:port[/db]",
+    interfaces: [KeyValueBasic, KeyValueTtl, KeyValueScan, KeyValueBatch, KeyValueCas, ListBasic, ListRange],
+}

@@ -1,0 +1,96 @@
+use std::time::Duration;
+
+use plugin_abi::{Driver, Health, PluginError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::errors::plugin_error;
+use crate::Config;
+
+pub struct Redis {
+    pub(crate) connection: ConnectionManager,
+    pub(crate) keys: KeyNames,
+    sweeper: tokio::task::AbortHandle,
+}
+
+/// The Redis key names this instance uses, all under the configured prefix.
+#[derive(Clone)]
+pub(crate) struct KeyNames {
+    prefix: String,
+    pub index: String,
+}
+
+impl KeyNames {
+    fn new(prefix: &str) -> Self {
+        KeyNames { prefix: prefix.to_owned(), index: format!("{prefix}i") }
+    }
+
+    pub fn value(&self, key: &str) -> String {
+        format!("{}k:{key}", self.prefix)
+    }
+
+    pub fn list(&self, key: &str) -> String {
+        format!("{}l:{key}", self.prefix)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
+
+impl Driver for Redis {
+    type Config = Config;
+
+    fn check(config: &Config) -> Result<(), PluginError> {
+        config.check()
+    }
+
+    async fn create(config: Config) -> Result<Self, PluginError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| PluginError::invalid_argument(format!("url: {e}")))?;
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
+            .set_response_timeout(Some(Duration::from_millis(config.command_timeout_ms)))
+            // Reconnect in the background with a short backoff; calls fail fast meanwhile.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
+        let connection = ConnectionManager::new_with_config(client, settings).await.map_err(|e| {
+            PluginError::unavailable(format!("cannot connect to {}: {e}", redacted(&config.url)))
+        })?;
+        let keys = KeyNames::new(&config.key_prefix);
+        let sweeper = tokio::spawn(crate::keyvalue::sweep_index(
+            connection.clone(),
+            keys.clone(),
+            Duration::from_millis(config.sweep_interval_ms),
+        ))
+        .abort_handle();
+        Ok(Redis { connection, keys, sweeper })
+    }
+
+    async fn health(&self) -> Health {
+        let mut connection = self.connection.clone();
+        match redis::cmd("PING").query_async::<String>(&mut connection).await {
+            Ok(_) => Health::serving(),
+            Err(error) => Health::unhealthy(plugin_error(error).message().to_owned()),
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(super::redacted("redis://user:secret@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(super::redacted("redis://host:6379"), "redis://host:6379");
+    }
+}

@@ -1,0 +1,117 @@
+//! Redis going away under load: calls fail fast with UNAVAILABLE while it is down, the
+//! plugin reconnects by itself, and writes acknowledged before the crash are still there
+//! after it restarts (the private server fsyncs its append-only file on every write).
+
+use std::time::{Duration, Instant};
+
+use prism_acceptance::harness::{PrivateRedis, Server};
+use prism_host::api::{GetRequest, SetRequest};
+use tonic::Code;
+
+fn config(redis: &PrivateRedis) -> String {
+    format!(
+        r#"
+[server]
+health_interval_ms = 100
+
+[plugins.redis]
+path = "{{redis}}"
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+[namespaces.slots.store]
+plugin = "redis"
+config = {{ url = "{}", connect_timeout_ms = 300, command_timeout_ms = 300 }}
+"#,
+        redis.url()
+    )
+}
+
+async fn namespace_serving(server: &Server, serving: bool) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let wanted = if serving {
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    } else {
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
+    } as i32;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest { service: "default".into() })
+            .await
+            .map(|reply| reply.into_inner().status);
+        if status.as_ref().is_ok_and(|s| *s == wanted) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "namespace health never became {wanted} (last: {status:?})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_fast_recovers_by_itself_and_keeps_acknowledged_writes() {
+    let mut redis = PrivateRedis::start();
+    let server = Server::start(&config(&redis));
+    let prism_pid = server.pid();
+    let mut kv = server.keyvalue().await;
+    let set = |i: u32| SetRequest {
+        namespace: String::new(),
+        key: format!("k{i}"),
+        value: format!("v{i}").into_bytes().into(),
+        ttl_ms: 0,
+    };
+
+    // Healthy: every write is acknowledged.
+    let mut acknowledged = Vec::new();
+    for i in 0..200 {
+        kv.set(set(i)).await.expect("writes succeed while redis is up");
+        acknowledged.push(i);
+    }
+
+    // Down: every call fails, fast, with UNAVAILABLE.
+    redis.kill();
+    let mut failures = 0;
+    for i in 200..220 {
+        let started = Instant::now();
+        match kv.set(set(i)).await {
+            Ok(_) => panic!("a write succeeded with redis down"),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+                assert!(started.elapsed() < Duration::from_secs(3), "failing took {:?}", started.elapsed());
+                failures += 1;
+            }
+        }
+    }
+    assert_eq!(failures, 20);
+    namespace_serving(&server, false).await;
+
+    // Back: the plugin reconnects without a host restart.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut i = 1000;
+    loop {
+        match kv.set(set(i)).await {
+            Ok(_) => break,
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{}", status.message()),
+        }
+        assert!(Instant::now() < deadline, "the plugin never reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        i += 1;
+    }
+    acknowledged.push(i);
+    // Once recovered, no more errors.
+    for i in 2000..2100 {
+        kv.set(set(i)).await.expect("no errors after recovery");
+        acknowledged.push(i);
+    }
+    // Nothing acknowledged was lost.
+    for i in acknowledged {
+        let reply =
+            kv.get(GetRequest { namespace: String::new(), key: format!("k{i}") }).await.unwrap().into_inner();
+        assert!(reply.found, "acknowledged write k{i} was lost");
+        assert_eq!(reply.value, format!("v{i}").into_bytes());
+    }
+    namespace_serving(&server, true).await;
+    assert_eq!(server.pid(), prism_pid, "the same host process served throughout");
+}
