@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "../proto/prism/v1/keyvalue.proto",
                 "../proto/prism/v1/list.proto",
                 "../proto/prism/v1/admin.proto",
+                "../proto/prism/v1/queue.proto",
             ],
             &["../proto"],
         )?;

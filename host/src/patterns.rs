@@ -29,6 +29,7 @@ impl Pattern {
 
 pub const KEYVALUE: &str = "keyvalue";
 pub const LIST: &str = "list";
+pub const QUEUE: &str = "queue";
 
 pub static PATTERNS: &[Pattern] = &[
     Pattern {
@@ -38,7 +39,13 @@ pub static PATTERNS: &[Pattern] = &[
             name: "store",
             optional: false,
             required: &["keyvalue_basic"],
-            optional_interfaces: &["keyvalue_scan", "keyvalue_ttl", "keyvalue_batch", "keyvalue_cas"],
+            optional_interfaces: &[
+                "keyvalue_scan",
+                "keyvalue_ttl",
+                "keyvalue_batch",
+                "keyvalue_cas",
+                "keyvalue_transactional",
+            ],
         }],
         served: true,
     },
@@ -71,7 +78,7 @@ pub static PATTERNS: &[Pattern] = &[
         served: false,
     },
     Pattern {
-        name: "queue",
+        name: QUEUE,
         description: "Work queues: enqueue, dequeue with visibility timeout, ack/nack, dead letters",
         slots: &[Slot {
             name: "queue",
@@ -79,7 +86,7 @@ pub static PATTERNS: &[Pattern] = &[
             required: &["queue_basic"],
             optional_interfaces: &["queue_visibility", "queue_dead_letter", "queue_delayed"],
         }],
-        served: false,
+        served: true,
     },
     Pattern {
         name: "multicast-registry",

@@ -10,7 +10,8 @@ use crate::ffi::{
     self, FfiCas, FfiEntry, FfiHealthStatus, FfiInstance, FfiListEnd, FfiTtlKind, PluginModuleRef,
 };
 use crate::{
-    CasResult, Health, HealthStatus, Interface, KeyTtl, ListEnd, Metadata, PluginError, ScanPage, Versioned,
+    CasResult, DeadLetterPage, Health, HealthStatus, Interface, KeyTtl, ListEnd, Metadata, PluginError,
+    QueueMessage, ScanPage, TransactionId, Versioned,
 };
 
 type Res<T> = Result<T, PluginError>;
@@ -125,8 +126,13 @@ impl Instance {
             Interface::KeyValueScan => ffi.keyvalue_scan.is_some(),
             Interface::KeyValueBatch => ffi.keyvalue_batch.is_some(),
             Interface::KeyValueCas => ffi.keyvalue_cas.is_some(),
+            Interface::KeyValueTransactional => ffi.keyvalue_transactional.is_some(),
             Interface::ListBasic => ffi.list_basic.is_some(),
             Interface::ListRange => ffi.list_range.is_some(),
+            Interface::QueueBasic => ffi.queue_basic.is_some(),
+            Interface::QueueVisibility => ffi.queue_visibility.is_some(),
+            Interface::QueueDeadLetter => ffi.queue_dead_letter.is_some(),
+            Interface::QueueDelayed => ffi.queue_delayed.is_some(),
         }
     }
 
@@ -165,6 +171,21 @@ impl Instance {
     }
     pub fn list_range(&self) -> Option<ListRangeHandle<'_>> {
         self.ffi.list_range.as_ref().into_option().map(ListRangeHandle)
+    }
+    pub fn keyvalue_transactional(&self) -> Option<KeyValueTransactionalHandle<'_>> {
+        self.ffi.keyvalue_transactional.as_ref().into_option().map(KeyValueTransactionalHandle)
+    }
+    pub fn queue_basic(&self) -> Option<QueueBasicHandle<'_>> {
+        self.ffi.queue_basic.as_ref().into_option().map(QueueBasicHandle)
+    }
+    pub fn queue_visibility(&self) -> Option<QueueVisibilityHandle<'_>> {
+        self.ffi.queue_visibility.as_ref().into_option().map(QueueVisibilityHandle)
+    }
+    pub fn queue_dead_letter(&self) -> Option<QueueDeadLetterHandle<'_>> {
+        self.ffi.queue_dead_letter.as_ref().into_option().map(QueueDeadLetterHandle)
+    }
+    pub fn queue_delayed(&self) -> Option<QueueDelayedHandle<'_>> {
+        self.ffi.queue_delayed.as_ref().into_option().map(QueueDelayedHandle)
     }
 }
 
@@ -342,5 +363,111 @@ impl ListRangeHandle<'_> {
     }
     pub async fn trim(&self, k: &str, start: i64, stop: i64) -> Res<()> {
         self.0.trim(key(k), start, stop).await.into_result()
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub struct KeyValueTransactionalHandle<'a>(&'a ffi::KeyValueTransactionalBox);
+
+impl KeyValueTransactionalHandle<'_> {
+    pub async fn begin(&self, timeout: Duration) -> Res<TransactionId> {
+        Ok(TransactionId(self.0.begin(ttl_millis(timeout)).await.into_result()?))
+    }
+    pub async fn get(&self, tx: TransactionId, k: &str) -> Res<Option<Vec<u8>>> {
+        Ok(self.0.tx_get(tx.0, key(k)).await.into_result()?.into_option().map(RVec::into_vec))
+    }
+    pub async fn set(&self, tx: TransactionId, k: &str, value: Vec<u8>) -> Res<()> {
+        self.0.tx_set(tx.0, key(k), value.into()).await.into_result()
+    }
+    pub async fn delete(&self, tx: TransactionId, k: &str) -> Res<bool> {
+        self.0.tx_delete(tx.0, key(k)).await.into_result()
+    }
+    pub async fn commit(&self, tx: TransactionId) -> Res<()> {
+        self.0.commit(tx.0).await.into_result()
+    }
+    pub async fn rollback(&self, tx: TransactionId) -> Res<()> {
+        self.0.rollback(tx.0).await.into_result()
+    }
+}
+
+fn queue_message(message: ffi::FfiQueueMessage) -> QueueMessage {
+    QueueMessage {
+        id: message.id.into_string(),
+        payload: message.payload.into_vec(),
+        receipt: message.receipt.into_string(),
+        delivery_count: message.delivery_count,
+        enqueued_at_unix_ms: message.enqueued_at_unix_ms,
+    }
+}
+
+fn queue_messages(messages: RVec<ffi::FfiQueueMessage>) -> Vec<QueueMessage> {
+    messages.into_iter().map(queue_message).collect()
+}
+
+pub struct QueueBasicHandle<'a>(&'a ffi::QueueBasicBox);
+
+impl QueueBasicHandle<'_> {
+    pub async fn enqueue(&self, queue: &str, payload: Vec<u8>) -> Res<String> {
+        Ok(self.0.enqueue(key(queue), payload.into()).await.into_result()?.into_string())
+    }
+    pub async fn dequeue(&self, queue: &str, max: u32) -> Res<Vec<QueueMessage>> {
+        Ok(queue_messages(self.0.dequeue(key(queue), max).await.into_result()?))
+    }
+    pub async fn ack(&self, queue: &str, receipt: &str) -> Res<bool> {
+        self.0.ack(key(queue), key(receipt)).await.into_result()
+    }
+    pub async fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> Res<bool> {
+        self.0.nack(key(queue), key(receipt), millis(delay)).await.into_result()
+    }
+}
+
+pub struct QueueVisibilityHandle<'a>(&'a ffi::QueueVisibilityBox);
+
+impl QueueVisibilityHandle<'_> {
+    pub async fn dequeue_with_visibility(
+        &self,
+        queue: &str,
+        max: u32,
+        visibility: Duration,
+    ) -> Res<Vec<QueueMessage>> {
+        let messages =
+            self.0.dequeue_with_visibility(key(queue), max, ttl_millis(visibility)).await.into_result()?;
+        Ok(queue_messages(messages))
+    }
+    pub async fn extend_visibility(&self, queue: &str, receipt: &str, visibility: Duration) -> Res<bool> {
+        self.0.extend_visibility(key(queue), key(receipt), ttl_millis(visibility)).await.into_result()
+    }
+}
+
+pub struct QueueDeadLetterHandle<'a>(&'a ffi::QueueDeadLetterBox);
+
+impl QueueDeadLetterHandle<'_> {
+    pub async fn dead_letters(&self, queue: &str, cursor: Option<&str>, limit: u32) -> Res<DeadLetterPage> {
+        let cursor: ROption<RStr<'_>> = cursor.map(RStr::from_str).into();
+        let page = self.0.dead_letters(key(queue), cursor, limit).await.into_result()?;
+        Ok(DeadLetterPage {
+            messages: queue_messages(page.messages),
+            next_cursor: page.next_cursor.into_option().map(RString::into_string),
+        })
+    }
+    pub async fn replay_dead_letters(&self, queue: &str, ids: &[String]) -> Res<u64> {
+        let ids: RVec<RString> = ids.iter().map(|id| RString::from(id.as_str())).collect();
+        self.0.replay_dead_letters(key(queue), ids).await.into_result()
+    }
+}
+
+pub struct QueueDelayedHandle<'a>(&'a ffi::QueueDelayedBox);
+
+impl QueueDelayedHandle<'_> {
+    pub async fn enqueue_at(&self, queue: &str, payload: Vec<u8>, deliver_at_unix_ms: i64) -> Res<String> {
+        Ok(self
+            .0
+            .enqueue_at(key(queue), payload.into(), deliver_at_unix_ms)
+            .await
+            .into_result()?
+            .into_string())
     }
 }

@@ -9,19 +9,29 @@ pub enum Interface {
     KeyValueTtl,
     KeyValueBatch,
     KeyValueCas,
+    KeyValueTransactional,
     ListBasic,
     ListRange,
+    QueueBasic,
+    QueueVisibility,
+    QueueDeadLetter,
+    QueueDelayed,
 }
 
 impl Interface {
-    pub const ALL: [Interface; 7] = [
+    pub const ALL: [Interface; 12] = [
         Interface::KeyValueBasic,
         Interface::KeyValueScan,
         Interface::KeyValueTtl,
         Interface::KeyValueBatch,
         Interface::KeyValueCas,
+        Interface::KeyValueTransactional,
         Interface::ListBasic,
         Interface::ListRange,
+        Interface::QueueBasic,
+        Interface::QueueVisibility,
+        Interface::QueueDeadLetter,
+        Interface::QueueDelayed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -31,8 +41,13 @@ impl Interface {
             Interface::KeyValueTtl => "keyvalue_ttl",
             Interface::KeyValueBatch => "keyvalue_batch",
             Interface::KeyValueCas => "keyvalue_cas",
+            Interface::KeyValueTransactional => "keyvalue_transactional",
             Interface::ListBasic => "list_basic",
             Interface::ListRange => "list_range",
+            Interface::QueueBasic => "queue_basic",
+            Interface::QueueVisibility => "queue_visibility",
+            Interface::QueueDeadLetter => "queue_dead_letter",
+            Interface::QueueDelayed => "queue_delayed",
         }
     }
 

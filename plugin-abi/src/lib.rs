@@ -18,9 +18,13 @@ mod types;
 pub use error::{ErrorCode, PluginError};
 pub use interfaces::Interface;
 pub use traits::{
-    Driver, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTtl, ListBasic, ListRange,
+    Driver, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTransactional, KeyValueTtl,
+    ListBasic, ListRange, QueueBasic, QueueDeadLetter, QueueDelayed, QueueVisibility,
 };
-pub use types::{CasResult, Health, HealthStatus, KeyTtl, ListEnd, Metadata, ScanPage, Versioned};
+pub use types::{
+    CasResult, DeadLetterPage, Health, HealthStatus, KeyTtl, ListEnd, Metadata, QueueMessage, ScanPage,
+    TransactionId, Versioned,
+};
 
 /// The version of the plugin ABI described by this crate. A host refuses plugins
 /// whose root-module layout does not match; this number is what it reports.

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::{CasResult, Health, KeyTtl, ListEnd, PluginError, ScanPage, Versioned};
+use crate::{
+    CasResult, DeadLetterPage, Health, KeyTtl, ListEnd, PluginError, QueueMessage, ScanPage, TransactionId,
+    Versioned,
+};
 
 type Res<T> = Result<T, PluginError>;
 
@@ -107,4 +110,71 @@ pub trait ListBasic: Driver {
 pub trait ListRange: Driver {
     fn range(&self, key: &str, start: i64, stop: i64) -> impl Future<Output = Res<Vec<Vec<u8>>>> + Send;
     fn trim(&self, key: &str, start: i64, stop: i64) -> impl Future<Output = Res<()>> + Send;
+}
+
+/// `keyvalue_transactional`: operations inside a transaction apply in order, all or none.
+/// A transaction not committed within its timeout is rolled back by the plugin.
+pub trait KeyValueTransactional: Driver {
+    fn begin(&self, timeout: Duration) -> impl Future<Output = Res<TransactionId>> + Send;
+    fn tx_get(&self, tx: TransactionId, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send;
+    fn tx_set(&self, tx: TransactionId, key: &str, value: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
+    /// Returns whether a key was deleted.
+    fn tx_delete(&self, tx: TransactionId, key: &str) -> impl Future<Output = Res<bool>> + Send;
+    /// An unknown, finished or timed-out transaction is `NotFound`.
+    fn commit(&self, tx: TransactionId) -> impl Future<Output = Res<()>> + Send;
+    fn rollback(&self, tx: TransactionId) -> impl Future<Output = Res<()>> + Send;
+}
+
+/// `queue_basic`: enqueue, dequeue (invisible until acked or the plugin's default
+/// visibility timeout lapses), ack, nack. Queues are named within a namespace.
+pub trait QueueBasic: Driver {
+    /// Returns the new message's id.
+    fn enqueue(&self, queue: &str, payload: Vec<u8>) -> impl Future<Output = Res<String>> + Send;
+    /// Up to `max` visible messages, oldest first; empty when none is ready.
+    fn dequeue(&self, queue: &str, max: u32) -> impl Future<Output = Res<Vec<QueueMessage>>> + Send;
+    /// Deletes the message; false when the receipt is stale (redelivered, acked or dead).
+    fn ack(&self, queue: &str, receipt: &str) -> impl Future<Output = Res<bool>> + Send;
+    /// Makes the message visible again after `delay`; counts as a failed delivery.
+    fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> impl Future<Output = Res<bool>> + Send;
+}
+
+/// `queue_visibility`: choose the visibility timeout per dequeue, and extend it.
+pub trait QueueVisibility: Driver {
+    fn dequeue_with_visibility(
+        &self,
+        queue: &str,
+        max: u32,
+        visibility: Duration,
+    ) -> impl Future<Output = Res<Vec<QueueMessage>>> + Send;
+    /// Makes the message invisible for `visibility` from now; false when the receipt is stale.
+    fn extend_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> impl Future<Output = Res<bool>> + Send;
+}
+
+/// `queue_dead_letter`: a message delivered `max_deliveries` times without an ack moves
+/// to the queue's dead-letter list, which can be read and replayed.
+pub trait QueueDeadLetter: Driver {
+    fn dead_letters(
+        &self,
+        queue: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Res<DeadLetterPage>> + Send;
+    /// Moves dead letters back onto the queue (all of them when `ids` is empty), with
+    /// their delivery counts reset; returns how many moved.
+    fn replay_dead_letters(&self, queue: &str, ids: Vec<String>) -> impl Future<Output = Res<u64>> + Send;
+}
+
+/// `queue_delayed`: messages that become visible at a given time.
+pub trait QueueDelayed: Driver {
+    fn enqueue_at(
+        &self,
+        queue: &str,
+        payload: Vec<u8>,
+        deliver_at_unix_ms: i64,
+    ) -> impl Future<Output = Res<String>> + Send;
 }

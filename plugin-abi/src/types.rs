@@ -60,6 +60,29 @@ pub enum CasResult {
     Conflict { current_version: u64 },
 }
 
+/// A transaction opened with `KeyValueTransactional::begin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransactionId(pub u64);
+
+/// A message handed out by a queue. `receipt` identifies this delivery: ack, nack and
+/// extend take it, and it stops working once the message is redelivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub id: String,
+    pub payload: Vec<u8>,
+    pub receipt: String,
+    /// How many times the message has been handed out, this delivery included.
+    pub delivery_count: u32,
+    pub enqueued_at_unix_ms: i64,
+}
+
+/// One page of dead letters; `next_cursor` is `None` at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterPage {
+    pub messages: Vec<QueueMessage>,
+    pub next_cursor: Option<String>,
+}
+
 /// Which end of a list an operation works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListEnd {

@@ -61,3 +61,18 @@ plugin_suites!(redis: "prism_redis", config = "url = \"redis://127.0.0.1:6379\"\
     list_basic => ListBasic,
     list_range => ListRange,
 ]);
+
+plugin_suites!(postgres: "prism_postgres",
+    config = "url = \"postgres://postgres@127.0.0.1:5432/test\"\ntable = \"prism_acceptance_kv\"\nqueue_table = \"prism_acceptance_queue\"\nmax_deliveries = 3",
+    [
+        keyvalue_basic => KeyValueBasic,
+        keyvalue_scan => KeyValueScan,
+        keyvalue_batch => KeyValueBatch,
+        keyvalue_cas => KeyValueCas,
+        keyvalue_transactional => KeyValueTransactional,
+        queue_basic => QueueBasic,
+        queue_visibility => QueueVisibility,
+        queue_dead_letter => QueueDeadLetter,
+        queue_delayed => QueueDelayed,
+    ]
+);

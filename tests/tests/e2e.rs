@@ -45,11 +45,16 @@ plugin = "panicking"
 "#;
 
 fn get(namespace: &str, key: &str) -> GetRequest {
-    GetRequest { namespace: namespace.into(), key: key.into() }
+    GetRequest { namespace: namespace.into(), key: key.into(), ..Default::default() }
 }
 
 fn set(namespace: &str, key: &str, value: &[u8]) -> SetRequest {
-    SetRequest { namespace: namespace.into(), key: key.into(), value: value.to_vec().into(), ttl_ms: 0 }
+    SetRequest {
+        namespace: namespace.into(),
+        key: key.into(),
+        value: value.to_vec().into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -199,15 +204,32 @@ async fn every_keyvalue_rpc_works_on_memstore() {
         .unwrap();
     assert_eq!(swapped.into_inner().version, 2);
     let deleted = kv
-        .delete(DeleteRequest { namespace: "".into(), key: "counter".into(), expected_version: 2 })
+        .delete(DeleteRequest {
+            namespace: "".into(),
+            key: "counter".into(),
+            expected_version: 2,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(deleted.into_inner().deleted);
-    let deleted =
-        kv.delete(DeleteRequest { namespace: "".into(), key: "greeting".into(), expected_version: 0 }).await;
+    let deleted = kv
+        .delete(DeleteRequest {
+            namespace: "".into(),
+            key: "greeting".into(),
+            expected_version: 0,
+            ..Default::default()
+        })
+        .await;
     assert!(deleted.unwrap().into_inner().deleted);
-    let deleted =
-        kv.delete(DeleteRequest { namespace: "".into(), key: "greeting".into(), expected_version: 0 }).await;
+    let deleted = kv
+        .delete(DeleteRequest {
+            namespace: "".into(),
+            key: "greeting".into(),
+            expected_version: 0,
+            ..Default::default()
+        })
+        .await;
     assert!(!deleted.unwrap().into_inner().deleted);
 }
 
@@ -342,7 +364,13 @@ async fn bad_requests_get_the_right_status_and_an_actionable_message() {
     );
     assert_eq!(status.metadata().get("prism-current-version").unwrap(), "2");
     assert_status(
-        kv.delete(DeleteRequest { namespace: "".into(), key: "doc".into(), expected_version: 7 }).await,
+        kv.delete(DeleteRequest {
+            namespace: "".into(),
+            key: "doc".into(),
+            expected_version: 7,
+            ..Default::default()
+        })
+        .await,
         Code::FailedPrecondition,
         "current version is 2",
     );

@@ -59,7 +59,7 @@ async fn redis_outage_fails_fast_recovers_by_itself_and_keeps_acknowledged_write
         namespace: String::new(),
         key: format!("k{i}"),
         value: format!("v{i}").into_bytes().into(),
-        ttl_ms: 0,
+        ..Default::default()
     };
 
     // Healthy: every write is acknowledged.
@@ -107,8 +107,11 @@ async fn redis_outage_fails_fast_recovers_by_itself_and_keeps_acknowledged_write
     }
     // Nothing acknowledged was lost.
     for i in acknowledged {
-        let reply =
-            kv.get(GetRequest { namespace: String::new(), key: format!("k{i}") }).await.unwrap().into_inner();
+        let reply = kv
+            .get(GetRequest { namespace: String::new(), key: format!("k{i}"), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
         assert!(reply.found, "acknowledged write k{i} was lost");
         assert_eq!(reply.value, format!("v{i}").into_bytes());
     }

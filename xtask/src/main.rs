@@ -73,9 +73,10 @@ fn serve(args: &[String]) -> Result<(), String> {
 
 fn test(args: &[String]) -> Result<(), String> {
     services::ensure_redis()?;
+    services::ensure_postgres()?;
     build_all()?;
     let mut test = cargo();
-    test.args(["test", "--workspace"]).args(args).stdout(Stdio::piped());
+    test.args(["test", "--workspace", "--no-fail-fast"]).args(args).stdout(Stdio::piped());
     eprintln!("xtask: running {test:?}");
     let mut child = test.spawn().map_err(|e| format!("cannot run cargo test: {e}"))?;
     let (mut passed, mut failed) = (0u64, 0u64);

@@ -71,3 +71,58 @@ pub fn ensure_redis() -> Result<(), String> {
     run(start)?;
     wait_for(ADDRESS, "redis-server")
 }
+
+/// PostgreSQL on 127.0.0.1:5432 with trust auth for loopback and a database `test`.
+pub fn ensure_postgres() -> Result<(), String> {
+    const ADDRESS: &str = "127.0.0.1:5432";
+    if !reachable(ADDRESS) {
+        if !installed("pg_ctlcluster") {
+            apt_install(&["postgresql"])?;
+        }
+        let versions =
+            std::fs::read_dir("/etc/postgresql").map_err(|e| format!("no PostgreSQL cluster: {e}"))?;
+        let version = versions
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .max()
+            .ok_or("no PostgreSQL cluster under /etc/postgresql")?;
+        trust_loopback(&format!("/etc/postgresql/{version}/main/pg_hba.conf"))?;
+        let mut start = Command::new("pg_ctlcluster");
+        start.args(["--skip-systemctl-redirect", &version, "main", "start"]);
+        run(start)?;
+        wait_for(ADDRESS, "PostgreSQL")?;
+    }
+    let exists = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-Atc",
+            "SELECT 1 FROM pg_database WHERE datname = 'test'",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if !exists.status.success() {
+        return Err(format!(
+            "cannot connect to PostgreSQL as postgres on {ADDRESS} without a password: {}",
+            String::from_utf8_lossy(&exists.stderr).trim()
+        ));
+    }
+    if !String::from_utf8_lossy(&exists.stdout).contains('1') {
+        let mut create = Command::new("psql");
+        create.args(["-h", "127.0.0.1", "-U", "postgres", "-c", "CREATE DATABASE test"]);
+        run(create)?;
+    }
+    Ok(())
+}
+
+/// Lets local test clients in without a password (only on loopback).
+fn trust_loopback(pg_hba: &str) -> Result<(), String> {
+    let current = std::fs::read_to_string(pg_hba).map_err(|e| format!("cannot read {pg_hba}: {e}"))?;
+    let line = "host all all 127.0.0.1/32 trust";
+    if current.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == line) {
+        return Ok(());
+    }
+    std::fs::write(pg_hba, format!("{line}\n{current}")).map_err(|e| format!("cannot write {pg_hba}: {e}"))
+}

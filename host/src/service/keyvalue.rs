@@ -2,7 +2,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use plugin_abi::host::Instance;
-use plugin_abi::{CasResult, KeyTtl};
+use plugin_abi::{CasResult, KeyTtl, TransactionId};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -15,6 +15,8 @@ use crate::patterns::KEYVALUE;
 
 const STORE: &str = "store";
 const DEFAULT_SCAN_LIMIT: u32 = 100;
+/// How long a transaction may stay open when the client names no timeout.
+const DEFAULT_TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct KeyValueApi {
     gateway: Arc<Gateway>,
@@ -56,6 +58,22 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace)?;
         check_key("key", &request.key)?;
+        if request.transaction_id != 0 {
+            let tx = need(
+                &namespace,
+                STORE,
+                store.keyvalue_transactional(),
+                "keyvalue_transactional",
+                "Get in a transaction",
+            )?;
+            let value =
+                tx.get(TransactionId(request.transaction_id), &request.key).await.map_err(plugin_status)?;
+            return Ok(Response::new(GetResponse {
+                found: value.is_some(),
+                value: value.unwrap_or_default().into(),
+                version: 0,
+            }));
+        }
         let response = match store.keyvalue_cas() {
             Some(cas) => match cas.get_versioned(&request.key).await.map_err(plugin_status)? {
                 Some(found) => GetResponse { found: true, value: found.value.into(), version: found.version },
@@ -77,6 +95,22 @@ impl KeyValueService for KeyValueApi {
         let (namespace, store) = self.store(&request.namespace)?;
         check_key("key", &request.key)?;
         check_value("value", request.value.len(), self.max_value())?;
+        if request.transaction_id != 0 {
+            if request.ttl_ms != 0 {
+                return Err(Status::invalid_argument("ttl_ms cannot be set inside a transaction"));
+            }
+            let tx = need(
+                &namespace,
+                STORE,
+                store.keyvalue_transactional(),
+                "keyvalue_transactional",
+                "Set in a transaction",
+            )?;
+            tx.set(TransactionId(request.transaction_id), &request.key, request.value.into())
+                .await
+                .map_err(plugin_status)?;
+            return Ok(Response::new(SetResponse {}));
+        }
         match optional_ttl("ttl_ms", request.ttl_ms)? {
             Some(ttl) => {
                 let ttl_ops =
@@ -96,7 +130,19 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace)?;
         check_key("key", &request.key)?;
-        let deleted = if request.expected_version > 0 {
+        let deleted = if request.transaction_id != 0 {
+            if request.expected_version != 0 {
+                return Err(Status::invalid_argument("expected_version cannot be used inside a transaction"));
+            }
+            let tx = need(
+                &namespace,
+                STORE,
+                store.keyvalue_transactional(),
+                "keyvalue_transactional",
+                "Delete in a transaction",
+            )?;
+            tx.delete(TransactionId(request.transaction_id), &request.key).await.map_err(plugin_status)?
+        } else if request.expected_version > 0 {
             let cas = need(
                 &namespace,
                 STORE,
@@ -328,6 +374,102 @@ impl KeyValueService for KeyValueApi {
                 Err(conflict(&request.key, request.expected_version, current_version))
             }
         }
+    }
+
+    async fn begin_transaction(
+        &self,
+        request: Request<BeginTransactionRequest>,
+    ) -> Result<Response<BeginTransactionResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        let timeout = match optional_ttl("timeout_ms", request.timeout_ms)? {
+            Some(timeout) => timeout,
+            None => DEFAULT_TRANSACTION_TIMEOUT,
+        };
+        let tx = need(
+            &namespace,
+            STORE,
+            store.keyvalue_transactional(),
+            "keyvalue_transactional",
+            "BeginTransaction",
+        )?;
+        let id = tx.begin(timeout).await.map_err(plugin_status)?;
+        Ok(Response::new(BeginTransactionResponse { transaction_id: id.0 }))
+    }
+
+    async fn commit_transaction(
+        &self,
+        request: Request<CommitTransactionRequest>,
+    ) -> Result<Response<CommitTransactionResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        let tx = need(
+            &namespace,
+            STORE,
+            store.keyvalue_transactional(),
+            "keyvalue_transactional",
+            "CommitTransaction",
+        )?;
+        tx.commit(TransactionId(request.transaction_id)).await.map_err(plugin_status)?;
+        Ok(Response::new(CommitTransactionResponse {}))
+    }
+
+    async fn rollback_transaction(
+        &self,
+        request: Request<RollbackTransactionRequest>,
+    ) -> Result<Response<RollbackTransactionResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        let tx = need(
+            &namespace,
+            STORE,
+            store.keyvalue_transactional(),
+            "keyvalue_transactional",
+            "RollbackTransaction",
+        )?;
+        tx.rollback(TransactionId(request.transaction_id)).await.map_err(plugin_status)?;
+        Ok(Response::new(RollbackTransactionResponse {}))
+    }
+
+    async fn mutate(&self, request: Request<MutateRequest>) -> Result<Response<MutateResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace)?;
+        check_batch("mutations", request.mutations.len())?;
+        for (index, mutation) in request.mutations.iter().enumerate() {
+            check_key(&format!("mutations[{index}].key"), &mutation.key)?;
+            match &mutation.operation {
+                Some(mutation::Operation::Set(value)) => {
+                    check_value(&format!("mutations[{index}].set"), value.len(), self.max_value())?
+                }
+                Some(mutation::Operation::Delete(true)) => {}
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "mutations[{index}] needs an operation: set (bytes) or delete (true)"
+                    )))
+                }
+            }
+        }
+        let tx = need(&namespace, STORE, store.keyvalue_transactional(), "keyvalue_transactional", "Mutate")?;
+        let id = tx.begin(DEFAULT_TRANSACTION_TIMEOUT).await.map_err(plugin_status)?;
+        let mut results = Vec::with_capacity(request.mutations.len());
+        for mutation in request.mutations {
+            let outcome = match mutation.operation {
+                Some(mutation::Operation::Set(value)) => {
+                    tx.set(id, &mutation.key, value.into()).await.map(|()| false)
+                }
+                _ => tx.delete(id, &mutation.key).await,
+            };
+            match outcome {
+                Ok(deleted) => results.push(MutationResult { key: mutation.key, deleted }),
+                Err(error) => {
+                    // All or none: undo what this request did so far.
+                    let _ = tx.rollback(id).await;
+                    return Err(plugin_status(error));
+                }
+            }
+        }
+        tx.commit(id).await.map_err(plugin_status)?;
+        Ok(Response::new(MutateResponse { results }))
     }
 }
 

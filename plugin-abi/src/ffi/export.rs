@@ -13,7 +13,7 @@ use abi_stable::{
 use super::bridge::{bridge, panic_message, PluginRuntime};
 use super::stream::{entry_stream, STREAM_BUFFER};
 use super::*;
-use crate::{CasResult, Driver, HealthStatus, KeyTtl, ListEnd, PluginError, ABI_VERSION};
+use crate::{CasResult, Driver, HealthStatus, KeyTtl, ListEnd, PluginError, TransactionId, ABI_VERSION};
 
 pub use super::PluginModuleRef;
 
@@ -40,8 +40,13 @@ pub mod markers {
     pub struct KeyValueScan;
     pub struct KeyValueBatch;
     pub struct KeyValueCas;
+    pub struct KeyValueTransactional;
     pub struct ListBasic;
     pub struct ListRange;
+    pub struct QueueBasic;
+    pub struct QueueVisibility;
+    pub struct QueueDeadLetter;
+    pub struct QueueDelayed;
 }
 
 pub trait InterfaceName {
@@ -109,6 +114,29 @@ interface!(KeyValueBatch, "keyvalue_batch", crate::KeyValueBatch, keyvalue_batch
 interface!(KeyValueCas, "keyvalue_cas", crate::KeyValueCas, keyvalue_cas, FfiKeyValueCas_TO);
 interface!(ListBasic, "list_basic", crate::ListBasic, list_basic, FfiListBasic_TO);
 interface!(ListRange, "list_range", crate::ListRange, list_range, FfiListRange_TO);
+interface!(
+    KeyValueTransactional,
+    "keyvalue_transactional",
+    crate::KeyValueTransactional,
+    keyvalue_transactional,
+    FfiKeyValueTransactional_TO
+);
+interface!(QueueBasic, "queue_basic", crate::QueueBasic, queue_basic, FfiQueueBasic_TO);
+interface!(
+    QueueVisibility,
+    "queue_visibility",
+    crate::QueueVisibility,
+    queue_visibility,
+    FfiQueueVisibility_TO
+);
+interface!(
+    QueueDeadLetter,
+    "queue_dead_letter",
+    crate::QueueDeadLetter,
+    queue_dead_letter,
+    FfiQueueDeadLetter_TO
+);
+interface!(QueueDelayed, "queue_delayed", crate::QueueDelayed, queue_delayed, FfiQueueDelayed_TO);
 
 fn owned(s: RStr<'_>) -> String {
     s.as_str().to_owned()
@@ -336,6 +364,124 @@ impl<D: crate::ListRange> FfiListRange for Adapter<D> {
     }
 }
 
+fn queue_message(message: crate::QueueMessage) -> FfiQueueMessage {
+    FfiQueueMessage {
+        id: message.id.into(),
+        payload: message.payload.into(),
+        receipt: message.receipt.into(),
+        delivery_count: message.delivery_count,
+        enqueued_at_unix_ms: message.enqueued_at_unix_ms,
+    }
+}
+
+fn queue_messages(messages: Vec<crate::QueueMessage>) -> RVec<FfiQueueMessage> {
+    messages.into_iter().map(queue_message).collect()
+}
+
+impl<D: crate::KeyValueTransactional> FfiKeyValueTransactional for Adapter<D> {
+    fn begin(&self, timeout_millis: u64) -> FfiResult<u64> {
+        self.call(|d| async move { d.begin(millis(timeout_millis)).await }, |tx| tx.0)
+    }
+    fn tx_get(&self, tx: u64, key: RStr<'_>) -> FfiResult<ROption<RVec<u8>>> {
+        let key = owned(key);
+        self.call(|d| async move { d.tx_get(TransactionId(tx), &key).await }, |v| v.map(RVec::from).into())
+    }
+    fn tx_set(&self, tx: u64, key: RStr<'_>, value: RVec<u8>) -> FfiResult<()> {
+        let key = owned(key);
+        self.call(|d| async move { d.tx_set(TransactionId(tx), &key, value.into_vec()).await }, |()| ())
+    }
+    fn tx_delete(&self, tx: u64, key: RStr<'_>) -> FfiResult<bool> {
+        let key = owned(key);
+        self.call(|d| async move { d.tx_delete(TransactionId(tx), &key).await }, |b| b)
+    }
+    fn commit(&self, tx: u64) -> FfiResult<()> {
+        self.call(|d| async move { d.commit(TransactionId(tx)).await }, |()| ())
+    }
+    fn rollback(&self, tx: u64) -> FfiResult<()> {
+        self.call(|d| async move { d.rollback(TransactionId(tx)).await }, |()| ())
+    }
+}
+
+impl<D: crate::QueueBasic> FfiQueueBasic for Adapter<D> {
+    fn enqueue(&self, queue: RStr<'_>, payload: RVec<u8>) -> FfiResult<RString> {
+        let queue = owned(queue);
+        self.call(|d| async move { d.enqueue(&queue, payload.into_vec()).await }, RString::from)
+    }
+    fn dequeue(&self, queue: RStr<'_>, max: u32) -> FfiResult<RVec<FfiQueueMessage>> {
+        let queue = owned(queue);
+        self.call(|d| async move { d.dequeue(&queue, max).await }, queue_messages)
+    }
+    fn ack(&self, queue: RStr<'_>, receipt: RStr<'_>) -> FfiResult<bool> {
+        let (queue, receipt) = (owned(queue), owned(receipt));
+        self.call(|d| async move { d.ack(&queue, &receipt).await }, |b| b)
+    }
+    fn nack(&self, queue: RStr<'_>, receipt: RStr<'_>, delay_millis: u64) -> FfiResult<bool> {
+        let (queue, receipt) = (owned(queue), owned(receipt));
+        self.call(|d| async move { d.nack(&queue, &receipt, millis(delay_millis)).await }, |b| b)
+    }
+}
+
+impl<D: crate::QueueVisibility> FfiQueueVisibility for Adapter<D> {
+    fn dequeue_with_visibility(
+        &self,
+        queue: RStr<'_>,
+        max: u32,
+        visibility_millis: u64,
+    ) -> FfiResult<RVec<FfiQueueMessage>> {
+        let queue = owned(queue);
+        self.call(
+            |d| async move { d.dequeue_with_visibility(&queue, max, millis(visibility_millis)).await },
+            queue_messages,
+        )
+    }
+    fn extend_visibility(
+        &self,
+        queue: RStr<'_>,
+        receipt: RStr<'_>,
+        visibility_millis: u64,
+    ) -> FfiResult<bool> {
+        let (queue, receipt) = (owned(queue), owned(receipt));
+        self.call(
+            |d| async move { d.extend_visibility(&queue, &receipt, millis(visibility_millis)).await },
+            |b| b,
+        )
+    }
+}
+
+impl<D: crate::QueueDeadLetter> FfiQueueDeadLetter for Adapter<D> {
+    fn dead_letters(
+        &self,
+        queue: RStr<'_>,
+        cursor: ROption<RStr<'_>>,
+        limit: u32,
+    ) -> FfiResult<FfiDeadLetterPage> {
+        let queue = owned(queue);
+        let cursor = cursor.into_option().map(owned);
+        self.call(
+            |d| async move { d.dead_letters(&queue, cursor.as_deref(), limit).await },
+            |page| FfiDeadLetterPage {
+                messages: queue_messages(page.messages),
+                next_cursor: page.next_cursor.map(RString::from).into(),
+            },
+        )
+    }
+    fn replay_dead_letters(&self, queue: RStr<'_>, ids: RVec<RString>) -> FfiResult<u64> {
+        let queue = owned(queue);
+        let ids: Vec<String> = ids.into_iter().map(RString::into_string).collect();
+        self.call(|d| async move { d.replay_dead_letters(&queue, ids).await }, |n| n)
+    }
+}
+
+impl<D: crate::QueueDelayed> FfiQueueDelayed for Adapter<D> {
+    fn enqueue_at(&self, queue: RStr<'_>, payload: RVec<u8>, deliver_at_unix_ms: i64) -> FfiResult<RString> {
+        let queue = owned(queue);
+        self.call(
+            |d| async move { d.enqueue_at(&queue, payload.into_vec(), deliver_at_unix_ms).await },
+            RString::from,
+        )
+    }
+}
+
 fn parse_config<D: Driver>(config: &str) -> Result<D::Config, PluginError> {
     let parsed = toml::from_str::<D::Config>(config)
         .map_err(|e| PluginError::invalid_argument(e.message().trim().to_owned()))?;
@@ -389,8 +535,13 @@ extern "C" fn create<D: Exported>(config: RString) -> FfiResult<FfiInstance> {
                 keyvalue_scan: ROption::RNone,
                 keyvalue_batch: ROption::RNone,
                 keyvalue_cas: ROption::RNone,
+                keyvalue_transactional: ROption::RNone,
                 list_basic: ROption::RNone,
                 list_range: ROption::RNone,
+                queue_basic: ROption::RNone,
+                queue_visibility: ROption::RNone,
+                queue_dead_letter: ROption::RNone,
+                queue_delayed: ROption::RNone,
             },
             adapter,
         };

@@ -92,6 +92,23 @@ pub enum FfiListEnd {
 
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
+pub struct FfiQueueMessage {
+    pub id: RString,
+    pub payload: RVec<u8>,
+    pub receipt: RString,
+    pub delivery_count: u32,
+    pub enqueued_at_unix_ms: i64,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiDeadLetterPage {
+    pub messages: RVec<FfiQueueMessage>,
+    pub next_cursor: ROption<RString>,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
 pub struct FfiMetadata {
     pub name: RString,
     pub version: RString,
@@ -171,6 +188,61 @@ pub trait FfiListRange: Send + Sync {
     fn trim(&self, key: RStr<'_>, start: i64, stop: i64) -> FfiResult<()>;
 }
 
+#[sabi_trait]
+pub trait FfiKeyValueTransactional: Send + Sync {
+    fn begin(&self, timeout_millis: u64) -> FfiResult<u64>;
+    fn tx_get(&self, tx: u64, key: RStr<'_>) -> FfiResult<ROption<RVec<u8>>>;
+    fn tx_set(&self, tx: u64, key: RStr<'_>, value: RVec<u8>) -> FfiResult<()>;
+    fn tx_delete(&self, tx: u64, key: RStr<'_>) -> FfiResult<bool>;
+    fn commit(&self, tx: u64) -> FfiResult<()>;
+    #[sabi(last_prefix_field)]
+    fn rollback(&self, tx: u64) -> FfiResult<()>;
+}
+
+#[sabi_trait]
+pub trait FfiQueueBasic: Send + Sync {
+    fn enqueue(&self, queue: RStr<'_>, payload: RVec<u8>) -> FfiResult<RString>;
+    fn dequeue(&self, queue: RStr<'_>, max: u32) -> FfiResult<RVec<FfiQueueMessage>>;
+    fn ack(&self, queue: RStr<'_>, receipt: RStr<'_>) -> FfiResult<bool>;
+    #[sabi(last_prefix_field)]
+    fn nack(&self, queue: RStr<'_>, receipt: RStr<'_>, delay_millis: u64) -> FfiResult<bool>;
+}
+
+#[sabi_trait]
+pub trait FfiQueueVisibility: Send + Sync {
+    fn dequeue_with_visibility(
+        &self,
+        queue: RStr<'_>,
+        max: u32,
+        visibility_millis: u64,
+    ) -> FfiResult<RVec<FfiQueueMessage>>;
+    #[sabi(last_prefix_field)]
+    fn extend_visibility(
+        &self,
+        queue: RStr<'_>,
+        receipt: RStr<'_>,
+        visibility_millis: u64,
+    ) -> FfiResult<bool>;
+}
+
+#[sabi_trait]
+pub trait FfiQueueDeadLetter: Send + Sync {
+    fn dead_letters(
+        &self,
+        queue: RStr<'_>,
+        cursor: ROption<RStr<'_>>,
+        limit: u32,
+    ) -> FfiResult<FfiDeadLetterPage>;
+    #[sabi(last_prefix_field)]
+    fn replay_dead_letters(&self, queue: RStr<'_>, ids: RVec<RString>) -> FfiResult<u64>;
+}
+
+#[sabi_trait]
+pub trait FfiQueueDelayed: Send + Sync {
+    #[sabi(last_prefix_field)]
+    fn enqueue_at(&self, queue: RStr<'_>, payload: RVec<u8>, deliver_at_unix_ms: i64) -> FfiResult<RString>;
+}
+
 pub type ControlBox = FfiControl_TO<'static, RBox<()>>;
 pub type KeyValueBasicBox = FfiKeyValueBasic_TO<'static, RBox<()>>;
 pub type KeyValueTtlBox = FfiKeyValueTtl_TO<'static, RBox<()>>;
@@ -179,6 +251,11 @@ pub type KeyValueBatchBox = FfiKeyValueBatch_TO<'static, RBox<()>>;
 pub type KeyValueCasBox = FfiKeyValueCas_TO<'static, RBox<()>>;
 pub type ListBasicBox = FfiListBasic_TO<'static, RBox<()>>;
 pub type ListRangeBox = FfiListRange_TO<'static, RBox<()>>;
+pub type KeyValueTransactionalBox = FfiKeyValueTransactional_TO<'static, RBox<()>>;
+pub type QueueBasicBox = FfiQueueBasic_TO<'static, RBox<()>>;
+pub type QueueVisibilityBox = FfiQueueVisibility_TO<'static, RBox<()>>;
+pub type QueueDeadLetterBox = FfiQueueDeadLetter_TO<'static, RBox<()>>;
+pub type QueueDelayedBox = FfiQueueDelayed_TO<'static, RBox<()>>;
 
 /// A created plugin instance: its control object and one object per interface it has.
 #[repr(C)]
@@ -190,8 +267,13 @@ pub struct FfiInstance {
     pub keyvalue_scan: ROption<KeyValueScanBox>,
     pub keyvalue_batch: ROption<KeyValueBatchBox>,
     pub keyvalue_cas: ROption<KeyValueCasBox>,
+    pub keyvalue_transactional: ROption<KeyValueTransactionalBox>,
     pub list_basic: ROption<ListBasicBox>,
     pub list_range: ROption<ListRangeBox>,
+    pub queue_basic: ROption<QueueBasicBox>,
+    pub queue_visibility: ROption<QueueVisibilityBox>,
+    pub queue_dead_letter: ROption<QueueDeadLetterBox>,
+    pub queue_delayed: ROption<QueueDelayedBox>,
 }
 
 /// The root module every plugin library exports.

@@ -7,9 +7,14 @@ mod keyvalue_basic;
 mod keyvalue_batch;
 mod keyvalue_cas;
 mod keyvalue_scan;
+mod keyvalue_transactional;
 mod keyvalue_ttl;
 mod list_basic;
 mod list_range;
+mod queue_basic;
+mod queue_dead_letter;
+mod queue_delayed;
+mod queue_visibility;
 
 use std::future::Future;
 use std::path::Path;
@@ -49,8 +54,13 @@ pub fn suite_for(interface: Interface) -> &'static [Case] {
         Interface::KeyValueScan => keyvalue_scan::CASES,
         Interface::KeyValueBatch => keyvalue_batch::CASES,
         Interface::KeyValueCas => keyvalue_cas::CASES,
+        Interface::KeyValueTransactional => keyvalue_transactional::CASES,
         Interface::ListBasic => list_basic::CASES,
         Interface::ListRange => list_range::CASES,
+        Interface::QueueBasic => queue_basic::CASES,
+        Interface::QueueVisibility => queue_visibility::CASES,
+        Interface::QueueDeadLetter => queue_dead_letter::CASES,
+        Interface::QueueDelayed => queue_delayed::CASES,
     }
 }
 

@@ -32,10 +32,14 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
-    /// Serve the baseline: KeyValueService Get/Set/Delete/Exists from an in-process map.
+    /// Serve the baseline: KeyValueService Get/Set/Delete/Exists from an in-process map,
+    /// or straight from Redis with --redis.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:8981")]
         listen: std::net::SocketAddr,
+        /// Answer from this Redis server (plain GET/SET) instead of an in-process map.
+        #[arg(long)]
+        redis: Option<String>,
     },
     /// Run the same workload against the target and the baseline, and print the ratio.
     Compare {
@@ -114,8 +118,8 @@ fn runtime(threads: usize) -> tokio::runtime::Runtime {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Baseline { listen } => {
-            runtime(2).block_on(baseline::serve(listen));
+        Command::Baseline { listen, redis } => {
+            runtime(2).block_on(baseline::serve(listen, redis));
             ExitCode::SUCCESS
         }
         Command::Run { target, load } => {

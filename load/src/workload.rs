@@ -69,7 +69,7 @@ async fn preload(channel: Channel, plan: &Plan, value: &Bytes) -> Result<(), Str
                 namespace: plan.namespace.clone(),
                 key: key(index),
                 value: value.clone(),
-                ttl_ms: 0,
+                ..Default::default()
             })
             .await
             .map_err(|status| format!("preloading keys failed: {status}"))?;
@@ -162,14 +162,17 @@ async fn drive(
             Workload::Mixed => rng.u8(0..100) < plan.read_percent,
         };
         let outcome = if read {
-            client.get(GetRequest { namespace: plan.namespace.clone(), key: key(index) }).await.map(|_| ())
+            client
+                .get(GetRequest { namespace: plan.namespace.clone(), key: key(index), ..Default::default() })
+                .await
+                .map(|_| ())
         } else {
             client
                 .set(SetRequest {
                     namespace: plan.namespace.clone(),
                     key: key(index),
                     value: value.clone(),
-                    ttl_ms: 0,
+                    ..Default::default()
                 })
                 .await
                 .map(|_| ())

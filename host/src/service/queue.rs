@@ -1,0 +1,229 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use plugin_abi::host::Instance;
+use tonic::{Request, Response, Status};
+
+use super::{check_key, check_value, need, plugin_status};
+use crate::api::queue_service_server::QueueService;
+use crate::api::*;
+use crate::gateway::{Gateway, Namespace};
+use crate::patterns::QUEUE;
+
+const SLOT: &str = "queue";
+/// Most messages one Dequeue may ask for.
+const MAX_DEQUEUE: u32 = 100;
+/// Longest a Dequeue may wait for a message.
+const MAX_WAIT: Duration = Duration::from_secs(20);
+/// How often a waiting Dequeue looks again (it backs off up to this).
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(200);
+const DEFAULT_DEAD_LETTER_PAGE: u32 = 100;
+
+pub struct QueueApi {
+    gateway: Arc<Gateway>,
+}
+
+impl QueueApi {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        QueueApi { gateway }
+    }
+
+    fn queue(&self, namespace: &str, queue: &str) -> Result<(Arc<Namespace>, Arc<Instance>), Status> {
+        let namespace = self.gateway.namespace(namespace, QUEUE)?;
+        check_key("queue", queue)?;
+        let instance = namespace.slot(SLOT).expect("queue namespaces always bind 'queue'").instance.clone();
+        Ok((namespace, instance))
+    }
+}
+
+fn millis(field: &str, value: i64) -> Result<Duration, Status> {
+    u64::try_from(value).map(Duration::from_millis).map_err(|_| {
+        Status::invalid_argument(format!(
+            "{field} is {value}; it must be 0 or a positive number of milliseconds"
+        ))
+    })
+}
+
+fn check_receipt(receipt: &str) -> Result<(), Status> {
+    if receipt.is_empty() {
+        return Err(Status::invalid_argument("receipt must not be empty: use the receipt Dequeue returned"));
+    }
+    Ok(())
+}
+
+fn message(message: plugin_abi::QueueMessage) -> QueueMessage {
+    QueueMessage {
+        message_id: message.id,
+        payload: message.payload.into(),
+        receipt: message.receipt,
+        delivery_count: message.delivery_count,
+        enqueued_at_unix_ms: message.enqueued_at_unix_ms,
+    }
+}
+
+fn now_unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl QueueService for QueueApi {
+    async fn enqueue(&self, request: Request<EnqueueRequest>) -> Result<Response<EnqueueResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
+        let delay = millis("delay_ms", request.delay_ms)?;
+        if request.deliver_at_unix_ms < 0 {
+            return Err(Status::invalid_argument("deliver_at_unix_ms must not be negative"));
+        }
+        let deliver_at = match (delay.is_zero(), request.deliver_at_unix_ms) {
+            (true, 0) => None,
+            (false, 0) => Some(now_unix_ms() + delay.as_millis() as i64),
+            (true, at) => Some(at),
+            (false, _) => {
+                return Err(Status::invalid_argument("set delay_ms or deliver_at_unix_ms, not both"));
+            }
+        };
+        let message_id = match deliver_at {
+            Some(at) => {
+                let delayed =
+                    need(&namespace, SLOT, instance.queue_delayed(), "queue_delayed", "delayed Enqueue")?;
+                delayed.enqueue_at(&request.queue, request.payload.into(), at).await
+            }
+            None => {
+                let queue = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Enqueue")?;
+                queue.enqueue(&request.queue, request.payload.into()).await
+            }
+        }
+        .map_err(plugin_status)?;
+        Ok(Response::new(EnqueueResponse { message_id }))
+    }
+
+    async fn dequeue(&self, request: Request<DequeueRequest>) -> Result<Response<DequeueResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        let max = match request.max_messages {
+            0 => 1,
+            max if max > MAX_DEQUEUE => {
+                return Err(Status::invalid_argument(format!(
+                    "max_messages {max} is above the limit of {MAX_DEQUEUE}"
+                )))
+            }
+            max => max,
+        };
+        let visibility = millis("visibility_timeout_ms", request.visibility_timeout_ms)?;
+        let wait = millis("wait_ms", request.wait_ms)?;
+        if wait > MAX_WAIT {
+            return Err(Status::invalid_argument(format!(
+                "wait_ms is above the limit of {}",
+                MAX_WAIT.as_millis()
+            )));
+        }
+        let basic = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Dequeue")?;
+        let with_visibility = if visibility.is_zero() {
+            None
+        } else {
+            Some(need(
+                &namespace,
+                SLOT,
+                instance.queue_visibility(),
+                "queue_visibility",
+                "Dequeue with visibility_timeout_ms",
+            )?)
+        };
+        let give_up = Instant::now() + wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let messages = match &with_visibility {
+                Some(handle) => handle.dequeue_with_visibility(&request.queue, max, visibility).await,
+                None => basic.dequeue(&request.queue, max).await,
+            }
+            .map_err(plugin_status)?;
+            let now = Instant::now();
+            if !messages.is_empty() || now >= give_up {
+                return Ok(Response::new(DequeueResponse {
+                    messages: messages.into_iter().map(message).collect(),
+                }));
+            }
+            tokio::time::sleep(pause.min(give_up - now)).await;
+            pause = (pause * 2).min(MAX_POLL_INTERVAL);
+        }
+    }
+
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        check_receipt(&request.receipt)?;
+        let queue = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Ack")?;
+        let acked = queue.ack(&request.queue, &request.receipt).await.map_err(plugin_status)?;
+        Ok(Response::new(AckResponse { acked }))
+    }
+
+    async fn nack(&self, request: Request<NackRequest>) -> Result<Response<NackResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        check_receipt(&request.receipt)?;
+        let delay = millis("delay_ms", request.delay_ms)?;
+        let queue = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Nack")?;
+        let requeued = queue.nack(&request.queue, &request.receipt, delay).await.map_err(plugin_status)?;
+        Ok(Response::new(NackResponse { requeued }))
+    }
+
+    async fn extend_visibility(
+        &self,
+        request: Request<ExtendVisibilityRequest>,
+    ) -> Result<Response<ExtendVisibilityResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        check_receipt(&request.receipt)?;
+        let visibility = millis("visibility_timeout_ms", request.visibility_timeout_ms)?;
+        if visibility.is_zero() {
+            return Err(Status::invalid_argument(
+                "visibility_timeout_ms must be positive; use Nack to make a message visible now",
+            ));
+        }
+        let handle =
+            need(&namespace, SLOT, instance.queue_visibility(), "queue_visibility", "ExtendVisibility")?;
+        let extended = handle
+            .extend_visibility(&request.queue, &request.receipt, visibility)
+            .await
+            .map_err(plugin_status)?;
+        Ok(Response::new(ExtendVisibilityResponse { extended }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        let limit = match request.limit {
+            0 => DEFAULT_DEAD_LETTER_PAGE,
+            limit if limit > 1000 => {
+                return Err(Status::invalid_argument(format!("limit {limit} is above the limit of 1000")))
+            }
+            limit => limit,
+        };
+        let dead =
+            need(&namespace, SLOT, instance.queue_dead_letter(), "queue_dead_letter", "ListDeadLetters")?;
+        let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
+        let page = dead.dead_letters(&request.queue, cursor, limit).await.map_err(plugin_status)?;
+        Ok(Response::new(ListDeadLettersResponse {
+            messages: page.messages.into_iter().map(message).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<ReplayDeadLettersRequest>,
+    ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        super::check_batch("message_ids", request.message_ids.len())?;
+        let dead =
+            need(&namespace, SLOT, instance.queue_dead_letter(), "queue_dead_letter", "ReplayDeadLetters")?;
+        let replayed =
+            dead.replay_dead_letters(&request.queue, &request.message_ids).await.map_err(plugin_status)?;
+        Ok(Response::new(ReplayDeadLettersResponse { replayed }))
+    }
+}

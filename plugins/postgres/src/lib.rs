@@ -1,0 +1,32 @@
+//! postgres: key-value (with transactions) and work queues on PostgreSQL.
+//!
+//! Tables, created on first use (`CREATE … IF NOT EXISTS` under an advisory lock):
+//! - `{schema}.{table}`: `key BYTEA PRIMARY KEY, value BYTEA, version BIGINT`. Keys are
+//!   stored as UTF-8 bytes so ordering is bytewise and a prefix scan is an index range.
+//! - `{schema}.{queue_table}`: one row per message of every queue of the namespace;
+//!   dequeue claims rows with `FOR UPDATE SKIP LOCKED`, so concurrent consumers never
+//!   get the same message while it is invisible.
+//!
+//! Identifiers come only from the slot config, are validated and always quoted; request
+//! data only ever travels as bound parameters.
+
+mod config;
+mod errors;
+mod keyvalue;
+mod queue;
+mod store;
+mod transactions;
+
+pub use config::Config;
+pub use store::Postgres;
+
+plugin_abi::export_plugin! {
+    driver: Postgres,
+    name: "postgres",
+    description: "PostgreSQL key-value with transactions, and queues with visibility timeouts and dead letters",
+    connection_format: "postgres://user[:password]@host[:port]/database",
+    interfaces: [
+        KeyValueBasic, KeyValueScan, KeyValueBatch, KeyValueCas, KeyValueTransactional,
+        QueueBasic, QueueVisibility, QueueDeadLetter, QueueDelayed,
+    ],
+}

@@ -1,0 +1,127 @@
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use plugin_abi::{Driver, Health, PluginError};
+use tokio_postgres::NoTls;
+
+use crate::errors::{db_error, pool_error};
+use crate::transactions::Transactions;
+use crate::Config;
+
+pub struct Postgres {
+    pub(crate) pool: Pool,
+    pub(crate) sql: Sql,
+    pub(crate) config: Config,
+    pub(crate) transactions: std::sync::Arc<Transactions>,
+    reaper: tokio::task::AbortHandle,
+}
+
+/// Quoted table names, built once from validated identifiers.
+pub(crate) struct Sql {
+    pub kv: String,
+    pub queue: String,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.reaper.abort();
+    }
+}
+
+impl Postgres {
+    pub(crate) async fn client(&self) -> Result<Object, PluginError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+impl Driver for Postgres {
+    type Config = Config;
+
+    fn check(config: &Config) -> Result<(), PluginError> {
+        config.check()
+    }
+
+    async fn create(config: Config) -> Result<Self, PluginError> {
+        let mut pg_config: tokio_postgres::Config =
+            config.url.parse().map_err(|e| PluginError::invalid_argument(format!("url: {e}")))?;
+        pg_config
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .options(format!("-c statement_timeout={}", config.statement_timeout_ms))
+            .application_name("prism");
+        let manager =
+            Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
+            .create_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
+            .build()
+            .map_err(|e| PluginError::internal(format!("cannot build the connection pool: {e}")))?;
+        let sql = Sql {
+            kv: format!("\"{}\".\"{}\"", config.schema, config.table),
+            queue: format!("\"{}\".\"{}\"", config.schema, config.queue_table),
+        };
+        create_tables(&pool, &config, &sql).await?;
+        let transactions = std::sync::Arc::new(Transactions::new(pool.clone()));
+        let reaper =
+            tokio::spawn(crate::transactions::reap(std::sync::Arc::downgrade(&transactions))).abort_handle();
+        Ok(Postgres { pool, sql, config, transactions, reaper })
+    }
+
+    async fn health(&self) -> Health {
+        let check = async {
+            let client = self.client().await?;
+            client.simple_query("SELECT 1").await.map_err(db_error)?;
+            Ok::<_, PluginError>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Ok(())) => Health::serving(),
+            Ok(Err(error)) => Health::unhealthy(error.message().to_owned()),
+            Err(_) => Health::unhealthy("postgres did not answer SELECT 1 within 2s"),
+        }
+    }
+
+    async fn shutdown(&self) {
+        self.transactions.rollback_all().await;
+        self.pool.close();
+    }
+}
+
+/// Creates the schema's tables and indexes if missing. An advisory lock keeps several
+/// instances starting at once from racing on the catalog.
+async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), PluginError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let transaction = client.transaction().await.map_err(db_error)?;
+    let lock_name = format!("prism:{}.{}:{}", config.schema, config.table, config.queue_table);
+    transaction
+        .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_name])
+        .await
+        .map_err(db_error)?;
+    let (schema, kv, queue, queue_table) = (&config.schema, &sql.kv, &sql.queue, &config.queue_table);
+    transaction
+        .batch_execute(&format!(
+            r#"
+            CREATE SCHEMA IF NOT EXISTS "{schema}";
+            CREATE TABLE IF NOT EXISTS {kv} (
+                key BYTEA PRIMARY KEY,
+                value BYTEA NOT NULL,
+                version BIGINT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS {queue} (
+                id BIGSERIAL PRIMARY KEY,
+                queue TEXT NOT NULL,
+                payload BYTEA NOT NULL,
+                enqueued_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+                visible_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+                deliveries INTEGER NOT NULL DEFAULT 0,
+                receipt TEXT NULL,
+                dead_at TIMESTAMPTZ NULL
+            );
+            CREATE INDEX IF NOT EXISTS "{queue_table}_ready" ON {queue} (queue, id) WHERE dead_at IS NULL;
+            CREATE INDEX IF NOT EXISTS "{queue_table}_dead" ON {queue} (queue, id) WHERE dead_at IS NOT NULL;
+            "#
+        ))
+        .await
+        .map_err(db_error)?;
+    transaction.commit().await.map_err(db_error)
+}
