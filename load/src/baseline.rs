@@ -1,6 +1,7 @@
 //! The baselines the gateway is measured against: a bare tonic KeyValueService answering
-//! Get/Set/Delete/Exists from a sharded in-process map, or straight from Redis (plain
-//! GET/SET/DEL/EXISTS on one multiplexed connection) — no plugin, ABI or routing.
+//! Get/Set/Delete/Exists from a sharded in-process map, straight from Redis (plain
+//! GET/SET/DEL/EXISTS on one multiplexed connection) or from PostgreSQL (one table,
+//! pooled connections, prepared statements) — no plugin, ABI or routing.
 //! Other RPCs answer UNIMPLEMENTED: the load tool never calls them.
 
 use std::collections::HashMap;
@@ -18,7 +19,18 @@ const SHARDS: usize = 16;
 enum Store {
     Map(Vec<RwLock<HashMap<String, Bytes>>>),
     Redis(redis::aio::ConnectionManager),
+    /// Table `prism_baseline_kv (key BYTEA PRIMARY KEY, value BYTEA)`.
+    Postgres(deadpool_postgres::Pool),
 }
+
+fn postgres_status(error: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("postgres: {error}"))
+}
+
+const PG_GET: &str = "SELECT value FROM prism_baseline_kv WHERE key = $1";
+const PG_SET: &str = "INSERT INTO prism_baseline_kv (key, value) VALUES ($1, $2) \
+                      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+const PG_DELETE: &str = "DELETE FROM prism_baseline_kv WHERE key = $1";
 
 struct MapServer {
     store: Store,
@@ -57,6 +69,15 @@ impl KeyValueService for MapServer {
                 let value: Option<Vec<u8>> = connection.get(&request.key).await.map_err(redis_status)?;
                 value.map(Bytes::from)
             }
+            Store::Postgres(pool) => {
+                let client = pool.get().await.map_err(postgres_status)?;
+                let statement = client.prepare_cached(PG_GET).await.map_err(postgres_status)?;
+                let row = client
+                    .query_opt(&statement, &[&request.key.as_bytes()])
+                    .await
+                    .map_err(postgres_status)?;
+                row.map(|row| Bytes::from(row.get::<_, Vec<u8>>(0)))
+            }
         };
         Ok(Response::new(match found {
             Some(value) => GetResponse { found: true, value, version: 0 },
@@ -77,6 +98,15 @@ impl KeyValueService for MapServer {
                     .await
                     .map_err(redis_status)?;
             }
+            Store::Postgres(pool) => {
+                let client = pool.get().await.map_err(postgres_status)?;
+                let statement = client.prepare_cached(PG_SET).await.map_err(postgres_status)?;
+                let value: &[u8] = &request.value;
+                client
+                    .execute(&statement, &[&request.key.as_bytes(), &value])
+                    .await
+                    .map_err(postgres_status)?;
+            }
         }
         Ok(Response::new(SetResponse {}))
     }
@@ -91,6 +121,10 @@ impl KeyValueService for MapServer {
                 let mut connection = connection.clone();
                 connection.del::<_, u64>(&request.key).await.map_err(redis_status)? > 0
             }
+            Store::Postgres(pool) => {
+                let client = pool.get().await.map_err(postgres_status)?;
+                client.execute(PG_DELETE, &[&request.key.as_bytes()]).await.map_err(postgres_status)? > 0
+            }
         };
         Ok(Response::new(DeleteResponse { deleted }))
     }
@@ -104,6 +138,15 @@ impl KeyValueService for MapServer {
             Store::Redis(connection) => {
                 let mut connection = connection.clone();
                 connection.exists(&request.key).await.map_err(redis_status)?
+            }
+            Store::Postgres(pool) => {
+                let client = pool.get().await.map_err(postgres_status)?;
+                let statement = client.prepare_cached(PG_GET).await.map_err(postgres_status)?;
+                client
+                    .query_opt(&statement, &[&request.key.as_bytes()])
+                    .await
+                    .map_err(postgres_status)?
+                    .is_some()
             }
         };
         Ok(Response::new(ExistsResponse { exists }))
@@ -186,11 +229,39 @@ impl KeyValueService for MapServer {
     }
 }
 
-/// Serves the baseline from an in-process map, or from Redis when `redis_url` is given.
-pub async fn serve(listen: SocketAddr, redis_url: Option<String>) {
-    let store = match redis_url {
-        None => Store::Map((0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect()),
-        Some(url) => {
+async fn postgres(url: &str) -> Result<deadpool_postgres::Pool, String> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager).max_size(8).build().map_err(|e| e.to_string())?;
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS prism_baseline_kv (key BYTEA PRIMARY KEY, value BYTEA NOT NULL)",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(pool)
+}
+
+/// Where the baseline keeps its data.
+pub enum Backend {
+    Map,
+    Redis(String),
+    Postgres(String),
+}
+
+/// Serves the baseline from an in-process map, Redis or PostgreSQL.
+pub async fn serve(listen: SocketAddr, backend: Backend) {
+    let store = match backend {
+        Backend::Map => Store::Map((0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect()),
+        Backend::Postgres(url) => match postgres(&url).await {
+            Ok(pool) => Store::Postgres(pool),
+            Err(error) => {
+                eprintln!("error: cannot use PostgreSQL at {url}: {error}");
+                std::process::exit(1);
+            }
+        },
+        Backend::Redis(url) => {
             let connected =
                 async { redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await };
             match connected.await {

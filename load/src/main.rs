@@ -38,8 +38,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8981")]
         listen: std::net::SocketAddr,
         /// Answer from this Redis server (plain GET/SET) instead of an in-process map.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "postgres")]
         redis: Option<String>,
+        /// Answer from this PostgreSQL database (table prism_baseline_kv) instead.
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// Run the same workload against the target and the baseline, and print the ratio.
     Compare {
@@ -57,7 +60,7 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct LoadArgs {
-    /// get, set, or mixed (see --read-percent).
+    /// get, set, mixed (see --read-percent), or queue (enqueue + dequeue + ack per iteration).
     #[arg(long, default_value = "get")]
     workload: Workload,
     /// Reads in a mixed workload, in percent.
@@ -88,6 +91,9 @@ struct LoadArgs {
     /// Namespace to address (empty = default).
     #[arg(long, default_value = "")]
     namespace: String,
+    /// Queue name for the queue workload.
+    #[arg(long, default_value = "prism-load")]
+    queue: String,
     /// Client runtime threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -118,8 +124,13 @@ fn runtime(threads: usize) -> tokio::runtime::Runtime {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Baseline { listen, redis } => {
-            runtime(2).block_on(baseline::serve(listen, redis));
+        Command::Baseline { listen, redis, postgres } => {
+            let backend = match (redis, postgres) {
+                (Some(url), _) => baseline::Backend::Redis(url),
+                (_, Some(url)) => baseline::Backend::Postgres(url),
+                (None, None) => baseline::Backend::Map,
+            };
+            runtime(2).block_on(baseline::serve(listen, backend));
             ExitCode::SUCCESS
         }
         Command::Run { target, load } => {
@@ -204,6 +215,7 @@ impl LoadArgs {
             keys: self.keys.max(1),
             value_size: self.value_size,
             namespace: self.namespace.clone(),
+            queue: self.queue.clone(),
         }
     }
 }

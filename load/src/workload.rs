@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use prism_host::api::key_value_service_client::KeyValueServiceClient;
-use prism_host::api::{GetRequest, SetRequest};
+use prism_host::api::queue_service_client::QueueServiceClient;
+use prism_host::api::{AckRequest, DequeueRequest, EnqueueRequest, GetRequest, SetRequest};
 use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,6 +18,8 @@ pub enum Workload {
     Get,
     Set,
     Mixed,
+    /// Enqueue, Dequeue and Ack one message per iteration (QueueService).
+    Queue,
 }
 
 #[derive(Clone, Debug)]
@@ -30,6 +34,8 @@ pub struct Plan {
     pub keys: u64,
     pub value_size: usize,
     pub namespace: String,
+    /// The queue a `queue` workload uses.
+    pub queue: String,
 }
 
 pub struct Report {
@@ -80,7 +86,7 @@ async fn preload(channel: Channel, plan: &Plan, value: &Bytes) -> Result<(), Str
 pub async fn run(target: &str, plan: &Plan) -> Result<Report, String> {
     let channels = connect(target, plan.connections).await?;
     let value = Bytes::from(vec![b'x'; plan.value_size]);
-    if plan.workload != Workload::Set {
+    if matches!(plan.workload, Workload::Get | Workload::Mixed) {
         preload(channels[0].clone(), plan, &value).await?;
     }
     let start = Instant::now() + Duration::from_millis(50);
@@ -91,11 +97,11 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Report, String> {
         plan.rate.map(|rate| Duration::from_secs_f64(plan.concurrency as f64 / rate.max(1) as f64));
     let mut tasks = Vec::with_capacity(plan.concurrency);
     for task in 0..plan.concurrency {
-        let client = KeyValueServiceClient::new(channels[task % channels.len()].clone());
+        let channel = channels[task % channels.len()].clone();
         let plan = plan.clone();
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
-            drive(client, plan, value, task as u64, start, measure_from, end, interval).await
+            drive(channel, plan, value, task as u64, start, measure_from, end, interval).await
         }));
     }
     let mut ok = 0;
@@ -121,7 +127,7 @@ pub async fn run(target: &str, plan: &Plan) -> Result<Report, String> {
 
 #[allow(clippy::too_many_arguments)]
 async fn drive(
-    mut client: KeyValueServiceClient<Channel>,
+    channel: Channel,
     plan: Plan,
     value: Bytes,
     seed: u64,
@@ -130,6 +136,8 @@ async fn drive(
     end: Instant,
     interval: Option<Duration>,
 ) -> TaskResult {
+    let mut client = KeyValueServiceClient::new(channel.clone());
+    let mut queue = QueueServiceClient::new(channel);
     let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef);
     let mut result = TaskResult {
         ok: 0,
@@ -156,26 +164,12 @@ async fn drive(
             break;
         }
         let index = rng.u64(0..plan.keys);
-        let read = match plan.workload {
-            Workload::Get => true,
-            Workload::Set => false,
-            Workload::Mixed => rng.u8(0..100) < plan.read_percent,
-        };
-        let outcome = if read {
-            client
-                .get(GetRequest { namespace: plan.namespace.clone(), key: key(index), ..Default::default() })
-                .await
-                .map(|_| ())
-        } else {
-            client
-                .set(SetRequest {
-                    namespace: plan.namespace.clone(),
-                    key: key(index),
-                    value: value.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map(|_| ())
+        let outcome = match plan.workload {
+            Workload::Queue => queue_cycle(&mut queue, &plan, &value).await,
+            Workload::Get => get(&mut client, &plan, index).await,
+            Workload::Set => set(&mut client, &plan, index, &value).await,
+            Workload::Mixed if rng.u8(0..100) < plan.read_percent => get(&mut client, &plan, index).await,
+            Workload::Mixed => set(&mut client, &plan, index, &value).await,
         };
         let done = Instant::now();
         if sent >= measure_from {
@@ -193,6 +187,59 @@ async fn drive(
         }
     }
     result
+}
+
+async fn get(client: &mut KeyValueServiceClient<Channel>, plan: &Plan, index: u64) -> Result<(), Status> {
+    client
+        .get(GetRequest { namespace: plan.namespace.clone(), key: key(index), ..Default::default() })
+        .await?;
+    Ok(())
+}
+
+async fn set(
+    client: &mut KeyValueServiceClient<Channel>,
+    plan: &Plan,
+    index: u64,
+    value: &Bytes,
+) -> Result<(), Status> {
+    let request = SetRequest {
+        namespace: plan.namespace.clone(),
+        key: key(index),
+        value: value.clone(),
+        ..Default::default()
+    };
+    client.set(request).await?;
+    Ok(())
+}
+
+/// One message through the queue: Enqueue, Dequeue, Ack. A Dequeue that finds nothing
+/// (another task took the message) still counts as a completed cycle.
+async fn queue_cycle(
+    queue: &mut QueueServiceClient<Channel>,
+    plan: &Plan,
+    value: &Bytes,
+) -> Result<(), Status> {
+    let (namespace, name) = (plan.namespace.clone(), plan.queue.clone());
+    let request = EnqueueRequest {
+        namespace: namespace.clone(),
+        queue: name.clone(),
+        payload: value.clone(),
+        ..Default::default()
+    };
+    queue.enqueue(request).await?;
+    let request = DequeueRequest {
+        namespace: namespace.clone(),
+        queue: name.clone(),
+        max_messages: 1,
+        ..Default::default()
+    };
+    for message in queue.dequeue(request).await?.into_inner().messages {
+        let ack = AckRequest { namespace: namespace.clone(), queue: name.clone(), receipt: message.receipt };
+        if !queue.ack(ack).await?.into_inner().acked {
+            return Err(Status::internal("a fresh receipt did not ack"));
+        }
+    }
+    Ok(())
 }
 
 impl Report {

@@ -20,6 +20,10 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// The slot's `config` table, deserialized. Use `#[serde(deny_unknown_fields)]`.
     type Config: DeserializeOwned + Send + 'static;
 
+    /// Worker threads of the instance's own tokio runtime. They run the plugin's spawned
+    /// tasks (connection drivers, pumps, sweepers); the host's threads poll the calls.
+    const RUNTIME_WORKERS: usize = 1;
+
     /// Checks a deserialized config beyond its types (URLs, ranges, names) without
     /// connecting anywhere. `prism validate` calls it; so does the host before `create`.
     fn check(config: &Self::Config) -> Res<()> {

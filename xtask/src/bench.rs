@@ -109,28 +109,75 @@ fn h2load(address: &str, body: &PathBuf, pid: u32) -> Result<(f64, f64), String>
     Ok((rps, cpu * 1e6 / 400_000.0))
 }
 
-pub fn gateway_vs_baseline() -> Result<(), String> {
+/// The backend a benchmark puts behind both the gateway and the baseline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memstore,
+    Redis,
+    Postgres,
+}
+
+impl Backend {
+    pub fn parse(name: Option<&str>) -> Result<Backend, String> {
+        match name {
+            None | Some("memstore") => Ok(Backend::Memstore),
+            Some("redis") => Ok(Backend::Redis),
+            Some("postgres") => Ok(Backend::Postgres),
+            Some(other) => {
+                Err(format!("unknown benchmark backend '{other}': use memstore, redis or postgres"))
+            }
+        }
+    }
+}
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn gateway_config(backend: Backend) -> String {
+    let library = |name: &str| release_binary(&format!("libprism_{name}.so")).display().to_string();
+    let (plugin, slot_config) = match backend {
+        Backend::Memstore => ("memstore", String::new()),
+        Backend::Redis => ("redis", format!("config = {{ url = \"{REDIS_URL}\", key_prefix = \"prism-bench:\" }}\n")),
+        Backend::Postgres => (
+            "postgres",
+            format!("config = {{ url = \"{POSTGRES_URL}\", table = \"prism_bench_kv\", queue_table = \"prism_bench_queue\" }}\n"),
+        ),
+    };
+    let mut config = format!(
+        "[server]\nlisten = \"{GATEWAY}\"\n\n[plugins.{plugin}]\npath = \"{}\"\n\n\
+         [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"{plugin}\"\n{slot_config}",
+        library(plugin)
+    );
+    if backend == Backend::Postgres {
+        config.push_str(&format!(
+            "\n[[namespaces]]\nname = \"jobs\"\npattern = \"queue\"\n[namespaces.slots.queue]\nplugin = \"postgres\"\n{slot_config}"
+        ));
+    }
+    config
+}
+
+pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--release", "--workspace"]);
     run(build)?;
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = dir.join("plugins.toml");
-    let memstore = release_binary("libprism_memstore.so");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"{GATEWAY}\"\n\n[plugins.memstore]\npath = \"{}\"\n\n\
-             [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n",
-            memstore.display()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(&config, gateway_config(backend)).map_err(|e| e.to_string())?;
     let mut gateway = Command::new(release_binary("prism"));
     gateway.args(["serve", "--config"]).arg(&config).env("PRISM_LOG", "warn");
     let gateway = Background::start(gateway, "serving on")?;
     let mut baseline = Command::new(release_binary("prism-load"));
     baseline.args(["baseline", "--listen", BASELINE]);
+    match backend {
+        Backend::Memstore => {}
+        Backend::Redis => {
+            baseline.args(["--redis", REDIS_URL]);
+        }
+        Backend::Postgres => {
+            baseline.args(["--postgres", POSTGRES_URL]);
+        }
+    }
     let baseline = Background::start(baseline, "serving on")?;
     std::thread::sleep(Duration::from_millis(200));
 
@@ -144,7 +191,31 @@ pub fn gateway_vs_baseline() -> Result<(), String> {
     };
     compare("saturating, get", &["--workload", "get"])?;
     compare("saturating, mixed 90% get", &["--workload", "mixed"])?;
-    compare("fixed rate 20000/s, get (latency below saturation)", &["--workload", "get", "--rate", "20000"])?;
+    // Below every backend's saturation point on this machine, so latency shows service time.
+    let (rate, title) = match backend {
+        Backend::Postgres => ("5000", "fixed rate 5000/s, get (latency below saturation)"),
+        _ => ("20000", "fixed rate 20000/s, get (latency below saturation)"),
+    };
+    compare(title, &["--workload", "get", "--rate", rate])?;
+    if backend == Backend::Postgres {
+        compare("saturating, set", &["--workload", "set"])?;
+        println!("\n## prism-load run: queue (enqueue + dequeue + ack per iteration), no baseline");
+        prism_load(&[
+            "run",
+            "--target",
+            &target,
+            "--namespace",
+            "jobs",
+            "--workload",
+            "queue",
+            "--duration",
+            "5s",
+            "--warmup",
+            "1s",
+            "--concurrency",
+            "16",
+        ])?;
+    }
 
     if Command::new("h2load").arg("--version").output().is_ok() {
         let body = get_body()?;

@@ -3,7 +3,9 @@
 //!   cargo xtask serve   build the workspace and run the gateway with ./plugins.toml
 //!   cargo xtask test    build everything the tests load (plugins, fixtures, binaries), run all tests
 //!   cargo xtask ci      what CI runs: format and lint checks, then `test`
-//!   cargo xtask bench   release build; gateway vs bare-tonic baseline with prism-load and h2load
+//!   cargo xtask bench [memstore|redis|postgres]
+//!                       release build; gateway vs bare-tonic baseline on the same backend,
+//!                       with prism-load and h2load
 //!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
 
 use std::io::{BufRead, BufReader};
@@ -16,10 +18,12 @@ fn main() -> ExitCode {
         Some("serve") => serve(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("ci") => ci(),
-        Some("bench") => bench::gateway_vs_baseline(),
+        Some("bench") => {
+            bench::Backend::parse(args.get(1).map(String::as_str)).and_then(bench::gateway_vs_baseline)
+        }
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci | bench | bench-abi>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci | bench [memstore|redis|postgres] | bench-abi>");
             return ExitCode::from(2);
         }
     };

@@ -23,9 +23,9 @@ pub(crate) struct PluginRuntime {
 }
 
 impl PluginRuntime {
-    pub(crate) fn new(plugin_name: &str) -> Result<Self, PluginError> {
+    pub(crate) fn new(plugin_name: &str, workers: usize) -> Result<Self, PluginError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(workers.max(1))
             .thread_name(format!("prism-plugin-{plugin_name}"))
             .enable_all()
             .build()

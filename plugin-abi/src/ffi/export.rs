@@ -512,7 +512,8 @@ extern "C" fn check_config<D: Exported>(config: RStr<'_>) -> RResult<(), PluginE
 }
 
 extern "C" fn create<D: Exported>(config: RString) -> FfiResult<FfiInstance> {
-    let runtime = match guarded("create", || PluginRuntime::new(D::METADATA.name).into()) {
+    let runtime = match guarded("create", || PluginRuntime::new(D::METADATA.name, D::RUNTIME_WORKERS).into())
+    {
         ROk(runtime) => Arc::new(runtime),
         RErr(error) => return async move { RErr(error) }.into_ffi_future(),
     };

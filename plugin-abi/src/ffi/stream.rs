@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn the_pump_runs_bounded_ahead_and_stops_when_the_stream_is_dropped() {
-        let runtime = Arc::new(PluginRuntime::new("test").unwrap());
+        let runtime = Arc::new(PluginRuntime::new("test", 1).unwrap());
         let produced = Arc::new(AtomicUsize::new(0));
         let stopped = Arc::new(AtomicBool::new(false));
         let (count, flag) = (produced.clone(), stopped.clone());
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_panicking_pump_ends_the_stream_with_an_internal_error() {
-        let runtime = Arc::new(PluginRuntime::new("test").unwrap());
+        let runtime = Arc::new(PluginRuntime::new("test", 1).unwrap());
         let stream = entry_stream(&runtime, |_sender| async move { panic!("pump exploded") });
         let host = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let result = host.block_on(stream.next());

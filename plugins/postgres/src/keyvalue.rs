@@ -1,10 +1,10 @@
 //! The key-value interfaces: basic, scan, batch and cas.
 
+use deadpool_postgres::ClientWrapper;
 use futures_util::future::join_all;
 use plugin_abi::{
     CasResult, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, PluginError, ScanPage, Versioned,
 };
-use tokio_postgres::GenericClient;
 
 use crate::errors::db_error;
 use crate::Postgres;
@@ -34,30 +34,43 @@ pub(crate) struct Statements<'a> {
 }
 
 impl Statements<'_> {
-    pub async fn get(&self, client: &impl GenericClient, key: &str) -> Res<Option<Vec<u8>>> {
+    pub async fn get(&self, client: &ClientWrapper, key: &str) -> Res<Option<Vec<u8>>> {
         let sql = format!("SELECT value FROM {} WHERE key = $1", self.kv);
-        let row = client.query_opt(&sql, &[&key.as_bytes()]).await.map_err(db_error)?;
+        let row = client
+            .query_opt(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes()])
+            .await
+            .map_err(db_error)?;
         Ok(row.map(|row| row.get(0)))
     }
 
-    pub async fn set(&self, client: &impl GenericClient, key: &str, value: &[u8]) -> Res<i64> {
+    pub async fn set(&self, client: &ClientWrapper, key: &str, value: &[u8]) -> Res<i64> {
         let sql = format!(
             "INSERT INTO {} AS t (key, value, version) VALUES ($1, $2, 1) \
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = t.version + 1 RETURNING version",
             self.kv
         );
-        let row = client.query_one(&sql, &[&key.as_bytes(), &value]).await.map_err(db_error)?;
+        let row = client
+            .query_one(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes(), &value])
+            .await
+            .map_err(db_error)?;
         Ok(row.get(0))
     }
 
-    pub async fn delete(&self, client: &impl GenericClient, key: &str) -> Res<bool> {
+    pub async fn delete(&self, client: &ClientWrapper, key: &str) -> Res<bool> {
         let sql = format!("DELETE FROM {} WHERE key = $1", self.kv);
-        Ok(client.execute(&sql, &[&key.as_bytes()]).await.map_err(db_error)? > 0)
+        Ok(client
+            .execute(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes()])
+            .await
+            .map_err(db_error)?
+            > 0)
     }
 
-    async fn version(&self, client: &impl GenericClient, key: &str) -> Res<u64> {
+    async fn version(&self, client: &ClientWrapper, key: &str) -> Res<u64> {
         let sql = format!("SELECT version FROM {} WHERE key = $1", self.kv);
-        let row = client.query_opt(&sql, &[&key.as_bytes()]).await.map_err(db_error)?;
+        let row = client
+            .query_opt(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes()])
+            .await
+            .map_err(db_error)?;
         Ok(row.map_or(0, |row| row.get::<_, i64>(0) as u64))
     }
 }
@@ -70,21 +83,24 @@ impl Postgres {
 
 impl KeyValueBasic for Postgres {
     async fn get(&self, key: &str) -> Res<Option<Vec<u8>>> {
-        self.statements().get(&**self.client().await?, key).await
+        self.statements().get(&*self.client().await?, key).await
     }
 
     async fn set(&self, key: &str, value: Vec<u8>) -> Res<()> {
-        self.statements().set(&**self.client().await?, key, &value).await.map(|_| ())
+        self.statements().set(&*self.client().await?, key, &value).await.map(|_| ())
     }
 
     async fn delete(&self, key: &str) -> Res<bool> {
-        self.statements().delete(&**self.client().await?, key).await
+        self.statements().delete(&*self.client().await?, key).await
     }
 
     async fn exists(&self, key: &str) -> Res<bool> {
         let client = self.client().await?;
         let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE key = $1)", self.sql.kv);
-        let row = client.query_one(&sql, &[&key.as_bytes()]).await.map_err(db_error)?;
+        let row = client
+            .query_one(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes()])
+            .await
+            .map_err(db_error)?;
         Ok(row.get(0))
     }
 }
@@ -100,8 +116,13 @@ impl KeyValueScan for Postgres {
              ORDER BY key LIMIT $4",
             self.sql.kv
         );
-        let rows =
-            client.query(&sql, &[&prefix.as_bytes(), &after, &end, &(limit + 1)]).await.map_err(db_error)?;
+        let rows = client
+            .query(
+                &client.prepare_cached(&sql).await.map_err(db_error)?,
+                &[&prefix.as_bytes(), &after, &end, &(limit + 1)],
+            )
+            .await
+            .map_err(db_error)?;
         let more = rows.len() as i64 > limit;
         let mut entries = Vec::with_capacity(rows.len());
         for row in rows.into_iter().take(limit as usize) {
@@ -118,7 +139,10 @@ impl KeyValueScan for Postgres {
             "SELECT count(*) FROM {} WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2)",
             self.sql.kv
         );
-        let row = client.query_one(&sql, &[&prefix.as_bytes(), &end]).await.map_err(db_error)?;
+        let row = client
+            .query_one(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&prefix.as_bytes(), &end])
+            .await
+            .map_err(db_error)?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 }
@@ -128,7 +152,10 @@ impl KeyValueBatch for Postgres {
         let client = self.client().await?;
         let wanted: Vec<&[u8]> = keys.iter().map(|key| key.as_bytes()).collect();
         let sql = format!("SELECT key, value FROM {} WHERE key = ANY($1)", self.sql.kv);
-        let rows = client.query(&sql, &[&wanted]).await.map_err(db_error)?;
+        let rows = client
+            .query(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&wanted])
+            .await
+            .map_err(db_error)?;
         let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
             rows.into_iter().map(|row| (row.get(0), row.get(1))).collect();
         Ok(keys.iter().map(|key| found.get(key.as_bytes()).cloned()).collect())
@@ -138,7 +165,7 @@ impl KeyValueBatch for Postgres {
         let client = self.client().await?;
         let statements = self.statements();
         // Issued together on one connection, which pipelines them.
-        let writes = entries.iter().map(|(key, value)| statements.set(&**client, key, value));
+        let writes = entries.iter().map(|(key, value)| statements.set(&client, key, value));
         Ok(join_all(writes).await.into_iter().map(|result| result.map(|_| ())).collect())
     }
 
@@ -146,7 +173,10 @@ impl KeyValueBatch for Postgres {
         let client = self.client().await?;
         let wanted: Vec<&[u8]> = keys.iter().map(|key| key.as_bytes()).collect();
         let sql = format!("DELETE FROM {} WHERE key = ANY($1) RETURNING key", self.sql.kv);
-        let rows = client.query(&sql, &[&wanted]).await.map_err(db_error)?;
+        let rows = client
+            .query(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&wanted])
+            .await
+            .map_err(db_error)?;
         let deleted: std::collections::HashSet<Vec<u8>> = rows.into_iter().map(|row| row.get(0)).collect();
         Ok(keys.iter().map(|key| deleted.contains(key.as_bytes())).collect())
     }
@@ -156,7 +186,10 @@ impl KeyValueCas for Postgres {
     async fn get_versioned(&self, key: &str) -> Res<Option<Versioned>> {
         let client = self.client().await?;
         let sql = format!("SELECT value, version FROM {} WHERE key = $1", self.sql.kv);
-        let row = client.query_opt(&sql, &[&key.as_bytes()]).await.map_err(db_error)?;
+        let row = client
+            .query_opt(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes()])
+            .await
+            .map_err(db_error)?;
         Ok(row.map(|row| Versioned { value: row.get(0), version: row.get::<_, i64>(1) as u64 }))
     }
 
@@ -178,30 +211,35 @@ impl KeyValueCas for Postgres {
                 "INSERT INTO {} (key, value, version) VALUES ($1, $2, 1) ON CONFLICT (key) DO NOTHING RETURNING version",
                 self.sql.kv
             );
-            client.query_opt(&sql, &[&key.as_bytes(), &value]).await
+            client.query_opt(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes(), &value]).await
         } else {
             let sql = format!(
                 "UPDATE {} SET value = $2, version = version + 1 WHERE key = $1 AND version = $3 RETURNING version",
                 self.sql.kv
             );
-            client.query_opt(&sql, &[&key.as_bytes(), &value, &(expected_version as i64)]).await
+            client.query_opt(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes(), &value, &(expected_version as i64)]).await
         }
         .map_err(db_error)?;
         Ok(match row {
             Some(row) => CasResult::Swapped { version: row.get::<_, i64>(0) as u64 },
-            None => CasResult::Conflict { current_version: self.statements().version(&**client, key).await? },
+            None => CasResult::Conflict { current_version: self.statements().version(&client, key).await? },
         })
     }
 
     async fn delete_if_version(&self, key: &str, expected_version: u64) -> Res<CasResult> {
         let client = self.client().await?;
         let sql = format!("DELETE FROM {} WHERE key = $1 AND version = $2", self.sql.kv);
-        let deleted =
-            client.execute(&sql, &[&key.as_bytes(), &(expected_version as i64)]).await.map_err(db_error)?;
+        let deleted = client
+            .execute(
+                &client.prepare_cached(&sql).await.map_err(db_error)?,
+                &[&key.as_bytes(), &(expected_version as i64)],
+            )
+            .await
+            .map_err(db_error)?;
         if deleted > 0 {
             return Ok(CasResult::Swapped { version: expected_version });
         }
-        let current = self.statements().version(&**client, key).await?;
+        let current = self.statements().version(&client, key).await?;
         Ok(if current == expected_version {
             CasResult::Swapped { version: 0 } // expected "absent", and it is
         } else {

@@ -70,7 +70,10 @@ impl Postgres {
         // Rows claimed only to be dead-lettered do not count; try again while that happens.
         for _ in 0..10 {
             let rows = client
-                .query(&sql, &[&queue, &max, &millis(visibility), &max_deliveries])
+                .query(
+                    &client.prepare_cached(&sql).await.map_err(db_error)?,
+                    &[&queue, &max, &millis(visibility), &max_deliveries],
+                )
                 .await
                 .map_err(db_error)?;
             let claimed = rows.len();
@@ -92,7 +95,10 @@ impl Postgres {
             self.sql.queue
         );
         let at = deliver_at_unix_ms.map(|ms| ms as f64);
-        let row = client.query_one(&sql, &[&queue, &payload, &at]).await.map_err(db_error)?;
+        let row = client
+            .query_one(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&queue, &payload, &at])
+            .await
+            .map_err(db_error)?;
         Ok(row.get::<_, i64>(0).to_string())
     }
 }
@@ -113,7 +119,11 @@ impl QueueBasic for Postgres {
             "DELETE FROM {} WHERE id = $1 AND queue = $2 AND receipt = $3 AND dead_at IS NULL",
             self.sql.queue
         );
-        Ok(client.execute(&sql, &[&id, &queue, &token]).await.map_err(db_error)? > 0)
+        Ok(client
+            .execute(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&id, &queue, &token])
+            .await
+            .map_err(db_error)?
+            > 0)
     }
 
     async fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> Res<bool> {
@@ -128,7 +138,10 @@ impl QueueBasic for Postgres {
         );
         let max_deliveries = self.config.max_deliveries as i32;
         let changed = client
-            .execute(&sql, &[&id, &queue, &token, &millis(delay), &max_deliveries])
+            .execute(
+                &client.prepare_cached(&sql).await.map_err(db_error)?,
+                &[&id, &queue, &token, &millis(delay), &max_deliveries],
+            )
             .await
             .map_err(db_error)?;
         Ok(changed > 0)
@@ -153,7 +166,14 @@ impl QueueVisibility for Postgres {
              WHERE id = $1 AND queue = $2 AND receipt = $3 AND dead_at IS NULL",
             self.sql.queue
         );
-        Ok(client.execute(&sql, &[&id, &queue, &token, &millis(visibility)]).await.map_err(db_error)? > 0)
+        Ok(client
+            .execute(
+                &client.prepare_cached(&sql).await.map_err(db_error)?,
+                &[&id, &queue, &token, &millis(visibility)],
+            )
+            .await
+            .map_err(db_error)?
+            > 0)
     }
 }
 
@@ -173,7 +193,10 @@ impl QueueDeadLetter for Postgres {
              FROM {} WHERE queue = $1 AND dead_at IS NOT NULL AND id > $2 ORDER BY id LIMIT $3",
             self.sql.queue
         );
-        let rows = client.query(&sql, &[&queue, &after, &(limit + 1)]).await.map_err(db_error)?;
+        let rows = client
+            .query(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&queue, &after, &(limit + 1)])
+            .await
+            .map_err(db_error)?;
         let more = rows.len() as i64 > limit;
         let messages: Vec<QueueMessage> = rows.iter().take(limit as usize).map(message).collect();
         let next_cursor = if more { messages.last().map(|m| m.id.clone()) } else { None };
@@ -193,7 +216,10 @@ impl QueueDeadLetter for Postgres {
              WHERE queue = $1 AND dead_at IS NOT NULL AND (cardinality($2::int8[]) = 0 OR id = ANY($2))",
             self.sql.queue
         );
-        client.execute(&sql, &[&queue, &ids]).await.map_err(db_error)
+        client
+            .execute(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&queue, &ids])
+            .await
+            .map_err(db_error)
     }
 }
 

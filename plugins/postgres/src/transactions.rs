@@ -78,7 +78,7 @@ impl Transactions {
     async fn with<T>(
         &self,
         tx: TransactionId,
-        work: impl AsyncFnOnce(&tokio_postgres::Client) -> Res<T>,
+        work: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper) -> Res<T>,
     ) -> Res<T> {
         let slot = self.slot(tx).ok_or_else(|| not_open(tx))?;
         let mut guard = slot.lock().await;
