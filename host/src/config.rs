@@ -36,6 +36,20 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// How often each instance's health is polled.
     pub health_interval_ms: u64,
+    /// Messages the server holds for one subscriber that reads slower than they arrive.
+    pub subscriber_buffer: usize,
+    /// What happens when that buffer is full.
+    pub slow_subscriber: SlowSubscriber,
+}
+
+/// The policy for a subscriber whose buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowSubscriber {
+    /// Drop the oldest waiting message; the next delivered one says how many were dropped.
+    DropOldest,
+    /// End the subscription with RESOURCE_EXHAUSTED.
+    Disconnect,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +61,8 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             health_interval_ms: 5_000,
+            subscriber_buffer: 1024,
+            slow_subscriber: SlowSubscriber::DropOldest,
         }
     }
 }
@@ -207,6 +223,9 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
             "must be at least 1",
             "set a page limit such as 1000",
         ));
+    }
+    if server.subscriber_buffer == 0 {
+        errors.push(ConfigError::new("server.subscriber_buffer", "must be at least 1", "use e.g. 1024"));
     }
     if server.health_interval_ms == 0 {
         errors.push(ConfigError::new("server.health_interval_ms", "must be at least 1", "use e.g. 5000"));

@@ -30,6 +30,7 @@ impl Pattern {
 pub const KEYVALUE: &str = "keyvalue";
 pub const LIST: &str = "list";
 pub const QUEUE: &str = "queue";
+pub const PUBSUB: &str = "pubsub";
 
 pub static PATTERNS: &[Pattern] = &[
     Pattern {
@@ -56,7 +57,7 @@ pub static PATTERNS: &[Pattern] = &[
         served: true,
     },
     Pattern {
-        name: "pubsub",
+        name: PUBSUB,
         description: "Publish to topics and subscribe, with wildcards and durable subscriptions where the plugin has them",
         slots: &[Slot {
             name: "broker",
@@ -64,7 +65,7 @@ pub static PATTERNS: &[Pattern] = &[
             required: &["pubsub_basic"],
             optional_interfaces: &["pubsub_wildcards", "pubsub_persistent"],
         }],
-        served: false,
+        served: true,
     },
     Pattern {
         name: "stream",

@@ -15,10 +15,13 @@ use tonic_health::ServingStatus;
 use crate::api::admin_service_server::AdminServiceServer;
 use crate::api::key_value_service_server::KeyValueServiceServer;
 use crate::api::list_service_server::ListServiceServer;
+use crate::api::pub_sub_service_server::PubSubServiceServer;
 use crate::api::queue_service_server::QueueServiceServer;
 use crate::deadline::DeadlineLayer;
 use crate::gateway::Gateway;
-use crate::service::{admin::AdminApi, keyvalue::KeyValueApi, list::ListApi, queue::QueueApi};
+use crate::service::{
+    admin::AdminApi, keyvalue::KeyValueApi, list::ListApi, pubsub::PubSubApi, queue::QueueApi,
+};
 
 /// Binds the listen address, reporting a clear error when it is taken.
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
@@ -37,9 +40,13 @@ pub async fn serve(
     let settings = gateway.settings.clone();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", ServingStatus::Serving).await;
-    for name in
-        ["prism.v1.KeyValueService", "prism.v1.ListService", "prism.v1.QueueService", "prism.v1.AdminService"]
-    {
+    for name in [
+        "prism.v1.KeyValueService",
+        "prism.v1.ListService",
+        "prism.v1.QueueService",
+        "prism.v1.PubSubService",
+        "prism.v1.AdminService",
+    ] {
         health_reporter.set_service_status(name, ServingStatus::Serving).await;
     }
     let poller = tokio::spawn(poll_health(
@@ -83,6 +90,9 @@ pub async fn serve(
         )
         .add_service(
             QueueServiceServer::new(QueueApi::new(gateway.clone())).max_decoding_message_size(max_message),
+        )
+        .add_service(
+            PubSubServiceServer::new(PubSubApi::new(gateway.clone())).max_decoding_message_size(max_message),
         )
         .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone())))
         .serve_with_incoming_shutdown(incoming(listener), signal);

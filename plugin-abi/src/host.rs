@@ -10,8 +10,8 @@ use crate::ffi::{
     self, FfiCas, FfiEntry, FfiHealthStatus, FfiInstance, FfiListEnd, FfiTtlKind, PluginModuleRef,
 };
 use crate::{
-    CasResult, DeadLetterPage, Health, HealthStatus, Interface, KeyTtl, ListEnd, Metadata, PluginError,
-    QueueMessage, ScanPage, TransactionId, Versioned,
+    CasResult, DeadLetterPage, Health, HealthStatus, Interface, KeyTtl, ListEnd, Message, Metadata,
+    PluginError, QueueMessage, ScanPage, TransactionId, Versioned,
 };
 
 type Res<T> = Result<T, PluginError>;
@@ -133,6 +133,8 @@ impl Instance {
             Interface::QueueVisibility => ffi.queue_visibility.is_some(),
             Interface::QueueDeadLetter => ffi.queue_dead_letter.is_some(),
             Interface::QueueDelayed => ffi.queue_delayed.is_some(),
+            Interface::PubSubBasic => ffi.pubsub_basic.is_some(),
+            Interface::PubSubWildcards => ffi.pubsub_wildcards.is_some(),
         }
     }
 
@@ -186,6 +188,12 @@ impl Instance {
     }
     pub fn queue_delayed(&self) -> Option<QueueDelayedHandle<'_>> {
         self.ffi.queue_delayed.as_ref().into_option().map(QueueDelayedHandle)
+    }
+    pub fn pubsub_basic(&self) -> Option<PubSubBasicHandle<'_>> {
+        self.ffi.pubsub_basic.as_ref().into_option().map(PubSubBasicHandle)
+    }
+    pub fn pubsub_wildcards(&self) -> Option<PubSubWildcardsHandle<'_>> {
+        self.ffi.pubsub_wildcards.as_ref().into_option().map(PubSubWildcardsHandle)
     }
 }
 
@@ -469,5 +477,60 @@ impl QueueDelayedHandle<'_> {
             .await
             .into_result()?
             .into_string())
+    }
+}
+
+/// A subscription's messages from a plugin. Dropping it stops the plugin's pump and
+/// unsubscribes in the backend.
+pub struct MessageStream {
+    inner: ffi::MessageStreamBox,
+}
+
+impl MessageStream {
+    /// The next message, or `None` once the subscription has ended.
+    pub async fn next(&mut self) -> Option<Res<Message>> {
+        match self.inner.next().await {
+            RResult::ROk(ROption::RSome(message)) => Some(Ok(Message {
+                id: message.id.into_string(),
+                topic: message.topic.into_string(),
+                payload: message.payload.into_vec(),
+                metadata: message
+                    .metadata
+                    .into_iter()
+                    .map(|header| (header.name.into_string(), header.value.into_string()))
+                    .collect(),
+                published_at_unix_ms: message.published_at_unix_ms,
+            })),
+            RResult::ROk(ROption::RNone) => None,
+            RResult::RErr(error) => Some(Err(error)),
+        }
+    }
+}
+
+pub struct PubSubBasicHandle<'a>(&'a ffi::PubSubBasicBox);
+
+impl PubSubBasicHandle<'_> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        metadata: Vec<(String, String)>,
+    ) -> Res<String> {
+        let metadata: RVec<ffi::FfiHeader> = metadata
+            .into_iter()
+            .map(|(name, value)| ffi::FfiHeader { name: name.into(), value: value.into() })
+            .collect();
+        Ok(self.0.publish(key(topic), payload.into(), metadata).await.into_result()?.into_string())
+    }
+    pub async fn subscribe(&self, topic: &str) -> Res<MessageStream> {
+        Ok(MessageStream { inner: self.0.subscribe(key(topic)).await.into_result()? })
+    }
+}
+
+pub struct PubSubWildcardsHandle<'a>(&'a ffi::PubSubWildcardsBox);
+
+impl PubSubWildcardsHandle<'_> {
+    pub async fn subscribe_pattern(&self, pattern: &str) -> Res<MessageStream> {
+        Ok(MessageStream { inner: self.0.subscribe_pattern(key(pattern)).await.into_result()? })
     }
 }

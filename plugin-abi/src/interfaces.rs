@@ -16,10 +16,12 @@ pub enum Interface {
     QueueVisibility,
     QueueDeadLetter,
     QueueDelayed,
+    PubSubBasic,
+    PubSubWildcards,
 }
 
 impl Interface {
-    pub const ALL: [Interface; 12] = [
+    pub const ALL: [Interface; 14] = [
         Interface::KeyValueBasic,
         Interface::KeyValueScan,
         Interface::KeyValueTtl,
@@ -32,6 +34,8 @@ impl Interface {
         Interface::QueueVisibility,
         Interface::QueueDeadLetter,
         Interface::QueueDelayed,
+        Interface::PubSubBasic,
+        Interface::PubSubWildcards,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +52,8 @@ impl Interface {
             Interface::QueueVisibility => "queue_visibility",
             Interface::QueueDeadLetter => "queue_dead_letter",
             Interface::QueueDelayed => "queue_delayed",
+            Interface::PubSubBasic => "pubsub_basic",
+            Interface::PubSubWildcards => "pubsub_wildcards",
         }
     }
 

@@ -12,6 +12,7 @@ pub mod ffi;
 pub mod host;
 mod interfaces;
 mod macros;
+pub mod topics;
 mod traits;
 mod types;
 
@@ -19,11 +20,12 @@ pub use error::{ErrorCode, PluginError};
 pub use interfaces::Interface;
 pub use traits::{
     Driver, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTransactional, KeyValueTtl,
-    ListBasic, ListRange, QueueBasic, QueueDeadLetter, QueueDelayed, QueueVisibility,
+    ListBasic, ListRange, PubSubBasic, PubSubWildcards, QueueBasic, QueueDeadLetter, QueueDelayed,
+    QueueVisibility,
 };
 pub use types::{
-    CasResult, DeadLetterPage, Health, HealthStatus, KeyTtl, ListEnd, Metadata, QueueMessage, ScanPage,
-    TransactionId, Versioned,
+    CasResult, DeadLetterPage, Health, HealthStatus, KeyTtl, ListEnd, Message, Metadata, QueueMessage,
+    ScanPage, Subscription, TransactionId, Versioned,
 };
 
 /// The version of the plugin ABI described by this crate. A host refuses plugins

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    CasResult, DeadLetterPage, Health, KeyTtl, ListEnd, PluginError, QueueMessage, ScanPage, TransactionId,
-    Versioned,
+    CasResult, DeadLetterPage, Health, KeyTtl, ListEnd, PluginError, QueueMessage, ScanPage, Subscription,
+    TransactionId, Versioned,
 };
 
 type Res<T> = Result<T, PluginError>;
@@ -181,4 +181,24 @@ pub trait QueueDelayed: Driver {
         payload: Vec<u8>,
         deliver_at_unix_ms: i64,
     ) -> impl Future<Output = Res<String>> + Send;
+}
+
+/// `pubsub_basic`: at-most-once fan-out to every current subscriber of a topic, keeping
+/// each publisher's order on a topic. Topics are `.`-separated tokens.
+pub trait PubSubBasic: Driver {
+    /// Returns the message id.
+    fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        metadata: Vec<(String, String)>,
+    ) -> impl Future<Output = Res<String>> + Send;
+    /// Messages published to exactly `topic` from now on, until the subscription is dropped.
+    fn subscribe(&self, topic: &str) -> impl Future<Output = Res<Subscription>> + Send;
+}
+
+/// `pubsub_wildcards`: subscribe to a pattern where `*` matches one token and a final
+/// `>` one or more (see [`crate::topics::matches`]).
+pub trait PubSubWildcards: Driver {
+    fn subscribe_pattern(&self, pattern: &str) -> impl Future<Output = Res<Subscription>> + Send;
 }

@@ -110,3 +110,59 @@ impl Metadata {
         self.interfaces.contains(&interface)
     }
 }
+
+/// A published message, as a subscriber receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub metadata: Vec<(String, String)>,
+    pub published_at_unix_ms: i64,
+}
+
+/// The messages of one subscription. Dropping it unsubscribes in the backend.
+pub struct Subscription {
+    stream: std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<Message, crate::PluginError>> + Send>>,
+}
+
+impl Subscription {
+    pub fn new(
+        stream: impl futures_core::Stream<Item = Result<Message, crate::PluginError>> + Send + 'static,
+    ) -> Self {
+        Subscription { stream: Box::pin(stream) }
+    }
+
+    /// A subscription fed through a bounded channel (the sender side stays with the plugin).
+    pub fn from_receiver(
+        mut receiver: tokio::sync::mpsc::Receiver<Result<Message, crate::PluginError>>,
+    ) -> Self {
+        Subscription::new(futures_core_stream(move |cx| receiver.poll_recv(cx)))
+    }
+
+    /// The next message; `None` when the subscription has ended.
+    pub async fn next(&mut self) -> Option<Result<Message, crate::PluginError>> {
+        std::future::poll_fn(|cx| self.stream.as_mut().poll_next(cx)).await
+    }
+}
+
+/// A `Stream` from a poll function.
+fn futures_core_stream<T, F>(poll: F) -> impl futures_core::Stream<Item = T>
+where
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>> + Unpin,
+{
+    struct PollStream<F>(F);
+    impl<T, F> futures_core::Stream for PollStream<F>
+    where
+        F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>> + Unpin,
+    {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            (self.0)(cx)
+        }
+    }
+    PollStream(poll)
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use prism_host::api::admin_service_client::AdminServiceClient;
 use prism_host::api::key_value_service_client::KeyValueServiceClient;
 use prism_host::api::list_service_client::ListServiceClient;
+use prism_host::api::pub_sub_service_client::PubSubServiceClient;
 use prism_host::api::queue_service_client::QueueServiceClient;
 use tonic::transport::Channel;
 
@@ -64,7 +65,8 @@ impl Server {
             .replace("{memstore}", &plugin_library("prism_memstore").display().to_string())
             .replace("{panicking}", &plugin_library("prism_fixture_panicking").display().to_string())
             .replace("{redis}", &plugin_library("prism_redis").display().to_string())
-            .replace("{postgres}", &plugin_library("prism_postgres").display().to_string());
+            .replace("{postgres}", &plugin_library("prism_postgres").display().to_string())
+            .replace("{nats}", &plugin_library("prism_nats").display().to_string());
         let config_path = dir.path().join("plugins.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr_log = dir.path().join("stderr.log");
@@ -113,6 +115,10 @@ impl Server {
 
     pub async fn queue(&self) -> QueueServiceClient<Channel> {
         QueueServiceClient::new(self.channel().await)
+    }
+
+    pub async fn pubsub(&self) -> PubSubServiceClient<Channel> {
+        PubSubServiceClient::new(self.channel().await)
     }
 
     pub async fn admin(&self) -> AdminServiceClient<Channel> {

@@ -50,6 +50,8 @@ plugin_suites!(memstore: "prism_memstore", config = "", [
     keyvalue_cas => KeyValueCas,
     list_basic => ListBasic,
     list_range => ListRange,
+    pubsub_basic => PubSubBasic,
+    pubsub_wildcards => PubSubWildcards,
 ]);
 
 plugin_suites!(redis: "prism_redis", config = "url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"prism-acceptance:\"", [
@@ -60,6 +62,8 @@ plugin_suites!(redis: "prism_redis", config = "url = \"redis://127.0.0.1:6379\"\
     keyvalue_cas => KeyValueCas,
     list_basic => ListBasic,
     list_range => ListRange,
+    pubsub_basic => PubSubBasic,
+    pubsub_wildcards => PubSubWildcards,
 ]);
 
 plugin_suites!(postgres: "prism_postgres",
@@ -76,3 +80,8 @@ plugin_suites!(postgres: "prism_postgres",
         queue_delayed => QueueDelayed,
     ]
 );
+
+plugin_suites!(nats: "prism_nats", config = "url = \"nats://127.0.0.1:4222\"\nsubject_prefix = \"prism.acceptance.\"", [
+    pubsub_basic => PubSubBasic,
+    pubsub_wildcards => PubSubWildcards,
+]);

@@ -78,6 +78,7 @@ fn serve(args: &[String]) -> Result<(), String> {
 fn test(args: &[String]) -> Result<(), String> {
     services::ensure_redis()?;
     services::ensure_postgres()?;
+    services::ensure_nats()?;
     build_all()?;
     let mut test = cargo();
     test.args(["test", "--workspace", "--no-fail-fast"]).args(args).stdout(Stdio::piped());

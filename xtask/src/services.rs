@@ -126,3 +126,22 @@ fn trust_loopback(pg_hba: &str) -> Result<(), String> {
     }
     std::fs::write(pg_hba, format!("{line}\n{current}")).map_err(|e| format!("cannot write {pg_hba}: {e}"))
 }
+
+/// NATS with JetStream on 127.0.0.1:4222.
+pub fn ensure_nats() -> Result<(), String> {
+    const ADDRESS: &str = "127.0.0.1:4222";
+    if reachable(ADDRESS) {
+        return Ok(());
+    }
+    if !installed("nats-server") {
+        apt_install(&["nats-server"])?;
+    }
+    let store = std::env::temp_dir().join("prism-nats");
+    let mut start = Command::new("sh");
+    start.args([
+        "-c",
+        &format!("nohup nats-server -a 127.0.0.1 -p 4222 -js -sd {} > /dev/null 2>&1 &", store.display()),
+    ]);
+    run(start)?;
+    wait_for(ADDRESS, "nats-server")
+}

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod keyvalue;
 pub mod list;
+pub mod pubsub;
 pub mod queue;
 
 use std::time::Duration;

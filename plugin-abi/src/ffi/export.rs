@@ -47,6 +47,8 @@ pub mod markers {
     pub struct QueueVisibility;
     pub struct QueueDeadLetter;
     pub struct QueueDelayed;
+    pub struct PubSubBasic;
+    pub struct PubSubWildcards;
 }
 
 pub trait InterfaceName {
@@ -77,11 +79,12 @@ impl<D> Clone for Adapter<D> {
 
 impl<D: Driver> Adapter<D> {
     /// Runs `call` against the driver on the plugin runtime, converting the result for FFI.
-    fn call<T, R, F, Fut>(&self, call: F, convert: fn(T) -> R) -> FfiResult<R>
+    fn call<T, R, F, Fut, C>(&self, call: F, convert: C) -> FfiResult<R>
     where
         T: 'static,
         R: 'static,
         F: FnOnce(Arc<D>) -> Fut,
+        C: FnOnce(T) -> R + Send + 'static,
         Fut: std::future::Future<Output = Result<T, PluginError>> + Send + 'static,
     {
         let future = call(self.driver.clone());
@@ -137,6 +140,14 @@ interface!(
     FfiQueueDeadLetter_TO
 );
 interface!(QueueDelayed, "queue_delayed", crate::QueueDelayed, queue_delayed, FfiQueueDelayed_TO);
+interface!(PubSubBasic, "pubsub_basic", crate::PubSubBasic, pubsub_basic, FfiPubSubBasic_TO);
+interface!(
+    PubSubWildcards,
+    "pubsub_wildcards",
+    crate::PubSubWildcards,
+    pubsub_wildcards,
+    FfiPubSubWildcards_TO
+);
 
 fn owned(s: RStr<'_>) -> String {
     s.as_str().to_owned()
@@ -482,6 +493,62 @@ impl<D: crate::QueueDelayed> FfiQueueDelayed for Adapter<D> {
     }
 }
 
+fn ffi_message(message: crate::Message) -> FfiMessage {
+    FfiMessage {
+        id: message.id.into(),
+        topic: message.topic.into(),
+        payload: message.payload.into(),
+        metadata: message
+            .metadata
+            .into_iter()
+            .map(|(name, value)| FfiHeader { name: name.into(), value: value.into() })
+            .collect(),
+        published_at_unix_ms: message.published_at_unix_ms,
+    }
+}
+
+/// Pumps a subscription into the bounded channel the host reads; stops when the host
+/// drops its end (which drops the subscription, unsubscribing in the backend).
+fn pump_subscription<D>(adapter: &Adapter<D>, subscription: crate::Subscription) -> MessageStreamBox {
+    let mut subscription = subscription;
+    super::stream::message_stream(&adapter.runtime, move |sender| async move {
+        while let Some(item) = subscription.next().await {
+            let failed = item.is_err();
+            if sender.send(item.map(ffi_message)).await.is_err() || failed {
+                return;
+            }
+        }
+    })
+}
+
+impl<D: crate::PubSubBasic> FfiPubSubBasic for Adapter<D> {
+    fn publish(&self, topic: RStr<'_>, payload: RVec<u8>, metadata: RVec<FfiHeader>) -> FfiResult<RString> {
+        let topic = owned(topic);
+        let metadata: Vec<(String, String)> =
+            metadata.into_iter().map(|h| (h.name.into_string(), h.value.into_string())).collect();
+        self.call(|d| async move { d.publish(&topic, payload.into_vec(), metadata).await }, RString::from)
+    }
+    fn subscribe(&self, topic: RStr<'_>) -> FfiResult<MessageStreamBox> {
+        let topic = owned(topic);
+        let adapter = self.clone();
+        self.call(
+            |d| async move { d.subscribe(&topic).await },
+            move |subscription| pump_subscription(&adapter, subscription),
+        )
+    }
+}
+
+impl<D: crate::PubSubWildcards> FfiPubSubWildcards for Adapter<D> {
+    fn subscribe_pattern(&self, pattern: RStr<'_>) -> FfiResult<MessageStreamBox> {
+        let pattern = owned(pattern);
+        let adapter = self.clone();
+        self.call(
+            |d| async move { d.subscribe_pattern(&pattern).await },
+            move |subscription| pump_subscription(&adapter, subscription),
+        )
+    }
+}
+
 fn parse_config<D: Driver>(config: &str) -> Result<D::Config, PluginError> {
     let parsed = toml::from_str::<D::Config>(config)
         .map_err(|e| PluginError::invalid_argument(e.message().trim().to_owned()))?;
@@ -543,6 +610,8 @@ extern "C" fn create<D: Exported>(config: RString) -> FfiResult<FfiInstance> {
                 queue_visibility: ROption::RNone,
                 queue_dead_letter: ROption::RNone,
                 queue_delayed: ROption::RNone,
+                pubsub_basic: ROption::RNone,
+                pubsub_wildcards: ROption::RNone,
             },
             adapter,
         };

@@ -20,7 +20,7 @@ use async_ffi::FfiFuture;
 
 use crate::PluginError;
 
-pub(crate) use stream::EntryStreamBox;
+pub(crate) use stream::{EntryStreamBox, MessageStreamBox};
 
 /// A future that resolves to a plugin result.
 pub type FfiResult<T> = FfiFuture<RResult<T, PluginError>>;
@@ -105,6 +105,23 @@ pub struct FfiQueueMessage {
 pub struct FfiDeadLetterPage {
     pub messages: RVec<FfiQueueMessage>,
     pub next_cursor: ROption<RString>,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiHeader {
+    pub name: RString,
+    pub value: RString,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiMessage {
+    pub id: RString,
+    pub topic: RString,
+    pub payload: RVec<u8>,
+    pub metadata: RVec<FfiHeader>,
+    pub published_at_unix_ms: i64,
 }
 
 #[repr(C)]
@@ -243,6 +260,19 @@ pub trait FfiQueueDelayed: Send + Sync {
     fn enqueue_at(&self, queue: RStr<'_>, payload: RVec<u8>, deliver_at_unix_ms: i64) -> FfiResult<RString>;
 }
 
+#[sabi_trait]
+pub trait FfiPubSubBasic: Send + Sync {
+    fn publish(&self, topic: RStr<'_>, payload: RVec<u8>, metadata: RVec<FfiHeader>) -> FfiResult<RString>;
+    #[sabi(last_prefix_field)]
+    fn subscribe(&self, topic: RStr<'_>) -> FfiResult<MessageStreamBox>;
+}
+
+#[sabi_trait]
+pub trait FfiPubSubWildcards: Send + Sync {
+    #[sabi(last_prefix_field)]
+    fn subscribe_pattern(&self, pattern: RStr<'_>) -> FfiResult<MessageStreamBox>;
+}
+
 pub type ControlBox = FfiControl_TO<'static, RBox<()>>;
 pub type KeyValueBasicBox = FfiKeyValueBasic_TO<'static, RBox<()>>;
 pub type KeyValueTtlBox = FfiKeyValueTtl_TO<'static, RBox<()>>;
@@ -256,6 +286,8 @@ pub type QueueBasicBox = FfiQueueBasic_TO<'static, RBox<()>>;
 pub type QueueVisibilityBox = FfiQueueVisibility_TO<'static, RBox<()>>;
 pub type QueueDeadLetterBox = FfiQueueDeadLetter_TO<'static, RBox<()>>;
 pub type QueueDelayedBox = FfiQueueDelayed_TO<'static, RBox<()>>;
+pub type PubSubBasicBox = FfiPubSubBasic_TO<'static, RBox<()>>;
+pub type PubSubWildcardsBox = FfiPubSubWildcards_TO<'static, RBox<()>>;
 
 /// A created plugin instance: its control object and one object per interface it has.
 #[repr(C)]
@@ -274,6 +306,8 @@ pub struct FfiInstance {
     pub queue_visibility: ROption<QueueVisibilityBox>,
     pub queue_dead_letter: ROption<QueueDeadLetterBox>,
     pub queue_delayed: ROption<QueueDelayedBox>,
+    pub pubsub_basic: ROption<PubSubBasicBox>,
+    pub pubsub_wildcards: ROption<PubSubWildcardsBox>,
 }
 
 /// The root module every plugin library exports.

@@ -12,7 +12,7 @@ use abi_stable::{
 use tokio::sync::{mpsc, Mutex};
 
 use super::bridge::{bridge, CatchPanic, PluginRuntime};
-use super::{FfiEntry, FfiResult};
+use super::{FfiEntry, FfiMessage, FfiResult};
 use crate::PluginError;
 
 /// How many items a plugin may produce ahead of the host's reader.
@@ -26,6 +26,15 @@ pub trait FfiEntryStream: Send + Sync {
 }
 
 pub(crate) type EntryStreamBox = FfiEntryStream_TO<'static, RBox<()>>;
+
+#[sabi_trait]
+pub trait FfiMessageStream: Send + Sync {
+    /// The next message; `RNone` when the subscription has ended.
+    #[sabi(last_prefix_field)]
+    fn next(&self) -> FfiResult<ROption<FfiMessage>>;
+}
+
+pub(crate) type MessageStreamBox = FfiMessageStream_TO<'static, RBox<()>>;
 
 type Item<T> = Result<T, PluginError>;
 
@@ -42,8 +51,11 @@ impl<T> Drop for ChannelStream<T> {
     }
 }
 
-impl FfiEntryStream for ChannelStream<FfiEntry> {
-    fn next(&self) -> FfiResult<ROption<FfiEntry>> {
+impl<T: Send + 'static> ChannelStream<T>
+where
+    RResult<ROption<T>, PluginError>: super::bridge::FromPanic,
+{
+    fn next_item(&self) -> FfiResult<ROption<T>> {
         let receiver = self.receiver.clone();
         bridge(&self.runtime, async move {
             match receiver.lock().await.recv().await {
@@ -55,11 +67,24 @@ impl FfiEntryStream for ChannelStream<FfiEntry> {
     }
 }
 
+impl FfiEntryStream for ChannelStream<FfiEntry> {
+    fn next(&self) -> FfiResult<ROption<FfiEntry>> {
+        self.next_item()
+    }
+}
+
+impl FfiMessageStream for ChannelStream<FfiMessage> {
+    fn next(&self) -> FfiResult<ROption<FfiMessage>> {
+        self.next_item()
+    }
+}
+
 /// Starts `pump` on the plugin runtime, feeding a bounded channel, and returns the
-/// stream object the host reads. `pump` should stop when `send` fails (reader gone).
-pub(crate) fn entry_stream<P, F>(runtime: &Arc<PluginRuntime>, pump: P) -> EntryStreamBox
+/// plugin-side end the host reads. `pump` should stop when `send` fails (reader gone).
+fn channel_stream<T, P, F>(runtime: &Arc<PluginRuntime>, pump: P) -> ChannelStream<T>
 where
-    P: FnOnce(mpsc::Sender<Item<FfiEntry>>) -> F,
+    T: Send + 'static,
+    P: FnOnce(mpsc::Sender<Item<T>>) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
@@ -70,12 +95,27 @@ where
             let _ = panic_sender.send(Err(PluginError::internal(message))).await;
         }
     });
-    let stream = ChannelStream {
+    ChannelStream {
         receiver: Arc::new(Mutex::new(receiver)),
         pump: task.abort_handle(),
         runtime: runtime.clone(),
-    };
-    FfiEntryStream_TO::from_value(stream, TD_Opaque)
+    }
+}
+
+pub(crate) fn entry_stream<P, F>(runtime: &Arc<PluginRuntime>, pump: P) -> EntryStreamBox
+where
+    P: FnOnce(mpsc::Sender<Item<FfiEntry>>) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    FfiEntryStream_TO::from_value(channel_stream(runtime, pump), TD_Opaque)
+}
+
+pub(crate) fn message_stream<P, F>(runtime: &Arc<PluginRuntime>, pump: P) -> MessageStreamBox
+where
+    P: FnOnce(mpsc::Sender<Item<FfiMessage>>) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    FfiMessageStream_TO::from_value(channel_stream(runtime, pump), TD_Opaque)
 }
 
 #[cfg(test)]

@@ -12,10 +12,18 @@ pub struct Config {
     pub max_bytes: u64,
     /// How often the sweeper reclaims one shard's expired keys.
     pub sweep_interval_ms: u64,
+    /// Messages a subscription may have waiting; past that it misses new ones (at most once).
+    pub subscriber_buffer: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { shards: 16, max_keys: 1_000_000, max_bytes: 256 * 1024 * 1024, sweep_interval_ms: 250 }
+        Config {
+            shards: 16,
+            max_keys: 1_000_000,
+            max_bytes: 256 * 1024 * 1024,
+            sweep_interval_ms: 250,
+            subscriber_buffer: 1024,
+        }
     }
 }

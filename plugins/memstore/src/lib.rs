@@ -3,11 +3,13 @@
 //!
 //! Keys live in sharded `BTreeMap`s (ordered, so prefix scans page by key), each
 //! behind its own lock. TTLs are checked lazily on access and reclaimed by one
-//! background sweeper per instance, never by a timer per key.
+//! background sweeper per instance, never by a timer per key. Pub/sub fans out in
+//! process through one bounded channel per subscription.
 
 mod config;
 mod keyvalue;
 mod list;
+mod pubsub;
 mod store;
 
 pub use config::Config;
@@ -16,7 +18,10 @@ pub use store::Memstore;
 plugin_abi::export_plugin! {
     driver: Memstore,
     name: "memstore",
-    description: "In-process sharded key-value and list store (data lives as long as the instance)",
-    connection_format: "none (in-process); config: shards, max_keys, max_bytes, sweep_interval_ms",
-    interfaces: [KeyValueBasic, KeyValueTtl, KeyValueScan, KeyValueBatch, KeyValueCas, ListBasic, ListRange],
+    description: "In-process sharded key-value and list store, and pub/sub fan-out (data lives as long as the instance)",
+    connection_format: "none (in-process); config: shards, max_keys, max_bytes, sweep_interval_ms, subscriber_buffer",
+    interfaces: [
+        KeyValueBasic, KeyValueTtl, KeyValueScan, KeyValueBatch, KeyValueCas, ListBasic, ListRange,
+        PubSubBasic, PubSubWildcards,
+    ],
 }

@@ -40,6 +40,7 @@ pub(crate) struct Inner {
 
 pub struct Memstore {
     pub(crate) inner: Arc<Inner>,
+    pub(crate) bus: crate::pubsub::Bus,
     sweeper: tokio::task::AbortHandle,
 }
 
@@ -62,6 +63,9 @@ impl Driver for Memstore {
         if config.sweep_interval_ms == 0 {
             return Err(PluginError::invalid_argument("sweep_interval_ms must be at least 1"));
         }
+        if config.subscriber_buffer == 0 {
+            return Err(PluginError::invalid_argument("subscriber_buffer must be at least 1"));
+        }
         Ok(())
     }
 
@@ -78,7 +82,11 @@ impl Driver for Memstore {
         });
         let sweeper =
             tokio::spawn(sweep(Arc::downgrade(&inner), Duration::from_millis(config.sweep_interval_ms)));
-        Ok(Memstore { inner, sweeper: sweeper.abort_handle() })
+        Ok(Memstore {
+            inner,
+            bus: crate::pubsub::Bus::new(config.subscriber_buffer),
+            sweeper: sweeper.abort_handle(),
+        })
     }
 }
 

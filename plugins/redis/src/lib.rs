@@ -6,6 +6,7 @@
 //!   in key order with `ZRANGEBYLEX` and never return a key twice. Entries whose hash
 //!   has expired are dropped lazily by scans, counts and a background sweeper.
 //! - `{prefix}l:{key}` — a Redis list.
+//! - `{prefix}p:{topic}` — a pub/sub channel (see `pubsub.rs`).
 //!
 //! Every write is one Lua script, so value, version, TTL and index change atomically.
 
@@ -13,6 +14,7 @@ mod config;
 mod errors;
 mod keyvalue;
 mod list;
+mod pubsub;
 mod scripts;
 mod store;
 
@@ -22,7 +24,10 @@ pub use store::Redis;
 plugin_abi::export_plugin! {
     driver: Redis,
     name: "redis",
-    description: "Redis key-value (hash per key, sorted-set index) and lists",
+    description: "Redis key-value (hash per key, sorted-set index), lists and pub/sub",
     connection_format: "redis://[user:password@]host:port[/db]",
-    interfaces: [KeyValueBasic, KeyValueTtl, KeyValueScan, KeyValueBatch, KeyValueCas, ListBasic, ListRange],
+    interfaces: [
+        KeyValueBasic, KeyValueTtl, KeyValueScan, KeyValueBatch, KeyValueCas, ListBasic, ListRange,
+        PubSubBasic, PubSubWildcards,
+    ],
 }

@@ -7,7 +7,10 @@ use crate::errors::plugin_error;
 use crate::Config;
 
 pub struct Redis {
+    pub(crate) client: redis::Client,
     pub(crate) connection: ConnectionManager,
+    /// Distinguishes this instance's message ids from other publishers'.
+    pub(crate) instance: u64,
     pub(crate) keys: KeyNames,
     sweeper: tokio::task::AbortHandle,
 }
@@ -17,11 +20,13 @@ pub struct Redis {
 pub(crate) struct KeyNames {
     prefix: String,
     pub index: String,
+    /// Prefix of pub/sub channel names.
+    pub channels: String,
 }
 
 impl KeyNames {
     fn new(prefix: &str) -> Self {
-        KeyNames { prefix: prefix.to_owned(), index: format!("{prefix}i") }
+        KeyNames { prefix: prefix.to_owned(), index: format!("{prefix}i"), channels: format!("{prefix}p:") }
     }
 
     pub fn value(&self, key: &str) -> String {
@@ -56,7 +61,7 @@ impl Driver for Redis {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_with_config(client, settings).await.map_err(|e| {
+        let connection = ConnectionManager::new_with_config(client.clone(), settings).await.map_err(|e| {
             PluginError::unavailable(format!("cannot connect to {}: {e}", redacted(&config.url)))
         })?;
         let keys = KeyNames::new(&config.key_prefix);
@@ -66,7 +71,11 @@ impl Driver for Redis {
             Duration::from_millis(config.sweep_interval_ms),
         ))
         .abort_handle();
-        Ok(Redis { connection, keys, sweeper })
+        let instance = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        Ok(Redis { client, connection, instance, keys, sweeper })
     }
 
     async fn health(&self) -> Health {

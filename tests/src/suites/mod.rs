@@ -11,6 +11,8 @@ mod keyvalue_transactional;
 mod keyvalue_ttl;
 mod list_basic;
 mod list_range;
+mod pubsub_basic;
+mod pubsub_wildcards;
 mod queue_basic;
 mod queue_dead_letter;
 mod queue_delayed;
@@ -61,6 +63,8 @@ pub fn suite_for(interface: Interface) -> &'static [Case] {
         Interface::QueueVisibility => queue_visibility::CASES,
         Interface::QueueDeadLetter => queue_dead_letter::CASES,
         Interface::QueueDelayed => queue_delayed::CASES,
+        Interface::PubSubBasic => pubsub_basic::CASES,
+        Interface::PubSubWildcards => pubsub_wildcards::CASES,
     }
 }
 

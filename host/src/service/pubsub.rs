@@ -1,0 +1,201 @@
+//! PubSubService. Each subscription gets a bounded outbox between the plugin's stream and
+//! the client: the plugin side is drained as fast as messages come, the client reads at
+//! its own pace, and when the outbox is full the configured policy applies — so a slow
+//! subscriber never grows host memory without bound.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures_util::Stream;
+use plugin_abi::host::MessageStream;
+use plugin_abi::topics::{check_pattern, check_topic};
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use super::{check_value, need, plugin_status};
+use crate::api::pub_sub_service_server::PubSubService;
+use crate::api::*;
+use crate::config::SlowSubscriber;
+use crate::gateway::Gateway;
+use crate::patterns::PUBSUB;
+
+const SLOT: &str = "broker";
+
+pub struct PubSubApi {
+    gateway: Arc<Gateway>,
+}
+
+impl PubSubApi {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        PubSubApi { gateway }
+    }
+}
+
+fn message(message: plugin_abi::Message) -> PubSubMessage {
+    PubSubMessage {
+        message_id: message.id,
+        topic: message.topic,
+        payload: message.payload.into(),
+        metadata: message.metadata.into_iter().collect(),
+        published_at_unix_ms: message.published_at_unix_ms,
+    }
+}
+
+/// Messages waiting for one subscriber, bounded by `capacity`.
+struct Outbox {
+    state: Mutex<OutboxState>,
+    ready: Notify,
+    capacity: usize,
+    policy: SlowSubscriber,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    waiting: VecDeque<PubSubMessage>,
+    dropped: u64,
+    /// Set when no more messages will come: `Ok` for a clean end, or the final error.
+    end: Option<Result<(), Status>>,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a message; returns false when the subscription must end (policy: disconnect).
+    fn push(&self, message: PubSubMessage) -> bool {
+        let mut state = self.lock();
+        if state.waiting.len() >= self.capacity {
+            match self.policy {
+                SlowSubscriber::DropOldest => {
+                    state.waiting.pop_front();
+                    state.dropped += 1;
+                }
+                SlowSubscriber::Disconnect => {
+                    state.end = Some(Err(Status::resource_exhausted(format!(
+                        "subscriber too slow: {} messages were waiting (server.subscriber_buffer); resubscribe \
+                         and read faster, or use slow_subscriber = \"drop_oldest\"",
+                        self.capacity
+                    ))));
+                    drop(state);
+                    self.ready.notify_one();
+                    return false;
+                }
+            }
+        }
+        state.waiting.push_back(message);
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    fn finish(&self, end: Result<(), Status>) {
+        self.lock().end.get_or_insert(end);
+        self.ready.notify_one();
+    }
+
+    /// The next item for the client: a message (with the drop count before it), the final
+    /// error, or `None` at the end.
+    async fn next(&self) -> Option<Result<SubscribeResponse, Status>> {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut state = self.lock();
+                if let Some(message) = state.waiting.pop_front() {
+                    let dropped_before = std::mem::take(&mut state.dropped);
+                    return Some(Ok(SubscribeResponse { message: Some(message), dropped_before }));
+                }
+                match state.end.take() {
+                    Some(Ok(())) => return None,
+                    Some(Err(status)) => {
+                        state.end = Some(Ok(())); // end after reporting the error once
+                        return Some(Err(status));
+                    }
+                    None => {}
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Aborts the pump (dropping the plugin stream, which unsubscribes) when the client goes.
+struct PumpGuard(tokio::task::AbortHandle);
+
+impl Drop for PumpGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn pump(mut stream: MessageStream, outbox: Arc<Outbox>) {
+    loop {
+        match stream.next().await {
+            Some(Ok(item)) => {
+                if !outbox.push(message(item)) {
+                    return;
+                }
+            }
+            Some(Err(error)) => return outbox.finish(Err(plugin_status(error))),
+            None => return outbox.finish(Ok(())),
+        }
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PubSubService for PubSubApi {
+    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.gateway.namespace(&request.namespace, PUBSUB)?;
+        check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
+        check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
+        let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
+        let basic = need(&namespace, SLOT, broker.pubsub_basic(), "pubsub_basic", "Publish")?;
+        let metadata = request.metadata.into_iter().collect();
+        let message_id =
+            basic.publish(&request.topic, request.payload.into(), metadata).await.map_err(plugin_status)?;
+        Ok(Response::new(PublishResponse { message_id }))
+    }
+
+    type SubscribeStream = Events;
+
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Events>, Status> {
+        let request = request.into_inner();
+        let namespace = self.gateway.namespace(&request.namespace, PUBSUB)?;
+        let wildcard =
+            check_pattern(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
+        let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
+        let stream = if wildcard {
+            let wildcards = need(
+                &namespace,
+                SLOT,
+                broker.pubsub_wildcards(),
+                "pubsub_wildcards",
+                "Subscribe to a pattern",
+            )?;
+            wildcards.subscribe_pattern(&request.topic).await
+        } else {
+            let basic = need(&namespace, SLOT, broker.pubsub_basic(), "pubsub_basic", "Subscribe")?;
+            basic.subscribe(&request.topic).await
+        }
+        .map_err(plugin_status)?;
+        let settings = &self.gateway.settings;
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(OutboxState::default()),
+            ready: Notify::new(),
+            capacity: settings.subscriber_buffer,
+            policy: settings.slow_subscriber,
+        });
+        let pump = tokio::spawn(pump(stream, outbox.clone()));
+        // Keeps the instance alive for as long as the client reads.
+        let state = (outbox, PumpGuard(pump.abort_handle()), broker);
+        let events = futures_util::stream::unfold(state, |state| async move {
+            let item = state.0.next().await?;
+            Some((item, state))
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+}

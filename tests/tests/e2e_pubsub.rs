@@ -1,0 +1,169 @@
+//! Pub/sub through the gateway: fan-out over gRPC streams on memstore and NATS, topic
+//! checks, and the slow-subscriber policies that keep host memory bounded.
+
+use std::time::Duration;
+
+use prism_acceptance::harness::Server;
+use prism_host::api::*;
+use tonic::{Code, Streaming};
+
+fn config(server: &str) -> String {
+    format!(
+        r#"
+[server]
+{server}
+
+[plugins.memstore]
+path = "{{memstore}}"
+
+[plugins.nats]
+path = "{{nats}}"
+
+[[namespaces]]
+name = "events"
+pattern = "pubsub"
+[namespaces.slots.broker]
+plugin = "memstore"
+
+[[namespaces]]
+name = "bus"
+pattern = "pubsub"
+[namespaces.slots.broker]
+plugin = "nats"
+config = {{ url = "nats://127.0.0.1:4222", subject_prefix = "prism.e2e.{}." }}
+"#,
+        std::process::id()
+    )
+}
+
+fn publish(namespace: &str, topic: &str, payload: Vec<u8>) -> PublishRequest {
+    PublishRequest {
+        namespace: namespace.into(),
+        topic: topic.into(),
+        payload: payload.into(),
+        metadata: Default::default(),
+    }
+}
+
+async fn next(stream: &mut Streaming<SubscribeResponse>) -> SubscribeResponse {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a message within 5 s")
+        .expect("no stream error")
+        .expect("the stream is open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_on_memstore_and_nats_receive_in_order_with_wildcards() {
+    let server = Server::start(&config(""));
+    for namespace in ["events", "bus"] {
+        let mut client = server.pubsub().await;
+        let subscribe = |topic: &str| SubscribeRequest { namespace: namespace.into(), topic: topic.into() };
+        let mut exact = client.subscribe(subscribe("orders.created")).await.unwrap().into_inner();
+        let mut pattern = client.subscribe(subscribe("orders.*")).await.unwrap().into_inner();
+        let mut all = client.subscribe(subscribe("orders.>")).await.unwrap().into_inner();
+        let mut metadata = std::collections::HashMap::new();
+        metadata.insert("trace".to_owned(), "t-1".to_owned());
+        let first = client
+            .publish(PublishRequest { metadata, ..publish(namespace, "orders.created", b"o-1".to_vec()) })
+            .await
+            .unwrap()
+            .into_inner()
+            .message_id;
+        client.publish(publish(namespace, "orders.eu.created", b"o-2".to_vec())).await.unwrap();
+        client.publish(publish(namespace, "orders.created", b"o-3".to_vec())).await.unwrap();
+
+        let got = next(&mut exact).await.message.unwrap();
+        assert_eq!((got.message_id.as_str(), &got.payload[..]), (first.as_str(), &b"o-1"[..]), "{namespace}");
+        assert_eq!(got.metadata.get("trace").map(String::as_str), Some("t-1"));
+        assert_eq!(&next(&mut exact).await.message.unwrap().payload[..], b"o-3");
+        assert_eq!(&next(&mut pattern).await.message.unwrap().payload[..], b"o-1");
+        assert_eq!(
+            &next(&mut pattern).await.message.unwrap().payload[..],
+            b"o-3",
+            "orders.* skips orders.eu.created"
+        );
+        for expected in [&b"o-1"[..], b"o-2", b"o-3"] {
+            let message = next(&mut all).await;
+            assert_eq!(&message.message.unwrap().payload[..], expected, "{namespace}");
+            assert_eq!(message.dropped_before, 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_topics_are_invalid_arguments() {
+    let server = Server::start(&config(""));
+    let mut client = server.pubsub().await;
+    for topic in ["", "a..b", "orders.*"] {
+        let status = client.publish(publish("events", topic, b"x".to_vec())).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{topic:?}: {}", status.message());
+    }
+    for topic in ["a.>.b", "a.b*"] {
+        let status =
+            client.subscribe(SubscribeRequest { namespace: "events".into(), topic: topic.into() }).await;
+        assert_eq!(status.unwrap_err().code(), Code::InvalidArgument, "{topic:?}");
+    }
+}
+
+/// Publishes 500 messages of 8 KiB (far more than HTTP/2 flow control lets the server
+/// push to a client that is not reading) while the subscriber sleeps.
+async fn flood(server: &Server, topic: &str) {
+    let mut client = server.pubsub().await;
+    for i in 0..500u32 {
+        let mut payload = vec![0u8; 8192];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        client.publish(publish("events", topic, payload)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_loses_the_oldest_messages_and_is_told_how_many() {
+    let server = Server::start(&config("subscriber_buffer = 16\nslow_subscriber = \"drop_oldest\""));
+    let mut client = server.pubsub().await;
+    let mut slow = client
+        .subscribe(SubscribeRequest { namespace: "events".into(), topic: "flood".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    flood(&server, "flood").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut received, mut dropped, mut last) = (0u64, 0u64, 0u32);
+    while received + dropped < 500 {
+        let event = next(&mut slow).await;
+        let payload = event.message.unwrap().payload;
+        let index = u32::from_be_bytes(payload[..4].try_into().unwrap());
+        assert!(received == 0 || index > last, "order kept: {index} after {last}");
+        last = index;
+        received += 1;
+        dropped += event.dropped_before;
+    }
+    assert_eq!(received + dropped, 500, "every message is either delivered or counted as dropped");
+    assert!(dropped > 0, "the buffer of 16 overflowed");
+    assert_eq!(last, 499, "the newest message is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_is_disconnected_with_resource_exhausted() {
+    let server = Server::start(&config("subscriber_buffer = 16\nslow_subscriber = \"disconnect\""));
+    let mut client = server.pubsub().await;
+    let mut slow = client
+        .subscribe(SubscribeRequest { namespace: "events".into(), topic: "flood".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    flood(&server, "flood").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(5), slow.message()).await.expect("an event within 5 s")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
+    assert!(status.message().contains("subscriber_buffer"), "{}", status.message());
+    // The host keeps serving.
+    client.publish(publish("events", "after", b"x".to_vec())).await.unwrap();
+}
