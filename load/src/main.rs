@@ -6,6 +6,7 @@
 //!   prism-load compare --target URL --baseline URL  # same load against both, one run, with the ratio
 
 mod baseline;
+mod pubsub;
 mod workload;
 
 use std::process::ExitCode;
@@ -43,6 +44,26 @@ enum Command {
         /// Answer from this PostgreSQL database (table prism_baseline_kv) instead.
         #[arg(long)]
         postgres: Option<String>,
+    },
+    /// Publish→receive through the gateway's PubSubService and straight on NATS, in one run.
+    Pubsub {
+        #[arg(long, default_value = "http://127.0.0.1:8980")]
+        target: String,
+        /// A pubsub namespace of the target (bind it to the nats plugin to compare like with like).
+        #[arg(long, default_value = "events")]
+        namespace: String,
+        /// NATS server for the direct baseline.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Bytes per message (at least 8: the send time).
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Run the same workload against the target and the baseline, and print the ratio.
     Compare {
@@ -153,6 +174,26 @@ fn main() -> ExitCode {
             }
         }
         Command::Compare { target, baseline, rounds, load } => compare(&target, &baseline, &load, rounds),
+        Command::Pubsub { target, namespace, nats, publishers, duration, payload, threads } => {
+            let plan = pubsub::PubSubPlan { publishers, duration, payload };
+            let runtime = runtime(threads);
+            let direct = runtime.block_on(pubsub::direct_nats(&nats, &plan));
+            let gateway = runtime.block_on(pubsub::through_gateway(&target, &namespace, &plan));
+            match (direct, gateway) {
+                (Ok(direct), Ok(gateway)) => {
+                    print!("{}{}", direct.render(), gateway.render());
+                    println!(
+                        "received throughput ratio (gateway / nats): {:.3}",
+                        gateway.throughput() / direct.throughput()
+                    );
+                    ExitCode::SUCCESS
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -135,6 +135,7 @@ impl Instance {
             Interface::QueueDelayed => ffi.queue_delayed.is_some(),
             Interface::PubSubBasic => ffi.pubsub_basic.is_some(),
             Interface::PubSubWildcards => ffi.pubsub_wildcards.is_some(),
+            Interface::PubSubPersistent => ffi.pubsub_persistent.is_some(),
         }
     }
 
@@ -194,6 +195,9 @@ impl Instance {
     }
     pub fn pubsub_wildcards(&self) -> Option<PubSubWildcardsHandle<'_>> {
         self.ffi.pubsub_wildcards.as_ref().into_option().map(PubSubWildcardsHandle)
+    }
+    pub fn pubsub_persistent(&self) -> Option<PubSubPersistentHandle<'_>> {
+        self.ffi.pubsub_persistent.as_ref().into_option().map(PubSubPersistentHandle)
     }
 }
 
@@ -500,6 +504,8 @@ impl MessageStream {
                     .map(|header| (header.name.into_string(), header.value.into_string()))
                     .collect(),
                 published_at_unix_ms: message.published_at_unix_ms,
+                ack_id: message.ack_id.into_string(),
+                delivery_count: message.delivery_count,
             })),
             RResult::ROk(ROption::RNone) => None,
             RResult::RErr(error) => Some(Err(error)),
@@ -532,5 +538,18 @@ pub struct PubSubWildcardsHandle<'a>(&'a ffi::PubSubWildcardsBox);
 impl PubSubWildcardsHandle<'_> {
     pub async fn subscribe_pattern(&self, pattern: &str) -> Res<MessageStream> {
         Ok(MessageStream { inner: self.0.subscribe_pattern(key(pattern)).await.into_result()? })
+    }
+}
+
+pub struct PubSubPersistentHandle<'a>(&'a ffi::PubSubPersistentBox);
+
+impl PubSubPersistentHandle<'_> {
+    pub async fn subscribe_durable(&self, name: &str, topic: &str, ack_wait: Duration) -> Res<MessageStream> {
+        let inner =
+            self.0.subscribe_durable(key(name), key(topic), ttl_millis(ack_wait)).await.into_result()?;
+        Ok(MessageStream { inner })
+    }
+    pub async fn ack(&self, name: &str, ack_id: &str) -> Res<()> {
+        self.0.ack(key(name), key(ack_id)).await.into_result()
     }
 }

@@ -18,10 +18,11 @@ pub enum Interface {
     QueueDelayed,
     PubSubBasic,
     PubSubWildcards,
+    PubSubPersistent,
 }
 
 impl Interface {
-    pub const ALL: [Interface; 14] = [
+    pub const ALL: [Interface; 15] = [
         Interface::KeyValueBasic,
         Interface::KeyValueScan,
         Interface::KeyValueTtl,
@@ -36,6 +37,7 @@ impl Interface {
         Interface::QueueDelayed,
         Interface::PubSubBasic,
         Interface::PubSubWildcards,
+        Interface::PubSubPersistent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +56,7 @@ impl Interface {
             Interface::QueueDelayed => "queue_delayed",
             Interface::PubSubBasic => "pubsub_basic",
             Interface::PubSubWildcards => "pubsub_wildcards",
+            Interface::PubSubPersistent => "pubsub_persistent",
         }
     }
 

@@ -20,8 +20,8 @@ pub use error::{ErrorCode, PluginError};
 pub use interfaces::Interface;
 pub use traits::{
     Driver, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTransactional, KeyValueTtl,
-    ListBasic, ListRange, PubSubBasic, PubSubWildcards, QueueBasic, QueueDeadLetter, QueueDelayed,
-    QueueVisibility,
+    ListBasic, ListRange, PubSubBasic, PubSubPersistent, PubSubWildcards, QueueBasic, QueueDeadLetter,
+    QueueDelayed, QueueVisibility,
 };
 pub use types::{
     CasResult, DeadLetterPage, Health, HealthStatus, KeyTtl, ListEnd, Message, Metadata, QueueMessage,

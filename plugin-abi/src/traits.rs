@@ -202,3 +202,18 @@ pub trait PubSubBasic: Driver {
 pub trait PubSubWildcards: Driver {
     fn subscribe_pattern(&self, pattern: &str) -> impl Future<Output = Res<Subscription>> + Send;
 }
+
+/// `pubsub_persistent`: durable named subscriptions, at least once. Messages published
+/// to the topic after the subscription was first created are kept for it while nobody
+/// listens; each delivered message must be acked, or it is redelivered after `ack_wait`.
+pub trait PubSubPersistent: Driver {
+    /// Opens (creating on first use) the durable subscription `name` on `topic`, which
+    /// may be a pattern. Messages carry `ack_id` and `delivery_count`.
+    fn subscribe_durable(
+        &self,
+        name: &str,
+        topic: &str,
+        ack_wait: Duration,
+    ) -> impl Future<Output = Res<Subscription>> + Send;
+    fn ack(&self, name: &str, ack_id: &str) -> impl Future<Output = Res<()>> + Send;
+}

@@ -119,6 +119,10 @@ pub struct Message {
     pub payload: Vec<u8>,
     pub metadata: Vec<(String, String)>,
     pub published_at_unix_ms: i64,
+    /// For a durable subscription: what `PubSubPersistent::ack` takes. Empty otherwise.
+    pub ack_id: String,
+    /// For a durable subscription: deliveries so far, this one included. 0 otherwise.
+    pub delivery_count: u32,
 }
 
 /// The messages of one subscription. Dropping it unsubscribes in the backend.

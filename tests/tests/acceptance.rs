@@ -84,4 +84,5 @@ plugin_suites!(postgres: "prism_postgres",
 plugin_suites!(nats: "prism_nats", config = "url = \"nats://127.0.0.1:4222\"\nsubject_prefix = \"prism.acceptance.\"", [
     pubsub_basic => PubSubBasic,
     pubsub_wildcards => PubSubWildcards,
+    pubsub_persistent => PubSubPersistent,
 ]);

@@ -58,7 +58,11 @@ async fn subscribers_on_memstore_and_nats_receive_in_order_with_wildcards() {
     let server = Server::start(&config(""));
     for namespace in ["events", "bus"] {
         let mut client = server.pubsub().await;
-        let subscribe = |topic: &str| SubscribeRequest { namespace: namespace.into(), topic: topic.into() };
+        let subscribe = |topic: &str| SubscribeRequest {
+            namespace: namespace.into(),
+            topic: topic.into(),
+            ..Default::default()
+        };
         let mut exact = client.subscribe(subscribe("orders.created")).await.unwrap().into_inner();
         let mut pattern = client.subscribe(subscribe("orders.*")).await.unwrap().into_inner();
         let mut all = client.subscribe(subscribe("orders.>")).await.unwrap().into_inner();
@@ -100,8 +104,13 @@ async fn bad_topics_are_invalid_arguments() {
         assert_eq!(status.code(), Code::InvalidArgument, "{topic:?}: {}", status.message());
     }
     for topic in ["a.>.b", "a.b*"] {
-        let status =
-            client.subscribe(SubscribeRequest { namespace: "events".into(), topic: topic.into() }).await;
+        let status = client
+            .subscribe(SubscribeRequest {
+                namespace: "events".into(),
+                topic: topic.into(),
+                ..Default::default()
+            })
+            .await;
         assert_eq!(status.unwrap_err().code(), Code::InvalidArgument, "{topic:?}");
     }
 }
@@ -122,7 +131,11 @@ async fn a_slow_subscriber_loses_the_oldest_messages_and_is_told_how_many() {
     let server = Server::start(&config("subscriber_buffer = 16\nslow_subscriber = \"drop_oldest\""));
     let mut client = server.pubsub().await;
     let mut slow = client
-        .subscribe(SubscribeRequest { namespace: "events".into(), topic: "flood".into() })
+        .subscribe(SubscribeRequest {
+            namespace: "events".into(),
+            topic: "flood".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -148,7 +161,11 @@ async fn a_slow_subscriber_is_disconnected_with_resource_exhausted() {
     let server = Server::start(&config("subscriber_buffer = 16\nslow_subscriber = \"disconnect\""));
     let mut client = server.pubsub().await;
     let mut slow = client
-        .subscribe(SubscribeRequest { namespace: "events".into(), topic: "flood".into() })
+        .subscribe(SubscribeRequest {
+            namespace: "events".into(),
+            topic: "flood".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -166,4 +183,49 @@ async fn a_slow_subscriber_is_disconnected_with_resource_exhausted() {
     assert!(status.message().contains("subscriber_buffer"), "{}", status.message());
     // The host keeps serving.
     client.publish(publish("events", "after", b"x".to_vec())).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_subscription_redelivers_what_a_dead_subscriber_did_not_ack() {
+    let server = Server::start(&config(""));
+    let mut client = server.pubsub().await;
+    let name = format!("e2e-{}", std::process::id());
+    let durable = || SubscribeRequest {
+        namespace: "bus".into(),
+        topic: "jobs.>".into(),
+        durable_name: name.clone(),
+        ack_wait_ms: 1000,
+    };
+    let mut first = client.subscribe(durable()).await.unwrap().into_inner();
+    client.publish(publish("bus", "jobs.resize", b"image-1".to_vec())).await.unwrap();
+    let delivered = next(&mut first).await.message.unwrap();
+    assert_eq!((&delivered.payload[..], delivered.delivery_count), (&b"image-1"[..], 1));
+    drop(first); // the subscriber dies without acking
+
+    let mut second = client.subscribe(durable()).await.unwrap().into_inner();
+    let again = next(&mut second).await.message.unwrap();
+    assert_eq!(again.message_id, delivered.message_id);
+    assert_eq!(again.delivery_count, 2);
+    let ack = PubSubAckRequest {
+        namespace: "bus".into(),
+        durable_name: name.clone(),
+        ack_id: again.ack_id.clone(),
+    };
+    client.ack(ack).await.unwrap();
+
+    // memstore has no pubsub_persistent.
+    let refused = client
+        .subscribe(SubscribeRequest {
+            namespace: "events".into(),
+            topic: "x".into(),
+            durable_name: "d".into(),
+            ack_wait_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unimplemented);
+    assert!(refused.message().contains("pubsub_persistent"), "{}", refused.message());
+    let forged =
+        PubSubAckRequest { namespace: "bus".into(), durable_name: name, ack_id: "orders.created".into() };
+    assert_eq!(client.ack(forged).await.unwrap_err().code(), Code::InvalidArgument);
 }

@@ -39,6 +39,24 @@ fn message(message: plugin_abi::Message) -> PubSubMessage {
         payload: message.payload.into(),
         metadata: message.metadata.into_iter().collect(),
         published_at_unix_ms: message.published_at_unix_ms,
+        ack_id: message.ack_id,
+        delivery_count: message.delivery_count,
+    }
+}
+
+/// How long an unacked durable message waits for redelivery when the client names none.
+const DEFAULT_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn check_durable_name(name: &str) -> Result<(), Status> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "durable_name '{name}' must be 1-128 letters, digits, '_' or '-'"
+        )))
     }
 }
 
@@ -160,6 +178,21 @@ impl PubSubService for PubSubApi {
         Ok(Response::new(PublishResponse { message_id }))
     }
 
+    async fn ack(&self, request: Request<PubSubAckRequest>) -> Result<Response<PubSubAckResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.gateway.namespace(&request.namespace, PUBSUB)?;
+        check_durable_name(&request.durable_name)?;
+        if request.ack_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "ack_id must not be empty: use the ack_id of a delivered message",
+            ));
+        }
+        let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
+        let persistent = need(&namespace, SLOT, broker.pubsub_persistent(), "pubsub_persistent", "Ack")?;
+        persistent.ack(&request.durable_name, &request.ack_id).await.map_err(plugin_status)?;
+        Ok(Response::new(PubSubAckResponse {}))
+    }
+
     type SubscribeStream = Events;
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Events>, Status> {
@@ -168,7 +201,21 @@ impl PubSubService for PubSubApi {
         let wildcard =
             check_pattern(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
-        let stream = if wildcard {
+        let stream = if !request.durable_name.is_empty() {
+            check_durable_name(&request.durable_name)?;
+            let ack_wait = match super::optional_ttl("ack_wait_ms", request.ack_wait_ms)? {
+                Some(wait) => wait,
+                None => DEFAULT_ACK_WAIT,
+            };
+            let persistent = need(
+                &namespace,
+                SLOT,
+                broker.pubsub_persistent(),
+                "pubsub_persistent",
+                "a durable Subscribe",
+            )?;
+            persistent.subscribe_durable(&request.durable_name, &request.topic, ack_wait).await
+        } else if wildcard {
             let wildcards = need(
                 &namespace,
                 SLOT,

@@ -49,6 +49,7 @@ pub mod markers {
     pub struct QueueDelayed;
     pub struct PubSubBasic;
     pub struct PubSubWildcards;
+    pub struct PubSubPersistent;
 }
 
 pub trait InterfaceName {
@@ -147,6 +148,13 @@ interface!(
     crate::PubSubWildcards,
     pubsub_wildcards,
     FfiPubSubWildcards_TO
+);
+interface!(
+    PubSubPersistent,
+    "pubsub_persistent",
+    crate::PubSubPersistent,
+    pubsub_persistent,
+    FfiPubSubPersistent_TO
 );
 
 fn owned(s: RStr<'_>) -> String {
@@ -504,6 +512,8 @@ fn ffi_message(message: crate::Message) -> FfiMessage {
             .map(|(name, value)| FfiHeader { name: name.into(), value: value.into() })
             .collect(),
         published_at_unix_ms: message.published_at_unix_ms,
+        ack_id: message.ack_id.into(),
+        delivery_count: message.delivery_count,
     }
 }
 
@@ -546,6 +556,26 @@ impl<D: crate::PubSubWildcards> FfiPubSubWildcards for Adapter<D> {
             |d| async move { d.subscribe_pattern(&pattern).await },
             move |subscription| pump_subscription(&adapter, subscription),
         )
+    }
+}
+
+impl<D: crate::PubSubPersistent> FfiPubSubPersistent for Adapter<D> {
+    fn subscribe_durable(
+        &self,
+        name: RStr<'_>,
+        topic: RStr<'_>,
+        ack_wait_millis: u64,
+    ) -> FfiResult<MessageStreamBox> {
+        let (name, topic) = (owned(name), owned(topic));
+        let adapter = self.clone();
+        self.call(
+            |d| async move { d.subscribe_durable(&name, &topic, millis(ack_wait_millis)).await },
+            move |subscription| pump_subscription(&adapter, subscription),
+        )
+    }
+    fn ack(&self, name: RStr<'_>, ack_id: RStr<'_>) -> FfiResult<()> {
+        let (name, ack_id) = (owned(name), owned(ack_id));
+        self.call(|d| async move { d.ack(&name, &ack_id).await }, |()| ())
     }
 }
 
@@ -612,6 +642,7 @@ extern "C" fn create<D: Exported>(config: RString) -> FfiResult<FfiInstance> {
                 queue_delayed: ROption::RNone,
                 pubsub_basic: ROption::RNone,
                 pubsub_wildcards: ROption::RNone,
+                pubsub_persistent: ROption::RNone,
             },
             adapter,
         };

@@ -122,6 +122,8 @@ pub struct FfiMessage {
     pub payload: RVec<u8>,
     pub metadata: RVec<FfiHeader>,
     pub published_at_unix_ms: i64,
+    pub ack_id: RString,
+    pub delivery_count: u32,
 }
 
 #[repr(C)]
@@ -273,6 +275,18 @@ pub trait FfiPubSubWildcards: Send + Sync {
     fn subscribe_pattern(&self, pattern: RStr<'_>) -> FfiResult<MessageStreamBox>;
 }
 
+#[sabi_trait]
+pub trait FfiPubSubPersistent: Send + Sync {
+    fn subscribe_durable(
+        &self,
+        name: RStr<'_>,
+        topic: RStr<'_>,
+        ack_wait_millis: u64,
+    ) -> FfiResult<MessageStreamBox>;
+    #[sabi(last_prefix_field)]
+    fn ack(&self, name: RStr<'_>, ack_id: RStr<'_>) -> FfiResult<()>;
+}
+
 pub type ControlBox = FfiControl_TO<'static, RBox<()>>;
 pub type KeyValueBasicBox = FfiKeyValueBasic_TO<'static, RBox<()>>;
 pub type KeyValueTtlBox = FfiKeyValueTtl_TO<'static, RBox<()>>;
@@ -288,6 +302,7 @@ pub type QueueDeadLetterBox = FfiQueueDeadLetter_TO<'static, RBox<()>>;
 pub type QueueDelayedBox = FfiQueueDelayed_TO<'static, RBox<()>>;
 pub type PubSubBasicBox = FfiPubSubBasic_TO<'static, RBox<()>>;
 pub type PubSubWildcardsBox = FfiPubSubWildcards_TO<'static, RBox<()>>;
+pub type PubSubPersistentBox = FfiPubSubPersistent_TO<'static, RBox<()>>;
 
 /// A created plugin instance: its control object and one object per interface it has.
 #[repr(C)]
@@ -308,6 +323,7 @@ pub struct FfiInstance {
     pub queue_delayed: ROption<QueueDelayedBox>,
     pub pubsub_basic: ROption<PubSubBasicBox>,
     pub pubsub_wildcards: ROption<PubSubWildcardsBox>,
+    pub pubsub_persistent: ROption<PubSubPersistentBox>,
 }
 
 /// The root module every plugin library exports.

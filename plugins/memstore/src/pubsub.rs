@@ -42,8 +42,15 @@ impl Bus {
         let id = format!("m-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let published_at_unix_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
-        let message =
-            Message { id: id.clone(), topic: topic.to_owned(), payload, metadata, published_at_unix_ms };
+        let message = Message {
+            id: id.clone(),
+            topic: topic.to_owned(),
+            payload,
+            metadata,
+            published_at_unix_ms,
+            ack_id: String::new(),
+            delivery_count: 0,
+        };
         let mut closed = false;
         {
             let subscribers = self.subscribers.read().unwrap_or_else(|e| e.into_inner());

@@ -2,12 +2,18 @@
 //! tokens, `*` and a final `>`), so patterns pass through unchanged under the configured
 //! `subject_prefix`. Metadata travels as NATS headers, next to the message id and
 //! publish time (`Prism-Message-Id`, `Prism-Published-At`).
+//!
+//! Durable subscriptions (`pubsub_persistent`) are JetStream durable pull consumers on a
+//! stream that captures every subject under `subject_prefix` (created on first durable
+//! use); a message's ack id is its JetStream ack subject.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use plugin_abi::{Driver, Health, Message, PluginError, PubSubBasic, PubSubWildcards, Subscription};
+use plugin_abi::{
+    Driver, Health, Message, PluginError, PubSubBasic, PubSubPersistent, PubSubWildcards, Subscription,
+};
 use serde::Deserialize;
 
 const ID_HEADER: &str = "Prism-Message-Id";
@@ -24,6 +30,20 @@ pub struct Config {
     pub subject_prefix: String,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// How long the JetStream stream behind durable subscriptions keeps messages.
+    #[serde(default = "default_retention_ms")]
+    pub retention_ms: u64,
+    /// A durable subscription nobody has used for this long is deleted by the server.
+    #[serde(default = "default_durable_idle_ms")]
+    pub durable_idle_ms: u64,
+}
+
+fn default_retention_ms() -> u64 {
+    24 * 60 * 60 * 1000
+}
+
+fn default_durable_idle_ms() -> u64 {
+    60 * 60 * 1000
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -32,6 +52,8 @@ fn default_connect_timeout_ms() -> u64 {
 
 pub struct Nats {
     client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+    config: Config,
     prefix: String,
     instance: u64,
     next_id: AtomicU64,
@@ -69,8 +91,14 @@ impl Driver for Nats {
                 )));
             }
         }
-        if config.connect_timeout_ms == 0 {
-            return Err(PluginError::invalid_argument("connect_timeout_ms must be at least 1"));
+        for (name, value) in [
+            ("connect_timeout_ms", config.connect_timeout_ms),
+            ("retention_ms", config.retention_ms),
+            ("durable_idle_ms", config.durable_idle_ms),
+        ] {
+            if value == 0 {
+                return Err(PluginError::invalid_argument(format!("{name} must be at least 1")));
+            }
         }
         Ok(())
     }
@@ -84,7 +112,15 @@ impl Driver for Nats {
             .map_err(|e| unavailable(&format!("cannot connect to {}", config.url), e))?;
         let instance =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or_default();
-        Ok(Nats { client, prefix: config.subject_prefix, instance, next_id: AtomicU64::new(1) })
+        let jetstream = async_nats::jetstream::new(client.clone());
+        Ok(Nats {
+            client,
+            jetstream,
+            prefix: config.subject_prefix.clone(),
+            config,
+            instance,
+            next_id: AtomicU64::new(1),
+        })
     }
 
     async fn health(&self) -> Health {
@@ -107,9 +143,38 @@ impl Nats {
         let prefix_len = self.prefix.len();
         Ok(Subscription::new(subscriber.map(move |message| Ok(from_nats(message, prefix_len)))))
     }
+
+    /// The JetStream stream capturing every subject under the prefix.
+    async fn durable_stream(&self) -> Result<async_nats::jetstream::stream::Stream, PluginError> {
+        if self.prefix.is_empty() {
+            return Err(PluginError::failed_precondition(
+                "durable subscriptions need a subject_prefix in the nats slot config (their JetStream stream \
+                 captures every subject under it)",
+            ));
+        }
+        let name = format!("PRISM_{}", self.prefix.trim_end_matches('.').replace(['.', '*', '>'], "_"));
+        self.jetstream
+            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                name,
+                subjects: vec![format!("{}>", self.prefix)],
+                max_age: Duration::from_millis(self.config.retention_ms),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("cannot open the JetStream stream", e))
+    }
 }
 
 fn from_nats(message: async_nats::Message, prefix_len: usize) -> Message {
+    from_nats_delivery(message, prefix_len, String::new(), 0)
+}
+
+fn from_nats_delivery(
+    message: async_nats::Message,
+    prefix_len: usize,
+    ack_id: String,
+    delivery_count: u32,
+) -> Message {
     let mut id = String::new();
     let mut published_at_unix_ms = 0;
     let mut metadata = Vec::new();
@@ -129,6 +194,8 @@ fn from_nats(message: async_nats::Message, prefix_len: usize) -> Message {
         payload: message.payload.to_vec(),
         metadata,
         published_at_unix_ms,
+        ack_id,
+        delivery_count,
     }
 }
 
@@ -164,10 +231,66 @@ impl PubSubWildcards for Nats {
     }
 }
 
+impl PubSubPersistent for Nats {
+    async fn subscribe_durable(
+        &self,
+        name: &str,
+        topic: &str,
+        ack_wait: Duration,
+    ) -> Result<Subscription, PluginError> {
+        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        let stream = self.durable_stream().await?;
+        let filter = format!("{}{topic}", self.prefix);
+        let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                name,
+                pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    filter_subject: filter.clone(),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::New,
+                    ack_wait,
+                    inactive_threshold: Duration::from_millis(self.config.durable_idle_ms),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable("cannot open the durable consumer", e))?;
+        let existing = &consumer.cached_info().config.filter_subject;
+        if *existing != filter {
+            return Err(PluginError::failed_precondition(format!(
+                "durable subscription '{name}' already exists for topic '{}'; use another name",
+                existing.get(self.prefix.len()..).unwrap_or(existing)
+            )));
+        }
+        let messages =
+            consumer.messages().await.map_err(|e| unavailable("cannot read the durable consumer", e))?;
+        let prefix_len = self.prefix.len();
+        Ok(Subscription::new(messages.map(move |delivery| {
+            let delivery = delivery.map_err(|e| unavailable("durable delivery failed", e))?;
+            let count = delivery.info().map(|info| info.delivered as u32).unwrap_or(1);
+            let ack_id = delivery.reply.as_ref().map(|reply| reply.to_string()).unwrap_or_default();
+            Ok(from_nats_delivery(delivery.message, prefix_len, ack_id, count))
+        })))
+    }
+
+    async fn ack(&self, name: &str, ack_id: &str) -> Result<(), PluginError> {
+        // Only ever publish to this consumer's own ack subjects.
+        let ours = ack_id.starts_with("$JS.ACK.") && ack_id.split('.').nth(3) == Some(name);
+        if !ours {
+            return Err(PluginError::invalid_argument(format!(
+                "'{ack_id}' is not an ack id of durable subscription '{name}'"
+            )));
+        }
+        self.client.publish(ack_id.to_owned(), "+ACK".into()).await.map_err(|e| unavailable("ack", e))?;
+        self.client.flush().await.map_err(|e| unavailable("ack", e))
+    }
+}
+
 plugin_abi::export_plugin! {
     driver: Nats,
     name: "nats",
-    description: "NATS core pub/sub with native wildcards",
+    description: "NATS core pub/sub with native wildcards; durable subscriptions on JetStream",
     connection_format: "nats://host:port[,nats://host:port…]",
-    interfaces: [PubSubBasic, PubSubWildcards],
+    interfaces: [PubSubBasic, PubSubWildcards, PubSubPersistent],
 }

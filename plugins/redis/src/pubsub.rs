@@ -70,7 +70,15 @@ fn decode(topic: String, raw: &[u8]) -> Message {
         for _ in 0..count {
             metadata.push((reader.text()?, reader.text()?));
         }
-        Some(Message { id, topic: topic.clone(), payload: reader.0.to_vec(), metadata, published_at_unix_ms })
+        Some(Message {
+            id,
+            topic: topic.clone(),
+            payload: reader.0.to_vec(),
+            metadata,
+            published_at_unix_ms,
+            ack_id: String::new(),
+            delivery_count: 0,
+        })
     })();
     parsed.unwrap_or(Message {
         id: String::new(),
@@ -78,6 +86,8 @@ fn decode(topic: String, raw: &[u8]) -> Message {
         payload: raw.to_vec(),
         metadata: Vec::new(),
         published_at_unix_ms: 0,
+        ack_id: String::new(),
+        delivery_count: 0,
     })
 }
 

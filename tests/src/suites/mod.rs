@@ -12,6 +12,7 @@ mod keyvalue_ttl;
 mod list_basic;
 mod list_range;
 mod pubsub_basic;
+mod pubsub_persistent;
 mod pubsub_wildcards;
 mod queue_basic;
 mod queue_dead_letter;
@@ -65,6 +66,7 @@ pub fn suite_for(interface: Interface) -> &'static [Case] {
         Interface::QueueDelayed => queue_delayed::CASES,
         Interface::PubSubBasic => pubsub_basic::CASES,
         Interface::PubSubWildcards => pubsub_wildcards::CASES,
+        Interface::PubSubPersistent => pubsub_persistent::CASES,
     }
 }
 
