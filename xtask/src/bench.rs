@@ -115,6 +115,8 @@ pub enum Backend {
     Memstore,
     Redis,
     Postgres,
+    /// Pub/sub only: publish→receive through the gateway vs straight on NATS.
+    Nats,
 }
 
 impl Backend {
@@ -123,8 +125,9 @@ impl Backend {
             None | Some("memstore") => Ok(Backend::Memstore),
             Some("redis") => Ok(Backend::Redis),
             Some("postgres") => Ok(Backend::Postgres),
+            Some("nats") => Ok(Backend::Nats),
             Some(other) => {
-                Err(format!("unknown benchmark backend '{other}': use memstore, redis or postgres"))
+                Err(format!("unknown benchmark backend '{other}': use memstore, redis, postgres or nats"))
             }
         }
     }
@@ -132,11 +135,20 @@ impl Backend {
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 fn gateway_config(backend: Backend) -> String {
     let library = |name: &str| release_binary(&format!("libprism_{name}.so")).display().to_string();
+    if backend == Backend::Nats {
+        return format!(
+            "[server]\nlisten = \"{GATEWAY}\"\n\n[plugins.nats]\npath = \"{}\"\n\n\
+             [[namespaces]]\nname = \"bus\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n\
+             config = {{ url = \"{NATS_URL}\", subject_prefix = \"prism.bench.\" }}\n",
+            library("nats")
+        );
+    }
     let (plugin, slot_config) = match backend {
-        Backend::Memstore => ("memstore", String::new()),
+        Backend::Memstore | Backend::Nats => ("memstore", String::new()),
         Backend::Redis => ("redis", format!("config = {{ url = \"{REDIS_URL}\", key_prefix = \"prism-bench:\" }}\n")),
         Backend::Postgres => (
             "postgres",
@@ -167,10 +179,18 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
     let mut gateway = Command::new(release_binary("prism"));
     gateway.args(["serve", "--config"]).arg(&config).env("PRISM_LOG", "warn");
     let gateway = Background::start(gateway, "serving on")?;
+    if backend == Backend::Nats {
+        let target = format!("http://{GATEWAY}");
+        for round in 1..=ROUNDS {
+            println!("\n## prism-load pubsub, round {round}: 16 publishers, 100-byte messages, 5 s");
+            prism_load(&["pubsub", "--target", &target, "--namespace", "bus", "--nats", NATS_URL])?;
+        }
+        return Ok(());
+    }
     let mut baseline = Command::new(release_binary("prism-load"));
     baseline.args(["baseline", "--listen", BASELINE]);
     match backend {
-        Backend::Memstore => {}
+        Backend::Memstore | Backend::Nats => {}
         Backend::Redis => {
             baseline.args(["--redis", REDIS_URL]);
         }
