@@ -64,6 +64,11 @@ enum Command {
         payload: usize,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Publish through the gateway over PublishStream, as fast as flow control allows
+        /// (open loop: past what the subscriber sustains, at-most-once delivery drops),
+        /// instead of one unary Publish per message (closed loop, the default).
+        #[arg(long)]
+        stream: bool,
     },
     /// Run the same workload against the target and the baseline, and print the ratio.
     Compare {
@@ -174,8 +179,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Compare { target, baseline, rounds, load } => compare(&target, &baseline, &load, rounds),
-        Command::Pubsub { target, namespace, nats, publishers, duration, payload, threads } => {
-            let plan = pubsub::PubSubPlan { publishers, duration, payload };
+        Command::Pubsub { target, namespace, nats, publishers, duration, payload, threads, stream } => {
+            let plan = pubsub::PubSubPlan { publishers, duration, payload, unary: !stream };
             let runtime = runtime(threads);
             let direct = runtime.block_on(pubsub::direct_nats(&nats, &plan));
             let gateway = runtime.block_on(pubsub::through_gateway(&target, &namespace, &plan));

@@ -16,6 +16,8 @@ pub struct PubSubPlan {
     pub publishers: usize,
     pub duration: Duration,
     pub payload: usize,
+    /// Publish with one unary call per message instead of PublishStream.
+    pub unary: bool,
 }
 
 pub struct PubSubReport {
@@ -34,7 +36,7 @@ impl PubSubReport {
     pub fn render(&self) -> String {
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         format!(
-            "{:<9} published {} received {} in {:.1}s: {:.0} msg/s received; latency p50 {:.3} ms p90 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms\n",
+            "{:<24} published {} received {} in {:.1}s: {:.0} msg/s received; latency p50 {:.3} ms p90 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms\n",
             self.label,
             self.published,
             self.received,
@@ -92,18 +94,29 @@ pub async fn through_gateway(
     let mut publishers = Vec::new();
     for _ in 0..plan.publishers {
         let mut client = PubSubServiceClient::new(channel.clone());
-        let (stop, published, topic, namespace, size) =
-            (stop.clone(), published.clone(), topic.clone(), namespace.to_owned(), plan.payload);
+        let (stop, published, topic, namespace, size, unary) =
+            (stop.clone(), published.clone(), topic.clone(), namespace.to_owned(), plan.payload, plan.unary);
+        let request = move || PublishRequest {
+            namespace: namespace.clone(),
+            topic: topic.clone(),
+            payload: payload(start, size).into(),
+            metadata: Default::default(),
+        };
         publishers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let request = PublishRequest {
-                    namespace: namespace.clone(),
-                    topic: topic.clone(),
-                    payload: payload(start, size).into(),
-                    metadata: Default::default(),
-                };
-                if client.publish(request).await.is_ok() {
-                    published.fetch_add(1, Ordering::Relaxed);
+            if unary {
+                while !stop.load(Ordering::Relaxed) {
+                    if client.publish(request()).await.is_ok() {
+                        published.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            } else {
+                // Produces as fast as HTTP/2 flow control lets the stream take them.
+                let requests = futures_util::stream::unfold(stop, move |stop| {
+                    let next = (!stop.load(Ordering::Relaxed)).then(|| (request(), stop));
+                    std::future::ready(next)
+                });
+                if let Ok(reply) = client.publish_stream(requests).await {
+                    published.fetch_add(reply.into_inner().published, Ordering::Relaxed);
                 }
             }
         }));
@@ -122,7 +135,7 @@ pub async fn through_gateway(
         let _ = publisher.await;
     }
     Ok(PubSubReport {
-        label: "gateway".into(),
+        label: if plan.unary { "gateway (unary Publish)".into() } else { "gateway (PublishStream)".into() },
         published: published.load(Ordering::Relaxed),
         received,
         elapsed: plan.duration,

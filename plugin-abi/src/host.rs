@@ -485,30 +485,58 @@ impl QueueDelayedHandle<'_> {
 }
 
 /// A subscription's messages from a plugin. Dropping it stops the plugin's pump and
-/// unsubscribes in the backend.
+/// unsubscribes in the backend. Messages cross the boundary in batches.
 pub struct MessageStream {
     inner: ffi::MessageStreamBox,
+    buffered: std::collections::VecDeque<Message>,
+}
+
+fn message(message: ffi::FfiMessage) -> Message {
+    Message {
+        id: message.id.into_string(),
+        topic: message.topic.into_string(),
+        payload: message.payload.into_vec(),
+        metadata: message
+            .metadata
+            .into_iter()
+            .map(|header| (header.name.into_string(), header.value.into_string()))
+            .collect(),
+        published_at_unix_ms: message.published_at_unix_ms,
+        ack_id: message.ack_id.into_string(),
+        delivery_count: message.delivery_count,
+    }
 }
 
 impl MessageStream {
+    fn new(inner: ffi::MessageStreamBox) -> Self {
+        MessageStream { inner, buffered: std::collections::VecDeque::new() }
+    }
+
+    /// The messages waiting (at least one, at most `max`), or `None` once the
+    /// subscription has ended.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Res<Vec<Message>>> {
+        if !self.buffered.is_empty() {
+            let take = max.max(1).min(self.buffered.len());
+            return Some(Ok(self.buffered.drain(..take).collect()));
+        }
+        match self.inner.next_batch(u32::try_from(max).unwrap_or(u32::MAX)).await {
+            RResult::ROk(batch) if batch.is_empty() => None,
+            RResult::ROk(batch) => Some(Ok(batch.into_iter().map(message).collect())),
+            RResult::RErr(error) => Some(Err(error)),
+        }
+    }
+
     /// The next message, or `None` once the subscription has ended.
     pub async fn next(&mut self) -> Option<Res<Message>> {
-        match self.inner.next().await {
-            RResult::ROk(ROption::RSome(message)) => Some(Ok(Message {
-                id: message.id.into_string(),
-                topic: message.topic.into_string(),
-                payload: message.payload.into_vec(),
-                metadata: message
-                    .metadata
-                    .into_iter()
-                    .map(|header| (header.name.into_string(), header.value.into_string()))
-                    .collect(),
-                published_at_unix_ms: message.published_at_unix_ms,
-                ack_id: message.ack_id.into_string(),
-                delivery_count: message.delivery_count,
-            })),
-            RResult::ROk(ROption::RNone) => None,
-            RResult::RErr(error) => Some(Err(error)),
+        if let Some(message) = self.buffered.pop_front() {
+            return Some(Ok(message));
+        }
+        match self.next_batch(64).await? {
+            Ok(batch) => {
+                self.buffered.extend(batch);
+                self.buffered.pop_front().map(Ok)
+            }
+            Err(error) => Some(Err(error)),
         }
     }
 }
@@ -529,7 +557,7 @@ impl PubSubBasicHandle<'_> {
         Ok(self.0.publish(key(topic), payload.into(), metadata).await.into_result()?.into_string())
     }
     pub async fn subscribe(&self, topic: &str) -> Res<MessageStream> {
-        Ok(MessageStream { inner: self.0.subscribe(key(topic)).await.into_result()? })
+        Ok(MessageStream::new(self.0.subscribe(key(topic)).await.into_result()?))
     }
 }
 
@@ -537,7 +565,7 @@ pub struct PubSubWildcardsHandle<'a>(&'a ffi::PubSubWildcardsBox);
 
 impl PubSubWildcardsHandle<'_> {
     pub async fn subscribe_pattern(&self, pattern: &str) -> Res<MessageStream> {
-        Ok(MessageStream { inner: self.0.subscribe_pattern(key(pattern)).await.into_result()? })
+        Ok(MessageStream::new(self.0.subscribe_pattern(key(pattern)).await.into_result()?))
     }
 }
 
@@ -547,7 +575,7 @@ impl PubSubPersistentHandle<'_> {
     pub async fn subscribe_durable(&self, name: &str, topic: &str, ack_wait: Duration) -> Res<MessageStream> {
         let inner =
             self.0.subscribe_durable(key(name), key(topic), ttl_millis(ack_wait)).await.into_result()?;
-        Ok(MessageStream { inner })
+        Ok(MessageStream::new(inner))
     }
     pub async fn ack(&self, name: &str, ack_id: &str) -> Res<()> {
         self.0.ack(key(name), key(ack_id)).await.into_result()

@@ -229,3 +229,38 @@ async fn a_durable_subscription_redelivers_what_a_dead_subscriber_did_not_ack() 
         PubSubAckRequest { namespace: "bus".into(), durable_name: name, ack_id: "orders.created".into() };
     assert_eq!(client.ack(forged).await.unwrap_err().code(), Code::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_stream_publishes_in_order_and_stops_at_the_first_bad_message() {
+    let server = Server::start(&config(""));
+    let mut client = server.pubsub().await;
+    let mut subscriber = client
+        .subscribe(SubscribeRequest {
+            namespace: "events".into(),
+            topic: "stream.in".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let requests: Vec<PublishRequest> =
+        (0..100u32).map(|i| publish("events", "stream.in", i.to_be_bytes().to_vec())).collect();
+    let reply = client.publish_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    assert_eq!(reply.published, 100);
+    for i in 0..100u32 {
+        let message = next(&mut subscriber).await.message.unwrap();
+        assert_eq!(message.payload[..], i.to_be_bytes());
+        if i == 99 {
+            assert_eq!(message.message_id, reply.last_message_id);
+        }
+    }
+    let mixed = vec![
+        publish("events", "stream.in", b"ok".to_vec()),
+        publish("events", "bad..topic", b"no".to_vec()),
+        publish("events", "stream.in", b"never".to_vec()),
+    ];
+    let status = client.publish_stream(tokio_stream::iter(mixed)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("after 1 messages were published"), "{}", status.message());
+    assert_eq!(&next(&mut subscriber).await.message.unwrap().payload[..], b"ok");
+}

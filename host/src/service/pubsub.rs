@@ -30,6 +30,16 @@ impl PubSubApi {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         PubSubApi { gateway }
     }
+
+    async fn publish_one(&self, request: PublishRequest) -> Result<String, Status> {
+        let namespace = self.gateway.namespace(&request.namespace, PUBSUB)?;
+        check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
+        check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
+        let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
+        let basic = need(&namespace, SLOT, broker.pubsub_basic(), "pubsub_basic", "Publish")?;
+        let metadata = request.metadata.into_iter().collect();
+        basic.publish(&request.topic, request.payload.into(), metadata).await.map_err(plugin_status)
+    }
 }
 
 fn message(message: plugin_abi::Message) -> PubSubMessage {
@@ -147,12 +157,17 @@ impl Drop for PumpGuard {
     }
 }
 
+/// Messages taken across the plugin boundary per call.
+const BATCH: usize = 256;
+
 async fn pump(mut stream: MessageStream, outbox: Arc<Outbox>) {
     loop {
-        match stream.next().await {
-            Some(Ok(item)) => {
-                if !outbox.push(message(item)) {
-                    return;
+        match stream.next_batch(BATCH).await {
+            Some(Ok(batch)) => {
+                for item in batch {
+                    if !outbox.push(message(item)) {
+                        return;
+                    }
                 }
             }
             Some(Err(error)) => return outbox.finish(Err(plugin_status(error))),
@@ -166,16 +181,26 @@ type Events = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Sen
 #[tonic::async_trait]
 impl PubSubService for PubSubApi {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
-        let request = request.into_inner();
-        let namespace = self.gateway.namespace(&request.namespace, PUBSUB)?;
-        check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
-        check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
-        let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
-        let basic = need(&namespace, SLOT, broker.pubsub_basic(), "pubsub_basic", "Publish")?;
-        let metadata = request.metadata.into_iter().collect();
-        let message_id =
-            basic.publish(&request.topic, request.payload.into(), metadata).await.map_err(plugin_status)?;
+        let message_id = self.publish_one(request.into_inner()).await?;
         Ok(Response::new(PublishResponse { message_id }))
+    }
+
+    async fn publish_stream(
+        &self,
+        request: Request<tonic::Streaming<PublishRequest>>,
+    ) -> Result<Response<PublishStreamResponse>, Status> {
+        let mut requests = request.into_inner();
+        let mut response = PublishStreamResponse::default();
+        while let Some(request) = requests.message().await? {
+            response.last_message_id = self.publish_one(request).await.map_err(|status| {
+                Status::new(
+                    status.code(),
+                    format!("{} (after {} messages were published)", status.message(), response.published),
+                )
+            })?;
+            response.published += 1;
+        }
+        Ok(Response::new(response))
     }
 
     async fn ack(&self, request: Request<PubSubAckRequest>) -> Result<Response<PubSubAckResponse>, Status> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use abi_stable::{
     sabi_trait,
     sabi_trait::TD_Opaque,
-    std_types::{RBox, ROk, ROption, RResult},
+    std_types::{RBox, ROk, ROption, RResult, RVec},
 };
 use tokio::sync::{mpsc, Mutex};
 
@@ -29,18 +29,26 @@ pub(crate) type EntryStreamBox = FfiEntryStream_TO<'static, RBox<()>>;
 
 #[sabi_trait]
 pub trait FfiMessageStream: Send + Sync {
-    /// The next message; `RNone` when the subscription has ended.
+    /// The messages waiting, at least one and at most `max` (waiting for the first);
+    /// empty when the subscription has ended. One call per batch, not per message.
     #[sabi(last_prefix_field)]
-    fn next(&self) -> FfiResult<ROption<FfiMessage>>;
+    fn next_batch(&self, max: u32) -> FfiResult<RVec<FfiMessage>>;
 }
 
 pub(crate) type MessageStreamBox = FfiMessageStream_TO<'static, RBox<()>>;
 
 type Item<T> = Result<T, PluginError>;
 
+/// What the host reads from: the channel, and an error found while batching that must
+/// wait until the items before it have been handed over.
+struct Inbox<T> {
+    receiver: mpsc::Receiver<Item<T>>,
+    pending_error: Option<PluginError>,
+}
+
 /// The plugin-side end of a stream: the receiving half plus the pump task to cancel.
 struct ChannelStream<T> {
-    receiver: Arc<Mutex<mpsc::Receiver<Item<T>>>>,
+    receiver: Arc<Mutex<Inbox<T>>>,
     pump: tokio::task::AbortHandle,
     runtime: Arc<PluginRuntime>,
 }
@@ -58,7 +66,11 @@ where
     fn next_item(&self) -> FfiResult<ROption<T>> {
         let receiver = self.receiver.clone();
         bridge(&self.runtime, async move {
-            match receiver.lock().await.recv().await {
+            let mut inbox = receiver.lock().await;
+            if let Some(error) = inbox.pending_error.take() {
+                return RResult::RErr(error);
+            }
+            match inbox.receiver.recv().await {
                 Some(Ok(item)) => ROk(ROption::RSome(item)),
                 Some(Err(error)) => RResult::RErr(error),
                 None => ROk(ROption::RNone),
@@ -74,8 +86,32 @@ impl FfiEntryStream for ChannelStream<FfiEntry> {
 }
 
 impl FfiMessageStream for ChannelStream<FfiMessage> {
-    fn next(&self) -> FfiResult<ROption<FfiMessage>> {
-        self.next_item()
+    fn next_batch(&self, max: u32) -> FfiResult<RVec<FfiMessage>> {
+        let receiver = self.receiver.clone();
+        bridge(&self.runtime, async move {
+            let mut inbox = receiver.lock().await;
+            if let Some(error) = inbox.pending_error.take() {
+                return RResult::RErr(error);
+            }
+            let mut batch = RVec::new();
+            match inbox.receiver.recv().await {
+                Some(Ok(item)) => batch.push(item),
+                Some(Err(error)) => return RResult::RErr(error),
+                None => return ROk(batch),
+            }
+            while batch.len() < max.max(1) as usize {
+                match inbox.receiver.try_recv() {
+                    Ok(Ok(item)) => batch.push(item),
+                    // An error waits for the next call, after what came before it.
+                    Ok(Err(error)) => {
+                        inbox.pending_error = Some(error);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            ROk(batch)
+        })
     }
 }
 
@@ -96,7 +132,7 @@ where
         }
     });
     ChannelStream {
-        receiver: Arc::new(Mutex::new(receiver)),
+        receiver: Arc::new(Mutex::new(Inbox { receiver, pending_error: None })),
         pump: task.abort_handle(),
         runtime: runtime.clone(),
     }
@@ -163,6 +199,43 @@ mod tests {
         drop(stream);
         std::thread::sleep(Duration::from_millis(200));
         assert!(stopped.load(Ordering::SeqCst), "dropping the stream must cancel the pump");
+    }
+
+    fn message(n: u8) -> FfiMessage {
+        FfiMessage {
+            id: RString::from(n.to_string()),
+            topic: RString::from("t"),
+            payload: vec![n].into(),
+            metadata: Default::default(),
+            published_at_unix_ms: 0,
+            ack_id: RString::new(),
+            delivery_count: 0,
+        }
+    }
+
+    #[test]
+    fn batches_hand_over_what_waits_and_an_error_comes_after_the_items_before_it() {
+        let runtime = Arc::new(PluginRuntime::new("test", 1).unwrap());
+        let stream = message_stream(&runtime, |sender| async move {
+            for n in 0..3 {
+                sender.send(Ok(message(n))).await.unwrap();
+            }
+            sender.send(Err(PluginError::unavailable("backend gone"))).await.unwrap();
+        });
+        let host = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        host.block_on(async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match stream.next_batch(10).await {
+                ROk(batch) => {
+                    assert_eq!(batch.iter().map(|m| m.payload[0]).collect::<Vec<_>>(), vec![0, 1, 2])
+                }
+                RResult::RErr(error) => panic!("expected the three items first, got {error}"),
+            }
+            match stream.next_batch(10).await {
+                RResult::RErr(error) => assert!(error.message().contains("backend gone")),
+                ROk(batch) => panic!("expected the error, got {} items", batch.len()),
+            }
+        });
     }
 
     #[test]
