@@ -69,6 +69,9 @@ enum Command {
         /// instead of one unary Publish per message (closed loop, the default).
         #[arg(long)]
         stream: bool,
+        /// With --stream: pace publishing to this many messages per second in total.
+        #[arg(long, requires = "stream")]
+        rate: Option<u64>,
     },
     /// Run the same workload against the target and the baseline, and print the ratio.
     Compare {
@@ -179,8 +182,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Compare { target, baseline, rounds, load } => compare(&target, &baseline, &load, rounds),
-        Command::Pubsub { target, namespace, nats, publishers, duration, payload, threads, stream } => {
-            let plan = pubsub::PubSubPlan { publishers, duration, payload, unary: !stream };
+        Command::Pubsub { target, namespace, nats, publishers, duration, payload, threads, stream, rate } => {
+            let plan = pubsub::PubSubPlan { publishers, duration, payload, unary: !stream, rate };
             let runtime = runtime(threads);
             let direct = runtime.block_on(pubsub::direct_nats(&nats, &plan));
             let gateway = runtime.block_on(pubsub::through_gateway(&target, &namespace, &plan));

@@ -18,6 +18,8 @@ pub struct PubSubPlan {
     pub payload: usize,
     /// Publish with one unary call per message instead of PublishStream.
     pub unary: bool,
+    /// With PublishStream: total messages per second across publishers; unlimited when absent.
+    pub rate: Option<u64>,
 }
 
 pub struct PubSubReport {
@@ -96,6 +98,7 @@ pub async fn through_gateway(
         let mut client = PubSubServiceClient::new(channel.clone());
         let (stop, published, topic, namespace, size, unary) =
             (stop.clone(), published.clone(), topic.clone(), namespace.to_owned(), plan.payload, plan.unary);
+        let (rate, publishers_count) = (plan.rate, plan.publishers.max(1));
         let request = move || PublishRequest {
             namespace: namespace.clone(),
             topic: topic.clone(),
@@ -110,10 +113,19 @@ pub async fn through_gateway(
                     }
                 }
             } else {
-                // Produces as fast as HTTP/2 flow control lets the stream take them.
-                let requests = futures_util::stream::unfold(stop, move |stop| {
-                    let next = (!stop.load(Ordering::Relaxed)).then(|| (request(), stop));
-                    std::future::ready(next)
+                // As fast as HTTP/2 flow control takes them, or paced: each message is due at
+                // `sent / per_publisher` seconds; when ahead, wait (in whole timer ticks).
+                let per_publisher = rate.map(|rate| rate as f64 / publishers_count as f64);
+                let paced_from = tokio::time::Instant::now();
+                let requests = futures_util::stream::unfold((stop, 0u64), move |(stop, sent)| {
+                    let request = request.clone();
+                    async move {
+                        if let Some(per_second) = per_publisher {
+                            let due = paced_from + Duration::from_secs_f64(sent as f64 / per_second);
+                            tokio::time::sleep_until(due).await;
+                        }
+                        (!stop.load(Ordering::Relaxed)).then(|| (request(), (stop, sent + 1)))
+                    }
                 });
                 if let Ok(reply) = client.publish_stream(requests).await {
                     published.fetch_add(reply.into_inner().published, Ordering::Relaxed);
@@ -135,7 +147,11 @@ pub async fn through_gateway(
         let _ = publisher.await;
     }
     Ok(PubSubReport {
-        label: if plan.unary { "gateway (unary Publish)".into() } else { "gateway (PublishStream)".into() },
+        label: match (plan.unary, plan.rate) {
+            (true, _) => "gateway (unary Publish)".into(),
+            (false, None) => "gateway (PublishStream)".into(),
+            (false, Some(rate)) => format!("gateway (stream {rate}/s)"),
+        },
         published: published.load(Ordering::Relaxed),
         received,
         elapsed: plan.duration,

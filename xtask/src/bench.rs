@@ -182,8 +182,27 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
     if backend == Backend::Nats {
         let target = format!("http://{GATEWAY}");
         for round in 1..=ROUNDS {
-            println!("\n## prism-load pubsub, round {round}: 16 publishers, 100-byte messages, 5 s");
+            println!(
+                "\n## prism-load pubsub, round {round}: unary Publish, 16 publishers, 100-byte messages, 5 s"
+            );
             prism_load(&["pubsub", "--target", &target, "--namespace", "bus", "--nats", NATS_URL])?;
+            println!(
+                "\n## prism-load pubsub, round {round}: PublishStream paced at 100000/s, 4 publishers, 5 s"
+            );
+            prism_load(&[
+                "pubsub",
+                "--target",
+                &target,
+                "--namespace",
+                "bus",
+                "--nats",
+                NATS_URL,
+                "--stream",
+                "--publishers",
+                "4",
+                "--rate",
+                "100000",
+            ])?;
         }
         return Ok(());
     }
