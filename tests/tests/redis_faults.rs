@@ -22,9 +22,16 @@ name = "default"
 pattern = "keyvalue"
 [namespaces.slots.store]
 plugin = "redis"
-config = {{ url = "{}", connect_timeout_ms = 300, command_timeout_ms = 300 }}
+config = {{ url = "{url}", connect_timeout_ms = 300, command_timeout_ms = 300 }}
+
+[[namespaces]]
+name = "signals"
+pattern = "pubsub"
+[namespaces.slots.broker]
+plugin = "redis"
+config = {{ url = "{url}", connect_timeout_ms = 300, command_timeout_ms = 300 }}
 "#,
-        redis.url()
+        url = redis.url()
     )
 }
 
@@ -69,8 +76,23 @@ async fn redis_outage_fails_fast_recovers_by_itself_and_keeps_acknowledged_write
         acknowledged.push(i);
     }
 
-    // Down: every call fails, fast, with UNAVAILABLE.
+    let mut subscription = server
+        .pubsub()
+        .await
+        .subscribe(prism_host::api::SubscribeRequest {
+            namespace: "signals".into(),
+            topic: "alerts".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Down: every call fails, fast, with UNAVAILABLE, and subscriptions end with it.
     redis.kill();
+    let ended = tokio::time::timeout(Duration::from_secs(10), subscription.message()).await;
+    let status = ended.expect("the subscription ends within 10 s").expect_err("it ends with an error");
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
     let mut failures = 0;
     for i in 200..220 {
         let started = Instant::now();

@@ -1,5 +1,6 @@
 //! Pub/sub on Redis channels `{prefix}p:{topic}`. Each subscription has its own
-//! connection (Redis's rule); dropping it closes the connection, which unsubscribes.
+//! connection (Redis's rule); dropping it closes the connection, which unsubscribes, and
+//! losing it ends the subscription with UNAVAILABLE.
 //! Patterns become PSUBSCRIBE globs (`*` per wildcard), which can over-match across
 //! dots, so every message is checked against the exact pattern before delivery.
 //! Id, publish time and metadata travel in a small envelope around the payload.
@@ -128,7 +129,11 @@ impl Redis {
             let delivered = matches(&pattern, &topic).then(|| Ok(decode(topic, message.get_payload_bytes())));
             std::future::ready(delivered)
         });
-        Ok(Subscription::new(messages))
+        // The connection closing ends Redis's stream; tell the subscriber, so it resubscribes.
+        let closed = futures_util::stream::once(std::future::ready(Err(PluginError::unavailable(
+            "the redis subscription connection closed; subscribe again",
+        ))));
+        Ok(Subscription::new(messages.chain(closed)))
     }
 }
 
