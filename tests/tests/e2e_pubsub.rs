@@ -115,32 +115,27 @@ async fn bad_topics_are_invalid_arguments() {
     }
 }
 
-/// Publishes 500 messages of 8 KiB (far more than HTTP/2 flow control lets the server
-/// push to a client that is not reading) while the subscriber sleeps.
-async fn flood(server: &Server, topic: &str) {
+/// Starts a gateway with a 16-message subscriber buffer and `policy`, subscribes, then
+/// publishes 500 messages of 8 KiB (far more than HTTP/2 flow control lets the server push
+/// to a client that is not reading) while the subscriber sleeps.
+async fn flooded_subscriber(policy: &str) -> (Server, Streaming<SubscribeResponse>) {
+    let server = Server::start(&config(&format!("subscriber_buffer = 16\nslow_subscriber = \"{policy}\"")));
     let mut client = server.pubsub().await;
+    let subscribe =
+        SubscribeRequest { namespace: "events".into(), topic: "flood".into(), ..Default::default() };
+    let slow = client.subscribe(subscribe).await.unwrap().into_inner();
     for i in 0..500u32 {
         let mut payload = vec![0u8; 8192];
         payload[..4].copy_from_slice(&i.to_be_bytes());
-        client.publish(publish("events", topic, payload)).await.unwrap();
+        client.publish(publish("events", "flood", payload)).await.unwrap();
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (server, slow)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_loses_the_oldest_messages_and_is_told_how_many() {
-    let server = Server::start(&config("subscriber_buffer = 16\nslow_subscriber = \"drop_oldest\""));
-    let mut client = server.pubsub().await;
-    let mut slow = client
-        .subscribe(SubscribeRequest {
-            namespace: "events".into(),
-            topic: "flood".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    flood(&server, "flood").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_server, mut slow) = flooded_subscriber("drop_oldest").await;
     let (mut received, mut dropped, mut last) = (0u64, 0u64, 0u32);
     while received + dropped < 500 {
         let event = next(&mut slow).await;
@@ -158,19 +153,7 @@ async fn a_slow_subscriber_loses_the_oldest_messages_and_is_told_how_many() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_is_disconnected_with_resource_exhausted() {
-    let server = Server::start(&config("subscriber_buffer = 16\nslow_subscriber = \"disconnect\""));
-    let mut client = server.pubsub().await;
-    let mut slow = client
-        .subscribe(SubscribeRequest {
-            namespace: "events".into(),
-            topic: "flood".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    flood(&server, "flood").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (server, mut slow) = flooded_subscriber("disconnect").await;
     let status = loop {
         match tokio::time::timeout(Duration::from_secs(5), slow.message()).await.expect("an event within 5 s")
         {
@@ -182,7 +165,7 @@ async fn a_slow_subscriber_is_disconnected_with_resource_exhausted() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
     assert!(status.message().contains("subscriber_buffer"), "{}", status.message());
     // The host keeps serving.
-    client.publish(publish("events", "after", b"x".to_vec())).await.unwrap();
+    server.pubsub().await.publish(publish("events", "after", b"x".to_vec())).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,18 +35,14 @@ fn describe(path: &Path, error: LibraryError) -> LoadError {
         LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => LoadError::IncompatibleAbi {
             path,
             summary: "the library was built with an incompatible abi_stable or compiler ABI".into(),
-            detail: error_text(&error),
+            detail: error.to_string(),
         },
         other => LoadError::IncompatibleAbi {
             path,
             summary: "the library could not be initialised as a Prism plugin".into(),
-            detail: error_text(&other),
+            detail: other.to_string(),
         },
     }
-}
-
-fn error_text(error: &LibraryError) -> String {
-    error.to_string()
 }
 
 /// abi_stable's layout report runs to hundreds of lines; operators get one: the first
