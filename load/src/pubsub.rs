@@ -81,7 +81,7 @@ pub async fn through_gateway(
         .await
         .map_err(|e| format!("cannot connect to {target}: {e}"))?;
     let topic = format!("bench.{}", std::process::id());
-    let mut subscriber = PubSubServiceClient::new(channel.clone())
+    let subscriber = PubSubServiceClient::new(channel.clone())
         .subscribe(SubscribeRequest {
             namespace: namespace.into(),
             topic: topic.clone(),
@@ -133,37 +133,22 @@ pub async fn through_gateway(
             }
         }));
     }
-    let mut latency = histogram();
-    let mut received = 0u64;
-    let deadline = tokio::time::Instant::now() + plan.duration;
-    while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, subscriber.message()).await {
-        if let Some(message) = event.message {
-            record(&mut latency, start, &message.payload);
-            received += 1;
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    for publisher in publishers {
-        let _ = publisher.await;
-    }
-    Ok(PubSubReport {
-        label: match (plan.unary, plan.rate) {
-            (true, _) => "gateway (unary Publish)".into(),
-            (false, None) => "gateway (PublishStream)".into(),
-            (false, Some(rate)) => format!("gateway (stream {rate}/s)"),
-        },
-        published: published.load(Ordering::Relaxed),
-        received,
-        elapsed: plan.duration,
-        latency_us: latency,
-    })
+    let label = match (plan.unary, plan.rate) {
+        (true, _) => "gateway (unary Publish)".into(),
+        (false, None) => "gateway (PublishStream)".into(),
+        (false, Some(rate)) => format!("gateway (stream {rate}/s)"),
+    };
+    let payloads = subscriber
+        .filter_map(|event| std::future::ready(event.ok().and_then(|e| e.message).map(|m| m.payload)));
+    let run = Run { start, stop, published, publishers };
+    Ok(run.measure(label, payloads, plan.duration).await)
 }
 
 /// Straight on NATS: the same publishers and one subscription, no gateway.
 pub async fn direct_nats(url: &str, plan: &PubSubPlan) -> Result<PubSubReport, String> {
     let client = async_nats::connect(url).await.map_err(|e| format!("cannot connect to {url}: {e}"))?;
     let subject = format!("prism.bench.direct.{}", std::process::id());
-    let mut subscriber = client.subscribe(subject.clone()).await.map_err(|e| e.to_string())?;
+    let subscriber = client.subscribe(subject.clone()).await.map_err(|e| e.to_string())?;
     client.flush().await.map_err(|e| e.to_string())?;
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -182,22 +167,43 @@ pub async fn direct_nats(url: &str, plan: &PubSubPlan) -> Result<PubSubReport, S
             }
         }));
     }
-    let mut latency = histogram();
-    let mut received = 0u64;
-    let deadline = tokio::time::Instant::now() + plan.duration;
-    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, subscriber.next()).await {
-        record(&mut latency, start, &message.payload);
-        received += 1;
+    let run = Run { start, stop, published, publishers };
+    Ok(run.measure("nats".into(), subscriber.map(|message| message.payload), plan.duration).await)
+}
+
+/// A run under way: its clock, its publishers and what they have sent.
+struct Run {
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    published: Arc<AtomicU64>,
+    publishers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Run {
+    /// Receives for `duration`, recording each payload's latency, then stops the publishers.
+    async fn measure(
+        self,
+        label: String,
+        mut payloads: impl futures_util::Stream<Item = bytes::Bytes> + Unpin,
+        duration: Duration,
+    ) -> PubSubReport {
+        let mut latency = histogram();
+        let mut received = 0u64;
+        let deadline = tokio::time::Instant::now() + duration;
+        while let Ok(Some(payload)) = tokio::time::timeout_at(deadline, payloads.next()).await {
+            record(&mut latency, self.start, &payload);
+            received += 1;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for publisher in self.publishers {
+            let _ = publisher.await;
+        }
+        PubSubReport {
+            label,
+            published: self.published.load(Ordering::Relaxed),
+            received,
+            elapsed: duration,
+            latency_us: latency,
+        }
     }
-    stop.store(true, Ordering::Relaxed);
-    for publisher in publishers {
-        let _ = publisher.await;
-    }
-    Ok(PubSubReport {
-        label: "nats".into(),
-        published: published.load(Ordering::Relaxed),
-        received,
-        elapsed: plan.duration,
-        latency_us: latency,
-    })
 }
