@@ -31,6 +31,7 @@ pub const KEYVALUE: &str = "keyvalue";
 pub const LIST: &str = "list";
 pub const QUEUE: &str = "queue";
 pub const PUBSUB: &str = "pubsub";
+pub const STREAM: &str = "stream";
 
 pub static PATTERNS: &[Pattern] = &[
     Pattern {
@@ -68,7 +69,7 @@ pub static PATTERNS: &[Pattern] = &[
         served: true,
     },
     Pattern {
-        name: "stream",
+        name: STREAM,
         description: "Append-only logs read from an offset, with consumer groups and replay where the plugin has them",
         slots: &[Slot {
             name: "log",
@@ -76,7 +77,7 @@ pub static PATTERNS: &[Pattern] = &[
             required: &["stream_basic"],
             optional_interfaces: &["stream_consumer_groups", "stream_replay", "stream_partitioning"],
         }],
-        served: false,
+        served: true,
     },
     Pattern {
         name: QUEUE,

@@ -17,10 +17,12 @@ use crate::api::key_value_service_server::KeyValueServiceServer;
 use crate::api::list_service_server::ListServiceServer;
 use crate::api::pub_sub_service_server::PubSubServiceServer;
 use crate::api::queue_service_server::QueueServiceServer;
+use crate::api::stream_service_server::StreamServiceServer;
 use crate::deadline::DeadlineLayer;
 use crate::gateway::Gateway;
 use crate::service::{
     admin::AdminApi, keyvalue::KeyValueApi, list::ListApi, pubsub::PubSubApi, queue::QueueApi,
+    stream::StreamApi,
 };
 
 /// Binds the listen address, reporting a clear error when it is taken.
@@ -45,6 +47,7 @@ pub async fn serve(
         "prism.v1.ListService",
         "prism.v1.QueueService",
         "prism.v1.PubSubService",
+        "prism.v1.StreamService",
         "prism.v1.AdminService",
     ] {
         health_reporter.set_service_status(name, ServingStatus::Serving).await;
@@ -93,6 +96,9 @@ pub async fn serve(
         )
         .add_service(
             PubSubServiceServer::new(PubSubApi::new(gateway.clone())).max_decoding_message_size(max_message),
+        )
+        .add_service(
+            StreamServiceServer::new(StreamApi::new(gateway.clone())).max_decoding_message_size(max_message),
         )
         .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone())))
         .serve_with_incoming_shutdown(incoming(listener), signal);

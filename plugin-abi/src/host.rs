@@ -10,8 +10,9 @@ use crate::ffi::{
     self, FfiCas, FfiEntry, FfiHealthStatus, FfiInstance, FfiListEnd, FfiTtlKind, PluginModuleRef,
 };
 use crate::{
-    CasResult, DeadLetterPage, Health, HealthStatus, Interface, KeyTtl, ListEnd, Message, Metadata,
-    PluginError, QueueMessage, ScanPage, TransactionId, Versioned,
+    Appended, CasResult, DeadLetterPage, GroupEvent, Health, HealthStatus, Interface, KeyTtl, ListEnd,
+    Message, Metadata, NewRecord, PartitionOffsets, PluginError, QueueMessage, ScanPage, StreamRecord,
+    TransactionId, Versioned,
 };
 
 type Res<T> = Result<T, PluginError>;
@@ -136,6 +137,10 @@ impl Instance {
             Interface::PubSubBasic => ffi.pubsub_basic.is_some(),
             Interface::PubSubWildcards => ffi.pubsub_wildcards.is_some(),
             Interface::PubSubPersistent => ffi.pubsub_persistent.is_some(),
+            Interface::StreamBasic => ffi.stream_basic.is_some(),
+            Interface::StreamConsumerGroups => ffi.stream_consumer_groups.is_some(),
+            Interface::StreamReplay => ffi.stream_replay.is_some(),
+            Interface::StreamPartitioning => ffi.stream_partitioning.is_some(),
         }
     }
 
@@ -198,6 +203,18 @@ impl Instance {
     }
     pub fn pubsub_persistent(&self) -> Option<PubSubPersistentHandle<'_>> {
         self.ffi.pubsub_persistent.as_ref().into_option().map(PubSubPersistentHandle)
+    }
+    pub fn stream_basic(&self) -> Option<StreamBasicHandle<'_>> {
+        self.ffi.stream_basic.as_ref().into_option().map(StreamBasicHandle)
+    }
+    pub fn stream_consumer_groups(&self) -> Option<StreamConsumerGroupsHandle<'_>> {
+        self.ffi.stream_consumer_groups.as_ref().into_option().map(StreamConsumerGroupsHandle)
+    }
+    pub fn stream_replay(&self) -> Option<StreamReplayHandle<'_>> {
+        self.ffi.stream_replay.as_ref().into_option().map(StreamReplayHandle)
+    }
+    pub fn stream_partitioning(&self) -> Option<StreamPartitioningHandle<'_>> {
+        self.ffi.stream_partitioning.as_ref().into_option().map(StreamPartitioningHandle)
     }
 }
 
@@ -579,5 +596,134 @@ impl PubSubPersistentHandle<'_> {
     }
     pub async fn ack(&self, name: &str, ack_id: &str) -> Res<()> {
         self.0.ack(key(name), key(ack_id)).await.into_result()
+    }
+}
+
+fn new_record(record: NewRecord) -> ffi::FfiNewRecord {
+    ffi::FfiNewRecord {
+        key: record.key.map(RVec::from).into(),
+        payload: record.payload.into(),
+        headers: record
+            .headers
+            .into_iter()
+            .map(|(name, value)| ffi::FfiHeader { name: name.into(), value: value.into() })
+            .collect(),
+    }
+}
+
+fn appended(appended: ffi::FfiAppended) -> Appended {
+    Appended {
+        partition: appended.partition,
+        offset: appended.offset,
+        timestamp_unix_ms: appended.timestamp_unix_ms,
+    }
+}
+
+fn stream_record(record: ffi::FfiStreamRecord) -> StreamRecord {
+    StreamRecord {
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key.into_option().map(RVec::into_vec),
+        payload: record.payload.into_vec(),
+        headers: record
+            .headers
+            .into_iter()
+            .map(|header| (header.name.into_string(), header.value.into_string()))
+            .collect(),
+        timestamp_unix_ms: record.timestamp_unix_ms,
+        ack_id: record.ack_id.into_string(),
+    }
+}
+
+fn group_event(event: ffi::FfiStreamEvent) -> GroupEvent {
+    match event {
+        ffi::FfiStreamEvent::Assigned(partitions) => GroupEvent::Assigned(partitions.into_vec()),
+        ffi::FfiStreamEvent::Record(record) => GroupEvent::Record(stream_record(record)),
+    }
+}
+
+/// A stream read's records or a consumer group's events, from a plugin. Dropping it
+/// stops the plugin's pump (and, for a group, leaves it). Items cross in batches.
+pub struct EventStream {
+    inner: ffi::EventStreamBox,
+}
+
+impl EventStream {
+    /// The events waiting (at least one, at most `max`), or `None` once the feed has ended.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Res<Vec<GroupEvent>>> {
+        match self.inner.next_batch(u32::try_from(max).unwrap_or(u32::MAX)).await {
+            RResult::ROk(batch) if batch.is_empty() => None,
+            RResult::ROk(batch) => Some(Ok(batch.into_iter().map(group_event).collect())),
+            RResult::RErr(error) => Some(Err(error)),
+        }
+    }
+}
+
+pub struct StreamBasicHandle<'a>(&'a ffi::StreamBasicBox);
+
+impl StreamBasicHandle<'_> {
+    pub async fn append(&self, stream: &str, record: NewRecord) -> Res<Appended> {
+        Ok(appended(self.0.append(key(stream), new_record(record)).await.into_result()?))
+    }
+    /// Records only (a read never carries assignments).
+    pub async fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        from_offset: u64,
+        follow: bool,
+    ) -> Res<EventStream> {
+        let inner = self.0.read(key(stream), partition, from_offset, follow).await.into_result()?;
+        Ok(EventStream { inner })
+    }
+    pub async fn offsets(&self, stream: &str) -> Res<Vec<PartitionOffsets>> {
+        let offsets = self.0.offsets(key(stream)).await.into_result()?;
+        Ok(offsets
+            .into_iter()
+            .map(|o| PartitionOffsets { partition: o.partition, earliest: o.earliest, next: o.next })
+            .collect())
+    }
+}
+
+pub struct StreamPartitioningHandle<'a>(&'a ffi::StreamPartitioningBox);
+
+impl StreamPartitioningHandle<'_> {
+    pub async fn append_to_partition(
+        &self,
+        stream: &str,
+        partition: u32,
+        record: NewRecord,
+    ) -> Res<Appended> {
+        let result = self.0.append_to_partition(key(stream), partition, new_record(record)).await;
+        Ok(appended(result.into_result()?))
+    }
+}
+
+pub struct StreamReplayHandle<'a>(&'a ffi::StreamReplayBox);
+
+impl StreamReplayHandle<'_> {
+    pub async fn offset_for_timestamp(
+        &self,
+        stream: &str,
+        partition: u32,
+        timestamp_unix_ms: i64,
+    ) -> Res<u64> {
+        self.0.offset_for_timestamp(key(stream), partition, timestamp_unix_ms).await.into_result()
+    }
+}
+
+pub struct StreamConsumerGroupsHandle<'a>(&'a ffi::StreamConsumerGroupsBox);
+
+impl StreamConsumerGroupsHandle<'_> {
+    pub async fn join(&self, stream: &str, group: &str) -> Res<EventStream> {
+        let inner = self.0.join(key(stream), key(group)).await.into_result()?;
+        Ok(EventStream { inner })
+    }
+    pub async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> Res<()> {
+        self.0.commit(key(stream), key(group), key(ack_id)).await.into_result()
+    }
+    pub async fn committed(&self, stream: &str, group: &str) -> Res<Vec<(u32, Option<u64>)>> {
+        let positions = self.0.committed(key(stream), key(group)).await.into_result()?;
+        Ok(positions.into_iter().map(|c| (c.partition, c.offset.into_option())).collect())
     }
 }

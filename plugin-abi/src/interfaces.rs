@@ -19,10 +19,14 @@ pub enum Interface {
     PubSubBasic,
     PubSubWildcards,
     PubSubPersistent,
+    StreamBasic,
+    StreamConsumerGroups,
+    StreamReplay,
+    StreamPartitioning,
 }
 
 impl Interface {
-    pub const ALL: [Interface; 15] = [
+    pub const ALL: [Interface; 19] = [
         Interface::KeyValueBasic,
         Interface::KeyValueScan,
         Interface::KeyValueTtl,
@@ -38,6 +42,10 @@ impl Interface {
         Interface::PubSubBasic,
         Interface::PubSubWildcards,
         Interface::PubSubPersistent,
+        Interface::StreamBasic,
+        Interface::StreamConsumerGroups,
+        Interface::StreamReplay,
+        Interface::StreamPartitioning,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +65,10 @@ impl Interface {
             Interface::PubSubBasic => "pubsub_basic",
             Interface::PubSubWildcards => "pubsub_wildcards",
             Interface::PubSubPersistent => "pubsub_persistent",
+            Interface::StreamBasic => "stream_basic",
+            Interface::StreamConsumerGroups => "stream_consumer_groups",
+            Interface::StreamReplay => "stream_replay",
+            Interface::StreamPartitioning => "stream_partitioning",
         }
     }
 

@@ -21,11 +21,12 @@ pub use interfaces::Interface;
 pub use traits::{
     Driver, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTransactional, KeyValueTtl,
     ListBasic, ListRange, PubSubBasic, PubSubPersistent, PubSubWildcards, QueueBasic, QueueDeadLetter,
-    QueueDelayed, QueueVisibility,
+    QueueDelayed, QueueVisibility, StreamBasic, StreamConsumerGroups, StreamPartitioning, StreamReplay,
 };
 pub use types::{
-    CasResult, DeadLetterPage, Health, HealthStatus, KeyTtl, ListEnd, Message, Metadata, QueueMessage,
-    ScanPage, Subscription, TransactionId, Versioned,
+    Appended, CasResult, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus, KeyTtl, ListEnd,
+    Message, Metadata, NewRecord, PartitionOffsets, QueueMessage, RecordFeed, ScanPage, StreamRecord,
+    Subscription, TransactionId, Versioned,
 };
 
 /// The version of the plugin ABI described by this crate. A host refuses plugins

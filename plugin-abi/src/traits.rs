@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    CasResult, DeadLetterPage, Health, KeyTtl, ListEnd, PluginError, QueueMessage, ScanPage, Subscription,
-    TransactionId, Versioned,
+    Appended, CasResult, DeadLetterPage, GroupFeed, Health, KeyTtl, ListEnd, NewRecord, PartitionOffsets,
+    PluginError, QueueMessage, RecordFeed, ScanPage, Subscription, TransactionId, Versioned,
 };
 
 type Res<T> = Result<T, PluginError>;
@@ -216,4 +216,69 @@ pub trait PubSubPersistent: Driver {
         ack_wait: Duration,
     ) -> impl Future<Output = Res<Subscription>> + Send;
     fn ack(&self, name: &str, ack_id: &str) -> impl Future<Output = Res<()>> + Send;
+}
+
+/// `stream_basic`: append-only logs, named within a namespace. A stream has one or more
+/// partitions; each partition's offsets start at 0 and grow by one per record, and a
+/// partition is read in offset order. Appending to a new stream creates it.
+pub trait StreamBasic: Driver {
+    /// Appends one record; a keyed record goes to its key's partition.
+    fn append(&self, stream: &str, record: NewRecord) -> impl Future<Output = Res<Appended>> + Send;
+    /// The records of `partition` from `from_offset` on. With `follow` the feed waits for
+    /// new records until dropped; without it, it ends at the partition's end as of the call.
+    /// An unknown stream is `NotFound`; a partition it does not have is `InvalidArgument`.
+    fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        from_offset: u64,
+        follow: bool,
+    ) -> impl Future<Output = Res<RecordFeed>> + Send;
+    /// Every partition's offsets, in partition order. An unknown stream is `NotFound`.
+    fn offsets(&self, stream: &str) -> impl Future<Output = Res<Vec<PartitionOffsets>>> + Send;
+}
+
+/// `stream_partitioning`: a stream's partitions are visible and addressable, and the
+/// same key always maps to the same partition.
+pub trait StreamPartitioning: Driver {
+    fn append_to_partition(
+        &self,
+        stream: &str,
+        partition: u32,
+        record: NewRecord,
+    ) -> impl Future<Output = Res<Appended>> + Send;
+}
+
+/// `stream_replay`: find where to replay from by time.
+pub trait StreamReplay: Driver {
+    /// The first offset in `partition` whose record's timestamp is at or after
+    /// `timestamp_unix_ms`; the partition's end when there is none.
+    fn offset_for_timestamp(
+        &self,
+        stream: &str,
+        partition: u32,
+        timestamp_unix_ms: i64,
+    ) -> impl Future<Output = Res<u64>> + Send;
+}
+
+/// `stream_consumer_groups`: the members of a group share a stream's partitions, each
+/// partition owned by one member at a time. A new group starts at the earliest records.
+/// Delivery is at least once: a record not committed when its partition changes owner
+/// (or its owner leaves) is delivered again to the new owner.
+pub trait StreamConsumerGroups: Driver {
+    /// Joins `group`. The feed starts with an `Assigned` event, then records of the
+    /// assigned partitions after the group's committed offsets; every rebalance sends a
+    /// new `Assigned`. Dropping the feed leaves the group.
+    fn join(&self, stream: &str, group: &str) -> impl Future<Output = Res<GroupFeed>> + Send;
+    /// Marks the record `ack_id` names, and every earlier record of its partition, as
+    /// done for the group. A record whose partition has moved on to another member is
+    /// `FailedPrecondition` (the new owner will receive it).
+    fn commit(&self, stream: &str, group: &str, ack_id: &str) -> impl Future<Output = Res<()>> + Send;
+    /// The group's committed position per partition: the next offset it will consume
+    /// (`None` where it has committed nothing).
+    fn committed(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> impl Future<Output = Res<Vec<(u32, Option<u64>)>>> + Send;
 }

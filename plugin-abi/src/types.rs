@@ -125,29 +125,83 @@ pub struct Message {
     pub delivery_count: u32,
 }
 
-/// The messages of one subscription. Dropping it unsubscribes in the backend.
-pub struct Subscription {
-    stream: std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<Message, crate::PluginError>> + Send>>,
+/// Items a plugin produces over time: a subscription's messages, a stream read's
+/// records, a consumer group's events. Dropping it cancels the producer in the backend.
+pub struct Feed<T> {
+    stream: std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<T, crate::PluginError>> + Send>>,
 }
 
-impl Subscription {
+/// The messages of one subscription. Dropping it unsubscribes in the backend.
+pub type Subscription = Feed<Message>;
+/// The records of one stream read.
+pub type RecordFeed = Feed<StreamRecord>;
+/// What a consumer-group member receives: its assignments and its records.
+pub type GroupFeed = Feed<GroupEvent>;
+
+impl<T: Send + 'static> Feed<T> {
     pub fn new(
-        stream: impl futures_core::Stream<Item = Result<Message, crate::PluginError>> + Send + 'static,
+        stream: impl futures_core::Stream<Item = Result<T, crate::PluginError>> + Send + 'static,
     ) -> Self {
-        Subscription { stream: Box::pin(stream) }
+        Feed { stream: Box::pin(stream) }
     }
 
-    /// A subscription fed through a bounded channel (the sender side stays with the plugin).
-    pub fn from_receiver(
-        mut receiver: tokio::sync::mpsc::Receiver<Result<Message, crate::PluginError>>,
-    ) -> Self {
-        Subscription::new(futures_core_stream(move |cx| receiver.poll_recv(cx)))
+    /// A feed fed through a bounded channel (the sender side stays with the plugin).
+    pub fn from_receiver(mut receiver: tokio::sync::mpsc::Receiver<Result<T, crate::PluginError>>) -> Self {
+        Feed::new(futures_core_stream(move |cx| receiver.poll_recv(cx)))
     }
 
-    /// The next message; `None` when the subscription has ended.
-    pub async fn next(&mut self) -> Option<Result<Message, crate::PluginError>> {
+    /// The next item; `None` when the feed has ended.
+    pub async fn next(&mut self) -> Option<Result<T, crate::PluginError>> {
         std::future::poll_fn(|cx| self.stream.as_mut().poll_next(cx)).await
     }
+}
+
+/// A record to append to a stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewRecord {
+    /// Records with the same key go to the same partition; `None` lets the plugin spread them.
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_unix_ms: i64,
+}
+
+/// A record read back from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub timestamp_unix_ms: i64,
+    /// For a consumer-group delivery: what `StreamConsumerGroups::commit` takes. Empty otherwise.
+    pub ack_id: String,
+}
+
+/// The offsets of one partition: records live at `earliest..next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: u32,
+    pub earliest: u64,
+    /// The offset the next appended record will get (the high watermark).
+    pub next: u64,
+}
+
+/// What a consumer-group member receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupEvent {
+    /// The partitions this member now owns (after joining and after every rebalance).
+    /// Records of partitions it no longer owns stop arriving; uncommitted ones go to the new owner.
+    Assigned(Vec<u32>),
+    Record(StreamRecord),
 }
 
 /// A `Stream` from a poll function.

@@ -10,6 +10,7 @@ use prism_host::api::key_value_service_client::KeyValueServiceClient;
 use prism_host::api::list_service_client::ListServiceClient;
 use prism_host::api::pub_sub_service_client::PubSubServiceClient;
 use prism_host::api::queue_service_client::QueueServiceClient;
+use prism_host::api::stream_service_client::StreamServiceClient;
 use tonic::transport::Channel;
 
 /// The cargo target profile directory the tests were built into (e.g. `target/debug`).
@@ -57,16 +58,23 @@ pub struct Server {
 }
 
 impl Server {
-    /// Writes `config` (with `{memstore}`, `{panicking}` replaced by library paths) to a
+    /// Writes `config` (with `{memstore}`, `{redis}`, … replaced by library paths) to a
     /// temporary plugins.toml and serves it on 127.0.0.1:0.
     pub fn start(config: &str) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = config
-            .replace("{memstore}", &plugin_library("prism_memstore").display().to_string())
-            .replace("{panicking}", &plugin_library("prism_fixture_panicking").display().to_string())
-            .replace("{redis}", &plugin_library("prism_redis").display().to_string())
-            .replace("{postgres}", &plugin_library("prism_postgres").display().to_string())
-            .replace("{nats}", &plugin_library("prism_nats").display().to_string());
+        let mut config = config.to_owned();
+        for (placeholder, library) in [
+            ("{memstore}", "prism_memstore"),
+            ("{panicking}", "prism_fixture_panicking"),
+            ("{redis}", "prism_redis"),
+            ("{postgres}", "prism_postgres"),
+            ("{nats}", "prism_nats"),
+            ("{kafka}", "prism_kafka"),
+        ] {
+            if config.contains(placeholder) {
+                config = config.replace(placeholder, &plugin_library(library).display().to_string());
+            }
+        }
         let config_path = dir.path().join("plugins.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr_log = dir.path().join("stderr.log");
@@ -121,6 +129,10 @@ impl Server {
         PubSubServiceClient::new(self.channel().await)
     }
 
+    pub async fn stream(&self) -> StreamServiceClient<Channel> {
+        StreamServiceClient::new(self.channel().await)
+    }
+
     pub async fn admin(&self) -> AdminServiceClient<Channel> {
         AdminServiceClient::new(self.channel().await)
     }
@@ -131,6 +143,18 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server process's resident memory (Linux `/proc`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kib * 1024
     }
 
     /// Waits for the process to exit, returning its exit code.

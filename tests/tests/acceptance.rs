@@ -52,6 +52,10 @@ plugin_suites!(memstore: "prism_memstore", config = "", [
     list_range => ListRange,
     pubsub_basic => PubSubBasic,
     pubsub_wildcards => PubSubWildcards,
+    stream_basic => StreamBasic,
+    stream_consumer_groups => StreamConsumerGroups,
+    stream_replay => StreamReplay,
+    stream_partitioning => StreamPartitioning,
 ]);
 
 plugin_suites!(redis: "prism_redis", config = "url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"prism-acceptance:\"", [

@@ -6,6 +6,7 @@ pub mod keyvalue;
 pub mod list;
 pub mod pubsub;
 pub mod queue;
+pub mod stream;
 
 use std::time::Duration;
 

@@ -50,6 +50,10 @@ pub mod markers {
     pub struct PubSubBasic;
     pub struct PubSubWildcards;
     pub struct PubSubPersistent;
+    pub struct StreamBasic;
+    pub struct StreamConsumerGroups;
+    pub struct StreamReplay;
+    pub struct StreamPartitioning;
 }
 
 pub trait InterfaceName {
@@ -155,6 +159,22 @@ interface!(
     crate::PubSubPersistent,
     pubsub_persistent,
     FfiPubSubPersistent_TO
+);
+interface!(StreamBasic, "stream_basic", crate::StreamBasic, stream_basic, FfiStreamBasic_TO);
+interface!(
+    StreamConsumerGroups,
+    "stream_consumer_groups",
+    crate::StreamConsumerGroups,
+    stream_consumer_groups,
+    FfiStreamConsumerGroups_TO
+);
+interface!(StreamReplay, "stream_replay", crate::StreamReplay, stream_replay, FfiStreamReplay_TO);
+interface!(
+    StreamPartitioning,
+    "stream_partitioning",
+    crate::StreamPartitioning,
+    stream_partitioning,
+    FfiStreamPartitioning_TO
 );
 
 fn owned(s: RStr<'_>) -> String {
@@ -643,12 +663,171 @@ extern "C" fn create<D: Exported>(config: RString) -> FfiResult<FfiInstance> {
                 pubsub_basic: ROption::RNone,
                 pubsub_wildcards: ROption::RNone,
                 pubsub_persistent: ROption::RNone,
+                stream_basic: ROption::RNone,
+                stream_consumer_groups: ROption::RNone,
+                stream_replay: ROption::RNone,
+                stream_partitioning: ROption::RNone,
             },
             adapter,
         };
         D::register(&mut parts);
         ROk(parts.instance)
     })
+}
+
+fn headers_from_ffi(headers: RVec<FfiHeader>) -> Vec<(String, String)> {
+    headers.into_iter().map(|h| (h.name.into_string(), h.value.into_string())).collect()
+}
+
+fn headers_to_ffi(headers: Vec<(String, String)>) -> RVec<FfiHeader> {
+    headers.into_iter().map(|(name, value)| FfiHeader { name: name.into(), value: value.into() }).collect()
+}
+
+fn new_record(record: FfiNewRecord) -> crate::NewRecord {
+    crate::NewRecord {
+        key: record.key.into_option().map(RVec::into_vec),
+        payload: record.payload.into_vec(),
+        headers: headers_from_ffi(record.headers),
+    }
+}
+
+fn appended(appended: crate::Appended) -> FfiAppended {
+    FfiAppended {
+        partition: appended.partition,
+        offset: appended.offset,
+        timestamp_unix_ms: appended.timestamp_unix_ms,
+    }
+}
+
+fn stream_record(record: crate::StreamRecord) -> FfiStreamRecord {
+    FfiStreamRecord {
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key.map(RVec::from).into(),
+        payload: record.payload.into(),
+        headers: headers_to_ffi(record.headers),
+        timestamp_unix_ms: record.timestamp_unix_ms,
+        ack_id: record.ack_id.into(),
+    }
+}
+
+fn stream_event(event: crate::GroupEvent) -> FfiStreamEvent {
+    match event {
+        crate::GroupEvent::Assigned(partitions) => FfiStreamEvent::Assigned(partitions.into()),
+        crate::GroupEvent::Record(record) => FfiStreamEvent::Record(stream_record(record)),
+    }
+}
+
+/// Pumps a plugin feed into the bounded channel the host reads; stops when the host
+/// drops its end (which drops the feed, cancelling it in the backend).
+fn pump_feed<D, T: Send + 'static>(
+    adapter: &Adapter<D>,
+    feed: crate::Feed<T>,
+    convert: fn(T) -> FfiStreamEvent,
+) -> EventStreamBox {
+    let mut feed = feed;
+    super::stream::event_stream(&adapter.runtime, move |sender| async move {
+        while let Some(item) = feed.next().await {
+            let failed = item.is_err();
+            if sender.send(item.map(convert)).await.is_err() || failed {
+                return;
+            }
+        }
+    })
+}
+
+impl<D: crate::StreamBasic> FfiStreamBasic for Adapter<D> {
+    fn append(&self, stream: RStr<'_>, record: FfiNewRecord) -> FfiResult<FfiAppended> {
+        let stream = owned(stream);
+        self.call(|d| async move { d.append(&stream, new_record(record)).await }, appended)
+    }
+    fn read(
+        &self,
+        stream: RStr<'_>,
+        partition: u32,
+        from_offset: u64,
+        follow: bool,
+    ) -> FfiResult<EventStreamBox> {
+        let stream = owned(stream);
+        let adapter = self.clone();
+        self.call(
+            |d| async move { d.read(&stream, partition, from_offset, follow).await },
+            move |feed| pump_feed(&adapter, feed, |record| FfiStreamEvent::Record(stream_record(record))),
+        )
+    }
+    fn offsets(&self, stream: RStr<'_>) -> FfiResult<RVec<FfiPartitionOffsets>> {
+        let stream = owned(stream);
+        self.call(
+            |d| async move { d.offsets(&stream).await },
+            |offsets| {
+                offsets
+                    .into_iter()
+                    .map(|o| FfiPartitionOffsets {
+                        partition: o.partition,
+                        earliest: o.earliest,
+                        next: o.next,
+                    })
+                    .collect()
+            },
+        )
+    }
+}
+
+impl<D: crate::StreamPartitioning> FfiStreamPartitioning for Adapter<D> {
+    fn append_to_partition(
+        &self,
+        stream: RStr<'_>,
+        partition: u32,
+        record: FfiNewRecord,
+    ) -> FfiResult<FfiAppended> {
+        let stream = owned(stream);
+        self.call(
+            |d| async move { d.append_to_partition(&stream, partition, new_record(record)).await },
+            appended,
+        )
+    }
+}
+
+impl<D: crate::StreamReplay> FfiStreamReplay for Adapter<D> {
+    fn offset_for_timestamp(
+        &self,
+        stream: RStr<'_>,
+        partition: u32,
+        timestamp_unix_ms: i64,
+    ) -> FfiResult<u64> {
+        let stream = owned(stream);
+        self.call(
+            |d| async move { d.offset_for_timestamp(&stream, partition, timestamp_unix_ms).await },
+            |o| o,
+        )
+    }
+}
+
+impl<D: crate::StreamConsumerGroups> FfiStreamConsumerGroups for Adapter<D> {
+    fn join(&self, stream: RStr<'_>, group: RStr<'_>) -> FfiResult<EventStreamBox> {
+        let (stream, group) = (owned(stream), owned(group));
+        let adapter = self.clone();
+        self.call(
+            |d| async move { d.join(&stream, &group).await },
+            move |feed| pump_feed(&adapter, feed, stream_event),
+        )
+    }
+    fn commit(&self, stream: RStr<'_>, group: RStr<'_>, ack_id: RStr<'_>) -> FfiResult<()> {
+        let (stream, group, ack_id) = (owned(stream), owned(group), owned(ack_id));
+        self.call(|d| async move { d.commit(&stream, &group, &ack_id).await }, |()| ())
+    }
+    fn committed(&self, stream: RStr<'_>, group: RStr<'_>) -> FfiResult<RVec<FfiCommitted>> {
+        let (stream, group) = (owned(stream), owned(group));
+        self.call(
+            |d| async move { d.committed(&stream, &group).await },
+            |positions| {
+                positions
+                    .into_iter()
+                    .map(|(partition, offset)| FfiCommitted { partition, offset: offset.into() })
+                    .collect()
+            },
+        )
+    }
 }
 
 trait IntoFfiFuture<T> {

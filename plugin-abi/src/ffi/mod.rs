@@ -20,7 +20,7 @@ use async_ffi::FfiFuture;
 
 use crate::PluginError;
 
-pub(crate) use stream::{EntryStreamBox, MessageStreamBox};
+pub(crate) use stream::{EntryStreamBox, EventStreamBox, MessageStreamBox};
 
 /// A future that resolves to a plugin result.
 pub type FfiResult<T> = FfiFuture<RResult<T, PluginError>>;
@@ -124,6 +124,57 @@ pub struct FfiMessage {
     pub published_at_unix_ms: i64,
     pub ack_id: RString,
     pub delivery_count: u32,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiNewRecord {
+    pub key: ROption<RVec<u8>>,
+    pub payload: RVec<u8>,
+    pub headers: RVec<FfiHeader>,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiAppended {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_unix_ms: i64,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiStreamRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub key: ROption<RVec<u8>>,
+    pub payload: RVec<u8>,
+    pub headers: RVec<FfiHeader>,
+    pub timestamp_unix_ms: i64,
+    pub ack_id: RString,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiPartitionOffsets {
+    pub partition: u32,
+    pub earliest: u64,
+    pub next: u64,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiCommitted {
+    pub partition: u32,
+    pub offset: ROption<u64>,
+}
+
+/// One item of a stream read or a consumer-group feed.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone)]
+pub enum FfiStreamEvent {
+    Assigned(RVec<u32>),
+    Record(FfiStreamRecord),
 }
 
 #[repr(C)]
@@ -287,6 +338,50 @@ pub trait FfiPubSubPersistent: Send + Sync {
     fn ack(&self, name: RStr<'_>, ack_id: RStr<'_>) -> FfiResult<()>;
 }
 
+#[sabi_trait]
+pub trait FfiStreamBasic: Send + Sync {
+    fn append(&self, stream: RStr<'_>, record: FfiNewRecord) -> FfiResult<FfiAppended>;
+    fn read(
+        &self,
+        stream: RStr<'_>,
+        partition: u32,
+        from_offset: u64,
+        follow: bool,
+    ) -> FfiResult<EventStreamBox>;
+    #[sabi(last_prefix_field)]
+    fn offsets(&self, stream: RStr<'_>) -> FfiResult<RVec<FfiPartitionOffsets>>;
+}
+
+#[sabi_trait]
+pub trait FfiStreamPartitioning: Send + Sync {
+    #[sabi(last_prefix_field)]
+    fn append_to_partition(
+        &self,
+        stream: RStr<'_>,
+        partition: u32,
+        record: FfiNewRecord,
+    ) -> FfiResult<FfiAppended>;
+}
+
+#[sabi_trait]
+pub trait FfiStreamReplay: Send + Sync {
+    #[sabi(last_prefix_field)]
+    fn offset_for_timestamp(
+        &self,
+        stream: RStr<'_>,
+        partition: u32,
+        timestamp_unix_ms: i64,
+    ) -> FfiResult<u64>;
+}
+
+#[sabi_trait]
+pub trait FfiStreamConsumerGroups: Send + Sync {
+    fn join(&self, stream: RStr<'_>, group: RStr<'_>) -> FfiResult<EventStreamBox>;
+    fn commit(&self, stream: RStr<'_>, group: RStr<'_>, ack_id: RStr<'_>) -> FfiResult<()>;
+    #[sabi(last_prefix_field)]
+    fn committed(&self, stream: RStr<'_>, group: RStr<'_>) -> FfiResult<RVec<FfiCommitted>>;
+}
+
 pub type ControlBox = FfiControl_TO<'static, RBox<()>>;
 pub type KeyValueBasicBox = FfiKeyValueBasic_TO<'static, RBox<()>>;
 pub type KeyValueTtlBox = FfiKeyValueTtl_TO<'static, RBox<()>>;
@@ -303,6 +398,10 @@ pub type QueueDelayedBox = FfiQueueDelayed_TO<'static, RBox<()>>;
 pub type PubSubBasicBox = FfiPubSubBasic_TO<'static, RBox<()>>;
 pub type PubSubWildcardsBox = FfiPubSubWildcards_TO<'static, RBox<()>>;
 pub type PubSubPersistentBox = FfiPubSubPersistent_TO<'static, RBox<()>>;
+pub type StreamBasicBox = FfiStreamBasic_TO<'static, RBox<()>>;
+pub type StreamPartitioningBox = FfiStreamPartitioning_TO<'static, RBox<()>>;
+pub type StreamReplayBox = FfiStreamReplay_TO<'static, RBox<()>>;
+pub type StreamConsumerGroupsBox = FfiStreamConsumerGroups_TO<'static, RBox<()>>;
 
 /// A created plugin instance: its control object and one object per interface it has.
 #[repr(C)]
@@ -324,6 +423,10 @@ pub struct FfiInstance {
     pub pubsub_basic: ROption<PubSubBasicBox>,
     pub pubsub_wildcards: ROption<PubSubWildcardsBox>,
     pub pubsub_persistent: ROption<PubSubPersistentBox>,
+    pub stream_basic: ROption<StreamBasicBox>,
+    pub stream_consumer_groups: ROption<StreamConsumerGroupsBox>,
+    pub stream_replay: ROption<StreamReplayBox>,
+    pub stream_partitioning: ROption<StreamPartitioningBox>,
 }
 
 /// The root module every plugin library exports.

@@ -12,7 +12,7 @@ use abi_stable::{
 use tokio::sync::{mpsc, Mutex};
 
 use super::bridge::{bridge, CatchPanic, PluginRuntime};
-use super::{FfiEntry, FfiMessage, FfiResult};
+use super::{FfiEntry, FfiMessage, FfiResult, FfiStreamEvent};
 use crate::PluginError;
 
 /// How many items a plugin may produce ahead of the host's reader.
@@ -36,6 +36,15 @@ pub trait FfiMessageStream: Send + Sync {
 }
 
 pub(crate) type MessageStreamBox = FfiMessageStream_TO<'static, RBox<()>>;
+
+#[sabi_trait]
+pub trait FfiEventStream: Send + Sync {
+    /// Like `FfiMessageStream::next_batch`, for stream records and group events.
+    #[sabi(last_prefix_field)]
+    fn next_batch(&self, max: u32) -> FfiResult<RVec<FfiStreamEvent>>;
+}
+
+pub(crate) type EventStreamBox = FfiEventStream_TO<'static, RBox<()>>;
 
 type Item<T> = Result<T, PluginError>;
 
@@ -85,8 +94,11 @@ impl FfiEntryStream for ChannelStream<FfiEntry> {
     }
 }
 
-impl FfiMessageStream for ChannelStream<FfiMessage> {
-    fn next_batch(&self, max: u32) -> FfiResult<RVec<FfiMessage>> {
+impl<T: Send + 'static> ChannelStream<T>
+where
+    RResult<RVec<T>, PluginError>: super::bridge::FromPanic,
+{
+    fn next_items(&self, max: u32) -> FfiResult<RVec<T>> {
         let receiver = self.receiver.clone();
         bridge(&self.runtime, async move {
             let mut inbox = receiver.lock().await;
@@ -112,6 +124,18 @@ impl FfiMessageStream for ChannelStream<FfiMessage> {
             }
             ROk(batch)
         })
+    }
+}
+
+impl FfiMessageStream for ChannelStream<FfiMessage> {
+    fn next_batch(&self, max: u32) -> FfiResult<RVec<FfiMessage>> {
+        self.next_items(max)
+    }
+}
+
+impl FfiEventStream for ChannelStream<FfiStreamEvent> {
+    fn next_batch(&self, max: u32) -> FfiResult<RVec<FfiStreamEvent>> {
+        self.next_items(max)
     }
 }
 
@@ -152,6 +176,14 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     FfiMessageStream_TO::from_value(channel_stream(runtime, pump), TD_Opaque)
+}
+
+pub(crate) fn event_stream<P, F>(runtime: &Arc<PluginRuntime>, pump: P) -> EventStreamBox
+where
+    P: FnOnce(mpsc::Sender<Item<FfiStreamEvent>>) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    FfiEventStream_TO::from_value(channel_stream(runtime, pump), TD_Opaque)
 }
 
 #[cfg(test)]

@@ -14,6 +14,10 @@ pub struct Config {
     pub sweep_interval_ms: u64,
     /// Messages a subscription may have waiting; past that it misses new ones (at most once).
     pub subscriber_buffer: usize,
+    /// Partitions of every stream (fixed when the stream is created by its first append).
+    pub stream_partitions: u32,
+    /// Records each stream partition keeps; older ones fall off and `earliest` moves on.
+    pub stream_retention: usize,
 }
 
 impl Default for Config {
@@ -24,6 +28,8 @@ impl Default for Config {
             max_bytes: 256 * 1024 * 1024,
             sweep_interval_ms: 250,
             subscriber_buffer: 1024,
+            stream_partitions: 3,
+            stream_retention: 100_000,
         }
     }
 }

@@ -4,13 +4,15 @@
 //! Keys live in sharded `BTreeMap`s (ordered, so prefix scans page by key), each
 //! behind its own lock. TTLs are checked lazily on access and reclaimed by one
 //! background sweeper per instance, never by a timer per key. Pub/sub fans out in
-//! process through one bounded channel per subscription.
+//! process through one bounded channel per subscription. Streams are bounded
+//! in-memory logs with consumer groups.
 
 mod config;
 mod keyvalue;
 mod list;
 mod pubsub;
 mod store;
+mod stream;
 
 pub use config::Config;
 pub use store::Memstore;
@@ -18,10 +20,10 @@ pub use store::Memstore;
 plugin_abi::export_plugin! {
     driver: Memstore,
     name: "memstore",
-    description: "In-process sharded key-value and list store, and pub/sub fan-out (data lives as long as the instance)",
-    connection_format: "none (in-process); config: shards, max_keys, max_bytes, sweep_interval_ms, subscriber_buffer",
+    description: "In-process sharded key-value and list store, pub/sub fan-out and streams (data lives as long as the instance)",
+    connection_format: "none (in-process); config: shards, max_keys, max_bytes, sweep_interval_ms, subscriber_buffer, stream_partitions, stream_retention",
     interfaces: [
         KeyValueBasic, KeyValueTtl, KeyValueScan, KeyValueBatch, KeyValueCas, ListBasic, ListRange,
-        PubSubBasic, PubSubWildcards,
+        PubSubBasic, PubSubWildcards, StreamBasic, StreamConsumerGroups, StreamReplay, StreamPartitioning,
     ],
 }

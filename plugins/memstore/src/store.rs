@@ -41,6 +41,7 @@ pub(crate) struct Inner {
 pub struct Memstore {
     pub(crate) inner: Arc<Inner>,
     pub(crate) bus: crate::pubsub::Bus,
+    pub(crate) streams: crate::stream::Streams,
     sweeper: tokio::task::AbortHandle,
 }
 
@@ -62,6 +63,15 @@ impl Driver for Memstore {
         }
         if config.sweep_interval_ms == 0 {
             return Err(PluginError::invalid_argument("sweep_interval_ms must be at least 1"));
+        }
+        if config.stream_partitions == 0 || config.stream_partitions > 1024 {
+            return Err(PluginError::invalid_argument(format!(
+                "stream_partitions = {} is out of range: use 1..=1024",
+                config.stream_partitions
+            )));
+        }
+        if config.stream_retention == 0 {
+            return Err(PluginError::invalid_argument("stream_retention must be at least 1 record"));
         }
         if config.subscriber_buffer == 0 {
             return Err(PluginError::invalid_argument("subscriber_buffer must be at least 1"));
@@ -85,6 +95,7 @@ impl Driver for Memstore {
         Ok(Memstore {
             inner,
             bus: crate::pubsub::Bus::new(config.subscriber_buffer),
+            streams: crate::stream::Streams::new(config.stream_partitions, config.stream_retention),
             sweeper: sweeper.abort_handle(),
         })
     }

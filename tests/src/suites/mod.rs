@@ -18,6 +18,10 @@ mod queue_basic;
 mod queue_dead_letter;
 mod queue_delayed;
 mod queue_visibility;
+mod stream_basic;
+mod stream_consumer_groups;
+mod stream_partitioning;
+mod stream_replay;
 
 use std::future::Future;
 use std::path::Path;
@@ -67,6 +71,10 @@ pub fn suite_for(interface: Interface) -> &'static [Case] {
         Interface::PubSubBasic => pubsub_basic::CASES,
         Interface::PubSubWildcards => pubsub_wildcards::CASES,
         Interface::PubSubPersistent => pubsub_persistent::CASES,
+        Interface::StreamBasic => stream_basic::CASES,
+        Interface::StreamConsumerGroups => stream_consumer_groups::CASES,
+        Interface::StreamReplay => stream_replay::CASES,
+        Interface::StreamPartitioning => stream_partitioning::CASES,
     }
 }
 
