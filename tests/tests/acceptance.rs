@@ -90,3 +90,11 @@ plugin_suites!(nats: "prism_nats", config = "url = \"nats://127.0.0.1:4222\"\nsu
     pubsub_wildcards => PubSubWildcards,
     pubsub_persistent => PubSubPersistent,
 ]);
+
+plugin_suites!(kafka: "prism_kafka", config = "brokers = \"127.0.0.1:9092\"\ntopic_prefix = \"prism-acceptance.\"\npartitions = 3", [
+    stream_basic => StreamBasic,
+    stream_consumer_groups => StreamConsumerGroups,
+    stream_replay => StreamReplay,
+    stream_partitioning => StreamPartitioning,
+    pubsub_basic => PubSubBasic,
+]);

@@ -79,6 +79,7 @@ fn test(args: &[String]) -> Result<(), String> {
     services::ensure_redis()?;
     services::ensure_postgres()?;
     services::ensure_nats()?;
+    services::ensure_kafka()?;
     build_all()?;
     let mut test = cargo();
     test.args(["test", "--workspace", "--no-fail-fast"]).args(args).stdout(Stdio::piped());

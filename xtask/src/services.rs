@@ -145,3 +145,43 @@ pub fn ensure_nats() -> Result<(), String> {
     run(start)?;
     wait_for(ADDRESS, "nats-server")
 }
+
+/// A Kafka-compatible broker on 127.0.0.1:9092: tansu with in-memory storage, installed
+/// from crates.io when missing (a release build of several minutes, done once per machine).
+pub fn ensure_kafka() -> Result<(), String> {
+    const ADDRESS: &str = "127.0.0.1:9092";
+    if reachable(ADDRESS) {
+        return Ok(());
+    }
+    let tansu = tansu_binary();
+    if !tansu.exists() && !installed("tansu") {
+        eprintln!(
+            "xtask: installing tansu (Kafka-compatible broker) with cargo; this takes several minutes once"
+        );
+        let mut install = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        install.args(["install", "--locked", "tansu", "--features", "dynostore"]);
+        run(install)?;
+    }
+    let program = if tansu.exists() { tansu.display().to_string() } else { "tansu".into() };
+    let log = std::env::temp_dir().join("prism-tansu.log");
+    let mut start = Command::new("sh");
+    start.args([
+        "-c",
+        &format!(
+            "nohup {program} broker --listener-url tcp://{ADDRESS} --advertised-listener-url tcp://{ADDRESS} \
+             --storage-engine memory://tansu/ > {} 2>&1 &",
+            log.display()
+        ),
+    ]);
+    run(start)?;
+    wait_for(ADDRESS, "tansu").map_err(|e| format!("{e} (its log: {})", log.display()))
+}
+
+/// Where `cargo install` puts tansu.
+fn tansu_binary() -> std::path::PathBuf {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cargo")))
+        .unwrap_or_default();
+    cargo_home.join("bin").join("tansu")
+}

@@ -18,9 +18,12 @@ pub(crate) async fn receive(stream: &mut MessageStream) -> Message {
     }
 }
 
-/// A topic unique to this case: the keys prefix (no dots) as the first token.
+/// A topic unique to this case: the keys prefix as the first token, in characters every
+/// backend accepts in a topic name (Kafka's are the fewest).
 pub(crate) fn topic(keys: &super::Keys, rest: &str) -> String {
-    format!("{}.{rest}", keys.key("t").replace('.', "_"))
+    let first: String =
+        keys.key("t").chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("{first}.{rest}")
 }
 
 cases! {

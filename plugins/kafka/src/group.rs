@@ -1,0 +1,236 @@
+//! stream_consumer_groups on Kafka consumer groups. Each `join` is one group member (its
+//! own consumer, eager round-robin assignment, manual commits). Kafka accepts a commit
+//! only from a current member that owns the partition, so ack ids name the member
+//! (`<member>:<partition>:<offset>`) and commits go through its consumer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use plugin_abi::{GroupEvent, GroupFeed, PluginError, StreamConsumerGroups};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::stream::stream_record;
+use crate::{blocking, unavailable, Kafka};
+
+type Res<T> = Result<T, PluginError>;
+
+/// Forwards each new assignment (the member's partitions of its topic) to its pump.
+struct AssignmentContext {
+    topic: String,
+    assignments: mpsc::UnboundedSender<Vec<u32>>,
+}
+
+impl ClientContext for AssignmentContext {}
+
+impl ConsumerContext for AssignmentContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            let mut partitions: Vec<u32> =
+                assigned.elements_for_topic(&self.topic).iter().map(|e| e.partition() as u32).collect();
+            partitions.sort_unstable();
+            let _ = self.assignments.send(partitions);
+        }
+    }
+}
+
+type MemberConsumer = StreamConsumer<AssignmentContext>;
+
+struct Member {
+    consumer: MemberConsumer,
+    topic: String,
+    group: String,
+}
+
+/// The live members this instance created, so commits can find their consumer.
+#[derive(Default)]
+pub(crate) struct Members {
+    live: Mutex<HashMap<u64, Weak<Member>>>,
+    next: AtomicU64,
+}
+
+impl Members {
+    fn add(&self, member: &Arc<Member>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|_, member| member.strong_count() > 0);
+        live.insert(id, Arc::downgrade(member));
+        id
+    }
+
+    fn get(&self, id: u64) -> Option<Arc<Member>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(&id).and_then(Weak::upgrade)
+    }
+}
+
+fn parse_ack_id(ack_id: &str) -> Res<(u64, u32, u64)> {
+    let invalid =
+        || PluginError::invalid_argument(format!("'{ack_id}' is not an ack id this stream handed out"));
+    let mut parts = ack_id.split(':');
+    let (Some(member), Some(partition), Some(offset), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid());
+    };
+    Ok((
+        member.parse().map_err(|_| invalid())?,
+        partition.parse().map_err(|_| invalid())?,
+        offset.parse().map_err(|_| invalid())?,
+    ))
+}
+
+fn moved_on(partition: u32, topic: &str, group: &str) -> PluginError {
+    PluginError::failed_precondition(format!(
+        "partition {partition} of '{topic}' is no longer this member's in group '{group}' (a rebalance moved it \
+         or the member left); its new owner receives the uncommitted records again"
+    ))
+}
+
+impl Kafka {
+    fn group_id(&self, group: &str) -> String {
+        format!("{}{group}", self.config.topic_prefix)
+    }
+}
+
+/// Sends the member's assignments and records until the reader goes away or the consumer fails.
+async fn pump_member(
+    member: Arc<Member>,
+    id: u64,
+    mut assignments: mpsc::UnboundedReceiver<Vec<u32>>,
+    sender: mpsc::Sender<Res<GroupEvent>>,
+) {
+    'pump: loop {
+        let received = tokio::select! {
+            biased;
+            () = sender.closed() => break,
+            Some(partitions) = assignments.recv() => {
+                if sender.send(Ok(GroupEvent::Assigned(partitions))).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            received = member.consumer.recv() => received
+                .map(|message| {
+                    let ack_id = format!("{id}:{}:{}", message.partition(), message.offset());
+                    stream_record(&message, ack_id)
+                }),
+        };
+        // A rebalance is served inside `recv`, so its assignment goes out before the
+        // first record it brought.
+        while let Ok(partitions) = assignments.try_recv() {
+            if sender.send(Ok(GroupEvent::Assigned(partitions))).await.is_err() {
+                break 'pump;
+            }
+        }
+        match received {
+            Ok(record) => {
+                if sender.send(Ok(GroupEvent::Record(record))).await.is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                let _ = sender.send(Err(unavailable("group consumer failed", error))).await;
+                break;
+            }
+        }
+    }
+    // Closing a consumer leaves the group synchronously: keep that off the async workers.
+    tokio::task::spawn_blocking(move || drop(member));
+}
+
+impl StreamConsumerGroups for Kafka {
+    async fn join(&self, stream: &str, group: &str) -> Res<GroupFeed> {
+        let topic = self.topic_name(stream)?;
+        self.ensure_topic(&topic).await?;
+        let (assignments_tx, assignments) = mpsc::unbounded_channel();
+        let context = AssignmentContext { topic: topic.clone(), assignments: assignments_tx };
+        let consumer: MemberConsumer = self
+            .client_config()
+            .set("group.id", self.group_id(group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "roundrobin")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("allow.auto.create.topics", "false")
+            .create_with_context(context)
+            .map_err(|e| unavailable("cannot create a group consumer", e))?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|e| unavailable(&format!("cannot subscribe to '{topic}'"), e))?;
+        let member = Arc::new(Member { consumer, topic, group: group.to_owned() });
+        let id = self.members.add(&member);
+        let (sender, receiver) = mpsc::channel(256);
+        tokio::spawn(pump_member(member, id, assignments, sender));
+        Ok(GroupFeed::from_receiver(receiver))
+    }
+
+    async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> Res<()> {
+        let (id, partition, offset) = parse_ack_id(ack_id)?;
+        let topic = self.topic_name(stream)?;
+        let Some(member) = self.members.get(id) else {
+            return Err(moved_on(partition, &topic, group));
+        };
+        if member.topic != topic || member.group != group {
+            return Err(PluginError::invalid_argument(format!(
+                "ack id '{ack_id}' was handed out for group '{}' on '{}', not group '{group}' on '{topic}'",
+                member.group, member.topic
+            )));
+        }
+        let owned = member
+            .consumer
+            .assignment()
+            .map_err(|e| unavailable("cannot read the member's assignment", e))?
+            .find_partition(&topic, partition as i32)
+            .is_some();
+        if !owned {
+            return Err(moved_on(partition, &topic, group));
+        }
+        let mut position = TopicPartitionList::new();
+        position
+            .add_partition_offset(&topic, partition as i32, Offset::Offset(offset as i64 + 1))
+            .map_err(|e| unavailable("cannot build the commit", e))?;
+        match blocking(move || member.consumer.commit(&position, CommitMode::Sync)).await {
+            Ok(()) => Ok(()),
+            Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::RebalanceInProgress,
+            )) => Err(moved_on(partition, &topic, group)),
+            Err(error) => Err(unavailable(&format!("commit to group '{group}' failed"), error)),
+        }
+    }
+
+    async fn committed(&self, stream: &str, group: &str) -> Res<Vec<(u32, Option<u64>)>> {
+        let topic = self.topic_name(stream)?;
+        let count = self.partitions(&topic).await?;
+        let reader: BaseConsumer = self
+            .client_config()
+            .set("group.id", self.group_id(group))
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| unavailable("cannot create a consumer", e))?;
+        let mut query = TopicPartitionList::new();
+        for partition in 0..count {
+            query.add_partition(&topic, partition as i32);
+        }
+        let timeout = self.timeout();
+        let answer = blocking(move || reader.committed_offsets(query, timeout))
+            .await
+            .map_err(|e| unavailable(&format!("committed offsets of group '{group}'"), e))?;
+        Ok((0..count)
+            .map(|partition| {
+                let offset = match answer.find_partition(&topic, partition as i32).map(|e| e.offset()) {
+                    Some(Offset::Offset(offset)) if offset >= 0 => Some(offset as u64),
+                    _ => None,
+                };
+                (partition, offset)
+            })
+            .collect())
+    }
+}

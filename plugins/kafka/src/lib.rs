@@ -1,0 +1,129 @@
+//! kafka: streams and pub/sub on Kafka (or a Kafka-compatible broker) through rdkafka.
+//!
+//! A Prism stream or pub/sub topic is the Kafka topic `topic_prefix + name`, created
+//! through the admin API on first use when `create_topics` is on. Appends go through one
+//! idempotent producer and report the partition and offset from the delivery report.
+//! Reads are consumers assigned to one partition (no group); consumer groups are Kafka
+//! consumer groups with manual commits, so a record's ack id names the member that
+//! received it and commits go through that member's consumer.
+
+mod config;
+mod group;
+mod pubsub;
+mod stream;
+mod topics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugin_abi::{Driver, Health, PluginError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+
+pub use config::Config;
+
+pub struct Kafka {
+    config: Config,
+    producer: FutureProducer,
+    /// Metadata, watermarks and time lookups; never subscribes or commits.
+    lookups: Arc<BaseConsumer>,
+    topics: topics::Topics,
+    members: group::Members,
+    /// Picks the partition this instance publishes pub/sub messages to.
+    publisher_id: u64,
+}
+
+plugin_abi::export_plugin! {
+    driver: Kafka,
+    name: "kafka",
+    description: "Kafka streams (consumer groups, replay, partitions) and pub/sub with durable subscriptions",
+    connection_format: "brokers = \"host:port[,host:port…]\"; config: topic_prefix, partitions, replication, create_topics, request_timeout_ms, properties",
+    interfaces: [
+        StreamBasic, StreamConsumerGroups, StreamReplay, StreamPartitioning, PubSubBasic,
+    ],
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> PluginError {
+    PluginError::unavailable(format!("kafka: {what}: {error}"))
+}
+
+/// Runs a blocking rdkafka call (metadata, watermarks, sync commits) off the async workers.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+impl Kafka {
+    /// The base client settings every producer and consumer shares.
+    fn client_config(&self) -> ClientConfig {
+        self.config.client_config()
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms)
+    }
+}
+
+impl Driver for Kafka {
+    type Config = Config;
+    /// rdkafka runs its own threads; the runtime only drives pumps and delivery futures.
+    const RUNTIME_WORKERS: usize = 2;
+
+    fn check(config: &Config) -> Result<(), PluginError> {
+        config.check()
+    }
+
+    async fn create(config: Config) -> Result<Self, PluginError> {
+        let producer: FutureProducer = config
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", config.request_timeout_ms.to_string())
+            .create()
+            .map_err(|e| unavailable("cannot create a producer", e))?;
+        let lookups: BaseConsumer = config
+            .client_config()
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(|e| unavailable("cannot create a metadata client", e))?;
+        let lookups = Arc::new(lookups);
+        let timeout = Duration::from_millis(config.request_timeout_ms);
+        // Fail at create, with the broker address in the message, rather than on first use.
+        let probe = lookups.clone();
+        blocking(move || probe.fetch_metadata(None, timeout).map(|_| ()))
+            .await
+            .map_err(|e| unavailable(&format!("cannot reach brokers {}", config.brokers), e))?;
+        let publisher_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64 ^ u64::from(std::process::id()))
+            .unwrap_or_default();
+        Ok(Kafka {
+            topics: topics::Topics::default(),
+            members: group::Members::default(),
+            publisher_id,
+            config,
+            producer,
+            lookups,
+        })
+    }
+
+    async fn health(&self) -> Health {
+        let lookups = self.lookups.clone();
+        let timeout = self.timeout();
+        match blocking(move || lookups.fetch_metadata(None, timeout)).await {
+            Ok(metadata) if !metadata.brokers().is_empty() => Health::serving(),
+            Ok(_) => Health::unhealthy("kafka: the cluster reports no brokers"),
+            Err(error) => {
+                Health::unhealthy(format!("kafka: brokers {} unreachable: {error}", self.config.brokers))
+            }
+        }
+    }
+}
