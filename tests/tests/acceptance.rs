@@ -97,4 +97,5 @@ plugin_suites!(kafka: "prism_kafka", config = "brokers = \"127.0.0.1:9092\"\ntop
     stream_replay => StreamReplay,
     stream_partitioning => StreamPartitioning,
     pubsub_basic => PubSubBasic,
+    pubsub_persistent => PubSubPersistent,
 ]);

@@ -3,9 +3,7 @@
 //! only from a current member that owns the partition, so ack ids name the member
 //! (`<member>:<partition>:<offset>`) and commits go through its consumer.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use plugin_abi::{GroupEvent, GroupFeed, PluginError, StreamConsumerGroups};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -20,9 +18,9 @@ use crate::{blocking, unavailable, Kafka};
 type Res<T> = Result<T, PluginError>;
 
 /// Forwards each new assignment (the member's partitions of its topic) to its pump.
-struct AssignmentContext {
-    topic: String,
-    assignments: mpsc::UnboundedSender<Vec<u32>>,
+pub(crate) struct AssignmentContext {
+    pub(crate) topic: String,
+    pub(crate) assignments: mpsc::UnboundedSender<Vec<u32>>,
 }
 
 impl ClientContext for AssignmentContext {}
@@ -38,36 +36,16 @@ impl ConsumerContext for AssignmentContext {
     }
 }
 
-type MemberConsumer = StreamConsumer<AssignmentContext>;
+pub(crate) type MemberConsumer = StreamConsumer<AssignmentContext>;
 
-struct Member {
+pub(crate) struct Member {
     consumer: MemberConsumer,
     topic: String,
     group: String,
 }
 
-/// The live members this instance created, so commits can find their consumer.
-#[derive(Default)]
-pub(crate) struct Members {
-    live: Mutex<HashMap<u64, Weak<Member>>>,
-    next: AtomicU64,
-}
-
-impl Members {
-    fn add(&self, member: &Arc<Member>) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.retain(|_, member| member.strong_count() > 0);
-        live.insert(id, Arc::downgrade(member));
-        id
-    }
-
-    fn get(&self, id: u64) -> Option<Arc<Member>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(&id).and_then(Weak::upgrade)
-    }
-}
-
-fn parse_ack_id(ack_id: &str) -> Res<(u64, u32, u64)> {
+/// Splits `<member>:<partition>:<offset>`.
+pub(crate) fn parse_ack_id(ack_id: &str) -> Res<(u64, u32, u64)> {
     let invalid =
         || PluginError::invalid_argument(format!("'{ack_id}' is not an ack id this stream handed out"));
     let mut parts = ack_id.split(':');

@@ -9,7 +9,9 @@
 
 mod config;
 mod group;
+mod durable;
 mod pubsub;
+mod registry;
 mod stream;
 mod topics;
 
@@ -30,7 +32,10 @@ pub struct Kafka {
     /// Metadata, watermarks and time lookups; never subscribes or commits.
     lookups: Arc<BaseConsumer>,
     topics: topics::Topics,
-    members: group::Members,
+    members: registry::Registry<group::Member>,
+    durables: registry::Registry<durable::DurableMember>,
+    /// Deliveries so far of uncommitted durable messages, for `delivery_count`.
+    delivery_counts: Arc<durable::DeliveryCounts>,
     /// Picks the partition this instance publishes pub/sub messages to.
     publisher_id: u64,
 }
@@ -41,7 +46,7 @@ plugin_abi::export_plugin! {
     description: "Kafka streams (consumer groups, replay, partitions) and pub/sub with durable subscriptions",
     connection_format: "brokers = \"host:port[,host:port…]\"; config: topic_prefix, partitions, replication, create_topics, request_timeout_ms, properties",
     interfaces: [
-        StreamBasic, StreamConsumerGroups, StreamReplay, StreamPartitioning, PubSubBasic,
+        StreamBasic, StreamConsumerGroups, StreamReplay, StreamPartitioning, PubSubBasic, PubSubPersistent,
     ],
 }
 
@@ -107,7 +112,9 @@ impl Driver for Kafka {
             .unwrap_or_default();
         Ok(Kafka {
             topics: topics::Topics::default(),
-            members: group::Members::default(),
+            members: registry::Registry::default(),
+            durables: registry::Registry::default(),
+            delivery_counts: Arc::default(),
             publisher_id,
             config,
             producer,

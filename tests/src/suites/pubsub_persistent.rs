@@ -63,4 +63,19 @@ cases! {
         assert_eq!(next.payload, b"next".to_vec(), "the acked message came back");
         persistent.ack(&name, &next.ack_id).await.unwrap();
     }
+
+    async fn a_live_subscriber_gets_an_unacked_message_again_after_the_ack_wait(instance, keys) {
+        let basic = instance.pubsub_basic().unwrap();
+        let persistent = instance.pubsub_persistent().unwrap();
+        let (name, topic) = (durable(keys), topic(keys, "again"));
+        let wait = Duration::from_secs(1);
+        let mut subscription = persistent.subscribe_durable(&name, &topic, wait).await.unwrap();
+        basic.publish(&topic, b"slow".to_vec(), Vec::new()).await.unwrap();
+        let first = receive(&mut subscription).await;
+        assert_eq!(first.delivery_count, 1);
+        let again = receive(&mut subscription).await; // not acked: it comes back
+        assert_eq!((again.id.as_str(), again.payload.as_slice()), (first.id.as_str(), &b"slow"[..]));
+        assert_eq!(again.delivery_count, 2);
+        persistent.ack(&name, &again.ack_id).await.unwrap();
+    }
 }
