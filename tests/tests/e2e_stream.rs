@@ -11,27 +11,45 @@ use prism_host::api::read_request::Start;
 use prism_host::api::*;
 use tonic::{Code, Streaming};
 
-const CONFIG: &str = r#"
+fn config() -> String {
+    format!(
+        r#"
 [plugins.memstore]
-path = "{memstore}"
+path = "{{memstore}}"
+
+[plugins.kafka]
+path = "{{kafka}}"
 
 [[namespaces]]
 name = "logs"
 pattern = "stream"
 [namespaces.slots.log]
 plugin = "memstore"
-config = { stream_partitions = 3 }
+config = {{ stream_partitions = 3 }}
+
+[[namespaces]]
+name = "kafka-logs"
+pattern = "stream"
+[namespaces.slots.log]
+plugin = "kafka"
+config = {{ brokers = "127.0.0.1:9092", topic_prefix = "prism-e2e-{}.", partitions = 3 }}
 
 [[namespaces]]
 name = "kv"
 pattern = "keyvalue"
 [namespaces.slots.store]
 plugin = "memstore"
-"#;
+"#,
+        std::process::id()
+    )
+}
 
-fn append(stream: &str, key: &str, payload: &[u8]) -> AppendRequest {
+/// The same behaviour is expected of every stream backend.
+const STREAM_NAMESPACES: [&str; 2] = ["logs", "kafka-logs"];
+
+fn append(namespace: &str, stream: &str, key: &str, payload: &[u8]) -> AppendRequest {
     AppendRequest {
-        namespace: "logs".into(),
+        namespace: namespace.into(),
         stream: stream.into(),
         key: Some(key.as_bytes().to_vec().into()),
         payload: payload.to_vec().into(),
@@ -39,8 +57,15 @@ fn append(stream: &str, key: &str, payload: &[u8]) -> AppendRequest {
     }
 }
 
-fn read(stream: &str, partition: u32, start: Option<Start>, follow: bool) -> ReadRequest {
-    ReadRequest { namespace: "logs".into(), stream: stream.into(), partition, start, follow, max_records: 0 }
+fn read(namespace: &str, stream: &str, partition: u32, start: Option<Start>, follow: bool) -> ReadRequest {
+    ReadRequest {
+        namespace: namespace.into(),
+        stream: stream.into(),
+        partition,
+        start,
+        follow,
+        max_records: 0,
+    }
 }
 
 async fn all(mut responses: Streaming<ReadResponse>) -> Vec<StreamRecord> {
@@ -67,48 +92,58 @@ async fn next_event(events: &mut Streaming<JoinGroupResponse>) -> Event {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_append_and_read_back_from_an_offset_a_timestamp_and_the_end() {
-    let server = Server::start(CONFIG);
+    let server = Server::start(&config());
+    for namespace in STREAM_NAMESPACES {
+        append_and_read_back(&server, namespace).await;
+    }
+}
+
+async fn append_and_read_back(server: &Server, ns: &str) {
     let mut client = server.stream().await;
     let mut appended = Vec::new();
     for i in 0..10u8 {
-        let mut request = append("orders", "customer-7", &[i]);
+        let mut request = append(ns, "orders", "customer-7", &[i]);
         request.headers.insert("n".into(), i.to_string());
         appended.push(client.append(request).await.unwrap().into_inner());
     }
     let partition = appended[0].partition;
     assert!(appended.windows(2).all(|w| w[1].offset == w[0].offset + 1 && w[1].partition == partition));
 
-    let records = all(client.read(read("orders", partition, None, false)).await.unwrap().into_inner()).await;
+    let records =
+        all(client.read(read(ns, "orders", partition, None, false)).await.unwrap().into_inner()).await;
     assert_eq!(records.iter().map(|r| r.payload[0]).collect::<Vec<_>>(), (0..10).collect::<Vec<u8>>());
     assert_eq!(records[3].headers.get("n").map(String::as_str), Some("3"));
     assert_eq!(records[3].key.as_deref(), Some(&b"customer-7"[..]));
 
-    let from_offset = read("orders", partition, Some(Start::FromOffset(appended[7].offset)), false);
+    let from_offset = read(ns, "orders", partition, Some(Start::FromOffset(appended[7].offset)), false);
     let records = all(client.read(from_offset).await.unwrap().into_inner()).await;
     assert_eq!(records.iter().map(|r| r.payload[0]).collect::<Vec<_>>(), vec![7, 8, 9]);
 
     let since = appended[9].timestamp_unix_ms + 1;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    client.append(append("orders", "customer-7", b"late")).await.unwrap();
-    let from_time = read("orders", partition, Some(Start::FromTimestampUnixMs(since)), false);
+    client.append(append(ns, "orders", "customer-7", b"late")).await.unwrap();
+    let from_time = read(ns, "orders", partition, Some(Start::FromTimestampUnixMs(since)), false);
     let records = all(client.read(from_time).await.unwrap().into_inner()).await;
     assert_eq!(records.len(), 1);
     assert_eq!(&records[0].payload[..], b"late");
 
-    let mut limited = read("orders", partition, None, false);
+    let mut limited = read(ns, "orders", partition, None, false);
     limited.max_records = 4;
     assert_eq!(all(client.read(limited).await.unwrap().into_inner()).await.len(), 4);
 
-    let mut tail =
-        client.read(read("orders", partition, Some(Start::FromEnd(true)), true)).await.unwrap().into_inner();
-    client.append(append("orders", "customer-7", b"new")).await.unwrap();
+    let mut tail = client
+        .read(read(ns, "orders", partition, Some(Start::FromEnd(true)), true))
+        .await
+        .unwrap()
+        .into_inner();
+    client.append(append(ns, "orders", "customer-7", b"new")).await.unwrap();
     let record =
         tokio::time::timeout(Duration::from_secs(5), tail.message()).await.unwrap().unwrap().unwrap();
     assert_eq!(&record.record.unwrap().payload[..], b"new");
 
     let offsets = client
         .get_offsets(GetOffsetsRequest {
-            namespace: "logs".into(),
+            namespace: ns.into(),
             stream: "orders".into(),
             group: String::new(),
         })
@@ -119,8 +154,8 @@ async fn records_append_and_read_back_from_an_offset_a_timestamp_and_the_end() {
     assert_eq!(offsets.partitions[partition as usize].next, appended[0].offset + 12);
 }
 
-fn commit(ack_id: String) -> CommitRequest {
-    CommitRequest { namespace: "logs".into(), stream: "jobs".into(), group: "workers".into(), ack_id }
+fn commit(namespace: &str, ack_id: String) -> CommitRequest {
+    CommitRequest { namespace: namespace.into(), stream: "jobs".into(), group: "workers".into(), ack_id }
 }
 
 /// Forwards a member's records (tagged with the member) until the call ends.
@@ -147,11 +182,16 @@ fn forward(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_group_members_over_grpc_share_the_records_and_commits_are_visible() {
-    let server = Server::start(CONFIG);
+    let server = Server::start(&config());
+    for namespace in STREAM_NAMESPACES {
+        two_members_share(&server, namespace).await;
+    }
+}
+
+async fn two_members_share(server: &Server, ns: &str) {
     let mut client = server.stream().await;
-    client.append(append("jobs", "create", b"-")).await.unwrap();
-    let join =
-        || JoinGroupRequest { namespace: "logs".into(), stream: "jobs".into(), group: "workers".into() };
+    client.append(append(ns, "jobs", "create", b"-")).await.unwrap();
+    let join = || JoinGroupRequest { namespace: ns.into(), stream: "jobs".into(), group: "workers".into() };
     let mut first = client.join_group(join()).await.unwrap().into_inner();
     assert!(matches!(next_event(&mut first).await, Event::Assignment(a) if a.partitions.len() == 3));
     let mut second = client.join_group(join()).await.unwrap().into_inner();
@@ -168,7 +208,7 @@ async fn two_group_members_over_grpc_share_the_records_and_commits_are_visible()
     let (sink, mut records) = tokio::sync::mpsc::unbounded_channel();
     let readers = [forward(0, first, sink.clone()), forward(1, second, sink)];
     for i in 0..30u32 {
-        client.append(append("jobs", &format!("job-{i}"), &i.to_be_bytes())).await.unwrap();
+        client.append(append(ns, "jobs", &format!("job-{i}"), &i.to_be_bytes())).await.unwrap();
     }
     let mut seen = HashSet::new();
     while seen.len() < 30 {
@@ -184,12 +224,12 @@ async fn two_group_members_over_grpc_share_the_records_and_commits_are_visible()
         if &record.payload[..] == b"-" {
             continue; // redelivered to its partition's new owner: at least once
         }
-        client.commit(commit(record.ack_id.clone())).await.unwrap();
+        client.commit(commit(ns, record.ack_id.clone())).await.unwrap();
         assert!(seen.insert(record.payload.to_vec()), "record {} delivered twice", record.offset);
     }
     let offsets = client
         .get_offsets(GetOffsetsRequest {
-            namespace: "logs".into(),
+            namespace: ns.into(),
             stream: "jobs".into(),
             group: "workers".into(),
         })
@@ -204,20 +244,20 @@ async fn two_group_members_over_grpc_share_the_records_and_commits_are_visible()
 
 #[tokio::test]
 async fn bad_requests_get_statuses_a_person_can_act_on() {
-    let server = Server::start(CONFIG);
+    let server = Server::start(&config());
     let mut client = server.stream().await;
-    let status = client.append(append("bad/name", "k", b"x")).await.unwrap_err();
+    let status = client.append(append("logs", "bad/name", "k", b"x")).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("letters, digits"), "{}", status.message());
 
-    let status = client.read(read("never-written", 0, None, false)).await.unwrap_err();
+    let status = client.read(read("logs", "never-written", 0, None, false)).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{}", status.message());
 
-    client.append(append("small", "k", b"x")).await.unwrap();
-    let status = client.read(read("small", 9, None, false)).await.unwrap_err();
+    client.append(append("logs", "small", "k", b"x")).await.unwrap();
+    let status = client.read(read("logs", "small", 9, None, false)).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
 
-    let mut wrong_pattern = append("s", "k", b"x");
+    let mut wrong_pattern = append("logs", "s", "k", b"x");
     wrong_pattern.namespace = "kv".into();
     let status = client.append(wrong_pattern).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message());
@@ -234,10 +274,10 @@ async fn bad_requests_get_statuses_a_person_can_act_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_does_not_read_holds_little_host_memory() {
-    let server = Server::start(CONFIG);
+    let server = Server::start(&config());
     let mut client = server.stream().await;
     let payload = vec![7u8; 16384];
-    let writes = (0..12_500u32).map(|_| append("big", "one-key", &payload));
+    let writes = (0..12_500u32).map(|_| append("logs", "big", "one-key", &payload));
     for request in writes {
         client.append(request).await.unwrap();
     }
@@ -252,7 +292,7 @@ async fn a_reader_that_does_not_read_holds_little_host_memory() {
         .into_inner();
     let partition = offsets.partitions.iter().find(|p| p.next > 0).unwrap().partition;
     let before = server.rss_bytes();
-    let mut slow = client.read(read("big", partition, None, false)).await.unwrap().into_inner();
+    let mut slow = client.read(read("logs", "big", partition, None, false)).await.unwrap().into_inner();
     slow.message().await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let grown = server.rss_bytes().saturating_sub(before);

@@ -187,7 +187,8 @@ async fn pump_durable(
         };
         let (partition, offset) = parse_ack_id(&message.ack_id).map(|(_, p, o)| (p, o)).unwrap_or_default();
         message.delivery_count = counts.bump(&group, partition, offset);
-        let pending = Pending { message: message.clone(), acked: false, resend_at: Instant::now() + member.ack_wait };
+        let pending =
+            Pending { message: message.clone(), acked: false, resend_at: Instant::now() + member.ack_wait };
         lock(&member.pending).entry(partition).or_default().insert(offset, pending);
         if sender.send(Ok(message)).await.is_err() {
             break;
@@ -279,7 +280,8 @@ impl PubSubPersistent for Kafka {
         }
         {
             let mut pending = lock(&member.pending);
-            let Some(entry) = pending.get_mut(&partition).and_then(|delivered| delivered.get_mut(&offset)) else {
+            let Some(entry) = pending.get_mut(&partition).and_then(|delivered| delivered.get_mut(&offset))
+            else {
                 // Committed already (acked twice), or the partition moved to another subscriber.
                 return Ok(());
             };

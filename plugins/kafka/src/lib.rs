@@ -8,8 +8,8 @@
 //! received it and commits go through that member's consumer.
 
 mod config;
-mod group;
 mod durable;
+mod group;
 mod pubsub;
 mod registry;
 mod stream;

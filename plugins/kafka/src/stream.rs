@@ -201,39 +201,72 @@ impl StreamReplay for Kafka {
         let answer = blocking(move || lookups.offsets_for_times(query, timeout))
             .await
             .map_err(|e| unavailable(&format!("time lookup on '{topic}'"), e))?;
-        let (_, end) = self.watermarks(&topic, partition).await?;
-        let offset = match answer.find_partition(&topic, partition as i32).map(|element| element.offset()) {
+        let (earliest, end) = self.watermarks(&topic, partition).await?;
+        let answered = match answer.find_partition(&topic, partition as i32).map(|element| element.offset()) {
             Some(Offset::Offset(offset)) if offset >= 0 && (offset as u64) < end => offset as u64,
             // No record at or after the time: the partition's end.
             _ => return Ok(end),
         };
-        // Some brokers (tansu 0.6) answer a time past the last record with an early
-        // offset instead of "none": check the record found really is at or after the time.
-        match self.record_timestamp(&topic, partition, offset).await? {
-            Some(found) if found >= timestamp_unix_ms => Ok(offset),
-            _ => Ok(end),
+        // Some brokers (tansu 0.6) answer with an offset whose record is older than the
+        // time asked for; check the answer, and search the partition when it is wrong.
+        let probe = TimeProbe::new(self, &topic, partition)?;
+        let at_or_after = |found: Option<i64>| found.is_some_and(|t| t >= timestamp_unix_ms);
+        let before_is_older = answered == earliest || !at_or_after(probe.timestamp(answered - 1).await?);
+        if at_or_after(probe.timestamp(answered).await?) && before_is_older {
+            return Ok(answered);
+        }
+        let (mut low, mut high) = (earliest, end);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if at_or_after(probe.timestamp(middle).await?) {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        Ok(low)
+    }
+}
+
+/// Reads single records' timestamps from one partition, for checking time lookups.
+struct TimeProbe {
+    consumer: Option<StreamConsumer>,
+    topic: String,
+    partition: u32,
+    timeout: std::time::Duration,
+}
+
+impl TimeProbe {
+    fn new(kafka: &Kafka, topic: &str, partition: u32) -> Res<TimeProbe> {
+        Ok(TimeProbe {
+            consumer: Some(kafka.reader()?),
+            topic: topic.to_owned(),
+            partition,
+            timeout: kafka.timeout(),
+        })
+    }
+
+    /// The timestamp of the record at `offset` (`None` when it is gone or never came).
+    async fn timestamp(&self, offset: u64) -> Res<Option<i64>> {
+        let consumer = self.consumer.as_ref().expect("present until drop");
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.topic, self.partition as i32, Offset::Offset(offset as i64))
+            .map_err(|e| unavailable("cannot assign the partition", e))?;
+        consumer.assign(&assignment).map_err(|e| unavailable("cannot assign the partition", e))?;
+        match tokio::time::timeout(self.timeout, consumer.recv()).await {
+            Ok(Ok(message)) if message.offset() as u64 == offset => Ok(message.timestamp().to_millis()),
+            Ok(Ok(_)) | Err(_) => Ok(None),
+            Ok(Err(error)) => {
+                Err(unavailable(&format!("reading '{}' at offset {offset}", self.topic), error))
+            }
         }
     }
 }
 
-impl Kafka {
-    /// The timestamp of the record at `offset`, or `None` when there is none.
-    async fn record_timestamp(&self, topic: &str, partition: u32, offset: u64) -> Res<Option<i64>> {
-        let consumer = self.reader()?;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
-            .map_err(|e| unavailable("cannot assign the partition", e))?;
-        consumer.assign(&assignment).map_err(|e| unavailable("cannot assign the partition", e))?;
-        let found = match tokio::time::timeout(self.timeout(), consumer.recv()).await {
-            Ok(Ok(message)) if message.offset() as u64 == offset => message.timestamp().to_millis(),
-            Ok(Ok(_)) => None,
-            Ok(Err(error)) => {
-                return Err(unavailable(&format!("reading '{topic}' at offset {offset}"), error))
-            }
-            Err(_) => None,
-        };
+impl Drop for TimeProbe {
+    fn drop(&mut self) {
+        let consumer = self.consumer.take();
         tokio::task::spawn_blocking(move || drop(consumer));
-        Ok(found)
     }
 }
