@@ -4,9 +4,12 @@
 //!   prism-load run --target http://127.0.0.1:8980 --workload mixed --concurrency 64 --duration 10s
 //!   prism-load baseline --listen 127.0.0.1:8981     # bare tonic server over an in-process map
 //!   prism-load compare --target URL --baseline URL  # same load against both, one run, with the ratio
+//!   prism-load pubsub --target URL --namespace N    # publish→receive vs NATS direct
+//!   prism-load stream --target URL --namespace N    # Kafka append/read vs rdkafka direct
 
 mod baseline;
 mod pubsub;
+mod stream;
 mod workload;
 
 use std::process::ExitCode;
@@ -72,6 +75,30 @@ enum Command {
         /// With --stream: pace publishing to this many messages per second in total.
         #[arg(long, requires = "stream")]
         rate: Option<u64>,
+    },
+    /// Append and read-back throughput through the gateway's StreamService and straight
+    /// on Kafka with rdkafka, in one run.
+    Stream {
+        #[arg(long, default_value = "http://127.0.0.1:8980")]
+        target: String,
+        /// A stream namespace of the target (bind it to the kafka plugin to compare like with like).
+        #[arg(long, default_value = "logs")]
+        namespace: String,
+        /// Kafka brokers for the direct baseline.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Concurrent closed-loop appenders (each waits for its delivery report).
+        #[arg(long, default_value_t = 32)]
+        appenders: usize,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+        /// Partitions of the direct run's topic (match the plugin's `partitions`).
+        #[arg(long, default_value_t = 3)]
+        partitions: u32,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Run the same workload against the target and the baseline, and print the ratio.
     Compare {
@@ -182,6 +209,27 @@ fn main() -> ExitCode {
             }
         }
         Command::Compare { target, baseline, rounds, load } => compare(&target, &baseline, &load, rounds),
+        Command::Stream { target, namespace, brokers, appenders, duration, payload, partitions, threads } => {
+            let plan = stream::StreamPlan { appenders, duration, payload, partitions };
+            let runtime = runtime(threads);
+            let direct = runtime.block_on(stream::direct_kafka(&brokers, &plan));
+            let gateway = runtime.block_on(stream::through_gateway(&target, &namespace, &plan));
+            match (direct, gateway) {
+                (Ok(direct), Ok(gateway)) => {
+                    print!("{}{}", direct.render(), gateway.render());
+                    println!(
+                        "append ratio (gateway / kafka): {:.3}; read ratio: {:.3}",
+                        gateway.append_rate() / direct.append_rate(),
+                        gateway.read_rate() / direct.read_rate()
+                    );
+                    ExitCode::SUCCESS
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Pubsub { target, namespace, nats, publishers, duration, payload, threads, stream, rate } => {
             let plan = pubsub::PubSubPlan { publishers, duration, payload, unary: !stream, rate };
             let runtime = runtime(threads);

@@ -117,6 +117,8 @@ pub enum Backend {
     Postgres,
     /// Pub/sub only: publish→receive through the gateway vs straight on NATS.
     Nats,
+    /// Streams only: append and read back through the gateway vs straight with rdkafka.
+    Kafka,
 }
 
 impl Backend {
@@ -126,9 +128,10 @@ impl Backend {
             Some("redis") => Ok(Backend::Redis),
             Some("postgres") => Ok(Backend::Postgres),
             Some("nats") => Ok(Backend::Nats),
-            Some(other) => {
-                Err(format!("unknown benchmark backend '{other}': use memstore, redis, postgres or nats"))
-            }
+            Some("kafka") => Ok(Backend::Kafka),
+            Some(other) => Err(format!(
+                "unknown benchmark backend '{other}': use memstore, redis, postgres, nats or kafka"
+            )),
         }
     }
 }
@@ -136,6 +139,7 @@ impl Backend {
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const NATS_URL: &str = "nats://127.0.0.1:4222";
+const KAFKA_BROKERS: &str = "127.0.0.1:9092";
 
 fn gateway_config(backend: Backend) -> String {
     let library = |name: &str| release_binary(&format!("libprism_{name}.so")).display().to_string();
@@ -147,8 +151,16 @@ fn gateway_config(backend: Backend) -> String {
             library("nats")
         );
     }
+    if backend == Backend::Kafka {
+        return format!(
+            "[server]\nlisten = \"{GATEWAY}\"\n\n[plugins.kafka]\npath = \"{}\"\n\n\
+             [[namespaces]]\nname = \"logs\"\npattern = \"stream\"\n[namespaces.slots.log]\nplugin = \"kafka\"\n\
+             config = {{ brokers = \"{KAFKA_BROKERS}\", topic_prefix = \"prism-bench.\", partitions = 3 }}\n",
+            library("kafka")
+        );
+    }
     let (plugin, slot_config) = match backend {
-        Backend::Memstore | Backend::Nats => ("memstore", String::new()),
+        Backend::Memstore | Backend::Nats | Backend::Kafka => ("memstore", String::new()),
         Backend::Redis => ("redis", format!("config = {{ url = \"{REDIS_URL}\", key_prefix = \"prism-bench:\" }}\n")),
         Backend::Postgres => (
             "postgres",
@@ -206,10 +218,18 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
         }
         return Ok(());
     }
+    if backend == Backend::Kafka {
+        let target = format!("http://{GATEWAY}");
+        for round in 1..=ROUNDS {
+            println!("\n## prism-load stream, round {round}: 32 closed-loop appenders, 100-byte records, 5 s; then read all back");
+            prism_load(&["stream", "--target", &target, "--namespace", "logs", "--brokers", KAFKA_BROKERS])?;
+        }
+        return Ok(());
+    }
     let mut baseline = Command::new(release_binary("prism-load"));
     baseline.args(["baseline", "--listen", BASELINE]);
     match backend {
-        Backend::Memstore | Backend::Nats => {}
+        Backend::Memstore | Backend::Nats | Backend::Kafka => {}
         Backend::Redis => {
             baseline.args(["--redis", REDIS_URL]);
         }

@@ -3,7 +3,7 @@
 //!   cargo xtask serve   build the workspace and run the gateway with ./plugins.toml
 //!   cargo xtask test    build everything the tests load (plugins, fixtures, binaries), run all tests
 //!   cargo xtask ci      what CI runs: format and lint checks, then `test`
-//!   cargo xtask bench [memstore|redis|postgres|nats]
+//!   cargo xtask bench [memstore|redis|postgres|nats|kafka]
 //!                       release build; gateway vs bare-tonic baseline on the same backend,
 //!                       with prism-load and h2load
 //!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         }
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci | bench [memstore|redis|postgres|nats] | bench-abi>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci | bench [memstore|redis|postgres|nats|kafka] | bench-abi>");
             return ExitCode::from(2);
         }
     };

@@ -73,16 +73,18 @@ impl Kafka {
             record = record.partition(partition as i32);
         }
         match self.producer.send(record, Timeout::After(self.timeout())).await {
-            Ok(delivery) => Ok(Appended {
-                partition: delivery.partition as u32,
-                offset: delivery.offset as u64,
-                timestamp_unix_ms,
-            }),
+            Ok(delivery) => {
+                let (partition, offset) = (delivery.partition as u32, delivery.offset as u64);
+                self.topics.produced(topic, partition, offset);
+                Ok(Appended { partition, offset, timestamp_unix_ms })
+            }
             Err((error, _)) => Err(unavailable(&format!("append to '{topic}' failed"), error)),
         }
     }
 
-    /// Low and high watermarks of one partition.
+    /// Low and high watermarks of one partition. The high one is at least one past the
+    /// last offset this instance was acknowledged: tansu 0.6 can report less after
+    /// concurrent appends to a partition (the records are there and fetchable).
     pub(crate) async fn watermarks(&self, topic: &str, partition: u32) -> Res<(u64, u64)> {
         let lookups = self.lookups.clone();
         let timeout = self.timeout();
@@ -90,7 +92,8 @@ impl Kafka {
         let (low, high) = blocking(move || lookups.fetch_watermarks(&name, partition as i32, timeout))
             .await
             .map_err(|e| unavailable(&format!("offsets of '{topic}' partition {partition}"), e))?;
-        Ok((low.max(0) as u64, high.max(0) as u64))
+        let acknowledged = self.topics.acknowledged_end(topic, partition);
+        Ok((low.max(0) as u64, (high.max(0) as u64).max(acknowledged)))
     }
 
     /// A consumer for reads at explicit offsets. It never subscribes or commits, so it

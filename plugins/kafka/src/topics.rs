@@ -17,6 +17,21 @@ use crate::{blocking, unavailable, Kafka};
 #[derive(Default)]
 pub(crate) struct Topics {
     partitions: Mutex<HashMap<String, u32>>,
+    /// One past the highest offset a delivery report gave, per (topic, partition).
+    acknowledged: Mutex<HashMap<(String, u32), u64>>,
+}
+
+impl Topics {
+    pub(crate) fn produced(&self, topic: &str, partition: u32, offset: u64) {
+        let mut acknowledged = self.acknowledged.lock().unwrap_or_else(|e| e.into_inner());
+        let end = acknowledged.entry((topic.to_owned(), partition)).or_insert(0);
+        *end = (*end).max(offset + 1);
+    }
+
+    pub(crate) fn acknowledged_end(&self, topic: &str, partition: u32) -> u64 {
+        let acknowledged = self.acknowledged.lock().unwrap_or_else(|e| e.into_inner());
+        acknowledged.get(&(topic.to_owned(), partition)).copied().unwrap_or(0)
+    }
 }
 
 impl Kafka {

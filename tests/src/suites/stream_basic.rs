@@ -130,6 +130,37 @@ cases! {
         }
     }
 
+    async fn concurrent_appends_are_all_counted_and_read_back(instance, keys) {
+        let streams = instance.stream_basic().unwrap();
+        let stream = stream_name(keys, "concurrent");
+        streams.append(&stream, keyed("create", b"-".to_vec())).await.unwrap();
+        let streams = &streams;
+        let writers = (0..8u32).map(|writer| {
+            let stream = stream.clone();
+            async move {
+                let mut placed = Vec::new();
+                for i in 0..50u32 {
+                    let record = keyed(&format!("w{writer}-{i}"), i.to_be_bytes().to_vec());
+                    let at = streams.append(&stream, record).await.unwrap();
+                    placed.push((at.partition, at.offset));
+                }
+                placed
+            }
+        });
+        let appended: std::collections::HashSet<(u32, u64)> =
+            futures::future::join_all(writers).await.into_iter().flatten().collect();
+        assert_eq!(appended.len(), 400, "two appends were given the same offset");
+        let offsets = streams.offsets(&stream).await.unwrap();
+        let total: u64 = offsets.iter().map(|p| p.next - p.earliest).sum();
+        assert_eq!(total, 401, "offsets must count every acknowledged append");
+        let mut read = std::collections::HashSet::new();
+        for partition in &offsets {
+            let mut records = streams.read(&stream, partition.partition, 0, false).await.unwrap();
+            read.extend(drain(&mut records).await.into_iter().map(|r| (r.partition, r.offset)));
+        }
+        assert!(appended.is_subset(&read), "a read without follow missed acknowledged records");
+    }
+
     async fn an_unknown_stream_is_not_found(instance, keys) {
         let streams = instance.stream_basic().unwrap();
         let stream = stream_name(keys, "never-appended");
