@@ -211,7 +211,8 @@ pub async fn direct_kafka(brokers: &str, plan: &StreamPlan) -> Result<StreamRepo
 
     let start = Instant::now();
     let consumer: StreamConsumer =
-        base(&[("group.id", "prism-bench-direct"), ("enable.auto.commit", "false")])
+        // A short fetch wait, so the tail of a partition is not held back by the default 500 ms.
+        base(&[("group.id", "prism-bench-direct"), ("enable.auto.commit", "false"), ("fetch.wait.max.ms", "10")])
             .create()
             .map_err(|e| e.to_string())?;
     // Read back what was acknowledged. (tansu 0.6 can report a high watermark below the
