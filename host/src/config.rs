@@ -40,6 +40,16 @@ pub struct ServerConfig {
     pub subscriber_buffer: usize,
     /// What happens when that buffer is full.
     pub slow_subscriber: SlowSubscriber,
+    /// Where plugin libraries are copied before they are opened (default: a per-user
+    /// directory under the system temp dir). Created with mode 0700.
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// Most distinct plugin libraries one process may open. Libraries are never
+    /// unloaded, so each reload of a new build keeps its code mapped until restart.
+    pub max_library_loads: usize,
+    /// How long the plugin files and the config must be quiet before a change reloads.
+    pub reload_debounce_ms: u64,
+    /// How long a reload waits for a namespace's in-flight calls before handing its state over.
+    pub reload_drain_ms: u64,
 }
 
 /// The policy for a subscriber whose buffer is full.
@@ -63,6 +73,10 @@ impl Default for ServerConfig {
             health_interval_ms: 5_000,
             subscriber_buffer: 1024,
             slow_subscriber: SlowSubscriber::DropOldest,
+            plugin_cache_dir: None,
+            max_library_loads: 64,
+            reload_debounce_ms: 300,
+            reload_drain_ms: 5_000,
         }
     }
 }
@@ -226,6 +240,9 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
     }
     if server.subscriber_buffer == 0 {
         errors.push(ConfigError::new("server.subscriber_buffer", "must be at least 1", "use e.g. 1024"));
+    }
+    if server.max_library_loads == 0 {
+        errors.push(ConfigError::new("server.max_library_loads", "must be at least 1", "use e.g. 64"));
     }
     if server.health_interval_ms == 0 {
         errors.push(ConfigError::new("server.health_interval_ms", "must be at least 1", "use e.g. 5000"));

@@ -47,6 +47,10 @@ enum Command {
     },
     /// Print the patterns, their slots and the interfaces each slot requires.
     Patterns,
+    /// Open a plugin library and exit: how the host tries a library in a child process
+    /// before opening it itself (exit 0 = it loads, 2 = a clean load error).
+    #[command(hide = true)]
+    ProbePlugin { path: PathBuf },
 }
 
 #[derive(Args)]
@@ -75,6 +79,16 @@ fn main() -> ExitCode {
             print!("{}", cli::render_patterns());
             ExitCode::SUCCESS
         }
+        Command::ProbePlugin { path } => match Plugin::load(&path) {
+            Ok(plugin) => {
+                println!("{} {}", plugin.metadata().name, plugin.metadata().version);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        },
     }
 }
 
@@ -83,7 +97,9 @@ fn load_config(file: &std::path::Path) -> Result<resolve::Resolved, ExitCode> {
         eprint!("{errors}");
         ExitCode::from(EXIT_INVALID)
     })?;
-    resolve::resolve(config).map_err(|errors| {
+    let server = &config.contents.server;
+    let loader = resolve::Loader::for_this_process(server.plugin_cache_dir.clone(), server.max_library_loads);
+    resolve::resolve(config, &loader).map_err(|errors| {
         eprint!("{errors}");
         ExitCode::from(EXIT_INVALID)
     })

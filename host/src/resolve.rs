@@ -1,11 +1,19 @@
 //! The config checks that need the plugins: load every configured library (checking
 //! its ABI, pin and file permissions), then check each slot's plugin against the
 //! pattern's requirements and let the plugin check its own `config` table.
+//!
+//! Libraries are never opened where they are configured: each is copied to a private,
+//! content-addressed file first (dlopen caches by path, and a file rewritten in place
+//! under a mapped library crashes the process), and opened in a child process (`prism
+//! probe-plugin`) before this one, so a truncated or corrupt file kills the child, not
+//! the gateway.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use plugin_abi::host::{LoadError, Plugin};
 use plugin_abi::Metadata;
@@ -21,6 +29,8 @@ pub struct LoadedPlugin {
     pub name: String,
     pub plugin: Plugin,
     pub sha256: String,
+    /// The configured library file (the plugin itself runs from a private copy).
+    pub source: PathBuf,
 }
 
 #[derive(Debug)]
@@ -56,12 +66,31 @@ pub fn declared_interfaces(metadata: &Metadata) -> Vec<String> {
         .collect()
 }
 
-pub fn resolve(config: Config) -> Result<Resolved, ConfigErrors> {
+pub fn resolve(config: Config, loader: &Loader) -> Result<Resolved, ConfigErrors> {
+    resolve_reusing(config, loader, &BTreeMap::new())
+}
+
+/// Like [`resolve`], keeping a plugin of `current` whose library file is unchanged
+/// (same path, same SHA-256) instead of loading it again.
+pub fn resolve_reusing(
+    config: Config,
+    loader: &Loader,
+    current: &BTreeMap<String, Arc<LoadedPlugin>>,
+) -> Result<Resolved, ConfigErrors> {
     let mut errors = Vec::new();
     let mut plugins = BTreeMap::new();
     for (name, entry) in &config.contents.plugins {
         let path = config.plugin_path(entry);
-        match load_plugin(name, &path, entry.sha256.as_deref()) {
+        let unchanged = current.get(name).filter(|loaded| {
+            loaded.source == path
+                && entry.sha256.as_deref().is_none_or(|pin| pin.eq_ignore_ascii_case(&loaded.sha256))
+                && sha256_file(&path).is_ok_and(|sha| sha == loaded.sha256)
+        });
+        if let Some(loaded) = unchanged {
+            plugins.insert(name.clone(), loaded.clone());
+            continue;
+        }
+        match loader.load_plugin(name, &path, entry.sha256.as_deref()) {
             Ok(plugin) => {
                 for unknown in &plugin.plugin.metadata().unknown_interfaces {
                     tracing::warn!(plugin = %name, interface = %unknown, "plugin declares an interface this host does not know; ignoring it");
@@ -116,54 +145,284 @@ pub fn resolve(config: Config) -> Result<Resolved, ConfigErrors> {
     }
 }
 
-fn load_plugin(name: &str, path: &Path, pin: Option<&str>) -> Result<LoadedPlugin, ConfigError> {
-    let key = format!("plugins.{name}.path");
-    let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|error| {
+/// Opens plugin libraries the safe way (see the module docs) and keeps each distinct
+/// library open once: abi_stable never unloads, so every new build a reload opens stays
+/// mapped until the process exits, and `max_loads` caps how many there may be.
+pub struct Loader {
+    cache_dir: PathBuf,
+    /// The `prism` binary, to probe a library in a child process; `None` skips probing.
+    prober: Option<PathBuf>,
+    max_loads: usize,
+    opened: Mutex<HashMap<String, Plugin>>,
+    mapped_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// How long a probe may take before the library is refused as hanging.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Loader {
+    pub fn new(cache_dir: PathBuf, prober: Option<PathBuf>, max_loads: usize) -> Loader {
+        Loader { cache_dir, prober, max_loads, opened: Mutex::default(), mapped_bytes: Default::default() }
+    }
+
+    /// A loader with a per-user cache directory under the system temp dir, probing with
+    /// the running `prism` binary.
+    pub fn for_this_process(cache_dir: Option<PathBuf>, max_loads: usize) -> Loader {
+        let cache_dir = cache_dir.unwrap_or_else(default_cache_dir);
+        Loader::new(cache_dir, std::env::current_exe().ok(), max_loads)
+    }
+
+    /// Distinct libraries opened so far, and their total size in bytes.
+    pub fn loaded(&self) -> (usize, u64) {
+        let count = self.opened.lock().unwrap_or_else(|e| e.into_inner()).len();
+        (count, self.mapped_bytes.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn load_plugin(&self, name: &str, path: &Path, pin: Option<&str>) -> Result<LoadedPlugin, ConfigError> {
+        let key = format!("plugins.{name}.path");
+        let shown = path.display();
+        let metadata = std::fs::metadata(path).map_err(|error| {
         ConfigError::new(
             &key,
             format!("cannot read plugin library {shown}: {error}"),
             "build the plugin (`cargo build --workspace`) or correct the path (relative paths start at the config file's directory)",
         )
     })?;
-    if !metadata.is_file() {
-        return Err(ConfigError::new(
-            &key,
-            format!("{shown} is not a file"),
-            "point path at the plugin's .so/.dylib file",
-        ));
-    }
-    check_not_world_writable(path).map_err(|message| {
-        ConfigError::new(
-            &key,
-            message,
-            "remove write permission for other users (chmod o-w) from the file and its directory",
-        )
-    })?;
-    let sha256 = sha256_file(path).map_err(|error| {
-        ConfigError::new(&key, format!("cannot read {shown}: {error}"), "check the file's permissions")
-    })?;
-    if let Some(pin) = pin {
-        if !pin.eq_ignore_ascii_case(&sha256) {
+        if !metadata.is_file() {
             return Err(ConfigError::new(
-                format!("plugins.{name}.sha256"),
-                format!("{shown} has SHA-256 {sha256}, but the config pins {pin}"),
-                "restore the pinned build of the plugin, or update the pin if this build is trusted",
+                &key,
+                format!("{shown} is not a file"),
+                "point path at the plugin's .so/.dylib file",
             ));
         }
-    }
-    let plugin = Plugin::load(path).map_err(|error| {
-        let fix = match &error {
-            LoadError::IncompatibleAbi { .. } => "rebuild the plugin against this host's plugin-abi version",
-            LoadError::NotAPlugin { .. } => "point path at a library built with plugin_abi::export_plugin!",
-            LoadError::Open { .. } => "check that the file is a complete shared library for this platform",
-        };
-        if let LoadError::IncompatibleAbi { detail, .. } = &error {
-            tracing::debug!(plugin = %name, report = %detail, "full ABI layout report");
+        check_not_world_writable(path).map_err(|message| {
+            ConfigError::new(
+                &key,
+                message,
+                "remove write permission for other users (chmod o-w) from the file and its directory",
+            )
+        })?;
+        let sha256 = sha256_file(path).map_err(|error| {
+            ConfigError::new(&key, format!("cannot read {shown}: {error}"), "check the file's permissions")
+        })?;
+        if let Some(pin) = pin {
+            if !pin.eq_ignore_ascii_case(&sha256) {
+                return Err(ConfigError::new(
+                    format!("plugins.{name}.sha256"),
+                    format!("{shown} has SHA-256 {sha256}, but the config pins {pin}"),
+                    "restore the pinned build of the plugin, or update the pin if this build is trusted",
+                ));
+            }
         }
-        ConfigError::new(&key, error.to_string(), fix)
-    })?;
-    Ok(LoadedPlugin { name: name.to_owned(), plugin, sha256 })
+        let plugin = self.open(path, &sha256, metadata.len()).map_err(|error| match error {
+            OpenError::Load(error) => {
+                let fix = match &error {
+                    LoadError::IncompatibleAbi { .. } => {
+                        "rebuild the plugin against this host's plugin-abi version"
+                    }
+                    LoadError::NotAPlugin { .. } => {
+                        "point path at a library built with plugin_abi::export_plugin!"
+                    }
+                    LoadError::Open { .. } => {
+                        "check that the file is a complete shared library for this platform"
+                    }
+                };
+                if let LoadError::IncompatibleAbi { detail, .. } = &error {
+                    tracing::debug!(plugin = %name, report = %detail, "full ABI layout report");
+                }
+                ConfigError::new(&key, error.to_string(), fix)
+            }
+            OpenError::Other { message, fix } => ConfigError::new(&key, message, fix),
+        })?;
+        Ok(LoadedPlugin { name: name.to_owned(), plugin, sha256, source: path.to_path_buf() })
+    }
+
+    /// Copies the library to `<cache>/<sha256>.so`, probes it in a child process, and
+    /// opens the copy (once per content).
+    fn open(&self, source: &Path, sha256: &str, size: u64) -> Result<Plugin, OpenError> {
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plugin) = opened.get(sha256) {
+            return Ok(plugin.clone());
+        }
+        if opened.len() >= self.max_loads {
+            return Err(OpenError::Other {
+                message: format!(
+                    "this process has already opened {} plugin libraries ({} MiB of code that stays mapped: \
+                     a library is never unloaded), the server.max_library_loads limit",
+                    opened.len(),
+                    self.mapped_bytes.load(std::sync::atomic::Ordering::Relaxed) / (1024 * 1024)
+                ),
+                fix: "restart prism to reclaim the memory, or raise server.max_library_loads".into(),
+            });
+        }
+        let copy = self.private_copy(source, sha256)?;
+        self.probe(source, &copy)?;
+        let plugin = Plugin::load(&copy).map_err(|error| match error {
+            LoadError::Open { reason, .. } => LoadError::Open { path: source.to_path_buf(), reason },
+            LoadError::NotAPlugin { .. } => LoadError::NotAPlugin { path: source.to_path_buf() },
+            LoadError::IncompatibleAbi { summary, detail, .. } => {
+                LoadError::IncompatibleAbi { path: source.to_path_buf(), summary, detail }
+            }
+        });
+        let plugin = plugin.map_err(OpenError::Load)?;
+        self.mapped_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        opened.insert(sha256.to_owned(), plugin.clone());
+        Ok(plugin)
+    }
+
+    fn private_copy(&self, source: &Path, sha256: &str) -> Result<PathBuf, OpenError> {
+        let failed = |what: &str, error: std::io::Error| OpenError::Other {
+            message: format!("cannot {what} in {}: {error}", self.cache_dir.display()),
+            fix:
+                "make server.plugin_cache_dir a directory this user can write (it is created with mode 0700)"
+                    .into(),
+        };
+        create_private_dir(&self.cache_dir).map_err(|e| failed("create the plugin cache", e))?;
+        let extension = source.extension().and_then(|e| e.to_str()).unwrap_or("so");
+        let copy = self.cache_dir.join(format!("{sha256}.{extension}"));
+        if sha256_file(&copy).is_ok_and(|existing| existing == sha256) {
+            return Ok(copy);
+        }
+        let partial = self.cache_dir.join(format!(".{sha256}.{}.partial", std::process::id()));
+        std::fs::copy(source, &partial).map_err(|e| failed("copy the plugin library", e))?;
+        // The source may have changed while it was copied: the copy must be what was hashed.
+        if !sha256_file(&partial).is_ok_and(|copied| copied == sha256) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(OpenError::Other {
+                message: format!("{} changed while it was being loaded", source.display()),
+                fix: "write plugin files elsewhere and rename them into place".into(),
+            });
+        }
+        set_read_only(&partial).map_err(|e| failed("protect the plugin copy", e))?;
+        std::fs::rename(&partial, &copy).map_err(|e| failed("store the plugin copy", e))?;
+        Ok(copy)
+    }
+
+    /// Opens the library in a child process first: if it crashes the child (a truncated
+    /// or corrupt file can SIGBUS inside dlopen), this process never opens it.
+    fn probe(&self, source: &Path, copy: &Path) -> Result<(), OpenError> {
+        let Some(prober) = &self.prober else { return Ok(()) };
+        let child = Command::new(prober)
+            .arg("probe-plugin")
+            .arg(copy)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                tracing::warn!(prober = %prober.display(), %error, "cannot start the plugin probe; opening without it");
+                return Ok(());
+            }
+        };
+        let started = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() < PROBE_TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(OpenError::Other {
+                        message: format!(
+                            "{} hung for {PROBE_TIMEOUT:?} while being opened in a probe process",
+                            source.display()
+                        ),
+                        fix: "check the library's initialisers (static constructors) and rebuild it".into(),
+                    });
+                }
+            }
+        };
+        // Exit code 2 is a load error the probe reported cleanly; opening the library here
+        // is then safe and gives the structured error.
+        if status.success() || status.code() == Some(2) {
+            return Ok(());
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let how = match status.code() {
+            Some(code) => format!("exited with code {code}"),
+            None => signal_of(&status),
+        };
+        Err(OpenError::Other {
+            message: format!(
+                "{} crashed the probe process that opened it ({how}){}; it is probably truncated or corrupt",
+                source.display(),
+                stderr.lines().last().map(|line| format!(": {line}")).unwrap_or_default()
+            ),
+            fix: "rebuild the plugin and write it completely (e.g. to a temporary name, then rename it into place)"
+                .into(),
+        })
+    }
+}
+
+enum OpenError {
+    Load(LoadError),
+    Other { message: String, fix: String },
+}
+
+#[cfg(unix)]
+fn signal_of(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(7) => "killed by SIGBUS".into(),
+        Some(11) => "killed by SIGSEGV".into(),
+        Some(signal) => format!("killed by signal {signal}"),
+        None => "ended abnormally".into(),
+    }
+}
+
+#[cfg(not(unix))]
+fn signal_of(_: &std::process::ExitStatus) -> String {
+    "ended abnormally".into()
+}
+
+fn default_cache_dir() -> PathBuf {
+    #[cfg(unix)]
+    let user = {
+        // Another user's directory of the same name is refused by create_private_dir.
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map(|m| m.uid().to_string()).unwrap_or_else(|_| "user".into())
+    };
+    #[cfg(not(unix))]
+    let user = "user";
+    std::env::temp_dir().join(format!("prism-plugins-{user}"))
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let metadata = std::fs::metadata(dir)?;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(metadata.uid());
+    if metadata.uid() != me || metadata.permissions().mode() & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "it belongs to another user or others can write to it",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn set_read_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o500))
+}
+
+#[cfg(not(unix))]
+fn set_read_only(path: &Path) -> std::io::Result<()> {
+    let mut permissions = std::fs::metadata(path)?.permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(path, permissions)
 }
 
 #[cfg(unix)]

@@ -141,6 +141,7 @@ impl Instance {
             Interface::StreamConsumerGroups => ffi.stream_consumer_groups.is_some(),
             Interface::StreamReplay => ffi.stream_replay.is_some(),
             Interface::StreamPartitioning => ffi.stream_partitioning.is_some(),
+            Interface::StateTransfer => ffi.state_transfer.is_some(),
         }
     }
 
@@ -212,6 +213,9 @@ impl Instance {
     }
     pub fn stream_replay(&self) -> Option<StreamReplayHandle<'_>> {
         self.ffi.stream_replay.as_ref().into_option().map(StreamReplayHandle)
+    }
+    pub fn state_transfer(&self) -> Option<StateTransferHandle<'_>> {
+        self.ffi.state_transfer.as_ref().into_option().map(StateTransferHandle)
     }
     pub fn stream_partitioning(&self) -> Option<StreamPartitioningHandle<'_>> {
         self.ffi.stream_partitioning.as_ref().into_option().map(StreamPartitioningHandle)
@@ -725,5 +729,16 @@ impl StreamConsumerGroupsHandle<'_> {
     pub async fn committed(&self, stream: &str, group: &str) -> Res<Vec<(u32, Option<u64>)>> {
         let positions = self.0.committed(key(stream), key(group)).await.into_result()?;
         Ok(positions.into_iter().map(|c| (c.partition, c.offset.into_option())).collect())
+    }
+}
+
+pub struct StateTransferHandle<'a>(&'a ffi::StateTransferBox);
+
+impl StateTransferHandle<'_> {
+    pub async fn export_state(&self) -> Res<Vec<u8>> {
+        Ok(self.0.export_state().await.into_result()?.into_vec())
+    }
+    pub async fn import_state(&self, state: Vec<u8>) -> Res<()> {
+        self.0.import_state(state.into()).await.into_result()
     }
 }

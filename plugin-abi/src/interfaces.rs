@@ -23,10 +23,11 @@ pub enum Interface {
     StreamConsumerGroups,
     StreamReplay,
     StreamPartitioning,
+    StateTransfer,
 }
 
 impl Interface {
-    pub const ALL: [Interface; 19] = [
+    pub const ALL: [Interface; 20] = [
         Interface::KeyValueBasic,
         Interface::KeyValueScan,
         Interface::KeyValueTtl,
@@ -46,6 +47,7 @@ impl Interface {
         Interface::StreamConsumerGroups,
         Interface::StreamReplay,
         Interface::StreamPartitioning,
+        Interface::StateTransfer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +71,7 @@ impl Interface {
             Interface::StreamConsumerGroups => "stream_consumer_groups",
             Interface::StreamReplay => "stream_replay",
             Interface::StreamPartitioning => "stream_partitioning",
+            Interface::StateTransfer => "state_transfer",
         }
     }
 

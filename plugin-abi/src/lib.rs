@@ -21,7 +21,8 @@ pub use interfaces::Interface;
 pub use traits::{
     Driver, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTransactional, KeyValueTtl,
     ListBasic, ListRange, PubSubBasic, PubSubPersistent, PubSubWildcards, QueueBasic, QueueDeadLetter,
-    QueueDelayed, QueueVisibility, StreamBasic, StreamConsumerGroups, StreamPartitioning, StreamReplay,
+    QueueDelayed, QueueVisibility, StateTransfer, StreamBasic, StreamConsumerGroups, StreamPartitioning,
+    StreamReplay,
 };
 pub use types::{
     Appended, CasResult, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus, KeyTtl, ListEnd,

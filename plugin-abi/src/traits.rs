@@ -282,3 +282,14 @@ pub trait StreamConsumerGroups: Driver {
         group: &str,
     ) -> impl Future<Output = Res<Vec<(u32, Option<u64>)>>> + Send;
 }
+
+/// `state_transfer`: hand an instance's state to its successor when the host reloads the
+/// plugin (a new build of the library) or recreates an unhealthy instance. The format is
+/// the plugin's own; it must read what the previous build of the plugin wrote, or refuse
+/// it with `InvalidArgument`.
+pub trait StateTransfer: Driver {
+    /// Everything the instance holds, as one snapshot.
+    fn export_state(&self) -> impl Future<Output = Res<Vec<u8>>> + Send;
+    /// Replaces everything the instance holds with an exported snapshot.
+    fn import_state(&self, state: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
+}

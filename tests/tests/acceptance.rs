@@ -56,6 +56,7 @@ plugin_suites!(memstore: "prism_memstore", config = "", [
     stream_consumer_groups => StreamConsumerGroups,
     stream_replay => StreamReplay,
     stream_partitioning => StreamPartitioning,
+    state_transfer => StateTransfer,
 ]);
 
 plugin_suites!(redis: "prism_redis", config = "url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"prism-acceptance:\"", [

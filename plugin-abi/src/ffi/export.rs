@@ -54,6 +54,7 @@ pub mod markers {
     pub struct StreamConsumerGroups;
     pub struct StreamReplay;
     pub struct StreamPartitioning;
+    pub struct StateTransfer;
 }
 
 pub trait InterfaceName {
@@ -176,6 +177,7 @@ interface!(
     stream_partitioning,
     FfiStreamPartitioning_TO
 );
+interface!(StateTransfer, "state_transfer", crate::StateTransfer, state_transfer, FfiStateTransfer_TO);
 
 fn owned(s: RStr<'_>) -> String {
     s.as_str().to_owned()
@@ -667,6 +669,7 @@ extern "C" fn create<D: Exported>(config: RString) -> FfiResult<FfiInstance> {
                 stream_consumer_groups: ROption::RNone,
                 stream_replay: ROption::RNone,
                 stream_partitioning: ROption::RNone,
+                state_transfer: ROption::RNone,
             },
             adapter,
         };
@@ -827,6 +830,15 @@ impl<D: crate::StreamConsumerGroups> FfiStreamConsumerGroups for Adapter<D> {
                     .collect()
             },
         )
+    }
+}
+
+impl<D: crate::StateTransfer> FfiStateTransfer for Adapter<D> {
+    fn export_state(&self) -> FfiResult<RVec<u8>> {
+        self.call(|d| async move { d.export_state().await }, RVec::from)
+    }
+    fn import_state(&self, state: RVec<u8>) -> FfiResult<()> {
+        self.call(|d| async move { d.import_state(state.into_vec()).await }, |()| ())
     }
 }
 

@@ -382,6 +382,13 @@ pub trait FfiStreamConsumerGroups: Send + Sync {
     fn committed(&self, stream: RStr<'_>, group: RStr<'_>) -> FfiResult<RVec<FfiCommitted>>;
 }
 
+#[sabi_trait]
+pub trait FfiStateTransfer: Send + Sync {
+    fn export_state(&self) -> FfiResult<RVec<u8>>;
+    #[sabi(last_prefix_field)]
+    fn import_state(&self, state: RVec<u8>) -> FfiResult<()>;
+}
+
 pub type ControlBox = FfiControl_TO<'static, RBox<()>>;
 pub type KeyValueBasicBox = FfiKeyValueBasic_TO<'static, RBox<()>>;
 pub type KeyValueTtlBox = FfiKeyValueTtl_TO<'static, RBox<()>>;
@@ -402,6 +409,7 @@ pub type StreamBasicBox = FfiStreamBasic_TO<'static, RBox<()>>;
 pub type StreamPartitioningBox = FfiStreamPartitioning_TO<'static, RBox<()>>;
 pub type StreamReplayBox = FfiStreamReplay_TO<'static, RBox<()>>;
 pub type StreamConsumerGroupsBox = FfiStreamConsumerGroups_TO<'static, RBox<()>>;
+pub type StateTransferBox = FfiStateTransfer_TO<'static, RBox<()>>;
 
 /// A created plugin instance: its control object and one object per interface it has.
 #[repr(C)]
@@ -427,6 +435,7 @@ pub struct FfiInstance {
     pub stream_consumer_groups: ROption<StreamConsumerGroupsBox>,
     pub stream_replay: ROption<StreamReplayBox>,
     pub stream_partitioning: ROption<StreamPartitioningBox>,
+    pub state_transfer: ROption<StateTransferBox>,
 }
 
 /// The root module every plugin library exports.

@@ -11,6 +11,7 @@ mod config;
 mod keyvalue;
 mod list;
 mod pubsub;
+mod state;
 mod store;
 mod stream;
 
@@ -25,5 +26,6 @@ plugin_abi::export_plugin! {
     interfaces: [
         KeyValueBasic, KeyValueTtl, KeyValueScan, KeyValueBatch, KeyValueCas, ListBasic, ListRange,
         PubSubBasic, PubSubWildcards, StreamBasic, StreamConsumerGroups, StreamReplay, StreamPartitioning,
+        StateTransfer,
     ],
 }

@@ -193,6 +193,17 @@ impl Inner {
         Ok(())
     }
 
+    /// Drops every entry and list (before a state import).
+    pub fn clear(&self) {
+        for index in 0..self.shard_count() {
+            let mut shard = self.write(index);
+            shard.entries.clear();
+            shard.lists.clear();
+        }
+        self.usage.keys.store(0, Ordering::Relaxed);
+        self.usage.bytes.store(0, Ordering::Relaxed);
+    }
+
     pub fn release(&self, keys: u64, bytes: u64) {
         if keys > 0 {
             self.usage.keys.fetch_sub(keys, Ordering::Relaxed);

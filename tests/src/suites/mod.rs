@@ -18,6 +18,7 @@ mod queue_basic;
 mod queue_dead_letter;
 mod queue_delayed;
 mod queue_visibility;
+mod state_transfer;
 mod stream_basic;
 mod stream_consumer_groups;
 mod stream_partitioning;
@@ -75,6 +76,7 @@ pub fn suite_for(interface: Interface) -> &'static [Case] {
         Interface::StreamConsumerGroups => stream_consumer_groups::CASES,
         Interface::StreamReplay => stream_replay::CASES,
         Interface::StreamPartitioning => stream_partitioning::CASES,
+        Interface::StateTransfer => state_transfer::CASES,
     }
 }
 
