@@ -42,3 +42,56 @@ pub fn render_patterns() -> String {
     }
     out
 }
+
+fn when(at_unix_ms: i64) -> String {
+    let ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|now| (now.as_millis() as i64 - at_unix_ms).max(0) / 1000)
+        .unwrap_or_default();
+    format!("{ago} s ago")
+}
+
+/// `prism reload`: what changed, or why nothing did.
+pub fn render_reload(outcome: &crate::api::ReloadOutcome) -> String {
+    let verdict = if outcome.ok { "reloaded" } else { "refused (the running config keeps serving)" };
+    format!("{verdict}: {}\n", outcome.message)
+}
+
+/// `prism status`: the running plugins and the last reloads.
+pub fn render_status(status: &crate::api::GetReloadStatusResponse) -> String {
+    let mut out = String::new();
+    let watching = if status.watching { "watched for changes" } else { "not watched (--no-watch)" };
+    out.push_str(&format!("config: {} ({watching})\n", status.config_path));
+    match &status.config {
+        Some(last) => out.push_str(&format!(
+            "last reload: {} {}: {}\n",
+            if last.ok { "ok" } else { "REFUSED" },
+            when(last.at_unix_ms),
+            last.message
+        )),
+        None => out.push_str("last reload: none since start\n"),
+    }
+    out.push_str(&format!("reloads: {}\nplugins:\n", status.reloads));
+    for plugin in &status.plugins {
+        let running = if plugin.sha256.is_empty() {
+            "not running".to_owned()
+        } else {
+            format!("{} sha256 {}", plugin.version, plugin.sha256)
+        };
+        out.push_str(&format!("  {}: {running}\n    path: {}\n", plugin.name, plugin.path));
+        if let Some(last) = &plugin.last {
+            out.push_str(&format!(
+                "    last load: {} {}: {}\n",
+                if last.ok { "ok" } else { "FAILED" },
+                when(last.at_unix_ms),
+                last.message
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "libraries opened by this process: {} ({:.1} MiB, mapped until restart)\n",
+        status.libraries_loaded,
+        status.library_bytes as f64 / (1024.0 * 1024.0)
+    ));
+    out
+}

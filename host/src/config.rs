@@ -21,7 +21,7 @@ pub struct ConfigFile {
     pub namespaces: Vec<NamespaceEntry>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address the gRPC server listens on.

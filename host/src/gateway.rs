@@ -1,7 +1,13 @@
 //! The running gateway: namespaces bound to plugin instances, behind one atomically
-//! swappable routing snapshot, so a request resolves its namespace without a lock.
+//! swappable routing snapshot, so a request resolves its namespace without a global lock.
+//!
+//! A reload builds a new snapshot and swaps it in. The namespaces it replaces are
+//! *retired*: calls already running finish on them, open streams end (see
+//! [`Namespace::retired`]), and a handover of state first closes the namespace's gate
+//! so no call writes to the old instance after its state was exported.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
@@ -20,6 +26,10 @@ pub struct BoundSlot {
     pub slot: &'static Slot,
     pub plugin: Arc<LoadedPlugin>,
     pub instance: Arc<Instance>,
+    /// The slot's `config` table as the plugin got it, and where the binding is in the
+    /// config file: what a reload compares, and recreates the instance from.
+    pub config_toml: String,
+    pub key: String,
 }
 
 pub struct Namespace {
@@ -27,9 +37,58 @@ pub struct Namespace {
     pub pattern: &'static Pattern,
     pub slots: Vec<BoundSlot>,
     health: RwLock<Health>,
+    /// Every call holds a read pass; a state handover takes the write side.
+    gate: Arc<tokio::sync::RwLock<()>>,
+    retired: tokio::sync::watch::Sender<bool>,
+}
+
+/// A namespace a call is using: while it is held, no state handover can start.
+pub struct NamespaceRef {
+    namespace: Arc<Namespace>,
+    _pass: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl Deref for NamespaceRef {
+    type Target = Namespace;
+    fn deref(&self) -> &Namespace {
+        &self.namespace
+    }
 }
 
 impl Namespace {
+    pub fn new(name: String, pattern: &'static Pattern, slots: Vec<BoundSlot>) -> Namespace {
+        Namespace {
+            name,
+            pattern,
+            slots,
+            health: RwLock::new(Health::serving()),
+            gate: Arc::default(),
+            retired: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    pub fn is_retired(&self) -> bool {
+        *self.retired.borrow()
+    }
+
+    /// Marks the namespace replaced: streams opened on it end.
+    pub fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
+    /// Resolves once the namespace has been replaced or removed by a reload.
+    pub fn retired(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut retired = self.retired.subscribe();
+        async move {
+            let _ = retired.wait_for(|retired| *retired).await;
+        }
+    }
+
+    /// Waits for the calls in flight to finish and keeps new ones out until the guard drops.
+    pub async fn close_gate(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.gate.clone().write_owned().await
+    }
+
     pub fn slot(&self, name: &str) -> Option<&BoundSlot> {
         self.slots.iter().find(|bound| bound.slot.name == name)
     }
@@ -100,7 +159,13 @@ impl Gateway {
                     Ok(instance) => {
                         let instance = Arc::new(instance);
                         created.push(instance.clone());
-                        slots.push(BoundSlot { slot: slot.slot, plugin: slot.plugin, instance });
+                        slots.push(BoundSlot {
+                            slot: slot.slot,
+                            plugin: slot.plugin,
+                            instance,
+                            config_toml: slot.config_toml,
+                            key: slot.key,
+                        });
                     }
                     Err(error) => {
                         for instance in created {
@@ -110,13 +175,10 @@ impl Gateway {
                     }
                 }
             }
-            let bound = Namespace {
-                name: namespace.name.clone(),
-                pattern: namespace.pattern,
-                slots,
-                health: RwLock::new(Health::serving()),
-            };
-            namespaces.insert(namespace.name, Arc::new(bound));
+            namespaces.insert(
+                namespace.name.clone(),
+                Arc::new(Namespace::new(namespace.name, namespace.pattern, slots)),
+            );
         }
         Ok(Gateway {
             routing: ArcSwap::from_pointee(Routing { namespaces, plugins: resolved.plugins }),
@@ -128,9 +190,25 @@ impl Gateway {
         self.routing.load_full()
     }
 
+    /// Replaces the routing snapshot; returns the one it replaced.
+    pub fn swap(&self, routing: Routing) -> Arc<Routing> {
+        self.routing.swap(Arc::new(routing))
+    }
+
     /// The namespace a request names (empty = default), which must use `pattern`.
-    pub fn namespace(&self, name: &str, pattern: &str) -> Result<Arc<Namespace>, Status> {
+    pub async fn namespace(&self, name: &str, pattern: &str) -> Result<NamespaceRef, Status> {
         let name = if name.is_empty() { DEFAULT_NAMESPACE } else { name };
+        loop {
+            let namespace = self.lookup(name, pattern)?;
+            let pass = namespace.gate.clone().read_owned().await;
+            // Replaced while this call waited at the gate: use its successor.
+            if !namespace.is_retired() {
+                return Ok(NamespaceRef { namespace, _pass: pass });
+            }
+        }
+    }
+
+    fn lookup(&self, name: &str, pattern: &str) -> Result<Arc<Namespace>, Status> {
         let routing = self.routing.load();
         let Some(namespace) = routing.namespaces.get(name) else {
             let known: Vec<&str> = routing.namespaces.keys().map(String::as_str).collect();

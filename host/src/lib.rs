@@ -7,6 +7,8 @@ pub mod config;
 pub mod deadline;
 pub mod gateway;
 pub mod patterns;
+pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod service;
+pub mod watch;

@@ -280,7 +280,9 @@ impl Loader {
         create_private_dir(&self.cache_dir).map_err(|e| failed("create the plugin cache", e))?;
         let extension = source.extension().and_then(|e| e.to_str()).unwrap_or("so");
         let copy = self.cache_dir.join(format!("{sha256}.{extension}"));
-        if sha256_file(&copy).is_ok_and(|existing| existing == sha256) {
+        // Copies are only ever renamed into place complete and verified, in a directory
+        // only this user can write: one that exists under its hash is that content.
+        if copy.is_file() {
             return Ok(copy);
         }
         let partial = self.cache_dir.join(format!(".{sha256}.{}.partial", std::process::id()));

@@ -20,6 +20,7 @@ use crate::api::queue_service_server::QueueServiceServer;
 use crate::api::stream_service_server::StreamServiceServer;
 use crate::deadline::DeadlineLayer;
 use crate::gateway::Gateway;
+use crate::reload::Reloader;
 use crate::service::{
     admin::AdminApi, keyvalue::KeyValueApi, list::ListApi, pubsub::PubSubApi, queue::QueueApi,
     stream::StreamApi,
@@ -36,6 +37,7 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// configured grace period.
 pub async fn serve(
     gateway: Arc<Gateway>,
+    reloader: Arc<Reloader>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -54,6 +56,7 @@ pub async fn serve(
     }
     let poller = tokio::spawn(poll_health(
         gateway.clone(),
+        reloader.clone(),
         health_reporter.clone(),
         Duration::from_millis(settings.health_interval_ms),
     ));
@@ -100,7 +103,7 @@ pub async fn serve(
         .add_service(
             StreamServiceServer::new(StreamApi::new(gateway.clone())).max_decoding_message_size(max_message),
         )
-        .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone())))
+        .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader)))
         .serve_with_incoming_shutdown(incoming(listener), signal);
     let grace = Duration::from_millis(settings.shutdown_grace_ms);
     let result = tokio::select! {
@@ -115,11 +118,30 @@ pub async fn serve(
     result
 }
 
-async fn poll_health(gateway: Arc<Gateway>, reporter: HealthReporter, every: Duration) {
+/// Consecutive unhealthy polls after which a namespace's instances are recreated.
+const UNHEALTHY_POLLS_BEFORE_RECREATE: u32 = 3;
+const MAX_RECREATE_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A namespace that keeps failing its health checks, and when to try recreating it next.
+struct Failing {
+    polls: u32,
+    next_try: tokio::time::Instant,
+    backoff: Duration,
+}
+
+async fn poll_health(
+    gateway: Arc<Gateway>,
+    reloader: Arc<Reloader>,
+    reporter: HealthReporter,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
+    let mut failing: std::collections::HashMap<String, Failing> = Default::default();
     loop {
         tick.tick().await;
         let routing = gateway.routing();
+        failing.retain(|name, _| routing.namespaces.contains_key(name));
+        let mut recreate = Vec::new();
         for namespace in routing.namespaces.values() {
             let before = namespace.health().status;
             let health = namespace.refresh_health().await;
@@ -131,6 +153,35 @@ async fn poll_health(gateway: Arc<Gateway>, reporter: HealthReporter, every: Dur
                 tracing::warn!(namespace = %namespace.name, status = ?health.status, message = %health.message, "namespace health changed");
             }
             reporter.set_service_status(&namespace.name, status).await;
+            if health.status != HealthStatus::Unhealthy {
+                failing.remove(&namespace.name);
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            let state = failing.entry(namespace.name.clone()).or_insert(Failing {
+                polls: 0,
+                next_try: now,
+                backoff: Duration::from_secs(1),
+            });
+            state.polls += 1;
+            if state.polls >= UNHEALTHY_POLLS_BEFORE_RECREATE && now >= state.next_try {
+                recreate.push(namespace.name.clone());
+            }
+        }
+        drop(routing);
+        for name in recreate {
+            match reloader.recreate(&name).await {
+                Ok(()) => {
+                    tracing::warn!(namespace = %name, "recreated the namespace's instances after repeated failed health checks");
+                    failing.remove(&name);
+                }
+                Err(why) => {
+                    let state = failing.get_mut(&name).expect("inserted above");
+                    tracing::error!(namespace = %name, retry_in_ms = state.backoff.as_millis() as u64, "could not recreate an unhealthy namespace: {why}");
+                    state.next_try = tokio::time::Instant::now() + state.backoff;
+                    state.backoff = (state.backoff * 2).min(MAX_RECREATE_BACKOFF);
+                }
+            }
         }
     }
 }

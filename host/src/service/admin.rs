@@ -7,16 +7,22 @@ use crate::api::admin_service_server::AdminService;
 use crate::api::*;
 use crate::gateway::Gateway;
 use crate::patterns::PATTERNS;
+use crate::reload::{Outcome, Reloader};
 use crate::resolve::declared_interfaces;
 
 pub struct AdminApi {
     gateway: Arc<Gateway>,
+    reloader: Arc<Reloader>,
 }
 
 impl AdminApi {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        AdminApi { gateway }
+    pub fn new(gateway: Arc<Gateway>, reloader: Arc<Reloader>) -> Self {
+        AdminApi { gateway, reloader }
     }
+}
+
+fn outcome(outcome: Outcome) -> ReloadOutcome {
+    ReloadOutcome { ok: outcome.ok, message: outcome.message, at_unix_ms: outcome.at_unix_ms }
 }
 
 pub fn health_name(status: HealthStatus) -> &'static str {
@@ -47,7 +53,7 @@ impl AdminService for AdminApi {
                     connection_format: metadata.connection_format.clone(),
                     abi_version: metadata.abi_version,
                     interfaces: declared_interfaces(metadata),
-                    path: loaded.plugin.path().display().to_string(),
+                    path: loaded.source.display().to_string(),
                     sha256: loaded.sha256.clone(),
                 }
             })
@@ -83,6 +89,49 @@ impl AdminService for AdminApi {
             })
             .collect();
         Ok(Response::new(ListNamespacesResponse { namespaces }))
+    }
+
+    async fn reload(&self, _: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
+        let result = self.reloader.reload("AdminService.Reload").await;
+        Ok(Response::new(ReloadResponse { outcome: Some(outcome(result)) }))
+    }
+
+    async fn get_reload_status(
+        &self,
+        _: Request<GetReloadStatusRequest>,
+    ) -> Result<Response<GetReloadStatusResponse>, Status> {
+        let status = self.reloader.status();
+        let routing = self.gateway.routing();
+        let mut plugins: Vec<PluginReloadStatus> = routing
+            .plugins
+            .values()
+            .map(|loaded| PluginReloadStatus {
+                name: loaded.name.clone(),
+                version: loaded.plugin.metadata().version.clone(),
+                sha256: loaded.sha256.clone(),
+                path: loaded.source.display().to_string(),
+                last: status.plugins.get(&loaded.name).cloned().map(outcome),
+            })
+            .collect();
+        for (name, last) in &status.plugins {
+            if !routing.plugins.contains_key(name) {
+                plugins.push(PluginReloadStatus {
+                    name: name.clone(),
+                    last: Some(outcome(last.clone())),
+                    ..Default::default()
+                });
+            }
+        }
+        let (libraries, bytes) = self.reloader.libraries_loaded();
+        Ok(Response::new(GetReloadStatusResponse {
+            config_path: self.reloader.config_path().display().to_string(),
+            config: status.config.map(outcome),
+            plugins,
+            reloads: status.reloads,
+            libraries_loaded: libraries as u32,
+            library_bytes: bytes,
+            watching: self.reloader.watching(),
+        }))
     }
 
     async fn list_patterns(

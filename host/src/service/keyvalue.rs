@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{check_batch, check_key, check_value, need, optional_ttl, plugin_status};
 use crate::api::key_value_service_server::KeyValueService;
 use crate::api::*;
-use crate::gateway::{Gateway, Namespace};
+use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::KEYVALUE;
 
 const STORE: &str = "store";
@@ -27,8 +27,8 @@ impl KeyValueApi {
         KeyValueApi { gateway }
     }
 
-    fn store(&self, namespace: &str) -> Result<(Arc<Namespace>, Arc<Instance>), Status> {
-        let namespace = self.gateway.namespace(namespace, KEYVALUE)?;
+    async fn store(&self, namespace: &str) -> Result<(NamespaceRef, Arc<Instance>), Status> {
+        let namespace = self.gateway.namespace(namespace, KEYVALUE).await?;
         let instance =
             namespace.slot(STORE).expect("keyvalue namespaces always bind 'store'").instance.clone();
         Ok((namespace, instance))
@@ -56,7 +56,7 @@ type EntryStream = Pin<Box<dyn Stream<Item = Result<KeyValue, Status>> + Send>>;
 impl KeyValueService for KeyValueApi {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         if request.transaction_id != 0 {
             let tx = need(
@@ -92,7 +92,7 @@ impl KeyValueService for KeyValueApi {
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         check_value("value", request.value.len(), self.max_value())?;
         if request.transaction_id != 0 {
@@ -128,7 +128,7 @@ impl KeyValueService for KeyValueApi {
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let deleted = if request.transaction_id != 0 {
             if request.expected_version != 0 {
@@ -169,7 +169,7 @@ impl KeyValueService for KeyValueApi {
 
     async fn exists(&self, request: Request<ExistsRequest>) -> Result<Response<ExistsResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let basic = need(&namespace, STORE, store.keyvalue_basic(), "keyvalue_basic", "Exists")?;
         let exists = basic.exists(&request.key).await.map_err(plugin_status)?;
@@ -178,7 +178,7 @@ impl KeyValueService for KeyValueApi {
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_prefix(&request.prefix)?;
         let max = self.gateway.settings.max_scan_limit;
         let limit = match request.limit {
@@ -210,7 +210,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<ScanStreamRequest>,
     ) -> Result<Response<Self::ScanStreamStream>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_prefix(&request.prefix)?;
         let mut entries = need(&namespace, STORE, store.keyvalue_scan(), "keyvalue_scan", "ScanStream")?
             .scan_stream(&request.prefix);
@@ -232,7 +232,7 @@ impl KeyValueService for KeyValueApi {
 
     async fn count(&self, request: Request<CountRequest>) -> Result<Response<CountResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_prefix(&request.prefix)?;
         let scan = need(&namespace, STORE, store.keyvalue_scan(), "keyvalue_scan", "Count")?;
         let count = scan.count(&request.prefix).await.map_err(plugin_status)?;
@@ -241,7 +241,7 @@ impl KeyValueService for KeyValueApi {
 
     async fn expire(&self, request: Request<ExpireRequest>) -> Result<Response<ExpireResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let Some(ttl) = optional_ttl("ttl_ms", request.ttl_ms)? else {
             return Err(Status::invalid_argument(
@@ -255,7 +255,7 @@ impl KeyValueService for KeyValueApi {
 
     async fn get_ttl(&self, request: Request<GetTtlRequest>) -> Result<Response<GetTtlResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "GetTtl")?;
         let response = match ttl_ops.get_ttl(&request.key).await.map_err(plugin_status)? {
@@ -272,7 +272,7 @@ impl KeyValueService for KeyValueApi {
 
     async fn persist(&self, request: Request<PersistRequest>) -> Result<Response<PersistResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "Persist")?;
         let persisted = ttl_ops.persist(&request.key).await.map_err(plugin_status)?;
@@ -284,7 +284,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<BatchGetRequest>,
     ) -> Result<Response<BatchGetResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_batch("keys", request.keys.len())?;
         for (index, key) in request.keys.iter().enumerate() {
             check_key(&format!("keys[{index}]"), key)?;
@@ -309,7 +309,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<BatchSetRequest>,
     ) -> Result<Response<BatchSetResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_batch("entries", request.entries.len())?;
         for (index, entry) in request.entries.iter().enumerate() {
             check_key(&format!("entries[{index}].key"), &entry.key)?;
@@ -338,7 +338,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<BatchDeleteRequest>,
     ) -> Result<Response<BatchDeleteResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_batch("keys", request.keys.len())?;
         for (index, key) in request.keys.iter().enumerate() {
             check_key(&format!("keys[{index}]"), key)?;
@@ -359,7 +359,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         check_value("value", request.value.len(), self.max_value())?;
         let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
@@ -381,7 +381,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<BeginTransactionRequest>,
     ) -> Result<Response<BeginTransactionResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         let timeout = match optional_ttl("timeout_ms", request.timeout_ms)? {
             Some(timeout) => timeout,
             None => DEFAULT_TRANSACTION_TIMEOUT,
@@ -402,7 +402,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<CommitTransactionRequest>,
     ) -> Result<Response<CommitTransactionResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         let tx = need(
             &namespace,
             STORE,
@@ -419,7 +419,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<RollbackTransactionRequest>,
     ) -> Result<Response<RollbackTransactionResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         let tx = need(
             &namespace,
             STORE,
@@ -433,7 +433,7 @@ impl KeyValueService for KeyValueApi {
 
     async fn mutate(&self, request: Request<MutateRequest>) -> Result<Response<MutateResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_batch("mutations", request.mutations.len())?;
         for (index, mutation) in request.mutations.iter().enumerate() {
             check_key(&format!("mutations[{index}].key"), &mutation.key)?;

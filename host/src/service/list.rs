@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{check_batch, check_key, check_value, need, plugin_status};
 use crate::api::list_service_server::ListService;
 use crate::api::*;
-use crate::gateway::{Gateway, Namespace};
+use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::LIST;
 
 const STORE: &str = "store";
@@ -23,8 +23,8 @@ impl ListApi {
         ListApi { gateway }
     }
 
-    fn store(&self, namespace: &str) -> Result<(Arc<Namespace>, Arc<Instance>), Status> {
-        let namespace = self.gateway.namespace(namespace, LIST)?;
+    async fn store(&self, namespace: &str) -> Result<(NamespaceRef, Arc<Instance>), Status> {
+        let namespace = self.gateway.namespace(namespace, LIST).await?;
         let instance = namespace.slot(STORE).expect("list namespaces always bind 'store'").instance.clone();
         Ok((namespace, instance))
     }
@@ -46,7 +46,7 @@ fn to_bytes(values: Vec<Vec<u8>>) -> Vec<bytes::Bytes> {
 impl ListService for ListApi {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let at = end(request.end)?;
         if request.values.is_empty() {
@@ -65,7 +65,7 @@ impl ListService for ListApi {
 
     async fn pop(&self, request: Request<PopRequest>) -> Result<Response<PopResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let at = end(request.end)?;
         let count = match request.count {
@@ -84,7 +84,7 @@ impl ListService for ListApi {
 
     async fn length(&self, request: Request<LengthRequest>) -> Result<Response<LengthResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let list = need(&namespace, STORE, store.list_basic(), "list_basic", "Length")?;
         let length = list.length(&request.key).await.map_err(plugin_status)?;
@@ -93,7 +93,7 @@ impl ListService for ListApi {
 
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let list = need(&namespace, STORE, store.list_range(), "list_range", "Range")?;
         let values = list.range(&request.key, request.start, request.stop).await.map_err(plugin_status)?;
@@ -102,7 +102,7 @@ impl ListService for ListApi {
 
     async fn trim(&self, request: Request<TrimRequest>) -> Result<Response<TrimResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace)?;
+        let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         let list = need(&namespace, STORE, store.list_range(), "list_range", "Trim")?;
         list.trim(&request.key, request.start, request.stop).await.map_err(plugin_status)?;

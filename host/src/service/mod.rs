@@ -94,3 +94,33 @@ pub fn need<T>(
         ))
     })
 }
+
+/// A server stream that ends with UNAVAILABLE when its namespace is replaced by a reload,
+/// so clients resubscribe on the new instance (the old one is shut down once its
+/// streams are gone).
+pub fn until_retired<T: Send + 'static>(
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>,
+    namespace: &Namespace,
+) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>> {
+    use futures_util::StreamExt;
+    let name = namespace.name.clone();
+    let retired = Box::pin(namespace.retired());
+    let state = (stream, retired, false);
+    Box::pin(futures_util::stream::unfold(state, move |(mut stream, mut retired, done)| {
+        let name = name.clone();
+        async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                item = stream.next() => item.map(|item| (item, (stream, retired, false))),
+                () = &mut retired => {
+                    let status = Status::unavailable(format!(
+                        "namespace '{name}' was reloaded (a new plugin build or config); open the stream again"
+                    ));
+                    Some((Err(status), (stream, retired, true)))
+                }
+            }
+        }
+    }))
+}

@@ -32,7 +32,7 @@ impl PubSubApi {
     }
 
     async fn publish_one(&self, request: PublishRequest) -> Result<String, Status> {
-        let namespace = self.gateway.namespace(&request.namespace, PUBSUB)?;
+        let namespace = self.gateway.namespace(&request.namespace, PUBSUB).await?;
         check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
@@ -205,7 +205,7 @@ impl PubSubService for PubSubApi {
 
     async fn ack(&self, request: Request<PubSubAckRequest>) -> Result<Response<PubSubAckResponse>, Status> {
         let request = request.into_inner();
-        let namespace = self.gateway.namespace(&request.namespace, PUBSUB)?;
+        let namespace = self.gateway.namespace(&request.namespace, PUBSUB).await?;
         check_durable_name(&request.durable_name)?;
         if request.ack_id.is_empty() {
             return Err(Status::invalid_argument(
@@ -222,7 +222,7 @@ impl PubSubService for PubSubApi {
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Events>, Status> {
         let request = request.into_inner();
-        let namespace = self.gateway.namespace(&request.namespace, PUBSUB)?;
+        let namespace = self.gateway.namespace(&request.namespace, PUBSUB).await?;
         let wildcard =
             check_pattern(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
@@ -268,6 +268,6 @@ impl PubSubService for PubSubApi {
             let item = state.0.next().await?;
             Some((item, state))
         });
-        Ok(Response::new(Box::pin(events)))
+        Ok(Response::new(super::until_retired(Box::pin(events), &namespace)))
     }
 }

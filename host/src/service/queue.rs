@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{check_key, check_value, need, plugin_status};
 use crate::api::queue_service_server::QueueService;
 use crate::api::*;
-use crate::gateway::{Gateway, Namespace};
+use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::QUEUE;
 
 const SLOT: &str = "queue";
@@ -28,8 +28,8 @@ impl QueueApi {
         QueueApi { gateway }
     }
 
-    fn queue(&self, namespace: &str, queue: &str) -> Result<(Arc<Namespace>, Arc<Instance>), Status> {
-        let namespace = self.gateway.namespace(namespace, QUEUE)?;
+    async fn queue(&self, namespace: &str, queue: &str) -> Result<(NamespaceRef, Arc<Instance>), Status> {
+        let namespace = self.gateway.namespace(namespace, QUEUE).await?;
         check_key("queue", queue)?;
         let instance = namespace.slot(SLOT).expect("queue namespaces always bind 'queue'").instance.clone();
         Ok((namespace, instance))
@@ -69,7 +69,7 @@ fn now_unix_ms() -> i64 {
 impl QueueService for QueueApi {
     async fn enqueue(&self, request: Request<EnqueueRequest>) -> Result<Response<EnqueueResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
         let delay = millis("delay_ms", request.delay_ms)?;
         if request.deliver_at_unix_ms < 0 {
@@ -100,7 +100,7 @@ impl QueueService for QueueApi {
 
     async fn dequeue(&self, request: Request<DequeueRequest>) -> Result<Response<DequeueResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         let max = match request.max_messages {
             0 => 1,
             max if max > MAX_DEQUEUE => {
@@ -151,7 +151,7 @@ impl QueueService for QueueApi {
 
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         check_receipt(&request.receipt)?;
         let queue = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Ack")?;
         let acked = queue.ack(&request.queue, &request.receipt).await.map_err(plugin_status)?;
@@ -160,7 +160,7 @@ impl QueueService for QueueApi {
 
     async fn nack(&self, request: Request<NackRequest>) -> Result<Response<NackResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         check_receipt(&request.receipt)?;
         let delay = millis("delay_ms", request.delay_ms)?;
         let queue = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Nack")?;
@@ -173,7 +173,7 @@ impl QueueService for QueueApi {
         request: Request<ExtendVisibilityRequest>,
     ) -> Result<Response<ExtendVisibilityResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         check_receipt(&request.receipt)?;
         let visibility = millis("visibility_timeout_ms", request.visibility_timeout_ms)?;
         if visibility.is_zero() {
@@ -195,7 +195,7 @@ impl QueueService for QueueApi {
         request: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         let limit = match request.limit {
             0 => DEFAULT_DEAD_LETTER_PAGE,
             limit if limit > 1000 => {
@@ -218,7 +218,7 @@ impl QueueService for QueueApi {
         request: Request<ReplayDeadLettersRequest>,
     ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, instance) = self.queue(&request.namespace, &request.queue)?;
+        let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         super::check_batch("message_ids", request.message_ids.len())?;
         let dead =
             need(&namespace, SLOT, instance.queue_dead_letter(), "queue_dead_letter", "ReplayDeadLetters")?;

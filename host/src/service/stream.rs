@@ -14,7 +14,7 @@ use super::{check_value, need, plugin_status, MAX_KEY_BYTES};
 use crate::api::read_request::Start;
 use crate::api::stream_service_server::StreamService;
 use crate::api::*;
-use crate::gateway::{Gateway, Namespace};
+use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::STREAM;
 
 const SLOT: &str = "log";
@@ -31,8 +31,8 @@ impl StreamApi {
         StreamApi { gateway }
     }
 
-    fn resolve(&self, namespace: &str, stream: &str) -> Result<(Arc<Namespace>, Arc<Instance>), Status> {
-        let namespace = self.gateway.namespace(namespace, STREAM)?;
+    async fn resolve(&self, namespace: &str, stream: &str) -> Result<(NamespaceRef, Arc<Instance>), Status> {
+        let namespace = self.gateway.namespace(namespace, STREAM).await?;
         check_name("stream", stream)?;
         let log = namespace.slot(SLOT).expect("stream namespaces always bind 'log'").instance.clone();
         Ok((namespace, log))
@@ -105,7 +105,7 @@ fn pulled<T: Send + 'static>(
 impl StreamService for StreamApi {
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, log) = self.resolve(&request.namespace, &request.stream)?;
+        let (namespace, log) = self.resolve(&request.namespace, &request.stream).await?;
         check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
         if let Some(key) = request.key.as_ref().filter(|key| key.len() > MAX_KEY_BYTES) {
             return Err(Status::invalid_argument(format!(
@@ -146,7 +146,7 @@ impl StreamService for StreamApi {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         let request = request.into_inner();
-        let (namespace, log) = self.resolve(&request.namespace, &request.stream)?;
+        let (namespace, log) = self.resolve(&request.namespace, &request.stream).await?;
         let basic = need(&namespace, SLOT, log.stream_basic(), "stream_basic", "Read")?;
         let from_offset = match request.start {
             None => 0,
@@ -182,7 +182,7 @@ impl StreamService for StreamApi {
             GroupEvent::Record(item) => Some(ReadResponse { record: Some(record(item)) }),
             GroupEvent::Assigned(_) => None,
         });
-        Ok(Response::new(responses))
+        Ok(Response::new(super::until_retired(responses, &namespace)))
     }
 
     async fn get_offsets(
@@ -190,7 +190,7 @@ impl StreamService for StreamApi {
         request: Request<GetOffsetsRequest>,
     ) -> Result<Response<GetOffsetsResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, log) = self.resolve(&request.namespace, &request.stream)?;
+        let (namespace, log) = self.resolve(&request.namespace, &request.stream).await?;
         let basic = need(&namespace, SLOT, log.stream_basic(), "stream_basic", "GetOffsets")?;
         let offsets = basic.offsets(&request.stream).await.map_err(plugin_status)?;
         let committed = if request.group.is_empty() {
@@ -225,7 +225,7 @@ impl StreamService for StreamApi {
         request: Request<JoinGroupRequest>,
     ) -> Result<Response<Self::JoinGroupStream>, Status> {
         let request = request.into_inner();
-        let (namespace, log) = self.resolve(&request.namespace, &request.stream)?;
+        let (namespace, log) = self.resolve(&request.namespace, &request.stream).await?;
         check_name("group", &request.group)?;
         let groups =
             need(&namespace, SLOT, log.stream_consumer_groups(), "stream_consumer_groups", "JoinGroup")?;
@@ -239,12 +239,12 @@ impl StreamService for StreamApi {
             };
             Some(JoinGroupResponse { event: Some(event) })
         });
-        Ok(Response::new(responses))
+        Ok(Response::new(super::until_retired(responses, &namespace)))
     }
 
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, log) = self.resolve(&request.namespace, &request.stream)?;
+        let (namespace, log) = self.resolve(&request.namespace, &request.stream).await?;
         check_name("group", &request.group)?;
         if request.ack_id.is_empty() {
             return Err(Status::invalid_argument(

@@ -1,0 +1,409 @@
+//! Live reload: re-read `plugins.toml`, load changed plugin libraries, build what changed,
+//! and switch traffic in one routing swap — or change nothing and say why.
+//!
+//! A reload is all or nothing. Namespaces whose plugin and config are unchanged keep
+//! their instances; the others get new instances that must be healthy before the swap.
+//! Where the old and new instance both have `state_transfer`, the old namespace's gate
+//! is closed (waiting for its calls in flight), its state exported into the new instance,
+//! and only then is traffic switched, so no write is lost. Replaced namespaces are
+//! retired: their open streams end with UNAVAILABLE, and their instances are shut down
+//! once nothing uses them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use plugin_abi::host::Instance;
+use plugin_abi::HealthStatus;
+
+use crate::config::Config;
+use crate::gateway::{BoundSlot, Gateway, Namespace, Routing};
+use crate::resolve::{self, LoadedPlugin, Loader, ResolvedNamespace, ResolvedSlot};
+
+/// The result of one reload attempt, or of the last one for a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub at_unix_ms: i64,
+    pub ok: bool,
+    pub message: String,
+}
+
+impl Outcome {
+    fn now(ok: bool, message: impl Into<String>) -> Outcome {
+        let at_unix_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+        Outcome { at_unix_ms, ok, message: message.into() }
+    }
+}
+
+/// What the admin API and `prism status` report.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// The last reload of the config as a whole.
+    pub config: Option<Outcome>,
+    /// Per configured plugin: the last time its library was (or failed to be) loaded.
+    pub plugins: BTreeMap<String, Outcome>,
+    pub reloads: u64,
+}
+
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    config_path: PathBuf,
+    loader: Arc<Loader>,
+    status: Mutex<ReloadStatus>,
+    running: tokio::sync::Mutex<()>,
+    watching: std::sync::atomic::AtomicBool,
+}
+
+/// Why a reload changed nothing.
+struct Refused(String);
+
+impl Reloader {
+    pub fn new(gateway: Arc<Gateway>, config_path: PathBuf, loader: Arc<Loader>) -> Reloader {
+        let mut status = ReloadStatus::default();
+        for plugin in gateway.routing().plugins.values() {
+            status.plugins.insert(plugin.name.clone(), Outcome::now(true, loaded_message(plugin)));
+        }
+        Reloader {
+            gateway,
+            config_path,
+            loader,
+            status: Mutex::new(status),
+            running: Default::default(),
+            watching: Default::default(),
+        }
+    }
+
+    pub fn set_watching(&self, watching: bool) {
+        self.watching.store(watching, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn watching(&self) -> bool {
+        self.watching.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Distinct plugin libraries this process has opened, and their size in bytes.
+    pub fn libraries_loaded(&self) -> (usize, u64) {
+        self.loader.loaded()
+    }
+
+    /// The plugin files and the config, as they are configured now.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.config_path.clone()];
+        files.extend(self.gateway.routing().plugins.values().map(|plugin| plugin.source.clone()));
+        files
+    }
+
+    /// Re-reads the config and applies what changed. Reloads run one at a time.
+    pub async fn reload(&self, trigger: &str) -> Outcome {
+        let _one_at_a_time = self.running.lock().await;
+        let started = Instant::now();
+        let outcome = match self.try_reload().await {
+            Ok(summary) => Outcome::now(true, summary),
+            Err(Refused(why)) => Outcome::now(false, why),
+        };
+        if outcome.ok {
+            tracing::info!(%trigger, took_ms = started.elapsed().as_millis() as u64, "reload: {}", outcome.message);
+        } else {
+            tracing::error!(%trigger, "reload refused, the running config keeps serving: {}", outcome.message);
+        }
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.reloads += 1;
+        status.config = Some(outcome.clone());
+        outcome
+    }
+
+    /// Replaces one namespace's instances with fresh ones of the same plugin and config
+    /// (handing state over where it can): how an unhealthy instance is recovered.
+    pub async fn recreate(&self, namespace: &str) -> Result<(), String> {
+        let _one_at_a_time = self.running.lock().await;
+        let routing = self.gateway.routing();
+        if !routing.namespaces.contains_key(namespace) {
+            return Err(format!("namespace '{namespace}' is no longer configured"));
+        }
+        let wanted: Vec<ResolvedNamespace> = routing.namespaces.values().map(|ns| as_resolved(ns)).collect();
+        let plugins = routing.plugins.clone();
+        drop(routing);
+        self.apply(plugins, wanted, Some(namespace)).await.map(|_| ()).map_err(|Refused(why)| why)
+    }
+
+    async fn try_reload(&self) -> Result<String, Refused> {
+        let config = Config::load(&self.config_path)
+            .map_err(|errors| Refused(errors.to_string().trim().to_owned()))?;
+        let running = self.gateway.settings.clone();
+        let mut incoming = config.contents.server.clone();
+        incoming.listen = running.listen;
+        let restart_note = if incoming != running {
+            "; [server] settings changed and take effect after a restart"
+        } else {
+            ""
+        };
+        let current = self.gateway.routing().plugins.clone();
+        let loader = self.loader.clone();
+        let resolved =
+            tokio::task::spawn_blocking(move || resolve::resolve_reusing(config, &loader, &current))
+                .await
+                .map_err(|e| Refused(format!("the reload task failed: {e}")))?;
+        let resolved = match resolved {
+            Ok(resolved) => resolved,
+            Err(errors) => {
+                let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                for error in &errors.errors {
+                    if let Some(plugin) = error.key.strip_prefix("plugins.").and_then(|k| k.split('.').next())
+                    {
+                        let message = format!("{}: {} (fix: {})", error.key, error.message, error.fix);
+                        status.plugins.insert(plugin.to_owned(), Outcome::now(false, message));
+                    }
+                }
+                return Err(Refused(errors.to_string().trim().to_owned()));
+            }
+        };
+        let summary = self.apply(resolved.plugins, resolved.namespaces, None).await?;
+        Ok(format!("{summary}{restart_note}"))
+    }
+
+    /// Builds the namespaces that differ from the running ones (and `force`), hands state
+    /// over, swaps, and retires what was replaced.
+    async fn apply(
+        &self,
+        plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+        wanted: Vec<ResolvedNamespace>,
+        force: Option<&str>,
+    ) -> Result<String, Refused> {
+        let before = self.gateway.routing();
+        let mut namespaces = BTreeMap::new();
+        let mut built: Vec<(Arc<Namespace>, Option<Arc<Namespace>>)> = Vec::new();
+        for resolved in wanted {
+            let old = before.namespaces.get(&resolved.name).cloned();
+            let keep = force != Some(resolved.name.as_str())
+                && old.as_ref().is_some_and(|old| same_bindings(old, &resolved));
+            if keep {
+                let old = old.expect("checked");
+                namespaces.insert(resolved.name.clone(), old);
+                continue;
+            }
+            match build(resolved).await {
+                Ok(namespace) => {
+                    namespaces.insert(namespace.name.clone(), namespace.clone());
+                    built.push((namespace, old));
+                }
+                Err(why) => {
+                    discard(&built).await;
+                    return Err(Refused(why));
+                }
+            }
+        }
+        // Hand state over with the old namespaces' gates closed, and keep them closed
+        // until traffic has moved.
+        let drain = Duration::from_millis(self.gateway.settings.reload_drain_ms);
+        let mut gates = Vec::new();
+        for (new, old) in &built {
+            let Some(old) = old else { continue };
+            let pairs = handover_pairs(old, new);
+            if pairs.is_empty() {
+                continue;
+            }
+            let Ok(gate) = tokio::time::timeout(drain, old.close_gate()).await else {
+                drop(gates);
+                discard(&built).await;
+                return Err(Refused(format!(
+                    "namespace '{}' still had calls running after {} ms (server.reload_drain_ms); nothing was changed, try again",
+                    old.name,
+                    drain.as_millis()
+                )));
+            };
+            gates.push(gate);
+            for (slot, from, to) in pairs {
+                let moved = async {
+                    let snapshot = from.state_transfer().expect("checked").export_state().await?;
+                    to.state_transfer().expect("checked").import_state(snapshot).await
+                };
+                if let Err(error) = moved.await {
+                    drop(gates);
+                    discard(&built).await;
+                    return Err(Refused(format!(
+                        "namespace '{}' slot '{slot}': handing its state to the new instance failed: {error}",
+                        old.name
+                    )));
+                }
+            }
+        }
+        let changed_plugins: Vec<String> = plugins
+            .iter()
+            .filter(|(name, plugin)| before.plugins.get(*name).is_none_or(|old| !Arc::ptr_eq(old, plugin)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let removed: Vec<Arc<Namespace>> = before
+            .namespaces
+            .iter()
+            .filter(|(name, old)| namespaces.get(*name).is_none_or(|new| !Arc::ptr_eq(new, old)))
+            .map(|(_, old)| old.clone())
+            .collect();
+        let new_routing = Routing { namespaces, plugins };
+        let still_used: Vec<Arc<Instance>> = new_routing
+            .namespaces
+            .values()
+            .flat_map(|ns| ns.slots.iter().map(|bound| bound.instance.clone()))
+            .collect();
+        {
+            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            for name in &changed_plugins {
+                let plugin = &new_routing.plugins[name];
+                status.plugins.insert(name.clone(), Outcome::now(true, loaded_message(plugin)));
+            }
+        }
+        drop(before);
+        self.gateway.swap(new_routing);
+        for old in &removed {
+            old.retire();
+        }
+        drop(gates);
+        let rebuilt: Vec<String> = built.iter().map(|(ns, _)| ns.name.clone()).collect();
+        let gone: Vec<String> =
+            removed.iter().map(|ns| ns.name.clone()).filter(|n| !rebuilt.contains(n)).collect();
+        tokio::spawn(shut_down_when_unused(removed, still_used));
+        let list = |names: &[String]| if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+        Ok(format!(
+            "plugins reloaded: {}; namespaces rebuilt: {}; removed: {}",
+            list(&changed_plugins),
+            list(&rebuilt),
+            list(&gone)
+        ))
+    }
+}
+
+fn loaded_message(plugin: &LoadedPlugin) -> String {
+    let metadata = plugin.plugin.metadata();
+    format!("loaded {} {} (sha256 {})", metadata.name, metadata.version, plugin.sha256)
+}
+
+/// The running namespace as the resolver would produce it.
+fn as_resolved(namespace: &Namespace) -> ResolvedNamespace {
+    ResolvedNamespace {
+        name: namespace.name.clone(),
+        pattern: namespace.pattern,
+        slots: namespace
+            .slots
+            .iter()
+            .map(|bound| ResolvedSlot {
+                slot: bound.slot,
+                plugin: bound.plugin.clone(),
+                config_toml: bound.config_toml.clone(),
+                key: bound.key.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn same_bindings(old: &Namespace, new: &ResolvedNamespace) -> bool {
+    old.pattern.name == new.pattern.name
+        && old.slots.len() == new.slots.len()
+        && new.slots.iter().all(|slot| {
+            old.slot(slot.slot.name).is_some_and(|bound| {
+                Arc::ptr_eq(&bound.plugin, &slot.plugin) && bound.config_toml == slot.config_toml
+            })
+        })
+}
+
+/// Slots whose old and new instance are the same configured plugin and both can hand state over.
+fn handover_pairs(old: &Namespace, new: &Namespace) -> Vec<(&'static str, Arc<Instance>, Arc<Instance>)> {
+    new.slots
+        .iter()
+        .filter_map(|bound| {
+            let previous = old.slot(bound.slot.name)?;
+            let both =
+                previous.instance.state_transfer().is_some() && bound.instance.state_transfer().is_some();
+            (both && previous.plugin.name == bound.plugin.name)
+                .then(|| (bound.slot.name, previous.instance.clone(), bound.instance.clone()))
+        })
+        .collect()
+}
+
+/// Creates a namespace's instances and checks they are healthy.
+async fn build(resolved: ResolvedNamespace) -> Result<Arc<Namespace>, String> {
+    let mut slots: Vec<BoundSlot> = Vec::new();
+    let name = resolved.name;
+    for slot in resolved.slots {
+        let (name, slot_name) = (&name, slot.slot.name);
+        let failed = |slots: Vec<BoundSlot>, why: String| async move {
+            for bound in slots {
+                bound.instance.shutdown().await;
+            }
+            Err(format!("namespace '{name}' slot '{slot_name}': {why}"))
+        };
+        let instance = match slot.plugin.plugin.create(&slot.config_toml).await {
+            Ok(instance) => Arc::new(instance),
+            Err(error) => {
+                return failed(slots, format!("plugin '{}' could not start: {error}", slot.plugin.name)).await
+            }
+        };
+        let health = instance.health().await;
+        if health.status == HealthStatus::Unhealthy {
+            instance.shutdown().await;
+            return failed(
+                slots,
+                format!("the new '{}' instance is unhealthy: {}", slot.plugin.name, health.message),
+            )
+            .await;
+        }
+        slots.push(BoundSlot {
+            slot: slot.slot,
+            plugin: slot.plugin,
+            instance,
+            config_toml: slot.config_toml,
+            key: slot.key,
+        });
+    }
+    Ok(Arc::new(Namespace::new(name, resolved.pattern, slots)))
+}
+
+/// Shuts down the instances of namespaces a refused reload had already built.
+async fn discard(built: &[(Arc<Namespace>, Option<Arc<Namespace>>)]) {
+    for (namespace, _) in built {
+        for bound in &namespace.slots {
+            bound.instance.shutdown().await;
+        }
+    }
+}
+
+/// How long a replaced instance may stay in use (calls finishing, streams closing)
+/// before it is shut down anyway.
+const RETIRE_GRACE: Duration = Duration::from_secs(30);
+
+/// Waits until nothing uses the replaced namespaces and their instances, then shuts the
+/// instances down (except those the new routing still uses).
+async fn shut_down_when_unused(retired: Vec<Arc<Namespace>>, still_used: Vec<Arc<Instance>>) {
+    let deadline = Instant::now() + RETIRE_GRACE;
+    let mut instances: Vec<Arc<Instance>> = Vec::new();
+    for namespace in &retired {
+        for bound in &namespace.slots {
+            let reused = still_used.iter().any(|kept| Arc::ptr_eq(kept, &bound.instance));
+            if !reused && !instances.iter().any(|known| Arc::ptr_eq(known, &bound.instance)) {
+                instances.push(bound.instance.clone());
+            }
+        }
+    }
+    drop(still_used);
+    while Instant::now() < deadline && retired.iter().any(|namespace| Arc::strong_count(namespace) > 1) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(retired);
+    while Instant::now() < deadline && instances.iter().any(|instance| Arc::strong_count(instance) > 1) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for instance in instances {
+        if Arc::strong_count(&instance) > 1 {
+            tracing::warn!(plugin = %instance.metadata().name, "a replaced instance was still in use after 30 s; shutting it down anyway");
+        }
+        instance.shutdown().await;
+    }
+}
