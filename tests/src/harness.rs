@@ -61,6 +61,11 @@ impl Server {
     /// Writes `config` (with `{memstore}`, `{redis}`, … replaced by library paths) to a
     /// temporary plugins.toml and serves it on 127.0.0.1:0.
     pub fn start(config: &str) -> Server {
+        Server::start_with(config, &[])
+    }
+
+    /// Like `start`, with extra `prism serve` arguments (e.g. `--no-watch`).
+    pub fn start_with(config: &str, args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = config.to_owned();
         for (placeholder, library) in [
@@ -82,6 +87,7 @@ impl Server {
             .args(["serve", "--config"])
             .arg(&config_path)
             .args(["--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).expect("stderr log"))
             .spawn()
@@ -103,6 +109,11 @@ impl Server {
             }
         };
         Server { child, address, _dir: dir, stderr_log }
+    }
+
+    /// The plugins.toml this server runs (tests edit it to trigger reloads).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("plugins.toml")
     }
 
     pub fn url(&self) -> String {

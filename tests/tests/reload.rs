@@ -1,0 +1,238 @@
+//! Live reload: a new plugin build is picked up from the file, traffic moves with the
+//! state, streams end cleanly; config edits add and remove namespaces; and every refusal
+//! path (corrupt file, ABI mismatch, lost interface, bad config edit, SHA-256 pin,
+//! world-writable file) keeps the old version serving and says why.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use prism_acceptance::harness::{plugin_library, run_prism, Server};
+use prism_host::api::*;
+use tonic::Code;
+
+/// A private copy of a built library, so the test can replace it.
+struct PluginDir {
+    dir: tempfile::TempDir,
+}
+
+impl PluginDir {
+    fn new() -> PluginDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        PluginDir { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("libplugin.so")
+    }
+
+    /// Publishes `library` (plus `marker` bytes at its end, which make a distinct build
+    /// that loads the same) the safe way: write elsewhere, rename into place.
+    fn publish(&self, library: &Path, marker: &[u8]) {
+        let mut bytes = std::fs::read(library).expect("read library");
+        bytes.extend_from_slice(marker);
+        let staging = self.dir.path().join(".staging");
+        std::fs::write(&staging, bytes).unwrap();
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&staging, self.path()).unwrap();
+    }
+}
+
+fn config(plugin: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+health_interval_ms = 200
+reload_debounce_ms = 100
+{extra}
+[plugins.memstore]
+path = "{}"
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+[namespaces.slots.store]
+plugin = "memstore"
+
+[[namespaces]]
+name = "events"
+pattern = "pubsub"
+[namespaces.slots.broker]
+plugin = "memstore"
+"#,
+        plugin.display()
+    )
+}
+
+fn set(key: &str, value: &str) -> SetRequest {
+    SetRequest { key: key.into(), value: value.as_bytes().to_vec().into(), ..Default::default() }
+}
+
+async fn get(server: &Server, key: &str) -> Option<Vec<u8>> {
+    let reply =
+        server.keyvalue().await.get(GetRequest { key: key.into(), ..Default::default() }).await.unwrap();
+    let reply = reply.into_inner();
+    reply.found.then(|| reply.value.to_vec())
+}
+
+async fn status(server: &Server) -> GetReloadStatusResponse {
+    server.admin().await.get_reload_status(GetReloadStatusRequest {}).await.unwrap().into_inner()
+}
+
+/// Waits until the server has finished `count` reloads; returns the status then.
+async fn reloads(server: &Server, count: u64) -> GetReloadStatusResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status(server).await;
+        if status.reloads >= count {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no reload #{count} within 20 s: {status:?}\n{}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn memstore_sha(status: &GetReloadStatusResponse) -> String {
+    status.plugins.iter().find(|p| p.name == "memstore").expect("memstore listed").sha256.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_build_is_picked_up_live_with_its_state_and_streams_end_cleanly() {
+    let plugins = PluginDir::new();
+    plugins.publish(&plugin_library("prism_memstore"), b"");
+    let server = Server::start(&config(&plugins.path(), ""));
+    let mut kv = server.keyvalue().await;
+    for i in 0..100 {
+        kv.set(set(&format!("key-{i}"), &format!("value-{i}"))).await.unwrap();
+    }
+    let before = status(&server).await;
+    assert!(before.watching);
+    let subscribe = SubscribeRequest { namespace: "events".into(), topic: "t".into(), ..Default::default() };
+    let mut stream = server.pubsub().await.subscribe(subscribe.clone()).await.unwrap().into_inner();
+
+    plugins.publish(&plugin_library("prism_memstore"), b"build 2");
+    let after = reloads(&server, 1).await;
+    let outcome = after.config.clone().expect("a reload outcome");
+    assert!(outcome.ok, "{}", outcome.message);
+    assert!(outcome.message.contains("plugins reloaded: memstore"), "{}", outcome.message);
+    assert_ne!(memstore_sha(&before), memstore_sha(&after), "the new build runs");
+
+    for i in 0..100 {
+        let value = get(&server, &format!("key-{i}")).await;
+        assert_eq!(value.as_deref(), Some(format!("value-{i}").as_bytes()), "key-{i} lost in the reload");
+    }
+    let ended =
+        tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("the stream ends");
+    let status = ended.expect_err("the old subscription ends with a status");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("reloaded"), "{}", status.message());
+
+    // Resubscribing reaches the new instance.
+    let mut again = server.pubsub().await.subscribe(subscribe).await.unwrap().into_inner();
+    let publish = PublishRequest { namespace: "events".into(), topic: "t".into(), ..Default::default() };
+    server.pubsub().await.publish(publish).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), again.message()).await.unwrap().unwrap().unwrap();
+
+    let (code, stdout, _) = run_prism(&["status", "--server", &server.url()]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("last reload: ok"), "{stdout}");
+    assert!(stdout.contains(&memstore_sha(&after)), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_edits_add_and_remove_namespaces_and_a_bad_edit_changes_nothing() {
+    let plugins = PluginDir::new();
+    plugins.publish(&plugin_library("prism_memstore"), b"");
+    let server = Server::start_with(&config(&plugins.path(), ""), &["--no-watch"]);
+    assert!(!status(&server).await.watching);
+    let with_lists = config(&plugins.path(), "")
+        + "\n[[namespaces]]\nname = \"lists\"\npattern = \"list\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n";
+    std::fs::write(server.config_path(), &with_lists).unwrap();
+    let (code, stdout, _) = run_prism(&["reload", "--server", &server.url()]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("namespaces rebuilt: lists"), "{stdout}");
+    let push = PushRequest {
+        namespace: "lists".into(),
+        key: "l".into(),
+        values: vec![b"a".to_vec().into()],
+        end: ListEnd::Right as i32,
+    };
+    server.list().await.push(push.clone()).await.unwrap();
+
+    std::fs::write(server.config_path(), with_lists.replace("pattern = \"list\"", "pattern = \"lisp\""))
+        .unwrap();
+    let (code, stdout, _) = run_prism(&["reload", "--server", &server.url()]);
+    assert_eq!(code, 1, "a refused reload exits 1: {stdout}");
+    assert!(stdout.contains("refused") && stdout.contains("unknown pattern 'lisp'"), "{stdout}");
+    server.list().await.push(push.clone()).await.expect("the running config keeps serving");
+
+    std::fs::write(server.config_path(), config(&plugins.path(), "")).unwrap();
+    let reply = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner();
+    let outcome = reply.outcome.unwrap();
+    assert!(outcome.ok && outcome.message.contains("removed: lists"), "{}", outcome.message);
+    let status = server.list().await.push(push).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+/// Makes one bad change, reloads through the admin API, and checks it was refused with
+/// `expect` in the message while the old build keeps serving.
+async fn refused(server: &Server, expect: &str) {
+    let before = status(server).await;
+    let reply = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner();
+    let outcome = reply.outcome.unwrap();
+    assert!(!outcome.ok, "the reload should have been refused ({expect}): {}", outcome.message);
+    assert!(outcome.message.contains(expect), "expected '{expect}' in: {}", outcome.message);
+    let after = status(server).await;
+    assert_eq!(memstore_sha(&before), memstore_sha(&after), "the old build keeps running");
+    assert_eq!(get(server, "kept").await.as_deref(), Some(&b"yes"[..]), "and serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_change_is_refused_and_the_old_version_keeps_serving() {
+    let plugins = PluginDir::new();
+    let memstore = plugin_library("prism_memstore");
+    plugins.publish(&memstore, b"");
+    let server = Server::start_with(&config(&plugins.path(), ""), &["--no-watch"]);
+    server.keyvalue().await.set(set("kept", "yes")).await.unwrap();
+
+    // A truncated library: opening it kills the probe process, not the host.
+    let bytes = std::fs::read(&memstore).unwrap();
+    std::fs::write(plugins.dir.path().join("truncated"), &bytes[..4096]).unwrap();
+    plugins.publish(&plugins.dir.path().join("truncated"), b"");
+    refused(&server, "crashed the probe process").await;
+
+    plugins.publish(&plugin_library("prism_fixture_incompatible_abi"), b"");
+    refused(&server, "incompatible plugin ABI").await;
+
+    // A library that lost the interface the slot requires (nats has no keyvalue_basic).
+    plugins.publish(&plugin_library("prism_nats"), b"");
+    refused(&server, "lacks interface keyvalue_basic").await;
+
+    plugins.publish(&memstore, b"world-writable build");
+    std::fs::set_permissions(plugins.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    refused(&server, "writable by other users").await;
+
+    plugins.publish(&memstore, b"unpinned build");
+    let pin = "0".repeat(64);
+    std::fs::write(
+        server.config_path(),
+        config(&plugins.path(), "").replace("path = ", &format!("sha256 = \"{pin}\"\npath = ")),
+    )
+    .unwrap();
+    refused(&server, "but the config pins").await;
+
+    std::fs::write(server.config_path(), "this is [not toml").unwrap();
+    refused(&server, "plugins.toml").await;
+
+    let status = status(&server).await;
+    let memstore_status = status.plugins.iter().find(|p| p.name == "memstore").unwrap();
+    let last = memstore_status.last.as_ref().unwrap();
+    assert!(!last.ok, "the plugin's last load attempt is reported as failed: {last:?}");
+
+    // Fixing the file lets the next reload through.
+    std::fs::write(server.config_path(), config(&plugins.path(), "")).unwrap();
+    let reply = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner();
+    assert!(reply.outcome.as_ref().unwrap().ok, "{:?}", reply.outcome);
+    assert_eq!(get(&server, "kept").await.as_deref(), Some(&b"yes"[..]), "state handed over");
+}
