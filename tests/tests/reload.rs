@@ -236,3 +236,86 @@ async fn every_bad_change_is_refused_and_the_old_version_keeps_serving() {
     assert!(reply.outcome.as_ref().unwrap().ok, "{:?}", reply.outcome);
     assert_eq!(get(&server, "kept").await.as_deref(), Some(&b"yes"[..]), "state handed over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_swaps_under_load_fail_no_request_and_lose_no_key() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let plugins = PluginDir::new();
+    let memstore = plugin_library("prism_memstore");
+    plugins.publish(&memstore, b"");
+    let server = Arc::new(Server::start(&config(&plugins.path(), "")));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let (server, stop) = (server.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut kv = server.keyvalue().await;
+            let mut written = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("w{writer}-{written}");
+                kv.set(set(&key, &key))
+                    .await
+                    .unwrap_or_else(|s| panic!("Set {key} failed during a swap: {s}"));
+                let reply = kv.get(GetRequest { key: key.clone(), ..Default::default() }).await;
+                let reply =
+                    reply.unwrap_or_else(|s| panic!("Get {key} failed during a swap: {s}")).into_inner();
+                assert_eq!(&reply.value[..], key.as_bytes(), "{key} read back wrong");
+                written += 1;
+            }
+            written
+        }));
+    }
+    let subscriber = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut resubscribed = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let request =
+                    SubscribeRequest { namespace: "events".into(), topic: "t".into(), ..Default::default() };
+                let mut stream = server.pubsub().await.subscribe(request).await.unwrap().into_inner();
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(200), stream.message()).await {
+                        Err(_) if stop.load(Ordering::Relaxed) => return resubscribed,
+                        Err(_) | Ok(Ok(Some(_))) => continue,
+                        Ok(Ok(None)) => panic!("a subscription ended without a status"),
+                        Ok(Err(status)) => {
+                            assert_eq!(status.code(), Code::Unavailable, "{status}");
+                            resubscribed += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            resubscribed
+        })
+    };
+
+    for swap in 1..=10u64 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let marker = if swap % 2 == 1 { &b"build B"[..] } else { &b""[..] };
+        plugins.publish(&memstore, marker);
+        let status = reloads(&server, swap).await;
+        let outcome = status.config.unwrap();
+        assert!(outcome.ok, "swap {swap}: {}", outcome.message);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut written = Vec::new();
+    for writer in writers {
+        written.push(writer.await.expect("a writer failed"));
+    }
+    let resubscribed = subscriber.await.expect("the subscriber failed");
+    assert!(resubscribed >= 1, "the subscriber never saw a swap end its stream");
+    let mut kv = server.keyvalue().await;
+    for (writer, count) in written.iter().enumerate() {
+        assert!(*count > 0, "writer {writer} wrote nothing");
+        for n in 0..*count {
+            let key = format!("w{writer}-{n}");
+            let reply =
+                kv.get(GetRequest { key: key.clone(), ..Default::default() }).await.unwrap().into_inner();
+            assert!(reply.found, "{key} was lost across the swaps");
+        }
+    }
+}

@@ -308,3 +308,68 @@ pub fn abi() -> Result<(), String> {
     bench.args(["bench", "-p", "prism-acceptance", "--bench", "abi_call"]);
     run(bench)
 }
+
+/// p99 of a steady KV load, then of the same load while the memstore library is swapped
+/// ten times (two builds alternating, renamed into place, one swap a second).
+pub fn reload_under_load() -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--release", "--workspace"]);
+    run(build)?;
+    let dir = workspace_root().join("target/bench/reload");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let library = dir.join("libprism_memstore.so");
+    let original = std::fs::read(release_binary("libprism_memstore.so")).map_err(|e| e.to_string())?;
+    let publish = move |marker: &[u8]| -> Result<(), String> {
+        let mut bytes = original.clone();
+        bytes.extend_from_slice(marker);
+        let staging = library.with_extension("staging");
+        std::fs::write(&staging, bytes).map_err(|e| e.to_string())?;
+        std::fs::rename(&staging, library.with_extension("so")).map_err(|e| e.to_string())
+    };
+    publish(b"")?;
+    let config = dir.join("plugins.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{GATEWAY}\"\nreload_debounce_ms = 100\n\n[plugins.memstore]\npath = \"libprism_memstore.so\"\n\n\
+             [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut gateway = Command::new(release_binary("prism"));
+    gateway.args(["serve", "--config"]).arg(&config).env("PRISM_LOG", "warn");
+    let _gateway = Background::start(gateway, "serving on")?;
+    let target = format!("http://{GATEWAY}");
+    let load = [
+        "run",
+        "--target",
+        &target,
+        "--workload",
+        "mixed",
+        "--rate",
+        "5000",
+        "--keys",
+        "10000",
+        "--duration",
+        "12s",
+        "--warmup",
+        "1s",
+    ];
+    println!("\n## steady state: mixed 90% get at 5000 req/s for 12 s");
+    prism_load(&load)?;
+    println!("\n## the same while the library is swapped 10 times (one swap a second)");
+    let swapper = std::thread::spawn(move || -> Result<(), String> {
+        std::thread::sleep(Duration::from_millis(1500));
+        for swap in 1..=10 {
+            publish(if swap % 2 == 1 { b"build B" } else { b"" })?;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        Ok(())
+    });
+    let result = prism_load(&load);
+    swapper.join().map_err(|_| "the swapping thread panicked".to_string())??;
+    result?;
+    let mut status = Command::new(release_binary("prism"));
+    status.args(["status", "--server", &target]);
+    run(status)
+}

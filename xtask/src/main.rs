@@ -6,7 +6,10 @@
 //!   cargo xtask bench [memstore|redis|postgres|nats|kafka]
 //!                       release build; gateway vs bare-tonic baseline on the same backend,
 //!                       with prism-load and h2load
+//!   cargo xtask bench reload  p99 of a KV load while the memstore library is swapped 10 times
 //!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
+//!   cargo xtask dist [--debug] [--out DIR]
+//!                       package bin/, plugins/, plugins.toml, README, LICENSE, SHA256SUMS as .tar.gz
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,12 +21,14 @@ fn main() -> ExitCode {
         Some("serve") => serve(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("ci") => ci(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("reload") => bench::reload_under_load(),
         Some("bench") => {
             bench::Backend::parse(args.get(1).map(String::as_str)).and_then(bench::gateway_vs_baseline)
         }
+        Some("dist") => dist::dist(&args[1..]),
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci | bench [memstore|redis|postgres|nats|kafka] | bench-abi>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci | bench [memstore|redis|postgres|nats|kafka|reload] | bench-abi | dist [--debug] [--out DIR]>");
             return ExitCode::from(2);
         }
     };
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
 }
 
 mod bench;
+mod dist;
 mod services;
 
 pub(crate) fn workspace_root() -> PathBuf {
