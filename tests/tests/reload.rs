@@ -225,6 +225,15 @@ async fn every_bad_change_is_refused_and_the_old_version_keeps_serving() {
     std::fs::write(server.config_path(), "this is [not toml").unwrap();
     refused(&server, "plugins.toml").await;
 
+    // A namespace rebound to an instance that cannot start (no Redis on port 1).
+    let unreachable = config(&plugins.path(), "").replace(
+        "[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"",
+        "[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"redis\"\nconfig = { url = \"redis://127.0.0.1:1\" }",
+    ) + &format!("\n[plugins.redis]\npath = \"{}\"\n", plugin_library("prism_redis").display());
+    assert!(unreachable.contains("plugin = \"redis\""), "the edit applies");
+    std::fs::write(server.config_path(), unreachable).unwrap();
+    refused(&server, "could not start").await;
+
     let status = status(&server).await;
     let memstore_status = status.plugins.iter().find(|p| p.name == "memstore").unwrap();
     let last = memstore_status.last.as_ref().unwrap();
