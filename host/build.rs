@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "../proto/prism/v1/queue.proto",
                 "../proto/prism/v1/pubsub.proto",
                 "../proto/prism/v1/stream.proto",
+                "../proto/prism/v1/multicast.proto",
             ],
             &["../proto"],
         )?;

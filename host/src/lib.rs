@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod deadline;
+pub mod filter;
 pub mod gateway;
 pub mod patterns;
 pub mod reload;

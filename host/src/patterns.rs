@@ -32,6 +32,7 @@ pub const LIST: &str = "list";
 pub const QUEUE: &str = "queue";
 pub const PUBSUB: &str = "pubsub";
 pub const STREAM: &str = "stream";
+pub const MULTICAST_REGISTRY: &str = "multicast-registry";
 
 pub static PATTERNS: &[Pattern] = &[
     Pattern {
@@ -91,7 +92,7 @@ pub static PATTERNS: &[Pattern] = &[
         served: true,
     },
     Pattern {
-        name: "multicast-registry",
+        name: MULTICAST_REGISTRY,
         description: "Register identities with metadata, enumerate them by filter, multicast to the matches",
         slots: &[
             Slot {
@@ -108,7 +109,7 @@ pub static PATTERNS: &[Pattern] = &[
                 optional_interfaces: &[],
             },
         ],
-        served: false,
+        served: true,
     },
 ];
 

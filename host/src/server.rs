@@ -15,6 +15,7 @@ use tonic_health::ServingStatus;
 use crate::api::admin_service_server::AdminServiceServer;
 use crate::api::key_value_service_server::KeyValueServiceServer;
 use crate::api::list_service_server::ListServiceServer;
+use crate::api::multicast_registry_service_server::MulticastRegistryServiceServer;
 use crate::api::pub_sub_service_server::PubSubServiceServer;
 use crate::api::queue_service_server::QueueServiceServer;
 use crate::api::stream_service_server::StreamServiceServer;
@@ -22,8 +23,8 @@ use crate::deadline::DeadlineLayer;
 use crate::gateway::Gateway;
 use crate::reload::Reloader;
 use crate::service::{
-    admin::AdminApi, keyvalue::KeyValueApi, list::ListApi, pubsub::PubSubApi, queue::QueueApi,
-    stream::StreamApi,
+    admin::AdminApi, keyvalue::KeyValueApi, list::ListApi, multicast::MulticastApi, pubsub::PubSubApi,
+    queue::QueueApi, stream::StreamApi,
 };
 
 /// Binds the listen address, reporting a clear error when it is taken.
@@ -50,6 +51,7 @@ pub async fn serve(
         "prism.v1.QueueService",
         "prism.v1.PubSubService",
         "prism.v1.StreamService",
+        "prism.v1.MulticastRegistryService",
         "prism.v1.AdminService",
     ] {
         health_reporter.set_service_status(name, ServingStatus::Serving).await;
@@ -102,6 +104,10 @@ pub async fn serve(
         )
         .add_service(
             StreamServiceServer::new(StreamApi::new(gateway.clone())).max_decoding_message_size(max_message),
+        )
+        .add_service(
+            MulticastRegistryServiceServer::new(MulticastApi::new(gateway.clone()))
+                .max_decoding_message_size(max_message),
         )
         .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader)))
         .serve_with_incoming_shutdown(incoming(listener), signal);

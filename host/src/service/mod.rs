@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod keyvalue;
 pub mod list;
+pub mod multicast;
 pub mod pubsub;
 pub mod queue;
 pub mod stream;

@@ -1,0 +1,522 @@
+//! MulticastRegistryService: a pattern composed from three slots. Registrations are
+//! key-value entries (`mcr/<identity>` → JSON with metadata and expiry) in `registry`;
+//! messages go out on `messaging` topic `mcast.<namespace>.<identity>` to identities
+//! with an open Subscribe on this gateway, and into `durability` queue of the same name
+//! for the others when that slot is bound. Every message crosses the backends in one
+//! small envelope (id, time, headers, payload).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::Stream;
+use plugin_abi::host::Instance;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::{check_value, need, plugin_status};
+use crate::api::multicast_registry_service_server::MulticastRegistryService;
+use crate::api::*;
+use crate::filter::{self, Filter};
+use crate::gateway::{Gateway, NamespaceRef};
+use crate::patterns::MULTICAST_REGISTRY;
+
+const REGISTRY: &str = "registry";
+const MESSAGING: &str = "messaging";
+const DURABILITY: &str = "durability";
+const KEY_PREFIX: &str = "mcr/";
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+/// How often a subscriber looks in its durability queue for messages queued meanwhile.
+const QUEUE_POLL: Duration = Duration::from_millis(500);
+const QUEUE_VISIBILITY: Duration = Duration::from_secs(30);
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+#[derive(Serialize, Deserialize)]
+struct Registration {
+    metadata: HashMap<String, String>,
+    registered_at: i64,
+    /// 0 = never.
+    expires_at: i64,
+}
+
+impl Registration {
+    fn live(&self, now: i64) -> bool {
+        self.expires_at == 0 || self.expires_at > now
+    }
+}
+
+fn check_identity(identity: &str) -> Result<(), Status> {
+    let valid = !identity.is_empty()
+        && identity.len() <= 100
+        && identity.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "identity '{identity}' must be 1-100 letters, digits, '_' or '-'"
+        )))
+    }
+}
+
+fn parse_filter(text: &str) -> Result<Filter, Status> {
+    filter::parse(text).map_err(|error| Status::invalid_argument(format!("filter: {error}")))
+}
+
+fn channel(namespace: &str, identity: &str) -> String {
+    format!("mcast.{namespace}.{identity}")
+}
+
+/// The envelope: `u32` id length, id, `i64` time, `u32` header count, then per header
+/// `u32` length + name and `u32` length + value, then the payload.
+struct Envelope {
+    id: String,
+    sent_at: i64,
+    headers: HashMap<String, String>,
+    payload: Vec<u8>,
+}
+
+impl Envelope {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.payload.len());
+        let put = |out: &mut Vec<u8>, bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            out.extend_from_slice(bytes);
+        };
+        put(&mut out, self.id.as_bytes());
+        out.extend_from_slice(&self.sent_at.to_be_bytes());
+        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
+        for (name, value) in &self.headers {
+            put(&mut out, name.as_bytes());
+            put(&mut out, value.as_bytes());
+        }
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Envelope> {
+        let mut reader = Reader(bytes);
+        let id = reader.string()?;
+        let sent_at = i64::from_be_bytes(reader.take(8)?.try_into().ok()?);
+        let count = reader.u32()?;
+        let mut headers = HashMap::new();
+        for _ in 0..count {
+            let name = reader.string()?;
+            headers.insert(name, reader.string()?);
+        }
+        Some(Envelope { id, sent_at, headers, payload: reader.0.to_vec() })
+    }
+
+    fn into_message(self, from_queue: bool) -> MulticastMessage {
+        MulticastMessage {
+            message_id: self.id,
+            payload: self.payload.into(),
+            headers: self.headers,
+            sent_at_unix_ms: self.sent_at,
+            from_queue,
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = self.u32()? as usize;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+/// Identities with an open Subscribe on this gateway, per namespace.
+#[derive(Default)]
+struct Presence {
+    subscribed: Mutex<HashMap<(String, String), usize>>,
+}
+
+impl Presence {
+    fn is_subscribed(&self, namespace: &str, identity: &str) -> bool {
+        let subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+        subscribed.get(&(namespace.to_owned(), identity.to_owned())).is_some_and(|n| *n > 0)
+    }
+
+    fn enter(self: &Arc<Self>, namespace: &str, identity: &str) -> PresenceGuard {
+        let key = (namespace.to_owned(), identity.to_owned());
+        *self.subscribed.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_insert(0) += 1;
+        PresenceGuard { presence: self.clone(), key }
+    }
+}
+
+struct PresenceGuard {
+    presence: Arc<Presence>,
+    key: (String, String),
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        let mut subscribed = self.presence.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = subscribed.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                subscribed.remove(&self.key);
+            }
+        }
+    }
+}
+
+pub struct MulticastApi {
+    gateway: Arc<Gateway>,
+    presence: Arc<Presence>,
+    next_id: AtomicU64,
+}
+
+struct Slots {
+    namespace: NamespaceRef,
+    registry: Arc<Instance>,
+    messaging: Arc<Instance>,
+    durability: Option<Arc<Instance>>,
+}
+
+impl MulticastApi {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        MulticastApi { gateway, presence: Arc::default(), next_id: AtomicU64::new(1) }
+    }
+
+    async fn slots(&self, namespace: &str) -> Result<Slots, Status> {
+        let namespace = self.gateway.namespace(namespace, MULTICAST_REGISTRY).await?;
+        let bound = |slot: &str| namespace.slot(slot).map(|bound| bound.instance.clone());
+        let registry = bound(REGISTRY).expect("multicast-registry namespaces always bind 'registry'");
+        let messaging = bound(MESSAGING).expect("multicast-registry namespaces always bind 'messaging'");
+        let durability = bound(DURABILITY);
+        Ok(Slots { namespace, registry, messaging, durability })
+    }
+
+    async fn read(&self, slots: &Slots, identity: &str) -> Result<Option<Registration>, Status> {
+        let basic =
+            need(&slots.namespace, REGISTRY, slots.registry.keyvalue_basic(), "keyvalue_basic", "Register")?;
+        let Some(bytes) = basic.get(&format!("{KEY_PREFIX}{identity}")).await.map_err(plugin_status)? else {
+            return Ok(None);
+        };
+        let registration: Registration = serde_json::from_slice(&bytes)
+            .map_err(|e| Status::internal(format!("registration of '{identity}' is unreadable: {e}")))?;
+        Ok(registration.live(now_ms()).then_some(registration))
+    }
+
+    /// Live registrations under the registry, a scan page at a time, with `filter`
+    /// applied; at most `limit`. Returns them and the scan cursor to continue from.
+    async fn matching(
+        &self,
+        slots: &Slots,
+        filter: &Filter,
+        mut cursor: Option<String>,
+        limit: u32,
+    ) -> Result<(Vec<(String, Registration)>, Option<String>), Status> {
+        let scan =
+            need(&slots.namespace, REGISTRY, slots.registry.keyvalue_scan(), "keyvalue_scan", "Enumerate")?;
+        let now = now_ms();
+        let mut found = Vec::new();
+        loop {
+            let want = limit - found.len() as u32;
+            let page =
+                scan.scan(KEY_PREFIX, cursor.as_deref(), want.min(MAX_PAGE)).await.map_err(plugin_status)?;
+            for (key, value) in page.entries {
+                let Ok(registration) = serde_json::from_slice::<Registration>(&value) else { continue };
+                if registration.live(now) && filter.matches(&registration.metadata) {
+                    found.push((key[KEY_PREFIX.len()..].to_owned(), registration));
+                }
+            }
+            cursor = page.next_cursor;
+            if cursor.is_none() || found.len() as u32 >= limit {
+                return Ok((found, cursor));
+            }
+        }
+    }
+}
+
+type Messages = Pin<Box<dyn Stream<Item = Result<MulticastMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl MulticastRegistryService for MulticastApi {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let slots = self.slots(&request.namespace).await?;
+        check_identity(&request.identity)?;
+        let ttl = super::optional_ttl("ttl_ms", request.ttl_ms)?;
+        let existing = self.read(&slots, &request.identity).await?;
+        if existing.is_some() && !request.replace {
+            return Err(Status::already_exists(format!(
+                "identity '{}' is already registered; set replace to overwrite it",
+                request.identity
+            )));
+        }
+        let now = now_ms();
+        let registration = Registration {
+            metadata: request.metadata,
+            registered_at: now,
+            expires_at: ttl.map_or(0, |ttl| now + ttl.as_millis() as i64),
+        };
+        let value = serde_json::to_vec(&registration).expect("a registration always serialises");
+        check_value("metadata", value.len(), self.gateway.settings.max_value_bytes)?;
+        let key = format!("{KEY_PREFIX}{}", request.identity);
+        // The expiry in the record makes TTLs hold on any registry; keyvalue_ttl, where the
+        // plugin has it, also lets the backend reclaim the entry.
+        match (ttl, slots.registry.keyvalue_ttl()) {
+            (Some(ttl), Some(expiring)) => expiring.set_with_ttl(&key, value, ttl).await,
+            _ => {
+                let basic = need(
+                    &slots.namespace,
+                    REGISTRY,
+                    slots.registry.keyvalue_basic(),
+                    "keyvalue_basic",
+                    "Register",
+                )?;
+                basic.set(&key, value).await
+            }
+        }
+        .map_err(plugin_status)?;
+        Ok(Response::new(RegisterResponse { replaced: existing.is_some() }))
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<DeregisterRequest>,
+    ) -> Result<Response<DeregisterResponse>, Status> {
+        let request = request.into_inner();
+        let slots = self.slots(&request.namespace).await?;
+        check_identity(&request.identity)?;
+        let live = self.read(&slots, &request.identity).await?.is_some();
+        let basic = need(
+            &slots.namespace,
+            REGISTRY,
+            slots.registry.keyvalue_basic(),
+            "keyvalue_basic",
+            "Deregister",
+        )?;
+        basic.delete(&format!("{KEY_PREFIX}{}", request.identity)).await.map_err(plugin_status)?;
+        Ok(Response::new(DeregisterResponse { deregistered: live }))
+    }
+
+    async fn enumerate(
+        &self,
+        request: Request<EnumerateRequest>,
+    ) -> Result<Response<EnumerateResponse>, Status> {
+        let request = request.into_inner();
+        let slots = self.slots(&request.namespace).await?;
+        let filter = parse_filter(&request.filter)?;
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE,
+            size if size > MAX_PAGE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size {size} is over the limit of {MAX_PAGE}"
+                )))
+            }
+            size => size,
+        };
+        let cursor = (!request.cursor.is_empty()).then_some(request.cursor);
+        let (found, next) = self.matching(&slots, &filter, cursor, page_size).await?;
+        let identities = found
+            .into_iter()
+            .map(|(identity, registration)| RegisteredIdentity {
+                identity,
+                metadata: registration.metadata,
+                registered_at_unix_ms: registration.registered_at,
+                expires_at_unix_ms: registration.expires_at,
+            })
+            .collect();
+        Ok(Response::new(EnumerateResponse { identities, next_cursor: next.unwrap_or_default() }))
+    }
+
+    async fn multicast(
+        &self,
+        request: Request<MulticastRequest>,
+    ) -> Result<Response<MulticastResponse>, Status> {
+        let request = request.into_inner();
+        let slots = self.slots(&request.namespace).await?;
+        let filter = parse_filter(&request.filter)?;
+        check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
+        let pubsub =
+            need(&slots.namespace, MESSAGING, slots.messaging.pubsub_basic(), "pubsub_basic", "Multicast")?;
+        let queue = match &slots.durability {
+            Some(durability) => Some(need(
+                &slots.namespace,
+                DURABILITY,
+                durability.queue_basic(),
+                "queue_basic",
+                "Multicast",
+            )?),
+            None => None,
+        };
+        let mut targets = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (found, next) = self.matching(&slots, &filter, cursor, MAX_PAGE).await?;
+            targets.extend(found.into_iter().map(|(identity, _)| identity));
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let message_id = format!("mc-{:x}-{}", now_ms(), self.next_id.fetch_add(1, Ordering::Relaxed));
+        let envelope = Envelope {
+            id: message_id.clone(),
+            sent_at: now_ms(),
+            headers: request.headers,
+            payload: request.payload.to_vec(),
+        }
+        .encode();
+        let namespace = slots.namespace.name.clone();
+        let sends = targets.iter().map(|identity| {
+            let (pubsub, queue, envelope, namespace) = (&pubsub, &queue, envelope.clone(), &namespace);
+            let subscribed = self.presence.is_subscribed(namespace, identity);
+            async move {
+                let topic = channel(namespace, identity);
+                let (status, result) = if subscribed {
+                    (DeliveryStatus::Delivered, pubsub.publish(&topic, envelope, Vec::new()).await.map(drop))
+                } else if let Some(queue) = queue {
+                    (DeliveryStatus::Queued, queue.enqueue(&topic, envelope).await.map(drop))
+                } else {
+                    (DeliveryStatus::NotDelivered, Ok(()))
+                };
+                match result {
+                    Ok(()) => {
+                        Delivery { identity: identity.clone(), status: status as i32, error: String::new() }
+                    }
+                    Err(error) => Delivery {
+                        identity: identity.clone(),
+                        status: DeliveryStatus::Failed as i32,
+                        error: error.message().to_owned(),
+                    },
+                }
+            }
+        });
+        let deliveries = futures_util::future::join_all(sends).await;
+        let count =
+            |status: DeliveryStatus| deliveries.iter().filter(|d| d.status == status as i32).count() as u32;
+        Ok(Response::new(MulticastResponse {
+            message_id,
+            targets: targets.len() as u32,
+            delivered: count(DeliveryStatus::Delivered),
+            queued: count(DeliveryStatus::Queued),
+            deliveries,
+        }))
+    }
+
+    type SubscribeStream = Messages;
+
+    async fn subscribe(
+        &self,
+        request: Request<MulticastSubscribeRequest>,
+    ) -> Result<Response<Messages>, Status> {
+        let request = request.into_inner();
+        let slots = self.slots(&request.namespace).await?;
+        check_identity(&request.identity)?;
+        if self.read(&slots, &request.identity).await?.is_none() {
+            return Err(Status::not_found(format!(
+                "identity '{}' is not registered (or its registration lapsed); Register it first",
+                request.identity
+            )));
+        }
+        let pubsub =
+            need(&slots.namespace, MESSAGING, slots.messaging.pubsub_basic(), "pubsub_basic", "Subscribe")?;
+        let topic = channel(&slots.namespace.name, &request.identity);
+        // Live first, then presence, then the queue: a multicast either sees the identity
+        // present (and publishes to a live subscription) or queues for it.
+        let mut live = pubsub.subscribe(&topic).await.map_err(plugin_status)?;
+        let presence = self.presence.enter(&slots.namespace.name, &request.identity);
+        let (sender, receiver) = mpsc::channel::<Result<MulticastMessage, Status>>(256);
+        let durability = slots.durability.clone();
+        let messaging = slots.messaging.clone();
+        let pump = tokio::spawn(async move {
+            let _presence = presence;
+            let _messaging = messaging;
+            let mut poll = tokio::time::interval(QUEUE_POLL);
+            loop {
+                tokio::select! {
+                    batch = live.next_batch(256) => match batch {
+                        Some(Ok(batch)) => {
+                            for message in batch {
+                                let Some(envelope) = Envelope::decode(&message.payload) else { continue };
+                                if sender.send(Ok(envelope.into_message(false))).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Some(Err(error)) => {
+                            let _ = sender.send(Err(plugin_status(error))).await;
+                            return;
+                        }
+                        None => return,
+                    },
+                    _ = poll.tick(), if durability.is_some() => {
+                        let durability = durability.as_ref().expect("checked");
+                        if drain_queue(durability, &topic, &sender).await.is_err() {
+                            return;
+                        }
+                    }
+                    () = sender.closed() => return,
+                }
+            }
+        });
+        let guard = AbortOnDrop(pump.abort_handle());
+        let stream = futures_util::stream::unfold((receiver, guard), |(mut receiver, guard)| async move {
+            let item = receiver.recv().await?;
+            Some((item, (receiver, guard)))
+        });
+        Ok(Response::new(super::until_retired(Box::pin(stream), &slots.namespace)))
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Hands every queued message to the subscriber, acking each once it is on its way.
+async fn drain_queue(
+    durability: &Instance,
+    queue: &str,
+    sender: &mpsc::Sender<Result<MulticastMessage, Status>>,
+) -> Result<(), ()> {
+    let (Some(visibility), Some(basic)) = (durability.queue_visibility(), durability.queue_basic()) else {
+        return Ok(());
+    };
+    loop {
+        let messages = match visibility.dequeue_with_visibility(queue, 32, QUEUE_VISIBILITY).await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%queue, %error, "cannot read a multicast durability queue; retrying");
+                return Ok(());
+            }
+        };
+        if messages.is_empty() {
+            return Ok(());
+        }
+        for message in messages {
+            if let Some(envelope) = Envelope::decode(&message.payload) {
+                sender.send(Ok(envelope.into_message(true))).await.map_err(|_| ())?;
+            }
+            if let Err(error) = basic.ack(queue, &message.receipt).await {
+                tracing::warn!(%queue, %error, "cannot ack a delivered multicast message; it may come again");
+            }
+        }
+    }
+}
