@@ -95,3 +95,141 @@ pub fn render_status(status: &crate::api::GetReloadStatusResponse) -> String {
     ));
     out
 }
+
+/// A plugin the registry commands consider: from the config (by its `[plugins.NAME]`) or
+/// a library file given on the command line.
+pub struct Candidate {
+    pub name: String,
+    pub path: String,
+    pub metadata: Metadata,
+}
+
+fn missing<'a>(required: &'a [&'a str], candidate: &Candidate) -> Vec<&'a str> {
+    let declared = declared_interfaces(&candidate.metadata);
+    required.iter().copied().filter(|needed| !declared.iter().any(|d| d == needed)).collect()
+}
+
+/// `prism patterns NAME`: the pattern's slots, and which candidates fit each.
+pub fn render_pattern(pattern: &crate::patterns::Pattern, candidates: &[Candidate]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", pattern.name);
+    let _ = writeln!(out, "  {}", pattern.description);
+    for slot in pattern.slots {
+        let kind = if slot.optional { "optional slot" } else { "slot" };
+        let _ = writeln!(out, "  {kind} {}:", slot.name);
+        let _ = writeln!(out, "    requires: {}", slot.required.join(", "));
+        if !slot.optional_interfaces.is_empty() {
+            let _ = writeln!(out, "    uses if present: {}", slot.optional_interfaces.join(", "));
+        }
+        if candidates.is_empty() {
+            continue;
+        }
+        let (fit, unfit): (Vec<&Candidate>, Vec<&Candidate>) =
+            candidates.iter().partition(|c| missing(slot.required, c).is_empty());
+        let fits: Vec<String> = fit
+            .iter()
+            .map(|c| {
+                let extras: Vec<&str> = slot
+                    .optional_interfaces
+                    .iter()
+                    .copied()
+                    .filter(|i| declared_interfaces(&c.metadata).iter().any(|d| d == i))
+                    .collect();
+                if extras.is_empty() {
+                    c.name.clone()
+                } else {
+                    format!("{} (+ {})", c.name, extras.join(", "))
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "    fits: {}", if fits.is_empty() { "none".into() } else { fits.join(", ") });
+        for candidate in unfit {
+            let _ = writeln!(
+                out,
+                "    does not fit: {} (lacks {})",
+                candidate.name,
+                missing(slot.required, candidate).join(", ")
+            );
+        }
+    }
+    out
+}
+
+/// `prism plugins find`: the candidates that implement every one of `interfaces`.
+pub fn render_find(interfaces: &[String], candidates: &[Candidate]) -> String {
+    let mut out = String::new();
+    let needed: Vec<&str> = interfaces.iter().map(String::as_str).collect();
+    let found: Vec<&Candidate> = candidates.iter().filter(|c| missing(&needed, c).is_empty()).collect();
+    if found.is_empty() {
+        let _ = writeln!(out, "no plugin implements {}", needed.join(" + "));
+    }
+    for candidate in found {
+        let _ = writeln!(out, "{} {}  {}", candidate.name, candidate.metadata.version, candidate.path);
+    }
+    out
+}
+
+/// `prism generate config`: a `plugins.toml` fragment binding `slots` (slot → candidate)
+/// for a namespace, or the reasons the combination does not fit.
+pub fn generate_config(
+    namespace: &str,
+    pattern: &crate::patterns::Pattern,
+    slots: &[(String, &Candidate)],
+) -> Result<String, Vec<String>> {
+    let mut problems = Vec::new();
+    for (slot_name, candidate) in slots {
+        match pattern.slot(slot_name) {
+            None => {
+                let known: Vec<&str> = pattern.slots.iter().map(|s| s.name).collect();
+                problems.push(format!(
+                    "pattern '{}' has no slot '{slot_name}' (its slots: {})",
+                    pattern.name,
+                    known.join(", ")
+                ));
+            }
+            Some(slot) => {
+                let lacking = missing(slot.required, candidate);
+                if !lacking.is_empty() {
+                    problems.push(format!(
+                        "slot '{slot_name}' needs {}; plugin '{}' lacks {}",
+                        slot.required.join(" + "),
+                        candidate.name,
+                        lacking.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    for slot in pattern.slots.iter().filter(|s| !s.optional) {
+        if !slots.iter().any(|(name, _)| name == slot.name) {
+            problems.push(format!(
+                "slot '{}' is required: add --slot {}=PLUGIN (a plugin with {})",
+                slot.name,
+                slot.name,
+                slot.required.join(" + ")
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut out = String::new();
+    let mut declared: Vec<&str> = Vec::new();
+    for (_, candidate) in slots {
+        if declared.contains(&candidate.name.as_str()) {
+            continue;
+        }
+        declared.push(&candidate.name);
+        let _ = writeln!(out, "[plugins.{}]\npath = \"{}\"\n", candidate.name, candidate.path);
+    }
+    let _ = writeln!(out, "[[namespaces]]\nname = \"{namespace}\"\npattern = \"{}\"", pattern.name);
+    for (slot, candidate) in slots {
+        let _ = writeln!(out, "[namespaces.slots.{slot}]\nplugin = \"{}\"", candidate.name);
+        let _ = writeln!(
+            out,
+            "# config = {{ … }}  # the plugin's settings: see `prism plugins {}`",
+            candidate.path
+        );
+    }
+    Ok(out)
+}

@@ -39,15 +39,32 @@ enum Command {
         file: PathBuf,
     },
     /// Print the metadata table of plugin libraries (default: those in the config).
+    #[command(args_conflicts_with_subcommands = true)]
     Plugins {
+        #[command(subcommand)]
+        command: Option<PluginsCommand>,
         /// Plugin library files.
         paths: Vec<PathBuf>,
         /// Config whose plugins to describe when no paths are given.
         #[arg(long, default_value = "plugins.toml")]
         config: PathBuf,
     },
-    /// Print the patterns, their slots and the interfaces each slot requires.
-    Patterns,
+    /// Print the patterns, their slots and the interfaces each slot requires; with a
+    /// NAME, which configured (or given) plugins fit each of its slots.
+    Patterns {
+        name: Option<String>,
+        /// Config whose plugins to try against the slots (default: ./plugins.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// More plugin libraries to try.
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+    },
+    /// Generate configuration.
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
     /// Show a running server's plugins (versions, file hashes) and its last reloads.
     Status {
         /// The server's address.
@@ -63,6 +80,39 @@ enum Command {
     /// before opening it itself (exit 0 = it loads, 2 = a clean load error).
     #[command(hide = true)]
     ProbePlugin { path: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// List the plugins that implement every given interface.
+    Find {
+        /// An interface the plugin must implement (repeat for several).
+        #[arg(long = "interface", required = true, value_name = "INTERFACE")]
+        interfaces: Vec<String>,
+        /// Look at the libraries in this directory instead of the config's plugins.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "plugins.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// Print a plugins.toml fragment binding plugins to a pattern's slots, refusing
+    /// combinations that do not fit.
+    Config {
+        #[arg(long)]
+        pattern: String,
+        /// SLOT=PLUGIN, where PLUGIN is a plugin of the config or a library path (repeat per slot).
+        #[arg(long = "slot", value_name = "SLOT=PLUGIN", required = true)]
+        slots: Vec<String>,
+        #[arg(long)]
+        namespace: String,
+        /// Config whose plugin names PLUGIN may refer to (default: ./plugins.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -90,10 +140,17 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args),
         Command::Validate { file } => validate(&file),
-        Command::Plugins { paths, config } => plugins(paths, &config),
-        Command::Patterns => {
+        Command::Plugins { command: Some(PluginsCommand::Find { interfaces, dir, config }), .. } => {
+            find_plugins(&interfaces, dir.as_deref(), &config)
+        }
+        Command::Plugins { command: None, paths, config } => plugins(paths, &config),
+        Command::Patterns { name: None, .. } => {
             print!("{}", cli::render_patterns());
             ExitCode::SUCCESS
+        }
+        Command::Patterns { name: Some(name), config, plugins } => describe_pattern(&name, config, &plugins),
+        Command::Generate { what: GenerateCommand::Config { pattern, slots, namespace, config } } => {
+            generate_config(&pattern, &slots, &namespace, config)
         }
         Command::Status { server } => admin_call(&server, false),
         Command::Reload { server } => admin_call(&server, true),
@@ -190,6 +247,143 @@ fn validate(file: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+fn invalid(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_INVALID)
+}
+
+/// The plugins of a config, as registry candidates.
+fn config_candidates(file: &std::path::Path) -> Result<Vec<cli::Candidate>, String> {
+    let config = Config::load(file).map_err(|errors| errors.to_string().trim().to_owned())?;
+    let mut candidates = Vec::new();
+    for (name, entry) in &config.contents.plugins {
+        let plugin = Plugin::load(config.plugin_path(entry)).map_err(|e| format!("plugin '{name}': {e}"))?;
+        candidates.push(cli::Candidate {
+            name: name.clone(),
+            path: entry.path.display().to_string(),
+            metadata: plugin.metadata().clone(),
+        });
+    }
+    Ok(candidates)
+}
+
+fn library_candidate(path: &std::path::Path) -> Result<cli::Candidate, String> {
+    let plugin = Plugin::load(path).map_err(|e| e.to_string())?;
+    let metadata = plugin.metadata().clone();
+    Ok(cli::Candidate { name: metadata.name.clone(), path: path.display().to_string(), metadata })
+}
+
+/// The default config when none is named: ./plugins.toml if there is one.
+fn default_config(config: Option<PathBuf>) -> Option<PathBuf> {
+    config.or_else(|| Some(PathBuf::from("plugins.toml")).filter(|p| p.is_file()))
+}
+
+fn describe_pattern(name: &str, config: Option<PathBuf>, libraries: &[PathBuf]) -> ExitCode {
+    let Some(pattern) = prism_host::patterns::find(name) else {
+        return invalid(format!(
+            "unknown pattern '{name}'; the patterns are: {}",
+            prism_host::patterns::names().join(", ")
+        ));
+    };
+    let mut candidates = Vec::new();
+    if let Some(config) = default_config(config) {
+        match config_candidates(&config) {
+            Ok(found) => candidates.extend(found),
+            Err(error) => return invalid(error),
+        }
+    }
+    for library in libraries {
+        match library_candidate(library) {
+            Ok(candidate) => candidates.push(candidate),
+            Err(error) => return invalid(error),
+        }
+    }
+    print!("{}", cli::render_pattern(pattern, &candidates));
+    ExitCode::SUCCESS
+}
+
+fn find_plugins(interfaces: &[String], dir: Option<&std::path::Path>, config: &std::path::Path) -> ExitCode {
+    if let Some(unknown) = interfaces.iter().find(|i| plugin_abi::Interface::from_name(i).is_none()) {
+        let known: Vec<&str> = plugin_abi::Interface::ALL.iter().map(|i| i.name()).collect();
+        return invalid(format!("unknown interface '{unknown}'; the interfaces are: {}", known.join(", ")));
+    }
+    let candidates = match dir {
+        Some(dir) => {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(error) => return invalid(format!("cannot read {}: {error}", dir.display())),
+            };
+            let mut libraries: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "so" || e == "dylib"))
+                .collect();
+            libraries.sort();
+            // Files that are not plugins are skipped, not fatal: a directory may hold both.
+            libraries.iter().filter_map(|path| library_candidate(path).ok()).collect()
+        }
+        None => match config_candidates(config) {
+            Ok(found) => found,
+            Err(error) => return invalid(error),
+        },
+    };
+    print!("{}", cli::render_find(interfaces, &candidates));
+    ExitCode::SUCCESS
+}
+
+fn generate_config(pattern: &str, slots: &[String], namespace: &str, config: Option<PathBuf>) -> ExitCode {
+    let Some(pattern) = prism_host::patterns::find(pattern) else {
+        return invalid(format!(
+            "unknown pattern '{pattern}'; the patterns are: {}",
+            prism_host::patterns::names().join(", ")
+        ));
+    };
+    let configured = match default_config(config) {
+        Some(config) => match config_candidates(&config) {
+            Ok(found) => found,
+            Err(error) => return invalid(error),
+        },
+        None => Vec::new(),
+    };
+    let mut given = Vec::new();
+    let mut bindings = Vec::new();
+    for binding in slots {
+        let Some((slot, plugin)) = binding.split_once('=') else {
+            return invalid(format!("--slot {binding}: use SLOT=PLUGIN"));
+        };
+        if plugin.contains('/') || plugin.ends_with(".so") || plugin.ends_with(".dylib") {
+            match library_candidate(std::path::Path::new(plugin)) {
+                Ok(candidate) => given.push((slot.to_owned(), candidate)),
+                Err(error) => return invalid(error),
+            }
+        } else {
+            match configured.iter().find(|c| c.name == plugin) {
+                Some(candidate) => bindings.push((slot.to_owned(), candidate)),
+                None => {
+                    let known: Vec<&str> = configured.iter().map(|c| c.name.as_str()).collect();
+                    return invalid(format!(
+                        "--slot {binding}: no plugin '{plugin}' in the config (known: {}); give a library path instead",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ));
+                }
+            }
+        }
+    }
+    bindings.extend(given.iter().map(|(slot, candidate)| (slot.clone(), candidate)));
+    match cli::generate_config(namespace, pattern, &bindings) {
+        Ok(fragment) => {
+            print!("{fragment}");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("error: this combination does not fit pattern '{}':", pattern.name);
+            for problem in problems {
+                eprintln!("  {problem}");
+            }
+            ExitCode::from(EXIT_INVALID)
+        }
     }
 }
 

@@ -193,3 +193,186 @@ fn serve_with_an_invalid_config_exits_2_before_listening() {
     assert!(!stdout.contains("serving"), "{stdout}");
     assert!(stderr.contains("namespaces[0].pattern: unknown pattern 'nope'"), "{stderr}");
 }
+
+/// The workspace's built plugin libraries, as `(label, path)` pairs for `redact`.
+fn libraries(names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|name| (format!("[{name}]"), plugin_library(&format!("prism_{name}")).display().to_string()))
+        .collect()
+}
+
+fn redact_libraries(text: &str, libraries: &[(String, String)]) -> String {
+    libraries.iter().fold(text.to_owned(), |text, (label, path)| text.replace(path.as_str(), label))
+}
+
+#[test]
+fn patterns_name_shows_which_plugins_fit_each_slot() {
+    let libs = libraries(&["memstore", "redis", "postgres", "nats", "kafka"]);
+    let mut args = vec!["patterns", "multicast-registry"];
+    for (_, path) in &libs {
+        args.extend(["--plugin", path.as_str()]);
+    }
+    let (code, stdout, stderr) = run_prism(&args);
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!(redact_libraries(&stdout, &libs));
+
+    let (code, _, stderr) = run_prism(&["patterns", "multicast"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("unknown pattern 'multicast'") && stderr.contains("multicast-registry"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugins_find_lists_the_plugins_with_every_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["memstore", "redis", "postgres", "nats", "kafka"] {
+        let library = plugin_library(&format!("prism_{name}"));
+        std::fs::copy(&library, dir.path().join(library.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.path().join("not-a-plugin.so"), b"junk").unwrap();
+    let shown = dir.path().display().to_string();
+    let find = |interfaces: &[&str]| {
+        let mut args = vec!["plugins", "find", "--dir", shown.as_str()];
+        for interface in interfaces {
+            args.extend(["--interface", interface]);
+        }
+        let (code, stdout, stderr) = run_prism(&args);
+        assert_eq!(code, 0, "{stderr}");
+        redact(&stdout, &[("[dir]", shown.clone())])
+    };
+    let output = [
+        find(&["keyvalue_scan"]),
+        find(&["pubsub_basic", "pubsub_persistent"]),
+        find(&["stream_consumer_groups", "state_transfer"]),
+        find(&["queue_dead_letter", "pubsub_basic"]),
+    ]
+    .join("--\n");
+    insta::assert_snapshot!(output);
+    let (code, _, stderr) =
+        run_prism(&["plugins", "find", "--dir", &shown, "--interface", "keyvalue_teleport"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown interface 'keyvalue_teleport'"), "{stderr}");
+}
+
+#[test]
+fn generate_config_prints_a_fragment_that_validates_and_refuses_misfits() {
+    let libs = libraries(&["memstore", "nats", "postgres", "redis"]);
+    let path = |name: &str| libs.iter().find(|(l, _)| l == &format!("[{name}]")).unwrap().1.clone();
+    let slot = |slot: &str, name: &str| format!("{slot}={}", path(name));
+    let (code, fragment, stderr) = run_prism(&[
+        "generate",
+        "config",
+        "--pattern",
+        "multicast-registry",
+        "--namespace",
+        "devices",
+        "--slot",
+        &slot("registry", "redis"),
+        "--slot",
+        &slot("messaging", "nats"),
+        "--slot",
+        &slot("durability", "postgres"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!("generate_config_fits", redact_libraries(&fragment, &libs));
+    // The fragment is a valid config once the plugins' own settings are filled in.
+    let filled = fragment
+        .replacen(
+            "plugin = \"redis\"\n",
+            "plugin = \"redis\"\nconfig = { url = \"redis://127.0.0.1:6379\" }\n",
+            1,
+        )
+        .replacen(
+            "plugin = \"nats\"\n",
+            "plugin = \"nats\"\nconfig = { url = \"nats://127.0.0.1:4222\" }\n",
+            1,
+        )
+        .replacen(
+            "plugin = \"postgres\"\n",
+            "plugin = \"postgres\"\nconfig = { url = \"postgres://postgres@127.0.0.1:5432/test\" }\n",
+            1,
+        );
+    let (code, _, stderr) = validate(&filled);
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, stdout, stderr) = run_prism(&[
+        "generate",
+        "config",
+        "--pattern",
+        "multicast-registry",
+        "--namespace",
+        "devices",
+        "--slot",
+        &slot("registry", "nats"),
+        "--slot",
+        &slot("durability", "memstore"),
+        "--slot",
+        &slot("mailbox", "memstore"),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty());
+    insta::assert_snapshot!("generate_config_refuses", redact_libraries(&stderr, &libs));
+}
+
+#[test]
+fn config_error_each_multicast_slot_lacking_an_interface_is_named_and_durability_is_optional() {
+    let config = format!(
+        r#"
+[plugins.memstore]
+path = "{{memstore}}"
+[plugins.nats]
+path = "{}"
+[plugins.redis]
+path = "{}"
+[plugins.postgres]
+path = "{}"
+
+[[namespaces]]
+name = "registry-without-scan"
+pattern = "multicast-registry"
+[namespaces.slots.registry]
+plugin = "nats"
+config = {{ url = "nats://127.0.0.1:4222" }}
+[namespaces.slots.messaging]
+plugin = "memstore"
+
+[[namespaces]]
+name = "messaging-without-pubsub"
+pattern = "multicast-registry"
+[namespaces.slots.registry]
+plugin = "memstore"
+[namespaces.slots.messaging]
+plugin = "postgres"
+config = {{ url = "postgres://postgres@127.0.0.1:5432/test" }}
+
+[[namespaces]]
+name = "durability-without-queues"
+pattern = "multicast-registry"
+[namespaces.slots.registry]
+plugin = "memstore"
+[namespaces.slots.messaging]
+plugin = "memstore"
+[namespaces.slots.durability]
+plugin = "redis"
+config = {{ url = "redis://127.0.0.1:6379" }}
+
+[[namespaces]]
+name = "fine-without-durability"
+pattern = "multicast-registry"
+[namespaces.slots.registry]
+plugin = "memstore"
+[namespaces.slots.messaging]
+plugin = "memstore"
+"#,
+        plugin_library("prism_nats").display(),
+        plugin_library("prism_redis").display(),
+        plugin_library("prism_postgres").display()
+    );
+    let (code, _, stderr) = validate(&config);
+    assert_eq!(code, 2);
+    assert!(!stderr.contains("namespaces[3]"), "an optional slot left out is fine: {stderr}");
+    insta::assert_snapshot!(redact_libraries(&stderr, &libraries(&["nats", "redis", "postgres"])));
+}
