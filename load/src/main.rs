@@ -8,6 +8,7 @@
 //!   prism-load stream --target URL --namespace N    # Kafka append/read vs rdkafka direct
 
 mod baseline;
+mod multicast;
 mod pubsub;
 mod stream;
 mod workload;
@@ -75,6 +76,24 @@ enum Command {
         /// With --stream: pace publishing to this many messages per second in total.
         #[arg(long, requires = "stream")]
         rate: Option<u64>,
+    },
+    /// Multicast-registry figures (register, filtered Enumerate over 1 000, Multicast to
+    /// 100 subscribers) against KeyValueService / PubSubService baselines on the same plugins.
+    Multicast {
+        #[arg(long, default_value = "http://127.0.0.1:8980")]
+        target: String,
+        #[arg(long, default_value = "devices")]
+        namespace: String,
+        /// A keyvalue namespace on the registry's plugin, for the Set and Scan baselines.
+        #[arg(long, default_value = "default")]
+        kv_namespace: String,
+        /// A pubsub namespace on the messaging plugin, for the publish baseline.
+        #[arg(long, default_value = "events")]
+        pubsub_namespace: String,
+        #[arg(long, default_value_t = 1000)]
+        identities: u32,
+        #[arg(long, default_value_t = 50)]
+        rounds: u32,
     },
     /// Append and read-back throughput through the gateway's StreamService and straight
     /// on Kafka with rdkafka, in one run.
@@ -209,6 +228,20 @@ fn main() -> ExitCode {
             }
         }
         Command::Compare { target, baseline, rounds, load } => compare(&target, &baseline, &load, rounds),
+        Command::Multicast { target, namespace, kv_namespace, pubsub_namespace, identities, rounds } => {
+            let plan =
+                multicast::MulticastPlan { namespace, kv_namespace, pubsub_namespace, identities, rounds };
+            match runtime(2).block_on(multicast::run(&target, &plan)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Stream { target, namespace, brokers, appenders, duration, payload, partitions, threads } => {
             let plan = stream::StreamPlan { appenders, duration, payload, partitions };
             let runtime = runtime(threads);

@@ -373,3 +373,62 @@ pub fn reload_under_load() -> Result<(), String> {
     status.args(["status", "--server", &target]);
     run(status)
 }
+
+/// Multicast-registry figures on memstore + memstore and on redis + nats.
+pub fn multicast() -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--release", "--workspace"]);
+    run(build)?;
+    let library = |name: &str| release_binary(&format!("libprism_{name}.so")).display().to_string();
+    let run_id = std::process::id();
+    let config = format!(
+        "[server]\nlisten = \"{GATEWAY}\"\n\n\
+         [plugins.memstore]\npath = \"{}\"\n[plugins.redis]\npath = \"{}\"\n[plugins.nats]\npath = \"{}\"\n\n\
+         [[namespaces]]\nname = \"devices\"\npattern = \"multicast-registry\"\n\
+         [namespaces.slots.registry]\nplugin = \"memstore\"\n[namespaces.slots.messaging]\nplugin = \"memstore\"\n\n\
+         [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n\n\
+         [[namespaces]]\nname = \"events\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"memstore\"\n\n\
+         [[namespaces]]\nname = \"devices-rn\"\npattern = \"multicast-registry\"\n\
+         [namespaces.slots.registry]\nplugin = \"redis\"\nconfig = {{ url = \"{REDIS_URL}\", key_prefix = \"prism-bench-mc-{run_id}:\" }}\n\
+         [namespaces.slots.messaging]\nplugin = \"nats\"\nconfig = {{ url = \"{NATS_URL}\", subject_prefix = \"prism.benchmc.\" }}\n\n\
+         [[namespaces]]\nname = \"kv-redis\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"redis\"\n\
+         config = {{ url = \"{REDIS_URL}\", key_prefix = \"prism-bench-kv-{run_id}:\" }}\n\n\
+         [[namespaces]]\nname = \"bus\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n\
+         config = {{ url = \"{NATS_URL}\", subject_prefix = \"prism.benchmc.\" }}\n",
+        library("memstore"),
+        library("redis"),
+        library("nats")
+    );
+    let dir = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join("multicast.toml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let mut gateway = Command::new(release_binary("prism"));
+    gateway.args(["serve", "--config"]).arg(&path).env("PRISM_LOG", "warn");
+    let _gateway = Background::start(gateway, "serving on")?;
+    let target = format!("http://{GATEWAY}");
+    println!("\n## prism-load multicast: memstore registry + memstore messaging");
+    prism_load(&[
+        "multicast",
+        "--target",
+        &target,
+        "--namespace",
+        "devices",
+        "--kv-namespace",
+        "default",
+        "--pubsub-namespace",
+        "events",
+    ])?;
+    println!("\n## prism-load multicast: redis registry + nats messaging");
+    prism_load(&[
+        "multicast",
+        "--target",
+        &target,
+        "--namespace",
+        "devices-rn",
+        "--kv-namespace",
+        "kv-redis",
+        "--pubsub-namespace",
+        "bus",
+    ])
+}
