@@ -42,7 +42,7 @@ fn line(label: &str, histogram: &Histogram<u64>) -> String {
 }
 
 fn metadata(index: u32) -> HashMap<String, String> {
-    let tier = if index % 10 == 0 { "gold" } else { "silver" };
+    let tier = if index.is_multiple_of(10) { "gold" } else { "silver" };
     let region = ["eu-west", "us-east", "ap-south"][index as usize % 3];
     [("tier", tier.to_string()), ("region", region.to_string()), ("age", (index % 90).to_string())]
         .into_iter()
