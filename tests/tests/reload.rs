@@ -328,3 +328,22 @@ async fn ten_swaps_under_load_fail_no_request_and_lose_no_key() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_rewritten_in_place_is_picked_up_and_the_host_survives_it() {
+    use std::io::Write;
+    let plugins = PluginDir::new();
+    plugins.publish(&plugin_library("prism_memstore"), b"");
+    let server = Server::start(&config(&plugins.path(), ""));
+    server.keyvalue().await.set(set("kept", "yes")).await.unwrap();
+    let before = status(&server).await;
+    // Not the safe way: appending to the file the host was started from. The host runs a
+    // private copy, so the running code is untouched, and the change is a new build.
+    let mut file = std::fs::OpenOptions::new().append(true).open(plugins.path()).unwrap();
+    file.write_all(b"rewritten in place").unwrap();
+    drop(file);
+    let after = reloads(&server, 1).await;
+    assert!(after.config.as_ref().unwrap().ok, "{:?}", after.config);
+    assert_ne!(memstore_sha(&before), memstore_sha(&after));
+    assert_eq!(get(&server, "kept").await.as_deref(), Some(&b"yes"[..]));
+}
