@@ -160,13 +160,34 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, ParseError> {
     Ok(tokens)
 }
 
+/// Longest filter accepted, in bytes, and most comparisons in one filter: evaluation and
+/// the tree are recursive, so their size is bounded up front.
+pub const MAX_FILTER_BYTES: usize = 4096;
+pub const MAX_TERMS: usize = 256;
+
 /// Parses a filter; an empty (or all-blank) filter matches everything.
 pub fn parse(input: &str) -> Result<Filter, ParseError> {
+    if input.len() > MAX_FILTER_BYTES {
+        return Err(ParseError {
+            position: input
+                .chars()
+                .take_while({
+                    let mut bytes = 0;
+                    move |c| {
+                        bytes += c.len_utf8();
+                        bytes <= MAX_FILTER_BYTES
+                    }
+                })
+                .count(),
+            expected: format!("a filter of at most {MAX_FILTER_BYTES} bytes"),
+            found: format!("{} bytes", input.len()),
+        });
+    }
     let tokens = tokenize(input)?;
     if tokens.len() == 1 {
         return Ok(Filter::All);
     }
-    let mut parser = Parser { tokens, at: 0, depth: 0 };
+    let mut parser = Parser { tokens, at: 0, depth: 0, terms: 0 };
     let filter = parser.or()?;
     parser.expect_end()?;
     Ok(filter)
@@ -176,6 +197,7 @@ struct Parser {
     tokens: Vec<(usize, Token)>,
     at: usize,
     depth: usize,
+    terms: usize,
 }
 
 /// Deeper nesting is refused rather than risking the stack.
@@ -285,6 +307,10 @@ impl Parser {
     }
 
     fn primary(&mut self) -> Result<Filter, ParseError> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(self.error(&format!("at most {MAX_TERMS} comparisons in one filter")));
+        }
         if *self.peek() == Token::Symbol("(") {
             self.next();
             let inner = self.or()?;
@@ -464,5 +490,10 @@ mod tests {
         assert!(parse(&deep).is_err(), "deep nesting is refused, not a stack overflow");
         let deep = "(".repeat(10_000) + "tier = 1" + &")".repeat(10_000);
         assert!(parse(&deep).is_err());
+        let long = "a = 1 and ".repeat(300_000) + "a = 1";
+        assert!(parse(&long).unwrap_err().expected.contains("at most 4096 bytes"));
+        let wide = "a=1 and ".repeat(300) + "a=1";
+        assert!(wide.len() < MAX_FILTER_BYTES);
+        assert!(parse(&wide).unwrap_err().expected.contains("at most 256 comparisons"));
     }
 }

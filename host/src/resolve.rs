@@ -154,6 +154,8 @@ pub struct Loader {
     prober: Option<PathBuf>,
     max_loads: usize,
     opened: Mutex<HashMap<String, Plugin>>,
+    /// Kept apart from `opened`, whose lock is held while a library is probed.
+    opened_count: std::sync::atomic::AtomicUsize,
     mapped_bytes: std::sync::atomic::AtomicU64,
 }
 
@@ -162,7 +164,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Loader {
     pub fn new(cache_dir: PathBuf, prober: Option<PathBuf>, max_loads: usize) -> Loader {
-        Loader { cache_dir, prober, max_loads, opened: Mutex::default(), mapped_bytes: Default::default() }
+        Loader {
+            cache_dir,
+            prober,
+            max_loads,
+            opened: Mutex::default(),
+            opened_count: Default::default(),
+            mapped_bytes: Default::default(),
+        }
     }
 
     /// A loader with a per-user cache directory under the system temp dir, probing with
@@ -174,7 +183,7 @@ impl Loader {
 
     /// Distinct libraries opened so far, and their total size in bytes.
     pub fn loaded(&self) -> (usize, u64) {
-        let count = self.opened.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let count = self.opened_count.load(std::sync::atomic::Ordering::Relaxed);
         (count, self.mapped_bytes.load(std::sync::atomic::Ordering::Relaxed))
     }
 
@@ -267,6 +276,7 @@ impl Loader {
         let plugin = plugin.map_err(OpenError::Load)?;
         self.mapped_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         opened.insert(sha256.to_owned(), plugin.clone());
+        self.opened_count.store(opened.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(plugin)
     }
 
@@ -280,9 +290,7 @@ impl Loader {
         create_private_dir(&self.cache_dir).map_err(|e| failed("create the plugin cache", e))?;
         let extension = source.extension().and_then(|e| e.to_str()).unwrap_or("so");
         let copy = self.cache_dir.join(format!("{sha256}.{extension}"));
-        // Copies are only ever renamed into place complete and verified, in a directory
-        // only this user can write: one that exists under its hash is that content.
-        if copy.is_file() {
+        if sha256_file(&copy).is_ok_and(|existing| existing == sha256) {
             return Ok(copy);
         }
         let partial = self.cache_dir.join(format!(".{sha256}.{}.partial", std::process::id()));
@@ -399,8 +407,12 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let metadata = std::fs::metadata(dir)?;
-    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(metadata.uid());
-    if metadata.uid() != me || metadata.permissions().mode() & 0o022 != 0 {
+    // A file this process creates carries its effective uid: compare the directory's owner.
+    let marker = dir.join(format!(".owner-{}", std::process::id()));
+    std::fs::write(&marker, b"")?;
+    let me = std::fs::metadata(&marker).map(|m| m.uid());
+    let _ = std::fs::remove_file(&marker);
+    if metadata.uid() != me? || metadata.permissions().mode() & 0o022 != 0 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             "it belongs to another user or others can write to it",

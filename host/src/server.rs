@@ -138,15 +138,21 @@ struct Failing {
 async fn poll_health(
     gateway: Arc<Gateway>,
     reloader: Arc<Reloader>,
-    reporter: HealthReporter,
+    mut reporter: HealthReporter,
     every: Duration,
 ) {
     let mut tick = tokio::time::interval(every);
     let mut failing: std::collections::HashMap<String, Failing> = Default::default();
+    let mut reported: std::collections::BTreeSet<String> = Default::default();
     loop {
         tick.tick().await;
         let routing = gateway.routing();
         failing.retain(|name, _| routing.namespaces.contains_key(name));
+        // A namespace a reload removed is no longer a health service at all.
+        for gone in reported.iter().filter(|name| !routing.namespaces.contains_key(*name)) {
+            reporter.clear_service_status(gone).await;
+        }
+        reported = routing.namespaces.keys().cloned().collect();
         let mut recreate = Vec::new();
         for namespace in routing.namespaces.values() {
             let before = namespace.health().status;

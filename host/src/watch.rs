@@ -55,11 +55,18 @@ pub fn spawn(reloader: Arc<Reloader>, debounce: Duration) -> Result<tokio::task:
             if !concerns(&files, &path) {
                 continue;
             }
-            // Wait for quiet: every further event restarts the wait.
+            // Wait for quiet: a further change to a watched file restarts the wait (other
+            // files in the same directories do not), for at most 20 debounce periods.
             let mut changed = vec![path];
-            while let Ok(Some(more)) = tokio::time::timeout(debounce, changes.recv()).await {
-                if concerns(&files, &more) && !changed.contains(&more) {
-                    changed.push(more);
+            let give_up = tokio::time::Instant::now() + debounce * 20;
+            let mut quiet_until = tokio::time::Instant::now() + debounce;
+            while let Ok(Some(more)) = tokio::time::timeout_at(quiet_until.min(give_up), changes.recv()).await
+            {
+                if concerns(&files, &more) {
+                    quiet_until = tokio::time::Instant::now() + debounce;
+                    if !changed.contains(&more) {
+                        changed.push(more);
+                    }
                 }
             }
             let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();

@@ -32,7 +32,8 @@ pub use types::{
 
 /// The version of the plugin ABI described by this crate. A host refuses plugins
 /// whose root-module layout does not match; this number is what it reports.
-pub const ABI_VERSION: u32 = 1;
+/// 2: the stream interfaces and `state_transfer` joined `FfiInstance`.
+pub const ABI_VERSION: u32 = 2;
 
 #[doc(hidden)]
 pub mod __private {

@@ -254,6 +254,17 @@ async fn exercise(server: &Server, namespace: &str, durable: bool) {
 
     let request = MulticastSubscribeRequest { namespace: namespace.into(), identity: who("nobody") };
     assert_eq!(client.subscribe(request).await.unwrap_err().code(), Code::NotFound);
+    let forever = RegisterRequest {
+        namespace: namespace.into(),
+        identity: who("zed"),
+        ttl_ms: i64::MAX,
+        ..Default::default()
+    };
+    assert_eq!(
+        client.register(forever).await.unwrap_err().code(),
+        Code::InvalidArgument,
+        "{namespace}: huge TTL"
+    );
     let request = MulticastSubscribeRequest { namespace: namespace.into(), identity: "no spaces".into() };
     assert_eq!(client.subscribe(request).await.unwrap_err().code(), Code::InvalidArgument);
 }

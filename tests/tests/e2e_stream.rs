@@ -35,6 +35,13 @@ plugin = "kafka"
 config = {{ brokers = "127.0.0.1:9092", topic_prefix = "prism-e2e-{}.", partitions = 3 }}
 
 [[namespaces]]
+name = "tiny"
+pattern = "stream"
+[namespaces.slots.log]
+plugin = "memstore"
+config = {{ max_bytes = 2500 }}
+
+[[namespaces]]
 name = "kv"
 pattern = "keyvalue"
 [namespaces.slots.store]
@@ -261,6 +268,19 @@ async fn bad_requests_get_statuses_a_person_can_act_on() {
     wrong_pattern.namespace = "kv".into();
     let status = client.append(wrong_pattern).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message());
+
+    // Stream records count against memstore's max_bytes like any other data.
+    let big = |n: u8| AppendRequest {
+        namespace: "tiny".into(),
+        stream: "s".into(),
+        payload: vec![n; 1000].into(),
+        ..Default::default()
+    };
+    client.append(big(1)).await.unwrap();
+    client.append(big(2)).await.unwrap();
+    let status = client.append(big(3)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
+    assert!(status.message().contains("max_bytes"), "{}", status.message());
 
     let commit = CommitRequest {
         namespace: "logs".into(),

@@ -92,7 +92,12 @@ impl AdminService for AdminApi {
     }
 
     async fn reload(&self, _: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
-        let result = self.reloader.reload("AdminService.Reload").await;
+        // Run to completion even if the caller goes away or its deadline passes: a reload
+        // cut off half-way would leave new instances unshut and no outcome recorded.
+        let reloader = self.reloader.clone();
+        let result = tokio::spawn(async move { reloader.reload("AdminService.Reload").await })
+            .await
+            .map_err(|e| Status::internal(format!("the reload task failed: {e}")))?;
         Ok(Response::new(ReloadResponse { outcome: Some(outcome(result)) }))
     }
 

@@ -229,7 +229,7 @@ impl MulticastApi {
         let now = now_ms();
         let mut found = Vec::new();
         loop {
-            let want = limit - found.len() as u32;
+            let want = limit.saturating_sub(found.len() as u32).max(1);
             let page =
                 scan.scan(KEY_PREFIX, cursor.as_deref(), want.min(MAX_PAGE)).await.map_err(plugin_status)?;
             for (key, value) in page.entries {
@@ -266,11 +266,18 @@ impl MulticastRegistryService for MulticastApi {
             )));
         }
         let now = now_ms();
-        let registration = Registration {
-            metadata: request.metadata,
-            registered_at: now,
-            expires_at: ttl.map_or(0, |ttl| now + ttl.as_millis() as i64),
+        let expires_at = match ttl {
+            None => 0,
+            Some(ttl) => {
+                i64::try_from(ttl.as_millis()).ok().and_then(|ms| now.checked_add(ms)).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "ttl_ms {} is too large; use at most a few years",
+                        request.ttl_ms
+                    ))
+                })?
+            }
         };
+        let registration = Registration { metadata: request.metadata, registered_at: now, expires_at };
         let value = serde_json::to_vec(&registration).expect("a registration always serialises");
         check_value("metadata", value.len(), self.gateway.settings.max_value_bytes)?;
         let key = format!("{KEY_PREFIX}{}", request.identity);
@@ -439,8 +446,10 @@ impl MulticastRegistryService for MulticastApi {
         // present (and publishes to a live subscription) or queues for it.
         let mut live = pubsub.subscribe(&topic).await.map_err(plugin_status)?;
         let presence = self.presence.enter(&slots.namespace.name, &request.identity);
-        let (sender, receiver) = mpsc::channel::<Result<MulticastMessage, Status>>(256);
+        let (sender, receiver) = mpsc::channel::<Outgoing>(256);
         let durability = slots.durability.clone();
+        let acker = slots.durability.clone();
+        let queue = topic.clone();
         let messaging = slots.messaging.clone();
         let pump = tokio::spawn(async move {
             let _presence = presence;
@@ -452,13 +461,13 @@ impl MulticastRegistryService for MulticastApi {
                         Some(Ok(batch)) => {
                             for message in batch {
                                 let Some(envelope) = Envelope::decode(&message.payload) else { continue };
-                                if sender.send(Ok(envelope.into_message(false))).await.is_err() {
+                                if sender.send((Ok(envelope.into_message(false)), None)).await.is_err() {
                                     return;
                                 }
                             }
                         }
                         Some(Err(error)) => {
-                            let _ = sender.send(Err(plugin_status(error))).await;
+                            let _ = sender.send((Err(plugin_status(error)), None)).await;
                             return;
                         }
                         None => return,
@@ -474,9 +483,23 @@ impl MulticastRegistryService for MulticastApi {
             }
         });
         let guard = AbortOnDrop(pump.abort_handle());
-        let stream = futures_util::stream::unfold((receiver, guard), |(mut receiver, guard)| async move {
-            let item = receiver.recv().await?;
-            Some((item, (receiver, guard)))
+        // A queued message is acked only when the client's stream asks for the next one
+        // (so the previous one has been taken); one left unacked comes back after the
+        // queue's visibility timeout.
+        let state = (receiver, guard, None::<String>);
+        let stream = futures_util::stream::unfold(state, move |(mut receiver, guard, taken)| {
+            let (acker, queue) = (acker.clone(), queue.clone());
+            async move {
+                if let (Some(receipt), Some(durability)) = (taken, acker.as_ref()) {
+                    if let Some(basic) = durability.queue_basic() {
+                        if let Err(error) = basic.ack(&queue, &receipt).await {
+                            tracing::warn!(%queue, %error, "cannot ack a delivered multicast message; it may come again");
+                        }
+                    }
+                }
+                let (item, receipt) = receiver.recv().await?;
+                Some((item, (receiver, guard, receipt)))
+            }
         });
         Ok(Response::new(super::until_retired(Box::pin(stream), &slots.namespace)))
     }
@@ -490,13 +513,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Hands every queued message to the subscriber, acking each once it is on its way.
-async fn drain_queue(
-    durability: &Instance,
-    queue: &str,
-    sender: &mpsc::Sender<Result<MulticastMessage, Status>>,
-) -> Result<(), ()> {
-    let (Some(visibility), Some(basic)) = (durability.queue_visibility(), durability.queue_basic()) else {
+/// A message for the subscriber, with the queue receipt to ack once the client took it.
+type Outgoing = (Result<MulticastMessage, Status>, Option<String>);
+
+/// Hands every visible queued message to the subscriber's stream (which acks it when taken).
+async fn drain_queue(durability: &Instance, queue: &str, sender: &mpsc::Sender<Outgoing>) -> Result<(), ()> {
+    let Some(visibility) = durability.queue_visibility() else {
         return Ok(());
     };
     loop {
@@ -511,12 +533,8 @@ async fn drain_queue(
             return Ok(());
         }
         for message in messages {
-            if let Some(envelope) = Envelope::decode(&message.payload) {
-                sender.send(Ok(envelope.into_message(true))).await.map_err(|_| ())?;
-            }
-            if let Err(error) = basic.ack(queue, &message.receipt).await {
-                tracing::warn!(%queue, %error, "cannot ack a delivered multicast message; it may come again");
-            }
+            let Some(envelope) = Envelope::decode(&message.payload) else { continue };
+            sender.send((Ok(envelope.into_message(true)), Some(message.receipt))).await.map_err(|_| ())?;
         }
     }
 }

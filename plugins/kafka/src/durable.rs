@@ -43,6 +43,9 @@ pub(crate) struct DurableMember {
     ack_wait: Duration,
     /// Per partition, delivered messages by offset that are not yet committed.
     pending: Mutex<HashMap<u32, BTreeMap<u64, Pending>>>,
+    /// The position committed per partition; held across a commit so concurrent acks
+    /// cannot commit out of order (Kafka keeps the last commit, not the highest).
+    committed: tokio::sync::Mutex<HashMap<u32, u64>>,
 }
 
 impl DurableMember {
@@ -112,6 +115,7 @@ impl Kafka {
 
     /// Commits a partition up to its first unacked message, dropping what is below.
     async fn commit_acked(&self, member: &Arc<DurableMember>, partition: u32) -> Res<()> {
+        let mut committed = member.committed.lock().await;
         let position = {
             let mut pending = lock(&member.pending);
             let Some(delivered) = pending.get_mut(&partition) else { return Ok(()) };
@@ -123,6 +127,9 @@ impl Kafka {
             delivered.retain(|offset, _| *offset >= position);
             position
         };
+        if committed.get(&partition).is_some_and(|done| *done >= position) {
+            return Ok(());
+        }
         let group = self.durable_group(&member.name);
         let mut commit = TopicPartitionList::new();
         commit
@@ -132,6 +139,7 @@ impl Kafka {
         blocking(move || committer.consumer.commit(&commit, CommitMode::Sync))
             .await
             .map_err(|e| unavailable(&format!("commit to durable subscription '{group}' failed"), e))?;
+        committed.insert(partition, position);
         self.delivery_counts.forget_below(&group, partition, position);
         Ok(())
     }
@@ -256,6 +264,7 @@ impl PubSubPersistent for Kafka {
             topic: kafka_topic,
             ack_wait,
             pending: Mutex::default(),
+            committed: Default::default(),
         });
         let id = self.durables.add(&member);
         let (sender, receiver) = mpsc::channel(256);

@@ -42,6 +42,9 @@ pub(crate) struct Member {
     consumer: MemberConsumer,
     topic: String,
     group: String,
+    /// The highest position committed per partition: Kafka overwrites a commit, so a
+    /// late or out-of-order one must not move the group back. Held across the commit.
+    committed: tokio::sync::Mutex<std::collections::HashMap<u32, u64>>,
 }
 
 /// Splits `<member>:<partition>:<offset>`.
@@ -141,7 +144,8 @@ impl StreamConsumerGroups for Kafka {
         consumer
             .subscribe(&[&topic])
             .map_err(|e| unavailable(&format!("cannot subscribe to '{topic}'"), e))?;
-        let member = Arc::new(Member { consumer, topic, group: group.to_owned() });
+        let member =
+            Arc::new(Member { consumer, topic, group: group.to_owned(), committed: Default::default() });
         let id = self.members.add(&member);
         let (sender, receiver) = mpsc::channel(256);
         tokio::spawn(pump_member(member, id, assignments, sender));
@@ -169,12 +173,23 @@ impl StreamConsumerGroups for Kafka {
         if !owned {
             return Err(moved_on(partition, &topic, group));
         }
+        let next = i64::try_from(offset).ok().and_then(|o| o.checked_add(1)).ok_or_else(|| {
+            PluginError::invalid_argument(format!("ack id '{ack_id}' names an offset past any record"))
+        })?;
+        let mut committed = member.committed.lock().await;
+        if committed.get(&partition).is_some_and(|done| *done >= next as u64) {
+            return Ok(()); // a later record of this partition was committed already
+        }
         let mut position = TopicPartitionList::new();
         position
-            .add_partition_offset(&topic, partition as i32, Offset::Offset(offset as i64 + 1))
+            .add_partition_offset(&topic, partition as i32, Offset::Offset(next))
             .map_err(|e| unavailable("cannot build the commit", e))?;
-        match blocking(move || member.consumer.commit(&position, CommitMode::Sync)).await {
-            Ok(()) => Ok(()),
+        let committer = member.clone();
+        match blocking(move || committer.consumer.commit(&position, CommitMode::Sync)).await {
+            Ok(()) => {
+                committed.insert(partition, next as u64);
+                Ok(())
+            }
             Err(KafkaError::ConsumerCommit(
                 RDKafkaErrorCode::IllegalGeneration
                 | RDKafkaErrorCode::UnknownMemberId

@@ -12,7 +12,13 @@ pub(crate) struct Registry<T> {
 
 impl<T> Default for Registry<T> {
     fn default() -> Self {
-        Registry { live: Mutex::default(), next: AtomicU64::new(0) }
+        // Ids start at a per-instance base, so an ack id from a replaced instance (before a
+        // reload) never names a member of its successor.
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or_default();
+        Registry { live: Mutex::default(), next: AtomicU64::new(base) }
     }
 }
 

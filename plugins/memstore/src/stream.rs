@@ -150,7 +150,8 @@ impl Streams {
             .clone()
     }
 
-    fn append_at(&self, log: &Log, stream: &str, partition: u32, record: NewRecord) -> Res<Appended> {
+    /// Appends; returns where, and the bytes of a record retention dropped to make room.
+    fn append_at(&self, log: &Log, stream: &str, partition: u32, record: NewRecord) -> Res<(Appended, u64)> {
         let mut slot = lock(log.partition(stream, partition)?);
         let now =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
@@ -163,13 +164,39 @@ impl Streams {
             headers: record.headers,
             timestamp_unix_ms,
         });
+        let mut dropped = 0;
         if slot.records.len() > self.retention {
-            slot.records.pop_front();
+            dropped =
+                slot.records.pop_front().map_or(0, |old| record_bytes(&old.key, &old.payload, &old.headers));
             slot.earliest += 1;
         }
         drop(slot);
         log.appended.send_modify(|n| *n += 1);
-        Ok(Appended { partition, offset, timestamp_unix_ms })
+        Ok((Appended { partition, offset, timestamp_unix_ms }, dropped))
+    }
+}
+
+/// What a stored record counts against the store's `max_bytes`.
+fn record_bytes(key: &Option<Vec<u8>>, payload: &[u8], headers: &[(String, String)]) -> u64 {
+    let headers: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (key.as_ref().map_or(0, Vec::len) + payload.len() + headers) as u64
+}
+
+impl Memstore {
+    /// Appends within the store's `max_bytes`, like every other write.
+    fn append_counted(&self, log: &Log, stream: &str, partition: u32, record: NewRecord) -> Res<Appended> {
+        let bytes = record_bytes(&record.key, &record.payload, &record.headers);
+        self.inner.reserve(0, bytes as i64)?;
+        match self.streams.append_at(log, stream, partition, record) {
+            Ok((appended, dropped)) => {
+                self.inner.release(0, dropped);
+                Ok(appended)
+            }
+            Err(error) => {
+                self.inner.release(0, bytes);
+                Err(error)
+            }
+        }
     }
 }
 
@@ -190,7 +217,7 @@ impl StreamBasic for Memstore {
             Some(key) => key_partition(key, self.streams.partitions),
             None => log.round_robin.fetch_add(1, Ordering::Relaxed) % self.streams.partitions,
         };
-        self.streams.append_at(&log, stream, partition, record)
+        self.append_counted(&log, stream, partition, record)
     }
 
     async fn read(&self, stream: &str, partition: u32, from_offset: u64, follow: bool) -> Res<RecordFeed> {
@@ -259,7 +286,7 @@ async fn pump_partition(
 impl StreamPartitioning for Memstore {
     async fn append_to_partition(&self, stream: &str, partition: u32, record: NewRecord) -> Res<Appended> {
         let log = self.streams.log(stream);
-        self.streams.append_at(&log, stream, partition, record)
+        self.append_counted(&log, stream, partition, record)
     }
 }
 
@@ -274,7 +301,8 @@ impl StreamReplay for Memstore {
 
 impl StreamConsumerGroups for Memstore {
     async fn join(&self, stream: &str, group: &str) -> Res<GroupFeed> {
-        let log = self.streams.existing(stream)?;
+        // Like Kafka with topic creation on: joining a group on a new stream creates it.
+        let log = self.streams.log(stream);
         let handle = log.group(group);
         let member = self.streams.next_member.fetch_add(1, Ordering::Relaxed);
         lock(&handle.state).members.push(member);
@@ -300,8 +328,11 @@ impl StreamConsumerGroups for Memstore {
                  since this record was delivered; the new owner receives it again"
             )));
         }
+        let next = offset.checked_add(1).ok_or_else(|| {
+            PluginError::invalid_argument(format!("ack id '{ack_id}' names an offset past any record"))
+        })?;
         let committed = &mut state.committed[partition as usize];
-        *committed = Some(committed.unwrap_or(0).max(offset + 1));
+        *committed = Some(committed.unwrap_or(0).max(next));
         Ok(())
     }
 

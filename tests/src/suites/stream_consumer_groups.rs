@@ -139,6 +139,8 @@ cases! {
         assert_eq!(seen.iter().map(|r| r.payload[0]).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
         // Received six, committed four: the last two are not done.
         groups.commit(&stream, &group, &seen[3].ack_id).await.unwrap();
+        // A late commit of an earlier record does not move the group back.
+        groups.commit(&stream, &group, &seen[1].ack_id).await.unwrap();
         let committed = groups.committed(&stream, &group).await.unwrap();
         let position = committed.iter().find(|(p, _)| *p == partition).and_then(|(_, c)| *c);
         assert_eq!(position, Some(appended[4].offset), "the committed position is the next offset to consume");
