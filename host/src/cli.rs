@@ -31,16 +31,21 @@ pub fn render_patterns() -> String {
         let _ = writeln!(out, "{}{served}", pattern.name);
         let _ = writeln!(out, "  {}", pattern.description);
         for slot in pattern.slots {
-            let kind = if slot.optional { "optional slot" } else { "slot" };
-            let _ = writeln!(out, "  {kind} {}:", slot.name);
-            let _ = writeln!(out, "    requires: {}", slot.required.join(", "));
-            if !slot.optional_interfaces.is_empty() {
-                let _ = writeln!(out, "    uses if present: {}", slot.optional_interfaces.join(", "));
-            }
+            write_slot(&mut out, slot);
         }
         out.push('\n');
     }
     out
+}
+
+/// A slot's name and interface requirements, as both pattern listings print them.
+fn write_slot(out: &mut String, slot: &crate::patterns::Slot) {
+    let kind = if slot.optional { "optional slot" } else { "slot" };
+    let _ = writeln!(out, "  {kind} {}:", slot.name);
+    let _ = writeln!(out, "    requires: {}", slot.required.join(", "));
+    if !slot.optional_interfaces.is_empty() {
+        let _ = writeln!(out, "    uses if present: {}", slot.optional_interfaces.join(", "));
+    }
 }
 
 fn when(at_unix_ms: i64) -> String {
@@ -115,12 +120,7 @@ pub fn render_pattern(pattern: &crate::patterns::Pattern, candidates: &[Candidat
     let _ = writeln!(out, "{}", pattern.name);
     let _ = writeln!(out, "  {}", pattern.description);
     for slot in pattern.slots {
-        let kind = if slot.optional { "optional slot" } else { "slot" };
-        let _ = writeln!(out, "  {kind} {}:", slot.name);
-        let _ = writeln!(out, "    requires: {}", slot.required.join(", "));
-        if !slot.optional_interfaces.is_empty() {
-            let _ = writeln!(out, "    uses if present: {}", slot.optional_interfaces.join(", "));
-        }
+        write_slot(&mut out, slot);
         if candidates.is_empty() {
             continue;
         }

@@ -17,7 +17,7 @@ use tonic::Status;
 
 use crate::config::ServerConfig;
 use crate::patterns::{Pattern, Slot};
-use crate::resolve::{LoadedPlugin, Resolved};
+use crate::resolve::{LoadedPlugin, Resolved, ResolvedNamespace};
 
 /// The namespace a request without one goes to.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -81,6 +81,36 @@ impl Namespace {
         let mut retired = self.retired.subscribe();
         async move {
             let _ = retired.wait_for(|retired| *retired).await;
+        }
+    }
+
+    /// Creates one instance per slot; on failure, shuts down those already created.
+    pub async fn create(resolved: ResolvedNamespace) -> Result<Namespace, StartError> {
+        let mut slots: Vec<BoundSlot> = Vec::new();
+        for slot in resolved.slots {
+            match slot.plugin.plugin.create(&slot.config_toml).await {
+                Ok(instance) => slots.push(BoundSlot {
+                    slot: slot.slot,
+                    plugin: slot.plugin,
+                    instance: Arc::new(instance),
+                    config_toml: slot.config_toml,
+                    key: slot.key,
+                }),
+                Err(error) => {
+                    for bound in slots {
+                        bound.instance.shutdown().await;
+                    }
+                    return Err(StartError { key: slot.key, plugin: slot.plugin.name.clone(), error });
+                }
+            }
+        }
+        Ok(Namespace::new(resolved.name, resolved.pattern, slots))
+    }
+
+    /// Lets each of the namespace's instances release its backend.
+    pub async fn shutdown(&self) {
+        for bound in &self.slots {
+            bound.instance.shutdown().await;
         }
     }
 
@@ -150,35 +180,19 @@ impl std::fmt::Display for StartError {
 impl Gateway {
     /// Creates one instance per bound slot. On failure, instances already created are shut down.
     pub async fn start(resolved: Resolved) -> Result<Gateway, StartError> {
-        let mut namespaces = BTreeMap::new();
-        let mut created: Vec<Arc<Instance>> = Vec::new();
+        let mut namespaces: BTreeMap<String, Arc<Namespace>> = BTreeMap::new();
         for namespace in resolved.namespaces {
-            let mut slots = Vec::new();
-            for slot in namespace.slots {
-                match slot.plugin.plugin.create(&slot.config_toml).await {
-                    Ok(instance) => {
-                        let instance = Arc::new(instance);
-                        created.push(instance.clone());
-                        slots.push(BoundSlot {
-                            slot: slot.slot,
-                            plugin: slot.plugin,
-                            instance,
-                            config_toml: slot.config_toml,
-                            key: slot.key,
-                        });
+            match Namespace::create(namespace).await {
+                Ok(namespace) => {
+                    namespaces.insert(namespace.name.clone(), Arc::new(namespace));
+                }
+                Err(error) => {
+                    for namespace in namespaces.values() {
+                        namespace.shutdown().await;
                     }
-                    Err(error) => {
-                        for instance in created {
-                            instance.shutdown().await;
-                        }
-                        return Err(StartError { key: slot.key, plugin: slot.plugin.name.clone(), error });
-                    }
+                    return Err(error);
                 }
             }
-            namespaces.insert(
-                namespace.name.clone(),
-                Arc::new(Namespace::new(namespace.name, namespace.pattern, slots)),
-            );
         }
         Ok(Gateway {
             routing: ArcSwap::from_pointee(Routing { namespaces, plugins: resolved.plugins }),
@@ -230,9 +244,7 @@ impl Gateway {
     pub async fn shutdown(&self) {
         let routing = self.routing.load_full();
         for namespace in routing.namespaces.values() {
-            for bound in &namespace.slots {
-                bound.instance.shutdown().await;
-            }
+            namespace.shutdown().await;
         }
     }
 }

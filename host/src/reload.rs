@@ -18,7 +18,7 @@ use plugin_abi::host::Instance;
 use plugin_abi::HealthStatus;
 
 use crate::config::Config;
-use crate::gateway::{BoundSlot, Gateway, Namespace, Routing};
+use crate::gateway::{Gateway, Namespace, Routing};
 use crate::resolve::{self, LoadedPlugin, Loader, ResolvedNamespace, ResolvedSlot};
 
 /// The result of one reload attempt, or of the last one for a plugin.
@@ -330,48 +330,30 @@ fn handover_pairs(old: &Namespace, new: &Namespace) -> Vec<(&'static str, Arc<In
 
 /// Creates a namespace's instances and checks they are healthy.
 async fn build(resolved: ResolvedNamespace) -> Result<Arc<Namespace>, String> {
-    let mut slots: Vec<BoundSlot> = Vec::new();
-    let name = resolved.name;
-    for slot in resolved.slots {
-        let (name, slot_name) = (&name, slot.slot.name);
-        let failed = |slots: Vec<BoundSlot>, why: String| async move {
-            for bound in slots {
-                bound.instance.shutdown().await;
-            }
-            Err(format!("namespace '{name}' slot '{slot_name}': {why}"))
-        };
-        let instance = match slot.plugin.plugin.create(&slot.config_toml).await {
-            Ok(instance) => Arc::new(instance),
-            Err(error) => {
-                return failed(slots, format!("plugin '{}' could not start: {error}", slot.plugin.name)).await
-            }
-        };
-        let health = instance.health().await;
+    let name = resolved.name.clone();
+    let namespace = Namespace::create(resolved).await.map_err(|error| {
+        format!(
+            "namespace '{name}' ({}): plugin '{}' could not start: {}",
+            error.key, error.plugin, error.error
+        )
+    })?;
+    for bound in &namespace.slots {
+        let health = bound.instance.health().await;
         if health.status == HealthStatus::Unhealthy {
-            instance.shutdown().await;
-            return failed(
-                slots,
-                format!("the new '{}' instance is unhealthy: {}", slot.plugin.name, health.message),
-            )
-            .await;
+            namespace.shutdown().await;
+            return Err(format!(
+                "namespace '{name}' slot '{}': the new '{}' instance is unhealthy: {}",
+                bound.slot.name, bound.plugin.name, health.message
+            ));
         }
-        slots.push(BoundSlot {
-            slot: slot.slot,
-            plugin: slot.plugin,
-            instance,
-            config_toml: slot.config_toml,
-            key: slot.key,
-        });
     }
-    Ok(Arc::new(Namespace::new(name, resolved.pattern, slots)))
+    Ok(Arc::new(namespace))
 }
 
 /// Shuts down the instances of namespaces a refused reload had already built.
 async fn discard(built: &[(Arc<Namespace>, Option<Arc<Namespace>>)]) {
     for (namespace, _) in built {
-        for bound in &namespace.slots {
-            bound.instance.shutdown().await;
-        }
+        namespace.shutdown().await;
     }
 }
 

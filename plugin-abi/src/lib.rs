@@ -26,8 +26,8 @@ pub use traits::{
 };
 pub use types::{
     Appended, CasResult, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus, KeyTtl, ListEnd,
-    Message, Metadata, NewRecord, PartitionOffsets, QueueMessage, RecordFeed, ScanPage, StreamRecord,
-    Subscription, TransactionId, Versioned,
+    MemberAck, Message, Metadata, NewRecord, PartitionOffsets, QueueMessage, RecordFeed, ScanPage,
+    StreamRecord, Subscription, TransactionId, Versioned,
 };
 
 /// The version of the plugin ABI described by this crate. A host refuses plugins

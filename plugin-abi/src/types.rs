@@ -195,6 +195,52 @@ pub struct PartitionOffsets {
     pub next: u64,
 }
 
+/// An ack id that names the group member a record was delivered to, its partition and
+/// offset (`<member>:<partition>:<offset>`): for plugins whose commits must go through
+/// the member that owns the partition. Ack ids are opaque to clients and the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberAck {
+    pub member: u64,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+impl MemberAck {
+    pub fn encode(&self) -> String {
+        format!("{}:{}:{}", self.member, self.partition, self.offset)
+    }
+
+    /// Refuses anything `encode` did not make with `InvalidArgument`.
+    pub fn parse(ack_id: &str) -> Result<MemberAck, crate::PluginError> {
+        let invalid = || {
+            crate::PluginError::invalid_argument(format!(
+                "'{ack_id}' is not an ack id this stream handed out"
+            ))
+        };
+        let mut parts = ack_id.split(':');
+        let (Some(member), Some(partition), Some(offset), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        Ok(MemberAck {
+            member: member.parse().map_err(|_| invalid())?,
+            partition: partition.parse().map_err(|_| invalid())?,
+            offset: offset.parse().map_err(|_| invalid())?,
+        })
+    }
+
+    /// The position a commit of this record moves its partition to (the next offset).
+    pub fn next_offset(&self) -> Result<u64, crate::PluginError> {
+        self.offset.checked_add(1).ok_or_else(|| {
+            crate::PluginError::invalid_argument(format!(
+                "ack id '{}' names an offset past any record",
+                self.encode()
+            ))
+        })
+    }
+}
+
 /// What a consumer-group member receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupEvent {

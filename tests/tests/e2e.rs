@@ -395,6 +395,25 @@ async fn bad_requests_get_the_right_status_and_an_actionable_message() {
     );
 }
 
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// Polls `grpc.health.v1` until `service` reports `wanted`, failing after 10 s.
+async fn wait_for_health(
+    health: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    service: &str,
+    wanted: ServingStatus,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = tonic_health::pb::HealthCheckRequest { service: service.into() };
+        if health.check(request).await.unwrap().into_inner().status == wanted as i32 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "'{service}' never became {wanted:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_plugin_panic_fails_one_call_and_the_host_keeps_serving() {
     let server = Server::start(CONFIG);
@@ -409,40 +428,13 @@ async fn a_plugin_panic_fails_one_call_and_the_host_keeps_serving() {
 
     // The health poller marks the namespace unhealthy.
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reply = health
-            .check(tonic_health::pb::HealthCheckRequest { service: "fragile".into() })
-            .await
-            .unwrap()
-            .into_inner();
-        if reply.status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "namespace 'fragile' never became NOT_SERVING");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_health(&mut health, "fragile", ServingStatus::NotServing).await;
     let reply =
         health.check(tonic_health::pb::HealthCheckRequest { service: "default".into() }).await.unwrap();
-    assert_eq!(
-        reply.into_inner().status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
 
     // After three failed checks the host recreates the namespace's instance.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reply = health
-            .check(tonic_health::pb::HealthCheckRequest { service: "fragile".into() })
-            .await
-            .unwrap()
-            .into_inner();
-        if reply.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "namespace 'fragile' was never recreated");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_health(&mut health, "fragile", ServingStatus::Serving).await;
     let reply = kv.get(get("fragile", "k")).await.unwrap().into_inner();
     assert!(!reply.found, "a fresh instance of a plugin without state_transfer starts empty");
     kv.set(set("fragile", "k", b"again")).await.unwrap();

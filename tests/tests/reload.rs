@@ -173,6 +173,18 @@ async fn config_edits_add_and_remove_namespaces_and_a_bad_edit_changes_nothing()
     assert!(outcome.ok && outcome.message.contains("removed: lists"), "{}", outcome.message);
     let status = server.list().await.push(push).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+
+    // Its health service goes too, once the poller has run.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = tonic_health::pb::HealthCheckRequest { service: "lists".into() };
+        match health.check(request).await {
+            Err(status) if status.code() == Code::NotFound => break,
+            other => assert!(Instant::now() < deadline, "'lists' still has a health status: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Makes one bad change, reloads through the admin API, and checks it was refused with

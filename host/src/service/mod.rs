@@ -104,23 +104,18 @@ pub fn until_retired<T: Send + 'static>(
     namespace: &Namespace,
 ) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>> {
     use futures_util::StreamExt;
-    let name = namespace.name.clone();
     let retired = Box::pin(namespace.retired());
-    let state = (stream, retired, false);
-    Box::pin(futures_util::stream::unfold(state, move |(mut stream, mut retired, done)| {
-        let name = name.clone();
-        async move {
-            if done {
-                return None;
-            }
-            tokio::select! {
-                item = stream.next() => item.map(|item| (item, (stream, retired, false))),
-                () = &mut retired => {
-                    let status = Status::unavailable(format!(
-                        "namespace '{name}' was reloaded (a new plugin build or config); open the stream again"
-                    ));
-                    Some((Err(status), (stream, retired, true)))
-                }
+    let state = (stream, retired, Some(namespace.name.clone()));
+    // The name is only needed once, for the final status; `None` once that went out.
+    Box::pin(futures_util::stream::unfold(state, |(mut stream, mut retired, name)| async move {
+        let name = name?;
+        tokio::select! {
+            item = stream.next() => item.map(|item| (item, (stream, retired, Some(name)))),
+            () = &mut retired => {
+                let status = Status::unavailable(format!(
+                    "namespace '{name}' was reloaded (a new plugin build or config); open the stream again"
+                ));
+                Some((Err(status), (stream, retired, None)))
             }
         }
     }))

@@ -486,22 +486,37 @@ impl MulticastRegistryService for MulticastApi {
         // A queued message is acked only when the client's stream asks for the next one
         // (so the previous one has been taken); one left unacked comes back after the
         // queue's visibility timeout.
-        let state = (receiver, guard, None::<String>);
-        let stream = futures_util::stream::unfold(state, move |(mut receiver, guard, taken)| {
-            let (acker, queue) = (acker.clone(), queue.clone());
-            async move {
-                if let (Some(receipt), Some(durability)) = (taken, acker.as_ref()) {
-                    if let Some(basic) = durability.queue_basic() {
-                        if let Err(error) = basic.ack(&queue, &receipt).await {
-                            tracing::warn!(%queue, %error, "cannot ack a delivered multicast message; it may come again");
-                        }
-                    }
-                }
-                let (item, receipt) = receiver.recv().await?;
-                Some((item, (receiver, guard, receipt)))
-            }
+        let state = Delivering { receiver, _pump: guard, acker, queue, taken: None };
+        let stream = futures_util::stream::unfold(state, |mut state| async move {
+            state.ack_taken().await;
+            let (item, receipt) = state.receiver.recv().await?;
+            state.taken = receipt;
+            Some((item, state))
         });
         Ok(Response::new(super::until_retired(Box::pin(stream), &slots.namespace)))
+    }
+}
+
+/// A Subscribe response stream: what the pump sends, and the queue receipt of the last
+/// item handed out, acked when the next one is asked for.
+struct Delivering {
+    receiver: mpsc::Receiver<Outgoing>,
+    _pump: AbortOnDrop,
+    acker: Option<Arc<Instance>>,
+    queue: String,
+    taken: Option<String>,
+}
+
+impl Delivering {
+    async fn ack_taken(&mut self) {
+        let (Some(receipt), Some(basic)) =
+            (self.taken.take(), self.acker.as_ref().and_then(|d| d.queue_basic()))
+        else {
+            return;
+        };
+        if let Err(error) = basic.ack(&self.queue, &receipt).await {
+            tracing::warn!(queue = %self.queue, %error, "cannot ack a delivered multicast message; it may come again");
+        }
     }
 }
 

@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use plugin_abi::{Message, PluginError, PubSubPersistent, Subscription};
+use plugin_abi::{MemberAck, Message, PluginError, PubSubPersistent, Subscription};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use crate::group::{parse_ack_id, AssignmentContext, MemberConsumer};
+use crate::group::MemberConsumer;
 use crate::stream::prism_headers;
 use crate::{blocking, unavailable, Kafka};
 
@@ -175,25 +175,25 @@ async fn pump_durable(
             }
             received = member.consumer.recv(), if !full => received.map(|message| {
                 let (partition, offset) = (message.partition() as u32, message.offset() as u64);
-                Message {
+                let message = Message {
                     id: format!("{partition}-{offset}"),
                     topic: prism_topic.clone(),
                     payload: message.payload().unwrap_or_default().to_vec(),
                     metadata: prism_headers(&message),
                     published_at_unix_ms: message.timestamp().to_millis().unwrap_or_default(),
-                    ack_id: format!("{id}:{partition}:{offset}"),
+                    ack_id: MemberAck { member: id, partition, offset }.encode(),
                     delivery_count: 0,
-                }
+                };
+                (partition, offset, message)
             }),
         };
-        let mut message = match received {
-            Ok(message) => message,
+        let (partition, offset, mut message) = match received {
+            Ok(received) => received,
             Err(error) => {
                 let _ = sender.send(Err(unavailable("durable subscription failed", error))).await;
                 break;
             }
         };
-        let (partition, offset) = parse_ack_id(&message.ack_id).map(|(_, p, o)| (p, o)).unwrap_or_default();
         message.delivery_count = counts.bump(&group, partition, offset);
         let pending =
             Pending { message: message.clone(), acked: false, resend_at: Instant::now() + member.ack_wait };
@@ -241,23 +241,7 @@ impl PubSubPersistent for Kafka {
         let partitions = self.ensure_topic(&kafka_topic).await?;
         let group = self.durable_group(name);
         self.anchor_new_group(&group, &kafka_topic, partitions).await?;
-        let (assignments_tx, assignments) = mpsc::unbounded_channel();
-        let context = AssignmentContext { topic: kafka_topic.clone(), assignments: assignments_tx };
-        let consumer: MemberConsumer = self
-            .client_config()
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "roundrobin")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("allow.auto.create.topics", "false")
-            .create_with_context(context)
-            .map_err(|e| unavailable("cannot create a durable consumer", e))?;
-        consumer
-            .subscribe(&[&kafka_topic])
-            .map_err(|e| unavailable(&format!("cannot subscribe to '{kafka_topic}'"), e))?;
+        let (consumer, assignments) = self.group_member(&group, &kafka_topic)?;
         let member = Arc::new(DurableMember {
             consumer,
             name: name.to_owned(),
@@ -274,7 +258,7 @@ impl PubSubPersistent for Kafka {
     }
 
     async fn ack(&self, name: &str, ack_id: &str) -> Res<()> {
-        let (id, partition, offset) = parse_ack_id(ack_id)?;
+        let MemberAck { member: id, partition, offset } = MemberAck::parse(ack_id)?;
         let Some(member) = self.durables.get(id) else {
             return Err(PluginError::failed_precondition(format!(
                 "the subscriber that received '{ack_id}' has gone; the message is delivered again to the \

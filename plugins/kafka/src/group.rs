@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use plugin_abi::{GroupEvent, GroupFeed, PluginError, StreamConsumerGroups};
+use plugin_abi::{GroupEvent, GroupFeed, MemberAck, PluginError, StreamConsumerGroups};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -47,23 +47,6 @@ pub(crate) struct Member {
     committed: tokio::sync::Mutex<std::collections::HashMap<u32, u64>>,
 }
 
-/// Splits `<member>:<partition>:<offset>`.
-pub(crate) fn parse_ack_id(ack_id: &str) -> Res<(u64, u32, u64)> {
-    let invalid =
-        || PluginError::invalid_argument(format!("'{ack_id}' is not an ack id this stream handed out"));
-    let mut parts = ack_id.split(':');
-    let (Some(member), Some(partition), Some(offset), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid());
-    };
-    Ok((
-        member.parse().map_err(|_| invalid())?,
-        partition.parse().map_err(|_| invalid())?,
-        offset.parse().map_err(|_| invalid())?,
-    ))
-}
-
 fn moved_on(partition: u32, topic: &str, group: &str) -> PluginError {
     PluginError::failed_precondition(format!(
         "partition {partition} of '{topic}' is no longer this member's in group '{group}' (a rebalance moved it \
@@ -74,6 +57,34 @@ fn moved_on(partition: u32, topic: &str, group: &str) -> PluginError {
 impl Kafka {
     fn group_id(&self, group: &str) -> String {
         format!("{}{group}", self.config.topic_prefix)
+    }
+
+    /// A member of Kafka group `group_id` subscribed to `topic`, with manual commits, and
+    /// the channel its assignments arrive on. Stream groups and durable subscriptions
+    /// share these settings.
+    pub(crate) fn group_member(
+        &self,
+        group_id: &str,
+        topic: &str,
+    ) -> Res<(MemberConsumer, mpsc::UnboundedReceiver<Vec<u32>>)> {
+        let (assignments_tx, assignments) = mpsc::unbounded_channel();
+        let context = AssignmentContext { topic: topic.to_owned(), assignments: assignments_tx };
+        let consumer: MemberConsumer = self
+            .client_config()
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "roundrobin")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("allow.auto.create.topics", "false")
+            .create_with_context(context)
+            .map_err(|e| unavailable(&format!("cannot create a consumer in group '{group_id}'"), e))?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| unavailable(&format!("cannot subscribe to '{topic}'"), e))?;
+        Ok((consumer, assignments))
     }
 }
 
@@ -96,7 +107,8 @@ async fn pump_member(
             }
             received = member.consumer.recv() => received
                 .map(|message| {
-                    let ack_id = format!("{id}:{}:{}", message.partition(), message.offset());
+                    let (partition, offset) = (message.partition() as u32, message.offset() as u64);
+                    let ack_id = MemberAck { member: id, partition, offset }.encode();
                     stream_record(&message, ack_id)
                 }),
         };
@@ -127,23 +139,7 @@ impl StreamConsumerGroups for Kafka {
     async fn join(&self, stream: &str, group: &str) -> Res<GroupFeed> {
         let topic = self.topic_name(stream)?;
         self.ensure_topic(&topic).await?;
-        let (assignments_tx, assignments) = mpsc::unbounded_channel();
-        let context = AssignmentContext { topic: topic.clone(), assignments: assignments_tx };
-        let consumer: MemberConsumer = self
-            .client_config()
-            .set("group.id", self.group_id(group))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "roundrobin")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("allow.auto.create.topics", "false")
-            .create_with_context(context)
-            .map_err(|e| unavailable("cannot create a group consumer", e))?;
-        consumer
-            .subscribe(&[&topic])
-            .map_err(|e| unavailable(&format!("cannot subscribe to '{topic}'"), e))?;
+        let (consumer, assignments) = self.group_member(&self.group_id(group), &topic)?;
         let member =
             Arc::new(Member { consumer, topic, group: group.to_owned(), committed: Default::default() });
         let id = self.members.add(&member);
@@ -153,7 +149,8 @@ impl StreamConsumerGroups for Kafka {
     }
 
     async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> Res<()> {
-        let (id, partition, offset) = parse_ack_id(ack_id)?;
+        let ack = MemberAck::parse(ack_id)?;
+        let (id, partition) = (ack.member, ack.partition);
         let topic = self.topic_name(stream)?;
         let Some(member) = self.members.get(id) else {
             return Err(moved_on(partition, &topic, group));
@@ -173,7 +170,7 @@ impl StreamConsumerGroups for Kafka {
         if !owned {
             return Err(moved_on(partition, &topic, group));
         }
-        let next = i64::try_from(offset).ok().and_then(|o| o.checked_add(1)).ok_or_else(|| {
+        let next = i64::try_from(ack.next_offset()?).map_err(|_| {
             PluginError::invalid_argument(format!("ack id '{ack_id}' names an offset past any record"))
         })?;
         let mut committed = member.committed.lock().await;

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use plugin_abi::{
-    Appended, GroupEvent, GroupFeed, NewRecord, PartitionOffsets, PluginError, RecordFeed, StreamBasic,
-    StreamConsumerGroups, StreamPartitioning, StreamRecord, StreamReplay,
+    Appended, GroupEvent, GroupFeed, MemberAck, NewRecord, PartitionOffsets, PluginError, RecordFeed,
+    StreamBasic, StreamConsumerGroups, StreamPartitioning, StreamRecord, StreamReplay,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -313,7 +313,8 @@ impl StreamConsumerGroups for Memstore {
     }
 
     async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> Res<()> {
-        let (member, partition, offset) = parse_ack_id(ack_id)?;
+        let ack = MemberAck::parse(ack_id)?;
+        let (member, partition, next) = (ack.member, ack.partition, ack.next_offset()?);
         let log = self.streams.existing(stream)?;
         let handle = log.group(group);
         let mut state = lock(&handle.state);
@@ -328,9 +329,6 @@ impl StreamConsumerGroups for Memstore {
                  since this record was delivered; the new owner receives it again"
             )));
         }
-        let next = offset.checked_add(1).ok_or_else(|| {
-            PluginError::invalid_argument(format!("ack id '{ack_id}' names an offset past any record"))
-        })?;
         let committed = &mut state.committed[partition as usize];
         *committed = Some(committed.unwrap_or(0).max(next));
         Ok(())
@@ -342,22 +340,6 @@ impl StreamConsumerGroups for Memstore {
         let state = lock(&handle.state);
         Ok(state.committed.iter().enumerate().map(|(p, c)| (p as u32, *c)).collect())
     }
-}
-
-fn parse_ack_id(ack_id: &str) -> Res<(u64, u32, u64)> {
-    let invalid =
-        || PluginError::invalid_argument(format!("'{ack_id}' is not an ack id this stream handed out"));
-    let mut parts = ack_id.split(':');
-    let (Some(member), Some(partition), Some(offset), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid());
-    };
-    Ok((
-        member.parse().map_err(|_| invalid())?,
-        partition.parse().map_err(|_| invalid())?,
-        offset.parse().map_err(|_| invalid())?,
-    ))
 }
 
 /// Leaves the group when the member's pump ends, however it ends.
@@ -405,7 +387,11 @@ async fn pump_member(log: Arc<Log>, group: Arc<Group>, member: u64, sender: mpsc
                 (*position..slot.next())
                     .take(DELIVERY_CHUNK)
                     .filter_map(|offset| {
-                        slot.record(*partition, offset, format!("{member}:{partition}:{offset}"))
+                        slot.record(
+                            *partition,
+                            offset,
+                            MemberAck { member, partition: *partition, offset }.encode(),
+                        )
                     })
                     .collect()
             };
