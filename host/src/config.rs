@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// Most distinct plugin libraries one process may open. Libraries are never
     /// unloaded, so each reload of a new build keeps its code mapped until restart.
     pub max_library_loads: usize,
+    /// Refuse any plugin whose table has no `sha256` pin, so only libraries an operator
+    /// vetted by hash are ever opened.
+    pub require_pins: bool,
     /// How long the plugin files and the config must be quiet before a change reloads.
     pub reload_debounce_ms: u64,
     /// How long a reload waits for a namespace's in-flight calls before handing its state over.
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             slow_subscriber: SlowSubscriber::DropOldest,
             plugin_cache_dir: None,
             max_library_loads: 64,
+            require_pins: false,
             reload_debounce_ms: 300,
             reload_drain_ms: 5_000,
         }

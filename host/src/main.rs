@@ -172,16 +172,20 @@ fn load_config(file: &std::path::Path) -> Result<(resolve::Resolved, Arc<resolve
         eprint!("{errors}");
         ExitCode::from(EXIT_INVALID)
     })?;
-    let server = &config.contents.server;
-    let loader = Arc::new(resolve::Loader::for_this_process(
-        server.plugin_cache_dir.clone(),
-        server.max_library_loads,
-    ));
+    let loader = Arc::new(loader_for(Some(&config)));
     let resolved = resolve::resolve(config, &loader).map_err(|errors| {
         eprint!("{errors}");
         ExitCode::from(EXIT_INVALID)
     })?;
     Ok((resolved, loader))
+}
+
+/// The loader every command opens libraries with: the same file, permission and pin
+/// checks, and the same probe child, as `serve` (no signal from a bad file reaches the CLI).
+fn loader_for(config: Option<&Config>) -> resolve::Loader {
+    let server = config.map(|c| c.contents.server.clone()).unwrap_or_default();
+    resolve::Loader::for_this_process(server.plugin_cache_dir, server.max_library_loads)
+        .requiring_pins(server.require_pins)
 }
 
 /// `prism status` / `prism reload`: one AdminService call to a running server.
@@ -258,9 +262,12 @@ fn invalid(message: impl std::fmt::Display) -> ExitCode {
 /// The plugins of a config, as registry candidates.
 fn config_candidates(file: &std::path::Path) -> Result<Vec<cli::Candidate>, String> {
     let config = Config::load(file).map_err(|errors| errors.to_string().trim().to_owned())?;
+    let loader = loader_for(Some(&config));
     let mut candidates = Vec::new();
     for (name, entry) in &config.contents.plugins {
-        let plugin = Plugin::load(config.plugin_path(entry)).map_err(|e| format!("plugin '{name}': {e}"))?;
+        let plugin = loader
+            .load_library(&config.plugin_path(entry), entry.sha256.as_deref())
+            .map_err(|e| format!("plugin '{name}': {e}"))?;
         candidates.push(cli::Candidate {
             name: name.clone(),
             path: entry.path.display().to_string(),
@@ -271,7 +278,7 @@ fn config_candidates(file: &std::path::Path) -> Result<Vec<cli::Candidate>, Stri
 }
 
 fn library_candidate(path: &std::path::Path) -> Result<cli::Candidate, String> {
-    let plugin = Plugin::load(path).map_err(|e| e.to_string())?;
+    let plugin = loader_for(None).load_library(path, None)?;
     let metadata = plugin.metadata().clone();
     Ok(cli::Candidate { name: metadata.name.clone(), path: path.display().to_string(), metadata })
 }
@@ -388,23 +395,31 @@ fn generate_config(pattern: &str, slots: &[String], namespace: &str, config: Opt
 }
 
 fn plugins(paths: Vec<PathBuf>, config: &std::path::Path) -> ExitCode {
-    let paths = if paths.is_empty() {
+    let (libraries, loader) = if paths.is_empty() {
         match Config::load(config) {
-            Ok(config) => config.contents.plugins.values().map(|entry| config.plugin_path(entry)).collect(),
+            Ok(config) => {
+                let libraries = config
+                    .contents
+                    .plugins
+                    .values()
+                    .map(|entry| (config.plugin_path(entry), entry.sha256.clone()))
+                    .collect::<Vec<_>>();
+                (libraries, loader_for(Some(&config)))
+            }
             Err(errors) => {
                 eprint!("{errors}");
                 return ExitCode::from(EXIT_INVALID);
             }
         }
     } else {
-        paths
+        (paths.into_iter().map(|path| (path, None)).collect(), loader_for(None))
     };
     let mut failed = false;
-    for (index, path) in paths.iter().enumerate() {
+    for (index, (path, pin)) in libraries.iter().enumerate() {
         if index > 0 {
             println!();
         }
-        match Plugin::load(path) {
+        match loader.load_library(path, pin.as_deref()) {
             Ok(plugin) => print!("{}", cli::render_metadata(&path.display().to_string(), plugin.metadata())),
             Err(error) => {
                 eprintln!("error: {error}");

@@ -153,6 +153,8 @@ pub struct Loader {
     /// The `prism` binary, to probe a library in a child process; `None` skips probing.
     prober: Option<PathBuf>,
     max_loads: usize,
+    /// `server.require_pins`: refuse a library whose config gives no sha256.
+    require_pins: bool,
     opened: Mutex<HashMap<String, Plugin>>,
     /// Kept apart from `opened`, whose lock is held while a library is probed.
     opened_count: std::sync::atomic::AtomicUsize,
@@ -168,6 +170,7 @@ impl Loader {
             cache_dir,
             prober,
             max_loads,
+            require_pins: false,
             opened: Mutex::default(),
             opened_count: Default::default(),
             mapped_bytes: Default::default(),
@@ -181,6 +184,12 @@ impl Loader {
         Loader::new(cache_dir, std::env::current_exe().ok(), max_loads)
     }
 
+    /// Refuse libraries without a sha256 pin (`server.require_pins`).
+    pub fn requiring_pins(mut self, require_pins: bool) -> Loader {
+        self.require_pins = require_pins;
+        self
+    }
+
     /// Distinct libraries opened so far, and their total size in bytes.
     pub fn loaded(&self) -> (usize, u64) {
         let count = self.opened_count.load(std::sync::atomic::Ordering::Relaxed);
@@ -188,62 +197,84 @@ impl Loader {
     }
 
     fn load_plugin(&self, name: &str, path: &Path, pin: Option<&str>) -> Result<LoadedPlugin, ConfigError> {
-        let key = format!("plugins.{name}.path");
+        let (plugin, sha256) = self.open_checked(path, pin).map_err(|refused| {
+            if let Some(detail) = &refused.detail {
+                tracing::debug!(plugin = %name, report = %detail, "full ABI layout report");
+            }
+            let key =
+                if refused.pin { format!("plugins.{name}.sha256") } else { format!("plugins.{name}.path") };
+            ConfigError::new(key, refused.message, refused.fix)
+        })?;
+        Ok(LoadedPlugin { name: name.to_owned(), plugin, sha256, source: path.to_path_buf() })
+    }
+
+    /// Opens a library named on the command line with the same checks as a configured
+    /// one (file type and size, permissions, probe child); the error names the file and the fix.
+    pub fn load_library(&self, path: &Path, pin: Option<&str>) -> Result<Plugin, String> {
+        self.open_checked(path, pin).map(|(plugin, _)| plugin).map_err(|refused| refused.to_string())
+    }
+
+    /// Every check a library passes before this process maps it, in order: a regular
+    /// file of bounded size, not writable by others, matching its pin, opened first in a
+    /// probe child, then here.
+    fn open_checked(&self, path: &Path, pin: Option<&str>) -> Result<(Plugin, String), Refused> {
         let shown = path.display();
-        let metadata = std::fs::metadata(path).map_err(|error| {
-        ConfigError::new(
-            &key,
-            format!("cannot read plugin library {shown}: {error}"),
-            "build the plugin (`cargo build --workspace`) or correct the path (relative paths start at the config file's directory)",
-        )
-    })?;
-        if !metadata.is_file() {
-            return Err(ConfigError::new(
-                &key,
-                format!("{shown} is not a file"),
-                "point path at the plugin's .so/.dylib file",
-            ));
-        }
+        let size = plugin_file_size(path).map_err(|message| Refused::new(
+            message,
+            "build the plugin (`cargo build --workspace`) or point path at its .so/.dylib file (relative paths start at the config file's directory)",
+        ))?;
         check_not_world_writable(path).map_err(|message| {
-            ConfigError::new(
-                &key,
+            Refused::new(
                 message,
                 "remove write permission for other users (chmod o-w) from the file and its directory",
             )
         })?;
         let sha256 = sha256_file(path).map_err(|error| {
-            ConfigError::new(&key, format!("cannot read {shown}: {error}"), "check the file's permissions")
+            Refused::new(format!("cannot read {shown}: {error}"), "check the file's permissions")
         })?;
-        if let Some(pin) = pin {
-            if !pin.eq_ignore_ascii_case(&sha256) {
-                return Err(ConfigError::new(
-                    format!("plugins.{name}.sha256"),
-                    format!("{shown} has SHA-256 {sha256}, but the config pins {pin}"),
-                    "restore the pinned build of the plugin, or update the pin if this build is trusted",
-                ));
+        match pin {
+            Some(pin) if !pin.eq_ignore_ascii_case(&sha256) => {
+                return Err(Refused {
+                    pin: true,
+                    ..Refused::new(
+                        format!("{shown} has SHA-256 {sha256}, but the config pins {pin}"),
+                        "restore the pinned build of the plugin, or update the pin if this build is trusted",
+                    )
+                })
             }
+            None if self.require_pins => {
+                return Err(Refused {
+                    pin: true,
+                    ..Refused::new(
+                        format!("{shown} has no sha256 pin, and server.require_pins is on"),
+                        format!("add sha256 = \"{sha256}\" to the plugin's table if this build is trusted"),
+                    )
+                })
+            }
+            _ => {}
         }
-        let plugin = self.open(path, &sha256, metadata.len()).map_err(|error| match error {
+        let plugin = self.open(path, &sha256, size).map_err(|error| match error {
             OpenError::Load(error) => {
                 let fix = match &error {
-                    LoadError::IncompatibleAbi { .. } => {
-                        "rebuild the plugin against this host's plugin-abi version"
+                    LoadError::IncompatibleAbi { .. } => &format!(
+                        "rebuild the plugin against plugin-abi {}.x, the ABI this host speaks (see docs/PLUGIN_ABI.md)",
+                        plugin_abi::ABI_VERSION.split('.').next().unwrap_or_default()
+                    ),
+                    LoadError::NotAPlugin { .. } => "point path at a library built with plugin_abi::export_plugin!",
+                    LoadError::MissingDependency { .. } => {
+                        "install (or upgrade) the system library that provides the symbol, or rebuild the plugin against the one installed"
                     }
-                    LoadError::NotAPlugin { .. } => {
-                        "point path at a library built with plugin_abi::export_plugin!"
-                    }
-                    LoadError::Open { .. } => {
-                        "check that the file is a complete shared library for this platform"
-                    }
+                    LoadError::Open { .. } => "check that the file is a complete shared library for this platform",
                 };
-                if let LoadError::IncompatibleAbi { detail, .. } = &error {
-                    tracing::debug!(plugin = %name, report = %detail, "full ABI layout report");
-                }
-                ConfigError::new(&key, error.to_string(), fix)
+                let detail = match &error {
+                    LoadError::IncompatibleAbi { detail, .. } => Some(detail.clone()),
+                    _ => None,
+                };
+                Refused { detail, ..Refused::new(error.to_string(), fix) }
             }
-            OpenError::Other { message, fix } => ConfigError::new(&key, message, fix),
+            OpenError::Other { message, fix } => Refused::new(message, fix),
         })?;
-        Ok(LoadedPlugin { name: name.to_owned(), plugin, sha256, source: path.to_path_buf() })
+        Ok((plugin, sha256))
     }
 
     /// Copies the library to `<cache>/<sha256>.so`, probes it in a child process, and
@@ -265,15 +296,23 @@ impl Loader {
             });
         }
         let copy = self.private_copy(source, sha256)?;
-        self.probe(source, &copy)?;
+        // A library that fails here must not stay in the cache looking vetted.
+        let forget = |error| {
+            let _ = std::fs::remove_file(&copy);
+            error
+        };
+        self.probe(source, &copy).map_err(forget)?;
         let plugin = Plugin::load(&copy).map_err(|error| match error {
             LoadError::Open { reason, .. } => LoadError::Open { path: source.to_path_buf(), reason },
+            LoadError::MissingDependency { symbol, .. } => {
+                LoadError::MissingDependency { symbol, path: source.to_path_buf() }
+            }
             LoadError::NotAPlugin { .. } => LoadError::NotAPlugin { path: source.to_path_buf() },
             LoadError::IncompatibleAbi { summary, detail, .. } => {
                 LoadError::IncompatibleAbi { path: source.to_path_buf(), summary, detail }
             }
         });
-        let plugin = plugin.map_err(OpenError::Load)?;
+        let plugin = plugin.map_err(OpenError::Load).map_err(forget)?;
         self.mapped_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         opened.insert(sha256.to_owned(), plugin.clone());
         self.opened_count.store(opened.len(), std::sync::atomic::Ordering::Relaxed);
@@ -374,6 +413,72 @@ enum OpenError {
     Other { message: String, fix: String },
 }
 
+/// Why a library was refused: what is wrong with it and how to fix it.
+struct Refused {
+    message: String,
+    fix: String,
+    /// The fault is the pin (`plugins.NAME.sha256`), not the file.
+    pin: bool,
+    /// abi_stable's full layout report, for debug logs.
+    detail: Option<String>,
+}
+
+impl Refused {
+    fn new(message: impl Into<String>, fix: impl Into<String>) -> Refused {
+        Refused { message: message.into(), fix: fix.into(), pin: false, detail: None }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.fix)
+    }
+}
+
+/// The largest library this host opens. Real plugins are a few MiB (tens with debug
+/// info); the bound keeps a wrong path (a device, an endless or sparse file) from being
+/// hashed and copied for ever.
+pub const MAX_LIBRARY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The size of the library at `path`, after checking (following symlinks) that it is a
+/// regular file of at most [`MAX_LIBRARY_BYTES`]: a FIFO, device or directory is refused
+/// before anything opens it (opening a FIFO blocks, reading /dev/zero never ends).
+pub fn plugin_file_size(path: &Path) -> Result<u64, String> {
+    let shown = path.display();
+    let metadata =
+        std::fs::metadata(path).map_err(|error| format!("cannot read plugin library {shown}: {error}"))?;
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if is_fifo_or_device(&kind) {
+            "a FIFO, socket or device"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("{shown} is {what}, not a plugin library"));
+    }
+    if metadata.len() > MAX_LIBRARY_BYTES {
+        return Err(format!(
+            "{shown} is {} MiB, larger than any plugin library this host opens ({} MiB)",
+            metadata.len() / (1024 * 1024),
+            MAX_LIBRARY_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(metadata.len())
+}
+
+#[cfg(unix)]
+fn is_fifo_or_device(kind: &std::fs::FileType) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device()
+}
+
+#[cfg(not(unix))]
+fn is_fifo_or_device(_: &std::fs::FileType) -> bool {
+    false
+}
+
 #[cfg(unix)]
 fn signal_of(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -462,16 +567,49 @@ fn check_not_world_writable(_: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The SHA-256 of a plugin library. Only a regular file of at most
+/// [`MAX_LIBRARY_BYTES`] is read, and never past that size, so a path swapped for a FIFO,
+/// a device or an endless file fails at once instead of blocking a reload (and shutdown).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+    plugin_file_size(path)
+        .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidInput, message))?;
+    let file = open_nonblocking(path)?;
+    // The path may have been swapped between the check and the open: check the handle.
+    let metadata = file.metadata()?;
+    if !metadata.is_file() || metadata.len() > MAX_LIBRARY_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file of bounded size",
+        ));
+    }
+    let mut file = file.take(MAX_LIBRARY_BYTES + 1);
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
     loop {
         let read = file.read(&mut buffer)?;
         if read == 0 {
             break;
         }
+        total += read as u64;
+        if total > MAX_LIBRARY_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the file grew past the size limit",
+            ));
+        }
         hasher.update(&buffer[..read]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
 }

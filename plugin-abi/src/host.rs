@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 
-use crate::ffi::{
-    self, FfiCas, FfiEntry, FfiHealthStatus, FfiInstance, FfiListEnd, FfiTtlKind, PluginModuleRef,
-};
+use crate::ffi::{self, FfiCas, FfiEntry, FfiHealthStatus, FfiListEnd, FfiTtlKind, PluginModuleRef};
 use crate::{
     Appended, CasResult, DeadLetterPage, GroupEvent, Health, HealthStatus, Interface, KeyTtl, ListEnd,
     Message, Metadata, NewRecord, PartitionOffsets, PluginError, QueueMessage, ScanPage, StreamRecord,
@@ -22,6 +20,10 @@ type Res<T> = Result<T, PluginError>;
 pub enum LoadError {
     #[error("cannot open {path}: {reason}")]
     Open { path: PathBuf, reason: String },
+    #[error(
+        "cannot open {path}: a library this plugin links is missing or too old: {symbol} (see `ldd {path}`)"
+    )]
+    MissingDependency { symbol: String, path: PathBuf },
     #[error("{path} is not a Prism plugin (it exports no plugin root module)")]
     NotAPlugin { path: PathBuf },
     #[error("{path} was built against an incompatible plugin ABI: {summary}")]
@@ -51,8 +53,8 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     pub fn load(path: impl AsRef<Path>) -> Result<Plugin, LoadError> {
         let path = path.as_ref().to_path_buf();
-        let module = ffi::load::load_module(&path)?;
-        let metadata = metadata_from_ffi((module.metadata())());
+        let (module, abi_version) = ffi::load::load_module(&path)?;
+        let metadata = metadata_from_ffi(module.metadata(), abi_version);
         Ok(Plugin { module, metadata, path })
     }
 
@@ -71,8 +73,9 @@ impl Plugin {
 
     /// Creates an instance and checks that it provides exactly the declared interfaces.
     pub async fn create(&self, config_toml: &str) -> Res<Instance> {
-        let ffi = (self.module.create())(RString::from(config_toml)).await.into_result()?;
-        let instance = Instance { ffi, metadata: self.metadata.clone() };
+        let object = (self.module.create())(RString::from(config_toml)).await.into_result()?;
+        let interfaces = Interfaces::of(&object);
+        let instance = Instance { object, interfaces, metadata: self.metadata.clone() };
         for interface in Interface::ALL {
             let declared = self.metadata.implements(interface);
             if declared != instance.provides(interface) {
@@ -88,29 +91,75 @@ impl Plugin {
     }
 }
 
-fn metadata_from_ffi(table: ffi::FfiMetadata) -> Metadata {
+fn metadata_from_ffi(table: ffi::FfiMetadataRef, abi_version: String) -> Metadata {
     let mut interfaces = Vec::new();
     let mut unknown_interfaces = Vec::new();
-    for name in table.interfaces {
+    for name in table.interfaces().iter() {
         match Interface::from_name(name.as_str()) {
             Some(interface) => interfaces.push(interface),
-            None => unknown_interfaces.push(name.into_string()),
+            None => unknown_interfaces.push(name.as_str().to_owned()),
         }
     }
     Metadata {
-        name: table.name.into_string(),
-        version: table.version.into_string(),
-        description: table.description.into_string(),
-        connection_format: table.connection_format.into_string(),
-        abi_version: table.abi_version,
+        name: table.name().as_str().to_owned(),
+        version: table.version().as_str().to_owned(),
+        description: table.description().as_str().to_owned(),
+        connection_format: table.connection_format().as_str().to_owned(),
+        abi_version,
         interfaces,
         unknown_interfaces,
     }
 }
 
+/// The interface objects an instance handed over at creation. An accessor the plugin's
+/// (older) vtable lacks answers `RNone` by default, so such interfaces read as absent.
+macro_rules! interfaces {
+    ($($slot:ident: $object:ty => $interface:ident,)*) => {
+        struct Interfaces {
+            $($slot: Option<$object>,)*
+        }
+
+        impl Interfaces {
+            fn of(instance: &ffi::InstanceBox) -> Interfaces {
+                Interfaces { $($slot: instance.$slot().into_option(),)* }
+            }
+
+            fn provides(&self, interface: Interface) -> bool {
+                match interface {
+                    $(Interface::$interface => self.$slot.is_some(),)*
+                }
+            }
+        }
+    };
+}
+
+interfaces! {
+    keyvalue_basic: ffi::KeyValueBasicBox => KeyValueBasic,
+    keyvalue_ttl: ffi::KeyValueTtlBox => KeyValueTtl,
+    keyvalue_scan: ffi::KeyValueScanBox => KeyValueScan,
+    keyvalue_batch: ffi::KeyValueBatchBox => KeyValueBatch,
+    keyvalue_cas: ffi::KeyValueCasBox => KeyValueCas,
+    keyvalue_transactional: ffi::KeyValueTransactionalBox => KeyValueTransactional,
+    list_basic: ffi::ListBasicBox => ListBasic,
+    list_range: ffi::ListRangeBox => ListRange,
+    queue_basic: ffi::QueueBasicBox => QueueBasic,
+    queue_visibility: ffi::QueueVisibilityBox => QueueVisibility,
+    queue_dead_letter: ffi::QueueDeadLetterBox => QueueDeadLetter,
+    queue_delayed: ffi::QueueDelayedBox => QueueDelayed,
+    pubsub_basic: ffi::PubSubBasicBox => PubSubBasic,
+    pubsub_wildcards: ffi::PubSubWildcardsBox => PubSubWildcards,
+    pubsub_persistent: ffi::PubSubPersistentBox => PubSubPersistent,
+    stream_basic: ffi::StreamBasicBox => StreamBasic,
+    stream_consumer_groups: ffi::StreamConsumerGroupsBox => StreamConsumerGroups,
+    stream_replay: ffi::StreamReplayBox => StreamReplay,
+    stream_partitioning: ffi::StreamPartitioningBox => StreamPartitioning,
+    state_transfer: ffi::StateTransferBox => StateTransfer,
+}
+
 /// A created plugin instance. Everything it hands out keeps the plugin's runtime alive.
 pub struct Instance {
-    ffi: FfiInstance,
+    object: ffi::InstanceBox,
+    interfaces: Interfaces,
     metadata: Metadata,
 }
 
@@ -120,33 +169,11 @@ impl Instance {
     }
 
     pub fn provides(&self, interface: Interface) -> bool {
-        let ffi = &self.ffi;
-        match interface {
-            Interface::KeyValueBasic => ffi.keyvalue_basic.is_some(),
-            Interface::KeyValueTtl => ffi.keyvalue_ttl.is_some(),
-            Interface::KeyValueScan => ffi.keyvalue_scan.is_some(),
-            Interface::KeyValueBatch => ffi.keyvalue_batch.is_some(),
-            Interface::KeyValueCas => ffi.keyvalue_cas.is_some(),
-            Interface::KeyValueTransactional => ffi.keyvalue_transactional.is_some(),
-            Interface::ListBasic => ffi.list_basic.is_some(),
-            Interface::ListRange => ffi.list_range.is_some(),
-            Interface::QueueBasic => ffi.queue_basic.is_some(),
-            Interface::QueueVisibility => ffi.queue_visibility.is_some(),
-            Interface::QueueDeadLetter => ffi.queue_dead_letter.is_some(),
-            Interface::QueueDelayed => ffi.queue_delayed.is_some(),
-            Interface::PubSubBasic => ffi.pubsub_basic.is_some(),
-            Interface::PubSubWildcards => ffi.pubsub_wildcards.is_some(),
-            Interface::PubSubPersistent => ffi.pubsub_persistent.is_some(),
-            Interface::StreamBasic => ffi.stream_basic.is_some(),
-            Interface::StreamConsumerGroups => ffi.stream_consumer_groups.is_some(),
-            Interface::StreamReplay => ffi.stream_replay.is_some(),
-            Interface::StreamPartitioning => ffi.stream_partitioning.is_some(),
-            Interface::StateTransfer => ffi.state_transfer.is_some(),
-        }
+        self.interfaces.provides(interface)
     }
 
     pub async fn health(&self) -> Health {
-        let health = self.ffi.control.health().await;
+        let health = self.object.health().await;
         let status = match health.status {
             FfiHealthStatus::Serving => HealthStatus::Serving,
             FfiHealthStatus::Degraded => HealthStatus::Degraded,
@@ -157,68 +184,68 @@ impl Instance {
 
     /// Lets the driver release its backend; call once, after in-flight calls finished.
     pub async fn shutdown(&self) {
-        self.ffi.control.shutdown().await
+        self.object.shutdown().await
     }
 
     pub fn keyvalue_basic(&self) -> Option<KeyValueBasicHandle<'_>> {
-        self.ffi.keyvalue_basic.as_ref().into_option().map(KeyValueBasicHandle)
+        self.interfaces.keyvalue_basic.as_ref().map(KeyValueBasicHandle)
     }
     pub fn keyvalue_ttl(&self) -> Option<KeyValueTtlHandle<'_>> {
-        self.ffi.keyvalue_ttl.as_ref().into_option().map(KeyValueTtlHandle)
+        self.interfaces.keyvalue_ttl.as_ref().map(KeyValueTtlHandle)
     }
     pub fn keyvalue_scan(&self) -> Option<KeyValueScanHandle<'_>> {
-        self.ffi.keyvalue_scan.as_ref().into_option().map(KeyValueScanHandle)
+        self.interfaces.keyvalue_scan.as_ref().map(KeyValueScanHandle)
     }
     pub fn keyvalue_batch(&self) -> Option<KeyValueBatchHandle<'_>> {
-        self.ffi.keyvalue_batch.as_ref().into_option().map(KeyValueBatchHandle)
+        self.interfaces.keyvalue_batch.as_ref().map(KeyValueBatchHandle)
     }
     pub fn keyvalue_cas(&self) -> Option<KeyValueCasHandle<'_>> {
-        self.ffi.keyvalue_cas.as_ref().into_option().map(KeyValueCasHandle)
+        self.interfaces.keyvalue_cas.as_ref().map(KeyValueCasHandle)
     }
     pub fn list_basic(&self) -> Option<ListBasicHandle<'_>> {
-        self.ffi.list_basic.as_ref().into_option().map(ListBasicHandle)
+        self.interfaces.list_basic.as_ref().map(ListBasicHandle)
     }
     pub fn list_range(&self) -> Option<ListRangeHandle<'_>> {
-        self.ffi.list_range.as_ref().into_option().map(ListRangeHandle)
+        self.interfaces.list_range.as_ref().map(ListRangeHandle)
     }
     pub fn keyvalue_transactional(&self) -> Option<KeyValueTransactionalHandle<'_>> {
-        self.ffi.keyvalue_transactional.as_ref().into_option().map(KeyValueTransactionalHandle)
+        self.interfaces.keyvalue_transactional.as_ref().map(KeyValueTransactionalHandle)
     }
     pub fn queue_basic(&self) -> Option<QueueBasicHandle<'_>> {
-        self.ffi.queue_basic.as_ref().into_option().map(QueueBasicHandle)
+        self.interfaces.queue_basic.as_ref().map(QueueBasicHandle)
     }
     pub fn queue_visibility(&self) -> Option<QueueVisibilityHandle<'_>> {
-        self.ffi.queue_visibility.as_ref().into_option().map(QueueVisibilityHandle)
+        self.interfaces.queue_visibility.as_ref().map(QueueVisibilityHandle)
     }
     pub fn queue_dead_letter(&self) -> Option<QueueDeadLetterHandle<'_>> {
-        self.ffi.queue_dead_letter.as_ref().into_option().map(QueueDeadLetterHandle)
+        self.interfaces.queue_dead_letter.as_ref().map(QueueDeadLetterHandle)
     }
     pub fn queue_delayed(&self) -> Option<QueueDelayedHandle<'_>> {
-        self.ffi.queue_delayed.as_ref().into_option().map(QueueDelayedHandle)
+        self.interfaces.queue_delayed.as_ref().map(QueueDelayedHandle)
     }
     pub fn pubsub_basic(&self) -> Option<PubSubBasicHandle<'_>> {
-        self.ffi.pubsub_basic.as_ref().into_option().map(PubSubBasicHandle)
+        self.interfaces.pubsub_basic.as_ref().map(PubSubBasicHandle)
     }
     pub fn pubsub_wildcards(&self) -> Option<PubSubWildcardsHandle<'_>> {
-        self.ffi.pubsub_wildcards.as_ref().into_option().map(PubSubWildcardsHandle)
+        self.interfaces.pubsub_wildcards.as_ref().map(PubSubWildcardsHandle)
     }
     pub fn pubsub_persistent(&self) -> Option<PubSubPersistentHandle<'_>> {
-        self.ffi.pubsub_persistent.as_ref().into_option().map(PubSubPersistentHandle)
+        self.interfaces.pubsub_persistent.as_ref().map(PubSubPersistentHandle)
     }
     pub fn stream_basic(&self) -> Option<StreamBasicHandle<'_>> {
-        self.ffi.stream_basic.as_ref().into_option().map(StreamBasicHandle)
+        self.interfaces.stream_basic.as_ref().map(StreamBasicHandle)
     }
     pub fn stream_consumer_groups(&self) -> Option<StreamConsumerGroupsHandle<'_>> {
-        self.ffi.stream_consumer_groups.as_ref().into_option().map(StreamConsumerGroupsHandle)
+        self.interfaces.stream_consumer_groups.as_ref().map(StreamConsumerGroupsHandle)
     }
     pub fn stream_replay(&self) -> Option<StreamReplayHandle<'_>> {
-        self.ffi.stream_replay.as_ref().into_option().map(StreamReplayHandle)
+        self.interfaces.stream_replay.as_ref().map(StreamReplayHandle)
     }
     pub fn state_transfer(&self) -> Option<StateTransferHandle<'_>> {
-        self.ffi.state_transfer.as_ref().into_option().map(StateTransferHandle)
+        self.interfaces.state_transfer.as_ref().map(StateTransferHandle)
     }
     pub fn stream_partitioning(&self) -> Option<StreamPartitioningHandle<'_>> {
-        self.ffi.stream_partitioning.as_ref().into_option().map(StreamPartitioningHandle)
+        self.interfaces.stream_partitioning.as_ref().map(StreamPartitioningHandle)
     }
 }
 

@@ -30,10 +30,10 @@ pub use types::{
     StreamRecord, Subscription, TransactionId, Versioned,
 };
 
-/// The version of the plugin ABI described by this crate. A host refuses plugins
-/// whose root-module layout does not match; this number is what it reports.
-/// 2: the stream interfaces and `state_transfer` joined `FfiInstance`.
-pub const ABI_VERSION: u32 = 2;
+/// The plugin ABI version this build speaks: `plugin-abi`'s own crate version. A host
+/// loads plugins built against the same major version, whatever their minor version
+/// (docs/PLUGIN_ABI.md); each plugin's metadata reports the version it was built against.
+pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[doc(hidden)]
 pub mod __private {

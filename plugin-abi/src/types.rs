@@ -98,7 +98,8 @@ pub struct Metadata {
     pub description: String,
     /// Human-readable format of the connection setting, e.g. `redis://host:port/db`.
     pub connection_format: String,
-    pub abi_version: u32,
+    /// The `plugin-abi` version the plugin was built against, e.g. `1.0.0`.
+    pub abi_version: String,
     /// Interfaces this host knows, in declaration order.
     pub interfaces: Vec<Interface>,
     /// Declared interface names this host does not know (a newer plugin).

@@ -36,10 +36,31 @@ fn a_library_with_an_incompatible_root_module_is_refused_with_one_clear_line() {
     let LoadError::IncompatibleAbi { summary, detail, .. } = &error else {
         panic!("expected IncompatibleAbi, got {error:?}")
     };
-    assert!(summary.contains("mismatched package"), "{summary}");
-    assert!(summary.contains("expected plugin-abi"), "{summary}");
+    assert!(summary.contains("layout differs at PluginModule"), "names the type: {summary}");
+    assert!(
+        summary.contains("package plugin-abi expected, prism-fixture-incompatible-abi found"),
+        "{summary}"
+    );
     assert!(!summary.contains('\n'), "the operator gets one line: {summary}");
     assert!(detail.lines().count() > 20, "the full report is kept for debug logs");
+}
+
+#[test]
+fn a_plugin_of_another_major_abi_version_is_refused_naming_both_versions() {
+    let error = Plugin::load(plugin_library("prism_fixture_other_major")).unwrap_err();
+    let LoadError::IncompatibleAbi { summary, .. } = &error else {
+        panic!("expected IncompatibleAbi, got {error:?}")
+    };
+    assert!(summary.contains("built against plugin-abi 2.0.0"), "{summary}");
+    assert!(summary.contains(&format!("this host (plugin-abi {})", plugin_abi::ABI_VERSION)), "{summary}");
+    assert!(!summary.contains('\n'), "{summary}");
+}
+
+#[test]
+fn metadata_reports_the_abi_version_the_plugin_was_built_against() {
+    let plugin = Plugin::load(plugin_library("prism_memstore")).unwrap();
+    assert_eq!(plugin.metadata().abi_version, plugin_abi::ABI_VERSION);
+    assert!(plugin_abi::ABI_VERSION.starts_with("1."), "the ABI's major is 1 since this release");
 }
 
 #[test]

@@ -376,3 +376,91 @@ plugin = "memstore"
     assert!(!stderr.contains("namespaces[3]"), "an optional slot left out is fine: {stderr}");
     insta::assert_snapshot!(redact_libraries(&stderr, &libraries(&["nats", "redis", "postgres"])));
 }
+
+/// `prism plugins PATH` must answer for a bad file at once, with exit code 2 and the
+/// file named: no hang, no signal, nothing of it run in the CLI's process.
+fn plugins_refuses(path: &std::path::Path, expect: &str) {
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = run_prism(&["plugins", &path.display().to_string()]);
+    assert_eq!(code, 2, "exit code 2, not a signal: {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains(&path.display().to_string()), "names the file: {stderr}");
+    assert!(stderr.contains(expect), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "answers at once");
+}
+
+#[cfg(unix)]
+#[test]
+fn plugins_refuses_fifos_devices_directories_and_endless_files_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("libfifo.so");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    plugins_refuses(&fifo, "is a FIFO, socket or device, not a plugin library");
+    let zero = dir.path().join("libzero.so");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    plugins_refuses(&zero, "is a FIFO, socket or device, not a plugin library");
+    let directory = dir.path().join("libdir.so");
+    std::fs::create_dir(&directory).unwrap();
+    plugins_refuses(&directory, "is a directory, not a plugin library");
+    // A sparse file past the size bound is refused before it is read or copied.
+    let huge = dir.path().join("libhuge.so");
+    std::fs::File::create(&huge).unwrap().set_len(4 * 1024 * 1024 * 1024).unwrap();
+    plugins_refuses(&huge, "larger than any plugin library this host opens");
+}
+
+#[test]
+fn plugins_on_a_truncated_library_exits_2_instead_of_dying_of_sigbus() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("libtruncated.so");
+    let whole = std::fs::read(plugin_library("prism_memstore")).unwrap();
+    // Cut inside the segments the loader maps (the tail of a debug build is debug info).
+    std::fs::write(&truncated, &whole[..300_000]).unwrap();
+    plugins_refuses(&truncated, "crashed the probe process that opened it");
+}
+
+#[cfg(unix)]
+#[test]
+fn plugins_applies_the_permission_check_of_serve() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("libcopy.so");
+    std::fs::copy(plugin_library("prism_memstore"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    plugins_refuses(&copy, "is writable by other users");
+}
+
+#[test]
+fn plugins_with_a_config_applies_its_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plugins.toml");
+    let memstore = plugin_library("prism_memstore").display().to_string();
+    std::fs::write(
+        &config,
+        format!("[plugins.memstore]\npath = \"{memstore}\"\nsha256 = \"{}\"\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_prism(&["plugins", "--config", &config.display().to_string()]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("but the config pins 0000"), "{stderr}");
+}
+
+#[test]
+fn require_pins_refuses_a_plugin_without_one_naming_its_sha256_key() {
+    let (code, _, stderr) =
+        validate("[server]\nrequire_pins = true\n\n[plugins.memstore]\npath = \"{memstore}\"\n");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("plugins.memstore.sha256: [memstore] has no sha256 pin"), "{stderr}");
+    assert!(stderr.contains("add sha256 = \""), "the fix carries the hash to pin: {stderr}");
+}
+
+#[test]
+fn a_plugin_config_type_error_names_the_key() {
+    let (code, _, stderr) = validate(
+        "[plugins.memstore]\npath = \"{memstore}\"\n\n[[namespaces]]\nname = \"kv\"\npattern = \"keyvalue\"\nslots.store = { plugin = \"memstore\", config = { sweep_interval_ms = \"soon\" } }\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("rejected its config: sweep_interval_ms: invalid type: string \"soon\""),
+        "{stderr}"
+    );
+}

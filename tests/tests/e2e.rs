@@ -406,7 +406,8 @@ async fn wait_for_health(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let request = tonic_health::pb::HealthCheckRequest { service: service.into() };
-        if health.check(request).await.unwrap().into_inner().status == wanted as i32 {
+        // NOT_FOUND until the first health poll has reported the namespace.
+        if health.check(request).await.is_ok_and(|reply| reply.into_inner().status == wanted as i32) {
             return;
         }
         assert!(Instant::now() < deadline, "'{service}' never became {wanted:?}");
@@ -489,7 +490,8 @@ async fn admin_reports_plugins_namespaces_and_patterns() {
     let plugins = admin.list_plugins(ListPluginsRequest {}).await.unwrap().into_inner().plugins;
     let memstore = plugins.iter().find(|p| p.name == "memstore").expect("memstore listed");
     assert_eq!(memstore.plugin_name, "memstore");
-    assert_eq!(memstore.abi_version, plugin_abi::ABI_VERSION);
+    assert_eq!(memstore.plugin_abi_version, plugin_abi::ABI_VERSION);
+    assert_eq!(memstore.abi_version, 1, "the major version");
     assert!(memstore.interfaces.contains(&"keyvalue_cas".to_string()));
     assert_eq!(memstore.sha256.len(), 64);
     let namespaces = admin.list_namespaces(ListNamespacesRequest {}).await.unwrap().into_inner().namespaces;

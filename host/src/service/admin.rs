@@ -51,7 +51,8 @@ impl AdminService for AdminApi {
                     version: metadata.version.clone(),
                     description: metadata.description.clone(),
                     connection_format: metadata.connection_format.clone(),
-                    abi_version: metadata.abi_version,
+                    abi_version: major_version(&metadata.abi_version),
+                    plugin_abi_version: metadata.abi_version.clone(),
                     interfaces: declared_interfaces(metadata),
                     path: loaded.source.display().to_string(),
                     sha256: loaded.sha256.clone(),
@@ -163,4 +164,9 @@ impl AdminService for AdminApi {
             .collect();
         Ok(Response::new(ListPatternsResponse { patterns }))
     }
+}
+
+/// `1` of `1.4.2`; 0 when unreadable (the loader refuses such plugins, so never in practice).
+fn major_version(version: &str) -> u32 {
+    version.split('.').next().and_then(|major| major.parse().ok()).unwrap_or(0)
 }

@@ -7,13 +7,13 @@ use std::time::Duration;
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
     sabi_trait::TD_Opaque,
-    std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec},
+    std_types::{RErr, ROk, ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
 use super::bridge::{bridge, panic_message, PluginRuntime};
 use super::stream::{entry_stream, STREAM_BUFFER};
 use super::*;
-use crate::{CasResult, Driver, HealthStatus, KeyTtl, ListEnd, PluginError, TransactionId, ABI_VERSION};
+use crate::{CasResult, Driver, HealthStatus, KeyTtl, ListEnd, PluginError, TransactionId};
 
 pub use super::PluginModuleRef;
 
@@ -66,10 +66,10 @@ pub trait Register<D> {
 }
 
 /// The instance under construction: the adapter every interface object wraps, and the
-/// object slots `Register` fills in.
+/// constructors `Register` fills in for the interfaces the driver implements.
 pub struct InstanceParts<D> {
     adapter: Adapter<D>,
-    instance: FfiInstance,
+    provided: Provided<D>,
 }
 
 struct Adapter<D> {
@@ -110,7 +110,7 @@ macro_rules! interface {
         }
         impl<D: $trait> Register<D> for markers::$marker {
             fn register(parts: &mut InstanceParts<D>) {
-                parts.instance.$slot = ROption::RSome($to::from_value(parts.adapter.clone(), TD_Opaque));
+                parts.provided.$slot = Some(|adapter| $to::from_value(adapter, TD_Opaque));
             }
         }
     };
@@ -205,7 +205,66 @@ fn cas(result: CasResult) -> FfiCas {
     }
 }
 
-impl<D: Driver> FfiControl for Adapter<D> {
+macro_rules! instance_object {
+    ($($slot:ident: $object:ty,)*) => {
+        /// One constructor per interface the driver registered; `None` = not provided.
+        struct Provided<D> {
+            $($slot: Option<fn(Adapter<D>) -> $object>,)*
+        }
+
+        impl<D> Default for Provided<D> {
+            fn default() -> Self {
+                Provided { $($slot: None,)* }
+            }
+        }
+
+        impl<D: Driver> FfiInstance for InstanceObject<D> {
+            fn health(&self) -> FfiFuture<FfiHealth> {
+                self.adapter.health()
+            }
+            fn shutdown(&self) -> FfiFuture<()> {
+                let driver = self.adapter.driver.clone();
+                bridge(&self.adapter.runtime, async move { driver.shutdown().await })
+            }
+            $(
+                fn $slot(&self) -> ROption<$object> {
+                    self.provided.$slot.map(|make| make(self.adapter.clone())).into()
+                }
+            )*
+        }
+    };
+}
+
+instance_object! {
+    keyvalue_basic: KeyValueBasicBox,
+    keyvalue_ttl: KeyValueTtlBox,
+    keyvalue_scan: KeyValueScanBox,
+    keyvalue_batch: KeyValueBatchBox,
+    keyvalue_cas: KeyValueCasBox,
+    list_basic: ListBasicBox,
+    list_range: ListRangeBox,
+    keyvalue_transactional: KeyValueTransactionalBox,
+    queue_basic: QueueBasicBox,
+    queue_visibility: QueueVisibilityBox,
+    queue_dead_letter: QueueDeadLetterBox,
+    queue_delayed: QueueDelayedBox,
+    pubsub_basic: PubSubBasicBox,
+    pubsub_wildcards: PubSubWildcardsBox,
+    pubsub_persistent: PubSubPersistentBox,
+    stream_basic: StreamBasicBox,
+    stream_consumer_groups: StreamConsumerGroupsBox,
+    stream_replay: StreamReplayBox,
+    stream_partitioning: StreamPartitioningBox,
+    state_transfer: StateTransferBox,
+}
+
+/// The object behind `InstanceBox`.
+struct InstanceObject<D> {
+    adapter: Adapter<D>,
+    provided: Provided<D>,
+}
+
+impl<D: Driver> Adapter<D> {
     fn health(&self) -> FfiFuture<FfiHealth> {
         let driver = self.driver.clone();
         let last_panic = self.runtime.last_panic();
@@ -221,11 +280,6 @@ impl<D: Driver> FfiControl for Adapter<D> {
             };
             FfiHealth { status, message: health.message.into() }
         })
-    }
-
-    fn shutdown(&self) -> FfiFuture<()> {
-        let driver = self.driver.clone();
-        bridge(&self.runtime, async move { driver.shutdown().await })
     }
 }
 
@@ -602,8 +656,14 @@ impl<D: crate::PubSubPersistent> FfiPubSubPersistent for Adapter<D> {
 }
 
 fn parse_config<D: Driver>(config: &str) -> Result<D::Config, PluginError> {
-    let parsed = toml::from_str::<D::Config>(config)
-        .map_err(|e| PluginError::invalid_argument(e.message().trim().to_owned()))?;
+    let parsed: D::Config =
+        serde_path_to_error::deserialize(toml::Deserializer::new(config)).map_err(|error| {
+            // Name the key that is wrong, down to the field: `busy_timeout_ms: invalid type …`.
+            let path = error.path().to_string();
+            let message = error.into_inner().message().trim().to_owned();
+            let named = path == "." || message.starts_with("unknown field");
+            PluginError::invalid_argument(if named { message } else { format!("{path}: {message}") })
+        })?;
     D::check(&parsed)?;
     Ok(parsed)
 }
@@ -614,23 +674,26 @@ fn guarded<T>(what: &str, body: impl FnOnce() -> RResult<T, PluginError>) -> RRe
     })
 }
 
-extern "C" fn metadata<D: Exported>() -> FfiMetadata {
+/// The metadata table, leaked once per library load (the root module is built once).
+fn metadata<D: Exported>() -> FfiMetadataRef {
     let table = &D::METADATA;
+    let interfaces: &'static [RStr<'static>] =
+        Box::leak(table.interfaces.iter().map(|name| RStr::from_str(name)).collect());
     FfiMetadata {
-        name: table.name.into(),
-        version: table.version.into(),
-        description: table.description.into(),
-        connection_format: table.connection_format.into(),
-        abi_version: ABI_VERSION,
-        interfaces: table.interfaces.iter().map(|name| RString::from(*name)).collect(),
+        name: RStr::from_str(table.name),
+        version: RStr::from_str(table.version),
+        description: RStr::from_str(table.description),
+        connection_format: RStr::from_str(table.connection_format),
+        interfaces: RSlice::from_slice(interfaces),
     }
+    .leak_into_prefix()
 }
 
 extern "C" fn check_config<D: Exported>(config: RStr<'_>) -> RResult<(), PluginError> {
     guarded("check_config", || parse_config::<D>(config.as_str()).map(|_| ()).into())
 }
 
-extern "C" fn create<D: Exported>(config: RString) -> FfiResult<FfiInstance> {
+extern "C" fn create<D: Exported>(config: RString) -> FfiResult<InstanceBox> {
     let runtime = match guarded("create", || PluginRuntime::new(D::METADATA.name, D::RUNTIME_WORKERS).into())
     {
         ROk(runtime) => Arc::new(runtime),
@@ -647,34 +710,10 @@ extern "C" fn create<D: Exported>(config: RString) -> FfiResult<FfiInstance> {
             Err(error) => return RErr(error),
         };
         let adapter = Adapter { driver, runtime };
-        let mut parts = InstanceParts {
-            instance: FfiInstance {
-                control: FfiControl_TO::from_value(adapter.clone(), TD_Opaque),
-                keyvalue_basic: ROption::RNone,
-                keyvalue_ttl: ROption::RNone,
-                keyvalue_scan: ROption::RNone,
-                keyvalue_batch: ROption::RNone,
-                keyvalue_cas: ROption::RNone,
-                keyvalue_transactional: ROption::RNone,
-                list_basic: ROption::RNone,
-                list_range: ROption::RNone,
-                queue_basic: ROption::RNone,
-                queue_visibility: ROption::RNone,
-                queue_dead_letter: ROption::RNone,
-                queue_delayed: ROption::RNone,
-                pubsub_basic: ROption::RNone,
-                pubsub_wildcards: ROption::RNone,
-                pubsub_persistent: ROption::RNone,
-                stream_basic: ROption::RNone,
-                stream_consumer_groups: ROption::RNone,
-                stream_replay: ROption::RNone,
-                stream_partitioning: ROption::RNone,
-                state_transfer: ROption::RNone,
-            },
-            adapter,
-        };
+        let mut parts = InstanceParts { adapter, provided: Provided::default() };
         D::register(&mut parts);
-        ROk(parts.instance)
+        let object = InstanceObject { adapter: parts.adapter, provided: parts.provided };
+        ROk(FfiInstance_TO::from_value(object, TD_Opaque))
     })
 }
 
@@ -857,6 +896,6 @@ where
 
 /// Builds the root module of a plugin whose driver is `D`. Called once per library load.
 pub fn build_root_module<D: Exported>() -> PluginModuleRef {
-    PluginModule { metadata: metadata::<D>, check_config: check_config::<D>, create: create::<D> }
+    PluginModule { metadata: metadata::<D>(), check_config: check_config::<D>, create: create::<D> }
         .leak_into_prefix()
 }

@@ -13,7 +13,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RBox, ROption, RResult, RStr, RString, RVec},
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
 use async_ffi::FfiFuture;
@@ -177,22 +177,20 @@ pub enum FfiStreamEvent {
     Record(FfiStreamRecord),
 }
 
+/// A plugin's metadata table: static data of the library, built once per load.
+/// A prefix type, so later minor versions can add fields after `interfaces`.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = FfiMetadataRef)))]
+#[sabi(missing_field(option))]
 pub struct FfiMetadata {
-    pub name: RString,
-    pub version: RString,
-    pub description: RString,
-    pub connection_format: RString,
-    pub abi_version: u32,
-    pub interfaces: RVec<RString>,
-}
-
-#[sabi_trait]
-pub trait FfiControl: Send + Sync {
-    fn health(&self) -> FfiFuture<FfiHealth>;
+    pub name: RStr<'static>,
+    pub version: RStr<'static>,
+    pub description: RStr<'static>,
+    pub connection_format: RStr<'static>,
+    /// snake_case interface names; a host skips (and reports) names it does not know.
     #[sabi(last_prefix_field)]
-    fn shutdown(&self) -> FfiFuture<()>;
+    pub interfaces: RSlice<'static, RStr<'static>>,
 }
 
 #[sabi_trait]
@@ -389,7 +387,7 @@ pub trait FfiStateTransfer: Send + Sync {
     fn import_state(&self, state: RVec<u8>) -> FfiResult<()>;
 }
 
-pub type ControlBox = FfiControl_TO<'static, RBox<()>>;
+pub type InstanceBox = FfiInstance_TO<'static, RBox<()>>;
 pub type KeyValueBasicBox = FfiKeyValueBasic_TO<'static, RBox<()>>;
 pub type KeyValueTtlBox = FfiKeyValueTtl_TO<'static, RBox<()>>;
 pub type KeyValueScanBox = FfiKeyValueScan_TO<'static, RBox<()>>;
@@ -411,44 +409,48 @@ pub type StreamReplayBox = FfiStreamReplay_TO<'static, RBox<()>>;
 pub type StreamConsumerGroupsBox = FfiStreamConsumerGroups_TO<'static, RBox<()>>;
 pub type StateTransferBox = FfiStateTransfer_TO<'static, RBox<()>>;
 
-/// A created plugin instance: its control object and one object per interface it has.
-#[repr(C)]
-#[derive(StableAbi)]
-pub struct FfiInstance {
-    pub control: ControlBox,
-    pub keyvalue_basic: ROption<KeyValueBasicBox>,
-    pub keyvalue_ttl: ROption<KeyValueTtlBox>,
-    pub keyvalue_scan: ROption<KeyValueScanBox>,
-    pub keyvalue_batch: ROption<KeyValueBatchBox>,
-    pub keyvalue_cas: ROption<KeyValueCasBox>,
-    pub keyvalue_transactional: ROption<KeyValueTransactionalBox>,
-    pub list_basic: ROption<ListBasicBox>,
-    pub list_range: ROption<ListRangeBox>,
-    pub queue_basic: ROption<QueueBasicBox>,
-    pub queue_visibility: ROption<QueueVisibilityBox>,
-    pub queue_dead_letter: ROption<QueueDeadLetterBox>,
-    pub queue_delayed: ROption<QueueDelayedBox>,
-    pub pubsub_basic: ROption<PubSubBasicBox>,
-    pub pubsub_wildcards: ROption<PubSubWildcardsBox>,
-    pub pubsub_persistent: ROption<PubSubPersistentBox>,
-    pub stream_basic: ROption<StreamBasicBox>,
-    pub stream_consumer_groups: ROption<StreamConsumerGroupsBox>,
-    pub stream_replay: ROption<StreamReplayBox>,
-    pub stream_partitioning: ROption<StreamPartitioningBox>,
-    pub state_transfer: ROption<StateTransferBox>,
+/// A created plugin instance: its lifecycle, and one accessor per interface returning
+/// that interface's object when the plugin has it. The vtable is a prefix type: an
+/// interface added in a later minor version is a default method returning `RNone`, so
+/// an instance from an older plugin reports it absent instead of failing to load.
+#[sabi_trait]
+pub trait FfiInstance: Send + Sync {
+    fn health(&self) -> FfiFuture<FfiHealth>;
+    fn shutdown(&self) -> FfiFuture<()>;
+    fn keyvalue_basic(&self) -> ROption<KeyValueBasicBox>;
+    fn keyvalue_ttl(&self) -> ROption<KeyValueTtlBox>;
+    fn keyvalue_scan(&self) -> ROption<KeyValueScanBox>;
+    fn keyvalue_batch(&self) -> ROption<KeyValueBatchBox>;
+    fn keyvalue_cas(&self) -> ROption<KeyValueCasBox>;
+    fn keyvalue_transactional(&self) -> ROption<KeyValueTransactionalBox>;
+    fn list_basic(&self) -> ROption<ListBasicBox>;
+    fn list_range(&self) -> ROption<ListRangeBox>;
+    fn queue_basic(&self) -> ROption<QueueBasicBox>;
+    fn queue_visibility(&self) -> ROption<QueueVisibilityBox>;
+    fn queue_dead_letter(&self) -> ROption<QueueDeadLetterBox>;
+    fn queue_delayed(&self) -> ROption<QueueDelayedBox>;
+    fn pubsub_basic(&self) -> ROption<PubSubBasicBox>;
+    fn pubsub_wildcards(&self) -> ROption<PubSubWildcardsBox>;
+    fn pubsub_persistent(&self) -> ROption<PubSubPersistentBox>;
+    fn stream_basic(&self) -> ROption<StreamBasicBox>;
+    fn stream_consumer_groups(&self) -> ROption<StreamConsumerGroupsBox>;
+    fn stream_replay(&self) -> ROption<StreamReplayBox>;
+    fn stream_partitioning(&self) -> ROption<StreamPartitioningBox>;
+    #[sabi(last_prefix_field)]
+    fn state_transfer(&self) -> ROption<StateTransferBox>;
 }
 
 /// The root module every plugin library exports.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
-#[sabi(missing_field(panic))]
+#[sabi(missing_field(option))]
 pub struct PluginModule {
-    pub metadata: extern "C" fn() -> FfiMetadata,
+    pub metadata: FfiMetadataRef,
     /// Parses a slot's `config` (TOML text) without connecting anywhere.
     pub check_config: extern "C" fn(config: RStr<'_>) -> RResult<(), PluginError>,
     #[sabi(last_prefix_field)]
-    pub create: extern "C" fn(config: RString) -> FfiResult<FfiInstance>,
+    pub create: extern "C" fn(config: RString) -> FfiResult<InstanceBox>,
 }
 
 impl RootModule for PluginModuleRef {
