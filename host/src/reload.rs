@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use plugin_abi::host::Instance;
-use plugin_abi::HealthStatus;
+use plugin_abi::{HealthStatus, Interface};
 
 use crate::config::Config;
 use crate::gateway::{Gateway, Namespace, Routing};
@@ -139,6 +139,7 @@ impl Reloader {
     async fn try_reload(&self) -> Result<String, Refused> {
         let config = Config::load(&self.config_path)
             .map_err(|errors| Refused(errors.to_string().trim().to_owned()))?;
+        refuse_removing_everything(&config, &self.gateway.routing())?;
         let running = self.gateway.settings.clone();
         let mut incoming = config.contents.server.clone();
         incoming.listen = running.listen;
@@ -270,6 +271,18 @@ impl Reloader {
         let rebuilt: Vec<String> = built.iter().map(|(ns, _)| ns.name.clone()).collect();
         let gone: Vec<String> =
             removed.iter().map(|ns| ns.name.clone()).filter(|n| !rebuilt.contains(n)).collect();
+        for namespace in removed.iter().filter(|ns| gone.contains(&ns.name)) {
+            for bound in
+                namespace.slots.iter().filter(|bound| bound.instance.provides(Interface::StateTransfer))
+            {
+                tracing::warn!(
+                    namespace = %namespace.name,
+                    slot = bound.slot.name,
+                    plugin = %bound.plugin.name,
+                    "the reload removes this namespace; the state its instance holds in this process is dropped"
+                );
+            }
+        }
         tokio::spawn(shut_down_when_unused(removed, still_used));
         let list = |names: &[String]| if names.is_empty() { "none".to_owned() } else { names.join(", ") };
         Ok(format!(
@@ -279,6 +292,21 @@ impl Reloader {
             list(&gone)
         ))
     }
+}
+
+/// A config with no namespaces is almost always an emptied or half-written file; taking
+/// it would drop every namespace (and in-process state). Only a restart applies one.
+fn refuse_removing_everything(config: &Config, running: &Routing) -> Result<(), Refused> {
+    if !config.contents.namespaces.is_empty() || running.namespaces.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = running.namespaces.keys().map(String::as_str).collect();
+    Err(Refused(format!(
+        "{} declares no namespaces, so this reload would remove every running one ({}); the running config keeps serving. \
+         If the file was emptied or is being rewritten, restore it; to really serve nothing, restart prism with it",
+        config.file.display(),
+        names.join(", ")
+    )))
 }
 
 fn loaded_message(plugin: &LoadedPlugin) -> String {
@@ -329,6 +357,9 @@ fn handover_pairs(old: &Namespace, new: &Namespace) -> Vec<(&'static str, Arc<In
 }
 
 /// Creates a namespace's instances and checks they are healthy.
+/// How long a new instance's first health check may take before the instance is refused.
+const START_HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn build(resolved: ResolvedNamespace) -> Result<Arc<Namespace>, String> {
     let name = resolved.name.clone();
     let namespace = Namespace::create(resolved).await.map_err(|error| {
@@ -338,7 +369,13 @@ async fn build(resolved: ResolvedNamespace) -> Result<Arc<Namespace>, String> {
         )
     })?;
     for bound in &namespace.slots {
-        let health = bound.instance.health().await;
+        let health = match tokio::time::timeout(START_HEALTH_TIMEOUT, bound.instance.health()).await {
+            Ok(health) => health,
+            Err(_) => plugin_abi::Health {
+                status: HealthStatus::Unhealthy,
+                message: format!("its health check did not answer within {START_HEALTH_TIMEOUT:?}"),
+            },
+        };
         if health.status == HealthStatus::Unhealthy {
             namespace.shutdown().await;
             return Err(format!(

@@ -359,3 +359,54 @@ async fn a_library_rewritten_in_place_is_picked_up_and_the_host_survives_it() {
     assert_ne!(memstore_sha(&before), memstore_sha(&after));
     assert_eq!(get(&server, "kept").await.as_deref(), Some(&b"yes"[..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_config_under_load_is_refused_and_nothing_fails_or_is_lost() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let plugins = PluginDir::new();
+    plugins.publish(&plugin_library("prism_memstore"), b"");
+    let server = Arc::new(Server::start(&config(&plugins.path(), "")));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut kv = server.keyvalue().await;
+            let mut written = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("k{written}");
+                kv.set(set(&key, &key)).await.unwrap_or_else(|s| panic!("Set {key} failed: {s}"));
+                written += 1;
+            }
+            written
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What `: > plugins.toml` does: the watcher sees a valid, empty config.
+    let original = std::fs::read_to_string(server.config_path()).unwrap();
+    std::fs::write(server.config_path(), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        let config = status(&server).await.config;
+        if let Some(outcome) = config.filter(|outcome| !outcome.ok) {
+            break outcome.message;
+        }
+        assert!(Instant::now() < deadline, "the emptied file was never looked at");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refusal.contains("declares no namespaces"), "{refusal}");
+    assert!(refusal.contains("default, events"), "names what it would remove: {refusal}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(server.config_path(), original).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.expect("no request failed");
+    assert!(written > 0);
+    let mut kv = server.keyvalue().await;
+    for n in 0..written {
+        let key = format!("k{n}");
+        let reply = kv.get(GetRequest { key: key.clone(), ..Default::default() }).await.unwrap().into_inner();
+        assert!(reply.found, "{key} was lost");
+    }
+}
