@@ -127,16 +127,26 @@ impl Namespace {
         self.health.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Polls every instance and keeps the worst status.
-    pub async fn refresh_health(&self) -> Health {
+    /// Polls every instance at once, each bounded by `timeout` (a plugin whose health
+    /// check hangs is reported unhealthy), and keeps the worst status.
+    pub async fn refresh_health(&self, timeout: std::time::Duration) -> Health {
+        let checks = self.slots.iter().map(|bound| async move {
+            match tokio::time::timeout(timeout, bound.instance.health()).await {
+                Ok(health) => health,
+                Err(_) => Health {
+                    status: HealthStatus::Unhealthy,
+                    message: format!("health check did not answer within {} ms", timeout.as_millis()),
+                },
+            }
+        });
+        let results = futures_util::future::join_all(checks).await;
+        let rank = |h: &Health| match h.status {
+            HealthStatus::Serving => 0,
+            HealthStatus::Degraded => 1,
+            HealthStatus::Unhealthy => 2,
+        };
         let mut worst = Health::serving();
-        for bound in &self.slots {
-            let health = bound.instance.health().await;
-            let rank = |h: &Health| match h.status {
-                HealthStatus::Serving => 0,
-                HealthStatus::Degraded => 1,
-                HealthStatus::Unhealthy => 2,
-            };
+        for (bound, health) in self.slots.iter().zip(results) {
             if rank(&health) > rank(&worst) {
                 worst = Health {
                     status: health.status,

@@ -154,9 +154,13 @@ async fn poll_health(
         }
         reported = routing.namespaces.keys().cloned().collect();
         let mut recreate = Vec::new();
-        for namespace in routing.namespaces.values() {
+        // Every namespace at once: one slow or hung plugin must not stall the others' reports.
+        let timeout = health_timeout(every);
+        let checks = routing.namespaces.values().map(|namespace| async move {
             let before = namespace.health().status;
-            let health = namespace.refresh_health().await;
+            (namespace, before, namespace.refresh_health(timeout).await)
+        });
+        for (namespace, before, health) in futures_util::future::join_all(checks).await {
             let status = match health.status {
                 HealthStatus::Serving | HealthStatus::Degraded => ServingStatus::Serving,
                 HealthStatus::Unhealthy => ServingStatus::NotServing,
@@ -196,6 +200,11 @@ async fn poll_health(
             }
         }
     }
+}
+
+/// How long one health check may take: a little under the poll interval, at most 5 s.
+fn health_timeout(every: Duration) -> Duration {
+    (every * 4 / 5).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
 /// Accepted connections with Nagle's algorithm off: gRPC writes small frames and waits
