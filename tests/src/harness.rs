@@ -71,6 +71,7 @@ impl Server {
         for (placeholder, library) in [
             ("{memstore}", "prism_memstore"),
             ("{panicking}", "prism_fixture_panicking"),
+            ("{abi_1_0}", "prism_fixture_abi_1_0"),
             ("{redis}", "prism_redis"),
             ("{postgres}", "prism_postgres"),
             ("{nats}", "prism_nats"),

@@ -73,7 +73,12 @@ pub(crate) fn run(mut command: Command) -> Result<(), String> {
 fn build_all() -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--workspace"]);
-    run(build)
+    run(build)?;
+    // The plugin built against the frozen plugin-abi 1.0.0 lives in a workspace of its own
+    // (its plugin-abi would clash with the current one) and builds into the same target dir.
+    let mut frozen = cargo();
+    frozen.args(["build", "--manifest-path", "tests/fixtures/abi-1.0/Cargo.toml", "--target-dir", "target"]);
+    run(frozen)
 }
 
 fn serve(args: &[String]) -> Result<(), String> {

@@ -1,0 +1,69 @@
+//! Compatibility across ABI releases: a plugin built against the frozen plugin-abi 1.0.0
+//! (tests/fixtures/abi-1.0, built by `cargo xtask test`) loads in this host, serves
+//! through gRPC, and reads as lacking everything later minor versions added.
+
+use plugin_abi::host::Plugin;
+use plugin_abi::Interface;
+use prism_acceptance::harness::{plugin_library, run_prism, Server};
+use prism_host::api::*;
+
+const OLD: &str = "prism_fixture_abi_1_0";
+
+#[tokio::test]
+async fn a_plugin_built_against_abi_1_0_loads_and_reports_its_version() {
+    let plugin = Plugin::load(plugin_library(OLD)).unwrap();
+    let metadata = plugin.metadata();
+    assert_eq!(metadata.abi_version, "1.0.0");
+    assert_eq!(metadata.interfaces, vec![Interface::KeyValueBasic, Interface::KeyValueScan]);
+    let instance = plugin.create("").await.unwrap();
+    for interface in Interface::ALL {
+        let expected = metadata.implements(interface);
+        assert_eq!(instance.provides(interface), expected, "{interface}");
+    }
+    let kv = instance.keyvalue_basic().unwrap();
+    kv.set("k", b"v".to_vec()).await.unwrap();
+    assert_eq!(kv.get("k").await.unwrap(), Some(b"v".to_vec()));
+    instance.shutdown().await;
+}
+
+#[test]
+fn prism_plugins_shows_the_old_version() {
+    let path = plugin_library(OLD).display().to_string();
+    let (code, stdout, stderr) = run_prism(&["plugins", &path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("abi version:       1.0.0"), "{stdout}");
+    assert!(stdout.contains("interfaces:        keyvalue_basic, keyvalue_scan"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_old_plugin_serves_through_grpc() {
+    let server = Server::start(
+        "[plugins.old]\npath = \"{abi_1_0}\"\n\n[[namespaces]]\nname = \"old\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"old\"\n",
+    );
+    let mut kv = server.keyvalue().await;
+    for key in ["a/1", "a/2", "b/1"] {
+        let request =
+            SetRequest { namespace: "old".into(), key: key.into(), value: key.into(), ..Default::default() };
+        kv.set(request).await.unwrap();
+    }
+    let reply = kv
+        .get(GetRequest { namespace: "old".into(), key: "a/2".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&reply.value[..], b"a/2");
+    let page = kv
+        .scan(ScanRequest { namespace: "old".into(), prefix: "a/".into(), cursor: String::new(), limit: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<&str> = page.entries.iter().map(|entry| entry.key.as_str()).collect();
+    assert_eq!(keys, ["a/1", "a/2"]);
+    // An interface the old plugin lacks is UNIMPLEMENTED, naming it.
+    let status = kv
+        .expire(ExpireRequest { namespace: "old".into(), key: "a/1".into(), ttl_ms: 1000 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert!(status.message().contains("keyvalue_ttl"), "{}", status.message());
+}
