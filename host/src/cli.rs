@@ -20,7 +20,37 @@ pub fn render_metadata(path: &str, metadata: &Metadata) -> String {
         let _ =
             writeln!(out, "  (unknown to this host, ignored: {})", metadata.unknown_interfaces.join(", "));
     }
+    if metadata.exclusive {
+        let _ = writeln!(
+            out,
+            "  exclusive:         yes (instances never run side by side; a reload drains first)"
+        );
+    }
+    match &metadata.config_keys {
+        None => {
+            let _ = writeln!(out, "  config keys:       not described (built against plugin-abi 1.0)");
+        }
+        Some(keys) if keys.is_empty() => {
+            let _ = writeln!(out, "  config keys:       none described");
+        }
+        Some(keys) => {
+            let _ = writeln!(out, "  config keys:");
+            let width = keys.iter().map(|key| key.name.len()).max().unwrap_or(0);
+            for key in keys {
+                let _ = writeln!(out, "    {:width$}  {}  {}", key.name, key_summary(key), key.doc);
+            }
+        }
+    }
     out
+}
+
+/// `string, required` or `integer, default 16`.
+fn key_summary(key: &plugin_abi::ConfigKey) -> String {
+    match (&key.default, key.required) {
+        (_, true) => format!("{}, required", key.type_name),
+        (Some(default), false) => format!("{}, default {default}", key.type_name),
+        (None, false) => format!("{}, optional", key.type_name),
+    }
 }
 
 /// Every pattern with its slots and their interface requirements (`prism patterns`).
@@ -225,11 +255,29 @@ pub fn generate_config(
     let _ = writeln!(out, "[[namespaces]]\nname = \"{namespace}\"\npattern = \"{}\"", pattern.name);
     for (slot, candidate) in slots {
         let _ = writeln!(out, "[namespaces.slots.{slot}]\nplugin = \"{}\"", candidate.name);
-        let _ = writeln!(
-            out,
-            "# config = {{ … }}  # the plugin's settings: see `prism plugins {}`",
-            candidate.path
-        );
+        match &candidate.metadata.config_keys {
+            Some(keys) if !keys.is_empty() => {
+                // Every key, commented out at its default: uncomment what you change.
+                let _ = writeln!(out, "[namespaces.slots.{slot}.config]");
+                for key in keys {
+                    let value = key.default.clone().unwrap_or_else(|| "…".to_owned());
+                    let note = match (key.doc.as_str(), key.required) {
+                        ("", false) => String::new(),
+                        ("", true) => "  # required".to_owned(),
+                        (doc, false) => format!("  # {doc}"),
+                        (doc, true) => format!("  # required: {doc}"),
+                    };
+                    let _ = writeln!(out, "# {} = {value}{note}", key.name);
+                }
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "# config = {{ … }}  # the plugin's settings: see `prism plugins {}`",
+                    candidate.path
+                );
+            }
+        }
     }
     Ok(out)
 }

@@ -88,7 +88,7 @@ impl Namespace {
     pub async fn create(resolved: ResolvedNamespace) -> Result<Namespace, StartError> {
         let mut slots: Vec<BoundSlot> = Vec::new();
         for slot in resolved.slots {
-            match slot.plugin.plugin.create(&slot.config_toml).await {
+            match slot.plugin.plugin.create_in(&slot.config_toml, &resolved.name).await {
                 Ok(instance) => slots.push(BoundSlot {
                     slot: slot.slot,
                     plugin: slot.plugin,

@@ -8,9 +8,9 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 
 use crate::ffi::{self, FfiCas, FfiEntry, FfiHealthStatus, FfiListEnd, FfiTtlKind, PluginModuleRef};
 use crate::{
-    Appended, CasResult, DeadLetterPage, GroupEvent, Health, HealthStatus, Interface, KeyTtl, ListEnd,
-    Message, Metadata, NewRecord, PartitionOffsets, PluginError, QueueMessage, ScanPage, StreamRecord,
-    TransactionId, Versioned,
+    Appended, CasResult, ConfigKey, DeadLetterPage, GroupEvent, Health, HealthStatus, Interface, KeyTtl,
+    ListEnd, Message, Metadata, NewRecord, PartitionOffsets, PluginError, QueueMessage, ScanPage,
+    StreamRecord, TransactionId, Versioned,
 };
 
 type Res<T> = Result<T, PluginError>;
@@ -73,7 +73,25 @@ impl Plugin {
 
     /// Creates an instance and checks that it provides exactly the declared interfaces.
     pub async fn create(&self, config_toml: &str) -> Res<Instance> {
-        let object = (self.module.create())(RString::from(config_toml)).await.into_result()?;
+        self.create_in(config_toml, "").await
+    }
+
+    /// Like [`Plugin::create`], for `namespace`: the instance's `tracing` events reach
+    /// this process's log with `plugin` and `namespace` fields, at its current level
+    /// (plugins built against ABI 1.0 cannot forward theirs).
+    pub async fn create_in(&self, config_toml: &str, namespace: &str) -> Res<Instance> {
+        let config = RString::from(config_toml);
+        let created = match self.module.create_in() {
+            Some(create_in) => {
+                let context = ffi::FfiCreateContext {
+                    namespace: RStr::from_str(namespace),
+                    log: ffi::log::host_sink(),
+                };
+                create_in(config, context)
+            }
+            None => (self.module.create())(config),
+        };
+        let object = created.await.into_result()?;
         let interfaces = Interfaces::of(&object);
         let instance = Instance { object, interfaces, metadata: self.metadata.clone() };
         for interface in Interface::ALL {
@@ -108,6 +126,18 @@ fn metadata_from_ffi(table: ffi::FfiMetadataRef, abi_version: String) -> Metadat
         abi_version,
         interfaces,
         unknown_interfaces,
+        config_keys: table.config_keys().map(|keys| {
+            keys.iter()
+                .map(|key| ConfigKey {
+                    name: key.name.as_str().to_owned(),
+                    type_name: key.type_name.as_str().to_owned(),
+                    default: Some(key.default.as_str().to_owned()).filter(|text| !text.is_empty()),
+                    required: key.required,
+                    doc: key.doc.as_str().to_owned(),
+                })
+                .collect()
+        }),
+        exclusive: table.exclusive().unwrap_or(false),
     }
 }
 

@@ -7,6 +7,7 @@
 //! Everything that knows `abi_stable` or `async-ffi` lives in [`ffi`]; no other module
 //! (and no plugin or host code) touches those crates or `unsafe`.
 
+mod config_keys;
 mod error;
 pub mod ffi;
 pub mod host;
@@ -16,8 +17,11 @@ pub mod topics;
 mod traits;
 mod types;
 
+pub use config_keys::config_keys_of;
 pub use error::{ErrorCode, PluginError};
 pub use interfaces::Interface;
+/// Re-exported so plugins derive `JsonSchema` for their config with the same version.
+pub use schemars;
 pub use traits::{
     Driver, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTransactional, KeyValueTtl,
     ListBasic, ListRange, PubSubBasic, PubSubPersistent, PubSubWildcards, QueueBasic, QueueDeadLetter,
@@ -25,9 +29,9 @@ pub use traits::{
     StreamReplay,
 };
 pub use types::{
-    Appended, CasResult, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus, KeyTtl, ListEnd,
-    MemberAck, Message, Metadata, NewRecord, PartitionOffsets, QueueMessage, RecordFeed, ScanPage,
-    StreamRecord, Subscription, TransactionId, Versioned,
+    Appended, CasResult, ConfigKey, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus,
+    KeyTtl, ListEnd, MemberAck, Message, Metadata, NewRecord, PartitionOffsets, QueueMessage, RecordFeed,
+    ScanPage, StreamRecord, Subscription, TransactionId, Versioned,
 };
 
 /// The plugin ABI version this build speaks: `plugin-abi`'s own crate version. A host

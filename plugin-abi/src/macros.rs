@@ -10,6 +10,9 @@
 ///     interfaces: [KeyValueBasic, KeyValueTtl],
 /// }
 /// ```
+///
+/// A plugin whose instances must never run side by side (it owns files, an embedded
+/// engine, an exclusive lock) adds `exclusive: true` after `interfaces`.
 #[macro_export]
 macro_rules! export_plugin {
     (
@@ -17,7 +20,8 @@ macro_rules! export_plugin {
         name: $name:literal,
         description: $description:literal,
         connection_format: $connection_format:literal,
-        interfaces: [$($interface:ident),* $(,)?] $(,)?
+        interfaces: [$($interface:ident),* $(,)?]
+        $(, exclusive: $exclusive:literal)? $(,)?
     ) => {
         impl $crate::ffi::export::Exported for $driver {
             const METADATA: $crate::ffi::export::StaticMetadata = $crate::ffi::export::StaticMetadata {
@@ -28,6 +32,7 @@ macro_rules! export_plugin {
                 interfaces: &[$(
                     <$crate::ffi::export::markers::$interface as $crate::ffi::export::InterfaceName>::NAME
                 ),*],
+                exclusive: false $(|| $exclusive)?,
             };
 
             fn register(parts: &mut $crate::ffi::export::InstanceParts<Self>) {

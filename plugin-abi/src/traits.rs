@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    Appended, CasResult, DeadLetterPage, GroupFeed, Health, KeyTtl, ListEnd, NewRecord, PartitionOffsets,
-    PluginError, QueueMessage, RecordFeed, ScanPage, Subscription, TransactionId, Versioned,
+    Appended, CasResult, ConfigKey, DeadLetterPage, GroupFeed, Health, KeyTtl, ListEnd, NewRecord,
+    PartitionOffsets, PluginError, QueueMessage, RecordFeed, ScanPage, Subscription, TransactionId,
+    Versioned,
 };
 
 type Res<T> = Result<T, PluginError>;
@@ -32,6 +33,13 @@ pub trait Driver: Sized + Send + Sync + 'static {
     }
 
     fn create(config: Self::Config) -> impl Future<Output = Res<Self>> + Send;
+
+    /// The config keys `prism plugins` and `prism generate config` show (ABI 1.1).
+    /// Derive them from the config type so they cannot drift:
+    /// `plugin_abi::config_keys_of::<Self::Config>()` with `#[derive(JsonSchema)]` on it.
+    fn config_keys() -> Vec<ConfigKey> {
+        Vec::new()
+    }
 
     fn health(&self) -> impl Future<Output = Health> + Send {
         async { Health::serving() }

@@ -104,6 +104,24 @@ pub struct Metadata {
     pub interfaces: Vec<Interface>,
     /// Declared interface names this host does not know (a newer plugin).
     pub unknown_interfaces: Vec<String>,
+    /// The slot config's keys; `None` when the plugin predates ABI 1.1.
+    pub config_keys: Option<Vec<ConfigKey>>,
+    /// Two instances must never run at once: a reload drains and shuts the old one down
+    /// before it creates the new one.
+    pub exclusive: bool,
+}
+
+/// One key of a plugin's slot config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigKey {
+    pub name: String,
+    /// e.g. `integer`, `string`, `boolean`, `string | null`.
+    pub type_name: String,
+    /// The default, as TOML; `None` when the key has none.
+    pub default: Option<String>,
+    pub required: bool,
+    /// One line from the field's doc comment.
+    pub doc: String,
 }
 
 impl Metadata {

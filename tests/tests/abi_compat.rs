@@ -1,6 +1,7 @@
 //! Compatibility across ABI releases: a plugin built against the frozen plugin-abi 1.0.0
 //! (tests/fixtures/abi-1.0, built by `cargo xtask test`) loads in this host, serves
-//! through gRPC, and reads as lacking everything later minor versions added.
+//! through gRPC, and reads as lacking everything later minor versions added (1.1: config
+//! keys, the exclusive flag, `create_in` with log forwarding).
 
 use plugin_abi::host::Plugin;
 use plugin_abi::Interface;
@@ -15,6 +16,9 @@ async fn a_plugin_built_against_abi_1_0_loads_and_reports_its_version() {
     let metadata = plugin.metadata();
     assert_eq!(metadata.abi_version, "1.0.0");
     assert_eq!(metadata.interfaces, vec![Interface::KeyValueBasic, Interface::KeyValueScan]);
+    // What 1.1 added to the metadata table reads as absent.
+    assert_eq!(metadata.config_keys, None, "config keys came with 1.1");
+    assert!(!metadata.exclusive, "the exclusive flag came with 1.1");
     let instance = plugin.create("").await.unwrap();
     for interface in Interface::ALL {
         let expected = metadata.implements(interface);
@@ -33,6 +37,7 @@ fn prism_plugins_shows_the_old_version() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("abi version:       1.0.0"), "{stdout}");
     assert!(stdout.contains("interfaces:        keyvalue_basic, keyvalue_scan"), "{stdout}");
+    assert!(stdout.contains("config keys:       not described (built against plugin-abi 1.0)"), "{stdout}");
 }
 
 #[tokio::test]

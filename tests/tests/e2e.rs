@@ -469,6 +469,45 @@ async fn a_hung_health_check_marks_only_its_namespace_unhealthy_and_the_others_k
 }
 
 #[tokio::test]
+async fn plugin_log_events_reach_the_host_log_with_plugin_and_namespace_at_its_level() {
+    let server = Server::start(CONFIG);
+    let mut kv = server.keyvalue().await;
+    let reply = kv.get(get("fragile", "log:marker-7")).await.unwrap().into_inner();
+    assert_eq!(&reply.value[..], b"logged");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let plain = || strip_ansi(&server.stderr());
+    while !plain().contains("fixture info line") {
+        assert!(Instant::now() < deadline, "the plugin's info event never reached the log: {}", plain());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = plain();
+    let line = log.lines().find(|line| line.contains("fixture info line")).unwrap();
+    for expected in ["INFO", "prism_plugin", "rest=marker-7", "plugin=panicking", "namespace=fragile"] {
+        assert!(line.contains(expected), "{expected} in: {line}");
+    }
+    assert!(log.lines().any(|l| l.contains("ERROR") && l.contains("fixture error line")), "{log}");
+    assert!(!log.contains("fixture debug line"), "debug is below the host's level (info): {log}");
+}
+
+/// The log without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
 async fn a_client_deadline_ends_a_slow_call_with_deadline_exceeded() {
     let server = Server::start(CONFIG);
     let mut kv = server.keyvalue().await;

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use abi_stable::std_types::{RErr, RResult, RString};
 use async_ffi::{FfiFuture, FutureExt as _};
 
+use super::log::LogContext;
 use super::{FfiHealth, FfiHealthStatus};
 use crate::PluginError;
 
@@ -20,18 +21,25 @@ pub(crate) struct PluginRuntime {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     last_panic: Mutex<Option<String>>,
+    /// Where this instance's `tracing` events go (`None`: a host older than ABI 1.1).
+    log: Option<&'static LogContext>,
 }
 
 impl PluginRuntime {
-    pub(crate) fn new(plugin_name: &str, workers: usize) -> Result<Self, PluginError> {
+    pub(crate) fn new(
+        plugin_name: &str,
+        workers: usize,
+        log: Option<&'static LogContext>,
+    ) -> Result<Self, PluginError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers.max(1))
             .thread_name(format!("prism-plugin-{plugin_name}"))
+            .on_thread_start(move || super::log::adopt(log))
             .enable_all()
             .build()
             .map_err(|e| PluginError::internal(format!("cannot start the plugin runtime: {e}")))?;
         let handle = runtime.handle().clone();
-        Ok(PluginRuntime { runtime: Some(runtime), handle, last_panic: Mutex::new(None) })
+        Ok(PluginRuntime { runtime: Some(runtime), handle, last_panic: Mutex::new(None), log })
     }
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
@@ -96,6 +104,7 @@ where
             return Poll::Ready(F::Output::from_panic("plugin future polled after completion".into()));
         };
         let _entered = this.runtime.handle.enter();
+        let _log = super::log::enter(this.runtime.log);
         match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => {

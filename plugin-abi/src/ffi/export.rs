@@ -24,6 +24,8 @@ pub struct StaticMetadata {
     pub description: &'static str,
     pub connection_format: &'static str,
     pub interfaces: &'static [&'static str],
+    /// Two instances must never run at once (see `Driver` docs and docs/PLUGIN_ABI.md).
+    pub exclusive: bool,
 }
 
 /// Implemented by `export_plugin!` for the exported driver type.
@@ -677,14 +679,26 @@ fn guarded<T>(what: &str, body: impl FnOnce() -> RResult<T, PluginError>) -> RRe
 /// The metadata table, leaked once per library load (the root module is built once).
 fn metadata<D: Exported>() -> FfiMetadataRef {
     let table = &D::METADATA;
-    let interfaces: &'static [RStr<'static>] =
-        Box::leak(table.interfaces.iter().map(|name| RStr::from_str(name)).collect());
+    let leak = |text: String| -> RStr<'static> { RStr::from_str(Box::leak(text.into_boxed_str())) };
+    let interfaces: Box<[RStr<'static>]> = table.interfaces.iter().map(|name| RStr::from_str(name)).collect();
+    let config_keys: Box<[FfiConfigKey]> = D::config_keys()
+        .into_iter()
+        .map(|key| FfiConfigKey {
+            name: leak(key.name),
+            type_name: leak(key.type_name),
+            default: leak(key.default.unwrap_or_default()),
+            required: key.required,
+            doc: leak(key.doc),
+        })
+        .collect();
     FfiMetadata {
         name: RStr::from_str(table.name),
         version: RStr::from_str(table.version),
         description: RStr::from_str(table.description),
         connection_format: RStr::from_str(table.connection_format),
-        interfaces: RSlice::from_slice(interfaces),
+        interfaces: RSlice::from_slice(Box::leak(interfaces)),
+        config_keys: RSlice::from_slice(Box::leak(config_keys)),
+        exclusive: table.exclusive,
     }
     .leak_into_prefix()
 }
@@ -694,11 +708,26 @@ extern "C" fn check_config<D: Exported>(config: RStr<'_>) -> RResult<(), PluginE
 }
 
 extern "C" fn create<D: Exported>(config: RString) -> FfiResult<InstanceBox> {
-    let runtime = match guarded("create", || PluginRuntime::new(D::METADATA.name, D::RUNTIME_WORKERS).into())
-    {
-        ROk(runtime) => Arc::new(runtime),
-        RErr(error) => return async move { RErr(error) }.into_ffi_future(),
-    };
+    create_instance::<D>(config, None)
+}
+
+extern "C" fn create_in<D: Exported>(
+    config: RString,
+    context: FfiCreateContext<'_>,
+) -> FfiResult<InstanceBox> {
+    let log = super::log::context(D::METADATA.name, context.namespace.as_str(), context.log);
+    create_instance::<D>(config, Some(log))
+}
+
+fn create_instance<D: Exported>(
+    config: RString,
+    log: Option<&'static super::log::LogContext>,
+) -> FfiResult<InstanceBox> {
+    let runtime =
+        match guarded("create", || PluginRuntime::new(D::METADATA.name, D::RUNTIME_WORKERS, log).into()) {
+            ROk(runtime) => Arc::new(runtime),
+            RErr(error) => return async move { RErr(error) }.into_ffi_future(),
+        };
     let bridge_runtime = runtime.clone();
     bridge(&bridge_runtime, async move {
         let config = match parse_config::<D>(config.as_str()) {
@@ -896,6 +925,11 @@ where
 
 /// Builds the root module of a plugin whose driver is `D`. Called once per library load.
 pub fn build_root_module<D: Exported>() -> PluginModuleRef {
-    PluginModule { metadata: metadata::<D>(), check_config: check_config::<D>, create: create::<D> }
-        .leak_into_prefix()
+    PluginModule {
+        metadata: metadata::<D>(),
+        check_config: check_config::<D>,
+        create: create::<D>,
+        create_in: create_in::<D>,
+    }
+    .leak_into_prefix()
 }

@@ -8,7 +8,7 @@ use abi_stable::{
     abi_stability::abi_checking::{check_layout_compatibility, AbiInstability, AbiInstabilityErrors},
     library::{lib_header_from_path, LibraryError, RootModule},
     sabi_types::VersionNumber,
-    type_layout::TLFieldOrFunction,
+    type_layout::{TLFieldOrFunction, TypeLayout},
     StableAbi,
 };
 
@@ -34,10 +34,11 @@ pub(crate) fn load_module(path: &Path) -> Result<(PluginModuleRef, String), Load
             detail: String::new(),
         });
     }
-    // abi_stable's own check reports a mismatch only as formatted text; checking first
-    // here keeps the structured errors, from which the one-line summary is made.
+    // Checked against the declarations of the plugin's own minor version (see `v1_0`):
+    // abi_stable's own check would refuse an older plugin's shorter prefix types. Run
+    // here, it also keeps the structured errors the one-line summary is made from.
     if let Some(theirs) = header.layout() {
-        if let Err(errors) = check_layout_compatibility(<PluginModuleRef as StableAbi>::LAYOUT, theirs) {
+        if let Err(errors) = check_layout_compatibility(expected_layout(version), theirs) {
             return Err(LoadError::IncompatibleAbi {
                 path: path.to_path_buf(),
                 summary: first_difference(&errors),
@@ -45,8 +46,25 @@ pub(crate) fn load_module(path: &Path) -> Result<(PluginModuleRef, String), Load
             });
         }
     }
-    let module = header.init_root_module::<PluginModuleRef>().map_err(|error| describe(path, error))?;
+    // SAFETY: the root module's layout was just checked against the declarations of the
+    // plugin's minor version, a prefix of the current ones; every field added since is
+    // read through an accessor that consults the library's own field table and answers
+    // `None` for a field the library lacks.
+    let module = unsafe { header.init_root_module_with_unchecked_layout::<PluginModuleRef>() }
+        .map_err(|error| describe(path, error))?;
     Ok((module, version.to_string()))
+}
+
+/// The root-module layout a plugin of `version` (same major) must have: the one of its
+/// own minor version when it is older than ours, else ours (a newer plugin's prefix
+/// types may have more fields, which abi_stable accepts).
+fn expected_layout(version: VersionNumber) -> &'static TypeLayout {
+    let ours = VersionNumber::new(PluginModuleRef::VERSION_STRINGS).expect("our own version parses");
+    if version.minor < ours.minor && version.minor == 0 {
+        <super::v1_0::PluginModuleRef as StableAbi>::LAYOUT
+    } else {
+        <PluginModuleRef as StableAbi>::LAYOUT
+    }
 }
 
 /// Plugins built against any minor version of our major load (docs/PLUGIN_ABI.md);

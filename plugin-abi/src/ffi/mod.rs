@@ -7,7 +7,9 @@ pub(crate) mod bridge;
 pub mod export;
 pub mod export_header;
 pub(crate) mod load;
+pub(crate) mod log;
 mod stream;
+mod v1_0;
 
 use abi_stable::{
     library::RootModule,
@@ -191,6 +193,56 @@ pub struct FfiMetadata {
     /// snake_case interface names; a host skips (and reports) names it does not know.
     #[sabi(last_prefix_field)]
     pub interfaces: RSlice<'static, RStr<'static>>,
+    /// 1.1: the slot config's keys (derived from the driver's `Config` type).
+    pub config_keys: RSlice<'static, FfiConfigKey>,
+    /// 1.1: two instances of this plugin must never run at once (a reload drains and
+    /// shuts the old one down before creating the new one).
+    pub exclusive: bool,
+}
+
+/// One key of a plugin's slot config, as `prism plugins` shows it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiConfigKey {
+    pub name: RStr<'static>,
+    /// e.g. `integer`, `string`, `boolean`, `string | null`.
+    pub type_name: RStr<'static>,
+    /// The default as TOML, or empty when the key has none.
+    pub default: RStr<'static>,
+    pub required: bool,
+    pub doc: RStr<'static>,
+}
+
+/// 1.1: what the host tells an instance it creates.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct FfiCreateContext<'a> {
+    /// The namespace the instance serves, for the plugin's log lines.
+    pub namespace: RStr<'a>,
+    pub log: FfiLogSink,
+}
+
+/// Where a plugin's `tracing` events go: the host's log. Events above `max_level`
+/// (1 = error … 5 = trace, 0 = none) are discarded in the plugin at the call site.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct FfiLogSink {
+    pub max_level: u8,
+    pub emit: for<'a> extern "C" fn(record: &FfiLogRecord<'a>),
+}
+
+/// One `tracing` event of a plugin.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct FfiLogRecord<'a> {
+    pub level: u8,
+    pub plugin: RStr<'a>,
+    pub namespace: RStr<'a>,
+    /// The module path of the code that logged (`tracing`'s target).
+    pub target: RStr<'a>,
+    pub message: RStr<'a>,
+    /// The event's other fields as `name=value`, space-separated.
+    pub fields: RStr<'a>,
 }
 
 #[sabi_trait]
@@ -451,6 +503,8 @@ pub struct PluginModule {
     pub check_config: extern "C" fn(config: RStr<'_>) -> RResult<(), PluginError>,
     #[sabi(last_prefix_field)]
     pub create: extern "C" fn(config: RString) -> FfiResult<InstanceBox>,
+    /// 1.1: `create` with the namespace and the host's log sink.
+    pub create_in: extern "C" fn(config: RString, context: FfiCreateContext<'_>) -> FfiResult<InstanceBox>,
 }
 
 impl RootModule for PluginModuleRef {

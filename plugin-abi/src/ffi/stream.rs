@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn the_pump_runs_bounded_ahead_and_stops_when_the_stream_is_dropped() {
-        let runtime = Arc::new(PluginRuntime::new("test", 1).unwrap());
+        let runtime = Arc::new(PluginRuntime::new("test", 1, None).unwrap());
         let produced = Arc::new(AtomicUsize::new(0));
         let stopped = Arc::new(AtomicBool::new(false));
         let (count, flag) = (produced.clone(), stopped.clone());
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn batches_hand_over_what_waits_and_an_error_comes_after_the_items_before_it() {
-        let runtime = Arc::new(PluginRuntime::new("test", 1).unwrap());
+        let runtime = Arc::new(PluginRuntime::new("test", 1, None).unwrap());
         let stream = message_stream(&runtime, |sender| async move {
             for n in 0..3 {
                 sender.send(Ok(message(n))).await.unwrap();
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_panicking_pump_ends_the_stream_with_an_internal_error() {
-        let runtime = Arc::new(PluginRuntime::new("test", 1).unwrap());
+        let runtime = Arc::new(PluginRuntime::new("test", 1, None).unwrap());
         let stream = entry_stream(&runtime, |_sender| async move { panic!("pump exploded") });
         let host = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let result = host.block_on(stream.next());

@@ -5,7 +5,8 @@ use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 /// The slot's `config` table for kafka.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, plugin_abi::schemars::JsonSchema)]
+#[schemars(crate = "plugin_abi::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Bootstrap brokers, `host:port[,host:port…]`.

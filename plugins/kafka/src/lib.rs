@@ -78,6 +78,10 @@ impl Kafka {
 
 impl Driver for Kafka {
     type Config = Config;
+
+    fn config_keys() -> Vec<plugin_abi::ConfigKey> {
+        plugin_abi::config_keys_of::<Self::Config>()
+    }
     /// rdkafka runs its own threads; the runtime only drives pumps and delivery futures.
     const RUNTIME_WORKERS: usize = 2;
 

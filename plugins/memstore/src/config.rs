@@ -1,7 +1,8 @@
 use serde::Deserialize;
 
 /// The slot's `config` table for memstore. Every field has a default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, plugin_abi::schemars::JsonSchema)]
+#[schemars(crate = "plugin_abi::schemars")]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Number of independently locked shards (rounded up to a power of two).

@@ -54,6 +54,10 @@ impl Drop for Memstore {
 impl Driver for Memstore {
     type Config = Config;
 
+    fn config_keys() -> Vec<plugin_abi::ConfigKey> {
+        plugin_abi::config_keys_of::<Self::Config>()
+    }
+
     fn check(config: &Config) -> Result<(), PluginError> {
         if config.shards == 0 || config.shards > 4096 {
             return Err(PluginError::invalid_argument(format!(

@@ -20,7 +20,8 @@ const ID_HEADER: &str = "Prism-Message-Id";
 const TIME_HEADER: &str = "Prism-Published-At";
 
 /// The slot's `config` table for nats.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, plugin_abi::schemars::JsonSchema)]
+#[schemars(crate = "plugin_abi::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `nats://host:port` (several, comma-separated, for a cluster).
@@ -28,6 +29,7 @@ pub struct Config {
     /// Prepended to every subject, e.g. `"prism.orders."`; empty for none.
     #[serde(default)]
     pub subject_prefix: String,
+    /// How long to wait for the first connection to the server.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// How long the JetStream stream behind durable subscriptions keeps messages.
@@ -69,6 +71,10 @@ fn now_unix_ms() -> i64 {
 
 impl Driver for Nats {
     type Config = Config;
+
+    fn config_keys() -> Vec<plugin_abi::ConfigKey> {
+        plugin_abi::config_keys_of::<Self::Config>()
+    }
 
     fn check(config: &Config) -> Result<(), PluginError> {
         for url in config.url.split(',') {

@@ -3,11 +3,13 @@ use serde::Deserialize;
 use plugin_abi::PluginError;
 
 /// The slot's `config` table for postgres.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, plugin_abi::schemars::JsonSchema)]
+#[schemars(crate = "plugin_abi::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `postgres://user[:password]@host[:port]/database` (key=value strings work too).
     pub url: String,
+    /// The schema holding this namespace's tables.
     #[serde(default = "default_schema")]
     pub schema: String,
     /// The key-value table.
@@ -16,8 +18,10 @@ pub struct Config {
     /// The table holding every queue of this namespace.
     #[serde(default = "default_queue_table")]
     pub queue_table: String,
+    /// Connections in the instance's pool (open transactions each hold one).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// How long to wait for a connection from the server.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Server-side limit on any one statement.

@@ -37,6 +37,10 @@ impl Postgres {
 impl Driver for Postgres {
     type Config = Config;
 
+    fn config_keys() -> Vec<plugin_abi::ConfigKey> {
+        plugin_abi::config_keys_of::<Self::Config>()
+    }
+
     fn check(config: &Config) -> Result<(), PluginError> {
         config.check()
     }

@@ -4,7 +4,8 @@ use serde::Deserialize;
 use plugin_abi::PluginError;
 
 /// The slot's `config` table for redis.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, plugin_abi::schemars::JsonSchema)]
+#[schemars(crate = "plugin_abi::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `redis://[user:password@]host:port[/db]`.

@@ -47,6 +47,10 @@ impl Drop for Redis {
 impl Driver for Redis {
     type Config = Config;
 
+    fn config_keys() -> Vec<plugin_abi::ConfigKey> {
+        plugin_abi::config_keys_of::<Self::Config>()
+    }
+
     fn check(config: &Config) -> Result<(), PluginError> {
         config.check()
     }
