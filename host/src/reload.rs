@@ -183,6 +183,7 @@ impl Reloader {
         let before = self.gateway.routing();
         let mut namespaces = BTreeMap::new();
         let mut built: Vec<(Arc<Namespace>, Option<Arc<Namespace>>)> = Vec::new();
+        let mut exclusive: Vec<(ResolvedNamespace, Arc<Namespace>)> = Vec::new();
         for resolved in wanted {
             let old = before.namespaces.get(&resolved.name).cloned();
             let keep = force != Some(resolved.name.as_str())
@@ -190,6 +191,11 @@ impl Reloader {
             if keep {
                 let old = old.expect("checked");
                 namespaces.insert(resolved.name.clone(), old);
+                continue;
+            }
+            // Replaced last, old instance first down: see `replace_exclusive`.
+            if let Some(old) = old.as_ref().filter(|old| is_exclusive(old, &resolved)) {
+                exclusive.push((resolved, old.clone()));
                 continue;
             }
             match build(resolved).await {
@@ -238,6 +244,51 @@ impl Reloader {
                 }
             }
         }
+        let mut shut_already: Vec<Arc<Instance>> = Vec::new();
+        for (resolved, old) in exclusive {
+            let name = resolved.name.clone();
+            let Ok(gate) = tokio::time::timeout(drain, old.close_gate()).await else {
+                drop(gates);
+                discard(&built).await;
+                return Err(Refused(format!(
+                    "namespace '{name}' still had calls running after {} ms (server.reload_drain_ms); nothing was changed, try again",
+                    drain.as_millis()
+                )));
+            };
+            shut_already.extend(old.slots.iter().map(|bound| bound.instance.clone()));
+            match replace_exclusive(resolved, &old).await {
+                Ok(new) => {
+                    namespaces.insert(name, new.clone());
+                    built.push((new, Some(old)));
+                    gates.push(gate);
+                }
+                Err(why) => {
+                    // The old instances are down: put a fresh one of the old version in
+                    // their place (with the state), and refuse the rest of the reload.
+                    discard(&built).await;
+                    let restored = replace_exclusive(as_resolved(&old), &old).await;
+                    let outcome = match restored {
+                        Ok(restored) => {
+                            let mut routing = Routing {
+                                namespaces: before.namespaces.clone(),
+                                plugins: before.plugins.clone(),
+                            };
+                            routing.namespaces.insert(name.clone(), restored);
+                            self.gateway.swap(routing);
+                            old.retire();
+                            "the previous version was started again in its place, with its state"
+                        }
+                        Err(again) => {
+                            tracing::error!(namespace = %name, "restarting the previous version failed too: {again}");
+                            "restarting the previous version failed too; the health checks will retry"
+                        }
+                    };
+                    drop(gate);
+                    drop(gates);
+                    return Err(Refused(format!("{why}; {outcome}")));
+                }
+            }
+        }
         let changed_plugins: Vec<String> = plugins
             .iter()
             .filter(|(name, plugin)| before.plugins.get(*name).is_none_or(|old| !Arc::ptr_eq(old, plugin)))
@@ -250,10 +301,12 @@ impl Reloader {
             .map(|(_, old)| old.clone())
             .collect();
         let new_routing = Routing { namespaces, plugins };
+        // Instances to leave running (still routed) or that are down already.
         let still_used: Vec<Arc<Instance>> = new_routing
             .namespaces
             .values()
             .flat_map(|ns| ns.slots.iter().map(|bound| bound.instance.clone()))
+            .chain(shut_already)
             .collect();
         {
             let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -357,6 +410,45 @@ fn handover_pairs(old: &Namespace, new: &Namespace) -> Vec<(&'static str, Arc<In
 }
 
 /// Creates a namespace's instances and checks they are healthy.
+/// Whether a namespace's old and new versions may not run side by side: a plugin of
+/// either declares `exclusive` (it owns files or an embedded engine, or holds a lock).
+fn is_exclusive(old: &Namespace, new: &ResolvedNamespace) -> bool {
+    old.slots.iter().any(|bound| bound.plugin.plugin.metadata().exclusive)
+        || new.slots.iter().any(|slot| slot.plugin.plugin.metadata().exclusive)
+}
+
+/// The exclusive handover, with `old`'s gate closed (calls arriving meanwhile wait):
+/// export each slot's state, shut the old instances down, then create the new ones and
+/// import the state into them.
+async fn replace_exclusive(new: ResolvedNamespace, old: &Namespace) -> Result<Arc<Namespace>, String> {
+    let mut states = Vec::new();
+    for bound in &old.slots {
+        if let Some(transfer) = bound.instance.state_transfer() {
+            let state = transfer.export_state().await.map_err(|error| {
+                format!(
+                    "namespace '{}' slot '{}': exporting its state failed: {error}",
+                    old.name, bound.slot.name
+                )
+            })?;
+            states.push((bound.slot.name, bound.plugin.name.clone(), state));
+        }
+    }
+    old.shutdown().await;
+    let namespace = build(new).await?;
+    for (slot, plugin, state) in states {
+        let Some(bound) = namespace.slot(slot).filter(|bound| bound.plugin.name == plugin) else { continue };
+        let Some(transfer) = bound.instance.state_transfer() else { continue };
+        if let Err(error) = transfer.import_state(state).await {
+            namespace.shutdown().await;
+            return Err(format!(
+                "namespace '{}' slot '{slot}': handing its state over failed: {error}",
+                old.name
+            ));
+        }
+    }
+    Ok(namespace)
+}
+
 /// How long a new instance's first health check may take before the instance is refused.
 const START_HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -410,3 +410,66 @@ async fn an_emptied_config_under_load_is_refused_and_nothing_fails_or_is_lost() 
         assert!(reply.found, "{key} was lost");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_plugin_is_shut_down_before_its_new_build_starts_and_no_call_fails() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    // The fixture locks `lock_file` exclusively per instance: two side by side cannot start.
+    let plugins = PluginDir::new();
+    let fixture = plugin_library("prism_fixture_exclusive");
+    plugins.publish(&fixture, b"");
+    let lock = plugins.dir.path().join("store.lock");
+    let config = format!(
+        "[server]\nhealth_interval_ms = 200\nreload_debounce_ms = 100\n\n[plugins.exclusive]\npath = \"{}\"\n\n\
+         [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"exclusive\"\n\
+         config = {{ lock_file = \"{}\" }}\n",
+        plugins.path().display(),
+        lock.display()
+    );
+    let server = Arc::new(Server::start(&config));
+    let (code, stdout, _) = run_prism(&["plugins", &plugins.path().display().to_string()]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("exclusive:         yes"), "{stdout}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for writer in 0..2 {
+        let (server, stop) = (server.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut kv = server.keyvalue().await;
+            let mut written = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("x{writer}-{written}");
+                kv.set(set(&key, &key))
+                    .await
+                    .unwrap_or_else(|s| panic!("Set {key} failed during a handover: {s}"));
+                let reply = kv.get(GetRequest { key: key.clone(), ..Default::default() }).await;
+                let reply =
+                    reply.unwrap_or_else(|s| panic!("Get {key} failed during a handover: {s}")).into_inner();
+                assert_eq!(&reply.value[..], key.as_bytes(), "{key} read back wrong");
+                written += 1;
+            }
+            written
+        }));
+    }
+    for swap in 1..=3u64 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        plugins.publish(&fixture, format!("build {swap}").as_bytes());
+        let outcome = reloads(&server, swap).await.config.unwrap();
+        assert!(outcome.ok, "swap {swap}: {}\n{}", outcome.message, server.stderr());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut kv = server.keyvalue().await;
+    for (writer, handle) in writers.into_iter().enumerate() {
+        let count = handle.await.expect("a writer failed");
+        assert!(count > 0, "writer {writer} wrote nothing");
+        for n in 0..count {
+            let key = format!("x{writer}-{n}");
+            let reply =
+                kv.get(GetRequest { key: key.clone(), ..Default::default() }).await.unwrap().into_inner();
+            assert!(reply.found, "{key} was lost across the exclusive handovers");
+        }
+    }
+}
