@@ -51,6 +51,29 @@ fn benches(c: &mut Criterion) {
         b.iter(|| poll_once(kv.exists(black_box("key-0500"))).unwrap())
     });
     group.finish();
+    plugin_logs(c, &runtime);
+}
+
+/// The cost a plugin pays for a `tracing::debug!` the host's level (info) filters out:
+/// a Get on the fixture that makes 100 such calls, against the same Get making none, in
+/// one run.
+fn plugin_logs(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_writer(std::io::sink)
+        .init();
+    let plugin = Plugin::load(plugin_library("prism_fixture_panicking")).expect("load the release fixture");
+    let instance = runtime.block_on(plugin.create_in("", "bench")).unwrap();
+    let kv = instance.keyvalue_basic().unwrap();
+    let mut group = c.benchmark_group("plugin-log");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("get/0-disabled-debug", |b| {
+        b.iter(|| poll_once(kv.get(black_box("disabled-debug:0"))).unwrap())
+    });
+    group.bench_function("get/100-disabled-debug", |b| {
+        b.iter(|| poll_once(kv.get(black_box("disabled-debug:100"))).unwrap())
+    });
+    group.finish();
 }
 
 criterion_group!(abi, benches);

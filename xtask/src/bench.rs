@@ -302,7 +302,7 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
 
 pub fn abi() -> Result<(), String> {
     let mut build = cargo();
-    build.args(["build", "--release", "-p", "prism-memstore"]);
+    build.args(["build", "--release", "-p", "prism-memstore", "-p", "prism-fixture-panicking"]);
     run(build)?;
     let mut bench = cargo();
     bench.args(["bench", "-p", "prism-acceptance", "--bench", "abi_call"]);
