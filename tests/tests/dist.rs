@@ -1,5 +1,7 @@
-//! `cargo xtask dist`: the package unpacks anywhere, its checksums hold, and the gateway
-//! starts from the unpacked directory with the bundled config and answers.
+//! `cargo xtask dist`: the package unpacks anywhere, its checksums hold, the gateway
+//! starts from the unpacked directory with the bundled config and answers, its files are
+//! stripped with their debug info in a second archive, and a plugin author has what they
+//! need without a source tree: the docs, the plugin-abi source, and the conformance runner.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -35,13 +37,35 @@ async fn the_package_unpacks_verifies_and_serves() {
     for file in [
         "bin/prism",
         "bin/prism-load",
+        "bin/prism-acceptance",
         "plugins/libprism_memstore.so",
         "plugins.toml",
         "README.md",
         "LICENSE",
+        "docs/CONFIG.md",
+        "docs/PLUGIN_GUIDE.md",
+        "docs/PLUGIN_ABI.md",
+        "docs/SEMANTICS.md",
+        "plugin-abi/Cargo.toml",
+        "plugin-abi/src/lib.rs",
+        "plugin-abi/src/ffi/mod.rs",
     ] {
         assert!(root.join(file).is_file(), "{file} is missing from the package");
     }
+    let manifest = std::fs::read_to_string(root.join("plugin-abi/Cargo.toml")).unwrap();
+    assert!(!manifest.contains(".workspace"), "plugin-abi builds on its own: {manifest}");
+
+    // Stripped, with the debug info apart and linked back.
+    let debug_archive = archive.replace(".tar.gz", "-debuginfo.tar.gz");
+    assert!(Path::new(&debug_archive).is_file(), "{debug_archive} is missing");
+    for file in ["bin/prism", "plugins/libprism_memstore.so"] {
+        let sections = Command::new("readelf").arg("-S").arg(root.join(file)).output().unwrap();
+        let sections = String::from_utf8_lossy(&sections.stdout);
+        assert!(!sections.contains(".debug_info"), "{file} still carries debug info");
+        assert!(sections.contains(".gnu_debuglink"), "{file} does not point at its debug file");
+    }
+    let listing = Command::new("tar").arg("-tzf").arg(&debug_archive).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("debug/libprism_memstore.so.debug"));
     let check =
         Command::new("sha256sum").args(["-c", "--quiet", "SHA256SUMS"]).current_dir(&root).output().unwrap();
     assert!(check.status.success(), "SHA256SUMS does not hold: {}", String::from_utf8_lossy(&check.stdout));
@@ -73,4 +97,16 @@ async fn the_package_unpacks_verifies_and_serves() {
     );
     let _ = prism.kill();
     let _ = prism.wait();
+
+    // The conformance runner proves a plugin with nothing but the package.
+    let conformance = Command::new(root.join("bin/prism-acceptance"))
+        .arg("plugins/libprism_memstore.so")
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&conformance.stdout);
+    assert!(conformance.status.success(), "{report}{}", String::from_utf8_lossy(&conformance.stderr));
+    let last = report.lines().last().unwrap_or_default();
+    let passed: usize = last.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(last.ends_with("passed, 0 failed") && passed > 20, "{report}");
 }
