@@ -8,9 +8,7 @@
 //! (and no plugin or host code) touches those crates or `unsafe`.
 
 mod config_keys;
-mod error;
 pub mod ffi;
-pub mod host;
 mod interfaces;
 mod macros;
 pub mod topics;
@@ -18,7 +16,9 @@ mod traits;
 mod types;
 
 pub use config_keys::config_keys_of;
-pub use error::{ErrorCode, PluginError};
+pub use ffi::error::{ErrorCode, PluginError};
+/// The host's safe view of a plugin (it lives in `ffi` because it unwraps FFI types).
+pub use ffi::host;
 pub use interfaces::Interface;
 /// Re-exported so plugins derive `JsonSchema` for their config with the same version.
 pub use schemars;

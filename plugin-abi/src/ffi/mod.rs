@@ -4,8 +4,10 @@
 //! module that uses `abi_stable`, `async-ffi` or `unsafe`.
 
 pub(crate) mod bridge;
+pub(crate) mod error;
 pub mod export;
 pub mod export_header;
+pub mod host;
 pub(crate) mod load;
 pub(crate) mod log;
 mod stream;

@@ -144,7 +144,7 @@ fn metadata_from_ffi(table: ffi::FfiMetadataRef, abi_version: String) -> Metadat
 /// The interface objects an instance handed over at creation. An accessor the plugin's
 /// (older) vtable lacks answers `RNone` by default, so such interfaces read as absent.
 macro_rules! interfaces {
-    ($($slot:ident: $object:ty => $interface:ident,)*) => {
+    ($($slot:ident: $object:ty => $interface:ident, $handle:ident,)*) => {
         struct Interfaces {
             $($slot: Option<$object>,)*
         }
@@ -160,30 +160,50 @@ macro_rules! interfaces {
                 }
             }
         }
+
+        impl Instance {
+            $(
+                /// The interface's handle, when the plugin provides it.
+                pub fn $slot(&self) -> Option<$handle<'_>> {
+                    self.interfaces.$slot.as_ref().map($handle)
+                }
+            )*
+        }
+
+        $(
+            impl InterfaceHandle for $handle<'_> {
+                const INTERFACE: Interface = Interface::$interface;
+            }
+        )*
     };
 }
 
+/// A handle knows the interface it calls, so callers never spell its name.
+pub trait InterfaceHandle {
+    const INTERFACE: Interface;
+}
+
 interfaces! {
-    keyvalue_basic: ffi::KeyValueBasicBox => KeyValueBasic,
-    keyvalue_ttl: ffi::KeyValueTtlBox => KeyValueTtl,
-    keyvalue_scan: ffi::KeyValueScanBox => KeyValueScan,
-    keyvalue_batch: ffi::KeyValueBatchBox => KeyValueBatch,
-    keyvalue_cas: ffi::KeyValueCasBox => KeyValueCas,
-    keyvalue_transactional: ffi::KeyValueTransactionalBox => KeyValueTransactional,
-    list_basic: ffi::ListBasicBox => ListBasic,
-    list_range: ffi::ListRangeBox => ListRange,
-    queue_basic: ffi::QueueBasicBox => QueueBasic,
-    queue_visibility: ffi::QueueVisibilityBox => QueueVisibility,
-    queue_dead_letter: ffi::QueueDeadLetterBox => QueueDeadLetter,
-    queue_delayed: ffi::QueueDelayedBox => QueueDelayed,
-    pubsub_basic: ffi::PubSubBasicBox => PubSubBasic,
-    pubsub_wildcards: ffi::PubSubWildcardsBox => PubSubWildcards,
-    pubsub_persistent: ffi::PubSubPersistentBox => PubSubPersistent,
-    stream_basic: ffi::StreamBasicBox => StreamBasic,
-    stream_consumer_groups: ffi::StreamConsumerGroupsBox => StreamConsumerGroups,
-    stream_replay: ffi::StreamReplayBox => StreamReplay,
-    stream_partitioning: ffi::StreamPartitioningBox => StreamPartitioning,
-    state_transfer: ffi::StateTransferBox => StateTransfer,
+    keyvalue_basic: ffi::KeyValueBasicBox => KeyValueBasic, KeyValueBasicHandle,
+    keyvalue_ttl: ffi::KeyValueTtlBox => KeyValueTtl, KeyValueTtlHandle,
+    keyvalue_scan: ffi::KeyValueScanBox => KeyValueScan, KeyValueScanHandle,
+    keyvalue_batch: ffi::KeyValueBatchBox => KeyValueBatch, KeyValueBatchHandle,
+    keyvalue_cas: ffi::KeyValueCasBox => KeyValueCas, KeyValueCasHandle,
+    keyvalue_transactional: ffi::KeyValueTransactionalBox => KeyValueTransactional, KeyValueTransactionalHandle,
+    list_basic: ffi::ListBasicBox => ListBasic, ListBasicHandle,
+    list_range: ffi::ListRangeBox => ListRange, ListRangeHandle,
+    queue_basic: ffi::QueueBasicBox => QueueBasic, QueueBasicHandle,
+    queue_visibility: ffi::QueueVisibilityBox => QueueVisibility, QueueVisibilityHandle,
+    queue_dead_letter: ffi::QueueDeadLetterBox => QueueDeadLetter, QueueDeadLetterHandle,
+    queue_delayed: ffi::QueueDelayedBox => QueueDelayed, QueueDelayedHandle,
+    pubsub_basic: ffi::PubSubBasicBox => PubSubBasic, PubSubBasicHandle,
+    pubsub_wildcards: ffi::PubSubWildcardsBox => PubSubWildcards, PubSubWildcardsHandle,
+    pubsub_persistent: ffi::PubSubPersistentBox => PubSubPersistent, PubSubPersistentHandle,
+    stream_basic: ffi::StreamBasicBox => StreamBasic, StreamBasicHandle,
+    stream_consumer_groups: ffi::StreamConsumerGroupsBox => StreamConsumerGroups, StreamConsumerGroupsHandle,
+    stream_replay: ffi::StreamReplayBox => StreamReplay, StreamReplayHandle,
+    stream_partitioning: ffi::StreamPartitioningBox => StreamPartitioning, StreamPartitioningHandle,
+    state_transfer: ffi::StateTransferBox => StateTransfer, StateTransferHandle,
 }
 
 /// A created plugin instance. Everything it hands out keeps the plugin's runtime alive.
@@ -215,67 +235,6 @@ impl Instance {
     /// Lets the driver release its backend; call once, after in-flight calls finished.
     pub async fn shutdown(&self) {
         self.object.shutdown().await
-    }
-
-    pub fn keyvalue_basic(&self) -> Option<KeyValueBasicHandle<'_>> {
-        self.interfaces.keyvalue_basic.as_ref().map(KeyValueBasicHandle)
-    }
-    pub fn keyvalue_ttl(&self) -> Option<KeyValueTtlHandle<'_>> {
-        self.interfaces.keyvalue_ttl.as_ref().map(KeyValueTtlHandle)
-    }
-    pub fn keyvalue_scan(&self) -> Option<KeyValueScanHandle<'_>> {
-        self.interfaces.keyvalue_scan.as_ref().map(KeyValueScanHandle)
-    }
-    pub fn keyvalue_batch(&self) -> Option<KeyValueBatchHandle<'_>> {
-        self.interfaces.keyvalue_batch.as_ref().map(KeyValueBatchHandle)
-    }
-    pub fn keyvalue_cas(&self) -> Option<KeyValueCasHandle<'_>> {
-        self.interfaces.keyvalue_cas.as_ref().map(KeyValueCasHandle)
-    }
-    pub fn list_basic(&self) -> Option<ListBasicHandle<'_>> {
-        self.interfaces.list_basic.as_ref().map(ListBasicHandle)
-    }
-    pub fn list_range(&self) -> Option<ListRangeHandle<'_>> {
-        self.interfaces.list_range.as_ref().map(ListRangeHandle)
-    }
-    pub fn keyvalue_transactional(&self) -> Option<KeyValueTransactionalHandle<'_>> {
-        self.interfaces.keyvalue_transactional.as_ref().map(KeyValueTransactionalHandle)
-    }
-    pub fn queue_basic(&self) -> Option<QueueBasicHandle<'_>> {
-        self.interfaces.queue_basic.as_ref().map(QueueBasicHandle)
-    }
-    pub fn queue_visibility(&self) -> Option<QueueVisibilityHandle<'_>> {
-        self.interfaces.queue_visibility.as_ref().map(QueueVisibilityHandle)
-    }
-    pub fn queue_dead_letter(&self) -> Option<QueueDeadLetterHandle<'_>> {
-        self.interfaces.queue_dead_letter.as_ref().map(QueueDeadLetterHandle)
-    }
-    pub fn queue_delayed(&self) -> Option<QueueDelayedHandle<'_>> {
-        self.interfaces.queue_delayed.as_ref().map(QueueDelayedHandle)
-    }
-    pub fn pubsub_basic(&self) -> Option<PubSubBasicHandle<'_>> {
-        self.interfaces.pubsub_basic.as_ref().map(PubSubBasicHandle)
-    }
-    pub fn pubsub_wildcards(&self) -> Option<PubSubWildcardsHandle<'_>> {
-        self.interfaces.pubsub_wildcards.as_ref().map(PubSubWildcardsHandle)
-    }
-    pub fn pubsub_persistent(&self) -> Option<PubSubPersistentHandle<'_>> {
-        self.interfaces.pubsub_persistent.as_ref().map(PubSubPersistentHandle)
-    }
-    pub fn stream_basic(&self) -> Option<StreamBasicHandle<'_>> {
-        self.interfaces.stream_basic.as_ref().map(StreamBasicHandle)
-    }
-    pub fn stream_consumer_groups(&self) -> Option<StreamConsumerGroupsHandle<'_>> {
-        self.interfaces.stream_consumer_groups.as_ref().map(StreamConsumerGroupsHandle)
-    }
-    pub fn stream_replay(&self) -> Option<StreamReplayHandle<'_>> {
-        self.interfaces.stream_replay.as_ref().map(StreamReplayHandle)
-    }
-    pub fn state_transfer(&self) -> Option<StateTransferHandle<'_>> {
-        self.interfaces.state_transfer.as_ref().map(StateTransferHandle)
-    }
-    pub fn stream_partitioning(&self) -> Option<StreamPartitioningHandle<'_>> {
-        self.interfaces.stream_partitioning.as_ref().map(StreamPartitioningHandle)
     }
 }
 

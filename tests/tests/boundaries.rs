@@ -1,0 +1,84 @@
+//! The boundaries ARCHITECTURE.md states, checked against the source: which crates may
+//! know abi_stable, async-ffi, gRPC/protobuf, and `unsafe`.
+
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+/// Every `.rs` file under `dir`, with its code (line comments and doc comments removed).
+fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code: Vec<&str> =
+                    text.lines().map(|line| line.split("//").next().unwrap_or_default()).collect();
+                found.push((path, code.join("\n")));
+            }
+        }
+    }
+    found
+}
+
+/// `word` as a whole identifier somewhere in `code`.
+fn mentions(code: &str, word: &str) -> bool {
+    code.match_indices(word).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + word.len()..].chars().next();
+        let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        !ident(before) && !ident(after)
+    })
+}
+
+fn violations(dir: &str, skip: &[&str], words: &[&str]) -> Vec<String> {
+    let root = workspace().join(dir);
+    let skip: Vec<PathBuf> = skip.iter().map(|s| root.join(s)).collect();
+    let mut found = Vec::new();
+    for (path, code) in sources(&root) {
+        if skip.iter().any(|skip| path.starts_with(skip)) {
+            continue;
+        }
+        for word in words {
+            if mentions(&code, word) {
+                found.push(format!("{} uses {word}", path.display()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn only_plugin_abi_ffi_knows_abi_stable_async_ffi_and_unsafe() {
+    let found = violations("plugin-abi/src", &["ffi", "macros.rs"], &["abi_stable", "async_ffi", "unsafe"]);
+    assert!(found.is_empty(), "{found:#?}");
+    let found = violations("plugin-abi/src", &["ffi"], &["abi_stable", "async_ffi"]);
+    assert!(found.is_empty(), "{found:#?}");
+    // The export macro's expansion needs `unsafe` to build abi_stable's header; its
+    // source says so, and nothing else in macros.rs may.
+    let macros = std::fs::read_to_string(workspace().join("plugin-abi/src/macros.rs")).unwrap();
+    assert_eq!(macros.matches("unsafe {").count(), 1, "one unsafe block: the LibHeader constructor");
+}
+
+#[test]
+fn plugins_see_only_plugin_abi() {
+    for plugin in std::fs::read_dir(workspace().join("plugins")).unwrap() {
+        let dir = plugin.unwrap().path();
+        let dir = dir.strip_prefix(workspace()).unwrap().join("src");
+        let found =
+            violations(dir.to_str().unwrap(), &[], &["abi_stable", "async_ffi", "unsafe", "tonic", "prost"]);
+        assert!(found.is_empty(), "{found:#?}");
+    }
+}
+
+#[test]
+fn the_host_knows_no_ffi_and_no_unsafe() {
+    let found = violations("host/src", &[], &["abi_stable", "async_ffi", "unsafe"]);
+    assert!(found.is_empty(), "{found:#?}");
+}
