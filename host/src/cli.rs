@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use plugin_abi::Metadata;
 
-use crate::patterns::PATTERNS;
+use crate::patterns::{interface_names, PATTERNS};
 use crate::resolve::declared_interfaces;
 
 /// A plugin's metadata table, as `prism plugins` prints it.
@@ -72,9 +72,9 @@ pub fn render_patterns() -> String {
 fn write_slot(out: &mut String, slot: &crate::patterns::Slot) {
     let kind = if slot.optional { "optional slot" } else { "slot" };
     let _ = writeln!(out, "  {kind} {}:", slot.name);
-    let _ = writeln!(out, "    requires: {}", slot.required.join(", "));
+    let _ = writeln!(out, "    requires: {}", interface_names(slot.required, ", "));
     if !slot.optional_interfaces.is_empty() {
-        let _ = writeln!(out, "    uses if present: {}", slot.optional_interfaces.join(", "));
+        let _ = writeln!(out, "    uses if present: {}", interface_names(slot.optional_interfaces, ", "));
     }
 }
 
@@ -139,9 +139,12 @@ pub struct Candidate {
     pub metadata: Metadata,
 }
 
-fn missing<'a>(required: &'a [&'a str], candidate: &Candidate) -> Vec<&'a str> {
-    let declared = declared_interfaces(&candidate.metadata);
-    required.iter().copied().filter(|needed| !declared.iter().any(|d| d == needed)).collect()
+fn missing(required: &[plugin_abi::Interface], candidate: &Candidate) -> Vec<&'static str> {
+    required
+        .iter()
+        .filter(|needed| !candidate.metadata.implements(**needed))
+        .map(|needed| needed.name())
+        .collect()
 }
 
 /// `prism patterns NAME`: the pattern's slots, and which candidates fit each.
@@ -162,8 +165,8 @@ pub fn render_pattern(pattern: &crate::patterns::Pattern, candidates: &[Candidat
                 let extras: Vec<&str> = slot
                     .optional_interfaces
                     .iter()
-                    .copied()
-                    .filter(|i| declared_interfaces(&c.metadata).iter().any(|d| d == i))
+                    .filter(|i| c.metadata.implements(**i))
+                    .map(|i| i.name())
                     .collect();
                 if extras.is_empty() {
                     c.name.clone()
@@ -188,10 +191,15 @@ pub fn render_pattern(pattern: &crate::patterns::Pattern, candidates: &[Candidat
 /// `prism plugins find`: the candidates that implement every one of `interfaces`.
 pub fn render_find(interfaces: &[String], candidates: &[Candidate]) -> String {
     let mut out = String::new();
-    let needed: Vec<&str> = interfaces.iter().map(String::as_str).collect();
-    let found: Vec<&Candidate> = candidates.iter().filter(|c| missing(&needed, c).is_empty()).collect();
+    // The CLI checked the names; an unknown one matches no plugin.
+    let needed: Vec<plugin_abi::Interface> =
+        interfaces.iter().filter_map(|name| plugin_abi::Interface::from_name(name)).collect();
+    let found: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| needed.len() == interfaces.len() && missing(&needed, c).is_empty())
+        .collect();
     if found.is_empty() {
-        let _ = writeln!(out, "no plugin implements {}", needed.join(" + "));
+        let _ = writeln!(out, "no plugin implements {}", interfaces.join(" + "));
     }
     for candidate in found {
         let _ = writeln!(out, "{} {}  {}", candidate.name, candidate.metadata.version, candidate.path);
@@ -222,7 +230,7 @@ pub fn generate_config(
                 if !lacking.is_empty() {
                     problems.push(format!(
                         "slot '{slot_name}' needs {}; plugin '{}' lacks {}",
-                        slot.required.join(" + "),
+                        interface_names(slot.required, " + "),
                         candidate.name,
                         lacking.join(", ")
                     ));
@@ -236,7 +244,7 @@ pub fn generate_config(
                 "slot '{}' is required: add --slot {}=PLUGIN (a plugin with {})",
                 slot.name,
                 slot.name,
-                slot.required.join(" + ")
+                interface_names(slot.required, " + ")
             ));
         }
     }

@@ -302,7 +302,7 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
                         "pattern '{}' needs slot '{}' (a plugin with {})",
                         pattern.name,
                         slot.name,
-                        slot.required.join(" + ")
+                        crate::patterns::interface_names(slot.required, " + ")
                     ),
                     format!("add [namespaces.slots.{}] with plugin = \"NAME\"", slot.name),
                 ));

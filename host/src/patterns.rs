@@ -1,15 +1,17 @@
 //! The pattern registry: each pattern's slots and the interfaces a slot's plugin must
 //! (and may) implement. Config validation and `prism patterns` both read this table.
 
+use plugin_abi::Interface;
+
 /// One slot of a pattern.
 #[derive(Debug)]
 pub struct Slot {
     pub name: &'static str,
     /// An optional slot may be left unbound.
     pub optional: bool,
-    pub required: &'static [&'static str],
+    pub required: &'static [Interface],
     /// Interfaces some operations use when the bound plugin has them.
-    pub optional_interfaces: &'static [&'static str],
+    pub optional_interfaces: &'static [Interface],
 }
 
 #[derive(Debug)]
@@ -19,6 +21,11 @@ pub struct Pattern {
     pub slots: &'static [Slot],
     /// Whether this gateway serves the pattern's gRPC API yet.
     pub served: bool,
+}
+
+/// `keyvalue_basic + keyvalue_scan`: interface names joined for messages.
+pub fn interface_names(interfaces: &[Interface], separator: &str) -> String {
+    interfaces.iter().map(|interface| interface.name()).collect::<Vec<_>>().join(separator)
 }
 
 impl Pattern {
@@ -41,13 +48,13 @@ pub static PATTERNS: &[Pattern] = &[
         slots: &[Slot {
             name: "store",
             optional: false,
-            required: &["keyvalue_basic"],
+            required: &[Interface::KeyValueBasic],
             optional_interfaces: &[
-                "keyvalue_scan",
-                "keyvalue_ttl",
-                "keyvalue_batch",
-                "keyvalue_cas",
-                "keyvalue_transactional",
+                Interface::KeyValueScan,
+                Interface::KeyValueTtl,
+                Interface::KeyValueBatch,
+                Interface::KeyValueCas,
+                Interface::KeyValueTransactional,
             ],
         }],
         served: true,
@@ -55,7 +62,7 @@ pub static PATTERNS: &[Pattern] = &[
     Pattern {
         name: LIST,
         description: "Lists pushed and popped at either end, with range and trim where the plugin has them",
-        slots: &[Slot { name: "store", optional: false, required: &["list_basic"], optional_interfaces: &["list_range"] }],
+        slots: &[Slot { name: "store", optional: false, required: &[Interface::ListBasic], optional_interfaces: &[Interface::ListRange] }],
         served: true,
     },
     Pattern {
@@ -64,8 +71,8 @@ pub static PATTERNS: &[Pattern] = &[
         slots: &[Slot {
             name: "broker",
             optional: false,
-            required: &["pubsub_basic"],
-            optional_interfaces: &["pubsub_wildcards", "pubsub_persistent"],
+            required: &[Interface::PubSubBasic],
+            optional_interfaces: &[Interface::PubSubWildcards, Interface::PubSubPersistent],
         }],
         served: true,
     },
@@ -75,8 +82,8 @@ pub static PATTERNS: &[Pattern] = &[
         slots: &[Slot {
             name: "log",
             optional: false,
-            required: &["stream_basic"],
-            optional_interfaces: &["stream_consumer_groups", "stream_replay", "stream_partitioning"],
+            required: &[Interface::StreamBasic],
+            optional_interfaces: &[Interface::StreamConsumerGroups, Interface::StreamReplay, Interface::StreamPartitioning],
         }],
         served: true,
     },
@@ -86,8 +93,8 @@ pub static PATTERNS: &[Pattern] = &[
         slots: &[Slot {
             name: "queue",
             optional: false,
-            required: &["queue_basic"],
-            optional_interfaces: &["queue_visibility", "queue_dead_letter", "queue_delayed"],
+            required: &[Interface::QueueBasic],
+            optional_interfaces: &[Interface::QueueVisibility, Interface::QueueDeadLetter, Interface::QueueDelayed],
         }],
         served: true,
     },
@@ -98,14 +105,14 @@ pub static PATTERNS: &[Pattern] = &[
             Slot {
                 name: "registry",
                 optional: false,
-                required: &["keyvalue_basic", "keyvalue_scan"],
-                optional_interfaces: &["keyvalue_ttl"],
+                required: &[Interface::KeyValueBasic, Interface::KeyValueScan],
+                optional_interfaces: &[Interface::KeyValueTtl],
             },
-            Slot { name: "messaging", optional: false, required: &["pubsub_basic"], optional_interfaces: &[] },
+            Slot { name: "messaging", optional: false, required: &[Interface::PubSubBasic], optional_interfaces: &[] },
             Slot {
                 name: "durability",
                 optional: true,
-                required: &["queue_basic", "queue_visibility", "queue_dead_letter"],
+                required: &[Interface::QueueBasic, Interface::QueueVisibility, Interface::QueueDeadLetter],
                 optional_interfaces: &[],
             },
         ],

@@ -112,7 +112,7 @@ pub fn resolve_reusing(
             };
             let declared = declared_interfaces(plugin.plugin.metadata());
             for required in slot.required {
-                if !declared.iter().any(|name| name == required) {
+                if !plugin.plugin.metadata().implements(*required) {
                     errors.push(ConfigError::new(
                         key.clone(),
                         format!(
@@ -122,7 +122,10 @@ pub fn resolve_reusing(
                             pattern.name,
                             declared.join(", ")
                         ),
-                        format!("bind a plugin that implements {} (see `prism plugins`)", slot.required.join(" + ")),
+                        format!(
+                            "bind a plugin that implements {} (see `prism plugins`)",
+                            patterns::interface_names(slot.required, " + ")
+                        ),
                     ));
                 }
             }

@@ -155,8 +155,12 @@ impl AdminService for AdminApi {
                     .map(|slot| SlotRequirement {
                         slot: slot.name.to_owned(),
                         optional: slot.optional,
-                        required_interfaces: slot.required.iter().map(|s| s.to_string()).collect(),
-                        optional_interfaces: slot.optional_interfaces.iter().map(|s| s.to_string()).collect(),
+                        required_interfaces: slot.required.iter().map(|i| i.name().to_owned()).collect(),
+                        optional_interfaces: slot
+                            .optional_interfaces
+                            .iter()
+                            .map(|i| i.name().to_owned())
+                            .collect(),
                     })
                     .collect(),
                 served: pattern.served,

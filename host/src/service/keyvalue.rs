@@ -59,13 +59,7 @@ impl KeyValueService for KeyValueApi {
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         if request.transaction_id != 0 {
-            let tx = need(
-                &namespace,
-                STORE,
-                store.keyvalue_transactional(),
-                "keyvalue_transactional",
-                "Get in a transaction",
-            )?;
+            let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Get in a transaction")?;
             let value =
                 tx.get(TransactionId(request.transaction_id), &request.key).await.map_err(plugin_status)?;
             return Ok(Response::new(GetResponse {
@@ -80,7 +74,7 @@ impl KeyValueService for KeyValueApi {
                 None => GetResponse::default(),
             },
             None => {
-                let basic = need(&namespace, STORE, store.keyvalue_basic(), "keyvalue_basic", "Get")?;
+                let basic = need(&namespace, STORE, store.keyvalue_basic(), "Get")?;
                 match basic.get(&request.key).await.map_err(plugin_status)? {
                     Some(value) => GetResponse { found: true, value: value.into(), version: 0 },
                     None => GetResponse::default(),
@@ -99,13 +93,7 @@ impl KeyValueService for KeyValueApi {
             if request.ttl_ms != 0 {
                 return Err(Status::invalid_argument("ttl_ms cannot be set inside a transaction"));
             }
-            let tx = need(
-                &namespace,
-                STORE,
-                store.keyvalue_transactional(),
-                "keyvalue_transactional",
-                "Set in a transaction",
-            )?;
+            let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Set in a transaction")?;
             tx.set(TransactionId(request.transaction_id), &request.key, request.value.into())
                 .await
                 .map_err(plugin_status)?;
@@ -113,12 +101,11 @@ impl KeyValueService for KeyValueApi {
         }
         match optional_ttl("ttl_ms", request.ttl_ms)? {
             Some(ttl) => {
-                let ttl_ops =
-                    need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "Set with ttl_ms")?;
+                let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "Set with ttl_ms")?;
                 ttl_ops.set_with_ttl(&request.key, request.value.into(), ttl).await
             }
             None => {
-                let basic = need(&namespace, STORE, store.keyvalue_basic(), "keyvalue_basic", "Set")?;
+                let basic = need(&namespace, STORE, store.keyvalue_basic(), "Set")?;
                 basic.set(&request.key, request.value.into()).await
             }
         }
@@ -134,22 +121,10 @@ impl KeyValueService for KeyValueApi {
             if request.expected_version != 0 {
                 return Err(Status::invalid_argument("expected_version cannot be used inside a transaction"));
             }
-            let tx = need(
-                &namespace,
-                STORE,
-                store.keyvalue_transactional(),
-                "keyvalue_transactional",
-                "Delete in a transaction",
-            )?;
+            let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Delete in a transaction")?;
             tx.delete(TransactionId(request.transaction_id), &request.key).await.map_err(plugin_status)?
         } else if request.expected_version > 0 {
-            let cas = need(
-                &namespace,
-                STORE,
-                store.keyvalue_cas(),
-                "keyvalue_cas",
-                "Delete with expected_version",
-            )?;
+            let cas = need(&namespace, STORE, store.keyvalue_cas(), "Delete with expected_version")?;
             match cas
                 .delete_if_version(&request.key, request.expected_version)
                 .await
@@ -161,7 +136,7 @@ impl KeyValueService for KeyValueApi {
                 }
             }
         } else {
-            let basic = need(&namespace, STORE, store.keyvalue_basic(), "keyvalue_basic", "Delete")?;
+            let basic = need(&namespace, STORE, store.keyvalue_basic(), "Delete")?;
             basic.delete(&request.key).await.map_err(plugin_status)?
         };
         Ok(Response::new(DeleteResponse { deleted }))
@@ -171,7 +146,7 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
-        let basic = need(&namespace, STORE, store.keyvalue_basic(), "keyvalue_basic", "Exists")?;
+        let basic = need(&namespace, STORE, store.keyvalue_basic(), "Exists")?;
         let exists = basic.exists(&request.key).await.map_err(plugin_status)?;
         Ok(Response::new(ExistsResponse { exists }))
     }
@@ -190,7 +165,7 @@ impl KeyValueService for KeyValueApi {
             }
             limit => limit,
         };
-        let scan = need(&namespace, STORE, store.keyvalue_scan(), "keyvalue_scan", "Scan")?;
+        let scan = need(&namespace, STORE, store.keyvalue_scan(), "Scan")?;
         let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
         let page = scan.scan(&request.prefix, cursor, limit).await.map_err(plugin_status)?;
         Ok(Response::new(ScanResponse {
@@ -212,8 +187,8 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_prefix(&request.prefix)?;
-        let mut entries = need(&namespace, STORE, store.keyvalue_scan(), "keyvalue_scan", "ScanStream")?
-            .scan_stream(&request.prefix);
+        let mut entries =
+            need(&namespace, STORE, store.keyvalue_scan(), "ScanStream")?.scan_stream(&request.prefix);
         let (sender, receiver) = tokio::sync::mpsc::channel(32);
         tokio::spawn(async move {
             // Holding the instance keeps it alive until the client stops reading.
@@ -234,7 +209,7 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_prefix(&request.prefix)?;
-        let scan = need(&namespace, STORE, store.keyvalue_scan(), "keyvalue_scan", "Count")?;
+        let scan = need(&namespace, STORE, store.keyvalue_scan(), "Count")?;
         let count = scan.count(&request.prefix).await.map_err(plugin_status)?;
         Ok(Response::new(CountResponse { count }))
     }
@@ -248,7 +223,7 @@ impl KeyValueService for KeyValueApi {
                 "ttl_ms must be a positive number of milliseconds; use Persist to remove a TTL or Delete to remove the key",
             ));
         };
-        let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "Expire")?;
+        let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "Expire")?;
         let applied = ttl_ops.expire(&request.key, ttl).await.map_err(plugin_status)?;
         Ok(Response::new(ExpireResponse { applied }))
     }
@@ -257,7 +232,7 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
-        let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "GetTtl")?;
+        let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "GetTtl")?;
         let response = match ttl_ops.get_ttl(&request.key).await.map_err(plugin_status)? {
             KeyTtl::Missing => GetTtlResponse { found: false, has_expiry: false, ttl_ms: 0 },
             KeyTtl::NoExpiry => GetTtlResponse { found: true, has_expiry: false, ttl_ms: 0 },
@@ -274,7 +249,7 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
-        let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "keyvalue_ttl", "Persist")?;
+        let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "Persist")?;
         let persisted = ttl_ops.persist(&request.key).await.map_err(plugin_status)?;
         Ok(Response::new(PersistResponse { persisted }))
     }
@@ -289,7 +264,7 @@ impl KeyValueService for KeyValueApi {
         for (index, key) in request.keys.iter().enumerate() {
             check_key(&format!("keys[{index}]"), key)?;
         }
-        let batch = need(&namespace, STORE, store.keyvalue_batch(), "keyvalue_batch", "BatchGet")?;
+        let batch = need(&namespace, STORE, store.keyvalue_batch(), "BatchGet")?;
         let values = batch.batch_get(&request.keys).await.map_err(plugin_status)?;
         let results = request
             .keys
@@ -315,7 +290,7 @@ impl KeyValueService for KeyValueApi {
             check_key(&format!("entries[{index}].key"), &entry.key)?;
             check_value(&format!("entries[{index}].value"), entry.value.len(), self.max_value())?;
         }
-        let batch = need(&namespace, STORE, store.keyvalue_batch(), "keyvalue_batch", "BatchSet")?;
+        let batch = need(&namespace, STORE, store.keyvalue_batch(), "BatchSet")?;
         let keys: Vec<String> = request.entries.iter().map(|entry| entry.key.clone()).collect();
         let entries = request.entries.into_iter().map(|entry| (entry.key, entry.value.into())).collect();
         let outcomes = batch.batch_set(entries).await.map_err(plugin_status)?;
@@ -343,7 +318,7 @@ impl KeyValueService for KeyValueApi {
         for (index, key) in request.keys.iter().enumerate() {
             check_key(&format!("keys[{index}]"), key)?;
         }
-        let batch = need(&namespace, STORE, store.keyvalue_batch(), "keyvalue_batch", "BatchDelete")?;
+        let batch = need(&namespace, STORE, store.keyvalue_batch(), "BatchDelete")?;
         let deleted = batch.batch_delete(&request.keys).await.map_err(plugin_status)?;
         let results = request
             .keys
@@ -363,7 +338,7 @@ impl KeyValueService for KeyValueApi {
         check_key("key", &request.key)?;
         check_value("value", request.value.len(), self.max_value())?;
         let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
-        let cas = need(&namespace, STORE, store.keyvalue_cas(), "keyvalue_cas", "CompareAndSwap")?;
+        let cas = need(&namespace, STORE, store.keyvalue_cas(), "CompareAndSwap")?;
         let outcome = cas
             .compare_and_swap(&request.key, request.expected_version, request.value.into(), ttl)
             .await
@@ -386,13 +361,7 @@ impl KeyValueService for KeyValueApi {
             Some(timeout) => timeout,
             None => DEFAULT_TRANSACTION_TIMEOUT,
         };
-        let tx = need(
-            &namespace,
-            STORE,
-            store.keyvalue_transactional(),
-            "keyvalue_transactional",
-            "BeginTransaction",
-        )?;
+        let tx = need(&namespace, STORE, store.keyvalue_transactional(), "BeginTransaction")?;
         let id = tx.begin(timeout).await.map_err(plugin_status)?;
         Ok(Response::new(BeginTransactionResponse { transaction_id: id.0 }))
     }
@@ -403,13 +372,7 @@ impl KeyValueService for KeyValueApi {
     ) -> Result<Response<CommitTransactionResponse>, Status> {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
-        let tx = need(
-            &namespace,
-            STORE,
-            store.keyvalue_transactional(),
-            "keyvalue_transactional",
-            "CommitTransaction",
-        )?;
+        let tx = need(&namespace, STORE, store.keyvalue_transactional(), "CommitTransaction")?;
         tx.commit(TransactionId(request.transaction_id)).await.map_err(plugin_status)?;
         Ok(Response::new(CommitTransactionResponse {}))
     }
@@ -420,13 +383,7 @@ impl KeyValueService for KeyValueApi {
     ) -> Result<Response<RollbackTransactionResponse>, Status> {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
-        let tx = need(
-            &namespace,
-            STORE,
-            store.keyvalue_transactional(),
-            "keyvalue_transactional",
-            "RollbackTransaction",
-        )?;
+        let tx = need(&namespace, STORE, store.keyvalue_transactional(), "RollbackTransaction")?;
         tx.rollback(TransactionId(request.transaction_id)).await.map_err(plugin_status)?;
         Ok(Response::new(RollbackTransactionResponse {}))
     }
@@ -449,7 +406,7 @@ impl KeyValueService for KeyValueApi {
                 }
             }
         }
-        let tx = need(&namespace, STORE, store.keyvalue_transactional(), "keyvalue_transactional", "Mutate")?;
+        let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Mutate")?;
         let id = tx.begin(DEFAULT_TRANSACTION_TIMEOUT).await.map_err(plugin_status)?;
         let mut results = Vec::with_capacity(request.mutations.len());
         for mutation in request.mutations {

@@ -57,7 +57,7 @@ impl ListService for ListApi {
         for (index, value) in request.values.iter().enumerate() {
             check_value(&format!("values[{index}]"), value.len(), max)?;
         }
-        let list = need(&namespace, STORE, store.list_basic(), "list_basic", "Push")?;
+        let list = need(&namespace, STORE, store.list_basic(), "Push")?;
         let values = request.values.into_iter().map(Vec::from).collect();
         let length = list.push(&request.key, at, values).await.map_err(plugin_status)?;
         Ok(Response::new(PushResponse { length }))
@@ -77,7 +77,7 @@ impl ListService for ListApi {
             }
             count => count,
         };
-        let list = need(&namespace, STORE, store.list_basic(), "list_basic", "Pop")?;
+        let list = need(&namespace, STORE, store.list_basic(), "Pop")?;
         let values = list.pop(&request.key, at, count).await.map_err(plugin_status)?;
         Ok(Response::new(PopResponse { values: to_bytes(values) }))
     }
@@ -86,7 +86,7 @@ impl ListService for ListApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
-        let list = need(&namespace, STORE, store.list_basic(), "list_basic", "Length")?;
+        let list = need(&namespace, STORE, store.list_basic(), "Length")?;
         let length = list.length(&request.key).await.map_err(plugin_status)?;
         Ok(Response::new(LengthResponse { length }))
     }
@@ -95,7 +95,7 @@ impl ListService for ListApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
-        let list = need(&namespace, STORE, store.list_range(), "list_range", "Range")?;
+        let list = need(&namespace, STORE, store.list_range(), "Range")?;
         let values = list.range(&request.key, request.start, request.stop).await.map_err(plugin_status)?;
         Ok(Response::new(RangeResponse { values: to_bytes(values) }))
     }
@@ -104,7 +104,7 @@ impl ListService for ListApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
-        let list = need(&namespace, STORE, store.list_range(), "list_range", "Trim")?;
+        let list = need(&namespace, STORE, store.list_range(), "Trim")?;
         list.trim(&request.key, request.start, request.stop).await.map_err(plugin_status)?;
         Ok(Response::new(TrimResponse {}))
     }

@@ -11,6 +11,7 @@ pub mod stream;
 
 use std::time::Duration;
 
+use plugin_abi::host::InterfaceHandle;
 use plugin_abi::{ErrorCode, PluginError};
 use tonic::{Code, Status};
 
@@ -80,13 +81,13 @@ pub fn optional_ttl(field: &str, ttl_ms: i64) -> Result<Option<Duration>, Status
 }
 
 /// The interface handle `operation` needs, or UNIMPLEMENTED naming what is missing.
-pub fn need<T>(
+pub fn need<H: InterfaceHandle>(
     namespace: &Namespace,
     slot: &str,
-    handle: Option<T>,
-    interface: &str,
+    handle: Option<H>,
     operation: &str,
-) -> Result<T, Status> {
+) -> Result<H, Status> {
+    let interface = H::INTERFACE;
     handle.ok_or_else(|| {
         let plugin = namespace.slot(slot).map_or("?", |bound| bound.plugin.name.as_str());
         Status::unimplemented(format!(

@@ -205,8 +205,7 @@ impl MulticastApi {
     }
 
     async fn read(&self, slots: &Slots, identity: &str) -> Result<Option<Registration>, Status> {
-        let basic =
-            need(&slots.namespace, REGISTRY, slots.registry.keyvalue_basic(), "keyvalue_basic", "Register")?;
+        let basic = need(&slots.namespace, REGISTRY, slots.registry.keyvalue_basic(), "Register")?;
         let Some(bytes) = basic.get(&format!("{KEY_PREFIX}{identity}")).await.map_err(plugin_status)? else {
             return Ok(None);
         };
@@ -224,8 +223,7 @@ impl MulticastApi {
         mut cursor: Option<String>,
         limit: u32,
     ) -> Result<(Vec<(String, Registration)>, Option<String>), Status> {
-        let scan =
-            need(&slots.namespace, REGISTRY, slots.registry.keyvalue_scan(), "keyvalue_scan", "Enumerate")?;
+        let scan = need(&slots.namespace, REGISTRY, slots.registry.keyvalue_scan(), "Enumerate")?;
         let now = now_ms();
         let mut found = Vec::new();
         loop {
@@ -286,13 +284,7 @@ impl MulticastRegistryService for MulticastApi {
         match (ttl, slots.registry.keyvalue_ttl()) {
             (Some(ttl), Some(expiring)) => expiring.set_with_ttl(&key, value, ttl).await,
             _ => {
-                let basic = need(
-                    &slots.namespace,
-                    REGISTRY,
-                    slots.registry.keyvalue_basic(),
-                    "keyvalue_basic",
-                    "Register",
-                )?;
+                let basic = need(&slots.namespace, REGISTRY, slots.registry.keyvalue_basic(), "Register")?;
                 basic.set(&key, value).await
             }
         }
@@ -308,13 +300,7 @@ impl MulticastRegistryService for MulticastApi {
         let slots = self.slots(&request.namespace).await?;
         check_identity(&request.identity)?;
         let live = self.read(&slots, &request.identity).await?.is_some();
-        let basic = need(
-            &slots.namespace,
-            REGISTRY,
-            slots.registry.keyvalue_basic(),
-            "keyvalue_basic",
-            "Deregister",
-        )?;
+        let basic = need(&slots.namespace, REGISTRY, slots.registry.keyvalue_basic(), "Deregister")?;
         basic.delete(&format!("{KEY_PREFIX}{}", request.identity)).await.map_err(plugin_status)?;
         Ok(Response::new(DeregisterResponse { deregistered: live }))
     }
@@ -357,16 +343,11 @@ impl MulticastRegistryService for MulticastApi {
         let slots = self.slots(&request.namespace).await?;
         let filter = parse_filter(&request.filter)?;
         check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
-        let pubsub =
-            need(&slots.namespace, MESSAGING, slots.messaging.pubsub_basic(), "pubsub_basic", "Multicast")?;
+        let pubsub = need(&slots.namespace, MESSAGING, slots.messaging.pubsub_basic(), "Multicast")?;
         let queue = match &slots.durability {
-            Some(durability) => Some(need(
-                &slots.namespace,
-                DURABILITY,
-                durability.queue_basic(),
-                "queue_basic",
-                "Multicast",
-            )?),
+            Some(durability) => {
+                Some(need(&slots.namespace, DURABILITY, durability.queue_basic(), "Multicast")?)
+            }
             None => None,
         };
         let mut targets = Vec::new();
@@ -439,8 +420,7 @@ impl MulticastRegistryService for MulticastApi {
                 request.identity
             )));
         }
-        let pubsub =
-            need(&slots.namespace, MESSAGING, slots.messaging.pubsub_basic(), "pubsub_basic", "Subscribe")?;
+        let pubsub = need(&slots.namespace, MESSAGING, slots.messaging.pubsub_basic(), "Subscribe")?;
         let topic = channel(&slots.namespace.name, &request.identity);
         // Live first, then presence, then the queue: a multicast either sees the identity
         // present (and publishes to a live subscription) or queues for it.

@@ -36,7 +36,7 @@ impl PubSubApi {
         check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
-        let basic = need(&namespace, SLOT, broker.pubsub_basic(), "pubsub_basic", "Publish")?;
+        let basic = need(&namespace, SLOT, broker.pubsub_basic(), "Publish")?;
         let metadata = request.metadata.into_iter().collect();
         basic.publish(&request.topic, request.payload.into(), metadata).await.map_err(plugin_status)
     }
@@ -213,7 +213,7 @@ impl PubSubService for PubSubApi {
             ));
         }
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
-        let persistent = need(&namespace, SLOT, broker.pubsub_persistent(), "pubsub_persistent", "Ack")?;
+        let persistent = need(&namespace, SLOT, broker.pubsub_persistent(), "Ack")?;
         persistent.ack(&request.durable_name, &request.ack_id).await.map_err(plugin_status)?;
         Ok(Response::new(PubSubAckResponse {}))
     }
@@ -232,25 +232,13 @@ impl PubSubService for PubSubApi {
                 Some(wait) => wait,
                 None => DEFAULT_ACK_WAIT,
             };
-            let persistent = need(
-                &namespace,
-                SLOT,
-                broker.pubsub_persistent(),
-                "pubsub_persistent",
-                "a durable Subscribe",
-            )?;
+            let persistent = need(&namespace, SLOT, broker.pubsub_persistent(), "a durable Subscribe")?;
             persistent.subscribe_durable(&request.durable_name, &request.topic, ack_wait).await
         } else if wildcard {
-            let wildcards = need(
-                &namespace,
-                SLOT,
-                broker.pubsub_wildcards(),
-                "pubsub_wildcards",
-                "Subscribe to a pattern",
-            )?;
+            let wildcards = need(&namespace, SLOT, broker.pubsub_wildcards(), "Subscribe to a pattern")?;
             wildcards.subscribe_pattern(&request.topic).await
         } else {
-            let basic = need(&namespace, SLOT, broker.pubsub_basic(), "pubsub_basic", "Subscribe")?;
+            let basic = need(&namespace, SLOT, broker.pubsub_basic(), "Subscribe")?;
             basic.subscribe(&request.topic).await
         }
         .map_err(plugin_status)?;

@@ -85,12 +85,11 @@ impl QueueService for QueueApi {
         };
         let message_id = match deliver_at {
             Some(at) => {
-                let delayed =
-                    need(&namespace, SLOT, instance.queue_delayed(), "queue_delayed", "delayed Enqueue")?;
+                let delayed = need(&namespace, SLOT, instance.queue_delayed(), "delayed Enqueue")?;
                 delayed.enqueue_at(&request.queue, request.payload.into(), at).await
             }
             None => {
-                let queue = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Enqueue")?;
+                let queue = need(&namespace, SLOT, instance.queue_basic(), "Enqueue")?;
                 queue.enqueue(&request.queue, request.payload.into()).await
             }
         }
@@ -118,17 +117,11 @@ impl QueueService for QueueApi {
                 MAX_WAIT.as_millis()
             )));
         }
-        let basic = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Dequeue")?;
+        let basic = need(&namespace, SLOT, instance.queue_basic(), "Dequeue")?;
         let with_visibility = if visibility.is_zero() {
             None
         } else {
-            Some(need(
-                &namespace,
-                SLOT,
-                instance.queue_visibility(),
-                "queue_visibility",
-                "Dequeue with visibility_timeout_ms",
-            )?)
+            Some(need(&namespace, SLOT, instance.queue_visibility(), "Dequeue with visibility_timeout_ms")?)
         };
         let give_up = Instant::now() + wait;
         let mut pause = Duration::from_millis(10);
@@ -153,7 +146,7 @@ impl QueueService for QueueApi {
         let request = request.into_inner();
         let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         check_receipt(&request.receipt)?;
-        let queue = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Ack")?;
+        let queue = need(&namespace, SLOT, instance.queue_basic(), "Ack")?;
         let acked = queue.ack(&request.queue, &request.receipt).await.map_err(plugin_status)?;
         Ok(Response::new(AckResponse { acked }))
     }
@@ -163,7 +156,7 @@ impl QueueService for QueueApi {
         let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         check_receipt(&request.receipt)?;
         let delay = millis("delay_ms", request.delay_ms)?;
-        let queue = need(&namespace, SLOT, instance.queue_basic(), "queue_basic", "Nack")?;
+        let queue = need(&namespace, SLOT, instance.queue_basic(), "Nack")?;
         let requeued = queue.nack(&request.queue, &request.receipt, delay).await.map_err(plugin_status)?;
         Ok(Response::new(NackResponse { requeued }))
     }
@@ -181,8 +174,7 @@ impl QueueService for QueueApi {
                 "visibility_timeout_ms must be positive; use Nack to make a message visible now",
             ));
         }
-        let handle =
-            need(&namespace, SLOT, instance.queue_visibility(), "queue_visibility", "ExtendVisibility")?;
+        let handle = need(&namespace, SLOT, instance.queue_visibility(), "ExtendVisibility")?;
         let extended = handle
             .extend_visibility(&request.queue, &request.receipt, visibility)
             .await
@@ -203,8 +195,7 @@ impl QueueService for QueueApi {
             }
             limit => limit,
         };
-        let dead =
-            need(&namespace, SLOT, instance.queue_dead_letter(), "queue_dead_letter", "ListDeadLetters")?;
+        let dead = need(&namespace, SLOT, instance.queue_dead_letter(), "ListDeadLetters")?;
         let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
         let page = dead.dead_letters(&request.queue, cursor, limit).await.map_err(plugin_status)?;
         Ok(Response::new(ListDeadLettersResponse {
@@ -220,8 +211,7 @@ impl QueueService for QueueApi {
         let request = request.into_inner();
         let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
         super::check_batch("message_ids", request.message_ids.len())?;
-        let dead =
-            need(&namespace, SLOT, instance.queue_dead_letter(), "queue_dead_letter", "ReplayDeadLetters")?;
+        let dead = need(&namespace, SLOT, instance.queue_dead_letter(), "ReplayDeadLetters")?;
         let replayed =
             dead.replay_dead_letters(&request.queue, &request.message_ids).await.map_err(plugin_status)?;
         Ok(Response::new(ReplayDeadLettersResponse { replayed }))

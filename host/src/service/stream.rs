@@ -120,17 +120,12 @@ impl StreamService for StreamApi {
         };
         let appended = match request.partition {
             Some(partition) => {
-                let partitioning = need(
-                    &namespace,
-                    SLOT,
-                    log.stream_partitioning(),
-                    "stream_partitioning",
-                    "Append to an explicit partition",
-                )?;
+                let partitioning =
+                    need(&namespace, SLOT, log.stream_partitioning(), "Append to an explicit partition")?;
                 partitioning.append_to_partition(&request.stream, partition, new_record).await
             }
             None => {
-                let basic = need(&namespace, SLOT, log.stream_basic(), "stream_basic", "Append")?;
+                let basic = need(&namespace, SLOT, log.stream_basic(), "Append")?;
                 basic.append(&request.stream, new_record).await
             }
         }
@@ -147,13 +142,12 @@ impl StreamService for StreamApi {
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         let request = request.into_inner();
         let (namespace, log) = self.resolve(&request.namespace, &request.stream).await?;
-        let basic = need(&namespace, SLOT, log.stream_basic(), "stream_basic", "Read")?;
+        let basic = need(&namespace, SLOT, log.stream_basic(), "Read")?;
         let from_offset = match request.start {
             None => 0,
             Some(Start::FromOffset(offset)) => offset,
             Some(Start::FromTimestampUnixMs(timestamp)) => {
-                let replay =
-                    need(&namespace, SLOT, log.stream_replay(), "stream_replay", "Read from a timestamp")?;
+                let replay = need(&namespace, SLOT, log.stream_replay(), "Read from a timestamp")?;
                 replay
                     .offset_for_timestamp(&request.stream, request.partition, timestamp)
                     .await
@@ -191,19 +185,13 @@ impl StreamService for StreamApi {
     ) -> Result<Response<GetOffsetsResponse>, Status> {
         let request = request.into_inner();
         let (namespace, log) = self.resolve(&request.namespace, &request.stream).await?;
-        let basic = need(&namespace, SLOT, log.stream_basic(), "stream_basic", "GetOffsets")?;
+        let basic = need(&namespace, SLOT, log.stream_basic(), "GetOffsets")?;
         let offsets = basic.offsets(&request.stream).await.map_err(plugin_status)?;
         let committed = if request.group.is_empty() {
             Vec::new()
         } else {
             check_name("group", &request.group)?;
-            let groups = need(
-                &namespace,
-                SLOT,
-                log.stream_consumer_groups(),
-                "stream_consumer_groups",
-                "GetOffsets with a group",
-            )?;
+            let groups = need(&namespace, SLOT, log.stream_consumer_groups(), "GetOffsets with a group")?;
             groups.committed(&request.stream, &request.group).await.map_err(plugin_status)?
         };
         let partitions = offsets
@@ -227,8 +215,7 @@ impl StreamService for StreamApi {
         let request = request.into_inner();
         let (namespace, log) = self.resolve(&request.namespace, &request.stream).await?;
         check_name("group", &request.group)?;
-        let groups =
-            need(&namespace, SLOT, log.stream_consumer_groups(), "stream_consumer_groups", "JoinGroup")?;
+        let groups = need(&namespace, SLOT, log.stream_consumer_groups(), "JoinGroup")?;
         let events = groups.join(&request.stream, &request.group).await.map_err(plugin_status)?;
         let responses = pulled(events, log.clone(), None, |event| {
             let event = match event {
@@ -251,8 +238,7 @@ impl StreamService for StreamApi {
                 "ack_id must not be empty: use the ack_id of a record JoinGroup delivered",
             ));
         }
-        let groups =
-            need(&namespace, SLOT, log.stream_consumer_groups(), "stream_consumer_groups", "Commit")?;
+        let groups = need(&namespace, SLOT, log.stream_consumer_groups(), "Commit")?;
         groups.commit(&request.stream, &request.group, &request.ack_id).await.map_err(plugin_status)?;
         Ok(Response::new(CommitResponse {}))
     }
