@@ -22,12 +22,7 @@ pub use ffi::host;
 pub use interfaces::Interface;
 /// Re-exported so plugins derive `JsonSchema` for their config with the same version.
 pub use schemars;
-pub use traits::{
-    Driver, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTransactional, KeyValueTtl,
-    ListBasic, ListRange, PubSubBasic, PubSubPersistent, PubSubWildcards, QueueBasic, QueueDeadLetter,
-    QueueDelayed, QueueVisibility, StateTransfer, StreamBasic, StreamConsumerGroups, StreamPartitioning,
-    StreamReplay,
-};
+pub use traits::*;
 pub use types::{
     Appended, CasResult, ConfigKey, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus,
     KeyTtl, ListEnd, MemberAck, Message, Metadata, NewRecord, PartitionOffsets, QueueMessage, RecordFeed,

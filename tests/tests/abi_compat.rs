@@ -20,7 +20,7 @@ async fn a_plugin_built_against_abi_1_0_loads_and_reports_its_version() {
     assert_eq!(metadata.config_keys, None, "config keys came with 1.1");
     assert!(!metadata.exclusive, "the exclusive flag came with 1.1");
     let instance = plugin.create("").await.unwrap();
-    for interface in Interface::ALL {
+    for &interface in Interface::ALL {
         let expected = metadata.implements(interface);
         assert_eq!(instance.provides(interface), expected, "{interface}");
     }

@@ -34,31 +34,6 @@ pub trait Exported: Driver {
     fn register(parts: &mut InstanceParts<Self>);
 }
 
-/// One marker type per interface, named like its trait, so `export_plugin!` can turn
-/// the listed trait names into registrations that only compile when the trait is implemented.
-pub mod markers {
-    pub struct KeyValueBasic;
-    pub struct KeyValueTtl;
-    pub struct KeyValueScan;
-    pub struct KeyValueBatch;
-    pub struct KeyValueCas;
-    pub struct KeyValueTransactional;
-    pub struct ListBasic;
-    pub struct ListRange;
-    pub struct QueueBasic;
-    pub struct QueueVisibility;
-    pub struct QueueDeadLetter;
-    pub struct QueueDelayed;
-    pub struct PubSubBasic;
-    pub struct PubSubWildcards;
-    pub struct PubSubPersistent;
-    pub struct StreamBasic;
-    pub struct StreamConsumerGroups;
-    pub struct StreamReplay;
-    pub struct StreamPartitioning;
-    pub struct StateTransfer;
-}
-
 pub trait InterfaceName {
     const NAME: &'static str;
 }
@@ -105,82 +80,6 @@ impl<D: Driver> Adapter<D> {
     }
 }
 
-macro_rules! interface {
-    ($marker:ident, $name:literal, $trait:path, $slot:ident, $to:ident) => {
-        impl InterfaceName for markers::$marker {
-            const NAME: &'static str = $name;
-        }
-        impl<D: $trait> Register<D> for markers::$marker {
-            fn register(parts: &mut InstanceParts<D>) {
-                parts.provided.$slot = Some(|adapter| $to::from_value(adapter, TD_Opaque));
-            }
-        }
-    };
-}
-
-interface!(KeyValueBasic, "keyvalue_basic", crate::KeyValueBasic, keyvalue_basic, FfiKeyValueBasic_TO);
-interface!(KeyValueTtl, "keyvalue_ttl", crate::KeyValueTtl, keyvalue_ttl, FfiKeyValueTtl_TO);
-interface!(KeyValueScan, "keyvalue_scan", crate::KeyValueScan, keyvalue_scan, FfiKeyValueScan_TO);
-interface!(KeyValueBatch, "keyvalue_batch", crate::KeyValueBatch, keyvalue_batch, FfiKeyValueBatch_TO);
-interface!(KeyValueCas, "keyvalue_cas", crate::KeyValueCas, keyvalue_cas, FfiKeyValueCas_TO);
-interface!(ListBasic, "list_basic", crate::ListBasic, list_basic, FfiListBasic_TO);
-interface!(ListRange, "list_range", crate::ListRange, list_range, FfiListRange_TO);
-interface!(
-    KeyValueTransactional,
-    "keyvalue_transactional",
-    crate::KeyValueTransactional,
-    keyvalue_transactional,
-    FfiKeyValueTransactional_TO
-);
-interface!(QueueBasic, "queue_basic", crate::QueueBasic, queue_basic, FfiQueueBasic_TO);
-interface!(
-    QueueVisibility,
-    "queue_visibility",
-    crate::QueueVisibility,
-    queue_visibility,
-    FfiQueueVisibility_TO
-);
-interface!(
-    QueueDeadLetter,
-    "queue_dead_letter",
-    crate::QueueDeadLetter,
-    queue_dead_letter,
-    FfiQueueDeadLetter_TO
-);
-interface!(QueueDelayed, "queue_delayed", crate::QueueDelayed, queue_delayed, FfiQueueDelayed_TO);
-interface!(PubSubBasic, "pubsub_basic", crate::PubSubBasic, pubsub_basic, FfiPubSubBasic_TO);
-interface!(
-    PubSubWildcards,
-    "pubsub_wildcards",
-    crate::PubSubWildcards,
-    pubsub_wildcards,
-    FfiPubSubWildcards_TO
-);
-interface!(
-    PubSubPersistent,
-    "pubsub_persistent",
-    crate::PubSubPersistent,
-    pubsub_persistent,
-    FfiPubSubPersistent_TO
-);
-interface!(StreamBasic, "stream_basic", crate::StreamBasic, stream_basic, FfiStreamBasic_TO);
-interface!(
-    StreamConsumerGroups,
-    "stream_consumer_groups",
-    crate::StreamConsumerGroups,
-    stream_consumer_groups,
-    FfiStreamConsumerGroups_TO
-);
-interface!(StreamReplay, "stream_replay", crate::StreamReplay, stream_replay, FfiStreamReplay_TO);
-interface!(
-    StreamPartitioning,
-    "stream_partitioning",
-    crate::StreamPartitioning,
-    stream_partitioning,
-    FfiStreamPartitioning_TO
-);
-interface!(StateTransfer, "state_transfer", crate::StateTransfer, state_transfer, FfiStateTransfer_TO);
-
 fn owned(s: RStr<'_>) -> String {
     s.as_str().to_owned()
 }
@@ -207,8 +106,27 @@ fn cas(result: CasResult) -> FfiCas {
     }
 }
 
-macro_rules! instance_object {
-    ($($slot:ident: $object:ty,)*) => {
+macro_rules! export_interfaces {
+    ($($variant:ident $slot:ident $object:ident, $to:ident, $handle:ident;)*) => {
+        /// One marker type per interface, named like its trait, so `export_plugin!` can
+        /// turn the listed trait names into registrations that only compile when the
+        /// driver implements the trait.
+        pub mod markers {
+            $(pub struct $variant;)*
+        }
+
+        $(
+            impl InterfaceName for markers::$variant {
+                const NAME: &'static str = stringify!($slot);
+            }
+
+            impl<D: crate::$variant> Register<D> for markers::$variant {
+                fn register(parts: &mut InstanceParts<D>) {
+                    parts.provided.$slot = Some(|adapter| $to::from_value(adapter, TD_Opaque));
+                }
+            }
+        )*
+
         /// One constructor per interface the driver registered; `None` = not provided.
         struct Provided<D> {
             $($slot: Option<fn(Adapter<D>) -> $object>,)*
@@ -237,28 +155,7 @@ macro_rules! instance_object {
     };
 }
 
-instance_object! {
-    keyvalue_basic: KeyValueBasicBox,
-    keyvalue_ttl: KeyValueTtlBox,
-    keyvalue_scan: KeyValueScanBox,
-    keyvalue_batch: KeyValueBatchBox,
-    keyvalue_cas: KeyValueCasBox,
-    list_basic: ListBasicBox,
-    list_range: ListRangeBox,
-    keyvalue_transactional: KeyValueTransactionalBox,
-    queue_basic: QueueBasicBox,
-    queue_visibility: QueueVisibilityBox,
-    queue_dead_letter: QueueDeadLetterBox,
-    queue_delayed: QueueDelayedBox,
-    pubsub_basic: PubSubBasicBox,
-    pubsub_wildcards: PubSubWildcardsBox,
-    pubsub_persistent: PubSubPersistentBox,
-    stream_basic: StreamBasicBox,
-    stream_consumer_groups: StreamConsumerGroupsBox,
-    stream_replay: StreamReplayBox,
-    stream_partitioning: StreamPartitioningBox,
-    state_transfer: StateTransferBox,
-}
+crate::for_each_interface!(export_interfaces);
 
 /// The object behind `InstanceBox`.
 struct InstanceObject<D> {

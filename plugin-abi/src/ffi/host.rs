@@ -94,7 +94,7 @@ impl Plugin {
         let object = created.await.into_result()?;
         let interfaces = Interfaces::of(&object);
         let instance = Instance { object, interfaces, metadata: self.metadata.clone() };
-        for interface in Interface::ALL {
+        for &interface in Interface::ALL {
             let declared = self.metadata.implements(interface);
             if declared != instance.provides(interface) {
                 return Err(PluginError::internal(format!(
@@ -144,9 +144,9 @@ fn metadata_from_ffi(table: ffi::FfiMetadataRef, abi_version: String) -> Metadat
 /// The interface objects an instance handed over at creation. An accessor the plugin's
 /// (older) vtable lacks answers `RNone` by default, so such interfaces read as absent.
 macro_rules! interfaces {
-    ($($slot:ident: $object:ty => $interface:ident, $handle:ident,)*) => {
+    ($($interface:ident $slot:ident $object:ident, $to:ident, $handle:ident;)*) => {
         struct Interfaces {
-            $($slot: Option<$object>,)*
+            $($slot: Option<ffi::$object>,)*
         }
 
         impl Interfaces {
@@ -183,28 +183,7 @@ pub trait InterfaceHandle {
     const INTERFACE: Interface;
 }
 
-interfaces! {
-    keyvalue_basic: ffi::KeyValueBasicBox => KeyValueBasic, KeyValueBasicHandle,
-    keyvalue_ttl: ffi::KeyValueTtlBox => KeyValueTtl, KeyValueTtlHandle,
-    keyvalue_scan: ffi::KeyValueScanBox => KeyValueScan, KeyValueScanHandle,
-    keyvalue_batch: ffi::KeyValueBatchBox => KeyValueBatch, KeyValueBatchHandle,
-    keyvalue_cas: ffi::KeyValueCasBox => KeyValueCas, KeyValueCasHandle,
-    keyvalue_transactional: ffi::KeyValueTransactionalBox => KeyValueTransactional, KeyValueTransactionalHandle,
-    list_basic: ffi::ListBasicBox => ListBasic, ListBasicHandle,
-    list_range: ffi::ListRangeBox => ListRange, ListRangeHandle,
-    queue_basic: ffi::QueueBasicBox => QueueBasic, QueueBasicHandle,
-    queue_visibility: ffi::QueueVisibilityBox => QueueVisibility, QueueVisibilityHandle,
-    queue_dead_letter: ffi::QueueDeadLetterBox => QueueDeadLetter, QueueDeadLetterHandle,
-    queue_delayed: ffi::QueueDelayedBox => QueueDelayed, QueueDelayedHandle,
-    pubsub_basic: ffi::PubSubBasicBox => PubSubBasic, PubSubBasicHandle,
-    pubsub_wildcards: ffi::PubSubWildcardsBox => PubSubWildcards, PubSubWildcardsHandle,
-    pubsub_persistent: ffi::PubSubPersistentBox => PubSubPersistent, PubSubPersistentHandle,
-    stream_basic: ffi::StreamBasicBox => StreamBasic, StreamBasicHandle,
-    stream_consumer_groups: ffi::StreamConsumerGroupsBox => StreamConsumerGroups, StreamConsumerGroupsHandle,
-    stream_replay: ffi::StreamReplayBox => StreamReplay, StreamReplayHandle,
-    stream_partitioning: ffi::StreamPartitioningBox => StreamPartitioning, StreamPartitioningHandle,
-    state_transfer: ffi::StateTransferBox => StateTransfer, StateTransferHandle,
-}
+crate::for_each_interface!(interfaces);
 
 /// A created plugin instance. Everything it hands out keeps the plugin's runtime alive.
 pub struct Instance {

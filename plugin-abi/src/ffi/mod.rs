@@ -442,26 +442,12 @@ pub trait FfiStateTransfer: Send + Sync {
 }
 
 pub type InstanceBox = FfiInstance_TO<'static, RBox<()>>;
-pub type KeyValueBasicBox = FfiKeyValueBasic_TO<'static, RBox<()>>;
-pub type KeyValueTtlBox = FfiKeyValueTtl_TO<'static, RBox<()>>;
-pub type KeyValueScanBox = FfiKeyValueScan_TO<'static, RBox<()>>;
-pub type KeyValueBatchBox = FfiKeyValueBatch_TO<'static, RBox<()>>;
-pub type KeyValueCasBox = FfiKeyValueCas_TO<'static, RBox<()>>;
-pub type ListBasicBox = FfiListBasic_TO<'static, RBox<()>>;
-pub type ListRangeBox = FfiListRange_TO<'static, RBox<()>>;
-pub type KeyValueTransactionalBox = FfiKeyValueTransactional_TO<'static, RBox<()>>;
-pub type QueueBasicBox = FfiQueueBasic_TO<'static, RBox<()>>;
-pub type QueueVisibilityBox = FfiQueueVisibility_TO<'static, RBox<()>>;
-pub type QueueDeadLetterBox = FfiQueueDeadLetter_TO<'static, RBox<()>>;
-pub type QueueDelayedBox = FfiQueueDelayed_TO<'static, RBox<()>>;
-pub type PubSubBasicBox = FfiPubSubBasic_TO<'static, RBox<()>>;
-pub type PubSubWildcardsBox = FfiPubSubWildcards_TO<'static, RBox<()>>;
-pub type PubSubPersistentBox = FfiPubSubPersistent_TO<'static, RBox<()>>;
-pub type StreamBasicBox = FfiStreamBasic_TO<'static, RBox<()>>;
-pub type StreamPartitioningBox = FfiStreamPartitioning_TO<'static, RBox<()>>;
-pub type StreamReplayBox = FfiStreamReplay_TO<'static, RBox<()>>;
-pub type StreamConsumerGroupsBox = FfiStreamConsumerGroups_TO<'static, RBox<()>>;
-pub type StateTransferBox = FfiStateTransfer_TO<'static, RBox<()>>;
+macro_rules! interface_boxes {
+    ($($variant:ident $name:ident $box:ident, $object:ident, $handle:ident;)*) => {
+        $(pub type $box = $object<'static, RBox<()>>;)*
+    };
+}
+crate::for_each_interface!(interface_boxes);
 
 /// A created plugin instance: its lifecycle, and one accessor per interface returning
 /// that interface's object when the plugin has it. The vtable is a prefix type: an

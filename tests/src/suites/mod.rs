@@ -54,31 +54,17 @@ macro_rules! cases {
 }
 pub(crate) use cases;
 
-/// The cases that prove an interface.
-pub fn suite_for(interface: Interface) -> &'static [Case] {
-    match interface {
-        Interface::KeyValueBasic => keyvalue_basic::CASES,
-        Interface::KeyValueTtl => keyvalue_ttl::CASES,
-        Interface::KeyValueScan => keyvalue_scan::CASES,
-        Interface::KeyValueBatch => keyvalue_batch::CASES,
-        Interface::KeyValueCas => keyvalue_cas::CASES,
-        Interface::KeyValueTransactional => keyvalue_transactional::CASES,
-        Interface::ListBasic => list_basic::CASES,
-        Interface::ListRange => list_range::CASES,
-        Interface::QueueBasic => queue_basic::CASES,
-        Interface::QueueVisibility => queue_visibility::CASES,
-        Interface::QueueDeadLetter => queue_dead_letter::CASES,
-        Interface::QueueDelayed => queue_delayed::CASES,
-        Interface::PubSubBasic => pubsub_basic::CASES,
-        Interface::PubSubWildcards => pubsub_wildcards::CASES,
-        Interface::PubSubPersistent => pubsub_persistent::CASES,
-        Interface::StreamBasic => stream_basic::CASES,
-        Interface::StreamConsumerGroups => stream_consumer_groups::CASES,
-        Interface::StreamReplay => stream_replay::CASES,
-        Interface::StreamPartitioning => stream_partitioning::CASES,
-        Interface::StateTransfer => state_transfer::CASES,
-    }
+macro_rules! suites {
+    ($($variant:ident $module:ident $box:ident, $object:ident, $handle:ident;)*) => {
+        /// The cases that prove an interface: the module named like it.
+        pub fn suite_for(interface: Interface) -> &'static [Case] {
+            match interface {
+                $(Interface::$variant => $module::CASES,)*
+            }
+        }
+    };
 }
+plugin_abi::for_each_interface!(suites);
 
 /// Unique key names for one case: `acc/<run>/<case>/<name>`.
 pub struct Keys {
