@@ -77,9 +77,18 @@ enum Command {
         server: String,
     },
     /// Open a plugin library and exit: how the host tries a library in a child process
-    /// before opening it itself (exit 0 = it loads, 2 = a clean load error).
+    /// before opening it itself (exit 0 = it loads, 2 = a clean error). With
+    /// `--configs-on-stdin` (a JSON array of slot configs, kept off the command line
+    /// because they may hold passwords) it also checks each config, and with
+    /// `--run-instance` runs one instance of the first: create, health, shutdown.
     #[command(hide = true)]
-    ProbePlugin { path: PathBuf },
+    ProbePlugin {
+        path: PathBuf,
+        #[arg(long)]
+        configs_on_stdin: bool,
+        #[arg(long)]
+        run_instance: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,25 +163,69 @@ fn main() -> ExitCode {
         }
         Command::Status { server } => admin_call(&server, false),
         Command::Reload { server } => admin_call(&server, true),
-        Command::ProbePlugin { path } => match Plugin::load(&path) {
-            Ok(plugin) => {
-                println!("{} {}", plugin.metadata().name, plugin.metadata().version);
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::from(EXIT_INVALID)
-            }
-        },
+        Command::ProbePlugin { path, configs_on_stdin, run_instance } => {
+            probe_plugin(&path, configs_on_stdin, run_instance)
+        }
     }
 }
 
-fn load_config(file: &std::path::Path) -> Result<(resolve::Resolved, Arc<resolve::Loader>), ExitCode> {
+/// The child side of the loader's probe: everything it does runs here first, so a
+/// library that crashes does so in this process.
+fn probe_plugin(path: &std::path::Path, configs_on_stdin: bool, run_instance: bool) -> ExitCode {
+    let plugin = match Plugin::load(path) {
+        Ok(plugin) => plugin,
+        Err(error) => return invalid(error),
+    };
+    let configs: Vec<String> = if configs_on_stdin {
+        match serde_json::from_reader(std::io::stdin()) {
+            Ok(configs) => configs,
+            Err(error) => return invalid(format!("the probe's configs: {error}")),
+        }
+    } else {
+        Vec::new()
+    };
+    for config in &configs {
+        if let Err(error) = plugin.check_config(config) {
+            return invalid(format!("config rejected: {}", error.message()));
+        }
+    }
+    // An exclusive plugin's running instance holds what a second one would need.
+    if let Some(config) = configs.first().filter(|_| run_instance && !plugin.metadata().exclusive) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => return invalid(format!("cannot start the async runtime: {error}")),
+        };
+        let lifecycle = async {
+            let instance = plugin.create(config).await.map_err(|e| e.message().to_owned())?;
+            instance.health().await;
+            instance.shutdown().await;
+            Ok::<(), String>(())
+        };
+        match runtime.block_on(async { tokio::time::timeout(PROBE_INSTANCE_TIMEOUT, lifecycle).await }) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return invalid(format!("creating an instance failed: {message}")),
+            // Slow to connect is not corrupt: the host finds out for itself.
+            Err(_) => {}
+        }
+    }
+    println!("{} {}", plugin.metadata().name, plugin.metadata().version);
+    ExitCode::SUCCESS
+}
+
+/// How long the probe gives one instance to start, answer health and shut down.
+const PROBE_INSTANCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Loads and resolves a config. `serving`: the probe child also runs one instance of
+/// each plugin (`validate` never connects anywhere, so it does not).
+fn load_config(
+    file: &std::path::Path,
+    serving: bool,
+) -> Result<(resolve::Resolved, Arc<resolve::Loader>), ExitCode> {
     let config = Config::load(file).map_err(|errors| {
         eprint!("{errors}");
         ExitCode::from(EXIT_INVALID)
     })?;
-    let loader = Arc::new(loader_for(Some(&config)));
+    let loader = Arc::new(loader_for(Some(&config)).probing_instances(serving));
     let resolved = resolve::resolve(config, &loader).map_err(|errors| {
         eprint!("{errors}");
         ExitCode::from(EXIT_INVALID)
@@ -238,7 +291,7 @@ fn admin_call(server: &str, reload: bool) -> ExitCode {
 }
 
 fn validate(file: &std::path::Path) -> ExitCode {
-    match load_config(file) {
+    match load_config(file, false) {
         Ok((resolved, _)) => {
             println!(
                 "{}: ok ({} plugin{}, {} namespace{})",
@@ -435,7 +488,7 @@ fn plugins(paths: Vec<PathBuf>, config: &std::path::Path) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let (mut resolved, loader) = match load_config(&args.config) {
+    let (mut resolved, loader) = match load_config(&args.config, true) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };

@@ -66,6 +66,18 @@ pub fn declared_interfaces(metadata: &Metadata) -> Vec<String> {
         .collect()
 }
 
+/// The `config` tables of every slot bound to plugin `name`, as TOML text.
+fn slot_configs(config: &Config, name: &str) -> Vec<String> {
+    config
+        .contents
+        .namespaces
+        .iter()
+        .flat_map(|namespace| namespace.slots.values())
+        .filter(|binding| binding.plugin == name)
+        .map(|binding| toml::to_string(&binding.config).expect("a TOML table always serialises"))
+        .collect()
+}
+
 pub fn resolve(config: Config, loader: &Loader) -> Result<Resolved, ConfigErrors> {
     resolve_reusing(config, loader, &BTreeMap::new())
 }
@@ -90,7 +102,7 @@ pub fn resolve_reusing(
             plugins.insert(name.clone(), loaded.clone());
             continue;
         }
-        match loader.load_plugin(name, &path, entry.sha256.as_deref()) {
+        match loader.load_plugin(name, &path, entry.sha256.as_deref(), &slot_configs(&config, name)) {
             Ok(plugin) => {
                 for unknown in &plugin.plugin.metadata().unknown_interfaces {
                     tracing::warn!(plugin = %name, interface = %unknown, "plugin declares an interface this host does not know; ignoring it");
@@ -158,6 +170,8 @@ pub struct Loader {
     max_loads: usize,
     /// `server.require_pins`: refuse a library whose config gives no sha256.
     require_pins: bool,
+    /// Whether the probe child also runs one instance with a slot's config.
+    probe_instances: bool,
     opened: Mutex<HashMap<String, Plugin>>,
     /// Kept apart from `opened`, whose lock is held while a library is probed.
     opened_count: std::sync::atomic::AtomicUsize,
@@ -174,6 +188,7 @@ impl Loader {
             prober,
             max_loads,
             require_pins: false,
+            probe_instances: false,
             opened: Mutex::default(),
             opened_count: Default::default(),
             mapped_bytes: Default::default(),
@@ -193,14 +208,30 @@ impl Loader {
         self
     }
 
+    /// Let the probe child also create, health-check and shut down one instance of each
+    /// library with the first slot config that binds it (serve and reload; `validate`
+    /// never connects anywhere).
+    pub fn probing_instances(mut self, probe_instances: bool) -> Loader {
+        self.probe_instances = probe_instances;
+        self
+    }
+
     /// Distinct libraries opened so far, and their total size in bytes.
     pub fn loaded(&self) -> (usize, u64) {
         let count = self.opened_count.load(std::sync::atomic::Ordering::Relaxed);
         (count, self.mapped_bytes.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    fn load_plugin(&self, name: &str, path: &Path, pin: Option<&str>) -> Result<LoadedPlugin, ConfigError> {
-        let (plugin, sha256) = self.open_checked(path, pin).map_err(|refused| {
+    /// Loads a configured plugin; its probe also checks `configs` (the slot configs that
+    /// bind it) and runs one instance of the first.
+    fn load_plugin(
+        &self,
+        name: &str,
+        path: &Path,
+        pin: Option<&str>,
+        configs: &[String],
+    ) -> Result<LoadedPlugin, ConfigError> {
+        let (plugin, sha256) = self.open_checked(path, pin, configs).map_err(|refused| {
             if let Some(detail) = &refused.detail {
                 tracing::debug!(plugin = %name, report = %detail, "full ABI layout report");
             }
@@ -214,13 +245,18 @@ impl Loader {
     /// Opens a library named on the command line with the same checks as a configured
     /// one (file type and size, permissions, probe child); the error names the file and the fix.
     pub fn load_library(&self, path: &Path, pin: Option<&str>) -> Result<Plugin, String> {
-        self.open_checked(path, pin).map(|(plugin, _)| plugin).map_err(|refused| refused.to_string())
+        self.open_checked(path, pin, &[]).map(|(plugin, _)| plugin).map_err(|refused| refused.to_string())
     }
 
     /// Every check a library passes before this process maps it, in order: a regular
     /// file of bounded size, not writable by others, matching its pin, opened first in a
     /// probe child, then here.
-    fn open_checked(&self, path: &Path, pin: Option<&str>) -> Result<(Plugin, String), Refused> {
+    fn open_checked(
+        &self,
+        path: &Path,
+        pin: Option<&str>,
+        configs: &[String],
+    ) -> Result<(Plugin, String), Refused> {
         let shown = path.display();
         let size = plugin_file_size(path).map_err(|message| Refused::new(
             message,
@@ -256,7 +292,7 @@ impl Loader {
             }
             _ => {}
         }
-        let plugin = self.open(path, &sha256, size).map_err(|error| match error {
+        let plugin = self.open(path, &sha256, size, configs).map_err(|error| match error {
             OpenError::Load(error) => {
                 let fix = match &error {
                     LoadError::IncompatibleAbi { .. } => &format!(
@@ -282,7 +318,7 @@ impl Loader {
 
     /// Copies the library to `<cache>/<sha256>.so`, probes it in a child process, and
     /// opens the copy (once per content).
-    fn open(&self, source: &Path, sha256: &str, size: u64) -> Result<Plugin, OpenError> {
+    fn open(&self, source: &Path, sha256: &str, size: u64, configs: &[String]) -> Result<Plugin, OpenError> {
         let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(plugin) = opened.get(sha256) {
             return Ok(plugin.clone());
@@ -304,7 +340,7 @@ impl Loader {
             let _ = std::fs::remove_file(&copy);
             error
         };
-        self.probe(source, &copy).map_err(forget)?;
+        self.probe(source, &copy, configs).map_err(forget)?;
         let plugin = Plugin::load(&copy).map_err(|error| match error {
             LoadError::Open { reason, .. } => LoadError::Open { path: source.to_path_buf(), reason },
             LoadError::MissingDependency { symbol, .. } => {
@@ -352,15 +388,14 @@ impl Loader {
 
     /// Opens the library in a child process first: if it crashes the child (a truncated
     /// or corrupt file can SIGBUS inside dlopen), this process never opens it.
-    fn probe(&self, source: &Path, copy: &Path) -> Result<(), OpenError> {
+    fn probe(&self, source: &Path, copy: &Path, configs: &[String]) -> Result<(), OpenError> {
         let Some(prober) = &self.prober else { return Ok(()) };
-        let child = Command::new(prober)
-            .arg("probe-plugin")
-            .arg(copy)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
+        let mut child = Command::new(prober);
+        child.arg("probe-plugin").arg(copy).arg("--configs-on-stdin");
+        if self.probe_instances {
+            child.arg("--run-instance");
+        }
+        let child = child.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
         let mut child = match child {
             Ok(child) => child,
             Err(error) => {
@@ -368,6 +403,11 @@ impl Loader {
                 return Ok(());
             }
         };
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            // A child that died before reading is reported by its exit status below.
+            let _ = stdin.write_all(serde_json::to_string(configs).unwrap_or_default().as_bytes());
+        }
         let started = Instant::now();
         let status = loop {
             match child.try_wait() {

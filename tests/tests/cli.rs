@@ -454,3 +454,26 @@ fn a_plugin_config_type_error_names_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_library_that_crashes_when_an_instance_starts_is_refused_by_the_probe_not_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugins.toml");
+    let panicking = plugin_library("prism_fixture_panicking").display().to_string();
+    std::fs::write(
+        &path,
+        format!(
+            "[plugins.crashy]\npath = \"{panicking}\"\n\n[[namespaces]]\nname = \"kv\"\npattern = \"keyvalue\"\n\
+             [namespaces.slots.store]\nplugin = \"crashy\"\nconfig = {{ abort_on_create = true }}\n"
+        ),
+    )
+    .unwrap();
+    let config = path.display().to_string();
+    let (code, _, stderr) =
+        run_prism(&["serve", "--config", &config, "--listen", "127.0.0.1:0", "--no-watch"]);
+    assert_eq!(code, 2, "a clean refusal, not the gateway killed by SIGABRT: {stderr}");
+    assert!(stderr.contains("crashed the probe process that opened it (killed by signal 6)"), "{stderr}");
+    // `validate` never connects, so it does not start an instance, and passes.
+    let (code, _, stderr) = run_prism(&["validate", &config]);
+    assert_eq!(code, 0, "{stderr}");
+}
