@@ -72,6 +72,7 @@ impl Server {
             ("{memstore}", "prism_memstore"),
             ("{panicking}", "prism_fixture_panicking"),
             ("{abi_1_0}", "prism_fixture_abi_1_0"),
+            ("{abi_next}", "prism_fixture_abi_next"),
             ("{exclusive}", "prism_fixture_exclusive"),
             ("{redis}", "prism_redis"),
             ("{postgres}", "prism_postgres"),

@@ -1,7 +1,9 @@
 //! Compatibility across ABI releases: a plugin built against the frozen plugin-abi 1.0.0
 //! (tests/fixtures/abi-1.0, built by `cargo xtask test`) loads in this host, serves
 //! through gRPC, and reads as lacking everything later minor versions added (1.1: config
-//! keys, the exclusive flag, `create_in` with log forwarding).
+//! keys, the exclusive flag, `create_in` with log forwarding). A plugin built against a
+//! pretend next minor release (tests/fixtures/abi-next: 1.99.0, one more metadata field,
+//! an interface no host knows) loads too, and the interface is reported and ignored.
 
 use plugin_abi::host::Plugin;
 use plugin_abi::Interface;
@@ -9,6 +11,7 @@ use prism_acceptance::harness::{plugin_library, run_prism, Server};
 use prism_host::api::*;
 
 const OLD: &str = "prism_fixture_abi_1_0";
+const NEXT: &str = "prism_fixture_abi_next";
 
 #[tokio::test]
 async fn a_plugin_built_against_abi_1_0_loads_and_reports_its_version() {
@@ -71,4 +74,42 @@ async fn the_old_plugin_serves_through_grpc() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     assert!(status.message().contains("keyvalue_ttl"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_a_newer_minor_loads_and_its_unknown_interface_is_ignored() {
+    let plugin = Plugin::load(plugin_library(NEXT)).unwrap();
+    let metadata = plugin.metadata();
+    assert_eq!(metadata.abi_version, "1.99.0");
+    assert_eq!(metadata.interfaces, vec![Interface::KeyValueBasic, Interface::KeyValueScan]);
+    assert_eq!(metadata.unknown_interfaces, vec!["keyvalue_from_the_future".to_owned()]);
+    assert_eq!(metadata.config_keys, Some(Vec::new()), "the 1.1 fields it has are read");
+
+    let path = plugin_library(NEXT).display().to_string();
+    let (code, stdout, stderr) = run_prism(&["plugins", &path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("(unknown to this host, ignored: keyvalue_from_the_future)"), "{stdout}");
+
+    let server = Server::start(
+        "[plugins.next]\npath = \"{abi_next}\"\n\n[[namespaces]]\nname = \"next\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"next\"\n",
+    );
+    let mut kv = server.keyvalue().await;
+    let request = SetRequest {
+        namespace: "next".into(),
+        key: "k".into(),
+        value: b"v".to_vec().into(),
+        ..Default::default()
+    };
+    kv.set(request).await.unwrap();
+    let reply = kv
+        .get(GetRequest { namespace: "next".into(), key: "k".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&reply.value[..], b"v");
+    assert!(
+        server.stderr().contains("keyvalue_from_the_future"),
+        "the unknown interface is logged: {}",
+        server.stderr()
+    );
 }

@@ -74,11 +74,15 @@ fn build_all() -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--workspace"]);
     run(build)?;
-    // The plugin built against the frozen plugin-abi 1.0.0 lives in a workspace of its own
-    // (its plugin-abi would clash with the current one) and builds into the same target dir.
-    let mut frozen = cargo();
-    frozen.args(["build", "--manifest-path", "tests/fixtures/abi-1.0/Cargo.toml", "--target-dir", "target"]);
-    run(frozen)
+    // The plugins built against the frozen plugin-abi 1.0.0 and against a pretend next
+    // minor release live in workspaces of their own (their plugin-abi builds would clash
+    // with the current one) and build into the same target dir.
+    for fixture in ["tests/fixtures/abi-1.0/Cargo.toml", "tests/fixtures/abi-next/Cargo.toml"] {
+        let mut build = cargo();
+        build.args(["build", "--manifest-path", fixture, "--target-dir", "target"]);
+        run(build)?;
+    }
+    Ok(())
 }
 
 fn serve(args: &[String]) -> Result<(), String> {

@@ -577,7 +577,12 @@ fn guarded<T>(what: &str, body: impl FnOnce() -> RResult<T, PluginError>) -> RRe
 fn metadata<D: Exported>() -> FfiMetadataRef {
     let table = &D::METADATA;
     let leak = |text: String| -> RStr<'static> { RStr::from_str(Box::leak(text.into_boxed_str())) };
-    let interfaces: Box<[RStr<'static>]> = table.interfaces.iter().map(|name| RStr::from_str(name)).collect();
+    #[allow(unused_mut)] // appended to only by the test-next-minor build
+    let mut interfaces: Vec<RStr<'static>> =
+        table.interfaces.iter().map(|name| RStr::from_str(name)).collect();
+    #[cfg(feature = "test-next-minor")]
+    interfaces.push(RStr::from_str("keyvalue_from_the_future"));
+    let interfaces = interfaces.into_boxed_slice();
     let config_keys: Box<[FfiConfigKey]> = D::config_keys()
         .into_iter()
         .map(|key| FfiConfigKey {
@@ -596,6 +601,8 @@ fn metadata<D: Exported>() -> FfiMetadataRef {
         interfaces: RSlice::from_slice(Box::leak(interfaces)),
         config_keys: RSlice::from_slice(Box::leak(config_keys)),
         exclusive: table.exclusive,
+        #[cfg(feature = "test-next-minor")]
+        next_minor_note: RStr::from_str("a field this host does not know"),
     }
     .leak_into_prefix()
 }

@@ -15,7 +15,7 @@ mod v1_0;
 
 use abi_stable::{
     library::RootModule,
-    package_version_strings, sabi_trait,
+    sabi_trait,
     sabi_types::VersionStrings,
     std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
@@ -200,6 +200,9 @@ pub struct FfiMetadata {
     /// 1.1: two instances of this plugin must never run at once (a reload drains and
     /// shuts the old one down before creating the new one).
     pub exclusive: bool,
+    /// Only in the pretend next minor release the compatibility tests build.
+    #[cfg(feature = "test-next-minor")]
+    pub next_minor_note: RStr<'static>,
 }
 
 /// One key of a plugin's slot config, as `prism plugins` shows it.
@@ -499,5 +502,8 @@ impl RootModule for PluginModuleRef {
     abi_stable::declare_root_module_statics! {PluginModuleRef}
     const BASE_NAME: &'static str = "prism_plugin";
     const NAME: &'static str = "prism_plugin";
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    #[cfg(not(feature = "test-next-minor"))]
+    const VERSION_STRINGS: VersionStrings = abi_stable::package_version_strings!();
+    #[cfg(feature = "test-next-minor")]
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.99.0");
 }
