@@ -13,7 +13,7 @@ use abi_stable::{
 use super::bridge::{bridge, panic_message, PluginRuntime};
 use super::stream::{entry_stream, STREAM_BUFFER};
 use super::*;
-use crate::{CasResult, Driver, HealthStatus, KeyTtl, ListEnd, PluginError, TransactionId};
+use crate::{Driver, PluginError, TransactionId};
 
 pub use super::PluginModuleRef;
 
@@ -92,20 +92,6 @@ fn bytes_vec(values: Vec<Vec<u8>>) -> RVec<RVec<u8>> {
     values.into_iter().map(RVec::from).collect()
 }
 
-fn list_end(end: FfiListEnd) -> ListEnd {
-    match end {
-        FfiListEnd::Left => ListEnd::Left,
-        FfiListEnd::Right => ListEnd::Right,
-    }
-}
-
-fn cas(result: CasResult) -> FfiCas {
-    match result {
-        CasResult::Swapped { version } => FfiCas { swapped: true, version },
-        CasResult::Conflict { current_version } => FfiCas { swapped: false, version: current_version },
-    }
-}
-
 macro_rules! export_interfaces {
     ($($variant:ident $slot:ident $object:ident, $to:ident, $handle:ident;)*) => {
         /// One marker type per interface, named like its trait, so `export_plugin!` can
@@ -171,13 +157,7 @@ impl<D: Driver> Adapter<D> {
             if let Some(message) = last_panic {
                 return FfiHealth { status: FfiHealthStatus::Unhealthy, message: message.into() };
             }
-            let health = driver.health().await;
-            let status = match health.status {
-                HealthStatus::Serving => FfiHealthStatus::Serving,
-                HealthStatus::Degraded => FfiHealthStatus::Degraded,
-                HealthStatus::Unhealthy => FfiHealthStatus::Unhealthy,
-            };
-            FfiHealth { status, message: health.message.into() }
+            driver.health().await.into()
         })
     }
 }
@@ -215,17 +195,7 @@ impl<D: crate::KeyValueTtl> FfiKeyValueTtl for Adapter<D> {
     }
     fn get_ttl(&self, key: RStr<'_>) -> FfiResult<FfiTtl> {
         let key = owned(key);
-        self.call(
-            |d| async move { d.get_ttl(&key).await },
-            |ttl| match ttl {
-                KeyTtl::Missing => FfiTtl { kind: FfiTtlKind::Missing, millis: 0 },
-                KeyTtl::NoExpiry => FfiTtl { kind: FfiTtlKind::NoExpiry, millis: 0 },
-                KeyTtl::ExpiresIn(left) => FfiTtl {
-                    kind: FfiTtlKind::ExpiresIn,
-                    millis: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-                },
-            },
-        )
+        self.call(|d| async move { d.get_ttl(&key).await }, FfiTtl::from)
     }
     fn persist(&self, key: RStr<'_>) -> FfiResult<bool> {
         let key = owned(key);
@@ -233,22 +203,11 @@ impl<D: crate::KeyValueTtl> FfiKeyValueTtl for Adapter<D> {
     }
 }
 
-fn scan_page(page: crate::ScanPage) -> FfiScanPage {
-    FfiScanPage {
-        entries: page
-            .entries
-            .into_iter()
-            .map(|(key, value)| FfiEntry { key: key.into(), value: value.into() })
-            .collect(),
-        next_cursor: page.next_cursor.map(RString::from).into(),
-    }
-}
-
 impl<D: crate::KeyValueScan> FfiKeyValueScan for Adapter<D> {
     fn scan(&self, prefix: RStr<'_>, cursor: ROption<RStr<'_>>, limit: u32) -> FfiResult<FfiScanPage> {
         let prefix = owned(prefix);
         let cursor = cursor.into_option().map(owned);
-        self.call(|d| async move { d.scan(&prefix, cursor.as_deref(), limit).await }, scan_page)
+        self.call(|d| async move { d.scan(&prefix, cursor.as_deref(), limit).await }, FfiScanPage::from)
     }
     fn count(&self, prefix: RStr<'_>) -> FfiResult<u64> {
         let prefix = owned(prefix);
@@ -267,8 +226,8 @@ impl<D: crate::KeyValueScan> FfiKeyValueScan for Adapter<D> {
                         return;
                     }
                 };
-                for entry in scan_page(crate::ScanPage { entries: page.entries, next_cursor: None }).entries {
-                    if sender.send(Ok(entry)).await.is_err() {
+                for entry in page.entries {
+                    if sender.send(Ok(FfiEntry::from(entry))).await.is_err() {
                         return;
                     }
                 }
@@ -290,8 +249,7 @@ impl<D: crate::KeyValueBatch> FfiKeyValueBatch for Adapter<D> {
         )
     }
     fn batch_set(&self, entries: RVec<FfiEntry>) -> FfiResult<RVec<RResult<(), PluginError>>> {
-        let entries: Vec<(String, Vec<u8>)> =
-            entries.into_iter().map(|e| (e.key.into_string(), e.value.into_vec())).collect();
+        let entries: Vec<(String, Vec<u8>)> = entries.into_iter().map(<(String, Vec<u8>)>::from).collect();
         self.call(
             |d| async move { d.batch_set(entries).await },
             |results| results.into_iter().map(RResult::from).collect(),
@@ -306,10 +264,7 @@ impl<D: crate::KeyValueBatch> FfiKeyValueBatch for Adapter<D> {
 impl<D: crate::KeyValueCas> FfiKeyValueCas for Adapter<D> {
     fn get_versioned(&self, key: RStr<'_>) -> FfiResult<ROption<FfiVersioned>> {
         let key = owned(key);
-        self.call(
-            |d| async move { d.get_versioned(&key).await },
-            |v| v.map(|v| FfiVersioned { value: v.value.into(), version: v.version }).into(),
-        )
+        self.call(|d| async move { d.get_versioned(&key).await }, |v| v.map(FfiVersioned::from).into())
     }
     fn compare_and_swap(
         &self,
@@ -322,12 +277,12 @@ impl<D: crate::KeyValueCas> FfiKeyValueCas for Adapter<D> {
         let ttl = (ttl_millis > 0).then(|| millis(ttl_millis));
         self.call(
             |d| async move { d.compare_and_swap(&key, expected_version, value.into_vec(), ttl).await },
-            cas,
+            FfiCas::from,
         )
     }
     fn delete_if_version(&self, key: RStr<'_>, expected_version: u64) -> FfiResult<FfiCas> {
         let key = owned(key);
-        self.call(|d| async move { d.delete_if_version(&key, expected_version).await }, cas)
+        self.call(|d| async move { d.delete_if_version(&key, expected_version).await }, FfiCas::from)
     }
 }
 
@@ -335,11 +290,11 @@ impl<D: crate::ListBasic> FfiListBasic for Adapter<D> {
     fn push(&self, key: RStr<'_>, end: FfiListEnd, values: RVec<RVec<u8>>) -> FfiResult<u64> {
         let key = owned(key);
         let values: Vec<Vec<u8>> = values.into_iter().map(RVec::into_vec).collect();
-        self.call(|d| async move { d.push(&key, list_end(end), values).await }, |n| n)
+        self.call(|d| async move { d.push(&key, end.into(), values).await }, |n| n)
     }
     fn pop(&self, key: RStr<'_>, end: FfiListEnd, count: u32) -> FfiResult<RVec<RVec<u8>>> {
         let key = owned(key);
-        self.call(|d| async move { d.pop(&key, list_end(end), count).await }, bytes_vec)
+        self.call(|d| async move { d.pop(&key, end.into(), count).await }, bytes_vec)
     }
     fn length(&self, key: RStr<'_>) -> FfiResult<u64> {
         let key = owned(key);
@@ -356,20 +311,6 @@ impl<D: crate::ListRange> FfiListRange for Adapter<D> {
         let key = owned(key);
         self.call(|d| async move { d.trim(&key, start, stop).await }, |()| ())
     }
-}
-
-fn queue_message(message: crate::QueueMessage) -> FfiQueueMessage {
-    FfiQueueMessage {
-        id: message.id.into(),
-        payload: message.payload.into(),
-        receipt: message.receipt.into(),
-        delivery_count: message.delivery_count,
-        enqueued_at_unix_ms: message.enqueued_at_unix_ms,
-    }
-}
-
-fn queue_messages(messages: Vec<crate::QueueMessage>) -> RVec<FfiQueueMessage> {
-    messages.into_iter().map(queue_message).collect()
 }
 
 impl<D: crate::KeyValueTransactional> FfiKeyValueTransactional for Adapter<D> {
@@ -403,7 +344,10 @@ impl<D: crate::QueueBasic> FfiQueueBasic for Adapter<D> {
     }
     fn dequeue(&self, queue: RStr<'_>, max: u32) -> FfiResult<RVec<FfiQueueMessage>> {
         let queue = owned(queue);
-        self.call(|d| async move { d.dequeue(&queue, max).await }, queue_messages)
+        self.call(
+            |d| async move { d.dequeue(&queue, max).await },
+            |messages| messages.into_iter().map(FfiQueueMessage::from).collect(),
+        )
     }
     fn ack(&self, queue: RStr<'_>, receipt: RStr<'_>) -> FfiResult<bool> {
         let (queue, receipt) = (owned(queue), owned(receipt));
@@ -425,7 +369,7 @@ impl<D: crate::QueueVisibility> FfiQueueVisibility for Adapter<D> {
         let queue = owned(queue);
         self.call(
             |d| async move { d.dequeue_with_visibility(&queue, max, millis(visibility_millis)).await },
-            queue_messages,
+            |messages| messages.into_iter().map(FfiQueueMessage::from).collect(),
         )
     }
     fn extend_visibility(
@@ -453,10 +397,7 @@ impl<D: crate::QueueDeadLetter> FfiQueueDeadLetter for Adapter<D> {
         let cursor = cursor.into_option().map(owned);
         self.call(
             |d| async move { d.dead_letters(&queue, cursor.as_deref(), limit).await },
-            |page| FfiDeadLetterPage {
-                messages: queue_messages(page.messages),
-                next_cursor: page.next_cursor.map(RString::from).into(),
-            },
+            FfiDeadLetterPage::from,
         )
     }
     fn replay_dead_letters(&self, queue: RStr<'_>, ids: RVec<RString>) -> FfiResult<u64> {
@@ -476,22 +417,6 @@ impl<D: crate::QueueDelayed> FfiQueueDelayed for Adapter<D> {
     }
 }
 
-fn ffi_message(message: crate::Message) -> FfiMessage {
-    FfiMessage {
-        id: message.id.into(),
-        topic: message.topic.into(),
-        payload: message.payload.into(),
-        metadata: message
-            .metadata
-            .into_iter()
-            .map(|(name, value)| FfiHeader { name: name.into(), value: value.into() })
-            .collect(),
-        published_at_unix_ms: message.published_at_unix_ms,
-        ack_id: message.ack_id.into(),
-        delivery_count: message.delivery_count,
-    }
-}
-
 /// Pumps a subscription into the bounded channel the host reads; stops when the host
 /// drops its end (which drops the subscription, unsubscribing in the backend).
 fn pump_subscription<D>(adapter: &Adapter<D>, subscription: crate::Subscription) -> MessageStreamBox {
@@ -499,7 +424,7 @@ fn pump_subscription<D>(adapter: &Adapter<D>, subscription: crate::Subscription)
     super::stream::message_stream(&adapter.runtime, move |sender| async move {
         while let Some(item) = subscription.next().await {
             let failed = item.is_err();
-            if sender.send(item.map(ffi_message)).await.is_err() || failed {
+            if sender.send(item.map(FfiMessage::from)).await.is_err() || failed {
                 return;
             }
         }
@@ -650,49 +575,6 @@ fn create_instance<D: Exported>(
     })
 }
 
-fn headers_from_ffi(headers: RVec<FfiHeader>) -> Vec<(String, String)> {
-    headers.into_iter().map(|h| (h.name.into_string(), h.value.into_string())).collect()
-}
-
-fn headers_to_ffi(headers: Vec<(String, String)>) -> RVec<FfiHeader> {
-    headers.into_iter().map(|(name, value)| FfiHeader { name: name.into(), value: value.into() }).collect()
-}
-
-fn new_record(record: FfiNewRecord) -> crate::NewRecord {
-    crate::NewRecord {
-        key: record.key.into_option().map(RVec::into_vec),
-        payload: record.payload.into_vec(),
-        headers: headers_from_ffi(record.headers),
-    }
-}
-
-fn appended(appended: crate::Appended) -> FfiAppended {
-    FfiAppended {
-        partition: appended.partition,
-        offset: appended.offset,
-        timestamp_unix_ms: appended.timestamp_unix_ms,
-    }
-}
-
-fn stream_record(record: crate::StreamRecord) -> FfiStreamRecord {
-    FfiStreamRecord {
-        partition: record.partition,
-        offset: record.offset,
-        key: record.key.map(RVec::from).into(),
-        payload: record.payload.into(),
-        headers: headers_to_ffi(record.headers),
-        timestamp_unix_ms: record.timestamp_unix_ms,
-        ack_id: record.ack_id.into(),
-    }
-}
-
-fn stream_event(event: crate::GroupEvent) -> FfiStreamEvent {
-    match event {
-        crate::GroupEvent::Assigned(partitions) => FfiStreamEvent::Assigned(partitions.into()),
-        crate::GroupEvent::Record(record) => FfiStreamEvent::Record(stream_record(record)),
-    }
-}
-
 /// Pumps a plugin feed into the bounded channel the host reads; stops when the host
 /// drops its end (which drops the feed, cancelling it in the backend).
 fn pump_feed<D, T: Send + 'static>(
@@ -714,7 +596,7 @@ fn pump_feed<D, T: Send + 'static>(
 impl<D: crate::StreamBasic> FfiStreamBasic for Adapter<D> {
     fn append(&self, stream: RStr<'_>, record: FfiNewRecord) -> FfiResult<FfiAppended> {
         let stream = owned(stream);
-        self.call(|d| async move { d.append(&stream, new_record(record)).await }, appended)
+        self.call(|d| async move { d.append(&stream, record.into()).await }, FfiAppended::from)
     }
     fn read(
         &self,
@@ -727,23 +609,14 @@ impl<D: crate::StreamBasic> FfiStreamBasic for Adapter<D> {
         let adapter = self.clone();
         self.call(
             |d| async move { d.read(&stream, partition, from_offset, follow).await },
-            move |feed| pump_feed(&adapter, feed, |record| FfiStreamEvent::Record(stream_record(record))),
+            move |feed| pump_feed(&adapter, feed, |record| FfiStreamEvent::Record(record.into())),
         )
     }
     fn offsets(&self, stream: RStr<'_>) -> FfiResult<RVec<FfiPartitionOffsets>> {
         let stream = owned(stream);
         self.call(
             |d| async move { d.offsets(&stream).await },
-            |offsets| {
-                offsets
-                    .into_iter()
-                    .map(|o| FfiPartitionOffsets {
-                        partition: o.partition,
-                        earliest: o.earliest,
-                        next: o.next,
-                    })
-                    .collect()
-            },
+            |offsets| offsets.into_iter().map(FfiPartitionOffsets::from).collect(),
         )
     }
 }
@@ -757,8 +630,8 @@ impl<D: crate::StreamPartitioning> FfiStreamPartitioning for Adapter<D> {
     ) -> FfiResult<FfiAppended> {
         let stream = owned(stream);
         self.call(
-            |d| async move { d.append_to_partition(&stream, partition, new_record(record)).await },
-            appended,
+            |d| async move { d.append_to_partition(&stream, partition, record.into()).await },
+            FfiAppended::from,
         )
     }
 }
@@ -784,7 +657,7 @@ impl<D: crate::StreamConsumerGroups> FfiStreamConsumerGroups for Adapter<D> {
         let adapter = self.clone();
         self.call(
             |d| async move { d.join(&stream, &group).await },
-            move |feed| pump_feed(&adapter, feed, stream_event),
+            move |feed| pump_feed(&adapter, feed, FfiStreamEvent::from),
         )
     }
     fn commit(&self, stream: RStr<'_>, group: RStr<'_>, ack_id: RStr<'_>) -> FfiResult<()> {

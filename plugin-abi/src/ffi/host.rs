@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 
-use crate::ffi::{self, FfiCas, FfiEntry, FfiHealthStatus, FfiListEnd, FfiTtlKind, PluginModuleRef};
+use crate::ffi::{self, FfiEntry, PluginModuleRef};
 use crate::{
-    Appended, CasResult, ConfigKey, DeadLetterPage, GroupEvent, Health, HealthStatus, Interface, KeyTtl,
-    ListEnd, Message, Metadata, NewRecord, PartitionOffsets, PluginError, QueueMessage, ScanPage,
-    StreamRecord, TransactionId, Versioned,
+    Appended, CasResult, ConfigKey, DeadLetterPage, GroupEvent, Health, Interface, KeyTtl, ListEnd, Message,
+    Metadata, NewRecord, PartitionOffsets, PluginError, QueueMessage, ScanPage, TransactionId, Versioned,
 };
 
 type Res<T> = Result<T, PluginError>;
@@ -202,13 +201,7 @@ impl Instance {
     }
 
     pub async fn health(&self) -> Health {
-        let health = self.object.health().await;
-        let status = match health.status {
-            FfiHealthStatus::Serving => HealthStatus::Serving,
-            FfiHealthStatus::Degraded => HealthStatus::Degraded,
-            FfiHealthStatus::Unhealthy => HealthStatus::Unhealthy,
-        };
-        Health { status, message: health.message.into_string() }
+        self.object.health().await.into()
     }
 
     /// Lets the driver release its backend; call once, after in-flight calls finished.
@@ -226,23 +219,8 @@ fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn end(end: ListEnd) -> FfiListEnd {
-    match end {
-        ListEnd::Left => FfiListEnd::Left,
-        ListEnd::Right => FfiListEnd::Right,
-    }
-}
-
 fn values(values: RVec<RVec<u8>>) -> Vec<Vec<u8>> {
     values.into_iter().map(RVec::into_vec).collect()
-}
-
-fn cas(result: FfiCas) -> CasResult {
-    if result.swapped {
-        CasResult::Swapped { version: result.version }
-    } else {
-        CasResult::Conflict { current_version: result.version }
-    }
 }
 
 pub struct KeyValueBasicHandle<'a>(&'a ffi::KeyValueBasicBox);
@@ -272,12 +250,7 @@ impl KeyValueTtlHandle<'_> {
         self.0.expire(key(k), ttl_millis(ttl)).await.into_result()
     }
     pub async fn get_ttl(&self, k: &str) -> Res<KeyTtl> {
-        let ttl = self.0.get_ttl(key(k)).await.into_result()?;
-        Ok(match ttl.kind {
-            FfiTtlKind::Missing => KeyTtl::Missing,
-            FfiTtlKind::NoExpiry => KeyTtl::NoExpiry,
-            FfiTtlKind::ExpiresIn => KeyTtl::ExpiresIn(Duration::from_millis(ttl.millis)),
-        })
+        Ok(self.0.get_ttl(key(k)).await.into_result()?.into())
     }
     pub async fn persist(&self, k: &str) -> Res<bool> {
         self.0.persist(key(k)).await.into_result()
@@ -289,11 +262,7 @@ pub struct KeyValueScanHandle<'a>(&'a ffi::KeyValueScanBox);
 impl KeyValueScanHandle<'_> {
     pub async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Res<ScanPage> {
         let cursor: ROption<RStr<'_>> = cursor.map(RStr::from_str).into();
-        let page = self.0.scan(key(prefix), cursor, limit).await.into_result()?;
-        Ok(ScanPage {
-            entries: page.entries.into_iter().map(entry).collect(),
-            next_cursor: page.next_cursor.into_option().map(RString::into_string),
-        })
+        Ok(self.0.scan(key(prefix), cursor, limit).await.into_result()?.into())
     }
     pub async fn count(&self, prefix: &str) -> Res<u64> {
         self.0.count(key(prefix)).await.into_result()
@@ -302,10 +271,6 @@ impl KeyValueScanHandle<'_> {
     pub fn scan_stream(&self, prefix: &str) -> EntryStream {
         EntryStream { inner: self.0.scan_stream(key(prefix)) }
     }
-}
-
-fn entry(entry: FfiEntry) -> (String, Vec<u8>) {
-    (entry.key.into_string(), entry.value.into_vec())
 }
 
 /// A stream of key/value entries from a plugin. Dropping it cancels the plugin's pump.
@@ -317,7 +282,7 @@ impl EntryStream {
     /// The next entry, or `None` once the stream has ended.
     pub async fn next(&mut self) -> Option<Res<(String, Vec<u8>)>> {
         match self.inner.next().await {
-            RResult::ROk(ROption::RSome(item)) => Some(Ok(entry(item))),
+            RResult::ROk(ROption::RSome(item)) => Some(Ok(item.into())),
             RResult::ROk(ROption::RNone) => None,
             RResult::RErr(error) => Some(Err(error)),
         }
@@ -333,10 +298,7 @@ impl KeyValueBatchHandle<'_> {
         Ok(found.into_iter().map(|v| v.into_option().map(RVec::into_vec)).collect())
     }
     pub async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> Res<Vec<Res<()>>> {
-        let entries: RVec<FfiEntry> = entries
-            .into_iter()
-            .map(|(key, value)| FfiEntry { key: key.into(), value: value.into() })
-            .collect();
+        let entries: RVec<FfiEntry> = entries.into_iter().map(FfiEntry::from).collect();
         let results = self.0.batch_set(entries).await.into_result()?;
         Ok(results.into_iter().map(RResult::into_result).collect())
     }
@@ -351,7 +313,7 @@ pub struct KeyValueCasHandle<'a>(&'a ffi::KeyValueCasBox);
 impl KeyValueCasHandle<'_> {
     pub async fn get_versioned(&self, k: &str) -> Res<Option<Versioned>> {
         let found = self.0.get_versioned(key(k)).await.into_result()?;
-        Ok(found.into_option().map(|v| Versioned { value: v.value.into_vec(), version: v.version }))
+        Ok(found.into_option().map(Versioned::from))
     }
     pub async fn compare_and_swap(
         &self,
@@ -361,10 +323,10 @@ impl KeyValueCasHandle<'_> {
         ttl: Option<Duration>,
     ) -> Res<CasResult> {
         let ttl = ttl.map(ttl_millis).unwrap_or(0);
-        Ok(cas(self.0.compare_and_swap(key(k), expected_version, value.into(), ttl).await.into_result()?))
+        Ok(self.0.compare_and_swap(key(k), expected_version, value.into(), ttl).await.into_result()?.into())
     }
     pub async fn delete_if_version(&self, k: &str, expected_version: u64) -> Res<CasResult> {
-        Ok(cas(self.0.delete_if_version(key(k), expected_version).await.into_result()?))
+        Ok(self.0.delete_if_version(key(k), expected_version).await.into_result()?.into())
     }
 }
 
@@ -373,10 +335,10 @@ pub struct ListBasicHandle<'a>(&'a ffi::ListBasicBox);
 impl ListBasicHandle<'_> {
     pub async fn push(&self, k: &str, at: ListEnd, items: Vec<Vec<u8>>) -> Res<u64> {
         let items: RVec<RVec<u8>> = items.into_iter().map(RVec::from).collect();
-        self.0.push(key(k), end(at), items).await.into_result()
+        self.0.push(key(k), at.into(), items).await.into_result()
     }
     pub async fn pop(&self, k: &str, at: ListEnd, count: u32) -> Res<Vec<Vec<u8>>> {
-        Ok(values(self.0.pop(key(k), end(at), count).await.into_result()?))
+        Ok(values(self.0.pop(key(k), at.into(), count).await.into_result()?))
     }
     pub async fn length(&self, k: &str) -> Res<u64> {
         self.0.length(key(k)).await.into_result()
@@ -421,18 +383,8 @@ impl KeyValueTransactionalHandle<'_> {
     }
 }
 
-fn queue_message(message: ffi::FfiQueueMessage) -> QueueMessage {
-    QueueMessage {
-        id: message.id.into_string(),
-        payload: message.payload.into_vec(),
-        receipt: message.receipt.into_string(),
-        delivery_count: message.delivery_count,
-        enqueued_at_unix_ms: message.enqueued_at_unix_ms,
-    }
-}
-
 fn queue_messages(messages: RVec<ffi::FfiQueueMessage>) -> Vec<QueueMessage> {
-    messages.into_iter().map(queue_message).collect()
+    messages.into_iter().map(QueueMessage::from).collect()
 }
 
 pub struct QueueBasicHandle<'a>(&'a ffi::QueueBasicBox);
@@ -475,11 +427,7 @@ pub struct QueueDeadLetterHandle<'a>(&'a ffi::QueueDeadLetterBox);
 impl QueueDeadLetterHandle<'_> {
     pub async fn dead_letters(&self, queue: &str, cursor: Option<&str>, limit: u32) -> Res<DeadLetterPage> {
         let cursor: ROption<RStr<'_>> = cursor.map(RStr::from_str).into();
-        let page = self.0.dead_letters(key(queue), cursor, limit).await.into_result()?;
-        Ok(DeadLetterPage {
-            messages: queue_messages(page.messages),
-            next_cursor: page.next_cursor.into_option().map(RString::into_string),
-        })
+        Ok(self.0.dead_letters(key(queue), cursor, limit).await.into_result()?.into())
     }
     pub async fn replay_dead_letters(&self, queue: &str, ids: &[String]) -> Res<u64> {
         let ids: RVec<RString> = ids.iter().map(|id| RString::from(id.as_str())).collect();
@@ -507,22 +455,6 @@ pub struct MessageStream {
     buffered: std::collections::VecDeque<Message>,
 }
 
-fn message(message: ffi::FfiMessage) -> Message {
-    Message {
-        id: message.id.into_string(),
-        topic: message.topic.into_string(),
-        payload: message.payload.into_vec(),
-        metadata: message
-            .metadata
-            .into_iter()
-            .map(|header| (header.name.into_string(), header.value.into_string()))
-            .collect(),
-        published_at_unix_ms: message.published_at_unix_ms,
-        ack_id: message.ack_id.into_string(),
-        delivery_count: message.delivery_count,
-    }
-}
-
 impl MessageStream {
     fn new(inner: ffi::MessageStreamBox) -> Self {
         MessageStream { inner, buffered: std::collections::VecDeque::new() }
@@ -537,7 +469,7 @@ impl MessageStream {
         }
         match self.inner.next_batch(u32::try_from(max).unwrap_or(u32::MAX)).await {
             RResult::ROk(batch) if batch.is_empty() => None,
-            RResult::ROk(batch) => Some(Ok(batch.into_iter().map(message).collect())),
+            RResult::ROk(batch) => Some(Ok(batch.into_iter().map(Message::from).collect())),
             RResult::RErr(error) => Some(Err(error)),
         }
     }
@@ -566,10 +498,7 @@ impl PubSubBasicHandle<'_> {
         payload: Vec<u8>,
         metadata: Vec<(String, String)>,
     ) -> Res<String> {
-        let metadata: RVec<ffi::FfiHeader> = metadata
-            .into_iter()
-            .map(|(name, value)| ffi::FfiHeader { name: name.into(), value: value.into() })
-            .collect();
+        let metadata = ffi::convert::headers_to_ffi(metadata);
         Ok(self.0.publish(key(topic), payload.into(), metadata).await.into_result()?.into_string())
     }
     pub async fn subscribe(&self, topic: &str) -> Res<MessageStream> {
@@ -598,49 +527,6 @@ impl PubSubPersistentHandle<'_> {
     }
 }
 
-fn new_record(record: NewRecord) -> ffi::FfiNewRecord {
-    ffi::FfiNewRecord {
-        key: record.key.map(RVec::from).into(),
-        payload: record.payload.into(),
-        headers: record
-            .headers
-            .into_iter()
-            .map(|(name, value)| ffi::FfiHeader { name: name.into(), value: value.into() })
-            .collect(),
-    }
-}
-
-fn appended(appended: ffi::FfiAppended) -> Appended {
-    Appended {
-        partition: appended.partition,
-        offset: appended.offset,
-        timestamp_unix_ms: appended.timestamp_unix_ms,
-    }
-}
-
-fn stream_record(record: ffi::FfiStreamRecord) -> StreamRecord {
-    StreamRecord {
-        partition: record.partition,
-        offset: record.offset,
-        key: record.key.into_option().map(RVec::into_vec),
-        payload: record.payload.into_vec(),
-        headers: record
-            .headers
-            .into_iter()
-            .map(|header| (header.name.into_string(), header.value.into_string()))
-            .collect(),
-        timestamp_unix_ms: record.timestamp_unix_ms,
-        ack_id: record.ack_id.into_string(),
-    }
-}
-
-fn group_event(event: ffi::FfiStreamEvent) -> GroupEvent {
-    match event {
-        ffi::FfiStreamEvent::Assigned(partitions) => GroupEvent::Assigned(partitions.into_vec()),
-        ffi::FfiStreamEvent::Record(record) => GroupEvent::Record(stream_record(record)),
-    }
-}
-
 /// A stream read's records or a consumer group's events, from a plugin. Dropping it
 /// stops the plugin's pump (and, for a group, leaves it). Items cross in batches.
 pub struct EventStream {
@@ -652,7 +538,7 @@ impl EventStream {
     pub async fn next_batch(&mut self, max: usize) -> Option<Res<Vec<GroupEvent>>> {
         match self.inner.next_batch(u32::try_from(max).unwrap_or(u32::MAX)).await {
             RResult::ROk(batch) if batch.is_empty() => None,
-            RResult::ROk(batch) => Some(Ok(batch.into_iter().map(group_event).collect())),
+            RResult::ROk(batch) => Some(Ok(batch.into_iter().map(GroupEvent::from).collect())),
             RResult::RErr(error) => Some(Err(error)),
         }
     }
@@ -662,7 +548,7 @@ pub struct StreamBasicHandle<'a>(&'a ffi::StreamBasicBox);
 
 impl StreamBasicHandle<'_> {
     pub async fn append(&self, stream: &str, record: NewRecord) -> Res<Appended> {
-        Ok(appended(self.0.append(key(stream), new_record(record)).await.into_result()?))
+        Ok(self.0.append(key(stream), record.into()).await.into_result()?.into())
     }
     /// Records only (a read never carries assignments).
     pub async fn read(
@@ -677,10 +563,7 @@ impl StreamBasicHandle<'_> {
     }
     pub async fn offsets(&self, stream: &str) -> Res<Vec<PartitionOffsets>> {
         let offsets = self.0.offsets(key(stream)).await.into_result()?;
-        Ok(offsets
-            .into_iter()
-            .map(|o| PartitionOffsets { partition: o.partition, earliest: o.earliest, next: o.next })
-            .collect())
+        Ok(offsets.into_iter().map(PartitionOffsets::from).collect())
     }
 }
 
@@ -693,8 +576,7 @@ impl StreamPartitioningHandle<'_> {
         partition: u32,
         record: NewRecord,
     ) -> Res<Appended> {
-        let result = self.0.append_to_partition(key(stream), partition, new_record(record)).await;
-        Ok(appended(result.into_result()?))
+        Ok(self.0.append_to_partition(key(stream), partition, record.into()).await.into_result()?.into())
     }
 }
 

@@ -4,6 +4,7 @@
 //! module that uses `abi_stable`, `async-ffi` or `unsafe`.
 
 pub(crate) mod bridge;
+pub(crate) mod convert;
 pub(crate) mod error;
 pub mod export;
 pub mod export_header;
