@@ -7,6 +7,8 @@ pub mod config;
 pub mod deadline;
 pub mod filter;
 pub mod gateway;
+pub mod health;
+pub mod loader;
 pub mod patterns;
 pub mod reload;
 pub mod resolve;

@@ -10,7 +10,7 @@ use plugin_abi::ErrorCode;
 use prism_host::config::Config;
 use prism_host::gateway::Gateway;
 use prism_host::reload::Reloader;
-use prism_host::{cli, resolve, server, watch};
+use prism_host::{cli, loader, resolve, server, watch};
 
 /// Exit code for bad input: an invalid config, an unusable plugin file, bad flags.
 const EXIT_INVALID: u8 = 2;
@@ -220,7 +220,7 @@ const PROBE_INSTANCE_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 fn load_config(
     file: &std::path::Path,
     serving: bool,
-) -> Result<(resolve::Resolved, Arc<resolve::Loader>), ExitCode> {
+) -> Result<(resolve::Resolved, Arc<loader::Loader>), ExitCode> {
     let config = Config::load(file).map_err(|errors| {
         eprint!("{errors}");
         ExitCode::from(EXIT_INVALID)
@@ -235,9 +235,9 @@ fn load_config(
 
 /// The loader every command opens libraries with: the same file, permission and pin
 /// checks, and the same probe child, as `serve` (no signal from a bad file reaches the CLI).
-fn loader_for(config: Option<&Config>) -> resolve::Loader {
+fn loader_for(config: Option<&Config>) -> loader::Loader {
     let server = config.map(|c| c.contents.server.clone()).unwrap_or_default();
-    resolve::Loader::for_this_process(server.plugin_cache_dir, server.max_library_loads)
+    loader::Loader::for_this_process(server.plugin_cache_dir, server.max_library_loads)
         .requiring_pins(server.require_pins)
 }
 

@@ -19,7 +19,8 @@ use plugin_abi::{HealthStatus, Interface};
 
 use crate::config::Config;
 use crate::gateway::{Gateway, Namespace, Routing};
-use crate::resolve::{self, LoadedPlugin, Loader, ResolvedNamespace, ResolvedSlot};
+use crate::loader::Loader;
+use crate::resolve::{self, LoadedPlugin, ResolvedNamespace, ResolvedSlot};
 
 /// The result of one reload attempt, or of the last one for a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]

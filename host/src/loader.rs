@@ -1,0 +1,516 @@
+//! Opening plugin libraries safely. Libraries are never opened where they are
+//! configured: each is checked (a regular file of bounded size, not writable by others,
+//! matching its pin), copied to a private, content-addressed file (dlopen caches by path,
+//! and a file rewritten in place under a mapped library crashes the process), and opened
+//! in a child process (`prism probe-plugin`) before this one, so a truncated or corrupt
+//! file kills the child, not the gateway.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use plugin_abi::host::{LoadError, Plugin};
+use sha2::{Digest, Sha256};
+
+use crate::config::ConfigError;
+use crate::resolve::LoadedPlugin;
+
+/// Opens plugin libraries the safe way (see the module docs) and keeps each distinct
+/// library open once: abi_stable never unloads, so every new build a reload opens stays
+/// mapped until the process exits, and `max_loads` caps how many there may be.
+pub struct Loader {
+    cache_dir: PathBuf,
+    /// The `prism` binary, to probe a library in a child process; `None` skips probing.
+    prober: Option<PathBuf>,
+    max_loads: usize,
+    /// `server.require_pins`: refuse a library whose config gives no sha256.
+    require_pins: bool,
+    /// Whether the probe child also runs one instance with a slot's config.
+    probe_instances: bool,
+    opened: Mutex<HashMap<String, Plugin>>,
+    /// Kept apart from `opened`, whose lock is held while a library is probed.
+    opened_count: std::sync::atomic::AtomicUsize,
+    mapped_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// How long a probe may take before the library is refused as hanging.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Loader {
+    pub fn new(cache_dir: PathBuf, prober: Option<PathBuf>, max_loads: usize) -> Loader {
+        Loader {
+            cache_dir,
+            prober,
+            max_loads,
+            require_pins: false,
+            probe_instances: false,
+            opened: Mutex::default(),
+            opened_count: Default::default(),
+            mapped_bytes: Default::default(),
+        }
+    }
+
+    /// A loader with a per-user cache directory under the system temp dir, probing with
+    /// the running `prism` binary.
+    pub fn for_this_process(cache_dir: Option<PathBuf>, max_loads: usize) -> Loader {
+        let cache_dir = cache_dir.unwrap_or_else(default_cache_dir);
+        Loader::new(cache_dir, std::env::current_exe().ok(), max_loads)
+    }
+
+    /// Refuse libraries without a sha256 pin (`server.require_pins`).
+    pub fn requiring_pins(mut self, require_pins: bool) -> Loader {
+        self.require_pins = require_pins;
+        self
+    }
+
+    /// Let the probe child also create, health-check and shut down one instance of each
+    /// library with the first slot config that binds it (serve and reload; `validate`
+    /// never connects anywhere).
+    pub fn probing_instances(mut self, probe_instances: bool) -> Loader {
+        self.probe_instances = probe_instances;
+        self
+    }
+
+    /// Distinct libraries opened so far, and their total size in bytes.
+    pub fn loaded(&self) -> (usize, u64) {
+        let count = self.opened_count.load(std::sync::atomic::Ordering::Relaxed);
+        (count, self.mapped_bytes.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Loads a configured plugin; its probe also checks `configs` (the slot configs that
+    /// bind it) and runs one instance of the first.
+    pub(crate) fn load_plugin(
+        &self,
+        name: &str,
+        path: &Path,
+        pin: Option<&str>,
+        configs: &[String],
+    ) -> Result<LoadedPlugin, ConfigError> {
+        let (plugin, sha256) = self.open_checked(path, pin, configs).map_err(|refused| {
+            if let Some(detail) = &refused.detail {
+                tracing::debug!(plugin = %name, report = %detail, "full ABI layout report");
+            }
+            let key =
+                if refused.pin { format!("plugins.{name}.sha256") } else { format!("plugins.{name}.path") };
+            ConfigError::new(key, refused.message, refused.fix)
+        })?;
+        Ok(LoadedPlugin { name: name.to_owned(), plugin, sha256, source: path.to_path_buf() })
+    }
+
+    /// Opens a library named on the command line with the same checks as a configured
+    /// one (file type and size, permissions, probe child); the error names the file and the fix.
+    pub fn load_library(&self, path: &Path, pin: Option<&str>) -> Result<Plugin, String> {
+        self.open_checked(path, pin, &[]).map(|(plugin, _)| plugin).map_err(|refused| refused.to_string())
+    }
+
+    /// Every check a library passes before this process maps it, in order: a regular
+    /// file of bounded size, not writable by others, matching its pin, opened first in a
+    /// probe child, then here.
+    fn open_checked(
+        &self,
+        path: &Path,
+        pin: Option<&str>,
+        configs: &[String],
+    ) -> Result<(Plugin, String), Refused> {
+        let shown = path.display();
+        let size = plugin_file_size(path).map_err(|message| Refused::new(
+            message,
+            "build the plugin (`cargo build --workspace`) or point path at its .so/.dylib file (relative paths start at the config file's directory)",
+        ))?;
+        check_not_world_writable(path).map_err(|message| {
+            Refused::new(
+                message,
+                "remove write permission for other users (chmod o-w) from the file and its directory",
+            )
+        })?;
+        let sha256 = sha256_file(path).map_err(|error| {
+            Refused::new(format!("cannot read {shown}: {error}"), "check the file's permissions")
+        })?;
+        match pin {
+            Some(pin) if !pin.eq_ignore_ascii_case(&sha256) => {
+                return Err(Refused {
+                    pin: true,
+                    ..Refused::new(
+                        format!("{shown} has SHA-256 {sha256}, but the config pins {pin}"),
+                        "restore the pinned build of the plugin, or update the pin if this build is trusted",
+                    )
+                })
+            }
+            None if self.require_pins => {
+                return Err(Refused {
+                    pin: true,
+                    ..Refused::new(
+                        format!("{shown} has no sha256 pin, and server.require_pins is on"),
+                        format!("add sha256 = \"{sha256}\" to the plugin's table if this build is trusted"),
+                    )
+                })
+            }
+            _ => {}
+        }
+        let plugin = self.open(path, &sha256, size, configs).map_err(|error| match error {
+            OpenError::Load(error) => {
+                let fix = match &error {
+                    LoadError::IncompatibleAbi { .. } => &format!(
+                        "rebuild the plugin against plugin-abi {}.x, the ABI this host speaks (see docs/PLUGIN_ABI.md)",
+                        plugin_abi::ABI_VERSION.split('.').next().unwrap_or_default()
+                    ),
+                    LoadError::NotAPlugin { .. } => "point path at a library built with plugin_abi::export_plugin!",
+                    LoadError::MissingDependency { .. } => {
+                        "install (or upgrade) the system library that provides the symbol, or rebuild the plugin against the one installed"
+                    }
+                    LoadError::Open { .. } => "check that the file is a complete shared library for this platform",
+                };
+                let detail = match &error {
+                    LoadError::IncompatibleAbi { detail, .. } => Some(detail.clone()),
+                    _ => None,
+                };
+                Refused { detail, ..Refused::new(error.to_string(), fix) }
+            }
+            OpenError::Other { message, fix } => Refused::new(message, fix),
+        })?;
+        Ok((plugin, sha256))
+    }
+
+    /// Copies the library to `<cache>/<sha256>.so`, probes it in a child process, and
+    /// opens the copy (once per content).
+    fn open(&self, source: &Path, sha256: &str, size: u64, configs: &[String]) -> Result<Plugin, OpenError> {
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plugin) = opened.get(sha256) {
+            return Ok(plugin.clone());
+        }
+        if opened.len() >= self.max_loads {
+            return Err(OpenError::Other {
+                message: format!(
+                    "this process has already opened {} plugin libraries ({} MiB of code that stays mapped: \
+                     a library is never unloaded), the server.max_library_loads limit",
+                    opened.len(),
+                    self.mapped_bytes.load(std::sync::atomic::Ordering::Relaxed) / (1024 * 1024)
+                ),
+                fix: "restart prism to reclaim the memory, or raise server.max_library_loads".into(),
+            });
+        }
+        let copy = self.private_copy(source, sha256)?;
+        // A library that fails here must not stay in the cache looking vetted.
+        let forget = |error| {
+            let _ = std::fs::remove_file(&copy);
+            error
+        };
+        self.probe(source, &copy, configs).map_err(forget)?;
+        let plugin = Plugin::load(&copy).map_err(|error| match error {
+            LoadError::Open { reason, .. } => LoadError::Open { path: source.to_path_buf(), reason },
+            LoadError::MissingDependency { symbol, .. } => {
+                LoadError::MissingDependency { symbol, path: source.to_path_buf() }
+            }
+            LoadError::NotAPlugin { .. } => LoadError::NotAPlugin { path: source.to_path_buf() },
+            LoadError::IncompatibleAbi { summary, detail, .. } => {
+                LoadError::IncompatibleAbi { path: source.to_path_buf(), summary, detail }
+            }
+        });
+        let plugin = plugin.map_err(OpenError::Load).map_err(forget)?;
+        self.mapped_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        opened.insert(sha256.to_owned(), plugin.clone());
+        self.opened_count.store(opened.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(plugin)
+    }
+
+    fn private_copy(&self, source: &Path, sha256: &str) -> Result<PathBuf, OpenError> {
+        let failed = |what: &str, error: std::io::Error| OpenError::Other {
+            message: format!("cannot {what} in {}: {error}", self.cache_dir.display()),
+            fix:
+                "make server.plugin_cache_dir a directory this user can write (it is created with mode 0700)"
+                    .into(),
+        };
+        create_private_dir(&self.cache_dir).map_err(|e| failed("create the plugin cache", e))?;
+        let extension = source.extension().and_then(|e| e.to_str()).unwrap_or("so");
+        let copy = self.cache_dir.join(format!("{sha256}.{extension}"));
+        if sha256_file(&copy).is_ok_and(|existing| existing == sha256) {
+            return Ok(copy);
+        }
+        let partial = self.cache_dir.join(format!(".{sha256}.{}.partial", std::process::id()));
+        std::fs::copy(source, &partial).map_err(|e| failed("copy the plugin library", e))?;
+        // The source may have changed while it was copied: the copy must be what was hashed.
+        if !sha256_file(&partial).is_ok_and(|copied| copied == sha256) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(OpenError::Other {
+                message: format!("{} changed while it was being loaded", source.display()),
+                fix: "write plugin files elsewhere and rename them into place".into(),
+            });
+        }
+        set_read_only(&partial).map_err(|e| failed("protect the plugin copy", e))?;
+        std::fs::rename(&partial, &copy).map_err(|e| failed("store the plugin copy", e))?;
+        Ok(copy)
+    }
+
+    /// Opens the library in a child process first: if it crashes the child (a truncated
+    /// or corrupt file can SIGBUS inside dlopen), this process never opens it.
+    fn probe(&self, source: &Path, copy: &Path, configs: &[String]) -> Result<(), OpenError> {
+        let Some(prober) = &self.prober else { return Ok(()) };
+        let mut child = Command::new(prober);
+        child.arg("probe-plugin").arg(copy).arg("--configs-on-stdin");
+        if self.probe_instances {
+            child.arg("--run-instance");
+        }
+        let child = child.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                tracing::warn!(prober = %prober.display(), %error, "cannot start the plugin probe; opening without it");
+                return Ok(());
+            }
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            // A child that died before reading is reported by its exit status below.
+            let _ = stdin.write_all(serde_json::to_string(configs).unwrap_or_default().as_bytes());
+        }
+        let started = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() < PROBE_TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(OpenError::Other {
+                        message: format!(
+                            "{} hung for {PROBE_TIMEOUT:?} while being opened in a probe process",
+                            source.display()
+                        ),
+                        fix: "check the library's initialisers (static constructors) and rebuild it".into(),
+                    });
+                }
+            }
+        };
+        // Exit code 2 is a load error the probe reported cleanly; opening the library here
+        // is then safe and gives the structured error.
+        if status.success() || status.code() == Some(2) {
+            return Ok(());
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let how = match status.code() {
+            Some(code) => format!("exited with code {code}"),
+            None => signal_of(&status),
+        };
+        Err(OpenError::Other {
+            message: format!(
+                "{} crashed the probe process that opened it ({how}){}; it is probably truncated or corrupt",
+                source.display(),
+                stderr.lines().last().map(|line| format!(": {line}")).unwrap_or_default()
+            ),
+            fix: "rebuild the plugin and write it completely (e.g. to a temporary name, then rename it into place)"
+                .into(),
+        })
+    }
+}
+
+enum OpenError {
+    Load(LoadError),
+    Other { message: String, fix: String },
+}
+
+/// Why a library was refused: what is wrong with it and how to fix it.
+struct Refused {
+    message: String,
+    fix: String,
+    /// The fault is the pin (`plugins.NAME.sha256`), not the file.
+    pin: bool,
+    /// abi_stable's full layout report, for debug logs.
+    detail: Option<String>,
+}
+
+impl Refused {
+    fn new(message: impl Into<String>, fix: impl Into<String>) -> Refused {
+        Refused { message: message.into(), fix: fix.into(), pin: false, detail: None }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.fix)
+    }
+}
+
+/// The largest library this host opens. Real plugins are a few MiB (tens with debug
+/// info); the bound keeps a wrong path (a device, an endless or sparse file) from being
+/// hashed and copied for ever.
+pub const MAX_LIBRARY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The size of the library at `path`, after checking (following symlinks) that it is a
+/// regular file of at most [`MAX_LIBRARY_BYTES`]: a FIFO, device or directory is refused
+/// before anything opens it (opening a FIFO blocks, reading /dev/zero never ends).
+pub fn plugin_file_size(path: &Path) -> Result<u64, String> {
+    let shown = path.display();
+    let metadata =
+        std::fs::metadata(path).map_err(|error| format!("cannot read plugin library {shown}: {error}"))?;
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if is_fifo_or_device(&kind) {
+            "a FIFO, socket or device"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("{shown} is {what}, not a plugin library"));
+    }
+    if metadata.len() > MAX_LIBRARY_BYTES {
+        return Err(format!(
+            "{shown} is {} MiB, larger than any plugin library this host opens ({} MiB)",
+            metadata.len() / (1024 * 1024),
+            MAX_LIBRARY_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(metadata.len())
+}
+
+#[cfg(unix)]
+fn is_fifo_or_device(kind: &std::fs::FileType) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device()
+}
+
+#[cfg(not(unix))]
+fn is_fifo_or_device(_: &std::fs::FileType) -> bool {
+    false
+}
+
+#[cfg(unix)]
+fn signal_of(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(7) => "killed by SIGBUS".into(),
+        Some(11) => "killed by SIGSEGV".into(),
+        Some(signal) => format!("killed by signal {signal}"),
+        None => "ended abnormally".into(),
+    }
+}
+
+#[cfg(not(unix))]
+fn signal_of(_: &std::process::ExitStatus) -> String {
+    "ended abnormally".into()
+}
+
+fn default_cache_dir() -> PathBuf {
+    #[cfg(unix)]
+    let user = {
+        // Another user's directory of the same name is refused by create_private_dir.
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map(|m| m.uid().to_string()).unwrap_or_else(|_| "user".into())
+    };
+    #[cfg(not(unix))]
+    let user = "user";
+    std::env::temp_dir().join(format!("prism-plugins-{user}"))
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let metadata = std::fs::metadata(dir)?;
+    // A file this process creates carries its effective uid: compare the directory's owner.
+    let marker = dir.join(format!(".owner-{}", std::process::id()));
+    std::fs::write(&marker, b"")?;
+    let me = std::fs::metadata(&marker).map(|m| m.uid());
+    let _ = std::fs::remove_file(&marker);
+    if metadata.uid() != me? || metadata.permissions().mode() & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "it belongs to another user or others can write to it",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn set_read_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o500))
+}
+
+#[cfg(not(unix))]
+fn set_read_only(path: &Path) -> std::io::Result<()> {
+    let mut permissions = std::fs::metadata(path)?.permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(path, permissions)
+}
+
+#[cfg(unix)]
+fn check_not_world_writable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let canonical = path.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    let directory = canonical.parent().unwrap_or(Path::new("/"));
+    for candidate in [canonical.as_path(), directory] {
+        let mode = std::fs::metadata(candidate).map_err(|e| e.to_string())?.permissions().mode();
+        let sticky = mode & 0o1000 != 0;
+        if mode & 0o002 != 0 && !(candidate == directory && sticky) {
+            return Err(format!(
+                "{} is writable by other users, so anyone could replace the code this host runs",
+                candidate.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_not_world_writable(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
+/// The SHA-256 of a plugin library. Only a regular file of at most
+/// [`MAX_LIBRARY_BYTES`] is read, and never past that size, so a path swapped for a FIFO,
+/// a device or an endless file fails at once instead of blocking a reload (and shutdown).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    plugin_file_size(path)
+        .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidInput, message))?;
+    let file = open_nonblocking(path)?;
+    // The path may have been swapped between the check and the open: check the handle.
+    let metadata = file.metadata()?;
+    if !metadata.is_file() || metadata.len() > MAX_LIBRARY_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file of bounded size",
+        ));
+    }
+    let mut file = file.take(MAX_LIBRARY_BYTES + 1);
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        total += read as u64;
+        if total > MAX_LIBRARY_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the file grew past the size limit",
+            ));
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
+}
