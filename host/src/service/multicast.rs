@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
+mod envelope;
+
+use envelope::Envelope;
+
 use super::{check_value, need, plugin_status};
 use crate::api::multicast_registry_service_server::MulticastRegistryService;
 use crate::api::*;
@@ -73,46 +77,7 @@ fn channel(namespace: &str, identity: &str) -> String {
     format!("mcast.{namespace}.{identity}")
 }
 
-/// The envelope: `u32` id length, id, `i64` time, `u32` header count, then per header
-/// `u32` length + name and `u32` length + value, then the payload.
-struct Envelope {
-    id: String,
-    sent_at: i64,
-    headers: HashMap<String, String>,
-    payload: Vec<u8>,
-}
-
 impl Envelope {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.payload.len());
-        let put = |out: &mut Vec<u8>, bytes: &[u8]| {
-            out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            out.extend_from_slice(bytes);
-        };
-        put(&mut out, self.id.as_bytes());
-        out.extend_from_slice(&self.sent_at.to_be_bytes());
-        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
-        for (name, value) in &self.headers {
-            put(&mut out, name.as_bytes());
-            put(&mut out, value.as_bytes());
-        }
-        out.extend_from_slice(&self.payload);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Envelope> {
-        let mut reader = Reader(bytes);
-        let id = reader.string()?;
-        let sent_at = i64::from_be_bytes(reader.take(8)?.try_into().ok()?);
-        let count = reader.u32()?;
-        let mut headers = HashMap::new();
-        for _ in 0..count {
-            let name = reader.string()?;
-            headers.insert(name, reader.string()?);
-        }
-        Some(Envelope { id, sent_at, headers, payload: reader.0.to_vec() })
-    }
-
     fn into_message(self, from_queue: bool) -> MulticastMessage {
         MulticastMessage {
             message_id: self.id,
@@ -121,23 +86,6 @@ impl Envelope {
             sent_at_unix_ms: self.sent_at,
             from_queue,
         }
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let len = self.u32()? as usize;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
     }
 }
 
