@@ -1,6 +1,8 @@
 //! The Prism host: loads driver plugins over the stable ABI, binds them to namespaces
 //! by pattern and slot, and serves the `prism.v1` gRPC API.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod cli;
 pub mod config;

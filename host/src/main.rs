@@ -1,5 +1,7 @@
 //! `prism`: serve the gateway, validate a config, or describe plugins and patterns.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

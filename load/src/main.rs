@@ -7,6 +7,8 @@
 //!   prism-load pubsub --target URL --namespace N    # publish→receive vs NATS direct
 //!   prism-load stream --target URL --namespace N    # Kafka append/read vs rdkafka direct
 
+#![forbid(unsafe_code)]
+
 mod baseline;
 mod multicast;
 mod pubsub;

@@ -2,6 +2,8 @@
 //! library that declares the interface — ours in `cargo test`, anyone's with the
 //! `prism-acceptance PATH` binary. Also the helpers the end-to-end tests share.
 
+#![forbid(unsafe_code)]
+
 pub mod harness;
 pub mod suites;
 

@@ -82,3 +82,30 @@ fn the_host_knows_no_ffi_and_no_unsafe() {
     let found = violations("host/src", &[], &["abi_stable", "async_ffi", "unsafe"]);
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn grpc_and_protobuf_stay_in_the_host_the_load_tool_and_the_tests() {
+    for dir in ["plugin-abi/src", "xtask/src"] {
+        let found = violations(dir, &[], &["tonic", "prost"]);
+        assert!(found.is_empty(), "{found:#?}");
+    }
+}
+
+#[test]
+fn every_crate_but_plugin_abi_forbids_unsafe_code() {
+    let mut roots = vec![
+        "host/src/lib.rs".to_owned(),
+        "host/src/main.rs".to_owned(),
+        "load/src/main.rs".to_owned(),
+        "xtask/src/main.rs".to_owned(),
+        "tests/src/lib.rs".to_owned(),
+    ];
+    for plugin in std::fs::read_dir(workspace().join("plugins")).unwrap() {
+        let name = plugin.unwrap().file_name().into_string().unwrap();
+        roots.push(format!("plugins/{name}/src/lib.rs"));
+    }
+    for root in roots {
+        let text = std::fs::read_to_string(workspace().join(&root)).unwrap();
+        assert!(text.contains("#![forbid(unsafe_code)]"), "{root} does not forbid unsafe code");
+    }
+}

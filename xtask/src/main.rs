@@ -12,6 +12,8 @@
 //!   cargo xtask dist [--debug] [--out DIR]
 //!                       package bin/, plugins/, plugins.toml, README, LICENSE, SHA256SUMS as .tar.gz
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};

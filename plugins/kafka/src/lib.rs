@@ -7,6 +7,8 @@
 //! consumer groups with manual commits, so a record's ack id names the member that
 //! received it and commits go through that member's consumer.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod durable;
 mod group;

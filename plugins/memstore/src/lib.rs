@@ -7,6 +7,8 @@
 //! process through one bounded channel per subscription. Streams are bounded
 //! in-memory logs with consumer groups.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod keyvalue;
 mod list;

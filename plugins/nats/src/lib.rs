@@ -7,6 +7,8 @@
 //! stream that captures every subject under `subject_prefix` (created on first durable
 //! use); a message's ack id is its JetStream ack subject.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -10,6 +10,8 @@
 //! Identifiers come only from the slot config, are validated and always quoted; request
 //! data only ever travels as bound parameters.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod errors;
 mod keyvalue;

@@ -10,6 +10,8 @@
 //!
 //! Every write is one Lua script, so value, version, TTL and index change atomically.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod errors;
 mod keyvalue;
