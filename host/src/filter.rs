@@ -8,10 +8,11 @@
 //! primary    := "(" or ")"
 //!             | "exists" "(" field ")"
 //!             | field "in" "(" value ( "," value )* ")"
-//!             | field ( "=" | "!=" | "^=" ) value        ^= is "starts with"
+//!             | field ( "=" | "==" | "!=" | "^=" ) value  ^= is "starts with"; == is =
 //!             | field ( "<" | "<=" | ">" | ">=" ) number
 //! field      := letter or '_', then letters, digits, '_', '-', '.'
-//! value      := "quoted, with \" and \\ escapes" | number | bare word (letters, digits, '_', '-', '.')
+//! value      := "double" or 'single' quoted, with \", \' and \\ escapes
+//!             | number | bare word (letters, digits, '_', '-', '.')
 //! ```
 //!
 //! Keywords are case-insensitive. A comparison on a field the identity does not have is
@@ -81,7 +82,7 @@ impl Token {
     }
 }
 
-const SYMBOLS: [&str; 11] = ["!=", "^=", "<=", ">=", "=", "<", ">", "(", ")", ",", "!"];
+const SYMBOLS: [&str; 12] = ["==", "!=", "^=", "<=", ">=", "=", "<", ">", "(", ")", ",", "!"];
 
 fn word_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '+')
@@ -98,7 +99,8 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, ParseError> {
             continue;
         }
         let start = at;
-        if c == '"' {
+        if c == '"' || c == '\'' {
+            let quote = c;
             let mut text = String::new();
             at += 1;
             loop {
@@ -106,20 +108,20 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, ParseError> {
                     None => {
                         return Err(ParseError {
                             position: start,
-                            expected: "a closing '\"'".into(),
+                            expected: format!("a closing '{quote}'"),
                             found: "the end of the filter".into(),
                         })
                     }
-                    Some('"') => break,
+                    Some(end) if *end == quote => break,
                     Some('\\') => match chars.get(at + 1) {
-                        Some(escaped @ ('"' | '\\')) => {
+                        Some(escaped @ ('"' | '\'' | '\\')) => {
                             text.push(*escaped);
                             at += 2;
                         }
                         other => {
                             return Err(ParseError {
                                 position: at,
-                                expected: "\\\" or \\\\ after a backslash".into(),
+                                expected: "\\\", \\' or \\\\ after a backslash".into(),
                                 found: other.map_or("the end of the filter".into(), |c| format!("'\\{c}'")),
                             })
                         }
@@ -337,8 +339,9 @@ impl Parser {
             return Ok(Filter::In(field, values));
         }
         let operator = match self.peek() {
+            Token::Symbol("==") => "=",
             Token::Symbol(symbol @ ("=" | "!=" | "^=" | "<" | "<=" | ">" | ">=")) => *symbol,
-            _ => return Err(self.error("an operator (=, !=, ^=, <, <=, >, >=, in) after the field")),
+            _ => return Err(self.error("an operator (=, ==, !=, ^=, <, <=, >, >=, in) after the field")),
         };
         self.next();
         let ordering = match operator {
@@ -432,6 +435,9 @@ mod tests {
             ("tier = gold and (region ^= us or age > 18)", [true, false, false]),
             ("((tier = silver))", [false, true, false]),
             ("name = \"a \\\"b\\\"\"", [true, false, false]),
+            ("tier == 'gold'", [true, false, false]),
+            ("name = 'a \"b\"'", [true, false, false]),
+            ("tier in ('gold', \"silver\")", [true, true, false]),
             ("tier > 3", [false, false, false]),
         ];
         for (filter, expected) in cases {
