@@ -218,7 +218,8 @@ fn parse_toml(text: &str) -> Result<ConfigFile, ConfigError> {
     })
 }
 
-fn valid_name(name: &str) -> bool {
+/// Plugin and namespace names: 1–64 bytes of ASCII letters, digits, `-`, `_` and `.`.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

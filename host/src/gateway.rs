@@ -162,6 +162,17 @@ impl Namespace {
     }
 }
 
+/// An input as an error message may show it: escaped, and at most 32 characters, so a
+/// huge or hostile value never turns into a huge error trailer.
+pub fn shown(input: &str) -> String {
+    const SHOWN: usize = 32;
+    let mut out: String = input.chars().take(SHOWN).flat_map(char::escape_debug).collect();
+    if input.chars().nth(SHOWN).is_some() {
+        out.push('…');
+    }
+    format!("'{out}'")
+}
+
 /// One consistent view of everything the gateway serves.
 pub struct Routing {
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
@@ -222,6 +233,13 @@ impl Gateway {
     /// The namespace a request names (empty = default), which must use `pattern`.
     pub async fn namespace(&self, name: &str, pattern: &str) -> Result<NamespaceRef, Status> {
         let name = if name.is_empty() { DEFAULT_NAMESPACE } else { name };
+        if !crate::config::valid_name(name) {
+            return Err(Status::invalid_argument(format!(
+                "namespace {} ({} bytes) is not a valid name: names are 1-64 bytes of letters, digits, '-', '_' and '.'",
+                shown(name),
+                name.len()
+            )));
+        }
         loop {
             let namespace = self.lookup(name, pattern)?;
             let pass = namespace.gate.clone().read_owned().await;

@@ -298,6 +298,13 @@ async fn bad_requests_get_the_right_status_and_an_actionable_message() {
     let mut list = server.list().await;
 
     assert_status(kv.get(get("nowhere", "k")).await, Code::NotFound, "namespace 'nowhere' is not configured");
+    // A name no config could hold is INVALID_ARGUMENT, and never echoed in full.
+    let huge = "n".repeat(3 * 1024 * 1024);
+    let status = assert_status(kv.get(get(&huge, "k")).await, Code::InvalidArgument, "is not a valid name");
+    assert!(status.message().len() < 300, "a bounded message: {} bytes", status.message().len());
+    assert!(status.message().contains("(3145728 bytes)"), "{}", status.message());
+    let status = assert_status(kv.get(get("bad\nname", "k")).await, Code::InvalidArgument, "'bad\\nname'");
+    assert!(!status.message().contains('\n'), "escaped: {}", status.message());
     assert_status(kv.get(get("", "")).await, Code::InvalidArgument, "key must not be empty");
     assert_status(kv.get(get("", &"k".repeat(1025))).await, Code::InvalidArgument, "at most 1024 bytes");
     kv.get(get("", &"k".repeat(1024))).await.expect("a 1024-byte key is fine");
