@@ -119,7 +119,8 @@ pub fn resolve_reusing(
                     errors.push(ConfigError::new(
                         key.clone(),
                         format!(
-                            "plugin '{}' lacks interface {required}, which slot '{}' of pattern '{}' requires (it has: {})",
+                            "namespace '{}': plugin '{}' lacks interface {required}, which slot '{}' of pattern '{}' requires (it has: {})",
+                            entry.name,
                             binding.plugin,
                             slot.name,
                             pattern.name,
@@ -136,7 +137,12 @@ pub fn resolve_reusing(
             if let Err(error) = plugin.plugin.check_config(&config_toml) {
                 errors.push(ConfigError::new(
                     format!("{key}.config"),
-                    format!("plugin '{}' rejected its config: {}", binding.plugin, error.message()),
+                    format!(
+                        "namespace '{}': plugin '{}' rejected its config: {}",
+                        entry.name,
+                        binding.plugin,
+                        error.message()
+                    ),
                     "fix the slot's config table; `prism plugins` shows each plugin's settings",
                 ));
             }
