@@ -11,6 +11,7 @@ pub mod filter;
 pub mod gateway;
 pub mod health;
 pub mod loader;
+pub mod oversize;
 pub mod patterns;
 pub mod reload;
 pub mod resolve;

@@ -74,15 +74,17 @@ pub async fn serve(
 
     let server_limit =
         (settings.request_timeout_ms > 0).then(|| Duration::from_millis(settings.request_timeout_ms));
-    let mut builder = Server::builder().layer(DeadlineLayer::new(server_limit));
+    // tonic refuses messages over 4 MiB by default; let any value the config allows through.
+    let max_message = (settings.max_value_bytes + 64 * 1024).max(4 * 1024 * 1024);
+    let mut builder = Server::builder()
+        .layer(crate::oversize::OversizeLayer::new(max_message))
+        .layer(DeadlineLayer::new(server_limit));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: refusing new calls, letting in-flight calls finish");
         let _ = stopping_tx.send(());
     };
-    // tonic refuses messages over 4 MiB by default; let any value the config allows through.
-    let max_message = (settings.max_value_bytes + 64 * 1024).max(4 * 1024 * 1024);
     let server = builder
         .add_service(health_service)
         .add_service(reflection_v1)

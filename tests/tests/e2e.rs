@@ -619,4 +619,8 @@ async fn values_up_to_a_large_configured_limit_pass_through() {
     assert_eq!(got.value.len(), value.len());
     assert!(got.value[..] == value[..]);
     assert_status(kv.set(set("", "bigger", &vec![0u8; 6291457])).await, Code::InvalidArgument, "6291456");
+    // Past the transport limit (the value limit + 64 KiB): RESOURCE_EXHAUSTED, saying what to change.
+    let status = kv.set(set("", "huge", &vec![0u8; 6291456 + 128 * 1024])).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
+    assert!(status.message().contains("server.max_value_bytes"), "{}", status.message());
 }
