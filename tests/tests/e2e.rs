@@ -191,23 +191,25 @@ async fn every_keyvalue_rpc_works_on_memstore() {
         })
         .await
         .unwrap();
-    assert_eq!(created.into_inner().version, 1);
+    let created = created.into_inner().version;
+    assert!(created >= 1);
     let swapped = kv
         .compare_and_swap(CompareAndSwapRequest {
             namespace: "".into(),
             key: "counter".into(),
-            expected_version: 1,
+            expected_version: created,
             value: b"2".to_vec().into(),
             ttl_ms: 0,
         })
         .await
         .unwrap();
-    assert_eq!(swapped.into_inner().version, 2);
+    let swapped = swapped.into_inner().version;
+    assert!(swapped > created, "versions grow on every write");
     let deleted = kv
         .delete(DeleteRequest {
             namespace: "".into(),
             key: "counter".into(),
-            expected_version: 2,
+            expected_version: swapped,
             ..Default::default()
         })
         .await
@@ -356,30 +358,32 @@ async fn bad_requests_get_the_right_status_and_an_actionable_message() {
 
     // CAS conflict: FAILED_PRECONDITION with the current version in message and trailer.
     kv.set(set("", "doc", b"v1")).await.unwrap();
+    let old = kv.get(get("", "doc")).await.unwrap().into_inner().version;
     kv.set(set("", "doc", b"v2")).await.unwrap();
+    let current = kv.get(get("", "doc")).await.unwrap().into_inner().version;
     let status = assert_status(
         kv.compare_and_swap(CompareAndSwapRequest {
             namespace: "".into(),
             key: "doc".into(),
-            expected_version: 1,
+            expected_version: old,
             value: b"v3".to_vec().into(),
             ttl_ms: 0,
         })
         .await,
         Code::FailedPrecondition,
-        "current version is 2",
+        &format!("current version is {current}"),
     );
-    assert_eq!(status.metadata().get("prism-current-version").unwrap(), "2");
+    assert_eq!(status.metadata().get("prism-current-version").unwrap(), current.to_string().as_str());
     assert_status(
         kv.delete(DeleteRequest {
             namespace: "".into(),
             key: "doc".into(),
-            expected_version: 7,
+            expected_version: current + 1000,
             ..Default::default()
         })
         .await,
         Code::FailedPrecondition,
-        "current version is 2",
+        &format!("current version is {current}"),
     );
 
     // A namespace of another pattern.

@@ -38,7 +38,8 @@ impl Inner {
         };
         let new_bytes = key.len() + value.len();
         self.reserve(new_keys, new_bytes as i64 - old_bytes as i64)?;
-        let version = current + 1;
+        // Taken under the shard's lock, so one key's versions are issued in order.
+        let version = self.versions.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         shard.entries.insert(key.to_owned(), Entry { value, version, expires_at });
         Ok(CasResult::Swapped { version })
     }

@@ -4,7 +4,9 @@
 //!
 //! Format (all integers big-endian): the magic, then `u64` entry count and per entry
 //! key, value, `u64` version, `u64` remaining TTL in ms (0 = none); then `u64` list count
-//! and per list key, `u32` item count, items. Byte strings are `u32` length + bytes.
+//! and per list key, `u32` item count, items; then (format 2) the `u64` last version
+//! handed out, so the new instance never repeats a version. Byte strings are `u32`
+//! length + bytes. Format 1 snapshots (no last version) are still read.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,8 @@ use plugin_abi::{PluginError, StateTransfer};
 use crate::store::Entry;
 use crate::Memstore;
 
-const MAGIC: &[u8] = b"prism-memstore-state/1\n";
+const MAGIC: &[u8] = b"prism-memstore-state/2\n";
+const MAGIC_V1: &[u8] = b"prism-memstore-state/1\n";
 
 type Res<T> = Result<T, PluginError>;
 
@@ -84,14 +87,19 @@ impl StateTransfer for Memstore {
         out.extend_from_slice(&entries);
         out.extend_from_slice(&list_count.to_be_bytes());
         out.extend_from_slice(&lists);
+        out.extend_from_slice(&self.inner.versions.load(std::sync::atomic::Ordering::Relaxed).to_be_bytes());
         Ok(out)
     }
 
     async fn import_state(&self, state: Vec<u8>) -> Res<()> {
-        let Some(body) = state.strip_prefix(MAGIC) else {
-            return Err(PluginError::invalid_argument(
-                "not a memstore state snapshot (or from an unknown format version)",
-            ));
+        let (body, has_last_version) = match (state.strip_prefix(MAGIC), state.strip_prefix(MAGIC_V1)) {
+            (Some(body), _) => (body, true),
+            (None, Some(body)) => (body, false),
+            (None, None) => {
+                return Err(PluginError::invalid_argument(
+                    "not a memstore state snapshot (or from an unknown format version)",
+                ))
+            }
         };
         // Parse everything first: a bad snapshot changes nothing.
         let now = Instant::now();
@@ -113,10 +121,13 @@ impl StateTransfer for Memstore {
                 (0..count).map(|_| reader.bytes()).collect();
             lists.push((key, items?));
         }
+        let highest = entries.iter().map(|(_, entry)| entry.version).max().unwrap_or(0);
+        let last_version = if has_last_version { reader.u64()?.max(highest) } else { highest };
         if !reader.rest.is_empty() {
             return Err(PluginError::invalid_argument("memstore state snapshot has trailing bytes"));
         }
         self.inner.clear();
+        self.inner.versions.fetch_max(last_version, std::sync::atomic::Ordering::Relaxed);
         for (key, entry) in entries {
             self.inner.reserve(1, (key.len() + entry.value.len()) as i64)?;
             self.inner.write_key(&key).entries.insert(key, entry);

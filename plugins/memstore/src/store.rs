@@ -36,6 +36,9 @@ struct Usage {
 pub(crate) struct Inner {
     shards: Box<[RwLock<Shard>]>,
     usage: Usage,
+    /// The last version handed out: every write takes the next one, so versions grow on
+    /// every write and a key deleted (or expired) and written again never repeats one.
+    pub versions: AtomicU64,
 }
 
 pub struct Memstore {
@@ -87,6 +90,7 @@ impl Driver for Memstore {
         let shards = config.shards.next_power_of_two();
         let inner = Arc::new(Inner {
             shards: (0..shards).map(|_| RwLock::new(Shard::default())).collect(),
+            versions: AtomicU64::new(0),
             usage: Usage {
                 keys: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),

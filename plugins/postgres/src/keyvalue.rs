@@ -45,8 +45,8 @@ impl Statements<'_> {
 
     pub async fn set(&self, client: &ClientWrapper, key: &str, value: &[u8]) -> Res<i64> {
         let sql = format!(
-            "INSERT INTO {} AS t (key, value, version) VALUES ($1, $2, 1) \
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = t.version + 1 RETURNING version",
+            "INSERT INTO {} (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = DEFAULT RETURNING version",
             self.kv
         );
         let row = client
@@ -208,13 +208,13 @@ impl KeyValueCas for Postgres {
         let client = self.client().await?;
         let row = if expected_version == 0 {
             let sql = format!(
-                "INSERT INTO {} (key, value, version) VALUES ($1, $2, 1) ON CONFLICT (key) DO NOTHING RETURNING version",
+                "INSERT INTO {} (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING version",
                 self.sql.kv
             );
             client.query_opt(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes(), &value]).await
         } else {
             let sql = format!(
-                "UPDATE {} SET value = $2, version = version + 1 WHERE key = $1 AND version = $3 RETURNING version",
+                "UPDATE {} SET value = $2, version = DEFAULT WHERE key = $1 AND version = $3 RETURNING version",
                 self.sql.kv
             );
             client.query_opt(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes(), &value, &(expected_version as i64)]).await

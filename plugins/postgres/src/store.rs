@@ -102,6 +102,14 @@ async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), Pl
         .await
         .map_err(db_error)?;
     let (schema, kv, queue, queue_table) = (&config.schema, &sql.kv, &sql.queue, &config.queue_table);
+    // Versions come from one sequence per table (the column's default, which every write
+    // sets again), so a key deleted and written again never gets back a version it had.
+    let versions = format!("\"{schema}\".\"{}_versions\"", config.table);
+    let had_versions: bool = transaction
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&versions])
+        .await
+        .map_err(db_error)?
+        .get(0);
     transaction
         .batch_execute(&format!(
             r#"
@@ -123,9 +131,20 @@ async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), Pl
             );
             CREATE INDEX IF NOT EXISTS "{queue_table}_ready" ON {queue} (queue, id) WHERE dead_at IS NULL;
             CREATE INDEX IF NOT EXISTS "{queue_table}_dead" ON {queue} (queue, id) WHERE dead_at IS NOT NULL;
+            CREATE SEQUENCE IF NOT EXISTS {versions} OWNED BY {kv}.version;
+            ALTER TABLE {kv} ALTER COLUMN version SET DEFAULT nextval('{versions}');
             "#
         ))
         .await
         .map_err(db_error)?;
+    if !had_versions {
+        // A table from before the sequence: continue above its highest version.
+        transaction
+            .batch_execute(&format!(
+                "SELECT setval('{versions}', m) FROM (SELECT MAX(version) AS m FROM {kv}) AS highest WHERE m IS NOT NULL"
+            ))
+            .await
+            .map_err(db_error)?;
+    }
     transaction.commit().await.map_err(db_error)
 }

@@ -33,6 +33,7 @@ impl Redis {
         let (written, version): (i64, u64) = WRITE
             .key(self.keys.value(key))
             .key(&self.keys.index)
+            .key(&self.keys.versions)
             .arg(key)
             .arg(value)
             .arg(ttl_ms)

@@ -2,6 +2,7 @@
 //!
 //! Data model, under the slot's `key_prefix`:
 //! - `{prefix}k:{key}` — a hash `{v: value, n: version}`; its TTL is the key's TTL.
+//! - `{prefix}n` — the version counter every write increments, so versions never repeat.
 //! - `{prefix}i` — a sorted set of live key names (all score 0), so prefix scans page
 //!   in key order with `ZRANGEBYLEX` and never return a key twice. Entries whose hash
 //!   has expired are dropped lazily by scans, counts and a background sweeper.

@@ -1,5 +1,7 @@
 //! Lua scripts: each write changes value, version, TTL and index in one step.
 //! KEYS[1] = the key's hash, KEYS[2] = the index; ARGV[1] = the user key.
+//! WRITE also takes KEYS[3] = the version counter: versions come from one counter per
+//! prefix, so they grow on every write and are never reused, even across a delete.
 
 use std::sync::LazyLock;
 
@@ -15,8 +17,8 @@ pub static WRITE: LazyLock<Script> = LazyLock::new(|| {
         if expected >= 0 and current ~= expected then
             return {0, current}
         end
-        local version = redis.call('HINCRBY', KEYS[1], 'n', 1)
-        redis.call('HSET', KEYS[1], 'v', ARGV[2])
+        local version = redis.call('INCR', KEYS[3])
+        redis.call('HSET', KEYS[1], 'v', ARGV[2], 'n', version)
         local ttl = tonumber(ARGV[3])
         if ttl > 0 then
             redis.call('PEXPIRE', KEYS[1], ttl)

@@ -20,13 +20,21 @@ pub struct Redis {
 pub(crate) struct KeyNames {
     prefix: String,
     pub index: String,
+    /// The version counter: every write takes the next value, so a key deleted (or
+    /// expired) and written again never gets back a version it had.
+    pub versions: String,
     /// Prefix of pub/sub channel names.
     pub channels: String,
 }
 
 impl KeyNames {
     fn new(prefix: &str) -> Self {
-        KeyNames { prefix: prefix.to_owned(), index: format!("{prefix}i"), channels: format!("{prefix}p:") }
+        KeyNames {
+            prefix: prefix.to_owned(),
+            index: format!("{prefix}i"),
+            versions: format!("{prefix}n"),
+            channels: format!("{prefix}p:"),
+        }
     }
 
     pub fn value(&self, key: &str) -> String {
