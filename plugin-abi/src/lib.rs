@@ -17,6 +17,9 @@ mod types;
 
 pub use config_keys::config_keys_of;
 pub use ffi::error::{ErrorCode, PluginError};
+
+/// What every plugin operation returns.
+pub type PluginResult<T> = Result<T, PluginError>;
 /// The host's safe view of a plugin (it lives in `ffi` because it unwraps FFI types).
 pub use ffi::host;
 pub use interfaces::Interface;

@@ -10,11 +10,9 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     Appended, CasResult, ConfigKey, DeadLetterPage, GroupFeed, Health, KeyTtl, ListEnd, NewRecord,
-    PartitionOffsets, PluginError, QueueMessage, RecordFeed, ScanPage, Subscription, TransactionId,
+    PartitionOffsets, PluginResult, QueueMessage, RecordFeed, ScanPage, Subscription, TransactionId,
     Versioned,
 };
-
-type Res<T> = Result<T, PluginError>;
 
 /// The driver: built from the slot's `config` table, asked for health, shut down.
 pub trait Driver: Sized + Send + Sync + 'static {
@@ -27,12 +25,12 @@ pub trait Driver: Sized + Send + Sync + 'static {
 
     /// Checks a deserialized config beyond its types (URLs, ranges, names) without
     /// connecting anywhere. `prism validate` calls it; so does the host before `create`.
-    fn check(config: &Self::Config) -> Res<()> {
+    fn check(config: &Self::Config) -> PluginResult<()> {
         let _ = config;
         Ok(())
     }
 
-    fn create(config: Self::Config) -> impl Future<Output = Res<Self>> + Send;
+    fn create(config: Self::Config) -> impl Future<Output = PluginResult<Self>> + Send;
 
     /// The config keys `prism plugins` and `prism generate config` show (ABI 1.1).
     /// Derive them from the config type so they cannot drift:
@@ -53,21 +51,26 @@ pub trait Driver: Sized + Send + Sync + 'static {
 
 /// `keyvalue_basic`: set/get/delete/exists. Set replaces the value and removes any TTL.
 pub trait KeyValueBasic: Driver {
-    fn get(&self, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send;
-    fn set(&self, key: &str, value: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send;
+    fn set(&self, key: &str, value: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send;
     /// Returns whether a key was deleted.
-    fn delete(&self, key: &str) -> impl Future<Output = Res<bool>> + Send;
-    fn exists(&self, key: &str) -> impl Future<Output = Res<bool>> + Send;
+    fn delete(&self, key: &str) -> impl Future<Output = PluginResult<bool>> + Send;
+    fn exists(&self, key: &str) -> impl Future<Output = PluginResult<bool>> + Send;
 }
 
 /// `keyvalue_ttl`: keys that expire. An expired key is never returned, counted or scanned.
 pub trait KeyValueTtl: Driver {
-    fn set_with_ttl(&self, key: &str, value: Vec<u8>, ttl: Duration) -> impl Future<Output = Res<()>> + Send;
+    fn set_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> impl Future<Output = PluginResult<()>> + Send;
     /// Returns false when the key does not exist.
-    fn expire(&self, key: &str, ttl: Duration) -> impl Future<Output = Res<bool>> + Send;
-    fn get_ttl(&self, key: &str) -> impl Future<Output = Res<KeyTtl>> + Send;
+    fn expire(&self, key: &str, ttl: Duration) -> impl Future<Output = PluginResult<bool>> + Send;
+    fn get_ttl(&self, key: &str) -> impl Future<Output = PluginResult<KeyTtl>> + Send;
     /// Returns true when a TTL was removed.
-    fn persist(&self, key: &str) -> impl Future<Output = Res<bool>> + Send;
+    fn persist(&self, key: &str) -> impl Future<Output = PluginResult<bool>> + Send;
 }
 
 /// `keyvalue_scan`: prefix scan with an opaque cursor, and count.
@@ -78,22 +81,26 @@ pub trait KeyValueScan: Driver {
         prefix: &str,
         cursor: Option<&str>,
         limit: u32,
-    ) -> impl Future<Output = Res<ScanPage>> + Send;
-    fn count(&self, prefix: &str) -> impl Future<Output = Res<u64>> + Send;
+    ) -> impl Future<Output = PluginResult<ScanPage>> + Send;
+    fn count(&self, prefix: &str) -> impl Future<Output = PluginResult<u64>> + Send;
 }
 
 /// `keyvalue_batch`: per-item results, not atomic.
 pub trait KeyValueBatch: Driver {
     /// One entry per requested key, in request order.
-    fn batch_get(&self, keys: Vec<String>) -> impl Future<Output = Res<Vec<Option<Vec<u8>>>>> + Send;
-    fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> impl Future<Output = Res<Vec<Res<()>>>> + Send;
+    fn batch_get(&self, keys: Vec<String>)
+        -> impl Future<Output = PluginResult<Vec<Option<Vec<u8>>>>> + Send;
+    fn batch_set(
+        &self,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> impl Future<Output = PluginResult<Vec<PluginResult<()>>>> + Send;
     /// Whether each key was deleted, in request order.
-    fn batch_delete(&self, keys: Vec<String>) -> impl Future<Output = Res<Vec<bool>>> + Send;
+    fn batch_delete(&self, keys: Vec<String>) -> impl Future<Output = PluginResult<Vec<bool>>> + Send;
 }
 
 /// `keyvalue_cas`: per-key versions starting at 1 and growing on every write.
 pub trait KeyValueCas: Driver {
-    fn get_versioned(&self, key: &str) -> impl Future<Output = Res<Option<Versioned>>> + Send;
+    fn get_versioned(&self, key: &str) -> impl Future<Output = PluginResult<Option<Versioned>>> + Send;
     /// `expected_version` 0 means "create only if absent". `ttl` None means no expiry.
     fn compare_and_swap(
         &self,
@@ -101,53 +108,82 @@ pub trait KeyValueCas: Driver {
         expected_version: u64,
         value: Vec<u8>,
         ttl: Option<Duration>,
-    ) -> impl Future<Output = Res<CasResult>> + Send;
+    ) -> impl Future<Output = PluginResult<CasResult>> + Send;
     fn delete_if_version(
         &self,
         key: &str,
         expected_version: u64,
-    ) -> impl Future<Output = Res<CasResult>> + Send;
+    ) -> impl Future<Output = PluginResult<CasResult>> + Send;
 }
 
 /// `list_basic`: push and pop at either end, length.
 pub trait ListBasic: Driver {
     /// Returns the list's length after the push.
-    fn push(&self, key: &str, end: ListEnd, values: Vec<Vec<u8>>) -> impl Future<Output = Res<u64>> + Send;
+    fn push(
+        &self,
+        key: &str,
+        end: ListEnd,
+        values: Vec<Vec<u8>>,
+    ) -> impl Future<Output = PluginResult<u64>> + Send;
     /// Pops up to `count` values; an absent list pops nothing.
-    fn pop(&self, key: &str, end: ListEnd, count: u32) -> impl Future<Output = Res<Vec<Vec<u8>>>> + Send;
-    fn length(&self, key: &str) -> impl Future<Output = Res<u64>> + Send;
+    fn pop(
+        &self,
+        key: &str,
+        end: ListEnd,
+        count: u32,
+    ) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send;
+    fn length(&self, key: &str) -> impl Future<Output = PluginResult<u64>> + Send;
 }
 
 /// `list_range`: indexed range and trim, Redis-style inclusive indexes (negative from the end).
 pub trait ListRange: Driver {
-    fn range(&self, key: &str, start: i64, stop: i64) -> impl Future<Output = Res<Vec<Vec<u8>>>> + Send;
-    fn trim(&self, key: &str, start: i64, stop: i64) -> impl Future<Output = Res<()>> + Send;
+    fn range(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+    ) -> impl Future<Output = PluginResult<Vec<Vec<u8>>>> + Send;
+    fn trim(&self, key: &str, start: i64, stop: i64) -> impl Future<Output = PluginResult<()>> + Send;
 }
 
 /// `keyvalue_transactional`: operations inside a transaction apply in order, all or none.
 /// A transaction not committed within its timeout is rolled back by the plugin.
 pub trait KeyValueTransactional: Driver {
-    fn begin(&self, timeout: Duration) -> impl Future<Output = Res<TransactionId>> + Send;
-    fn tx_get(&self, tx: TransactionId, key: &str) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send;
-    fn tx_set(&self, tx: TransactionId, key: &str, value: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
+    fn begin(&self, timeout: Duration) -> impl Future<Output = PluginResult<TransactionId>> + Send;
+    fn tx_get(
+        &self,
+        tx: TransactionId,
+        key: &str,
+    ) -> impl Future<Output = PluginResult<Option<Vec<u8>>>> + Send;
+    fn tx_set(
+        &self,
+        tx: TransactionId,
+        key: &str,
+        value: Vec<u8>,
+    ) -> impl Future<Output = PluginResult<()>> + Send;
     /// Returns whether a key was deleted.
-    fn tx_delete(&self, tx: TransactionId, key: &str) -> impl Future<Output = Res<bool>> + Send;
+    fn tx_delete(&self, tx: TransactionId, key: &str) -> impl Future<Output = PluginResult<bool>> + Send;
     /// An unknown, finished or timed-out transaction is `NotFound`.
-    fn commit(&self, tx: TransactionId) -> impl Future<Output = Res<()>> + Send;
-    fn rollback(&self, tx: TransactionId) -> impl Future<Output = Res<()>> + Send;
+    fn commit(&self, tx: TransactionId) -> impl Future<Output = PluginResult<()>> + Send;
+    fn rollback(&self, tx: TransactionId) -> impl Future<Output = PluginResult<()>> + Send;
 }
 
 /// `queue_basic`: enqueue, dequeue (invisible until acked or the plugin's default
 /// visibility timeout lapses), ack, nack. Queues are named within a namespace.
 pub trait QueueBasic: Driver {
     /// Returns the new message's id.
-    fn enqueue(&self, queue: &str, payload: Vec<u8>) -> impl Future<Output = Res<String>> + Send;
+    fn enqueue(&self, queue: &str, payload: Vec<u8>) -> impl Future<Output = PluginResult<String>> + Send;
     /// Up to `max` visible messages, oldest first; empty when none is ready.
-    fn dequeue(&self, queue: &str, max: u32) -> impl Future<Output = Res<Vec<QueueMessage>>> + Send;
+    fn dequeue(&self, queue: &str, max: u32) -> impl Future<Output = PluginResult<Vec<QueueMessage>>> + Send;
     /// Deletes the message; false when the receipt is stale (redelivered, acked or dead).
-    fn ack(&self, queue: &str, receipt: &str) -> impl Future<Output = Res<bool>> + Send;
+    fn ack(&self, queue: &str, receipt: &str) -> impl Future<Output = PluginResult<bool>> + Send;
     /// Makes the message visible again after `delay`; counts as a failed delivery.
-    fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> impl Future<Output = Res<bool>> + Send;
+    fn nack(
+        &self,
+        queue: &str,
+        receipt: &str,
+        delay: Duration,
+    ) -> impl Future<Output = PluginResult<bool>> + Send;
 }
 
 /// `queue_visibility`: choose the visibility timeout per dequeue, and extend it.
@@ -157,14 +193,14 @@ pub trait QueueVisibility: Driver {
         queue: &str,
         max: u32,
         visibility: Duration,
-    ) -> impl Future<Output = Res<Vec<QueueMessage>>> + Send;
+    ) -> impl Future<Output = PluginResult<Vec<QueueMessage>>> + Send;
     /// Makes the message invisible for `visibility` from now; false when the receipt is stale.
     fn extend_visibility(
         &self,
         queue: &str,
         receipt: &str,
         visibility: Duration,
-    ) -> impl Future<Output = Res<bool>> + Send;
+    ) -> impl Future<Output = PluginResult<bool>> + Send;
 }
 
 /// `queue_dead_letter`: a message delivered `max_deliveries` times without an ack moves
@@ -175,10 +211,14 @@ pub trait QueueDeadLetter: Driver {
         queue: &str,
         cursor: Option<&str>,
         limit: u32,
-    ) -> impl Future<Output = Res<DeadLetterPage>> + Send;
+    ) -> impl Future<Output = PluginResult<DeadLetterPage>> + Send;
     /// Moves dead letters back onto the queue (all of them when `ids` is empty), with
     /// their delivery counts reset; returns how many moved.
-    fn replay_dead_letters(&self, queue: &str, ids: Vec<String>) -> impl Future<Output = Res<u64>> + Send;
+    fn replay_dead_letters(
+        &self,
+        queue: &str,
+        ids: Vec<String>,
+    ) -> impl Future<Output = PluginResult<u64>> + Send;
 }
 
 /// `queue_delayed`: messages that become visible at a given time.
@@ -188,7 +228,7 @@ pub trait QueueDelayed: Driver {
         queue: &str,
         payload: Vec<u8>,
         deliver_at_unix_ms: i64,
-    ) -> impl Future<Output = Res<String>> + Send;
+    ) -> impl Future<Output = PluginResult<String>> + Send;
 }
 
 /// `pubsub_basic`: at-most-once fan-out to every current subscriber of a topic, keeping
@@ -200,15 +240,15 @@ pub trait PubSubBasic: Driver {
         topic: &str,
         payload: Vec<u8>,
         metadata: Vec<(String, String)>,
-    ) -> impl Future<Output = Res<String>> + Send;
+    ) -> impl Future<Output = PluginResult<String>> + Send;
     /// Messages published to exactly `topic` from now on, until the subscription is dropped.
-    fn subscribe(&self, topic: &str) -> impl Future<Output = Res<Subscription>> + Send;
+    fn subscribe(&self, topic: &str) -> impl Future<Output = PluginResult<Subscription>> + Send;
 }
 
 /// `pubsub_wildcards`: subscribe to a pattern where `*` matches one token and a final
 /// `>` one or more (see [`crate::topics::matches`]).
 pub trait PubSubWildcards: Driver {
-    fn subscribe_pattern(&self, pattern: &str) -> impl Future<Output = Res<Subscription>> + Send;
+    fn subscribe_pattern(&self, pattern: &str) -> impl Future<Output = PluginResult<Subscription>> + Send;
 }
 
 /// `pubsub_persistent`: durable named subscriptions, at least once. Messages published
@@ -222,8 +262,8 @@ pub trait PubSubPersistent: Driver {
         name: &str,
         topic: &str,
         ack_wait: Duration,
-    ) -> impl Future<Output = Res<Subscription>> + Send;
-    fn ack(&self, name: &str, ack_id: &str) -> impl Future<Output = Res<()>> + Send;
+    ) -> impl Future<Output = PluginResult<Subscription>> + Send;
+    fn ack(&self, name: &str, ack_id: &str) -> impl Future<Output = PluginResult<()>> + Send;
 }
 
 /// `stream_basic`: append-only logs, named within a namespace. A stream has one or more
@@ -231,7 +271,7 @@ pub trait PubSubPersistent: Driver {
 /// partition is read in offset order. Appending to a new stream creates it.
 pub trait StreamBasic: Driver {
     /// Appends one record; a keyed record goes to its key's partition.
-    fn append(&self, stream: &str, record: NewRecord) -> impl Future<Output = Res<Appended>> + Send;
+    fn append(&self, stream: &str, record: NewRecord) -> impl Future<Output = PluginResult<Appended>> + Send;
     /// The records of `partition` from `from_offset` on. With `follow` the feed waits for
     /// new records until dropped; without it, it ends at the partition's end as of the call.
     /// An unknown stream is `NotFound`; a partition it does not have is `InvalidArgument`.
@@ -241,9 +281,9 @@ pub trait StreamBasic: Driver {
         partition: u32,
         from_offset: u64,
         follow: bool,
-    ) -> impl Future<Output = Res<RecordFeed>> + Send;
+    ) -> impl Future<Output = PluginResult<RecordFeed>> + Send;
     /// Every partition's offsets, in partition order. An unknown stream is `NotFound`.
-    fn offsets(&self, stream: &str) -> impl Future<Output = Res<Vec<PartitionOffsets>>> + Send;
+    fn offsets(&self, stream: &str) -> impl Future<Output = PluginResult<Vec<PartitionOffsets>>> + Send;
 }
 
 /// `stream_partitioning`: a stream's partitions are visible and addressable, and the
@@ -254,7 +294,7 @@ pub trait StreamPartitioning: Driver {
         stream: &str,
         partition: u32,
         record: NewRecord,
-    ) -> impl Future<Output = Res<Appended>> + Send;
+    ) -> impl Future<Output = PluginResult<Appended>> + Send;
 }
 
 /// `stream_replay`: find where to replay from by time.
@@ -266,7 +306,7 @@ pub trait StreamReplay: Driver {
         stream: &str,
         partition: u32,
         timestamp_unix_ms: i64,
-    ) -> impl Future<Output = Res<u64>> + Send;
+    ) -> impl Future<Output = PluginResult<u64>> + Send;
 }
 
 /// `stream_consumer_groups`: the members of a group share a stream's partitions, each
@@ -277,18 +317,23 @@ pub trait StreamConsumerGroups: Driver {
     /// Joins `group`. The feed starts with an `Assigned` event, then records of the
     /// assigned partitions after the group's committed offsets; every rebalance sends a
     /// new `Assigned`. Dropping the feed leaves the group.
-    fn join(&self, stream: &str, group: &str) -> impl Future<Output = Res<GroupFeed>> + Send;
+    fn join(&self, stream: &str, group: &str) -> impl Future<Output = PluginResult<GroupFeed>> + Send;
     /// Marks the record `ack_id` names, and every earlier record of its partition, as
     /// done for the group. A record whose partition has moved on to another member is
     /// `FailedPrecondition` (the new owner will receive it).
-    fn commit(&self, stream: &str, group: &str, ack_id: &str) -> impl Future<Output = Res<()>> + Send;
+    fn commit(
+        &self,
+        stream: &str,
+        group: &str,
+        ack_id: &str,
+    ) -> impl Future<Output = PluginResult<()>> + Send;
     /// The group's committed position per partition: the next offset it will consume
     /// (`None` where it has committed nothing).
     fn committed(
         &self,
         stream: &str,
         group: &str,
-    ) -> impl Future<Output = Res<Vec<(u32, Option<u64>)>>> + Send;
+    ) -> impl Future<Output = PluginResult<Vec<(u32, Option<u64>)>>> + Send;
 }
 
 /// `state_transfer`: hand an instance's state to its successor when the host reloads the
@@ -297,7 +342,7 @@ pub trait StreamConsumerGroups: Driver {
 /// it with `InvalidArgument`.
 pub trait StateTransfer: Driver {
     /// Everything the instance holds, as one snapshot.
-    fn export_state(&self) -> impl Future<Output = Res<Vec<u8>>> + Send;
+    fn export_state(&self) -> impl Future<Output = PluginResult<Vec<u8>>> + Send;
     /// Replaces everything the instance holds with an exported snapshot.
-    fn import_state(&self, state: Vec<u8>) -> impl Future<Output = Res<()>> + Send;
+    fn import_state(&self, state: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send;
 }

@@ -7,6 +7,7 @@
 //! partition next. Delivery counts are remembered per instance (a restart starts them
 //! again at 1).
 
+use plugin_abi::PluginResult;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,8 +21,6 @@ use tokio::sync::mpsc;
 use crate::group::MemberConsumer;
 use crate::stream::prism_headers;
 use crate::{blocking, unavailable, Kafka};
-
-type Res<T> = Result<T, PluginError>;
 
 /// Unacked messages one subscriber may hold before it stops taking new ones.
 const MAX_UNACKED: usize = 1000;
@@ -81,7 +80,7 @@ impl Kafka {
     /// A durable subscription keeps what is published after it was first created: the
     /// first time, commit the current ends so the group starts there, not wherever the
     /// first assignment happens to land.
-    async fn anchor_new_group(&self, group: &str, topic: &str, partitions: u32) -> Res<()> {
+    async fn anchor_new_group(&self, group: &str, topic: &str, partitions: u32) -> PluginResult<()> {
         let anchor: BaseConsumer = self
             .client_config()
             .set("group.id", group)
@@ -114,7 +113,7 @@ impl Kafka {
     }
 
     /// Commits a partition up to its first unacked message, dropping what is below.
-    async fn commit_acked(&self, member: &Arc<DurableMember>, partition: u32) -> Res<()> {
+    async fn commit_acked(&self, member: &Arc<DurableMember>, partition: u32) -> PluginResult<()> {
         let mut committed = member.committed.lock().await;
         let position = {
             let mut pending = lock(&member.pending);
@@ -154,7 +153,7 @@ async fn pump_durable(
     group: String,
     prism_topic: String,
     mut assignments: mpsc::UnboundedReceiver<Vec<u32>>,
-    sender: mpsc::Sender<Res<Message>>,
+    sender: mpsc::Sender<PluginResult<Message>>,
 ) {
     let mut tick = tokio::time::interval((member.ack_wait / 4).max(Duration::from_millis(50)));
     loop {
@@ -209,7 +208,7 @@ async fn resend_overdue(
     member: &DurableMember,
     counts: &DeliveryCounts,
     group: &str,
-    sender: &mpsc::Sender<Res<Message>>,
+    sender: &mpsc::Sender<PluginResult<Message>>,
 ) -> Result<(), ()> {
     let now = Instant::now();
     let overdue: Vec<Message> = {
@@ -231,7 +230,12 @@ async fn resend_overdue(
 }
 
 impl PubSubPersistent for Kafka {
-    async fn subscribe_durable(&self, name: &str, topic: &str, ack_wait: Duration) -> Res<Subscription> {
+    async fn subscribe_durable(
+        &self,
+        name: &str,
+        topic: &str,
+        ack_wait: Duration,
+    ) -> PluginResult<Subscription> {
         if plugin_abi::topics::check_pattern(topic).unwrap_or(false) {
             return Err(PluginError::invalid_argument(format!(
                 "kafka durable subscriptions take a concrete topic, not the pattern '{topic}'"
@@ -257,7 +261,7 @@ impl PubSubPersistent for Kafka {
         Ok(Subscription::from_receiver(receiver))
     }
 
-    async fn ack(&self, name: &str, ack_id: &str) -> Res<()> {
+    async fn ack(&self, name: &str, ack_id: &str) -> PluginResult<()> {
         let MemberAck { member: id, partition, offset } = MemberAck::parse(ack_id)?;
         let Some(member) = self.durables.get(id) else {
             return Err(PluginError::failed_precondition(format!(

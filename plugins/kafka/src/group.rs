@@ -3,6 +3,7 @@
 //! only from a current member that owns the partition, so ack ids name the member
 //! (`<member>:<partition>:<offset>`) and commits go through its consumer.
 
+use plugin_abi::PluginResult;
 use std::sync::Arc;
 
 use plugin_abi::{GroupEvent, GroupFeed, MemberAck, PluginError, StreamConsumerGroups};
@@ -14,8 +15,6 @@ use tokio::sync::mpsc;
 
 use crate::stream::stream_record;
 use crate::{blocking, unavailable, Kafka};
-
-type Res<T> = Result<T, PluginError>;
 
 /// Forwards each new assignment (the member's partitions of its topic) to its pump.
 pub(crate) struct AssignmentContext {
@@ -66,7 +65,7 @@ impl Kafka {
         &self,
         group_id: &str,
         topic: &str,
-    ) -> Res<(MemberConsumer, mpsc::UnboundedReceiver<Vec<u32>>)> {
+    ) -> PluginResult<(MemberConsumer, mpsc::UnboundedReceiver<Vec<u32>>)> {
         let (assignments_tx, assignments) = mpsc::unbounded_channel();
         let context = AssignmentContext { topic: topic.to_owned(), assignments: assignments_tx };
         let consumer: MemberConsumer = self
@@ -93,7 +92,7 @@ async fn pump_member(
     member: Arc<Member>,
     id: u64,
     mut assignments: mpsc::UnboundedReceiver<Vec<u32>>,
-    sender: mpsc::Sender<Res<GroupEvent>>,
+    sender: mpsc::Sender<PluginResult<GroupEvent>>,
 ) {
     'pump: loop {
         let received = tokio::select! {
@@ -136,7 +135,7 @@ async fn pump_member(
 }
 
 impl StreamConsumerGroups for Kafka {
-    async fn join(&self, stream: &str, group: &str) -> Res<GroupFeed> {
+    async fn join(&self, stream: &str, group: &str) -> PluginResult<GroupFeed> {
         let topic = self.topic_name(stream)?;
         self.ensure_topic(&topic).await?;
         let (consumer, assignments) = self.group_member(&self.group_id(group), &topic)?;
@@ -148,7 +147,7 @@ impl StreamConsumerGroups for Kafka {
         Ok(GroupFeed::from_receiver(receiver))
     }
 
-    async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> Res<()> {
+    async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> PluginResult<()> {
         let ack = MemberAck::parse(ack_id)?;
         let (id, partition) = (ack.member, ack.partition);
         let topic = self.topic_name(stream)?;
@@ -196,7 +195,7 @@ impl StreamConsumerGroups for Kafka {
         }
     }
 
-    async fn committed(&self, stream: &str, group: &str) -> Res<Vec<(u32, Option<u64>)>> {
+    async fn committed(&self, stream: &str, group: &str) -> PluginResult<Vec<(u32, Option<u64>)>> {
         let topic = self.topic_name(stream)?;
         let count = self.partitions(&topic).await?;
         let reader: BaseConsumer = self

@@ -3,9 +3,10 @@
 //! exactly what is published from then on. Kafka has no subject wildcards, so this
 //! plugin does not declare pubsub_wildcards.
 
+use plugin_abi::PluginResult;
 use std::sync::Arc;
 
-use plugin_abi::{Message, PluginError, PubSubBasic, Subscription};
+use plugin_abi::{Message, PubSubBasic, Subscription};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -14,10 +15,13 @@ use tokio::sync::mpsc;
 use crate::stream::prism_headers;
 use crate::{unavailable, Kafka};
 
-type Res<T> = Result<T, PluginError>;
-
 impl PubSubBasic for Kafka {
-    async fn publish(&self, topic: &str, payload: Vec<u8>, metadata: Vec<(String, String)>) -> Res<String> {
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        metadata: Vec<(String, String)>,
+    ) -> PluginResult<String> {
         let kafka_topic = self.topic_name(topic)?;
         let count = self.ensure_topic(&kafka_topic).await?;
         // One partition per publisher (this instance) keeps its order on the topic, which
@@ -27,7 +31,7 @@ impl PubSubBasic for Kafka {
         Ok(format!("{}-{}", appended.partition, appended.offset))
     }
 
-    async fn subscribe(&self, topic: &str) -> Res<Subscription> {
+    async fn subscribe(&self, topic: &str) -> PluginResult<Subscription> {
         let kafka_topic = self.topic_name(topic)?;
         let count = self.ensure_topic(&kafka_topic).await?;
         // Explicit end offsets, not Offset::End: librdkafka resolves End lazily, which

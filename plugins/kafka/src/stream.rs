@@ -1,12 +1,13 @@
 //! stream_basic, stream_partitioning and stream_replay: appends through the idempotent
 //! producer, reads through a group-less consumer assigned to one partition.
 
+use plugin_abi::PluginResult;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use plugin_abi::{
-    Appended, NewRecord, PartitionOffsets, PluginError, RecordFeed, StreamBasic, StreamPartitioning,
-    StreamRecord, StreamReplay,
+    Appended, NewRecord, PartitionOffsets, RecordFeed, StreamBasic, StreamPartitioning, StreamRecord,
+    StreamReplay,
 };
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
@@ -16,8 +17,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::{blocking, unavailable, Kafka};
-
-type Res<T> = Result<T, PluginError>;
 
 pub(crate) fn now_unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
@@ -60,7 +59,7 @@ impl Kafka {
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[(String, String)],
-    ) -> Res<Appended> {
+    ) -> PluginResult<Appended> {
         let timestamp_unix_ms = now_unix_ms();
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
             .payload(payload)
@@ -85,7 +84,7 @@ impl Kafka {
     /// Low and high watermarks of one partition. The high one is at least one past the
     /// last offset this instance was acknowledged: tansu 0.6 can report less after
     /// concurrent appends to a partition (the records are there and fetchable).
-    pub(crate) async fn watermarks(&self, topic: &str, partition: u32) -> Res<(u64, u64)> {
+    pub(crate) async fn watermarks(&self, topic: &str, partition: u32) -> PluginResult<(u64, u64)> {
         let lookups = self.lookups.clone();
         let timeout = self.timeout();
         let name = topic.to_owned();
@@ -98,7 +97,7 @@ impl Kafka {
 
     /// A consumer for reads at explicit offsets. It never subscribes or commits, so it
     /// joins no group; librdkafka still wants a group id before it will assign.
-    pub(crate) fn reader(&self) -> Res<StreamConsumer> {
+    pub(crate) fn reader(&self) -> PluginResult<StreamConsumer> {
         self.client_config()
             .set("group.id", format!("{}prism-reader", self.config.topic_prefix))
             .set("enable.auto.commit", "false")
@@ -115,7 +114,7 @@ impl Kafka {
 pub(crate) async fn pump_reads(
     consumer: StreamConsumer,
     until: Option<u64>,
-    sender: mpsc::Sender<Res<StreamRecord>>,
+    sender: mpsc::Sender<PluginResult<StreamRecord>>,
 ) {
     let consumer = Arc::new(consumer);
     loop {
@@ -143,13 +142,19 @@ pub(crate) async fn pump_reads(
 }
 
 impl StreamBasic for Kafka {
-    async fn append(&self, stream: &str, record: NewRecord) -> Res<Appended> {
+    async fn append(&self, stream: &str, record: NewRecord) -> PluginResult<Appended> {
         let topic = self.topic_name(stream)?;
         self.ensure_topic(&topic).await?;
         self.produce(&topic, None, record.key.as_deref(), &record.payload, &record.headers).await
     }
 
-    async fn read(&self, stream: &str, partition: u32, from_offset: u64, follow: bool) -> Res<RecordFeed> {
+    async fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        from_offset: u64,
+        follow: bool,
+    ) -> PluginResult<RecordFeed> {
         let topic = self.topic_name(stream)?;
         let count = self.partitions(&topic).await?;
         self.check_partition(&topic, partition, count).await?;
@@ -169,7 +174,7 @@ impl StreamBasic for Kafka {
         Ok(RecordFeed::from_receiver(receiver))
     }
 
-    async fn offsets(&self, stream: &str) -> Res<Vec<PartitionOffsets>> {
+    async fn offsets(&self, stream: &str) -> PluginResult<Vec<PartitionOffsets>> {
         let topic = self.topic_name(stream)?;
         let count = self.partitions(&topic).await?;
         let mut offsets = Vec::with_capacity(count as usize);
@@ -182,7 +187,12 @@ impl StreamBasic for Kafka {
 }
 
 impl StreamPartitioning for Kafka {
-    async fn append_to_partition(&self, stream: &str, partition: u32, record: NewRecord) -> Res<Appended> {
+    async fn append_to_partition(
+        &self,
+        stream: &str,
+        partition: u32,
+        record: NewRecord,
+    ) -> PluginResult<Appended> {
         let topic = self.topic_name(stream)?;
         let count = self.ensure_topic(&topic).await?;
         self.check_partition(&topic, partition, count).await?;
@@ -191,7 +201,12 @@ impl StreamPartitioning for Kafka {
 }
 
 impl StreamReplay for Kafka {
-    async fn offset_for_timestamp(&self, stream: &str, partition: u32, timestamp_unix_ms: i64) -> Res<u64> {
+    async fn offset_for_timestamp(
+        &self,
+        stream: &str,
+        partition: u32,
+        timestamp_unix_ms: i64,
+    ) -> PluginResult<u64> {
         let topic = self.topic_name(stream)?;
         let count = self.partitions(&topic).await?;
         self.check_partition(&topic, partition, count).await?;
@@ -240,7 +255,7 @@ struct TimeProbe {
 }
 
 impl TimeProbe {
-    fn new(kafka: &Kafka, topic: &str, partition: u32) -> Res<TimeProbe> {
+    fn new(kafka: &Kafka, topic: &str, partition: u32) -> PluginResult<TimeProbe> {
         Ok(TimeProbe {
             consumer: Some(kafka.reader()?),
             topic: topic.to_owned(),
@@ -250,7 +265,7 @@ impl TimeProbe {
     }
 
     /// The timestamp of the record at `offset` (`None` when it is gone or never came).
-    async fn timestamp(&self, offset: u64) -> Res<Option<i64>> {
+    async fn timestamp(&self, offset: u64) -> PluginResult<Option<i64>> {
         let consumer = self.consumer.as_ref().expect("present until drop");
         let mut assignment = TopicPartitionList::new();
         assignment

@@ -1,17 +1,16 @@
 //! The key-value interfaces: basic, ttl, scan, batch and cas.
 
+use plugin_abi::PluginResult;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use plugin_abi::{
-    CasResult, KeyTtl, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTtl, PluginError,
-    ScanPage, Versioned,
+    CasResult, KeyTtl, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTtl, ScanPage,
+    Versioned,
 };
 
 use crate::store::{Entry, Inner};
 use crate::Memstore;
-
-type Res<T> = Result<T, PluginError>;
 
 impl Inner {
     /// Writes `value`, replacing any TTL with `expires_at`. With `expected`, writes only if
@@ -22,7 +21,7 @@ impl Inner {
         value: Vec<u8>,
         expires_at: Option<Instant>,
         expected: Option<u64>,
-    ) -> Res<CasResult> {
+    ) -> PluginResult<CasResult> {
         let now = Instant::now();
         let mut shard = self.write_key(key);
         let existing = shard.entries.get(key);
@@ -115,34 +114,34 @@ impl Inner {
 }
 
 impl KeyValueBasic for Memstore {
-    async fn get(&self, key: &str) -> Res<Option<Vec<u8>>> {
+    async fn get(&self, key: &str) -> PluginResult<Option<Vec<u8>>> {
         Ok(self.inner.with_live(key, |e| e.value.clone()))
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>) -> Res<()> {
+    async fn set(&self, key: &str, value: Vec<u8>) -> PluginResult<()> {
         self.inner.put(key, value, None, None).map(|_| ())
     }
 
-    async fn delete(&self, key: &str) -> Res<bool> {
+    async fn delete(&self, key: &str) -> PluginResult<bool> {
         Ok(matches!(self.inner.remove(key, None), CasResult::Swapped { version } if version > 0))
     }
 
-    async fn exists(&self, key: &str) -> Res<bool> {
+    async fn exists(&self, key: &str) -> PluginResult<bool> {
         Ok(self.inner.with_live(key, |_| ()).is_some())
     }
 }
 
 impl KeyValueTtl for Memstore {
-    async fn set_with_ttl(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Res<()> {
+    async fn set_with_ttl(&self, key: &str, value: Vec<u8>, ttl: Duration) -> PluginResult<()> {
         self.inner.put(key, value, Some(Instant::now() + ttl), None).map(|_| ())
     }
 
-    async fn expire(&self, key: &str, ttl: Duration) -> Res<bool> {
+    async fn expire(&self, key: &str, ttl: Duration) -> PluginResult<bool> {
         let at = Instant::now() + ttl;
         Ok(self.inner.with_live_mut(key, |e| e.expires_at = Some(at)).is_some())
     }
 
-    async fn get_ttl(&self, key: &str) -> Res<KeyTtl> {
+    async fn get_ttl(&self, key: &str) -> PluginResult<KeyTtl> {
         let now = Instant::now();
         Ok(self
             .inner
@@ -153,34 +152,34 @@ impl KeyValueTtl for Memstore {
             .unwrap_or(KeyTtl::Missing))
     }
 
-    async fn persist(&self, key: &str) -> Res<bool> {
+    async fn persist(&self, key: &str) -> PluginResult<bool> {
         Ok(self.inner.with_live_mut(key, |e| e.expires_at.take().is_some()).unwrap_or(false))
     }
 }
 
 impl KeyValueScan for Memstore {
-    async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Res<ScanPage> {
+    async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> PluginResult<ScanPage> {
         Ok(self.inner.scan_page(prefix, cursor, limit.max(1) as usize))
     }
 
-    async fn count(&self, prefix: &str) -> Res<u64> {
+    async fn count(&self, prefix: &str) -> PluginResult<u64> {
         Ok(self.inner.count_prefix(prefix))
     }
 }
 
 impl KeyValueBatch for Memstore {
-    async fn batch_get(&self, keys: Vec<String>) -> Res<Vec<Option<Vec<u8>>>> {
+    async fn batch_get(&self, keys: Vec<String>) -> PluginResult<Vec<Option<Vec<u8>>>> {
         Ok(keys.iter().map(|key| self.inner.with_live(key, |e| e.value.clone())).collect())
     }
 
-    async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> Res<Vec<Res<()>>> {
+    async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> PluginResult<Vec<PluginResult<()>>> {
         Ok(entries
             .into_iter()
             .map(|(key, value)| self.inner.put(&key, value, None, None).map(|_| ()))
             .collect())
     }
 
-    async fn batch_delete(&self, keys: Vec<String>) -> Res<Vec<bool>> {
+    async fn batch_delete(&self, keys: Vec<String>) -> PluginResult<Vec<bool>> {
         Ok(keys
             .iter()
             .map(|key| matches!(self.inner.remove(key, None), CasResult::Swapped { version } if version > 0))
@@ -189,7 +188,7 @@ impl KeyValueBatch for Memstore {
 }
 
 impl KeyValueCas for Memstore {
-    async fn get_versioned(&self, key: &str) -> Res<Option<Versioned>> {
+    async fn get_versioned(&self, key: &str) -> PluginResult<Option<Versioned>> {
         Ok(self.inner.with_live(key, |e| Versioned { value: e.value.clone(), version: e.version }))
     }
 
@@ -199,12 +198,12 @@ impl KeyValueCas for Memstore {
         expected_version: u64,
         value: Vec<u8>,
         ttl: Option<Duration>,
-    ) -> Res<CasResult> {
+    ) -> PluginResult<CasResult> {
         let expires_at = ttl.map(|ttl| Instant::now() + ttl);
         self.inner.put(key, value, expires_at, Some(expected_version))
     }
 
-    async fn delete_if_version(&self, key: &str, expected_version: u64) -> Res<CasResult> {
+    async fn delete_if_version(&self, key: &str, expected_version: u64) -> PluginResult<CasResult> {
         Ok(self.inner.remove(key, Some(expected_version)))
     }
 }

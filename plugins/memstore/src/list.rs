@@ -1,12 +1,11 @@
 //! The list interfaces: push/pop at either end, length, range and trim.
 
+use plugin_abi::PluginResult;
 use std::collections::VecDeque;
 
-use plugin_abi::{ListBasic, ListEnd, ListRange, PluginError};
+use plugin_abi::{ListBasic, ListEnd, ListRange};
 
 use crate::Memstore;
-
-type Res<T> = Result<T, PluginError>;
 
 /// Resolves Redis-style inclusive indexes (negative counts from the end) to a
 /// half-open range within `len`, or `None` when the range is empty.
@@ -22,7 +21,7 @@ fn item_bytes(items: &[Vec<u8>]) -> i64 {
 }
 
 impl ListBasic for Memstore {
-    async fn push(&self, key: &str, end: ListEnd, values: Vec<Vec<u8>>) -> Res<u64> {
+    async fn push(&self, key: &str, end: ListEnd, values: Vec<Vec<u8>>) -> PluginResult<u64> {
         let mut shard = self.inner.write_key(key);
         let new_key = !shard.lists.contains_key(key);
         let key_bytes = if new_key { key.len() as i64 } else { 0 };
@@ -37,7 +36,7 @@ impl ListBasic for Memstore {
         Ok(list.len() as u64)
     }
 
-    async fn pop(&self, key: &str, end: ListEnd, count: u32) -> Res<Vec<Vec<u8>>> {
+    async fn pop(&self, key: &str, end: ListEnd, count: u32) -> PluginResult<Vec<Vec<u8>>> {
         let mut shard = self.inner.write_key(key);
         let Some(list) = shard.lists.get_mut(key) else { return Ok(Vec::new()) };
         let take = (count as usize).min(list.len());
@@ -54,13 +53,13 @@ impl ListBasic for Memstore {
         Ok(popped)
     }
 
-    async fn length(&self, key: &str) -> Res<u64> {
+    async fn length(&self, key: &str) -> PluginResult<u64> {
         Ok(self.inner.read_key(key).lists.get(key).map_or(0, |l| l.len() as u64))
     }
 }
 
 impl ListRange for Memstore {
-    async fn range(&self, key: &str, start: i64, stop: i64) -> Res<Vec<Vec<u8>>> {
+    async fn range(&self, key: &str, start: i64, stop: i64) -> PluginResult<Vec<Vec<u8>>> {
         let shard = self.inner.read_key(key);
         let Some(list) = shard.lists.get(key) else { return Ok(Vec::new()) };
         Ok(match resolve(list.len(), start, stop) {
@@ -69,7 +68,7 @@ impl ListRange for Memstore {
         })
     }
 
-    async fn trim(&self, key: &str, start: i64, stop: i64) -> Res<()> {
+    async fn trim(&self, key: &str, start: i64, stop: i64) -> PluginResult<()> {
         let mut shard = self.inner.write_key(key);
         let Some(list) = shard.lists.get_mut(key) else { return Ok(()) };
         let before = item_bytes(list.make_contiguous());

@@ -2,21 +2,20 @@
 //! message to each matching one. At most once: a subscriber whose buffer is full misses
 //! the message rather than slowing the publisher.
 
+use plugin_abi::PluginResult;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use plugin_abi::topics::matches;
-use plugin_abi::{Message, PluginError, PubSubBasic, PubSubWildcards, Subscription};
+use plugin_abi::{Message, PubSubBasic, PubSubWildcards, Subscription};
 use tokio::sync::mpsc;
 
 use crate::Memstore;
 
-type Res<T> = Result<T, PluginError>;
-
 struct Subscriber {
     pattern: String,
-    sender: mpsc::Sender<Res<Message>>,
+    sender: mpsc::Sender<PluginResult<Message>>,
 }
 
 pub(crate) struct Bus {
@@ -69,17 +68,22 @@ impl Bus {
 }
 
 impl PubSubBasic for Memstore {
-    async fn publish(&self, topic: &str, payload: Vec<u8>, metadata: Vec<(String, String)>) -> Res<String> {
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        metadata: Vec<(String, String)>,
+    ) -> PluginResult<String> {
         Ok(self.bus.publish(topic, payload, metadata))
     }
 
-    async fn subscribe(&self, topic: &str) -> Res<Subscription> {
+    async fn subscribe(&self, topic: &str) -> PluginResult<Subscription> {
         Ok(self.bus.subscribe(topic))
     }
 }
 
 impl PubSubWildcards for Memstore {
-    async fn subscribe_pattern(&self, pattern: &str) -> Res<Subscription> {
+    async fn subscribe_pattern(&self, pattern: &str) -> PluginResult<Subscription> {
         Ok(self.bus.subscribe(pattern))
     }
 }

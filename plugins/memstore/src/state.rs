@@ -8,6 +8,7 @@
 //! handed out, so the new instance never repeats a version. Byte strings are `u32`
 //! length + bytes. Format 1 snapshots (no last version) are still read.
 
+use plugin_abi::PluginResult;
 use std::time::{Duration, Instant};
 
 use plugin_abi::{PluginError, StateTransfer};
@@ -17,8 +18,6 @@ use crate::Memstore;
 
 const MAGIC: &[u8] = b"prism-memstore-state/2\n";
 const MAGIC_V1: &[u8] = b"prism-memstore-state/1\n";
-
-type Res<T> = Result<T, PluginError>;
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
@@ -30,7 +29,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Res<&'a [u8]> {
+    fn take(&mut self, n: usize) -> PluginResult<&'a [u8]> {
         if self.rest.len() < n {
             return Err(PluginError::invalid_argument("memstore state snapshot is truncated"));
         }
@@ -38,24 +37,24 @@ impl<'a> Reader<'a> {
         self.rest = rest;
         Ok(head)
     }
-    fn u32(&mut self) -> Res<u32> {
+    fn u32(&mut self) -> PluginResult<u32> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
-    fn u64(&mut self) -> Res<u64> {
+    fn u64(&mut self) -> PluginResult<u64> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    fn bytes(&mut self) -> Res<Vec<u8>> {
+    fn bytes(&mut self) -> PluginResult<Vec<u8>> {
         let len = self.u32()? as usize;
         Ok(self.take(len)?.to_vec())
     }
-    fn string(&mut self) -> Res<String> {
+    fn string(&mut self) -> PluginResult<String> {
         String::from_utf8(self.bytes()?)
             .map_err(|_| PluginError::invalid_argument("memstore state snapshot has a key that is not UTF-8"))
     }
 }
 
 impl StateTransfer for Memstore {
-    async fn export_state(&self) -> Res<Vec<u8>> {
+    async fn export_state(&self) -> PluginResult<Vec<u8>> {
         let now = Instant::now();
         let mut entries = Vec::new();
         let mut lists = Vec::new();
@@ -91,7 +90,7 @@ impl StateTransfer for Memstore {
         Ok(out)
     }
 
-    async fn import_state(&self, state: Vec<u8>) -> Res<()> {
+    async fn import_state(&self, state: Vec<u8>) -> PluginResult<()> {
         let (body, has_last_version) = match (state.strip_prefix(MAGIC), state.strip_prefix(MAGIC_V1)) {
             (Some(body), _) => (body, true),
             (None, Some(body)) => (body, false),
@@ -117,7 +116,7 @@ impl StateTransfer for Memstore {
         for _ in 0..reader.u64()? {
             let key = reader.string()?;
             let count = reader.u32()?;
-            let items: Res<std::collections::VecDeque<Vec<u8>>> =
+            let items: PluginResult<std::collections::VecDeque<Vec<u8>>> =
                 (0..count).map(|_| reader.bytes()).collect();
             lists.push((key, items?));
         }

@@ -3,6 +3,7 @@
 //! Readers wait on a watch channel bumped by every append. Consumer groups share a
 //! stream's partitions round-robin by join order; a rebalance bumps the group's watch.
 
+use plugin_abi::PluginResult;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,8 +16,6 @@ use plugin_abi::{
 use tokio::sync::{mpsc, watch};
 
 use crate::Memstore;
-
-type Res<T> = Result<T, PluginError>;
 
 /// Records handed to a reader per wake-up before it checks for rebalances again.
 const DELIVERY_CHUNK: usize = 256;
@@ -93,7 +92,7 @@ struct Log {
 }
 
 impl Log {
-    fn partition(&self, stream: &str, partition: u32) -> Res<&Mutex<Partition>> {
+    fn partition(&self, stream: &str, partition: u32) -> PluginResult<&Mutex<Partition>> {
         self.partitions.get(partition as usize).ok_or_else(|| {
             PluginError::invalid_argument(format!(
                 "stream '{stream}' has partitions 0..{}; partition {partition} does not exist",
@@ -130,7 +129,7 @@ impl Streams {
         Streams { logs: Mutex::new(HashMap::new()), partitions, retention, next_member: AtomicU64::new(1) }
     }
 
-    fn existing(&self, stream: &str) -> Res<Arc<Log>> {
+    fn existing(&self, stream: &str) -> PluginResult<Arc<Log>> {
         lock(&self.logs).get(stream).cloned().ok_or_else(|| {
             PluginError::not_found(format!("stream '{stream}' does not exist (append to it to create it)"))
         })
@@ -151,7 +150,13 @@ impl Streams {
     }
 
     /// Appends; returns where, and the bytes of a record retention dropped to make room.
-    fn append_at(&self, log: &Log, stream: &str, partition: u32, record: NewRecord) -> Res<(Appended, u64)> {
+    fn append_at(
+        &self,
+        log: &Log,
+        stream: &str,
+        partition: u32,
+        record: NewRecord,
+    ) -> PluginResult<(Appended, u64)> {
         let mut slot = lock(log.partition(stream, partition)?);
         let now =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
@@ -184,7 +189,13 @@ fn record_bytes(key: &Option<Vec<u8>>, payload: &[u8], headers: &[(String, Strin
 
 impl Memstore {
     /// Appends within the store's `max_bytes`, like every other write.
-    fn append_counted(&self, log: &Log, stream: &str, partition: u32, record: NewRecord) -> Res<Appended> {
+    fn append_counted(
+        &self,
+        log: &Log,
+        stream: &str,
+        partition: u32,
+        record: NewRecord,
+    ) -> PluginResult<Appended> {
         let bytes = record_bytes(&record.key, &record.payload, &record.headers);
         self.inner.reserve(0, bytes as i64)?;
         match self.streams.append_at(log, stream, partition, record) {
@@ -211,7 +222,7 @@ fn key_partition(key: &[u8], partitions: u32) -> u32 {
 }
 
 impl StreamBasic for Memstore {
-    async fn append(&self, stream: &str, record: NewRecord) -> Res<Appended> {
+    async fn append(&self, stream: &str, record: NewRecord) -> PluginResult<Appended> {
         let log = self.streams.log(stream);
         let partition = match &record.key {
             Some(key) => key_partition(key, self.streams.partitions),
@@ -220,7 +231,13 @@ impl StreamBasic for Memstore {
         self.append_counted(&log, stream, partition, record)
     }
 
-    async fn read(&self, stream: &str, partition: u32, from_offset: u64, follow: bool) -> Res<RecordFeed> {
+    async fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        from_offset: u64,
+        follow: bool,
+    ) -> PluginResult<RecordFeed> {
         let log = self.streams.existing(stream)?;
         log.partition(stream, partition)?;
         let until = (!follow).then(|| lock(&log.partitions[partition as usize]).next());
@@ -229,7 +246,7 @@ impl StreamBasic for Memstore {
         Ok(RecordFeed::from_receiver(receiver))
     }
 
-    async fn offsets(&self, stream: &str) -> Res<Vec<PartitionOffsets>> {
+    async fn offsets(&self, stream: &str) -> PluginResult<Vec<PartitionOffsets>> {
         let log = self.streams.existing(stream)?;
         Ok(log
             .partitions
@@ -250,7 +267,7 @@ async fn pump_partition(
     partition: u32,
     from: u64,
     until: Option<u64>,
-    sender: mpsc::Sender<Res<StreamRecord>>,
+    sender: mpsc::Sender<PluginResult<StreamRecord>>,
 ) {
     let mut appended = log.appended.subscribe();
     let mut position = from;
@@ -284,14 +301,24 @@ async fn pump_partition(
 }
 
 impl StreamPartitioning for Memstore {
-    async fn append_to_partition(&self, stream: &str, partition: u32, record: NewRecord) -> Res<Appended> {
+    async fn append_to_partition(
+        &self,
+        stream: &str,
+        partition: u32,
+        record: NewRecord,
+    ) -> PluginResult<Appended> {
         let log = self.streams.log(stream);
         self.append_counted(&log, stream, partition, record)
     }
 }
 
 impl StreamReplay for Memstore {
-    async fn offset_for_timestamp(&self, stream: &str, partition: u32, timestamp_unix_ms: i64) -> Res<u64> {
+    async fn offset_for_timestamp(
+        &self,
+        stream: &str,
+        partition: u32,
+        timestamp_unix_ms: i64,
+    ) -> PluginResult<u64> {
         let log = self.streams.existing(stream)?;
         let slot = lock(log.partition(stream, partition)?);
         let index = slot.records.partition_point(|r| r.timestamp_unix_ms < timestamp_unix_ms);
@@ -300,7 +327,7 @@ impl StreamReplay for Memstore {
 }
 
 impl StreamConsumerGroups for Memstore {
-    async fn join(&self, stream: &str, group: &str) -> Res<GroupFeed> {
+    async fn join(&self, stream: &str, group: &str) -> PluginResult<GroupFeed> {
         // Like Kafka with topic creation on: joining a group on a new stream creates it.
         let log = self.streams.log(stream);
         let handle = log.group(group);
@@ -312,7 +339,7 @@ impl StreamConsumerGroups for Memstore {
         Ok(GroupFeed::from_receiver(receiver))
     }
 
-    async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> Res<()> {
+    async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> PluginResult<()> {
         let ack = MemberAck::parse(ack_id)?;
         let (member, partition, next) = (ack.member, ack.partition, ack.next_offset()?);
         let log = self.streams.existing(stream)?;
@@ -334,7 +361,7 @@ impl StreamConsumerGroups for Memstore {
         Ok(())
     }
 
-    async fn committed(&self, stream: &str, group: &str) -> Res<Vec<(u32, Option<u64>)>> {
+    async fn committed(&self, stream: &str, group: &str) -> PluginResult<Vec<(u32, Option<u64>)>> {
         let log = self.streams.existing(stream)?;
         let handle = log.group(group);
         let state = lock(&handle.state);
@@ -356,7 +383,12 @@ impl Drop for Membership {
 
 /// Delivers a member's assignment and then its partitions' records, starting over from
 /// the committed offsets whenever the group rebalances.
-async fn pump_member(log: Arc<Log>, group: Arc<Group>, member: u64, sender: mpsc::Sender<Res<GroupEvent>>) {
+async fn pump_member(
+    log: Arc<Log>,
+    group: Arc<Group>,
+    member: u64,
+    sender: mpsc::Sender<PluginResult<GroupEvent>>,
+) {
     let membership = Membership { group, member };
     let group = &membership.group;
     let mut appended = log.appended.subscribe();

@@ -2,14 +2,13 @@
 
 use deadpool_postgres::ClientWrapper;
 use futures_util::future::join_all;
+use plugin_abi::PluginResult;
 use plugin_abi::{
     CasResult, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, PluginError, ScanPage, Versioned,
 };
 
 use crate::errors::db_error;
 use crate::Postgres;
-
-type Res<T> = Result<T, PluginError>;
 
 /// The smallest byte string greater than every string starting with `prefix`, or `None`
 /// when there is none (empty prefix, or all 0xff).
@@ -24,7 +23,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn text(key: Vec<u8>) -> Res<String> {
+fn text(key: Vec<u8>) -> PluginResult<String> {
     String::from_utf8(key).map_err(|_| PluginError::internal("a stored key is not UTF-8"))
 }
 
@@ -34,7 +33,7 @@ pub(crate) struct Statements<'a> {
 }
 
 impl Statements<'_> {
-    pub async fn get(&self, client: &ClientWrapper, key: &str) -> Res<Option<Vec<u8>>> {
+    pub async fn get(&self, client: &ClientWrapper, key: &str) -> PluginResult<Option<Vec<u8>>> {
         let sql = format!("SELECT value FROM {} WHERE key = $1", self.kv);
         let row = client
             .query_opt(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes()])
@@ -43,7 +42,7 @@ impl Statements<'_> {
         Ok(row.map(|row| row.get(0)))
     }
 
-    pub async fn set(&self, client: &ClientWrapper, key: &str, value: &[u8]) -> Res<i64> {
+    pub async fn set(&self, client: &ClientWrapper, key: &str, value: &[u8]) -> PluginResult<i64> {
         let sql = format!(
             "INSERT INTO {} (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = DEFAULT RETURNING version",
@@ -56,7 +55,7 @@ impl Statements<'_> {
         Ok(row.get(0))
     }
 
-    pub async fn delete(&self, client: &ClientWrapper, key: &str) -> Res<bool> {
+    pub async fn delete(&self, client: &ClientWrapper, key: &str) -> PluginResult<bool> {
         let sql = format!("DELETE FROM {} WHERE key = $1", self.kv);
         Ok(client
             .execute(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes()])
@@ -65,7 +64,7 @@ impl Statements<'_> {
             > 0)
     }
 
-    async fn version(&self, client: &ClientWrapper, key: &str) -> Res<u64> {
+    async fn version(&self, client: &ClientWrapper, key: &str) -> PluginResult<u64> {
         let sql = format!("SELECT version FROM {} WHERE key = $1", self.kv);
         let row = client
             .query_opt(&client.prepare_cached(&sql).await.map_err(db_error)?, &[&key.as_bytes()])
@@ -82,19 +81,19 @@ impl Postgres {
 }
 
 impl KeyValueBasic for Postgres {
-    async fn get(&self, key: &str) -> Res<Option<Vec<u8>>> {
+    async fn get(&self, key: &str) -> PluginResult<Option<Vec<u8>>> {
         self.statements().get(&*self.client().await?, key).await
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>) -> Res<()> {
+    async fn set(&self, key: &str, value: Vec<u8>) -> PluginResult<()> {
         self.statements().set(&*self.client().await?, key, &value).await.map(|_| ())
     }
 
-    async fn delete(&self, key: &str) -> Res<bool> {
+    async fn delete(&self, key: &str) -> PluginResult<bool> {
         self.statements().delete(&*self.client().await?, key).await
     }
 
-    async fn exists(&self, key: &str) -> Res<bool> {
+    async fn exists(&self, key: &str) -> PluginResult<bool> {
         let client = self.client().await?;
         let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE key = $1)", self.sql.kv);
         let row = client
@@ -106,7 +105,7 @@ impl KeyValueBasic for Postgres {
 }
 
 impl KeyValueScan for Postgres {
-    async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Res<ScanPage> {
+    async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> PluginResult<ScanPage> {
         let client = self.client().await?;
         let limit = i64::from(limit.max(1));
         let after: &[u8] = cursor.map_or(&[], str::as_bytes);
@@ -132,7 +131,7 @@ impl KeyValueScan for Postgres {
         Ok(ScanPage { entries, next_cursor })
     }
 
-    async fn count(&self, prefix: &str) -> Res<u64> {
+    async fn count(&self, prefix: &str) -> PluginResult<u64> {
         let client = self.client().await?;
         let end = prefix_end(prefix.as_bytes());
         let sql = format!(
@@ -148,7 +147,7 @@ impl KeyValueScan for Postgres {
 }
 
 impl KeyValueBatch for Postgres {
-    async fn batch_get(&self, keys: Vec<String>) -> Res<Vec<Option<Vec<u8>>>> {
+    async fn batch_get(&self, keys: Vec<String>) -> PluginResult<Vec<Option<Vec<u8>>>> {
         let client = self.client().await?;
         let wanted: Vec<&[u8]> = keys.iter().map(|key| key.as_bytes()).collect();
         let sql = format!("SELECT key, value FROM {} WHERE key = ANY($1)", self.sql.kv);
@@ -161,7 +160,7 @@ impl KeyValueBatch for Postgres {
         Ok(keys.iter().map(|key| found.get(key.as_bytes()).cloned()).collect())
     }
 
-    async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> Res<Vec<Res<()>>> {
+    async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> PluginResult<Vec<PluginResult<()>>> {
         let client = self.client().await?;
         let statements = self.statements();
         // Issued together on one connection, which pipelines them.
@@ -169,7 +168,7 @@ impl KeyValueBatch for Postgres {
         Ok(join_all(writes).await.into_iter().map(|result| result.map(|_| ())).collect())
     }
 
-    async fn batch_delete(&self, keys: Vec<String>) -> Res<Vec<bool>> {
+    async fn batch_delete(&self, keys: Vec<String>) -> PluginResult<Vec<bool>> {
         let client = self.client().await?;
         let wanted: Vec<&[u8]> = keys.iter().map(|key| key.as_bytes()).collect();
         let sql = format!("DELETE FROM {} WHERE key = ANY($1) RETURNING key", self.sql.kv);
@@ -183,7 +182,7 @@ impl KeyValueBatch for Postgres {
 }
 
 impl KeyValueCas for Postgres {
-    async fn get_versioned(&self, key: &str) -> Res<Option<Versioned>> {
+    async fn get_versioned(&self, key: &str) -> PluginResult<Option<Versioned>> {
         let client = self.client().await?;
         let sql = format!("SELECT value, version FROM {} WHERE key = $1", self.sql.kv);
         let row = client
@@ -199,7 +198,7 @@ impl KeyValueCas for Postgres {
         expected_version: u64,
         value: Vec<u8>,
         ttl: Option<std::time::Duration>,
-    ) -> Res<CasResult> {
+    ) -> PluginResult<CasResult> {
         if ttl.is_some() {
             return Err(PluginError::unimplemented(
                 "the postgres plugin has no keyvalue_ttl: keys cannot expire",
@@ -226,7 +225,7 @@ impl KeyValueCas for Postgres {
         })
     }
 
-    async fn delete_if_version(&self, key: &str, expected_version: u64) -> Res<CasResult> {
+    async fn delete_if_version(&self, key: &str, expected_version: u64) -> PluginResult<CasResult> {
         let client = self.client().await?;
         let sql = format!("DELETE FROM {} WHERE key = $1 AND version = $2", self.sql.kv);
         let deleted = client

@@ -5,6 +5,7 @@
 //! timeout lapsed (and whose message went to someone else) cannot ack it. A message that
 //! becomes visible again after `max_deliveries` deliveries is dead-lettered instead.
 
+use plugin_abi::PluginResult;
 use std::time::Duration;
 
 use plugin_abi::{
@@ -15,13 +16,11 @@ use tokio_postgres::Row;
 use crate::errors::db_error;
 use crate::Postgres;
 
-type Res<T> = Result<T, PluginError>;
-
 /// Most messages one dequeue hands out.
 const MAX_BATCH: u32 = 100;
 
 /// Receipts are `{id}:{token}`: the id finds the row, the token proves the delivery.
-fn parse_receipt(receipt: &str) -> Res<(i64, &str)> {
+fn parse_receipt(receipt: &str) -> PluginResult<(i64, &str)> {
     receipt
         .split_once(':')
         .and_then(|(id, token)| Some((id.parse().ok()?, token)))
@@ -48,7 +47,7 @@ fn millis(duration: Duration) -> f64 {
 }
 
 impl Postgres {
-    async fn deliver(&self, queue: &str, max: u32, visibility: Duration) -> Res<Vec<QueueMessage>> {
+    async fn deliver(&self, queue: &str, max: u32, visibility: Duration) -> PluginResult<Vec<QueueMessage>> {
         let max = i64::from(max.clamp(1, MAX_BATCH));
         let client = self.client().await?;
         let sql = format!(
@@ -87,7 +86,12 @@ impl Postgres {
         Ok(Vec::new())
     }
 
-    async fn insert(&self, queue: &str, payload: &[u8], deliver_at_unix_ms: Option<i64>) -> Res<String> {
+    async fn insert(
+        &self,
+        queue: &str,
+        payload: &[u8],
+        deliver_at_unix_ms: Option<i64>,
+    ) -> PluginResult<String> {
         let client = self.client().await?;
         let sql = format!(
             "INSERT INTO {} (queue, payload, visible_at) \
@@ -104,15 +108,15 @@ impl Postgres {
 }
 
 impl QueueBasic for Postgres {
-    async fn enqueue(&self, queue: &str, payload: Vec<u8>) -> Res<String> {
+    async fn enqueue(&self, queue: &str, payload: Vec<u8>) -> PluginResult<String> {
         self.insert(queue, &payload, None).await
     }
 
-    async fn dequeue(&self, queue: &str, max: u32) -> Res<Vec<QueueMessage>> {
+    async fn dequeue(&self, queue: &str, max: u32) -> PluginResult<Vec<QueueMessage>> {
         self.deliver(queue, max, Duration::from_millis(self.config.visibility_timeout_ms)).await
     }
 
-    async fn ack(&self, queue: &str, receipt: &str) -> Res<bool> {
+    async fn ack(&self, queue: &str, receipt: &str) -> PluginResult<bool> {
         let (id, token) = parse_receipt(receipt)?;
         let client = self.client().await?;
         let sql = format!(
@@ -126,7 +130,7 @@ impl QueueBasic for Postgres {
             > 0)
     }
 
-    async fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> Res<bool> {
+    async fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> PluginResult<bool> {
         let (id, token) = parse_receipt(receipt)?;
         let client = self.client().await?;
         let sql = format!(
@@ -154,11 +158,16 @@ impl QueueVisibility for Postgres {
         queue: &str,
         max: u32,
         visibility: Duration,
-    ) -> Res<Vec<QueueMessage>> {
+    ) -> PluginResult<Vec<QueueMessage>> {
         self.deliver(queue, max, visibility).await
     }
 
-    async fn extend_visibility(&self, queue: &str, receipt: &str, visibility: Duration) -> Res<bool> {
+    async fn extend_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> PluginResult<bool> {
         let (id, token) = parse_receipt(receipt)?;
         let client = self.client().await?;
         let sql = format!(
@@ -178,7 +187,12 @@ impl QueueVisibility for Postgres {
 }
 
 impl QueueDeadLetter for Postgres {
-    async fn dead_letters(&self, queue: &str, cursor: Option<&str>, limit: u32) -> Res<DeadLetterPage> {
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> PluginResult<DeadLetterPage> {
         let after: i64 = match cursor {
             Some(cursor) => cursor.parse().map_err(|_| {
                 PluginError::invalid_argument(format!("'{cursor}' is not a dead-letter cursor"))
@@ -203,13 +217,13 @@ impl QueueDeadLetter for Postgres {
         Ok(DeadLetterPage { messages, next_cursor })
     }
 
-    async fn replay_dead_letters(&self, queue: &str, ids: Vec<String>) -> Res<u64> {
+    async fn replay_dead_letters(&self, queue: &str, ids: Vec<String>) -> PluginResult<u64> {
         let ids: Vec<i64> = ids
             .iter()
             .map(|id| {
                 id.parse().map_err(|_| PluginError::invalid_argument(format!("'{id}' is not a message id")))
             })
-            .collect::<Res<_>>()?;
+            .collect::<PluginResult<_>>()?;
         let client = self.client().await?;
         let sql = format!(
             "UPDATE {} SET dead_at = NULL, deliveries = 0, receipt = NULL, visible_at = clock_timestamp()
@@ -224,7 +238,12 @@ impl QueueDeadLetter for Postgres {
 }
 
 impl QueueDelayed for Postgres {
-    async fn enqueue_at(&self, queue: &str, payload: Vec<u8>, deliver_at_unix_ms: i64) -> Res<String> {
+    async fn enqueue_at(
+        &self,
+        queue: &str,
+        payload: Vec<u8>,
+        deliver_at_unix_ms: i64,
+    ) -> PluginResult<String> {
         self.insert(queue, &payload, Some(deliver_at_unix_ms)).await
     }
 }

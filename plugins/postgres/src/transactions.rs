@@ -1,6 +1,7 @@
 //! Transactions that span calls: each holds a pooled connection inside `BEGIN … COMMIT`
 //! until it is committed, rolled back, or reaped after its timeout.
 
+use plugin_abi::PluginResult;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -12,8 +13,6 @@ use plugin_abi::{KeyValueTransactional, PluginError, TransactionId};
 use crate::errors::{db_error, pool_error};
 use crate::keyvalue::Statements;
 use crate::Postgres;
-
-type Res<T> = Result<T, PluginError>;
 
 struct Open {
     client: Object,
@@ -38,7 +37,7 @@ fn not_open(tx: TransactionId) -> PluginError {
 
 /// Ends a transaction. A connection whose ROLLBACK/COMMIT failed is closed rather than
 /// returned to the pool, so no half-finished transaction is ever reused.
-async fn finish(open: Open, statement: &str) -> Res<()> {
+async fn finish(open: Open, statement: &str) -> PluginResult<()> {
     match open.client.batch_execute(statement).await {
         Ok(()) => Ok(()),
         Err(error) => {
@@ -61,7 +60,7 @@ impl Transactions {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&tx.0)
     }
 
-    async fn begin(&self, timeout: Duration) -> Res<TransactionId> {
+    async fn begin(&self, timeout: Duration) -> PluginResult<TransactionId> {
         let client = self.pool.get().await.map_err(pool_error)?;
         client.batch_execute("BEGIN").await.map_err(db_error)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -78,8 +77,8 @@ impl Transactions {
     async fn with<T>(
         &self,
         tx: TransactionId,
-        work: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper) -> Res<T>,
-    ) -> Res<T> {
+        work: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper) -> PluginResult<T>,
+    ) -> PluginResult<T> {
         let slot = self.slot(tx).ok_or_else(|| not_open(tx))?;
         let mut guard = slot.lock().await;
         let Some(open) = guard.as_ref() else { return Err(not_open(tx)) };
@@ -106,7 +105,7 @@ impl Transactions {
         result
     }
 
-    async fn end(&self, tx: TransactionId, statement: &str) -> Res<()> {
+    async fn end(&self, tx: TransactionId, statement: &str) -> PluginResult<()> {
         let slot = self.take_slot(tx).ok_or_else(|| not_open(tx))?;
         let open = slot.lock().await.take().ok_or_else(|| not_open(tx))?;
         finish(open, statement).await
@@ -144,7 +143,7 @@ pub(crate) async fn reap(transactions: Weak<Transactions>) {
 }
 
 impl KeyValueTransactional for Postgres {
-    async fn begin(&self, timeout: Duration) -> Res<TransactionId> {
+    async fn begin(&self, timeout: Duration) -> PluginResult<TransactionId> {
         let cap = Duration::from_millis(self.config.max_transaction_ms);
         if timeout > cap {
             return Err(PluginError::invalid_argument(format!(
@@ -155,26 +154,26 @@ impl KeyValueTransactional for Postgres {
         self.transactions.begin(timeout).await
     }
 
-    async fn tx_get(&self, tx: TransactionId, key: &str) -> Res<Option<Vec<u8>>> {
+    async fn tx_get(&self, tx: TransactionId, key: &str) -> PluginResult<Option<Vec<u8>>> {
         let statements = Statements { kv: &self.sql.kv };
         self.transactions.with(tx, async |client| statements.get(client, key).await).await
     }
 
-    async fn tx_set(&self, tx: TransactionId, key: &str, value: Vec<u8>) -> Res<()> {
+    async fn tx_set(&self, tx: TransactionId, key: &str, value: Vec<u8>) -> PluginResult<()> {
         let statements = Statements { kv: &self.sql.kv };
         self.transactions.with(tx, async |client| statements.set(client, key, &value).await.map(|_| ())).await
     }
 
-    async fn tx_delete(&self, tx: TransactionId, key: &str) -> Res<bool> {
+    async fn tx_delete(&self, tx: TransactionId, key: &str) -> PluginResult<bool> {
         let statements = Statements { kv: &self.sql.kv };
         self.transactions.with(tx, async |client| statements.delete(client, key).await).await
     }
 
-    async fn commit(&self, tx: TransactionId) -> Res<()> {
+    async fn commit(&self, tx: TransactionId) -> PluginResult<()> {
         self.transactions.end(tx, "COMMIT").await
     }
 
-    async fn rollback(&self, tx: TransactionId) -> Res<()> {
+    async fn rollback(&self, tx: TransactionId) -> PluginResult<()> {
         self.transactions.end(tx, "ROLLBACK").await
     }
 }

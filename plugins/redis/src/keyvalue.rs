@@ -1,11 +1,12 @@
 //! The key-value interfaces on hashes plus a sorted-set index (see the crate docs).
 
+use plugin_abi::PluginResult;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use plugin_abi::{
-    CasResult, KeyTtl, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTtl, PluginError,
-    ScanPage, Versioned,
+    CasResult, KeyTtl, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTtl, ScanPage,
+    Versioned,
 };
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -14,8 +15,6 @@ use crate::errors::plugin_error;
 use crate::scripts::{DELETE, WRITE};
 use crate::store::KeyNames;
 use crate::Redis;
-
-type Res<T> = Result<T, PluginError>;
 
 /// Expected version meaning "whatever it is".
 const ANY_VERSION: i64 = -1;
@@ -27,7 +26,13 @@ fn expected(version: u64) -> i64 {
 }
 
 impl Redis {
-    async fn write(&self, key: &str, value: &[u8], ttl: Option<Duration>, expected: i64) -> Res<CasResult> {
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        expected: i64,
+    ) -> PluginResult<CasResult> {
         let mut connection = self.connection.clone();
         let ttl_ms = ttl.map_or(0, |ttl| ttl.as_millis().max(1) as u64);
         let (written, version): (i64, u64) = WRITE
@@ -49,7 +54,7 @@ impl Redis {
     }
 
     /// Deletes `key` if its version matches (`ANY_VERSION` always does).
-    async fn remove(&self, key: &str, expected: i64) -> Res<CasResult> {
+    async fn remove(&self, key: &str, expected: i64) -> PluginResult<CasResult> {
         let mut connection = self.connection.clone();
         let (allowed, before): (i64, u64) = DELETE
             .key(self.keys.value(key))
@@ -74,7 +79,7 @@ async fn index_chunk(
     min: &[u8],
     prefix: &str,
     count: usize,
-) -> Res<Vec<String>> {
+) -> PluginResult<Vec<String>> {
     let mut max = b"[".to_vec();
     max.extend_from_slice(prefix.as_bytes());
     max.push(0xff); // no UTF-8 string contains 0xff, so this bounds every key with the prefix
@@ -97,7 +102,7 @@ fn after(key: &str) -> Vec<u8> {
 }
 
 /// Drops index entries whose hash has expired.
-async fn forget(connection: &mut ConnectionManager, keys: &KeyNames, stale: Vec<String>) -> Res<()> {
+async fn forget(connection: &mut ConnectionManager, keys: &KeyNames, stale: Vec<String>) -> PluginResult<()> {
     if stale.is_empty() {
         return Ok(());
     }
@@ -123,7 +128,11 @@ pub(crate) async fn sweep_index(mut connection: ConnectionManager, keys: KeyName
     }
 }
 
-async fn live_flags(connection: &mut ConnectionManager, keys: &KeyNames, chunk: &[String]) -> Res<Vec<bool>> {
+async fn live_flags(
+    connection: &mut ConnectionManager,
+    keys: &KeyNames,
+    chunk: &[String],
+) -> PluginResult<Vec<bool>> {
     let mut pipe = redis::pipe();
     for key in chunk {
         pipe.exists(keys.value(key));
@@ -132,37 +141,37 @@ async fn live_flags(connection: &mut ConnectionManager, keys: &KeyNames, chunk: 
 }
 
 impl KeyValueBasic for Redis {
-    async fn get(&self, key: &str) -> Res<Option<Vec<u8>>> {
+    async fn get(&self, key: &str) -> PluginResult<Option<Vec<u8>>> {
         let mut connection = self.connection.clone();
         connection.hget(self.keys.value(key), "v").await.map_err(plugin_error)
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>) -> Res<()> {
+    async fn set(&self, key: &str, value: Vec<u8>) -> PluginResult<()> {
         self.write(key, &value, None, ANY_VERSION).await.map(|_| ())
     }
 
-    async fn delete(&self, key: &str) -> Res<bool> {
+    async fn delete(&self, key: &str) -> PluginResult<bool> {
         Ok(matches!(self.remove(key, ANY_VERSION).await?, CasResult::Swapped { version } if version > 0))
     }
 
-    async fn exists(&self, key: &str) -> Res<bool> {
+    async fn exists(&self, key: &str) -> PluginResult<bool> {
         let mut connection = self.connection.clone();
         connection.exists(self.keys.value(key)).await.map_err(plugin_error)
     }
 }
 
 impl KeyValueTtl for Redis {
-    async fn set_with_ttl(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Res<()> {
+    async fn set_with_ttl(&self, key: &str, value: Vec<u8>, ttl: Duration) -> PluginResult<()> {
         self.write(key, &value, Some(ttl), ANY_VERSION).await.map(|_| ())
     }
 
-    async fn expire(&self, key: &str, ttl: Duration) -> Res<bool> {
+    async fn expire(&self, key: &str, ttl: Duration) -> PluginResult<bool> {
         let mut connection = self.connection.clone();
         let millis = ttl.as_millis().max(1) as i64;
         connection.pexpire(self.keys.value(key), millis).await.map_err(plugin_error)
     }
 
-    async fn get_ttl(&self, key: &str) -> Res<KeyTtl> {
+    async fn get_ttl(&self, key: &str) -> PluginResult<KeyTtl> {
         let mut connection = self.connection.clone();
         let millis: i64 = connection.pttl(self.keys.value(key)).await.map_err(plugin_error)?;
         Ok(match millis {
@@ -172,14 +181,14 @@ impl KeyValueTtl for Redis {
         })
     }
 
-    async fn persist(&self, key: &str) -> Res<bool> {
+    async fn persist(&self, key: &str) -> PluginResult<bool> {
         let mut connection = self.connection.clone();
         connection.persist(self.keys.value(key)).await.map_err(plugin_error)
     }
 }
 
 impl KeyValueScan for Redis {
-    async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Res<ScanPage> {
+    async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> PluginResult<ScanPage> {
         let limit = limit.max(1) as usize;
         let mut connection = self.connection.clone();
         let mut min = match cursor {
@@ -217,7 +226,7 @@ impl KeyValueScan for Redis {
         Ok(ScanPage { entries, next_cursor })
     }
 
-    async fn count(&self, prefix: &str) -> Res<u64> {
+    async fn count(&self, prefix: &str) -> PluginResult<u64> {
         let mut connection = self.connection.clone();
         let mut min = [b"[".as_slice(), prefix.as_bytes()].concat();
         let mut count = 0u64;
@@ -239,7 +248,7 @@ impl KeyValueScan for Redis {
 }
 
 impl KeyValueBatch for Redis {
-    async fn batch_get(&self, keys: Vec<String>) -> Res<Vec<Option<Vec<u8>>>> {
+    async fn batch_get(&self, keys: Vec<String>) -> PluginResult<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -251,13 +260,13 @@ impl KeyValueBatch for Redis {
         pipe.query_async(&mut connection).await.map_err(plugin_error)
     }
 
-    async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> Res<Vec<Res<()>>> {
+    async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> PluginResult<Vec<PluginResult<()>>> {
         // Sent together over the multiplexed connection: one round trip's worth of latency.
         let writes = entries.iter().map(|(key, value)| self.write(key, value, None, ANY_VERSION));
         Ok(join_all(writes).await.into_iter().map(|result| result.map(|_| ())).collect())
     }
 
-    async fn batch_delete(&self, keys: Vec<String>) -> Res<Vec<bool>> {
+    async fn batch_delete(&self, keys: Vec<String>) -> PluginResult<Vec<bool>> {
         let deletes = keys.iter().map(|key| self.remove(key, ANY_VERSION));
         join_all(deletes)
             .await
@@ -270,7 +279,7 @@ impl KeyValueBatch for Redis {
 }
 
 impl KeyValueCas for Redis {
-    async fn get_versioned(&self, key: &str) -> Res<Option<Versioned>> {
+    async fn get_versioned(&self, key: &str) -> PluginResult<Option<Versioned>> {
         let mut connection = self.connection.clone();
         let (value, version): (Option<Vec<u8>>, Option<u64>) = redis::cmd("HMGET")
             .arg(self.keys.value(key))
@@ -291,11 +300,11 @@ impl KeyValueCas for Redis {
         expected_version: u64,
         value: Vec<u8>,
         ttl: Option<Duration>,
-    ) -> Res<CasResult> {
+    ) -> PluginResult<CasResult> {
         self.write(key, &value, ttl, expected(expected_version)).await
     }
 
-    async fn delete_if_version(&self, key: &str, expected_version: u64) -> Res<CasResult> {
+    async fn delete_if_version(&self, key: &str, expected_version: u64) -> PluginResult<CasResult> {
         self.remove(key, expected(expected_version)).await
     }
 }

@@ -1,15 +1,14 @@
 //! Lists map onto Redis lists one to one.
 
-use plugin_abi::{ListBasic, ListEnd, ListRange, PluginError};
+use plugin_abi::PluginResult;
+use plugin_abi::{ListBasic, ListEnd, ListRange};
 use redis::AsyncCommands;
 
 use crate::errors::plugin_error;
 use crate::Redis;
 
-type Res<T> = Result<T, PluginError>;
-
 impl ListBasic for Redis {
-    async fn push(&self, key: &str, end: ListEnd, values: Vec<Vec<u8>>) -> Res<u64> {
+    async fn push(&self, key: &str, end: ListEnd, values: Vec<Vec<u8>>) -> PluginResult<u64> {
         let mut connection = self.connection.clone();
         let list = self.keys.list(key);
         match end {
@@ -19,7 +18,7 @@ impl ListBasic for Redis {
         .map_err(plugin_error)
     }
 
-    async fn pop(&self, key: &str, end: ListEnd, count: u32) -> Res<Vec<Vec<u8>>> {
+    async fn pop(&self, key: &str, end: ListEnd, count: u32) -> PluginResult<Vec<Vec<u8>>> {
         let mut connection = self.connection.clone();
         let list = self.keys.list(key);
         let count = std::num::NonZeroUsize::new(count.max(1) as usize);
@@ -31,19 +30,19 @@ impl ListBasic for Redis {
         Ok(popped.unwrap_or_default())
     }
 
-    async fn length(&self, key: &str) -> Res<u64> {
+    async fn length(&self, key: &str) -> PluginResult<u64> {
         let mut connection = self.connection.clone();
         connection.llen(self.keys.list(key)).await.map_err(plugin_error)
     }
 }
 
 impl ListRange for Redis {
-    async fn range(&self, key: &str, start: i64, stop: i64) -> Res<Vec<Vec<u8>>> {
+    async fn range(&self, key: &str, start: i64, stop: i64) -> PluginResult<Vec<Vec<u8>>> {
         let mut connection = self.connection.clone();
         connection.lrange(self.keys.list(key), start as isize, stop as isize).await.map_err(plugin_error)
     }
 
-    async fn trim(&self, key: &str, start: i64, stop: i64) -> Res<()> {
+    async fn trim(&self, key: &str, start: i64, stop: i64) -> PluginResult<()> {
         let mut connection = self.connection.clone();
         connection.ltrim(self.keys.list(key), start as isize, stop as isize).await.map_err(plugin_error)
     }

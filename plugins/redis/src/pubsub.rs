@@ -5,6 +5,7 @@
 //! dots, so every message is checked against the exact pattern before delivery.
 //! Id, publish time and metadata travel in a small envelope around the payload.
 
+use plugin_abi::PluginResult;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,8 +16,6 @@ use redis::AsyncCommands;
 
 use crate::errors::plugin_error;
 use crate::Redis;
-
-type Res<T> = Result<T, PluginError>;
 
 const ENVELOPE_VERSION: u8 = 1;
 
@@ -115,7 +114,7 @@ impl Redis {
         format!("{}{topic}", self.keys.channels)
     }
 
-    async fn listen(&self, pattern: &str, wildcard: bool) -> Res<Subscription> {
+    async fn listen(&self, pattern: &str, wildcard: bool) -> PluginResult<Subscription> {
         let mut pubsub = self.client.get_async_pubsub().await.map_err(plugin_error)?;
         if wildcard {
             pubsub.psubscribe(glob(&self.keys.channels, pattern)).await.map_err(plugin_error)?;
@@ -138,7 +137,12 @@ impl Redis {
 }
 
 impl PubSubBasic for Redis {
-    async fn publish(&self, topic: &str, payload: Vec<u8>, metadata: Vec<(String, String)>) -> Res<String> {
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        metadata: Vec<(String, String)>,
+    ) -> PluginResult<String> {
         let id = format!("{:x}-{}", self.instance, NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let now =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
@@ -150,13 +154,13 @@ impl PubSubBasic for Redis {
         Ok(id)
     }
 
-    async fn subscribe(&self, topic: &str) -> Res<Subscription> {
+    async fn subscribe(&self, topic: &str) -> PluginResult<Subscription> {
         self.listen(topic, false).await
     }
 }
 
 impl PubSubWildcards for Redis {
-    async fn subscribe_pattern(&self, pattern: &str) -> Res<Subscription> {
+    async fn subscribe_pattern(&self, pattern: &str) -> PluginResult<Subscription> {
         self.listen(pattern, true).await
     }
 }
