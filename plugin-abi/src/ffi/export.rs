@@ -84,8 +84,9 @@ fn owned(s: RStr<'_>) -> String {
     s.as_str().to_owned()
 }
 
-fn millis(ttl_millis: u64) -> Duration {
-    Duration::from_millis(ttl_millis)
+/// Milliseconds from the FFI as a `Duration`.
+fn duration_ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
 }
 
 fn bytes_vec(values: Vec<Vec<u8>>) -> RVec<RVec<u8>> {
@@ -185,13 +186,13 @@ impl<D: crate::KeyValueTtl> FfiKeyValueTtl for Adapter<D> {
     fn set_with_ttl(&self, key: RStr<'_>, value: RVec<u8>, ttl_millis: u64) -> FfiResult<()> {
         let key = owned(key);
         self.call(
-            |d| async move { d.set_with_ttl(&key, value.into_vec(), millis(ttl_millis)).await },
+            |d| async move { d.set_with_ttl(&key, value.into_vec(), duration_ms(ttl_millis)).await },
             |()| (),
         )
     }
     fn expire(&self, key: RStr<'_>, ttl_millis: u64) -> FfiResult<bool> {
         let key = owned(key);
-        self.call(|d| async move { d.expire(&key, millis(ttl_millis)).await }, |b| b)
+        self.call(|d| async move { d.expire(&key, duration_ms(ttl_millis)).await }, |b| b)
     }
     fn get_ttl(&self, key: RStr<'_>) -> FfiResult<FfiTtl> {
         let key = owned(key);
@@ -274,7 +275,7 @@ impl<D: crate::KeyValueCas> FfiKeyValueCas for Adapter<D> {
         ttl_millis: u64,
     ) -> FfiResult<FfiCas> {
         let key = owned(key);
-        let ttl = (ttl_millis > 0).then(|| millis(ttl_millis));
+        let ttl = (ttl_millis > 0).then(|| duration_ms(ttl_millis));
         self.call(
             |d| async move { d.compare_and_swap(&key, expected_version, value.into_vec(), ttl).await },
             FfiCas::from,
@@ -315,7 +316,7 @@ impl<D: crate::ListRange> FfiListRange for Adapter<D> {
 
 impl<D: crate::KeyValueTransactional> FfiKeyValueTransactional for Adapter<D> {
     fn begin(&self, timeout_millis: u64) -> FfiResult<u64> {
-        self.call(|d| async move { d.begin(millis(timeout_millis)).await }, |tx| tx.0)
+        self.call(|d| async move { d.begin(duration_ms(timeout_millis)).await }, |tx| tx.0)
     }
     fn tx_get(&self, tx: u64, key: RStr<'_>) -> FfiResult<ROption<RVec<u8>>> {
         let key = owned(key);
@@ -355,7 +356,7 @@ impl<D: crate::QueueBasic> FfiQueueBasic for Adapter<D> {
     }
     fn nack(&self, queue: RStr<'_>, receipt: RStr<'_>, delay_millis: u64) -> FfiResult<bool> {
         let (queue, receipt) = (owned(queue), owned(receipt));
-        self.call(|d| async move { d.nack(&queue, &receipt, millis(delay_millis)).await }, |b| b)
+        self.call(|d| async move { d.nack(&queue, &receipt, duration_ms(delay_millis)).await }, |b| b)
     }
 }
 
@@ -368,7 +369,7 @@ impl<D: crate::QueueVisibility> FfiQueueVisibility for Adapter<D> {
     ) -> FfiResult<RVec<FfiQueueMessage>> {
         let queue = owned(queue);
         self.call(
-            |d| async move { d.dequeue_with_visibility(&queue, max, millis(visibility_millis)).await },
+            |d| async move { d.dequeue_with_visibility(&queue, max, duration_ms(visibility_millis)).await },
             |messages| messages.into_iter().map(FfiQueueMessage::from).collect(),
         )
     }
@@ -380,7 +381,7 @@ impl<D: crate::QueueVisibility> FfiQueueVisibility for Adapter<D> {
     ) -> FfiResult<bool> {
         let (queue, receipt) = (owned(queue), owned(receipt));
         self.call(
-            |d| async move { d.extend_visibility(&queue, &receipt, millis(visibility_millis)).await },
+            |d| async move { d.extend_visibility(&queue, &receipt, duration_ms(visibility_millis)).await },
             |b| b,
         )
     }
@@ -469,7 +470,7 @@ impl<D: crate::PubSubPersistent> FfiPubSubPersistent for Adapter<D> {
         let (name, topic) = (owned(name), owned(topic));
         let adapter = self.clone();
         self.call(
-            |d| async move { d.subscribe_durable(&name, &topic, millis(ack_wait_millis)).await },
+            |d| async move { d.subscribe_durable(&name, &topic, duration_ms(ack_wait_millis)).await },
             move |subscription| pump_subscription(&adapter, subscription),
         )
     }

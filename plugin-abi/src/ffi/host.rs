@@ -9,10 +9,9 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 use crate::ffi::{self, FfiEntry, PluginModuleRef};
 use crate::{
     Appended, CasResult, ConfigKey, DeadLetterPage, GroupEvent, Health, Interface, KeyTtl, ListEnd, Message,
-    Metadata, NewRecord, PartitionOffsets, PluginError, QueueMessage, ScanPage, TransactionId, Versioned,
+    Metadata, NewRecord, PartitionOffsets, PluginError, PluginResult, QueueMessage, ScanPage, TransactionId,
+    Versioned,
 };
-
-type Res<T> = Result<T, PluginError>;
 
 /// Why a library could not be used as a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -66,19 +65,19 @@ impl Plugin {
     }
 
     /// Asks the plugin to parse a slot's `config` (TOML text) without connecting anywhere.
-    pub fn check_config(&self, config_toml: &str) -> Res<()> {
+    pub fn check_config(&self, config_toml: &str) -> PluginResult<()> {
         (self.module.check_config())(RStr::from_str(config_toml)).into_result()
     }
 
     /// Creates an instance and checks that it provides exactly the declared interfaces.
-    pub async fn create(&self, config_toml: &str) -> Res<Instance> {
+    pub async fn create(&self, config_toml: &str) -> PluginResult<Instance> {
         self.create_in(config_toml, "").await
     }
 
     /// Like [`Plugin::create`], for `namespace`: the instance's `tracing` events reach
     /// this process's log with `plugin` and `namespace` fields, at its current level
     /// (plugins built against ABI 1.0 cannot forward theirs).
-    pub async fn create_in(&self, config_toml: &str, namespace: &str) -> Res<Instance> {
+    pub async fn create_in(&self, config_toml: &str, namespace: &str) -> PluginResult<Instance> {
         let config = RString::from(config_toml);
         let created = match self.module.create_in() {
             Some(create_in) => {
@@ -210,11 +209,13 @@ impl Instance {
     }
 }
 
-fn key(key: &str) -> RStr<'_> {
-    RStr::from_str(key)
+/// A key, queue, topic or stream name as the FFI takes it.
+fn name(text: &str) -> RStr<'_> {
+    RStr::from_str(text)
 }
 
-fn ttl_millis(ttl: Duration) -> u64 {
+/// A duration that must still elapse (TTL, visibility, timeout) in ms, rounded up to 1.
+fn nonzero_millis(ttl: Duration) -> u64 {
     // A sub-millisecond TTL still expires: round up rather than to "no expiry".
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -226,50 +227,50 @@ fn values(values: RVec<RVec<u8>>) -> Vec<Vec<u8>> {
 pub struct KeyValueBasicHandle<'a>(&'a ffi::KeyValueBasicBox);
 
 impl KeyValueBasicHandle<'_> {
-    pub async fn get(&self, k: &str) -> Res<Option<Vec<u8>>> {
-        Ok(self.0.get(key(k)).await.into_result()?.into_option().map(RVec::into_vec))
+    pub async fn get(&self, k: &str) -> PluginResult<Option<Vec<u8>>> {
+        Ok(self.0.get(name(k)).await.into_result()?.into_option().map(RVec::into_vec))
     }
-    pub async fn set(&self, k: &str, value: Vec<u8>) -> Res<()> {
-        self.0.set(key(k), value.into()).await.into_result()
+    pub async fn set(&self, k: &str, value: Vec<u8>) -> PluginResult<()> {
+        self.0.set(name(k), value.into()).await.into_result()
     }
-    pub async fn delete(&self, k: &str) -> Res<bool> {
-        self.0.delete(key(k)).await.into_result()
+    pub async fn delete(&self, k: &str) -> PluginResult<bool> {
+        self.0.delete(name(k)).await.into_result()
     }
-    pub async fn exists(&self, k: &str) -> Res<bool> {
-        self.0.exists(key(k)).await.into_result()
+    pub async fn exists(&self, k: &str) -> PluginResult<bool> {
+        self.0.exists(name(k)).await.into_result()
     }
 }
 
 pub struct KeyValueTtlHandle<'a>(&'a ffi::KeyValueTtlBox);
 
 impl KeyValueTtlHandle<'_> {
-    pub async fn set_with_ttl(&self, k: &str, value: Vec<u8>, ttl: Duration) -> Res<()> {
-        self.0.set_with_ttl(key(k), value.into(), ttl_millis(ttl)).await.into_result()
+    pub async fn set_with_ttl(&self, k: &str, value: Vec<u8>, ttl: Duration) -> PluginResult<()> {
+        self.0.set_with_ttl(name(k), value.into(), nonzero_millis(ttl)).await.into_result()
     }
-    pub async fn expire(&self, k: &str, ttl: Duration) -> Res<bool> {
-        self.0.expire(key(k), ttl_millis(ttl)).await.into_result()
+    pub async fn expire(&self, k: &str, ttl: Duration) -> PluginResult<bool> {
+        self.0.expire(name(k), nonzero_millis(ttl)).await.into_result()
     }
-    pub async fn get_ttl(&self, k: &str) -> Res<KeyTtl> {
-        Ok(self.0.get_ttl(key(k)).await.into_result()?.into())
+    pub async fn get_ttl(&self, k: &str) -> PluginResult<KeyTtl> {
+        Ok(self.0.get_ttl(name(k)).await.into_result()?.into())
     }
-    pub async fn persist(&self, k: &str) -> Res<bool> {
-        self.0.persist(key(k)).await.into_result()
+    pub async fn persist(&self, k: &str) -> PluginResult<bool> {
+        self.0.persist(name(k)).await.into_result()
     }
 }
 
 pub struct KeyValueScanHandle<'a>(&'a ffi::KeyValueScanBox);
 
 impl KeyValueScanHandle<'_> {
-    pub async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Res<ScanPage> {
+    pub async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> PluginResult<ScanPage> {
         let cursor: ROption<RStr<'_>> = cursor.map(RStr::from_str).into();
-        Ok(self.0.scan(key(prefix), cursor, limit).await.into_result()?.into())
+        Ok(self.0.scan(name(prefix), cursor, limit).await.into_result()?.into())
     }
-    pub async fn count(&self, prefix: &str) -> Res<u64> {
-        self.0.count(key(prefix)).await.into_result()
+    pub async fn count(&self, prefix: &str) -> PluginResult<u64> {
+        self.0.count(name(prefix)).await.into_result()
     }
     /// Every entry under `prefix`, pumped by the plugin with bounded read-ahead.
     pub fn scan_stream(&self, prefix: &str) -> EntryStream {
-        EntryStream { inner: self.0.scan_stream(key(prefix)) }
+        EntryStream { inner: self.0.scan_stream(name(prefix)) }
     }
 }
 
@@ -280,7 +281,7 @@ pub struct EntryStream {
 
 impl EntryStream {
     /// The next entry, or `None` once the stream has ended.
-    pub async fn next(&mut self) -> Option<Res<(String, Vec<u8>)>> {
+    pub async fn next(&mut self) -> Option<PluginResult<(String, Vec<u8>)>> {
         match self.inner.next().await {
             RResult::ROk(ROption::RSome(item)) => Some(Ok(item.into())),
             RResult::ROk(ROption::RNone) => None,
@@ -292,17 +293,17 @@ impl EntryStream {
 pub struct KeyValueBatchHandle<'a>(&'a ffi::KeyValueBatchBox);
 
 impl KeyValueBatchHandle<'_> {
-    pub async fn batch_get(&self, keys: &[String]) -> Res<Vec<Option<Vec<u8>>>> {
+    pub async fn batch_get(&self, keys: &[String]) -> PluginResult<Vec<Option<Vec<u8>>>> {
         let keys: RVec<RString> = keys.iter().map(|k| RString::from(k.as_str())).collect();
         let found = self.0.batch_get(keys).await.into_result()?;
         Ok(found.into_iter().map(|v| v.into_option().map(RVec::into_vec)).collect())
     }
-    pub async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> Res<Vec<Res<()>>> {
+    pub async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> PluginResult<Vec<PluginResult<()>>> {
         let entries: RVec<FfiEntry> = entries.into_iter().map(FfiEntry::from).collect();
         let results = self.0.batch_set(entries).await.into_result()?;
         Ok(results.into_iter().map(RResult::into_result).collect())
     }
-    pub async fn batch_delete(&self, keys: &[String]) -> Res<Vec<bool>> {
+    pub async fn batch_delete(&self, keys: &[String]) -> PluginResult<Vec<bool>> {
         let keys: RVec<RString> = keys.iter().map(|k| RString::from(k.as_str())).collect();
         Ok(self.0.batch_delete(keys).await.into_result()?.into_vec())
     }
@@ -311,8 +312,8 @@ impl KeyValueBatchHandle<'_> {
 pub struct KeyValueCasHandle<'a>(&'a ffi::KeyValueCasBox);
 
 impl KeyValueCasHandle<'_> {
-    pub async fn get_versioned(&self, k: &str) -> Res<Option<Versioned>> {
-        let found = self.0.get_versioned(key(k)).await.into_result()?;
+    pub async fn get_versioned(&self, k: &str) -> PluginResult<Option<Versioned>> {
+        let found = self.0.get_versioned(name(k)).await.into_result()?;
         Ok(found.into_option().map(Versioned::from))
     }
     pub async fn compare_and_swap(
@@ -321,64 +322,65 @@ impl KeyValueCasHandle<'_> {
         expected_version: u64,
         value: Vec<u8>,
         ttl: Option<Duration>,
-    ) -> Res<CasResult> {
-        let ttl = ttl.map(ttl_millis).unwrap_or(0);
-        Ok(self.0.compare_and_swap(key(k), expected_version, value.into(), ttl).await.into_result()?.into())
+    ) -> PluginResult<CasResult> {
+        let ttl = ttl.map(nonzero_millis).unwrap_or(0);
+        Ok(self.0.compare_and_swap(name(k), expected_version, value.into(), ttl).await.into_result()?.into())
     }
-    pub async fn delete_if_version(&self, k: &str, expected_version: u64) -> Res<CasResult> {
-        Ok(self.0.delete_if_version(key(k), expected_version).await.into_result()?.into())
+    pub async fn delete_if_version(&self, k: &str, expected_version: u64) -> PluginResult<CasResult> {
+        Ok(self.0.delete_if_version(name(k), expected_version).await.into_result()?.into())
     }
 }
 
 pub struct ListBasicHandle<'a>(&'a ffi::ListBasicBox);
 
 impl ListBasicHandle<'_> {
-    pub async fn push(&self, k: &str, at: ListEnd, items: Vec<Vec<u8>>) -> Res<u64> {
+    pub async fn push(&self, k: &str, at: ListEnd, items: Vec<Vec<u8>>) -> PluginResult<u64> {
         let items: RVec<RVec<u8>> = items.into_iter().map(RVec::from).collect();
-        self.0.push(key(k), at.into(), items).await.into_result()
+        self.0.push(name(k), at.into(), items).await.into_result()
     }
-    pub async fn pop(&self, k: &str, at: ListEnd, count: u32) -> Res<Vec<Vec<u8>>> {
-        Ok(values(self.0.pop(key(k), at.into(), count).await.into_result()?))
+    pub async fn pop(&self, k: &str, at: ListEnd, count: u32) -> PluginResult<Vec<Vec<u8>>> {
+        Ok(values(self.0.pop(name(k), at.into(), count).await.into_result()?))
     }
-    pub async fn length(&self, k: &str) -> Res<u64> {
-        self.0.length(key(k)).await.into_result()
+    pub async fn length(&self, k: &str) -> PluginResult<u64> {
+        self.0.length(name(k)).await.into_result()
     }
 }
 
 pub struct ListRangeHandle<'a>(&'a ffi::ListRangeBox);
 
 impl ListRangeHandle<'_> {
-    pub async fn range(&self, k: &str, start: i64, stop: i64) -> Res<Vec<Vec<u8>>> {
-        Ok(values(self.0.range(key(k), start, stop).await.into_result()?))
+    pub async fn range(&self, k: &str, start: i64, stop: i64) -> PluginResult<Vec<Vec<u8>>> {
+        Ok(values(self.0.range(name(k), start, stop).await.into_result()?))
     }
-    pub async fn trim(&self, k: &str, start: i64, stop: i64) -> Res<()> {
-        self.0.trim(key(k), start, stop).await.into_result()
+    pub async fn trim(&self, k: &str, start: i64, stop: i64) -> PluginResult<()> {
+        self.0.trim(name(k), start, stop).await.into_result()
     }
 }
 
-fn millis(duration: Duration) -> u64 {
+/// A duration in ms, 0 allowed (a nack's delay).
+fn millis_of(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub struct KeyValueTransactionalHandle<'a>(&'a ffi::KeyValueTransactionalBox);
 
 impl KeyValueTransactionalHandle<'_> {
-    pub async fn begin(&self, timeout: Duration) -> Res<TransactionId> {
-        Ok(TransactionId(self.0.begin(ttl_millis(timeout)).await.into_result()?))
+    pub async fn begin(&self, timeout: Duration) -> PluginResult<TransactionId> {
+        Ok(TransactionId(self.0.begin(nonzero_millis(timeout)).await.into_result()?))
     }
-    pub async fn get(&self, tx: TransactionId, k: &str) -> Res<Option<Vec<u8>>> {
-        Ok(self.0.tx_get(tx.0, key(k)).await.into_result()?.into_option().map(RVec::into_vec))
+    pub async fn get(&self, tx: TransactionId, k: &str) -> PluginResult<Option<Vec<u8>>> {
+        Ok(self.0.tx_get(tx.0, name(k)).await.into_result()?.into_option().map(RVec::into_vec))
     }
-    pub async fn set(&self, tx: TransactionId, k: &str, value: Vec<u8>) -> Res<()> {
-        self.0.tx_set(tx.0, key(k), value.into()).await.into_result()
+    pub async fn set(&self, tx: TransactionId, k: &str, value: Vec<u8>) -> PluginResult<()> {
+        self.0.tx_set(tx.0, name(k), value.into()).await.into_result()
     }
-    pub async fn delete(&self, tx: TransactionId, k: &str) -> Res<bool> {
-        self.0.tx_delete(tx.0, key(k)).await.into_result()
+    pub async fn delete(&self, tx: TransactionId, k: &str) -> PluginResult<bool> {
+        self.0.tx_delete(tx.0, name(k)).await.into_result()
     }
-    pub async fn commit(&self, tx: TransactionId) -> Res<()> {
+    pub async fn commit(&self, tx: TransactionId) -> PluginResult<()> {
         self.0.commit(tx.0).await.into_result()
     }
-    pub async fn rollback(&self, tx: TransactionId) -> Res<()> {
+    pub async fn rollback(&self, tx: TransactionId) -> PluginResult<()> {
         self.0.rollback(tx.0).await.into_result()
     }
 }
@@ -390,17 +392,17 @@ fn queue_messages(messages: RVec<ffi::FfiQueueMessage>) -> Vec<QueueMessage> {
 pub struct QueueBasicHandle<'a>(&'a ffi::QueueBasicBox);
 
 impl QueueBasicHandle<'_> {
-    pub async fn enqueue(&self, queue: &str, payload: Vec<u8>) -> Res<String> {
-        Ok(self.0.enqueue(key(queue), payload.into()).await.into_result()?.into_string())
+    pub async fn enqueue(&self, queue: &str, payload: Vec<u8>) -> PluginResult<String> {
+        Ok(self.0.enqueue(name(queue), payload.into()).await.into_result()?.into_string())
     }
-    pub async fn dequeue(&self, queue: &str, max: u32) -> Res<Vec<QueueMessage>> {
-        Ok(queue_messages(self.0.dequeue(key(queue), max).await.into_result()?))
+    pub async fn dequeue(&self, queue: &str, max: u32) -> PluginResult<Vec<QueueMessage>> {
+        Ok(queue_messages(self.0.dequeue(name(queue), max).await.into_result()?))
     }
-    pub async fn ack(&self, queue: &str, receipt: &str) -> Res<bool> {
-        self.0.ack(key(queue), key(receipt)).await.into_result()
+    pub async fn ack(&self, queue: &str, receipt: &str) -> PluginResult<bool> {
+        self.0.ack(name(queue), name(receipt)).await.into_result()
     }
-    pub async fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> Res<bool> {
-        self.0.nack(key(queue), key(receipt), millis(delay)).await.into_result()
+    pub async fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> PluginResult<bool> {
+        self.0.nack(name(queue), name(receipt), millis_of(delay)).await.into_result()
     }
 }
 
@@ -412,36 +414,54 @@ impl QueueVisibilityHandle<'_> {
         queue: &str,
         max: u32,
         visibility: Duration,
-    ) -> Res<Vec<QueueMessage>> {
-        let messages =
-            self.0.dequeue_with_visibility(key(queue), max, ttl_millis(visibility)).await.into_result()?;
+    ) -> PluginResult<Vec<QueueMessage>> {
+        let messages = self
+            .0
+            .dequeue_with_visibility(name(queue), max, nonzero_millis(visibility))
+            .await
+            .into_result()?;
         Ok(queue_messages(messages))
     }
-    pub async fn extend_visibility(&self, queue: &str, receipt: &str, visibility: Duration) -> Res<bool> {
-        self.0.extend_visibility(key(queue), key(receipt), ttl_millis(visibility)).await.into_result()
+    pub async fn extend_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> PluginResult<bool> {
+        self.0.extend_visibility(name(queue), name(receipt), nonzero_millis(visibility)).await.into_result()
     }
 }
 
 pub struct QueueDeadLetterHandle<'a>(&'a ffi::QueueDeadLetterBox);
 
 impl QueueDeadLetterHandle<'_> {
-    pub async fn dead_letters(&self, queue: &str, cursor: Option<&str>, limit: u32) -> Res<DeadLetterPage> {
+    pub async fn dead_letters(
+        &self,
+        queue: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> PluginResult<DeadLetterPage> {
         let cursor: ROption<RStr<'_>> = cursor.map(RStr::from_str).into();
-        Ok(self.0.dead_letters(key(queue), cursor, limit).await.into_result()?.into())
+        Ok(self.0.dead_letters(name(queue), cursor, limit).await.into_result()?.into())
     }
-    pub async fn replay_dead_letters(&self, queue: &str, ids: &[String]) -> Res<u64> {
+    pub async fn replay_dead_letters(&self, queue: &str, ids: &[String]) -> PluginResult<u64> {
         let ids: RVec<RString> = ids.iter().map(|id| RString::from(id.as_str())).collect();
-        self.0.replay_dead_letters(key(queue), ids).await.into_result()
+        self.0.replay_dead_letters(name(queue), ids).await.into_result()
     }
 }
 
 pub struct QueueDelayedHandle<'a>(&'a ffi::QueueDelayedBox);
 
 impl QueueDelayedHandle<'_> {
-    pub async fn enqueue_at(&self, queue: &str, payload: Vec<u8>, deliver_at_unix_ms: i64) -> Res<String> {
+    pub async fn enqueue_at(
+        &self,
+        queue: &str,
+        payload: Vec<u8>,
+        deliver_at_unix_ms: i64,
+    ) -> PluginResult<String> {
         Ok(self
             .0
-            .enqueue_at(key(queue), payload.into(), deliver_at_unix_ms)
+            .enqueue_at(name(queue), payload.into(), deliver_at_unix_ms)
             .await
             .into_result()?
             .into_string())
@@ -462,7 +482,7 @@ impl MessageStream {
 
     /// The messages waiting (at least one, at most `max`), or `None` once the
     /// subscription has ended.
-    pub async fn next_batch(&mut self, max: usize) -> Option<Res<Vec<Message>>> {
+    pub async fn next_batch(&mut self, max: usize) -> Option<PluginResult<Vec<Message>>> {
         if !self.buffered.is_empty() {
             let take = max.max(1).min(self.buffered.len());
             return Some(Ok(self.buffered.drain(..take).collect()));
@@ -475,7 +495,7 @@ impl MessageStream {
     }
 
     /// The next message, or `None` once the subscription has ended.
-    pub async fn next(&mut self) -> Option<Res<Message>> {
+    pub async fn next(&mut self) -> Option<PluginResult<Message>> {
         if let Some(message) = self.buffered.pop_front() {
             return Some(Ok(message));
         }
@@ -497,33 +517,41 @@ impl PubSubBasicHandle<'_> {
         topic: &str,
         payload: Vec<u8>,
         metadata: Vec<(String, String)>,
-    ) -> Res<String> {
+    ) -> PluginResult<String> {
         let metadata = ffi::convert::headers_to_ffi(metadata);
-        Ok(self.0.publish(key(topic), payload.into(), metadata).await.into_result()?.into_string())
+        Ok(self.0.publish(name(topic), payload.into(), metadata).await.into_result()?.into_string())
     }
-    pub async fn subscribe(&self, topic: &str) -> Res<MessageStream> {
-        Ok(MessageStream::new(self.0.subscribe(key(topic)).await.into_result()?))
+    pub async fn subscribe(&self, topic: &str) -> PluginResult<MessageStream> {
+        Ok(MessageStream::new(self.0.subscribe(name(topic)).await.into_result()?))
     }
 }
 
 pub struct PubSubWildcardsHandle<'a>(&'a ffi::PubSubWildcardsBox);
 
 impl PubSubWildcardsHandle<'_> {
-    pub async fn subscribe_pattern(&self, pattern: &str) -> Res<MessageStream> {
-        Ok(MessageStream::new(self.0.subscribe_pattern(key(pattern)).await.into_result()?))
+    pub async fn subscribe_pattern(&self, pattern: &str) -> PluginResult<MessageStream> {
+        Ok(MessageStream::new(self.0.subscribe_pattern(name(pattern)).await.into_result()?))
     }
 }
 
 pub struct PubSubPersistentHandle<'a>(&'a ffi::PubSubPersistentBox);
 
 impl PubSubPersistentHandle<'_> {
-    pub async fn subscribe_durable(&self, name: &str, topic: &str, ack_wait: Duration) -> Res<MessageStream> {
-        let inner =
-            self.0.subscribe_durable(key(name), key(topic), ttl_millis(ack_wait)).await.into_result()?;
+    pub async fn subscribe_durable(
+        &self,
+        name: &str,
+        topic: &str,
+        ack_wait: Duration,
+    ) -> PluginResult<MessageStream> {
+        let inner = self
+            .0
+            .subscribe_durable(self::name(name), self::name(topic), nonzero_millis(ack_wait))
+            .await
+            .into_result()?;
         Ok(MessageStream::new(inner))
     }
-    pub async fn ack(&self, name: &str, ack_id: &str) -> Res<()> {
-        self.0.ack(key(name), key(ack_id)).await.into_result()
+    pub async fn ack(&self, name: &str, ack_id: &str) -> PluginResult<()> {
+        self.0.ack(self::name(name), self::name(ack_id)).await.into_result()
     }
 }
 
@@ -535,7 +563,7 @@ pub struct EventStream {
 
 impl EventStream {
     /// The events waiting (at least one, at most `max`), or `None` once the feed has ended.
-    pub async fn next_batch(&mut self, max: usize) -> Option<Res<Vec<GroupEvent>>> {
+    pub async fn next_batch(&mut self, max: usize) -> Option<PluginResult<Vec<GroupEvent>>> {
         match self.inner.next_batch(u32::try_from(max).unwrap_or(u32::MAX)).await {
             RResult::ROk(batch) if batch.is_empty() => None,
             RResult::ROk(batch) => Some(Ok(batch.into_iter().map(GroupEvent::from).collect())),
@@ -547,8 +575,8 @@ impl EventStream {
 pub struct StreamBasicHandle<'a>(&'a ffi::StreamBasicBox);
 
 impl StreamBasicHandle<'_> {
-    pub async fn append(&self, stream: &str, record: NewRecord) -> Res<Appended> {
-        Ok(self.0.append(key(stream), record.into()).await.into_result()?.into())
+    pub async fn append(&self, stream: &str, record: NewRecord) -> PluginResult<Appended> {
+        Ok(self.0.append(name(stream), record.into()).await.into_result()?.into())
     }
     /// Records only (a read never carries assignments).
     pub async fn read(
@@ -557,12 +585,12 @@ impl StreamBasicHandle<'_> {
         partition: u32,
         from_offset: u64,
         follow: bool,
-    ) -> Res<EventStream> {
-        let inner = self.0.read(key(stream), partition, from_offset, follow).await.into_result()?;
+    ) -> PluginResult<EventStream> {
+        let inner = self.0.read(name(stream), partition, from_offset, follow).await.into_result()?;
         Ok(EventStream { inner })
     }
-    pub async fn offsets(&self, stream: &str) -> Res<Vec<PartitionOffsets>> {
-        let offsets = self.0.offsets(key(stream)).await.into_result()?;
+    pub async fn offsets(&self, stream: &str) -> PluginResult<Vec<PartitionOffsets>> {
+        let offsets = self.0.offsets(name(stream)).await.into_result()?;
         Ok(offsets.into_iter().map(PartitionOffsets::from).collect())
     }
 }
@@ -575,8 +603,8 @@ impl StreamPartitioningHandle<'_> {
         stream: &str,
         partition: u32,
         record: NewRecord,
-    ) -> Res<Appended> {
-        Ok(self.0.append_to_partition(key(stream), partition, record.into()).await.into_result()?.into())
+    ) -> PluginResult<Appended> {
+        Ok(self.0.append_to_partition(name(stream), partition, record.into()).await.into_result()?.into())
     }
 }
 
@@ -588,23 +616,23 @@ impl StreamReplayHandle<'_> {
         stream: &str,
         partition: u32,
         timestamp_unix_ms: i64,
-    ) -> Res<u64> {
-        self.0.offset_for_timestamp(key(stream), partition, timestamp_unix_ms).await.into_result()
+    ) -> PluginResult<u64> {
+        self.0.offset_for_timestamp(name(stream), partition, timestamp_unix_ms).await.into_result()
     }
 }
 
 pub struct StreamConsumerGroupsHandle<'a>(&'a ffi::StreamConsumerGroupsBox);
 
 impl StreamConsumerGroupsHandle<'_> {
-    pub async fn join(&self, stream: &str, group: &str) -> Res<EventStream> {
-        let inner = self.0.join(key(stream), key(group)).await.into_result()?;
+    pub async fn join(&self, stream: &str, group: &str) -> PluginResult<EventStream> {
+        let inner = self.0.join(name(stream), name(group)).await.into_result()?;
         Ok(EventStream { inner })
     }
-    pub async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> Res<()> {
-        self.0.commit(key(stream), key(group), key(ack_id)).await.into_result()
+    pub async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> PluginResult<()> {
+        self.0.commit(name(stream), name(group), name(ack_id)).await.into_result()
     }
-    pub async fn committed(&self, stream: &str, group: &str) -> Res<Vec<(u32, Option<u64>)>> {
-        let positions = self.0.committed(key(stream), key(group)).await.into_result()?;
+    pub async fn committed(&self, stream: &str, group: &str) -> PluginResult<Vec<(u32, Option<u64>)>> {
+        let positions = self.0.committed(name(stream), name(group)).await.into_result()?;
         Ok(positions.into_iter().map(|c| (c.partition, c.offset.into_option())).collect())
     }
 }
@@ -612,10 +640,10 @@ impl StreamConsumerGroupsHandle<'_> {
 pub struct StateTransferHandle<'a>(&'a ffi::StateTransferBox);
 
 impl StateTransferHandle<'_> {
-    pub async fn export_state(&self) -> Res<Vec<u8>> {
+    pub async fn export_state(&self) -> PluginResult<Vec<u8>> {
         Ok(self.0.export_state().await.into_result()?.into_vec())
     }
-    pub async fn import_state(&self, state: Vec<u8>) -> Res<()> {
+    pub async fn import_state(&self, state: Vec<u8>) -> PluginResult<()> {
         self.0.import_state(state.into()).await.into_result()
     }
 }
