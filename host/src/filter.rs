@@ -33,11 +33,11 @@ pub enum Filter {
     NotEquals(String, String),
     StartsWith(String, String),
     In(String, Vec<String>),
-    Compare(String, Ordering, f64),
+    Compare(String, Comparison, f64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ordering {
+pub enum Comparison {
     Less,
     LessOrEqual,
     Greater,
@@ -345,10 +345,10 @@ impl Parser {
         };
         self.next();
         let ordering = match operator {
-            "<" => Some(Ordering::Less),
-            "<=" => Some(Ordering::LessOrEqual),
-            ">" => Some(Ordering::Greater),
-            ">=" => Some(Ordering::GreaterOrEqual),
+            "<" => Some(Comparison::Less),
+            "<=" => Some(Comparison::LessOrEqual),
+            ">" => Some(Comparison::Greater),
+            ">=" => Some(Comparison::GreaterOrEqual),
             _ => None,
         };
         if let Some(ordering) = ordering {
@@ -390,10 +390,10 @@ impl Filter {
                     return false;
                 };
                 match ordering {
-                    Ordering::Less => value < *number,
-                    Ordering::LessOrEqual => value <= *number,
-                    Ordering::Greater => value > *number,
-                    Ordering::GreaterOrEqual => value >= *number,
+                    Comparison::Less => value < *number,
+                    Comparison::LessOrEqual => value <= *number,
+                    Comparison::Greater => value > *number,
+                    Comparison::GreaterOrEqual => value >= *number,
                 }
             }
         }
