@@ -24,7 +24,7 @@ plugin_abi::export_plugin! {
     driver: Memstore,
     name: "memstore",
     description: "In-process sharded key-value and list store, pub/sub fan-out and streams (data lives as long as the instance)",
-    connection_format: "none (in-process); config: shards, max_keys, max_bytes, sweep_interval_ms, subscriber_buffer, stream_partitions, stream_retention",
+    connection_format: "none (in-process)",
     interfaces: [
         KeyValueBasic, KeyValueTtl, KeyValueScan, KeyValueBatch, KeyValueCas, ListBasic, ListRange,
         PubSubBasic, PubSubWildcards, StreamBasic, StreamConsumerGroups, StreamReplay, StreamPartitioning,
