@@ -93,6 +93,8 @@ async fn redis_outage_fails_fast_recovers_by_itself_and_keeps_acknowledged_write
     let ended = tokio::time::timeout(Duration::from_secs(10), subscription.message()).await;
     let status = ended.expect("the subscription ends within 10 s").expect_err("it ends with an error");
     assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    let retryable = status.metadata().get("prism-retryable").and_then(|v| v.to_str().ok());
+    assert_eq!(retryable, Some("true"), "the plugin's retryable flag reaches the client");
     let mut failures = 0;
     for i in 200..220 {
         let started = Instant::now();

@@ -35,7 +35,12 @@ pub fn plugin_status(error: PluginError) -> Status {
         ErrorCode::Internal => Code::Internal,
         ErrorCode::Aborted => Code::Aborted,
     };
-    Status::new(code, error.message().to_owned())
+    let mut status = Status::new(code, error.message().to_owned());
+    // The plugin's word on whether the same call may succeed if repeated.
+    if error.retryable() {
+        status.metadata_mut().insert("prism-retryable", tonic::metadata::MetadataValue::from_static("true"));
+    }
+    status
 }
 
 pub fn check_key(field: &str, key: &str) -> Result<(), Status> {
