@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use plugin_abi::host::Instance;
 use plugin_abi::{HealthStatus, Interface};
@@ -32,8 +32,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn now(ok: bool, message: impl Into<String>) -> Outcome {
-        let at_unix_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+        let at_unix_ms = plugin_abi::unix_millis();
         Outcome { at_unix_ms, ok, message: message.into() }
     }
 }

@@ -18,6 +18,15 @@ mod types;
 pub use config_keys::config_keys_of;
 pub use ffi::error::{ErrorCode, PluginError};
 
+/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970): the one
+/// timestamp form every message, record and registration carries.
+pub fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
 /// What every plugin operation returns.
 pub type PluginResult<T> = Result<T, PluginError>;
 /// The host's safe view of a plugin (it lives in `ffi` because it unwraps FFI types).

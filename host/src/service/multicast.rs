@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::Stream;
 use plugin_abi::host::Instance;
@@ -37,10 +37,6 @@ const MAX_PAGE: u32 = 1000;
 /// How often a subscriber looks in its durability queue for messages queued meanwhile.
 const QUEUE_POLL: Duration = Duration::from_millis(500);
 const QUEUE_VISIBILITY: Duration = Duration::from_secs(30);
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
-}
 
 #[derive(Serialize, Deserialize)]
 struct Registration {
@@ -159,7 +155,7 @@ impl MulticastApi {
         };
         let registration: Registration = serde_json::from_slice(&bytes)
             .map_err(|e| Status::internal(format!("registration of '{identity}' is unreadable: {e}")))?;
-        Ok(registration.live(now_ms()).then_some(registration))
+        Ok(registration.live(plugin_abi::unix_millis()).then_some(registration))
     }
 
     /// Live registrations under the registry, a scan page at a time, with `filter`
@@ -172,7 +168,7 @@ impl MulticastApi {
         limit: u32,
     ) -> Result<(Vec<(String, Registration)>, Option<String>), Status> {
         let scan = need(&slots.namespace, REGISTRY, slots.registry.keyvalue_scan(), "Enumerate")?;
-        let now = now_ms();
+        let now = plugin_abi::unix_millis();
         let mut found = Vec::new();
         loop {
             let want = limit.saturating_sub(found.len() as u32).max(1);
@@ -211,7 +207,7 @@ impl MulticastRegistryService for MulticastApi {
                 request.identity
             )));
         }
-        let now = now_ms();
+        let now = plugin_abi::unix_millis();
         let expires_at = match ttl {
             None => 0,
             Some(ttl) => {
@@ -308,10 +304,11 @@ impl MulticastRegistryService for MulticastApi {
                 None => break,
             }
         }
-        let message_id = format!("mc-{:x}-{}", now_ms(), self.next_id.fetch_add(1, Ordering::Relaxed));
+        let message_id =
+            format!("mc-{:x}-{}", plugin_abi::unix_millis(), self.next_id.fetch_add(1, Ordering::Relaxed));
         let envelope = Envelope {
             id: message_id.clone(),
-            sent_at: now_ms(),
+            sent_at: plugin_abi::unix_millis(),
             headers: request.headers,
             payload: request.payload.to_vec(),
         }

@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use plugin_abi::host::Instance;
 use tonic::{Request, Response, Status};
@@ -61,10 +61,6 @@ fn message(message: plugin_abi::QueueMessage) -> QueueMessage {
     }
 }
 
-fn now_unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
-}
-
 #[tonic::async_trait]
 impl QueueService for QueueApi {
     async fn enqueue(&self, request: Request<EnqueueRequest>) -> Result<Response<EnqueueResponse>, Status> {
@@ -77,7 +73,7 @@ impl QueueService for QueueApi {
         }
         let deliver_at = match (delay.is_zero(), request.deliver_at_unix_ms) {
             (true, 0) => None,
-            (false, 0) => Some(now_unix_ms() + delay.as_millis() as i64),
+            (false, 0) => Some(plugin_abi::unix_millis() + delay.as_millis() as i64),
             (true, at) => Some(at),
             (false, _) => {
                 return Err(Status::invalid_argument("set delay_ms or deliver_at_unix_ms, not both"));

@@ -3,7 +3,6 @@
 
 use plugin_abi::PluginResult;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use plugin_abi::{
     Appended, NewRecord, PartitionOffsets, RecordFeed, StreamBasic, StreamPartitioning, StreamRecord,
@@ -17,10 +16,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::{blocking, unavailable, Kafka};
-
-pub(crate) fn now_unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
-}
 
 pub(crate) fn kafka_headers(headers: &[(String, String)]) -> OwnedHeaders {
     headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |all, (name, value)| {
@@ -60,7 +55,7 @@ impl Kafka {
         payload: &[u8],
         headers: &[(String, String)],
     ) -> PluginResult<Appended> {
-        let timestamp_unix_ms = now_unix_ms();
+        let timestamp_unix_ms = plugin_abi::unix_millis();
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
             .payload(payload)
             .timestamp(timestamp_unix_ms)

@@ -5,7 +5,6 @@
 use plugin_abi::PluginResult;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use plugin_abi::topics::matches;
 use plugin_abi::{Message, PubSubBasic, PubSubWildcards, Subscription};
@@ -39,8 +38,7 @@ impl Bus {
 
     fn publish(&self, topic: &str, payload: Vec<u8>, metadata: Vec<(String, String)>) -> String {
         let id = format!("m-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        let published_at_unix_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+        let published_at_unix_ms = plugin_abi::unix_millis();
         let message = Message {
             id: id.clone(),
             topic: topic.to_owned(),

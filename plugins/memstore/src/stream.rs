@@ -7,7 +7,6 @@ use plugin_abi::PluginResult;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use plugin_abi::{
     Appended, GroupEvent, GroupFeed, MemberAck, NewRecord, PartitionOffsets, PluginError, RecordFeed,
@@ -158,8 +157,7 @@ impl Streams {
         record: NewRecord,
     ) -> PluginResult<(Appended, u64)> {
         let mut slot = lock(log.partition(stream, partition)?);
-        let now =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+        let now = plugin_abi::unix_millis();
         // Timestamps never go backwards within a partition, so time lookups can bisect.
         let timestamp_unix_ms = slot.records.back().map_or(now, |last| now.max(last.timestamp_unix_ms));
         let offset = slot.next();

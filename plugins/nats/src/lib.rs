@@ -67,10 +67,6 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> PluginError {
     PluginError::unavailable(format!("nats: {what}: {error}"))
 }
 
-fn now_unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
-}
-
 impl Driver for Nats {
     type Config = Config;
 
@@ -220,7 +216,7 @@ impl PubSubBasic for Nats {
             headers.insert(name.as_str(), value.as_str());
         }
         headers.insert(ID_HEADER, id.as_str());
-        headers.insert(TIME_HEADER, now_unix_ms().to_string().as_str());
+        headers.insert(TIME_HEADER, plugin_abi::unix_millis().to_string().as_str());
         self.client
             .publish_with_headers(format!("{}{topic}", self.prefix), headers, payload.into())
             .await

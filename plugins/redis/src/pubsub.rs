@@ -7,7 +7,6 @@
 
 use plugin_abi::PluginResult;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use plugin_abi::topics::matches;
@@ -144,8 +143,7 @@ impl PubSubBasic for Redis {
         metadata: Vec<(String, String)>,
     ) -> PluginResult<String> {
         let id = format!("{:x}-{}", self.instance, NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        let now =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+        let now = plugin_abi::unix_millis();
         let mut connection = self.connection.clone();
         connection
             .publish::<_, _, ()>(self.channel(topic), encode(&id, now, &metadata, &payload))
