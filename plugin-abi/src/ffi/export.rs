@@ -13,7 +13,7 @@ use abi_stable::{
 use super::bridge::{bridge, panic_message, PluginRuntime};
 use super::stream::{entry_stream, STREAM_BUFFER};
 use super::*;
-use crate::{Driver, PluginError, TransactionId};
+use crate::{Driver, PluginError, PluginResult, TransactionId};
 
 pub use super::PluginModuleRef;
 
@@ -418,17 +418,25 @@ impl<D: crate::QueueDelayed> FfiQueueDelayed for Adapter<D> {
     }
 }
 
-/// Pumps a subscription into the bounded channel the host reads; stops when the host
-/// drops its end (which drops the subscription, unsubscribing in the backend).
-fn pump_subscription<D>(adapter: &Adapter<D>, subscription: crate::Subscription) -> MessageStreamBox {
-    let mut subscription = subscription;
-    super::stream::message_stream(&adapter.runtime, move |sender| async move {
-        while let Some(item) = subscription.next().await {
-            let failed = item.is_err();
-            if sender.send(item.map(FfiMessage::from)).await.is_err() || failed {
-                return;
-            }
+/// Forwards a plugin feed, converted, into the bounded channel the host reads; stops at
+/// the first error, or when the host drops its end (which drops the feed, cancelling it
+/// in the backend).
+async fn forward<T: Send + 'static, U>(
+    mut feed: crate::Feed<T>,
+    convert: fn(T) -> U,
+    sender: tokio::sync::mpsc::Sender<PluginResult<U>>,
+) {
+    while let Some(item) = feed.next().await {
+        let failed = item.is_err();
+        if sender.send(item.map(convert)).await.is_err() || failed {
+            return;
         }
+    }
+}
+
+fn pump_subscription<D>(adapter: &Adapter<D>, subscription: crate::Subscription) -> MessageStreamBox {
+    super::stream::message_stream(&adapter.runtime, move |sender| {
+        forward(subscription, FfiMessage::from, sender)
     })
 }
 
@@ -576,22 +584,12 @@ fn create_instance<D: Exported>(
     })
 }
 
-/// Pumps a plugin feed into the bounded channel the host reads; stops when the host
-/// drops its end (which drops the feed, cancelling it in the backend).
 fn pump_feed<D, T: Send + 'static>(
     adapter: &Adapter<D>,
     feed: crate::Feed<T>,
     convert: fn(T) -> FfiStreamEvent,
 ) -> EventStreamBox {
-    let mut feed = feed;
-    super::stream::event_stream(&adapter.runtime, move |sender| async move {
-        while let Some(item) = feed.next().await {
-            let failed = item.is_err();
-            if sender.send(item.map(convert)).await.is_err() || failed {
-                return;
-            }
-        }
-    })
+    super::stream::event_stream(&adapter.runtime, move |sender| forward(feed, convert, sender))
 }
 
 impl<D: crate::StreamBasic> FfiStreamBasic for Adapter<D> {
