@@ -260,10 +260,7 @@ impl KeyValueService for KeyValueApi {
     ) -> Result<Response<BatchGetResponse>, Status> {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
-        check_batch("keys", request.keys.len())?;
-        for (index, key) in request.keys.iter().enumerate() {
-            check_key(&format!("keys[{index}]"), key)?;
-        }
+        check_batch_keys(&request.keys)?;
         let batch = need(&namespace, STORE, store.keyvalue_batch(), "BatchGet")?;
         let values = batch.batch_get(&request.keys).await.map_err(plugin_status)?;
         let results = request
@@ -314,10 +311,7 @@ impl KeyValueService for KeyValueApi {
     ) -> Result<Response<BatchDeleteResponse>, Status> {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
-        check_batch("keys", request.keys.len())?;
-        for (index, key) in request.keys.iter().enumerate() {
-            check_key(&format!("keys[{index}]"), key)?;
-        }
+        check_batch_keys(&request.keys)?;
         let batch = need(&namespace, STORE, store.keyvalue_batch(), "BatchDelete")?;
         let deleted = batch.batch_delete(&request.keys).await.map_err(plugin_status)?;
         let results = request
@@ -437,6 +431,15 @@ fn check_prefix(prefix: &str) -> Result<(), Status> {
             prefix.len(),
             super::MAX_KEY_BYTES
         )));
+    }
+    Ok(())
+}
+
+/// BatchGet and BatchDelete: at most the batch limit, every key valid.
+fn check_batch_keys(keys: &[String]) -> Result<(), Status> {
+    check_batch("keys", keys.len())?;
+    for (index, key) in keys.iter().enumerate() {
+        check_key(&format!("keys[{index}]"), key)?;
     }
     Ok(())
 }
