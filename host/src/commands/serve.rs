@@ -1,0 +1,55 @@
+//! `prism serve`: resolve the config, start every namespace, watch for changes, serve.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use plugin_abi::ErrorCode;
+
+use super::{load_config, runtime, CommandError, CommandResult};
+use crate::gateway::Gateway;
+use crate::reload::Reloader;
+use crate::{server, watch};
+
+pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> CommandResult {
+    let (mut resolved, loader) = load_config(config, true)?;
+    if let Some(listen) = listen {
+        resolved.config.contents.server.listen = listen;
+    }
+    runtime(false)?.block_on(async move {
+        let listen = resolved.config.contents.server.listen;
+        let config_file = resolved.config.file.clone();
+        let debounce = std::time::Duration::from_millis(resolved.config.contents.server.reload_debounce_ms);
+        let gateway = match Gateway::start(resolved).await {
+            Ok(gateway) => Arc::new(gateway),
+            Err(error) => {
+                let message = format!("{}: {error}", config_file.display());
+                return Err(if error.error.code() == ErrorCode::InvalidArgument {
+                    CommandError::Invalid(message)
+                } else {
+                    CommandError::Failed(message)
+                });
+            }
+        };
+        let reloader = Arc::new(Reloader::new(gateway.clone(), config_file.clone(), loader));
+        if watch_files {
+            match watch::spawn(reloader.clone(), debounce) {
+                Ok(_) => reloader.set_watching(true),
+                Err(error) => tracing::warn!("{error}; reload with `prism reload` instead"),
+            }
+        }
+        let listener = match server::bind(listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                gateway.shutdown().await;
+                return Err(CommandError::Failed(error.to_string()));
+            }
+        };
+        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string());
+        // Scripts and tests wait for this line to know the port (useful with --listen 127.0.0.1:0).
+        println!("prism: serving on {address}");
+        server::serve(gateway, reloader, listener, server::shutdown_signal())
+            .await
+            .map_err(|error| CommandError::Failed(format!("the server failed: {error}")))
+    })
+}
