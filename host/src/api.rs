@@ -1,8 +1,4 @@
-//! The client-facing gRPC API, generated from `proto/prism/v1/*.proto`.
+//! The client-facing gRPC API: the `prism-api` crate, under the name the host's
+//! services use.
 
-#![allow(clippy::all, missing_docs)]
-
-tonic::include_proto!("prism.v1");
-
-/// The encoded descriptors of `prism.v1`, served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("prism_v1_descriptor");
+pub use prism_api::*;

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::RwLock;
 
 use bytes::Bytes;
-use prism_host::api::key_value_service_server::{KeyValueService, KeyValueServiceServer};
-use prism_host::api::*;
+use prism_api::key_value_service_server::{KeyValueService, KeyValueServiceServer};
+use prism_api::*;
 use redis::AsyncCommands;
 use tonic::{Request, Response, Status};
 
@@ -285,8 +285,11 @@ pub async fn serve(listen: SocketAddr, backend: Backend) {
     let result = tonic::transport::Server::builder()
         .add_service(KeyValueServiceServer::new(server))
         .serve_with_incoming_shutdown(
-            prism_host::server::incoming(listener),
-            prism_host::server::shutdown_signal(),
+            // Nagle off, as the gateway does, so the comparison is like for like.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
         )
         .await;
     if let Err(error) = result {

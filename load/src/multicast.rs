@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use prism_host::api::key_value_service_client::KeyValueServiceClient;
-use prism_host::api::multicast_registry_service_client::MulticastRegistryServiceClient;
-use prism_host::api::pub_sub_service_client::PubSubServiceClient;
-use prism_host::api::*;
+use prism_api::key_value_service_client::KeyValueServiceClient;
+use prism_api::multicast_registry_service_client::MulticastRegistryServiceClient;
+use prism_api::pub_sub_service_client::PubSubServiceClient;
+use prism_api::*;
 use tonic::transport::{Channel, Endpoint};
 
 pub struct MulticastPlan {

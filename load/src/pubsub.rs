@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use prism_host::api::pub_sub_service_client::PubSubServiceClient;
-use prism_host::api::{PublishRequest, SubscribeRequest};
+use prism_api::pub_sub_service_client::PubSubServiceClient;
+use prism_api::{PublishRequest, SubscribeRequest};
 use tonic::transport::Endpoint;
 
 pub struct PubSubPlan {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use prism_host::api::read_request::Start;
-use prism_host::api::stream_service_client::StreamServiceClient;
-use prism_host::api::{AppendRequest, GetOffsetsRequest, ReadRequest};
+use prism_api::read_request::Start;
+use prism_api::stream_service_client::StreamServiceClient;
+use prism_api::{AppendRequest, GetOffsetsRequest, ReadRequest};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};

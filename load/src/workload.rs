@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use prism_host::api::key_value_service_client::KeyValueServiceClient;
-use prism_host::api::queue_service_client::QueueServiceClient;
-use prism_host::api::{AckRequest, DequeueRequest, EnqueueRequest, GetRequest, SetRequest};
+use prism_api::key_value_service_client::KeyValueServiceClient;
+use prism_api::queue_service_client::QueueServiceClient;
+use prism_api::{AckRequest, DequeueRequest, EnqueueRequest, GetRequest, SetRequest};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 

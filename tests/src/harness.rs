@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use prism_host::api::admin_service_client::AdminServiceClient;
-use prism_host::api::key_value_service_client::KeyValueServiceClient;
-use prism_host::api::list_service_client::ListServiceClient;
-use prism_host::api::pub_sub_service_client::PubSubServiceClient;
-use prism_host::api::queue_service_client::QueueServiceClient;
-use prism_host::api::stream_service_client::StreamServiceClient;
+use prism_api::admin_service_client::AdminServiceClient;
+use prism_api::key_value_service_client::KeyValueServiceClient;
+use prism_api::list_service_client::ListServiceClient;
+use prism_api::pub_sub_service_client::PubSubServiceClient;
+use prism_api::queue_service_client::QueueServiceClient;
+use prism_api::stream_service_client::StreamServiceClient;
 use tonic::transport::Channel;
 
 /// The cargo target profile directory the tests were built into (e.g. `target/debug`).

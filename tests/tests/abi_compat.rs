@@ -8,7 +8,7 @@
 use plugin_abi::host::Plugin;
 use plugin_abi::Interface;
 use prism_acceptance::harness::{plugin_library, run_prism, Server};
-use prism_host::api::*;
+use prism_api::*;
 
 const OLD: &str = "prism_fixture_abi_1_0";
 const NEXT: &str = "prism_fixture_abi_next";

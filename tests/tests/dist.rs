@@ -7,9 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use prism_host::api::admin_service_client::AdminServiceClient;
-use prism_host::api::key_value_service_client::KeyValueServiceClient;
-use prism_host::api::{GetRequest, ListPluginsRequest, SetRequest};
+use prism_api::admin_service_client::AdminServiceClient;
+use prism_api::key_value_service_client::KeyValueServiceClient;
+use prism_api::{GetRequest, ListPluginsRequest, SetRequest};
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace")

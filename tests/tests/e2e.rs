@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use prism_acceptance::harness::Server;
-use prism_host::api::*;
+use prism_api::*;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 

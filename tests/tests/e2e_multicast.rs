@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use prism_acceptance::harness::Server;
-use prism_host::api::multicast_registry_service_client::MulticastRegistryServiceClient;
-use prism_host::api::*;
+use prism_api::multicast_registry_service_client::MulticastRegistryServiceClient;
+use prism_api::*;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use prism_acceptance::harness::Server;
-use prism_host::api::*;
+use prism_api::*;
 use tonic::Code;
 
 /// A name unique to this test run, so runs sharing the database never share messages or keys.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use prism_acceptance::harness::Server;
-use prism_host::api::*;
+use prism_api::*;
 use tonic::{Code, Streaming};
 
 fn config(server: &str) -> String {

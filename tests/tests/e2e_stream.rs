@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use prism_acceptance::harness::Server;
-use prism_host::api::join_group_response::Event;
-use prism_host::api::read_request::Start;
-use prism_host::api::*;
+use prism_api::join_group_response::Event;
+use prism_api::read_request::Start;
+use prism_api::*;
 use tonic::{Code, Streaming};
 
 fn config() -> String {

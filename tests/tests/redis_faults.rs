@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use prism_acceptance::harness::{PrivateRedis, Server};
-use prism_host::api::{GetRequest, SetRequest};
+use prism_api::{GetRequest, SetRequest};
 use tonic::Code;
 
 fn config(redis: &PrivateRedis) -> String {
@@ -79,7 +79,7 @@ async fn redis_outage_fails_fast_recovers_by_itself_and_keeps_acknowledged_write
     let mut subscription = server
         .pubsub()
         .await
-        .subscribe(prism_host::api::SubscribeRequest {
+        .subscribe(prism_api::SubscribeRequest {
             namespace: "signals".into(),
             topic: "alerts".into(),
             ..Default::default()

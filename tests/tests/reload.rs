@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use prism_acceptance::harness::{plugin_library, run_prism, Server};
-use prism_host::api::*;
+use prism_api::*;
 use tonic::Code;
 
 /// A private copy of a built library, so the test can replace it.
