@@ -247,3 +247,59 @@ impl Drop for PrivateRedis {
         self.kill();
     }
 }
+
+/// A service some tests need, at the address `cargo xtask test` starts it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    Postgres,
+    Nats,
+    Kafka,
+}
+
+impl Backend {
+    fn address(self) -> &'static str {
+        match self {
+            Backend::Redis => "127.0.0.1:6379",
+            Backend::Postgres => "127.0.0.1:5432",
+            Backend::Nats => "127.0.0.1:4222",
+            Backend::Kafka => "127.0.0.1:9092",
+        }
+    }
+
+    /// The backend a workspace plugin library talks to, if any.
+    pub fn of_library(library: &str) -> Option<Backend> {
+        match library {
+            "prism_redis" => Some(Backend::Redis),
+            "prism_postgres" => Some(Backend::Postgres),
+            "prism_nats" => Some(Backend::Nats),
+            "prism_kafka" => Some(Backend::Kafka),
+            _ => None,
+        }
+    }
+}
+
+/// Whether every one of `backends` accepts connections. When one does not, the calling
+/// test should return early: it is skipped with a line saying why, so a plain
+/// `cargo test` on a machine without the services passes. `cargo xtask test` sets
+/// `PRISM_REQUIRE_BACKENDS`, and then a missing service fails the test instead.
+pub fn backends_available(backends: &[Backend]) -> bool {
+    let missing: Vec<String> = backends
+        .iter()
+        .filter(|backend| {
+            let address: std::net::SocketAddr = backend.address().parse().expect("a literal address");
+            std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_err()
+        })
+        .map(|backend| format!("{backend:?} on {}", backend.address()))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("{} not reachable", missing.join(", "));
+    assert!(
+        std::env::var_os("PRISM_REQUIRE_BACKENDS").is_none(),
+        "{reason}, and PRISM_REQUIRE_BACKENDS is set (`cargo xtask test` starts the services)"
+    );
+    eprintln!("skipped: {reason} (`cargo xtask test` starts the services and runs this test)");
+    false
+}

@@ -5,6 +5,9 @@ use plugin_abi::Interface;
 use prism_acceptance::{harness, run_suite, Target};
 
 async fn prove(library: &str, config: &str, interface: Interface) {
+    if !harness::backends_available(&harness::Backend::of_library(library).into_iter().collect::<Vec<_>>()) {
+        return;
+    }
     let target = Target::load(&harness::plugin_library(library), config).expect("load plugin");
     assert!(
         target.plugin.metadata().implements(interface),

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use prism_acceptance::harness::Server;
+use prism_acceptance::harness::{backends_available, Backend, Server};
 use prism_api::multicast_registry_service_client::MulticastRegistryServiceClient;
 use prism_api::*;
 use tonic::transport::Channel;
@@ -271,18 +271,27 @@ async fn exercise(server: &Server, namespace: &str, durable: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memstore_registry_with_memstore_messaging() {
+    if !backends_available(&[Backend::Redis, Backend::Nats, Backend::Postgres, Backend::Kafka]) {
+        return;
+    }
     let server = Server::start(&config());
     exercise(&server, "mem", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_registry_with_nats_messaging() {
+    if !backends_available(&[Backend::Redis, Backend::Nats, Backend::Postgres, Backend::Kafka]) {
+        return;
+    }
     let server = Server::start(&config());
     exercise(&server, "redis-nats", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_registry_with_kafka_messaging_and_postgres_durability() {
+    if !backends_available(&[Backend::Redis, Backend::Nats, Backend::Postgres, Backend::Kafka]) {
+        return;
+    }
     let server = Server::start(&config());
     exercise(&server, "pg-kafka", true).await;
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use prism_acceptance::harness::Server;
+use prism_acceptance::harness::{backends_available, Backend, Server};
 use prism_api::*;
 use tonic::Code;
 
@@ -75,6 +75,9 @@ fn receipt(queue: &str, receipt: &str) -> AckRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_delivers_redelivers_and_dead_letters_through_the_gateway() {
+    if !backends_available(&[Backend::Postgres]) {
+        return;
+    }
     let server = Server::start(&config());
     let work = unique("work");
     let work = work.as_str();
@@ -144,6 +147,9 @@ async fn a_queue_delivers_redelivers_and_dead_letters_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dequeue_long_polls_and_delayed_messages_wait() {
+    if !backends_available(&[Backend::Postgres]) {
+        return;
+    }
     let server = Server::start(&config());
     let (inbox, later) = (unique("inbox"), unique("later"));
     let (inbox, later) = (inbox.as_str(), later.as_str());
@@ -184,6 +190,9 @@ async fn dequeue_long_polls_and_delayed_messages_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_and_mutate_apply_all_or_nothing() {
+    if !backends_available(&[Backend::Postgres]) {
+        return;
+    }
     let server = Server::start(&config());
     let mut kv = server.keyvalue().await;
     let ns = || "ledger".to_string();

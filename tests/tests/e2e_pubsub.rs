@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use prism_acceptance::harness::Server;
+use prism_acceptance::harness::{backends_available, Backend, Server};
 use prism_api::*;
 use tonic::{Code, Streaming};
 
@@ -55,6 +55,9 @@ async fn next(stream: &mut Streaming<SubscribeResponse>) -> SubscribeResponse {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_on_memstore_and_nats_receive_in_order_with_wildcards() {
+    if !backends_available(&[Backend::Nats]) {
+        return;
+    }
     let server = Server::start(&config(""));
     for namespace in ["events", "bus"] {
         let mut client = server.pubsub().await;
@@ -97,6 +100,9 @@ async fn subscribers_on_memstore_and_nats_receive_in_order_with_wildcards() {
 
 #[tokio::test]
 async fn bad_topics_are_invalid_arguments() {
+    if !backends_available(&[Backend::Nats]) {
+        return;
+    }
     let server = Server::start(&config(""));
     let mut client = server.pubsub().await;
     for topic in ["", "a..b", "orders.*"] {
@@ -135,6 +141,9 @@ async fn flooded_subscriber(policy: &str) -> (Server, Streaming<SubscribeRespons
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_loses_the_oldest_messages_and_is_told_how_many() {
+    if !backends_available(&[Backend::Nats]) {
+        return;
+    }
     let (_server, mut slow) = flooded_subscriber("drop_oldest").await;
     let (mut received, mut dropped, mut last) = (0u64, 0u64, 0u32);
     while received + dropped < 500 {
@@ -153,6 +162,9 @@ async fn a_slow_subscriber_loses_the_oldest_messages_and_is_told_how_many() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_is_disconnected_with_resource_exhausted() {
+    if !backends_available(&[Backend::Nats]) {
+        return;
+    }
     let (server, mut slow) = flooded_subscriber("disconnect").await;
     let status = loop {
         match tokio::time::timeout(Duration::from_secs(5), slow.message()).await.expect("an event within 5 s")
@@ -170,6 +182,9 @@ async fn a_slow_subscriber_is_disconnected_with_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_subscription_redelivers_what_a_dead_subscriber_did_not_ack() {
+    if !backends_available(&[Backend::Nats]) {
+        return;
+    }
     let server = Server::start(&config(""));
     let mut client = server.pubsub().await;
     let name = format!("e2e-{}", std::process::id());
@@ -215,6 +230,9 @@ async fn a_durable_subscription_redelivers_what_a_dead_subscriber_did_not_ack() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_stream_publishes_in_order_and_stops_at_the_first_bad_message() {
+    if !backends_available(&[Backend::Nats]) {
+        return;
+    }
     let server = Server::start(&config(""));
     let mut client = server.pubsub().await;
     let mut subscriber = client

@@ -101,7 +101,11 @@ fn test(args: &[String]) -> Result<(), String> {
     services::ensure_kafka()?;
     build_all()?;
     let mut test = cargo();
-    test.args(["test", "--workspace", "--no-fail-fast"]).args(args).stdout(Stdio::piped());
+    // The services are up: a test that cannot reach one must fail, not skip.
+    test.args(["test", "--workspace", "--no-fail-fast"])
+        .args(args)
+        .env("PRISM_REQUIRE_BACKENDS", "1")
+        .stdout(Stdio::piped());
     eprintln!("xtask: running {test:?}");
     let mut child = test.spawn().map_err(|e| format!("cannot run cargo test: {e}"))?;
     let (mut passed, mut failed) = (0u64, 0u64);
