@@ -37,14 +37,20 @@ pub(crate) fn load_module(path: &Path) -> Result<(PluginModuleRef, String), Load
     // Checked against the declarations of the plugin's own minor version (see `v1_0`):
     // abi_stable's own check would refuse an older plugin's shorter prefix types. Run
     // here, it also keeps the structured errors the one-line summary is made from.
-    if let Some(theirs) = header.layout() {
-        if let Err(errors) = check_layout_compatibility(expected_layout(version), theirs) {
-            return Err(LoadError::IncompatibleAbi {
-                path: path.to_path_buf(),
-                summary: first_difference(&errors),
-                detail: errors.to_string(),
-            });
-        }
+    // A library that does not carry its layout cannot be checked, so it is not opened.
+    let Some(theirs) = header.layout() else {
+        return Err(LoadError::IncompatibleAbi {
+            path: path.to_path_buf(),
+            summary: "the library does not export its root module's layout, so it cannot be checked".into(),
+            detail: String::new(),
+        });
+    };
+    if let Err(errors) = check_layout_compatibility(expected_layout(version), theirs) {
+        return Err(LoadError::IncompatibleAbi {
+            path: path.to_path_buf(),
+            summary: first_difference(&errors),
+            detail: errors.to_string(),
+        });
     }
     // SAFETY: the root module's layout was just checked against the declarations of the
     // plugin's minor version, a prefix of the current ones; every field added since is
