@@ -193,7 +193,7 @@ impl Reloader {
                 namespaces.insert(resolved.name.clone(), old);
                 continue;
             }
-            // Replaced last, old instance first down: see `replace_exclusive`.
+            // Replaced last, old instance down first: see `export_states`.
             if let Some(old) = old.as_ref().filter(|old| is_exclusive(old, &resolved)) {
                 exclusive.push((resolved, old.clone()));
                 continue;
@@ -255,8 +255,19 @@ impl Reloader {
                     drain.as_millis()
                 )));
             };
+            let states = match export_states(&old).await {
+                Ok(states) => states,
+                Err(why) => {
+                    drop(gate);
+                    drop(gates);
+                    discard(&built).await;
+                    return Err(Refused(format!("{why}; nothing was changed")));
+                }
+            };
+            // Down before its successor starts: that is what exclusive means.
+            old.shutdown().await;
             shut_already.extend(old.slots.iter().map(|bound| bound.instance.clone()));
-            match replace_exclusive(resolved, &old).await {
+            match start_with_states(resolved, &states, &old.name).await {
                 Ok(new) => {
                     namespaces.insert(name, new.clone());
                     built.push((new, Some(old)));
@@ -266,7 +277,7 @@ impl Reloader {
                     // The old instances are down: put a fresh one of the old version in
                     // their place (with the state), and refuse the rest of the reload.
                     discard(&built).await;
-                    let restored = replace_exclusive(as_resolved(&old), &old).await;
+                    let restored = start_with_states(as_resolved(&old), &states, &old.name).await;
                     let outcome = match restored {
                         Ok(restored) => {
                             let mut routing = Routing {
@@ -417,10 +428,12 @@ fn is_exclusive(old: &Namespace, new: &ResolvedNamespace) -> bool {
         || new.slots.iter().any(|slot| slot.plugin.plugin.metadata().exclusive)
 }
 
-/// The exclusive handover, with `old`'s gate closed (calls arriving meanwhile wait):
-/// export each slot's state, shut the old instances down, then create the new ones and
-/// import the state into them.
-async fn replace_exclusive(new: ResolvedNamespace, old: &Namespace) -> Result<Arc<Namespace>, String> {
+/// State exported from one slot of a namespace: slot, plugin, snapshot.
+type SlotStates = Vec<(&'static str, String, Vec<u8>)>;
+
+/// The first half of an exclusive handover, with `old`'s gate closed (calls arriving
+/// meanwhile wait): each slot's state, exported before the old instances are shut down.
+async fn export_states(old: &Namespace) -> Result<SlotStates, String> {
     let mut states = Vec::new();
     for bound in &old.slots {
         if let Some(transfer) = bound.instance.state_transfer() {
@@ -433,17 +446,23 @@ async fn replace_exclusive(new: ResolvedNamespace, old: &Namespace) -> Result<Ar
             states.push((bound.slot.name, bound.plugin.name.clone(), state));
         }
     }
-    old.shutdown().await;
-    let namespace = build(new).await?;
+    Ok(states)
+}
+
+/// The second half: new instances, given the exported state. Also how the old version
+/// is started again when the new one cannot start, from the same snapshot.
+async fn start_with_states(
+    resolved: ResolvedNamespace,
+    states: &SlotStates,
+    name: &str,
+) -> Result<Arc<Namespace>, String> {
+    let namespace = build(resolved).await?;
     for (slot, plugin, state) in states {
-        let Some(bound) = namespace.slot(slot).filter(|bound| bound.plugin.name == plugin) else { continue };
+        let Some(bound) = namespace.slot(slot).filter(|bound| &bound.plugin.name == plugin) else { continue };
         let Some(transfer) = bound.instance.state_transfer() else { continue };
-        if let Err(error) = transfer.import_state(state).await {
+        if let Err(error) = transfer.import_state(state.clone()).await {
             namespace.shutdown().await;
-            return Err(format!(
-                "namespace '{}' slot '{slot}': handing its state over failed: {error}",
-                old.name
-            ));
+            return Err(format!("namespace '{name}' slot '{slot}': handing its state over failed: {error}"));
         }
     }
     Ok(namespace)

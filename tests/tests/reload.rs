@@ -473,3 +473,32 @@ async fn an_exclusive_plugin_is_shut_down_before_its_new_build_starts_and_no_cal
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_plugin_whose_new_instance_cannot_start_gets_its_old_version_back_with_its_state() {
+    let plugins = PluginDir::new();
+    plugins.publish(&plugin_library("prism_fixture_exclusive"), b"");
+    let config = |lock: &Path| {
+        format!(
+            "[plugins.exclusive]\npath = \"{}\"\n\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n\
+             [namespaces.slots.store]\nplugin = \"exclusive\"\nconfig = {{ lock_file = \"{}\" }}\n",
+            plugins.path().display(),
+            lock.display()
+        )
+    };
+    let lock = plugins.dir.path().join("store.lock");
+    let server = Server::start_with(&config(&lock), &["--no-watch"]);
+    server.keyvalue().await.set(set("kept", "yes")).await.unwrap();
+    // The new instance's lock file cannot be created: it fails after the old one is down.
+    std::fs::write(server.config_path(), config(&plugins.dir.path().join("missing/dir/store.lock"))).unwrap();
+    let reply = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner();
+    let outcome = reply.outcome.unwrap();
+    assert!(!outcome.ok, "{}", outcome.message);
+    assert!(
+        outcome.message.contains("the previous version was started again in its place"),
+        "{}",
+        outcome.message
+    );
+    assert_eq!(get(&server, "kept").await.as_deref(), Some(&b"yes"[..]), "its state came back");
+    server.keyvalue().await.set(set("after", "ok")).await.expect("and it takes writes");
+}
