@@ -131,17 +131,19 @@ async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), Pl
             );
             CREATE INDEX IF NOT EXISTS "{queue_table}_ready" ON {queue} (queue, id) WHERE dead_at IS NULL;
             CREATE INDEX IF NOT EXISTS "{queue_table}_dead" ON {queue} (queue, id) WHERE dead_at IS NOT NULL;
-            CREATE SEQUENCE IF NOT EXISTS {versions} OWNED BY {kv}.version;
-            ALTER TABLE {kv} ALTER COLUMN version SET DEFAULT nextval('{versions}');
             "#
         ))
         .await
         .map_err(db_error)?;
     if !had_versions {
-        // A table from before the sequence: continue above its highest version.
+        // Once per table (ALTER TABLE locks it, so not at every start): the sequence,
+        // the column default every write sets again, and for a table from before the
+        // sequence, a start above its highest version.
         transaction
             .batch_execute(&format!(
-                "SELECT setval('{versions}', m) FROM (SELECT MAX(version) AS m FROM {kv}) AS highest WHERE m IS NOT NULL"
+                "CREATE SEQUENCE {versions} OWNED BY {kv}.version;
+                 ALTER TABLE {kv} ALTER COLUMN version SET DEFAULT nextval('{versions}');
+                 SELECT setval('{versions}', m) FROM (SELECT MAX(version) AS m FROM {kv}) AS highest WHERE m IS NOT NULL;"
             ))
             .await
             .map_err(db_error)?;
