@@ -14,7 +14,7 @@ async fn connect(server: &str) -> Result<AdminServiceClient<Channel>, CommandErr
 }
 
 pub fn status(server: &str) -> CommandResult {
-    runtime(true)?.block_on(async {
+    runtime(tokio::runtime::Builder::new_current_thread())?.block_on(async {
         let reply = connect(server)
             .await?
             .get_reload_status(GetReloadStatusRequest {})
@@ -27,7 +27,7 @@ pub fn status(server: &str) -> CommandResult {
 
 /// Exit 1 when the server refused the reload (the outcome says why).
 pub fn reload(server: &str) -> CommandResult {
-    runtime(true)?.block_on(async {
+    runtime(tokio::runtime::Builder::new_current_thread())?.block_on(async {
         let reply = connect(server)
             .await?
             .reload(ReloadRequest {})

@@ -102,11 +102,9 @@ fn default_config(config: Option<PathBuf>) -> Option<PathBuf> {
     config.or_else(|| Some(PathBuf::from("plugins.toml")).filter(|p| p.is_file()))
 }
 
-fn runtime(current_thread: bool) -> Result<tokio::runtime::Runtime, CommandError> {
-    let built = if current_thread {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Runtime::new()
-    };
-    built.map_err(|error| CommandError::Failed(format!("cannot start the async runtime: {error}")))
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, CommandError> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|error| CommandError::Failed(format!("cannot start the async runtime: {error}")))
 }

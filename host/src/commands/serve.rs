@@ -16,7 +16,7 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
     if let Some(listen) = listen {
         resolved.config.contents.server.listen = listen;
     }
-    runtime(false)?.block_on(async move {
+    runtime(tokio::runtime::Builder::new_multi_thread())?.block_on(async move {
         let listen = resolved.config.contents.server.listen;
         let config_file = resolved.config.file.clone();
         let debounce = std::time::Duration::from_millis(resolved.config.contents.server.reload_debounce_ms);
