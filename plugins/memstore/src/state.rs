@@ -139,3 +139,47 @@ impl StateTransfer for Memstore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use plugin_abi::{Driver, KeyValueBasic, KeyValueCas};
+
+    use super::*;
+
+    fn put_u64(out: &mut Vec<u8>, n: u64) {
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_format_1_snapshot_is_read_and_versions_continue_above_it() {
+        let mut snapshot = MAGIC_V1.to_vec();
+        put_u64(&mut snapshot, 1);
+        put_bytes(&mut snapshot, b"k");
+        put_bytes(&mut snapshot, b"v");
+        put_u64(&mut snapshot, 7);
+        put_u64(&mut snapshot, 0);
+        put_u64(&mut snapshot, 0);
+        let store = Memstore::create(Default::default()).await.unwrap();
+        store.import_state(snapshot).await.unwrap();
+        assert_eq!(store.get_versioned("k").await.unwrap().unwrap().version, 7);
+        store.set("other", b"x".to_vec()).await.unwrap();
+        assert!(store.get_versioned("other").await.unwrap().unwrap().version > 7);
+    }
+
+    #[tokio::test]
+    async fn the_last_version_handed_out_moves_with_the_state() {
+        let old = Memstore::create(Default::default()).await.unwrap();
+        for value in ["a", "b", "c"] {
+            old.set("gone", value.as_bytes().to_vec()).await.unwrap();
+        }
+        let highest = old.get_versioned("gone").await.unwrap().unwrap().version;
+        old.delete("gone").await.unwrap();
+        let new = Memstore::create(Default::default()).await.unwrap();
+        new.import_state(old.export_state().await.unwrap()).await.unwrap();
+        new.set("gone", b"again".to_vec()).await.unwrap();
+        assert!(
+            new.get_versioned("gone").await.unwrap().unwrap().version > highest,
+            "a key deleted before the handover must not get an old version back after it"
+        );
+    }
+}
