@@ -1,0 +1,17 @@
+//! The end-to-end and acceptance tests as one test binary (one link instead of thirteen;
+//! each file is a module). Tests that need a backend skip with a reason when it is not
+//! reachable; `cargo xtask test` starts the backends and makes a missing one fail.
+
+mod abi;
+mod abi_compat;
+mod acceptance;
+mod boundaries;
+mod cli;
+mod dist;
+mod e2e;
+mod e2e_multicast;
+mod e2e_postgres;
+mod e2e_pubsub;
+mod e2e_stream;
+mod redis_faults;
+mod reload;
