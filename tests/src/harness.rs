@@ -21,12 +21,37 @@ pub fn target_dir() -> PathBuf {
 }
 
 fn built(path: PathBuf, what: &str) -> PathBuf {
+    build_once();
     assert!(
         path.exists(),
-        "{} is missing: build {what} first with `cargo build --workspace` (`cargo xtask test` does this)",
+        "{} is missing: build {what} first with `cargo xtask build` (`cargo xtask test` does this)",
         path.display()
     );
     path
+}
+
+/// `cargo test` builds neither the plugin libraries, nor the `prism` binary, nor the
+/// fixture plugins of the separate ABI workspaces, all of which the end-to-end tests load
+/// or start. So the first test that needs one runs `cargo xtask build` (cargo holds no
+/// lock while tests run), once per test process, which also keeps them from going stale
+/// after an edit. Under `cargo xtask test` (`PRISM_REQUIRE_BACKENDS` set) they were built
+/// just before, and outside a debug build of this workspace there is nothing to build.
+fn build_once() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let in_this_workspace = workspace.join("xtask").is_dir() && target_dir().ends_with("debug");
+        if std::env::var_os("PRISM_REQUIRE_BACKENDS").is_some() || !in_this_workspace {
+            return;
+        }
+        eprintln!("building the plugins, fixtures and the prism binary the tests load (`cargo xtask build`)");
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["xtask", "build"])
+            .current_dir(&workspace)
+            .status()
+            .expect("run cargo xtask build");
+        assert!(status.success(), "`cargo xtask build` failed ({status}): the tests need what it builds");
+    });
 }
 
 /// The path of a workspace plugin library by crate name, e.g. `prism_memstore`.

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the project's automation, in Rust so it needs nothing installed.
 //!
 //!   cargo xtask serve   build the workspace and run the gateway with ./plugins.toml
+//!   cargo xtask build   build the workspace and the fixture plugins of the ABI workspaces
 //!   cargo xtask test    build everything the tests load (plugins, fixtures, binaries), run all tests
 //!   cargo xtask ci      what CI runs: format and lint checks, then `test`
 //!   cargo xtask bench [memstore|redis|postgres|nats|kafka]
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
+        Some("build") => build_all(),
         Some("test") => test(&args[1..]),
         Some("ci") => ci(),
         Some("bench") if args.get(1).map(String::as_str) == Some("reload") => bench::reload_under_load(),
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
         Some("dist") => dist::dist(&args[1..]),
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | test [cargo test args…] | ci | bench [memstore|redis|postgres|nats|kafka|reload|multicast] | bench-abi | dist [--debug] [--out DIR]>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|redis|postgres|nats|kafka|reload|multicast] | bench-abi | dist [--debug] [--out DIR]>");
             return ExitCode::from(2);
         }
     };
