@@ -4,6 +4,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A vendored protoc, so building needs nothing installed on the machine.
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     config.bytes(["."]);
+    // The protos live outside this crate's directory, which is all cargo watches by default.
+    println!("cargo:rerun-if-changed=../proto");
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("prism_v1_descriptor.bin"))
         .compile_with_config(
