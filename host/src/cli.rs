@@ -57,8 +57,7 @@ fn key_summary(key: &plugin_abi::ConfigKey) -> String {
 pub fn render_patterns() -> String {
     let mut out = String::new();
     for pattern in PATTERNS {
-        let served = if pattern.served { "" } else { " [config only: API not served yet]" };
-        let _ = writeln!(out, "{}{served}", pattern.name);
+        let _ = writeln!(out, "{}", pattern.name);
         let _ = writeln!(out, "  {}", pattern.description);
         for slot in pattern.slots {
             write_slot(&mut out, slot);

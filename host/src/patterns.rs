@@ -19,8 +19,6 @@ pub struct Pattern {
     pub name: &'static str,
     pub description: &'static str,
     pub slots: &'static [Slot],
-    /// Whether this gateway serves the pattern's gRPC API yet.
-    pub served: bool,
 }
 
 /// `keyvalue_basic + keyvalue_scan`: interface names joined for messages.
@@ -57,13 +55,11 @@ pub static PATTERNS: &[Pattern] = &[
                 Interface::KeyValueTransactional,
             ],
         }],
-        served: true,
     },
     Pattern {
         name: LIST,
         description: "Lists pushed and popped at either end, with range and trim where the plugin has them",
         slots: &[Slot { name: "store", optional: false, required: &[Interface::ListBasic], optional_interfaces: &[Interface::ListRange] }],
-        served: true,
     },
     Pattern {
         name: PUBSUB,
@@ -74,7 +70,6 @@ pub static PATTERNS: &[Pattern] = &[
             required: &[Interface::PubSubBasic],
             optional_interfaces: &[Interface::PubSubWildcards, Interface::PubSubPersistent],
         }],
-        served: true,
     },
     Pattern {
         name: STREAM,
@@ -85,7 +80,6 @@ pub static PATTERNS: &[Pattern] = &[
             required: &[Interface::StreamBasic],
             optional_interfaces: &[Interface::StreamConsumerGroups, Interface::StreamReplay, Interface::StreamPartitioning],
         }],
-        served: true,
     },
     Pattern {
         name: QUEUE,
@@ -96,7 +90,6 @@ pub static PATTERNS: &[Pattern] = &[
             required: &[Interface::QueueBasic],
             optional_interfaces: &[Interface::QueueVisibility, Interface::QueueDeadLetter, Interface::QueueDelayed],
         }],
-        served: true,
     },
     Pattern {
         name: MULTICAST_REGISTRY,
@@ -116,7 +109,6 @@ pub static PATTERNS: &[Pattern] = &[
                 optional_interfaces: &[],
             },
         ],
-        served: true,
     },
 ];
 

@@ -163,7 +163,6 @@ impl AdminService for AdminApi {
                             .collect(),
                     })
                     .collect(),
-                served: pattern.served,
             })
             .collect();
         Ok(Response::new(ListPatternsResponse { patterns }))
