@@ -176,8 +176,9 @@ impl Config {
 
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
         let fail = |errors| ConfigErrors { file: file.to_path_buf(), errors };
-        let contents = parse_toml(text).map_err(|e| fail(vec![e]))?;
-        let errors = check(&contents);
+        let mut contents = parse_toml(text).map_err(|e| fail(vec![e]))?;
+        let mut errors = check(&contents);
+        errors.extend(expand_secrets(&mut contents, file.parent().unwrap_or(Path::new("."))));
         if !errors.is_empty() {
             return Err(fail(errors));
         }
@@ -191,6 +192,40 @@ impl Config {
         } else {
             self.file.parent().unwrap_or(Path::new(".")).join(&entry.path)
         }
+    }
+}
+
+/// Resolves `${env:…}` / `${file:…}` in every string of every slot's `config` table.
+fn expand_secrets(contents: &mut ConfigFile, base_dir: &Path) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (index, namespace) in contents.namespaces.iter_mut().enumerate() {
+        for (slot, binding) in namespace.slots.iter_mut() {
+            for (key, value) in binding.config.iter_mut() {
+                let at = format!("namespaces[{index}].slots.{slot}.config.{key}");
+                expand_value(value, &at, base_dir, &mut errors);
+            }
+        }
+    }
+    errors
+}
+
+fn expand_value(value: &mut toml::Value, at: &str, base_dir: &Path, errors: &mut Vec<ConfigError>) {
+    match value {
+        toml::Value::String(text) => match crate::secrets::expand(text, base_dir) {
+            Ok(expanded) => *text = expanded,
+            Err(error) => errors.push(ConfigError::new(at, error.message, error.fix)),
+        },
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(item, &format!("{at}[{i}]"), base_dir, errors);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table.iter_mut() {
+                expand_value(item, &format!("{at}.{key}"), base_dir, errors);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -16,6 +16,7 @@ pub mod oversize;
 pub mod patterns;
 pub mod reload;
 pub mod resolve;
+pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod watch;

@@ -91,6 +91,11 @@ impl Server {
 
     /// Like `start`, with extra `prism serve` arguments (e.g. `--no-watch`).
     pub fn start_with(config: &str, args: &[&str]) -> Server {
+        Server::start_with_env(config, args, &[])
+    }
+
+    /// Like `start_with`, with extra environment variables for the server.
+    pub fn start_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = config.to_owned();
         for (placeholder, library) in [
@@ -116,6 +121,7 @@ impl Server {
             .arg(&config_path)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).expect("stderr log"))
             .spawn()

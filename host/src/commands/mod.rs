@@ -44,11 +44,12 @@ impl CommandError {
 
     /// What stderr gets.
     pub fn report(&self) -> String {
-        match self {
+        let text = match self {
             CommandError::Invalid(message) | CommandError::Failed(message) => format!("error: {message}\n"),
             CommandError::Config(errors) => errors.to_string(),
             CommandError::Reported(_) => String::new(),
-        }
+        };
+        crate::secrets::redact(&text).into_owned()
     }
 }
 

@@ -22,7 +22,8 @@ impl AdminApi {
 }
 
 fn outcome(outcome: Outcome) -> ReloadOutcome {
-    ReloadOutcome { ok: outcome.ok, message: outcome.message, at_unix_ms: outcome.at_unix_ms }
+    let message = crate::secrets::redact(&outcome.message).into_owned();
+    ReloadOutcome { ok: outcome.ok, message, at_unix_ms: outcome.at_unix_ms }
 }
 
 pub fn health_name(status: HealthStatus) -> &'static str {
@@ -85,7 +86,7 @@ impl AdminService for AdminApi {
                         })
                         .collect(),
                     health: health_name(health.status).to_owned(),
-                    health_message: health.message,
+                    health_message: crate::secrets::redact(&health.message).into_owned(),
                 }
             })
             .collect();

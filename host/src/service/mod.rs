@@ -35,7 +35,8 @@ pub fn plugin_status(error: PluginError) -> Status {
         ErrorCode::Internal => Code::Internal,
         ErrorCode::Aborted => Code::Aborted,
     };
-    let mut status = Status::new(code, error.message().to_owned());
+    // Drivers tend to echo connection strings, which may carry a password.
+    let mut status = Status::new(code, crate::secrets::redact(error.message()).into_owned());
     // The plugin's word on whether the same call may succeed if repeated.
     if error.retryable() {
         status.metadata_mut().insert("prism-retryable", tonic::metadata::MetadataValue::from_static("true"));

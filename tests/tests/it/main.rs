@@ -15,3 +15,4 @@ mod e2e_pubsub;
 mod e2e_stream;
 mod redis_faults;
 mod reload;
+mod secrets;
