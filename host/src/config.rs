@@ -53,6 +53,14 @@ pub struct ServerConfig {
     pub reload_debounce_ms: u64,
     /// How long a reload waits for a namespace's in-flight calls before handing its state over.
     pub reload_drain_ms: u64,
+    /// Calls one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Largest header block (all metadata of one call) accepted, in bytes.
+    pub max_header_list_bytes: u32,
+    /// How often an idle connection is pinged; one that does not answer within
+    /// `keepalive_timeout_ms` is closed. 0 = no pings.
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
 }
 
 /// The policy for a subscriber whose buffer is full.
@@ -81,6 +89,10 @@ impl Default for ServerConfig {
             require_pins: false,
             reload_debounce_ms: 300,
             reload_drain_ms: 5_000,
+            max_concurrent_streams: 200,
+            max_header_list_bytes: 32 * 1024,
+            keepalive_interval_ms: 60_000,
+            keepalive_timeout_ms: 20_000,
         }
     }
 }
@@ -283,6 +295,14 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
     }
     if server.max_library_loads == 0 {
         errors.push(ConfigError::new("server.max_library_loads", "must be at least 1", "use e.g. 64"));
+    }
+    for (key, value) in [
+        ("server.max_concurrent_streams", u64::from(server.max_concurrent_streams)),
+        ("server.max_header_list_bytes", u64::from(server.max_header_list_bytes)),
+    ] {
+        if value == 0 {
+            errors.push(ConfigError::new(key, "must be at least 1", "leave it out for the default"));
+        }
     }
     if server.health_interval_ms == 0 {
         errors.push(ConfigError::new("server.health_interval_ms", "must be at least 1", "use e.g. 5000"));

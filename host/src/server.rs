@@ -76,7 +76,13 @@ pub async fn serve(
         (settings.request_timeout_ms > 0).then(|| Duration::from_millis(settings.request_timeout_ms));
     // tonic refuses messages over 4 MiB by default; let any value the config allows through.
     let max_message = (settings.max_value_bytes + 64 * 1024).max(4 * 1024 * 1024);
+    let keepalive =
+        (settings.keepalive_interval_ms > 0).then(|| Duration::from_millis(settings.keepalive_interval_ms));
     let mut builder = Server::builder()
+        .max_concurrent_streams(Some(settings.max_concurrent_streams))
+        .http2_max_header_list_size(Some(settings.max_header_list_bytes))
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(Duration::from_millis(settings.keepalive_timeout_ms.max(1))))
         .layer(crate::oversize::OversizeLayer::new(max_message))
         .layer(DeadlineLayer::new(server_limit));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
