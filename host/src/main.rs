@@ -141,6 +141,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(|| prism_host::secrets::RedactingWriter(std::io::stderr()))
+        // Colour codes only for a person at a terminal, not in files and log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => commands::serve(&args.config, args.listen, !args.no_watch),
