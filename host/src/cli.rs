@@ -288,3 +288,11 @@ pub fn generate_config(
     }
     Ok(out)
 }
+
+/// `prism auth new-api-key`: the key once, and the config entry holding only its hash.
+pub fn render_new_api_key(name: &str, key: &str, sha256: &str) -> String {
+    format!(
+        "API key for '{name}' (shown once; give it to the service, which sends it as x-api-key):\n  {key}\n\n\
+         Add to plugins.toml:\n[[auth.api_keys]]\nname = \"{name}\"\nsha256 = \"{sha256}\"\n"
+    )
+}

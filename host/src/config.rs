@@ -19,6 +19,8 @@ pub struct ConfigFile {
     pub plugins: BTreeMap<String, PluginEntry>,
     #[serde(default)]
     pub namespaces: Vec<NamespaceEntry>,
+    /// Authentication and authorization; absent = every caller may do everything.
+    pub auth: Option<crate::auth::config::AuthConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -171,6 +173,8 @@ impl std::error::Error for ConfigErrors {}
 pub struct Config {
     pub file: PathBuf,
     pub contents: ConfigFile,
+    /// `[auth]`, compiled (its key set read), when configured.
+    pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
 }
 
 impl Config {
@@ -190,11 +194,20 @@ impl Config {
         let fail = |errors| ConfigErrors { file: file.to_path_buf(), errors };
         let mut contents = parse_toml(text).map_err(|e| fail(vec![e]))?;
         let mut errors = check(&contents);
-        errors.extend(expand_secrets(&mut contents, file.parent().unwrap_or(Path::new("."))));
+        let base_dir = file.parent().unwrap_or(Path::new("."));
+        errors.extend(expand_secrets(&mut contents, base_dir));
+        let auth = match contents.auth.as_ref().map(|auth| crate::auth::Auth::compile(auth, base_dir)) {
+            Some(Ok(auth)) => Some(std::sync::Arc::new(auth)),
+            Some(Err(problems)) => {
+                errors.extend(problems);
+                None
+            }
+            None => None,
+        };
         if !errors.is_empty() {
             return Err(fail(errors));
         }
-        Ok(Config { file: file.to_path_buf(), contents })
+        Ok(Config { file: file.to_path_buf(), contents, auth })
     }
 
     /// A plugin's library path, resolved against the config file's directory.

@@ -177,6 +177,8 @@ pub fn shown(input: &str) -> String {
 pub struct Routing {
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// `[auth]` of the config these namespaces come from (None: open to every caller).
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 pub struct Gateway {
@@ -216,7 +218,11 @@ impl Gateway {
             }
         }
         Ok(Gateway {
-            routing: ArcSwap::from_pointee(Routing { namespaces, plugins: resolved.plugins }),
+            routing: ArcSwap::from_pointee(Routing {
+                namespaces,
+                plugins: resolved.plugins,
+                auth: resolved.config.auth.clone(),
+            }),
             settings: resolved.config.contents.server.clone(),
         })
     }
@@ -240,6 +246,8 @@ impl Gateway {
                 name.len()
             )));
         }
+        // Before the lookup, so a caller refused learns nothing about which names exist.
+        crate::auth::authorize(self.routing.load().auth.as_deref(), name)?;
         loop {
             let namespace = self.lookup(name, pattern)?;
             let pass = namespace.gate.clone().read_owned().await;
@@ -253,6 +261,9 @@ impl Gateway {
     fn lookup(&self, name: &str, pattern: &str) -> Result<Arc<Namespace>, Status> {
         let routing = self.routing.load();
         let Some(namespace) = routing.namespaces.get(name) else {
+            if routing.auth.is_some() {
+                return Err(Status::not_found(format!("namespace '{name}' is not configured")));
+            }
             let known: Vec<&str> = routing.namespaces.keys().map(String::as_str).collect();
             return Err(Status::not_found(format!(
                 "namespace '{name}' is not configured (configured: {})",

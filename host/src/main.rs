@@ -62,15 +62,13 @@ enum Command {
         what: GenerateCommand,
     },
     /// Show a running server's plugins (versions, file hashes) and its last reloads.
-    Status {
-        /// The server's address.
-        #[arg(long, default_value = "http://127.0.0.1:8980")]
-        server: String,
-    },
+    Status(AdminArgs),
     /// Ask a running server to re-read its config and plugin files now.
-    Reload {
-        #[arg(long, default_value = "http://127.0.0.1:8980")]
-        server: String,
+    Reload(AdminArgs),
+    /// Credentials for `[auth]`.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
     },
     /// Open a plugin library and exit: how the host tries a library in a child process
     /// before opening it itself (exit 0 = it loads, 2 = a clean error). With
@@ -134,6 +132,37 @@ struct ServeArgs {
     no_watch: bool,
 }
 
+/// How `prism status` and `prism reload` reach the server and prove who they are
+/// (credentials come from the environment, so they stay out of `ps`).
+#[derive(Args)]
+struct AdminArgs {
+    /// The server's address.
+    #[arg(long, default_value = "http://127.0.0.1:8980")]
+    server: String,
+    /// A JWT sent as `authorization: Bearer …` (when the server has `[auth.jwt]`).
+    #[arg(long, env = "PRISM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// An API key sent as `x-api-key` (when the server has `[[auth.api_keys]]`).
+    #[arg(long, env = "PRISM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+impl From<AdminArgs> for commands::AdminTarget {
+    fn from(args: AdminArgs) -> Self {
+        commands::AdminTarget { server: args.server, token: args.token, api_key: args.api_key }
+    }
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Print a new random API key and the `[[auth.api_keys]]` entry (its SHA-256) to
+    /// paste into plugins.toml; the key itself is shown once and stored nowhere.
+    NewApiKey {
+        /// The service account's name, e.g. billing-batch.
+        name: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -158,8 +187,9 @@ fn main() -> ExitCode {
         Command::Generate { what: GenerateCommand::Config { pattern, slots, namespace, config } } => {
             commands::generate_config(&pattern, &slots, &namespace, config)
         }
-        Command::Status { server } => commands::status(&server),
-        Command::Reload { server } => commands::reload(&server),
+        Command::Status(args) => commands::status(&args.into()),
+        Command::Reload(args) => commands::reload(&args.into()),
+        Command::Auth { command: AuthCommand::NewApiKey { name } } => commands::new_api_key(&name),
         Command::ProbePlugin { path, configs_on_stdin, run_instance } => {
             commands::probe_plugin(&path, configs_on_stdin, run_instance)
         }

@@ -1,5 +1,7 @@
 //! `prism status` and `prism reload`: one AdminService call to a running server.
 
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::{runtime, CommandError, CommandResult};
@@ -7,32 +9,59 @@ use crate::api::admin_service_client::AdminServiceClient;
 use crate::api::{GetReloadStatusRequest, ReloadRequest};
 use crate::cli;
 
-async fn connect(server: &str) -> Result<AdminServiceClient<Channel>, CommandError> {
-    AdminServiceClient::connect(server.to_owned()).await.map_err(|error| {
-        CommandError::Failed(format!("cannot reach {server}: {error} (is `prism serve` running there?)"))
-    })
+/// A running server and the credentials to present to it.
+pub struct AdminTarget {
+    pub server: String,
+    pub token: Option<String>,
+    pub api_key: Option<String>,
 }
 
-pub fn status(server: &str) -> CommandResult {
+type Credentials = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+
+async fn connect(
+    target: &AdminTarget,
+) -> Result<AdminServiceClient<InterceptedService<Channel, Credentials>>, CommandError> {
+    let server = &target.server;
+    let channel = tonic::transport::Endpoint::from_shared(server.clone())
+        .map_err(|error| CommandError::Invalid(format!("--server {server}: {error}")))?
+        .connect()
+        .await
+        .map_err(|error| {
+            CommandError::Failed(format!("cannot reach {server}: {error} (is `prism serve` running there?)"))
+        })?;
+    let header = |name: &'static str, value: String| {
+        MetadataValue::try_from(value).map(|value| (name, value)).map_err(|_| {
+            CommandError::Invalid(format!("the {name} value is not valid metadata (ASCII, no newlines)"))
+        })
+    };
+    let token = target.token.clone().map(|t| header("authorization", format!("Bearer {t}"))).transpose()?;
+    let api_key = target.api_key.clone().map(|k| header("x-api-key", k)).transpose()?;
+    let credentials: Credentials = Box::new(move |mut request: tonic::Request<()>| {
+        for (name, value) in token.iter().chain(api_key.iter()) {
+            request.metadata_mut().insert(*name, value.clone());
+        }
+        Ok(request)
+    });
+    Ok(AdminServiceClient::with_interceptor(channel, credentials))
+}
+
+fn refused(status: tonic::Status) -> CommandError {
+    CommandError::Failed(format!("{:?}: {}", status.code(), status.message()))
+}
+
+pub fn status(target: &AdminTarget) -> CommandResult {
     runtime(tokio::runtime::Builder::new_current_thread())?.block_on(async {
-        let reply = connect(server)
-            .await?
-            .get_reload_status(GetReloadStatusRequest {})
-            .await
-            .map_err(|status| CommandError::Failed(status.message().to_owned()))?;
+        let reply =
+            connect(target).await?.get_reload_status(GetReloadStatusRequest {}).await.map_err(refused)?;
         print!("{}", cli::render_status(&reply.into_inner()));
         Ok(())
     })
 }
 
 /// Exit 1 when the server refused the reload (the outcome says why).
-pub fn reload(server: &str) -> CommandResult {
+pub fn reload(target: &AdminTarget) -> CommandResult {
     runtime(tokio::runtime::Builder::new_current_thread())?.block_on(async {
-        let reply = connect(server)
-            .await?
-            .reload(ReloadRequest {})
-            .await
-            .map_err(|status| CommandError::Failed(status.message().to_owned()))?;
+        let reply = connect(target).await?.reload(ReloadRequest {}).await.map_err(refused)?;
         let outcome = reply.into_inner().outcome.unwrap_or_default();
         print!("{}", cli::render_reload(&outcome));
         if outcome.ok {
@@ -41,4 +70,24 @@ pub fn reload(server: &str) -> CommandResult {
             Err(CommandError::Reported(1))
         }
     })
+}
+
+/// `prism auth new-api-key NAME`: 32 random bytes from the OS, hex-encoded.
+pub fn new_api_key(name: &str) -> CommandResult {
+    if !crate::config::valid_name(name) {
+        return Err(CommandError::Invalid(format!(
+            "'{name}' is not a valid key name: 1-64 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom")
+            .map_err(|e| CommandError::Failed(format!("/dev/urandom: {e}")))?,
+        &mut bytes,
+    )
+    .map_err(|e| CommandError::Failed(format!("/dev/urandom: {e}")))?;
+    let key = format!("prism_{}", hex::encode(bytes));
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
+    print!("{}", cli::render_new_api_key(name, &key, &digest));
+    Ok(())
 }

@@ -5,6 +5,7 @@
 mod abi;
 mod abi_compat;
 mod acceptance;
+mod auth;
 mod boundaries;
 mod cli;
 mod dist;

@@ -1,0 +1,116 @@
+//! The tower layer in front of every service: with `[auth]` configured it authenticates
+//! each call, answers `UNAUTHENTICATED` itself (the call's body is never read), checks
+//! AdminService calls for `admin` on every namespace, and runs every other Prism call
+//! with its [`Caller`] set, so the namespace check ([`super::authorize`]) can see it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+use tonic::Status;
+
+use super::methods::{permission_for, Permission};
+use super::{audit_admin, Caller, CALLER};
+use crate::gateway::Gateway;
+
+/// The names of the client certificate a connection presented (SAN DNS names and URIs,
+/// then the subject CN), put in each request's extensions by the TLS listener.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCertificateNames(pub Vec<String>);
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    gateway: Arc<Gateway>,
+}
+
+impl AuthLayer {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        AuthLayer { gateway }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate { inner, gateway: self.gateway.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    gateway: Arc<Gateway>,
+}
+
+/// What the layer decided for one call.
+enum Decision {
+    Pass,
+    Refuse(Status),
+    Serve(Caller),
+}
+
+impl<S> Authenticate<S> {
+    fn decide<B>(&self, request: &http::Request<B>) -> Decision {
+        let routing = self.gateway.routing();
+        let Some(auth) = routing.auth.as_deref() else { return Decision::Pass };
+        let path = request.uri().path();
+        if path.starts_with("/grpc.health.v1.") {
+            return Decision::Pass;
+        }
+        let reflection = path.starts_with("/grpc.reflection.");
+        if reflection && auth.open_reflection {
+            return Decision::Pass;
+        }
+        let names = request.extensions().get::<PeerCertificateNames>().map(|names| names.0.as_slice());
+        let principal = match auth.authenticate(request.headers(), names) {
+            Ok(principal) => principal,
+            Err(status) => return Decision::Refuse(status),
+        };
+        let method = path.trim_start_matches('/').trim_start_matches("prism.v1.").replacen('/', ".", 1);
+        let Some((service, permission)) = permission_for(path) else {
+            // Reflection when closed, or a path no service serves: any authenticated caller
+            // may go on (tonic answers UNIMPLEMENTED for unknown paths).
+            return if reflection {
+                Decision::Serve(Caller { principal, permission: Permission::Read, method })
+            } else {
+                Decision::Pass
+            };
+        };
+        if service == "AdminService" {
+            let allowed = auth.allows(&principal, "*", Permission::Admin);
+            audit_admin(&principal.display, &method, if allowed { "allow" } else { "deny" });
+            if !allowed {
+                return Decision::Refuse(Status::permission_denied(format!(
+                    "{} may not call {method}: it needs admin on every namespace (a rule with namespaces = [\"*\"])",
+                    principal.display
+                )));
+            }
+        }
+        Decision::Serve(Caller { principal, permission, method })
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authenticate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        match self.decide(&request) {
+            Decision::Pass => Box::pin(self.inner.call(request)),
+            Decision::Refuse(status) => Box::pin(async move { Ok(status.into_http()) }),
+            Decision::Serve(caller) => Box::pin(CALLER.scope(caller, self.inner.call(request))),
+        }
+    }
+}

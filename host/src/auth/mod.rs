@@ -1,0 +1,225 @@
+//! Authentication and per-namespace authorization, configured by `[auth]`. Off when the
+//! section is absent; once present, every Prism RPC needs a credential (a JWT bearer
+//! token, an API key, or a client certificate) and a rule granting the RPC's permission
+//! on the namespace it names (deny by default). `grpc.health.v1` stays open; reflection
+//! is open unless `open_reflection = false`.
+
+pub mod config;
+pub mod jwt;
+pub mod layer;
+pub mod methods;
+pub mod rules;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use self::config::AuthConfig;
+use self::jwt::JwtVerifier;
+pub use self::methods::Permission;
+pub use self::rules::Principal;
+use self::rules::{Identity, Matcher, Rule};
+use crate::config::ConfigError;
+
+/// The compiled `[auth]` section: how callers prove who they are, and the rules.
+#[derive(Debug)]
+pub struct Auth {
+    pub open_reflection: bool,
+    jwt: Option<JwtVerifier>,
+    /// SHA-256 of each key → the service account's name.
+    api_keys: HashMap<[u8; 32], String>,
+    rules: Vec<Rule>,
+}
+
+/// The header carrying an API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+impl Auth {
+    pub fn compile(config: &AuthConfig, base_dir: &Path) -> Result<Auth, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let jwt = match &config.jwt {
+            Some(jwt) => match JwtVerifier::new(jwt, base_dir) {
+                Ok(verifier) => Some(verifier),
+                Err(problems) => {
+                    errors.extend(
+                        problems.into_iter().map(|(key, message, fix)| ConfigError::new(key, message, fix)),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut api_keys = HashMap::new();
+        let mut names = BTreeSet::new();
+        for (index, entry) in config.api_keys.iter().enumerate() {
+            let at = format!("auth.api_keys[{index}]");
+            if !crate::config::valid_name(&entry.name) || !names.insert(entry.name.clone()) {
+                errors.push(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("'{}' is not a valid, unique name", entry.name),
+                    "give each key a distinct name of 1-64 letters, digits, '-', '_' or '.'",
+                ));
+            }
+            match hex::decode(&entry.sha256).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) {
+                Some(digest) => {
+                    api_keys.insert(digest, entry.name.clone());
+                }
+                None => errors.push(ConfigError::new(
+                    format!("{at}.sha256"),
+                    "is not 64 hex digits (the SHA-256 of the key; the key itself never goes in the config)",
+                    "run `prism auth new-api-key NAME` and paste the sha256 it prints",
+                )),
+            }
+        }
+        if config.jwt.is_none() && config.api_keys.is_empty() && !client_certificates_configured() {
+            errors.push(ConfigError::new(
+                "auth",
+                "no way to authenticate is configured, so every call would be refused",
+                "add [auth.jwt] or [[auth.api_keys]]",
+            ));
+        }
+        let mut rules = Vec::new();
+        for (index, entry) in config.rules.iter().enumerate() {
+            let at = format!("auth.rules[{index}]");
+            let mut principals = Vec::new();
+            for text in &entry.principals {
+                match Matcher::parse(text) {
+                    Ok(matcher) => principals.push(matcher),
+                    Err(message) => errors.push(ConfigError::new(
+                        format!("{at}.principals"),
+                        message,
+                        "write e.g. \"subject:alice\", \"group:ops\", \"claim:team=payments\", \"api_key:batch\", \"cert:orders.internal\" or \"*\"",
+                    )),
+                }
+            }
+            let mut permissions = BTreeSet::new();
+            for name in &entry.permissions {
+                match Permission::parse(name) {
+                    Some(permission) => {
+                        permissions.insert(permission);
+                    }
+                    None => errors.push(ConfigError::new(
+                        format!("{at}.permissions"),
+                        format!("'{name}' is not a permission"),
+                        "use read, write, publish, subscribe, consume or admin",
+                    )),
+                }
+            }
+            for (what, empty) in [
+                ("principals", entry.principals.is_empty()),
+                ("namespaces", entry.namespaces.is_empty()),
+                ("permissions", entry.permissions.is_empty()),
+            ] {
+                if empty {
+                    errors.push(ConfigError::new(
+                        format!("{at}.{what}"),
+                        "is empty, so the rule grants nothing",
+                        format!("list at least one of the {what} it is for, or remove the rule"),
+                    ));
+                }
+            }
+            rules.push(Rule { principals, namespaces: entry.namespaces.clone(), permissions });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Auth { open_reflection: config.open_reflection, jwt, api_keys, rules })
+    }
+
+    /// Who the caller is, from its headers (a bearer token or an API key) or, failing
+    /// those, its client certificate's names.
+    pub fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        certificate_names: Option<&[String]>,
+    ) -> Result<Principal, Status> {
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            let value =
+                value.to_str().map_err(|_| unauthenticated("the authorization header is not ASCII"))?;
+            let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
+                return Err(unauthenticated("the authorization header is not 'Bearer <JWT>'"));
+            };
+            let Some(jwt) = &self.jwt else {
+                return Err(unauthenticated(
+                    "this gateway accepts no bearer tokens ([auth.jwt] is not configured)",
+                ));
+            };
+            return jwt.verify(token.trim()).map_err(unauthenticated);
+        }
+        if let Some(value) = headers.get(API_KEY_HEADER) {
+            let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+            return match self.api_keys.get(&digest) {
+                Some(name) => Ok(Principal {
+                    display: format!("api_key:{name}"),
+                    identity: Identity::ApiKey { name: name.clone() },
+                }),
+                None => Err(unauthenticated("the API key is not one this gateway knows")),
+            };
+        }
+        if let Some(names) = certificate_names.filter(|names| !names.is_empty()) {
+            return Ok(Principal {
+                display: format!("cert:{}", names[0]),
+                identity: Identity::Certificate { names: names.to_vec() },
+            });
+        }
+        Err(unauthenticated(
+            "no credentials: send 'authorization: Bearer <JWT>' or 'x-api-key: <key>' metadata, or a client certificate",
+        ))
+    }
+
+    pub fn allows(&self, principal: &Principal, namespace: &str, permission: Permission) -> bool {
+        rules::allowed(&self.rules, principal, namespace, permission)
+    }
+}
+
+fn client_certificates_configured() -> bool {
+    false
+}
+
+fn unauthenticated(reason: impl Into<String>) -> Status {
+    Status::unauthenticated(reason.into())
+}
+
+/// The verified caller of the call being served and the permission its RPC needs, set by
+/// [`layer::AuthLayer`] around the call and read when the call names its namespace.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub permission: Permission,
+    /// `KeyValueService.Get`, for messages and audit lines.
+    pub method: String,
+}
+
+tokio::task_local! {
+    pub static CALLER: Caller;
+}
+
+/// Whether the current call may use `namespace`: `Ok` with auth off; with auth on, the
+/// caller set by the layer needs a rule granting its permission there.
+pub fn authorize(auth: Option<&Auth>, namespace: &str) -> Result<(), Status> {
+    let Some(auth) = auth else { return Ok(()) };
+    let caller = CALLER.try_with(Caller::clone).map_err(|_| {
+        // A call that reached a namespace without passing the layer: refuse, never serve.
+        Status::permission_denied("this call was not authenticated")
+    })?;
+    if auth.allows(&caller.principal, namespace, caller.permission) {
+        return Ok(());
+    }
+    audit_denied(&caller.principal.display, namespace, &caller.method, caller.permission);
+    Err(Status::permission_denied(format!(
+        "{} may not {} on namespace '{namespace}' ({} needs {})",
+        caller.principal.display, caller.permission, caller.method, caller.permission
+    )))
+}
+
+/// The audit trail: one line per denied call and per admin call, on the `prism::audit`
+/// target so operators can route it.
+pub fn audit_denied(principal: &str, namespace: &str, method: &str, permission: Permission) {
+    tracing::warn!(target: "prism::audit", principal, namespace, method, %permission, decision = "deny", "denied");
+}
+
+pub fn audit_admin(principal: &str, method: &str, decision: &str) {
+    tracing::info!(target: "prism::audit", principal, method, decision, "admin call");
+}
