@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// `keepalive_timeout_ms` is closed. 0 = no pings.
     pub keepalive_interval_ms: u64,
     pub keepalive_timeout_ms: u64,
+    /// TLS on the listener; absent = plaintext.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// The policy for a subscriber whose buffer is full.
@@ -95,6 +97,7 @@ impl Default for ServerConfig {
             max_header_list_bytes: 32 * 1024,
             keepalive_interval_ms: 60_000,
             keepalive_timeout_ms: 20_000,
+            tls: None,
         }
     }
 }
@@ -196,7 +199,22 @@ impl Config {
         let mut errors = check(&contents);
         let base_dir = file.parent().unwrap_or(Path::new("."));
         errors.extend(expand_secrets(&mut contents, base_dir));
-        let auth = match contents.auth.as_ref().map(|auth| crate::auth::Auth::compile(auth, base_dir)) {
+        if let Some(tls) = &contents.server.tls {
+            if let Err((key, message)) = crate::tls::server_config(tls, base_dir) {
+                errors.push(ConfigError::new(
+                    key,
+                    message,
+                    "give PEM files the gateway can read (a relative path is read from the config file's directory)",
+                ));
+            }
+        }
+        let client_certificates =
+            contents.server.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
+        let auth = contents
+            .auth
+            .as_ref()
+            .map(|auth| crate::auth::Auth::compile(auth, base_dir, client_certificates));
+        let auth = match auth {
             Some(Ok(auth)) => Some(std::sync::Arc::new(auth)),
             Some(Err(problems)) => {
                 errors.extend(problems);

@@ -20,4 +20,5 @@ pub mod resolve;
 pub mod secrets;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod watch;

@@ -145,11 +145,26 @@ struct AdminArgs {
     /// An API key sent as `x-api-key` (when the server has `[[auth.api_keys]]`).
     #[arg(long, env = "PRISM_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// PEM CA certificate to verify a TLS server with (use an https:// --server).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// PEM client certificate to present (mTLS), with --key.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 impl From<AdminArgs> for commands::AdminTarget {
     fn from(args: AdminArgs) -> Self {
-        commands::AdminTarget { server: args.server, token: args.token, api_key: args.api_key }
+        commands::AdminTarget {
+            server: args.server,
+            token: args.token,
+            api_key: args.api_key,
+            ca: args.ca,
+            client_identity: args.cert.zip(args.key),
+        }
     }
 }
 

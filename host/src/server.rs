@@ -38,6 +38,7 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     reloader: Arc<Reloader>,
     listener: TcpListener,
+    tls: Option<Arc<crate::tls::TlsSource>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let settings = gateway.settings.clone();
@@ -92,7 +93,7 @@ pub async fn serve(
         tracing::info!("shutting down: refusing new calls, letting in-flight calls finish");
         let _ = stopping_tx.send(());
     };
-    let server = builder
+    let router = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -116,8 +117,15 @@ pub async fn serve(
             MulticastRegistryServiceServer::new(MulticastApi::new(gateway.clone()))
                 .max_decoding_message_size(max_message),
         )
-        .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader)))
-        .serve_with_incoming_shutdown(incoming(listener), signal);
+        .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader)));
+    let tls_watch = tls.as_ref().map(|source| tokio::spawn(source.clone().watch()));
+    let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match tls {
+            Some(source) => {
+                Box::pin(router.serve_with_incoming_shutdown(crate::tls::incoming(listener, source), signal))
+            }
+            None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), signal)),
+        };
     let grace = Duration::from_millis(settings.shutdown_grace_ms);
     let result = tokio::select! {
         result = server => result,
@@ -127,6 +135,9 @@ pub async fn serve(
         }
     };
     poller.abort();
+    if let Some(watch) = tls_watch {
+        watch.abort();
+    }
     gateway.shutdown().await;
     result
 }

@@ -14,11 +14,7 @@ use tonic::Status;
 use super::methods::{permission_for, Permission};
 use super::{audit_admin, Caller, CALLER};
 use crate::gateway::Gateway;
-
-/// The names of the client certificate a connection presented (SAN DNS names and URIs,
-/// then the subject CN), put in each request's extensions by the TLS listener.
-#[derive(Debug, Clone, Default)]
-pub struct PeerCertificateNames(pub Vec<String>);
+use crate::tls::TlsConnectInfo;
 
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -64,7 +60,8 @@ impl<S> Authenticate<S> {
         if reflection && auth.open_reflection {
             return Decision::Pass;
         }
-        let names = request.extensions().get::<PeerCertificateNames>().map(|names| names.0.as_slice());
+        let names =
+            request.extensions().get::<TlsConnectInfo>().map(|info| info.certificate_names.as_slice());
         let principal = match auth.authenticate(request.headers(), names) {
             Ok(principal) => principal,
             Err(status) => return Decision::Refuse(status),

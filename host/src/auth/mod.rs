@@ -37,7 +37,13 @@ pub struct Auth {
 pub const API_KEY_HEADER: &str = "x-api-key";
 
 impl Auth {
-    pub fn compile(config: &AuthConfig, base_dir: &Path) -> Result<Auth, Vec<ConfigError>> {
+    /// `client_certificates`: whether the listener verifies client certificates
+    /// (`server.tls.client_ca_file`), which is then a way to authenticate.
+    pub fn compile(
+        config: &AuthConfig,
+        base_dir: &Path,
+        client_certificates: bool,
+    ) -> Result<Auth, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let jwt = match &config.jwt {
             Some(jwt) => match JwtVerifier::new(jwt, base_dir) {
@@ -73,11 +79,11 @@ impl Auth {
                 )),
             }
         }
-        if config.jwt.is_none() && config.api_keys.is_empty() && !client_certificates_configured() {
+        if config.jwt.is_none() && config.api_keys.is_empty() && !client_certificates {
             errors.push(ConfigError::new(
                 "auth",
                 "no way to authenticate is configured, so every call would be refused",
-                "add [auth.jwt] or [[auth.api_keys]]",
+                "add [auth.jwt], [[auth.api_keys]] or server.tls.client_ca_file",
             ));
         }
         let mut rules = Vec::new();
@@ -172,10 +178,6 @@ impl Auth {
     pub fn allows(&self, principal: &Principal, namespace: &str, permission: Permission) -> bool {
         rules::allowed(&self.rules, principal, namespace, permission)
     }
-}
-
-fn client_certificates_configured() -> bool {
-    false
 }
 
 fn unauthenticated(reason: impl Into<String>) -> Status {

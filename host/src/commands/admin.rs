@@ -14,6 +14,14 @@ pub struct AdminTarget {
     pub server: String,
     pub token: Option<String>,
     pub api_key: Option<String>,
+    /// CA certificate file for a TLS server.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate and key files for mTLS.
+    pub client_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, CommandError> {
+    std::fs::read(path).map_err(|error| CommandError::Invalid(format!("{what} {}: {error}", path.display())))
 }
 
 type Credentials = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
@@ -22,13 +30,24 @@ async fn connect(
     target: &AdminTarget,
 ) -> Result<AdminServiceClient<InterceptedService<Channel, Credentials>>, CommandError> {
     let server = &target.server;
-    let channel = tonic::transport::Endpoint::from_shared(server.clone())
-        .map_err(|error| CommandError::Invalid(format!("--server {server}: {error}")))?
-        .connect()
-        .await
-        .map_err(|error| {
-            CommandError::Failed(format!("cannot reach {server}: {error} (is `prism serve` running there?)"))
-        })?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(server.clone())
+        .map_err(|error| CommandError::Invalid(format!("--server {server}: {error}")))?;
+    if target.ca.is_some() || target.client_identity.is_some() {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = &target.ca {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca, "--ca")?));
+        }
+        if let Some((cert, key)) = &target.client_identity {
+            tls = tls
+                .identity(tonic::transport::Identity::from_pem(read(cert, "--cert")?, read(key, "--key")?));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|error| CommandError::Invalid(format!("TLS settings: {error}")))?;
+    }
+    let channel = endpoint.connect().await.map_err(|error| {
+        CommandError::Failed(format!("cannot reach {server}: {error} (is `prism serve` running there?)"))
+    })?;
     let header = |name: &'static str, value: String| {
         MetadataValue::try_from(value).map(|value| (name, value)).map_err(|_| {
             CommandError::Invalid(format!("the {name} value is not valid metadata (ASCII, no newlines)"))

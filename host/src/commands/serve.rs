@@ -19,6 +19,19 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
     runtime(tokio::runtime::Builder::new_multi_thread())?.block_on(async move {
         let listen = resolved.config.contents.server.listen;
         let config_file = resolved.config.file.clone();
+        let tls = match &resolved.config.contents.server.tls {
+            Some(settings) => {
+                let base_dir = config_file.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+                Some(crate::tls::TlsSource::new(settings.clone(), base_dir).map_err(CommandError::Invalid)?)
+            }
+            None => None,
+        };
+        if tls.is_none() && !listen.ip().is_loopback() {
+            tracing::warn!(
+                %listen,
+                "serving plaintext on a non-loopback address: anyone on the network can read and alter calls; configure [server.tls]"
+            );
+        }
         let debounce = std::time::Duration::from_millis(resolved.config.contents.server.reload_debounce_ms);
         let gateway = match Gateway::start(resolved).await {
             Ok(gateway) => Arc::new(gateway),
@@ -48,7 +61,7 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string());
         // Scripts and tests wait for this line to know the port (useful with --listen 127.0.0.1:0).
         println!("prism: serving on {address}");
-        server::serve(gateway, reloader, listener, server::shutdown_signal())
+        server::serve(gateway, reloader, listener, tls, server::shutdown_signal())
             .await
             .map_err(|error| CommandError::Failed(format!("the server failed: {error}")))
     })
