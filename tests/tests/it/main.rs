@@ -19,3 +19,4 @@ mod redis_faults;
 mod reload;
 mod secrets;
 mod tls;
+mod walkthrough;
