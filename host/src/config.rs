@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// `keepalive_timeout_ms` is closed. 0 = no pings.
     pub keepalive_interval_ms: u64,
     pub keepalive_timeout_ms: u64,
+    /// Most bytes of keys and values one response (a batch, a scan page) may carry.
+    pub max_response_bytes: usize,
     /// TLS on the listener; absent = plaintext.
     pub tls: Option<crate::tls::TlsConfig>,
 }
@@ -97,6 +99,7 @@ impl Default for ServerConfig {
             max_header_list_bytes: 32 * 1024,
             keepalive_interval_ms: 60_000,
             keepalive_timeout_ms: 20_000,
+            max_response_bytes: 64 * 1024 * 1024,
             tls: None,
         }
     }
@@ -334,6 +337,16 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
         if value == 0 {
             errors.push(ConfigError::new(key, "must be at least 1", "leave it out for the default"));
         }
+    }
+    if server.max_response_bytes < server.max_value_bytes + 2048 {
+        errors.push(ConfigError::new(
+            "server.max_response_bytes",
+            format!(
+                "{} cannot hold one value of max_value_bytes ({}) and its key",
+                server.max_response_bytes, server.max_value_bytes
+            ),
+            "make it several times max_value_bytes (the default is 64 MiB)",
+        ));
     }
     if server.health_interval_ms == 0 {
         errors.push(ConfigError::new("server.health_interval_ms", "must be at least 1", "use e.g. 5000"));

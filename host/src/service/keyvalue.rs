@@ -37,6 +37,10 @@ impl KeyValueApi {
     fn max_value(&self) -> usize {
         self.gateway.settings.max_value_bytes
     }
+
+    fn budget(&self) -> super::ResponseBudget {
+        super::ResponseBudget::new(&self.gateway.settings)
+    }
 }
 
 fn conflict(key: &str, expected: u64, current: u64) -> Status {
@@ -166,16 +170,26 @@ impl KeyValueService for KeyValueApi {
             limit => limit,
         };
         let scan = need(&namespace, STORE, store.keyvalue_scan(), "Scan")?;
-        let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
-        let page = scan.scan(&request.prefix, cursor, limit).await.map_err(plugin_status)?;
-        Ok(Response::new(ScanResponse {
-            entries: page
-                .entries
-                .into_iter()
-                .map(|(key, value)| KeyValue { key, value: value.into() })
-                .collect(),
-            next_cursor: page.next_cursor.unwrap_or_default(),
-        }))
+        // The page is gathered in plugin pages small enough that even values of the
+        // largest size cannot take it past max_response_bytes; it ends early, with a
+        // cursor, when the budget cannot hold one more largest entry.
+        let mut budget = self.budget();
+        let mut cursor = (!request.cursor.is_empty()).then_some(request.cursor.clone());
+        let mut entries = Vec::new();
+        loop {
+            let wanted = (limit as usize - entries.len()).min(budget.entries_that_fit());
+            let page =
+                scan.scan(&request.prefix, cursor.as_deref(), wanted as u32).await.map_err(plugin_status)?;
+            for (key, value) in page.entries {
+                budget.spend(key.len() + value.len());
+                entries.push(KeyValue { key, value: value.into() });
+            }
+            cursor = page.next_cursor;
+            if cursor.is_none() || entries.len() >= limit as usize || budget.entries_that_fit() == 0 {
+                break;
+            }
+        }
+        Ok(Response::new(ScanResponse { entries, next_cursor: cursor.unwrap_or_default() }))
     }
 
     type ScanStreamStream = EntryStream;
@@ -262,17 +276,41 @@ impl KeyValueService for KeyValueApi {
         let (namespace, store) = self.store(&request.namespace).await?;
         check_batch_keys(&request.keys)?;
         let batch = need(&namespace, STORE, store.keyvalue_batch(), "BatchGet")?;
-        let values = batch.batch_get(&request.keys).await.map_err(plugin_status)?;
-        let results = request
-            .keys
-            .into_iter()
-            .zip(values)
-            .map(|(key, value)| BatchGetResult {
-                key,
+        // Each distinct key is fetched once, in chunks that cannot exceed the response
+        // budget, and the response (repeats included) is counted against it: a batch
+        // naming one large value a thousand times is refused, not a gigabyte buffered.
+        let mut budget = self.budget();
+        let mut distinct: Vec<&str> = request.keys.iter().map(String::as_str).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut found: std::collections::HashMap<&str, Option<bytes::Bytes>> =
+            std::collections::HashMap::with_capacity(distinct.len());
+        let mut fetched = self.budget();
+        for chunk in distinct.chunks(budget.entries_that_fit().max(1)) {
+            let keys: Vec<String> = chunk.iter().map(|key| key.to_string()).collect();
+            let values = batch.batch_get(&keys).await.map_err(plugin_status)?;
+            for (key, value) in chunk.iter().zip(values) {
+                fetched.spend(key.len() + value.as_ref().map_or(0, Vec::len));
+                found.insert(key, value.map(bytes::Bytes::from));
+            }
+            // Every distinct key is in the response at least once.
+            if fetched.exceeded() {
+                return Err(fetched.refusal("BatchGet", found.len(), request.keys.len()));
+            }
+        }
+        let mut results = Vec::with_capacity(request.keys.len());
+        for (done, key) in request.keys.iter().enumerate() {
+            let value = found.get(key.as_str()).cloned().flatten();
+            budget.spend(key.len() + value.as_ref().map_or(0, bytes::Bytes::len));
+            if budget.exceeded() {
+                return Err(budget.refusal("BatchGet", done, request.keys.len()));
+            }
+            results.push(BatchGetResult {
+                key: key.clone(),
                 found: value.is_some(),
-                value: value.unwrap_or_default().into(),
-            })
-            .collect();
+                value: value.unwrap_or_default(),
+            });
+        }
         Ok(Response::new(BatchGetResponse { results }))
     }
 

@@ -66,6 +66,44 @@ pub fn check_value(field: &str, len: usize, max: usize) -> Result<(), Status> {
     Ok(())
 }
 
+/// What one response may still carry (`server.max_response_bytes`), counted against
+/// the largest entry a plugin could return (`max_value_bytes` plus the longest key).
+pub struct ResponseBudget {
+    spent: usize,
+    limit: usize,
+    largest_entry: usize,
+}
+
+impl ResponseBudget {
+    pub fn new(settings: &crate::config::ServerConfig) -> Self {
+        ResponseBudget {
+            spent: 0,
+            limit: settings.max_response_bytes,
+            largest_entry: settings.max_value_bytes + MAX_KEY_BYTES,
+        }
+    }
+
+    /// How many more entries fit for certain, whatever their size.
+    pub fn entries_that_fit(&self) -> usize {
+        self.limit.saturating_sub(self.spent) / self.largest_entry
+    }
+
+    pub fn spend(&mut self, bytes: usize) {
+        self.spent = self.spent.saturating_add(bytes);
+    }
+
+    pub fn exceeded(&self) -> bool {
+        self.spent > self.limit
+    }
+
+    pub fn refusal(&self, call: &str, done: usize, asked: usize) -> Status {
+        Status::resource_exhausted(format!(
+            "the {call} response would exceed {} bytes (server.max_response_bytes) after {done} of {asked} items; ask for fewer per call",
+            self.limit
+        ))
+    }
+}
+
 pub fn check_batch(field: &str, len: usize) -> Result<(), Status> {
     if len > MAX_BATCH_ITEMS {
         return Err(Status::invalid_argument(format!(
