@@ -1,6 +1,7 @@
 //! Hostile clients cannot exhaust the gateway: the attacks measured from outside, each
 //! with a bound on the server's resident memory.
 
+use std::time::Duration;
 
 use prism_acceptance::harness::Server;
 use prism_api::*;
@@ -90,4 +91,69 @@ async fn a_scan_page_stops_at_the_response_budget_and_the_cursor_resumes_it() {
     let expected: Vec<String> = (0..10).map(|n| format!("page/{n:02}")).collect();
     assert_eq!(seen, expected, "every key once, in order");
     assert!(pages >= 4, "10 MiB in pages of at most 4 MiB: {pages} pages");
+}
+
+/// HPACK for one header as a literal without indexing, with a literal name.
+fn literal_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(0x00);
+    for text in [name, value] {
+        assert!(text.len() < 127);
+        out.push(text.len() as u8);
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// An HTTP/2 frame: 24-bit length, type, flags, stream id.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The measured attack, by a client that ignores the server's SETTINGS: 10 connections
+/// each sending 10 000 HEADERS frames (a gRPC call's headers, never a body).
+#[tokio::test]
+async fn a_hundred_thousand_headers_only_streams_leave_memory_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&memstore(""));
+    let before = server.rss_bytes();
+    let mut headers = vec![0x83, 0x86]; // :method POST, :scheme http (static table)
+    literal_header(&mut headers, ":path", "/prism.v1.KeyValueService/Get");
+    literal_header(&mut headers, ":authority", "localhost");
+    literal_header(&mut headers, "content-type", "application/grpc");
+    literal_header(&mut headers, "te", "trailers");
+    let mut connections = Vec::new();
+    for _ in 0..10 {
+        let tcp = tokio::net::TcpStream::connect(&server.address).await.unwrap();
+        let (mut reader, mut writer) = tcp.into_split();
+        // Read and drop whatever the server says (refusals, settings), as a client must
+        // to keep the connection moving.
+        let drain = tokio::spawn(async move {
+            let mut sink = vec![0u8; 64 * 1024];
+            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        writer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        writer.write_all(&frame(0x4, 0, 0, &[])).await.unwrap(); // empty SETTINGS
+        writer.write_all(&frame(0x4, 0x1, 0, &[])).await.unwrap(); // SETTINGS ack
+        let mut burst = Vec::new();
+        for n in 0..10_000u32 {
+            burst.extend(frame(0x1, 0x4, 2 * n + 1, &headers)); // HEADERS, END_HEADERS
+        }
+        // A server that gives up on the connection may close it mid-burst: also fine.
+        let _ = writer.write_all(&burst).await;
+        connections.push((writer, drain));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = server.rss_bytes().saturating_sub(before);
+    assert!(grown < 64 * MIB, "100 000 headers-only streams grew the server by {} MiB", grown / MIB);
+    drop(connections);
+    // And it still serves everyone else.
+    let mut kv = server.keyvalue().await;
+    kv.set(SetRequest { key: "after".into(), value: b"v".to_vec().into(), ..Default::default() })
+        .await
+        .unwrap();
 }
