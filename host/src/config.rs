@@ -21,6 +21,9 @@ pub struct ConfigFile {
     pub namespaces: Vec<NamespaceEntry>,
     /// Authentication and authorization; absent = every caller may do everything.
     pub auth: Option<crate::auth::config::AuthConfig>,
+    /// Request-rate and in-flight limits.
+    #[serde(default)]
+    pub quotas: Vec<crate::quota::QuotaEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -181,6 +184,8 @@ pub struct Config {
     pub contents: ConfigFile,
     /// `[auth]`, compiled (its key set read), when configured.
     pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
+    /// `[[quotas]]`, compiled, when any is configured.
+    pub quotas: Option<std::sync::Arc<crate::quota::Quotas>>,
 }
 
 impl Config {
@@ -225,10 +230,18 @@ impl Config {
             }
             None => None,
         };
+        let quotas = match crate::quota::Quotas::compile(&contents.quotas, contents.auth.is_some()) {
+            Ok(quotas) if !contents.quotas.is_empty() => Some(std::sync::Arc::new(quotas)),
+            Ok(_) => None,
+            Err(problems) => {
+                errors.extend(problems);
+                None
+            }
+        };
         if !errors.is_empty() {
             return Err(fail(errors));
         }
-        Ok(Config { file: file.to_path_buf(), contents, auth })
+        Ok(Config { file: file.to_path_buf(), contents, auth, quotas })
     }
 
     /// A plugin's library path, resolved against the config file's directory.

@@ -46,6 +46,8 @@ pub struct Namespace {
 pub struct NamespaceRef {
     namespace: Arc<Namespace>,
     _pass: tokio::sync::OwnedRwLockReadGuard<()>,
+    /// The call's place in its in-flight quotas, given back when the call is done.
+    _admission: Option<crate::quota::Admission>,
 }
 
 impl Deref for NamespaceRef {
@@ -179,6 +181,8 @@ pub struct Routing {
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     /// `[auth]` of the config these namespaces come from (None: open to every caller).
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// `[[quotas]]` of that config.
+    pub quotas: Option<Arc<crate::quota::Quotas>>,
 }
 
 pub struct Gateway {
@@ -222,6 +226,7 @@ impl Gateway {
                 namespaces,
                 plugins: resolved.plugins,
                 auth: resolved.config.auth.clone(),
+                quotas: resolved.config.quotas.clone(),
             }),
             settings: resolved.config.contents.server.clone(),
         })
@@ -247,13 +252,19 @@ impl Gateway {
             )));
         }
         // Before the lookup, so a caller refused learns nothing about which names exist.
-        crate::auth::authorize(self.routing.load().auth.as_deref(), name)?;
+        let routing = self.routing.load_full();
+        crate::auth::authorize(routing.auth.as_deref(), name)?;
+        let mut admission = match &routing.quotas {
+            Some(quotas) => Some(crate::auth::with_principal(|principal| quotas.admit(principal, name))?),
+            None => None,
+        };
+        drop(routing);
         loop {
             let namespace = self.lookup(name, pattern)?;
             let pass = namespace.gate.clone().read_owned().await;
             // Replaced while this call waited at the gate: use its successor.
             if !namespace.is_retired() {
-                return Ok(NamespaceRef { namespace, _pass: pass });
+                return Ok(NamespaceRef { namespace, _pass: pass, _admission: admission.take() });
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod health;
 pub mod loader;
 pub mod oversize;
 pub mod patterns;
+pub mod quota;
 pub mod reload;
 pub mod resolve;
 pub mod secrets;

@@ -132,9 +132,9 @@ impl Reloader {
         }
         let wanted: Vec<ResolvedNamespace> = routing.namespaces.values().map(|ns| as_resolved(ns)).collect();
         let plugins = routing.plugins.clone();
-        let auth = routing.auth.clone();
+        let policy = (routing.auth.clone(), routing.quotas.clone());
         drop(routing);
-        self.apply(plugins, wanted, auth, Some(namespace)).await.map(|_| ()).map_err(|Refused(why)| why)
+        self.apply(plugins, wanted, policy, Some(namespace)).await.map(|_| ()).map_err(|Refused(why)| why)
     }
 
     async fn try_reload(&self) -> Result<String, Refused> {
@@ -169,8 +169,8 @@ impl Reloader {
                 return Err(Refused(errors.to_string().trim().to_owned()));
             }
         };
-        let auth = resolved.config.auth.clone();
-        let summary = self.apply(resolved.plugins, resolved.namespaces, auth, None).await?;
+        let policy = (resolved.config.auth.clone(), resolved.config.quotas.clone());
+        let summary = self.apply(resolved.plugins, resolved.namespaces, policy, None).await?;
         Ok(format!("{summary}{restart_note}"))
     }
 
@@ -180,7 +180,7 @@ impl Reloader {
         &self,
         plugins: BTreeMap<String, Arc<LoadedPlugin>>,
         wanted: Vec<ResolvedNamespace>,
-        auth: Option<Arc<crate::auth::Auth>>,
+        (auth, quotas): (Option<Arc<crate::auth::Auth>>, Option<Arc<crate::quota::Quotas>>),
         force: Option<&str>,
     ) -> Result<String, Refused> {
         let before = self.gateway.routing();
@@ -287,6 +287,7 @@ impl Reloader {
                                 namespaces: before.namespaces.clone(),
                                 plugins: before.plugins.clone(),
                                 auth: before.auth.clone(),
+                                quotas: before.quotas.clone(),
                             };
                             routing.namespaces.insert(name.clone(), restored);
                             self.gateway.swap(routing);
@@ -315,7 +316,7 @@ impl Reloader {
             .filter(|(name, old)| namespaces.get(*name).is_none_or(|new| !Arc::ptr_eq(new, old)))
             .map(|(_, old)| old.clone())
             .collect();
-        let new_routing = Routing { namespaces, plugins, auth };
+        let new_routing = Routing { namespaces, plugins, auth, quotas };
         // Instances to leave running (still routed) or that are down already.
         let still_used: Vec<Arc<Instance>> = new_routing
             .namespaces

@@ -216,6 +216,15 @@ pub fn authorize(auth: Option<&Auth>, namespace: &str) -> Result<(), Status> {
     )))
 }
 
+/// Runs `f` with the current call's principal (None with auth off, or outside a call).
+pub fn with_principal<R>(f: impl FnOnce(Option<&Principal>) -> R) -> R {
+    let mut f = Some(f);
+    match CALLER.try_with(|caller| (f.take().expect("called once"))(Some(&caller.principal))) {
+        Ok(result) => result,
+        Err(_) => (f.take().expect("not called yet"))(None),
+    }
+}
+
 /// The audit trail: one line per denied call and per admin call, on the `prism::audit`
 /// target so operators can route it.
 pub fn audit_denied(principal: &str, namespace: &str, method: &str, permission: Permission) {

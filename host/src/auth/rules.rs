@@ -59,7 +59,7 @@ impl Matcher {
         }
     }
 
-    fn matches(&self, principal: &Principal) -> bool {
+    pub fn matches(&self, principal: &Principal) -> bool {
         match (self, &principal.identity) {
             (Matcher::Anyone, _) => true,
             (Matcher::Subject(want), Identity::Jwt { subject, .. }) => want == subject,

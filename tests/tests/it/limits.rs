@@ -157,3 +157,44 @@ async fn a_hundred_thousand_headers_only_streams_leave_memory_bounded() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_namespace_over_its_rate_quota_is_told_when_to_retry_and_others_are_not_held_up() {
+    let config = r#"
+[[quotas]]
+namespaces = ["slow-*"]
+requests_per_second = 5
+
+[plugins.memstore]
+path = "{memstore}"
+
+[[namespaces]]
+name = "slow-lane"
+pattern = "keyvalue"
+slots.store = { plugin = "memstore" }
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+slots.store = { plugin = "memstore" }
+"#;
+    let server = Server::start(config);
+    let mut kv = server.keyvalue().await;
+    let get = |namespace: &str| GetRequest { namespace: namespace.into(), key: "k".into(), ..Default::default() };
+    for _ in 0..5 {
+        kv.get(get("slow-lane")).await.expect("within the burst");
+    }
+    let status = kv.get(get("slow-lane")).await.expect_err("the sixth call within a second");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().starts_with("over quotas[0]: at most 5 calls per second for namespace 'slow-lane'"),
+        "{status:?}"
+    );
+    let retry_ms: u64 = status.metadata().get("retry-after-ms").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=1000).contains(&retry_ms), "{retry_ms}");
+    for _ in 0..50 {
+        kv.get(get("default")).await.expect("a namespace the quota does not cover");
+    }
+    tokio::time::sleep(Duration::from_millis(retry_ms + 10)).await;
+    kv.get(get("slow-lane")).await.expect("after the hinted wait");
+}
