@@ -8,8 +8,17 @@ use plugin_abi::PluginError;
 #[schemars(crate = "plugin_abi::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS.
     pub url: String,
+    /// With `rediss://`: a PEM CA file to verify the server with (default: system roots).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// With `rediss://`: a PEM client certificate, for servers that require one.
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// The PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
     /// Prepended to every Redis key this instance uses; give each namespace its own.
     #[serde(default)]
     pub key_prefix: String,
@@ -38,17 +47,21 @@ fn default_sweep_interval_ms() -> u64 {
 
 impl Config {
     pub fn check(&self) -> Result<(), PluginError> {
-        if self.url.starts_with("rediss://") {
-            return Err(PluginError::invalid_argument(
-                "url: rediss:// (TLS) is not supported by this build of the redis plugin; use redis:// \
-                 (over a private network or a TLS tunnel)",
-            ));
-        }
-        if !self.url.starts_with("redis://") {
+        let tls = self.url.starts_with("rediss://");
+        if !tls && !self.url.starts_with("redis://") {
             return Err(PluginError::invalid_argument(format!(
-                "url: '{}' is not a Redis URL; use redis://[user:password@]host:port[/db]",
+                "url: '{}' is not a Redis URL; use redis://[user:password@]host:port[/db] (rediss:// for TLS)",
                 self.url
             )));
+        }
+        let tls_files = [&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file];
+        if !tls && tls_files.iter().any(|file| file.is_some()) {
+            return Err(PluginError::invalid_argument(
+                "tls_ca_file, tls_cert_file and tls_key_file need a rediss:// url",
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(PluginError::invalid_argument("tls_cert_file and tls_key_file go together"));
         }
         self.url.as_str().into_connection_info().map_err(|e| {
             PluginError::invalid_argument(format!("url: '{}' is not a valid Redis URL: {e}", self.url))
@@ -63,5 +76,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The client for `url`, with the configured CA and client certificate for TLS.
+    pub fn client(&self) -> Result<redis::Client, PluginError> {
+        let read = |key: &str, path: &String| {
+            std::fs::read(path)
+                .map_err(|e| PluginError::invalid_argument(format!("{key}: cannot read {path}: {e}")))
+        };
+        let invalid = |e: redis::RedisError| PluginError::invalid_argument(format!("url: {e}"));
+        if self.tls_ca_file.is_none() && self.tls_cert_file.is_none() {
+            return redis::Client::open(self.url.as_str()).map_err(invalid);
+        }
+        let root_cert = self.tls_ca_file.as_ref().map(|path| read("tls_ca_file", path)).transpose()?;
+        let client_tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("tls_cert_file", cert)?,
+                client_key: read("tls_key_file", key)?,
+            }),
+            _ => None,
+        };
+        redis::Client::build_with_tls(self.url.as_str(), redis::TlsCertificates { client_tls, root_cert })
+            .map_err(invalid)
     }
 }

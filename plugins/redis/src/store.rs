@@ -64,8 +64,7 @@ impl Driver for Redis {
     }
 
     async fn create(config: Config) -> Result<Self, PluginError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| PluginError::invalid_argument(format!("url: {e}")))?;
+        let client = config.client()?;
         let settings = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
             .set_response_timeout(Some(Duration::from_millis(config.command_timeout_ms)))

@@ -180,7 +180,8 @@ slots.store = { plugin = "memstore" }
 "#;
     let server = Server::start(config);
     let mut kv = server.keyvalue().await;
-    let get = |namespace: &str| GetRequest { namespace: namespace.into(), key: "k".into(), ..Default::default() };
+    let get =
+        |namespace: &str| GetRequest { namespace: namespace.into(), key: "k".into(), ..Default::default() };
     for _ in 0..5 {
         kv.get(get("slow-lane")).await.expect("within the burst");
     }

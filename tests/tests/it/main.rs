@@ -6,6 +6,7 @@ mod abi;
 mod abi_compat;
 mod acceptance;
 mod auth;
+mod backend_tls;
 mod boundaries;
 mod certs;
 mod cli;
