@@ -5,7 +5,14 @@ use plugin_abi::PluginError;
 pub fn db_error(error: tokio_postgres::Error) -> PluginError {
     let Some(db) = error.as_db_error() else {
         // No server error: the connection failed or closed.
-        return PluginError::unavailable(format!("postgres is unreachable: {error}"));
+        // tokio-postgres keeps the cause (refused, TLS certificate, …) in the source chain.
+        let mut message = format!("postgres is unreachable: {error}");
+        let mut cause = std::error::Error::source(&error);
+        while let Some(inner) = cause {
+            message.push_str(&format!(": {inner}"));
+            cause = inner.source();
+        }
+        return PluginError::unavailable(message);
     };
     let code = db.code().code();
     let message = format!("postgres: {} ({code})", db.message());
