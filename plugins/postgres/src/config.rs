@@ -84,9 +84,7 @@ fn check_identifier(key: &str, value: &str) -> Result<(), PluginError> {
 
 impl Config {
     pub fn check(&self) -> Result<(), PluginError> {
-        self.url.parse::<tokio_postgres::Config>().map_err(|e| {
-            PluginError::invalid_argument(format!("url: not a PostgreSQL connection string: {e}"))
-        })?;
+        crate::tls::parse(&self.url)?;
         check_identifier("schema", &self.schema)?;
         check_identifier("table", &self.table)?;
         check_identifier("queue_table", &self.queue_table)?;

@@ -17,6 +17,7 @@ mod errors;
 mod keyvalue;
 mod queue;
 mod store;
+mod tls;
 mod transactions;
 
 pub use config::Config;

@@ -46,14 +46,16 @@ impl Driver for Postgres {
     }
 
     async fn create(config: Config) -> Result<Self, PluginError> {
-        let mut pg_config: tokio_postgres::Config =
-            config.url.parse().map_err(|e| PluginError::invalid_argument(format!("url: {e}")))?;
+        let crate::tls::Target { config: mut pg_config, tls } = crate::tls::parse(&config.url)?;
         pg_config
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .options(format!("-c statement_timeout={}", config.statement_timeout_ms))
             .application_name("prism");
-        let manager =
-            Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(pg_config, tls, recycling),
+            None => Manager::from_config(pg_config, NoTls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)

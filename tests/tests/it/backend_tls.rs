@@ -122,3 +122,133 @@ async fn redis_over_tls_verifies_the_server_against_the_configured_ca() {
     )));
     assert!(mixed.contains("need a rediss:// url"), "{mixed}");
 }
+
+/// A private PostgreSQL that accepts only TLS connections from 127.0.0.1 (`hostssl`).
+struct TlsPostgres {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsPostgres {
+    fn start(ca: &Ca) -> TlsPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries (cargo xtask test installs them)")
+            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // PostgreSQL refuses to run as root: as root, run it as the postgres user.
+        let as_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        let run = |program: &std::path::Path| {
+            if as_root {
+                let mut command = Command::new("runuser");
+                command.args(["-u", "postgres", "--"]).arg(program);
+                command
+            } else {
+                Command::new(program)
+            }
+        };
+        if as_root {
+            assert!(Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap().success());
+        }
+        let initdb = run(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(initdb.success(), "initdb failed");
+        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(&data, "server");
+        std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+            .unwrap();
+        if as_root {
+            assert!(Command::new("chown").args(["-R", "postgres"]).arg(&data).status().unwrap().success());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = free_port();
+        let child = run(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.path().display()))
+            .args(["-c", "ssl=on"])
+            .arg("-c")
+            .arg(format!("ssl_cert_file={}", cert.display()))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", key.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "postgres did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsPostgres { port, child, _dir: dir }
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        // runuser passes the signal on; postgres shuts down on SIGTERM.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn postgres_namespace(url: &str) -> String {
+    format!(
+        r#"
+[plugins.postgres]
+path = "{{postgres}}"
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+slots.store = {{ plugin = "postgres", config = {{ url = "{url}" }} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn postgres_over_tls_with_verify_full() {
+    let ca = Ca::new("PostgreSQL test CA");
+    let postgres = TlsPostgres::start(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let url = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        postgres.port,
+        ca_file.display()
+    );
+    let server = Server::start(&postgres_namespace(&url));
+    let mut kv = server.keyvalue().await;
+    kv.set(SetRequest { key: "k".into(), value: b"over tls".to_vec().into(), ..Default::default() })
+        .await
+        .unwrap();
+    let got = kv.get(GetRequest { key: "k".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(&got.value[..], b"over tls");
+    drop(server);
+
+    // The server takes only TLS: plaintext is refused, and so is a server the system's
+    // trust store cannot verify.
+    let library = prism_acceptance::harness::plugin_library("prism_postgres").display().to_string();
+    for (case, url, expected) in [
+        ("plaintext", format!("postgres://postgres@127.0.0.1:{}/postgres", postgres.port), "no encryption"),
+        (
+            "unknown CA",
+            format!("postgres://postgres@localhost:{}/postgres?sslmode=verify-full", postgres.port),
+            "certificate",
+        ),
+    ] {
+        let why = refusal(&postgres_namespace(&url).replace("{postgres}", &library));
+        assert!(why.to_lowercase().contains(expected), "{case}: {why}");
+    }
+}
