@@ -130,8 +130,28 @@ enum Command {
         /// Alternating baseline/target rounds; the median ratio is reported.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// CA to verify an https:// target with (the baseline gets --ca).
+        #[arg(long)]
+        target_ca: Option<std::path::PathBuf>,
+        /// Metadata for the target only, NAME=VALUE (repeatable).
+        #[arg(long)]
+        target_header: Vec<String>,
         #[command(flatten)]
         load: LoadArgs,
+    },
+    /// New connections per second (connect, TLS handshake for https://, one Get).
+    Handshakes {
+        #[arg(long, default_value = "http://127.0.0.1:8980")]
+        target: String,
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
+        /// Metadata sent with the Get, NAME=VALUE (repeatable).
+        #[arg(long)]
+        header: Vec<String>,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
     },
 }
 
@@ -177,6 +197,13 @@ struct LoadArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// CA certificate to verify an https:// server with.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// Metadata sent with every call, NAME=VALUE (repeatable), e.g.
+    /// "authorization=Bearer …" or "x-api-key=…".
+    #[arg(long)]
+    header: Vec<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -211,7 +238,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { target, load } => {
-            let report = match runtime(load.threads).block_on(workload::run(&target, &load.to_plan())) {
+            let plan = match load.to_plan() {
+                Ok(plan) => plan,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let report = match runtime(load.threads).block_on(workload::run(&target, &plan)) {
                 Ok(report) => report,
                 Err(error) => {
                     eprintln!("error: {error}");
@@ -229,7 +263,35 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Command::Compare { target, baseline, rounds, load } => compare(&target, &baseline, &load, rounds),
+        Command::Compare { target, baseline, rounds, target_ca, target_header, load } => {
+            let target_access = match workload::Access::new(target_ca, &target_header) {
+                Ok(access) => access,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            compare(&target, &baseline, &load, rounds, target_access)
+        }
+        Command::Handshakes { target, ca, header, concurrency, duration } => {
+            let access = match workload::Access::new(ca, &header) {
+                Ok(access) => access,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime(2).block_on(workload::handshakes(&target, &access, concurrency, duration)) {
+                Ok(rate) => {
+                    println!("{target}: {rate:.0} new connections/s (connect + handshake + one Get, {concurrency} at once)");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Multicast { target, namespace, kv_namespace, pubsub_namespace, identities, rounds } => {
             let plan =
                 multicast::MulticastPlan { namespace, kv_namespace, pubsub_namespace, identities, rounds };
@@ -288,14 +350,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn compare(target: &str, baseline: &str, load: &LoadArgs, rounds: usize) -> ExitCode {
+fn compare(
+    target: &str,
+    baseline: &str,
+    load: &LoadArgs,
+    rounds: usize,
+    target_access: workload::Access,
+) -> ExitCode {
     let runtime = runtime(load.threads);
-    let plan = load.to_plan();
+    let plan = match load.to_plan() {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let target_plan = workload::Plan { access: target_access, ..plan.clone() };
     let mut pairs: Vec<(Report, Report)> = Vec::new();
     // Alternate baseline and target so drift on a shared machine hits both alike.
     for round in 1..=rounds.max(1) {
-        let run = |url: &str| runtime.block_on(workload::run(url, &plan)).map_err(|e| format!("{url}: {e}"));
-        let pair = match (run(baseline), run(target)) {
+        let run = |url: &str, plan: &workload::Plan| {
+            runtime.block_on(workload::run(url, plan)).map_err(|e| format!("{url}: {e}"))
+        };
+        let pair = match (run(baseline, &plan), run(target, &target_plan)) {
             (Ok(base), Ok(gateway)) => (base, gateway),
             (Err(error), _) | (_, Err(error)) => {
                 eprintln!("error: {error}");
@@ -335,8 +412,8 @@ fn compare(target: &str, baseline: &str, load: &LoadArgs, rounds: usize) -> Exit
 }
 
 impl LoadArgs {
-    fn to_plan(&self) -> workload::Plan {
-        workload::Plan {
+    fn to_plan(&self) -> Result<workload::Plan, String> {
+        Ok(workload::Plan {
             workload: self.workload,
             read_percent: self.read_percent.min(100),
             concurrency: self.concurrency.max(1),
@@ -348,6 +425,7 @@ impl LoadArgs {
             value_size: self.value_size,
             namespace: self.namespace.clone(),
             queue: self.queue.clone(),
-        }
+            access: workload::Access::new(self.ca.clone(), &self.header)?,
+        })
     }
 }

@@ -36,6 +36,50 @@ pub struct Plan {
     pub namespace: String,
     /// The queue a `queue` workload uses.
     pub queue: String,
+    /// How to reach the server and what to present to it.
+    pub access: Access,
+}
+
+/// TLS (a CA to verify the server with, for https:// targets) and metadata sent with
+/// every call (e.g. `authorization: Bearer …`).
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub tls_ca: Option<std::path::PathBuf>,
+    pub headers: Vec<(tonic::metadata::AsciiMetadataKey, tonic::metadata::AsciiMetadataValue)>,
+}
+
+impl Access {
+    /// Parses `NAME=VALUE` header arguments.
+    pub fn new(tls_ca: Option<std::path::PathBuf>, headers: &[String]) -> Result<Access, String> {
+        let mut parsed = Vec::new();
+        for header in headers {
+            let (name, value) =
+                header.split_once('=').ok_or_else(|| format!("--header {header}: write NAME=VALUE"))?;
+            let name = name.parse().map_err(|_| format!("--header {name}: not a metadata name"))?;
+            let value =
+                value.parse().map_err(|_| format!("--header {name}: the value is not ASCII metadata"))?;
+            parsed.push((name, value));
+        }
+        Ok(Access { tls_ca, headers: parsed })
+    }
+
+    pub fn endpoint(&self, target: &str) -> Result<Endpoint, String> {
+        let endpoint =
+            Endpoint::from_shared(target.to_owned()).map_err(|e| format!("bad target URL: {e}"))?;
+        let Some(ca) = &self.tls_ca else { return Ok(endpoint) };
+        let pem = std::fs::read(ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        endpoint.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))
+    }
+
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        for (name, value) in &self.headers {
+            request.metadata_mut().insert(name.clone(), value.clone());
+        }
+        request
+    }
 }
 
 pub struct Report {
@@ -57,8 +101,8 @@ fn key(index: u64) -> String {
     format!("load-{index:08}")
 }
 
-async fn connect(target: &str, connections: usize) -> Result<Vec<Channel>, String> {
-    let endpoint = Endpoint::from_shared(target.to_owned()).map_err(|e| format!("bad target URL: {e}"))?;
+async fn connect(target: &str, connections: usize, access: &Access) -> Result<Vec<Channel>, String> {
+    let endpoint = access.endpoint(target)?;
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {
         channels.push(endpoint.connect().await.map_err(|e| format!("cannot connect to {target}: {e}"))?);
@@ -71,12 +115,12 @@ async fn preload(channel: Channel, plan: &Plan, value: &Bytes) -> Result<(), Str
     let mut client = KeyValueServiceClient::new(channel);
     for index in 0..plan.keys {
         client
-            .set(SetRequest {
+            .set(plan.access.request(SetRequest {
                 namespace: plan.namespace.clone(),
                 key: key(index),
                 value: value.clone(),
                 ..Default::default()
-            })
+            }))
             .await
             .map_err(|status| format!("preloading keys failed: {status}"))?;
     }
@@ -84,7 +128,7 @@ async fn preload(channel: Channel, plan: &Plan, value: &Bytes) -> Result<(), Str
 }
 
 pub async fn run(target: &str, plan: &Plan) -> Result<Report, String> {
-    let channels = connect(target, plan.connections).await?;
+    let channels = connect(target, plan.connections, &plan.access).await?;
     let value = Bytes::from(vec![b'x'; plan.value_size]);
     if matches!(plan.workload, Workload::Get | Workload::Mixed) {
         preload(channels[0].clone(), plan, &value).await?;
@@ -191,7 +235,11 @@ async fn drive(
 
 async fn get(client: &mut KeyValueServiceClient<Channel>, plan: &Plan, index: u64) -> Result<(), Status> {
     client
-        .get(GetRequest { namespace: plan.namespace.clone(), key: key(index), ..Default::default() })
+        .get(plan.access.request(GetRequest {
+            namespace: plan.namespace.clone(),
+            key: key(index),
+            ..Default::default()
+        }))
         .await?;
     Ok(())
 }
@@ -208,7 +256,7 @@ async fn set(
         value: value.clone(),
         ..Default::default()
     };
-    client.set(request).await?;
+    client.set(plan.access.request(request)).await?;
     Ok(())
 }
 
@@ -226,16 +274,16 @@ async fn queue_cycle(
         payload: value.clone(),
         ..Default::default()
     };
-    queue.enqueue(request).await?;
+    queue.enqueue(plan.access.request(request)).await?;
     let request = DequeueRequest {
         namespace: namespace.clone(),
         queue: name.clone(),
         max_messages: 1,
         ..Default::default()
     };
-    for message in queue.dequeue(request).await?.into_inner().messages {
+    for message in queue.dequeue(plan.access.request(request)).await?.into_inner().messages {
         let ack = AckRequest { namespace: namespace.clone(), queue: name.clone(), receipt: message.receipt };
-        if !queue.ack(ack).await?.into_inner().acked {
+        if !queue.ack(plan.access.request(ack)).await?.into_inner().acked {
             return Err(Status::internal("a fresh receipt did not ack"));
         }
     }
@@ -315,4 +363,38 @@ impl Report {
             },
         })
     }
+}
+
+/// New connections per second: each task connects (TCP, and TLS for https://), makes
+/// one Get, and drops the connection, for `duration`.
+pub async fn handshakes(
+    target: &str,
+    access: &Access,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<f64, String> {
+    let endpoint = access.endpoint(target)?;
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (endpoint, access) = (endpoint.clone(), access.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < end {
+                let channel = endpoint.connect().await.map_err(|e| format!("connect: {e}"))?;
+                let mut client = KeyValueServiceClient::new(channel);
+                client
+                    .get(access.request(GetRequest { key: "handshake".into(), ..Default::default() }))
+                    .await
+                    .map_err(|status| format!("Get: {status}"))?;
+                done += 1;
+            }
+            Ok::<u64, String>(done)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.map_err(|e| e.to_string())??;
+    }
+    Ok(total as f64 / duration.as_secs_f64())
 }
