@@ -432,3 +432,96 @@ pub fn multicast() -> Result<(), String> {
         "bus",
     ])
 }
+
+/// Credentials for `bench security`, made with openssl the way docs/SECURITY.md's
+/// walkthrough makes them: a CA and a localhost certificate, an RS256 issuer key, its key
+/// set, and a token for a member of "ops".
+const SECURITY_MATERIAL: &str = r#"
+set -euo pipefail
+b64url() { basenc --base64url -w0 | tr -d '='; }
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.crt 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > san.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.crt 2>/dev/null
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out issuer.key 2>/dev/null
+n=$(openssl rsa -in issuer.key -modulus -noout | cut -d= -f2 | basenc --base16 -d | b64url)
+printf '{"keys":[{"kty":"RSA","kid":"bench","alg":"RS256","n":"%s","e":"AQAB"}]}\n' "$n" > jwks.json
+header=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
+payload=$(printf '{"sub":"bench","iss":"https://issuer.bench","aud":"prism","exp":%d,"groups":["ops"]}' $(( $(date +%s) + 7200 )) | b64url)
+signature=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign issuer.key -binary | b64url)
+printf '%s.%s.%s' "$header" "$payload" "$signature" > token
+"#;
+
+/// KV Get through a gateway with TLS and JWT (connections reused) vs the same gateway
+/// plaintext and open, in one run; then new connections per second on each.
+pub fn security() -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--release", "--workspace"]);
+    run(build)?;
+    let dir = workspace_root().join("target/bench/security");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut material = Command::new("bash");
+    material.arg("-c").arg(SECURITY_MATERIAL).current_dir(&dir);
+    run(material)?;
+    let token = std::fs::read_to_string(dir.join("token")).map_err(|e| e.to_string())?;
+    let memstore = release_binary("libprism_memstore.so");
+    let namespace = format!(
+        "[plugins.memstore]\npath = \"{}\"\n\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n",
+        memstore.display()
+    );
+    let plain = format!("[server]\nlisten = \"{BASELINE}\"\n\n{namespace}");
+    let secure = format!(
+        "[server]\nlisten = \"{GATEWAY}\"\n\n[server.tls]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\n\n\
+         [auth.jwt]\njwks_file = \"jwks.json\"\nissuer = \"https://issuer.bench\"\naudience = \"prism\"\n\n\
+         [[auth.rules]]\nprincipals = [\"group:ops\"]\nnamespaces = [\"*\"]\npermissions = [\"read\", \"write\"]\n\n{namespace}"
+    );
+    let mut gateways = Vec::new();
+    for (name, config) in [("plain.toml", plain), ("secure.toml", secure)] {
+        let path = dir.join(name);
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        let mut gateway = Command::new(release_binary("prism"));
+        gateway.args(["serve", "--no-watch", "--config"]).arg(&path).env("PRISM_LOG", "warn");
+        gateways.push(Background::start(gateway, "serving on")?);
+    }
+    let port = GATEWAY.rsplit(':').next().expect("a port");
+    let secure_url = format!("https://localhost:{port}");
+    let plain_url = format!("http://{BASELINE}");
+    let ca = dir.join("ca.crt");
+    let ca = ca.to_str().expect("a UTF-8 path");
+    let bearer = format!("authorization=Bearer {}", token.trim());
+    println!("\n## prism-load compare: Get, 64 in flight over 4 reused connections, 5 s x {ROUNDS} rounds; baseline = plaintext without auth, target = TLS + JWT");
+    prism_load(&[
+        "compare",
+        "--target",
+        &secure_url,
+        "--target-ca",
+        ca,
+        "--target-header",
+        &bearer,
+        "--baseline",
+        &plain_url,
+        "--rounds",
+        ROUNDS_ARG,
+        "--workload",
+        "get",
+        "--duration",
+        "5s",
+        "--warmup",
+        "1s",
+    ])?;
+    println!("\n## prism-load handshakes: a new connection per Get, 8 at once, 5 s");
+    prism_load(&["handshakes", "--target", &plain_url, "--duration", "5s"])?;
+    prism_load(&[
+        "handshakes",
+        "--target",
+        &secure_url,
+        "--ca",
+        ca,
+        "--header",
+        &bearer,
+        "--duration",
+        "5s",
+    ])?;
+    drop(gateways);
+    Ok(())
+}

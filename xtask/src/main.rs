@@ -9,6 +9,7 @@
 //!                       with prism-load and h2load
 //!   cargo xtask bench reload  p99 of a KV load while the memstore library is swapped 10 times
 //!   cargo xtask bench multicast  register / Enumerate / Multicast on memstore and redis+nats
+//!   cargo xtask bench security   KV Get with TLS + JWT vs plaintext, and new connections/s
 //!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
 //!   cargo xtask dist [--debug] [--out DIR]
 //!                       package bin/, plugins/, plugins.toml, README, LICENSE, SHA256SUMS as .tar.gz
@@ -28,13 +29,14 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") if args.get(1).map(String::as_str) == Some("reload") => bench::reload_under_load(),
         Some("bench") if args.get(1).map(String::as_str) == Some("multicast") => bench::multicast(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("security") => bench::security(),
         Some("bench") => {
             bench::Backend::parse(args.get(1).map(String::as_str)).and_then(bench::gateway_vs_baseline)
         }
         Some("dist") => dist::dist(&args[1..]),
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|redis|postgres|nats|kafka|reload|multicast] | bench-abi | dist [--debug] [--out DIR]>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|redis|postgres|nats|kafka|reload|multicast|security] | bench-abi | dist [--debug] [--out DIR]>");
             return ExitCode::from(2);
         }
     };
