@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -33,8 +33,11 @@ pub struct JwtVerifier {
     algorithms: Vec<Algorithm>,
     leeway_s: u64,
     groups_claim: String,
-    cache: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
+    cache: Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+/// A verified token's caller and when the token stops being accepted (unix seconds).
+type Verified = (Arc<Principal>, u64);
 
 #[derive(Debug)]
 struct KeySet {
@@ -120,7 +123,7 @@ impl JwtVerifier {
     }
 
     /// The caller a bearer token names, or why it is refused (never quoting the token).
-    pub fn verify(&self, token: &str) -> Result<Principal, String> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Principal>, String> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(format!(
                 "the bearer token is {} bytes; at most {MAX_TOKEN_BYTES} are read",
@@ -136,6 +139,7 @@ impl JwtVerifier {
             }
         }
         let (principal, expires) = self.verify_uncached(token)?;
+        let principal = Arc::new(principal);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_ENTRIES {
             cache.retain(|_, (_, expires)| *expires >= now);

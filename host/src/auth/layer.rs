@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::Status;
 
-use super::methods::{permission_for, Permission};
+use super::methods::{rpc_of, Permission, REFLECTION};
 use super::{audit_admin, Caller, CALLER};
 use crate::gateway::Gateway;
 use crate::tls::TlsConnectInfo;
@@ -66,27 +66,28 @@ impl<S> Authenticate<S> {
             Ok(principal) => principal,
             Err(status) => return Decision::Refuse(status),
         };
-        let method = path.trim_start_matches('/').trim_start_matches("prism.v1.").replacen('/', ".", 1);
-        let Some((service, permission)) = permission_for(path) else {
+        let Some(rpc) = rpc_of(path) else {
             // Reflection when closed, or a path no service serves: any authenticated caller
             // may go on (tonic answers UNIMPLEMENTED for unknown paths).
             return if reflection {
-                Decision::Serve(Caller { principal, permission: Permission::Read, method })
+                Decision::Serve(Caller { principal, rpc: &REFLECTION })
             } else {
                 Decision::Pass
             };
         };
-        if service == "AdminService" {
-            let allowed = auth.allows(&principal, "*", Permission::Admin);
-            audit_admin(&principal.display, &method, if allowed { "allow" } else { "deny" });
+        let caller = Caller { principal, rpc };
+        if rpc.0 == "AdminService" {
+            let allowed = auth.allows(&caller.principal, "*", Permission::Admin);
+            let method = caller.method();
+            audit_admin(&caller.principal.display, &method, if allowed { "allow" } else { "deny" });
             if !allowed {
                 return Decision::Refuse(Status::permission_denied(format!(
                     "{} may not call {method}: it needs admin on every namespace (a rule with namespaces = [\"*\"])",
-                    principal.display
+                    caller.principal.display
                 )));
             }
         }
-        Decision::Serve(Caller { principal, permission, method })
+        Decision::Serve(caller)
     }
 }
 

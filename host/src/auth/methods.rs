@@ -100,13 +100,16 @@ pub const METHODS: &[(&str, &str, Permission)] = &[
     ("MulticastRegistryService", "Subscribe", Subscribe),
 ];
 
-/// What a gRPC path (`/prism.v1.KeyValueService/Get`) needs, if it is a Prism RPC.
-pub fn permission_for(path: &str) -> Option<(&'static str, Permission)> {
+/// One RPC: its service, method and the permission it needs.
+pub type Rpc = (&'static str, &'static str, Permission);
+
+/// Reflection, when it is closed to anonymous callers: any authenticated caller may use it.
+pub const REFLECTION: Rpc = ("ServerReflection", "ServerReflectionInfo", Permission::Read);
+
+/// The row of a gRPC path (`/prism.v1.KeyValueService/Get`), if it is a Prism RPC.
+pub fn rpc_of(path: &str) -> Option<&'static Rpc> {
     let (service, method) = path.strip_prefix("/prism.v1.")?.split_once('/')?;
-    METHODS
-        .iter()
-        .find(|(s, m, _)| *s == service && *m == method)
-        .map(|(service, _, permission)| (*service, *permission))
+    METHODS.iter().find(|(s, m, _)| *s == service && *m == method)
 }
 
 #[cfg(test)]
@@ -137,9 +140,9 @@ mod tests {
 
     #[test]
     fn paths_map_to_permissions() {
-        assert_eq!(permission_for("/prism.v1.KeyValueService/Get"), Some(("KeyValueService", Read)));
-        assert_eq!(permission_for("/prism.v1.QueueService/Enqueue"), Some(("QueueService", Publish)));
-        assert_eq!(permission_for("/prism.v1.KeyValueService/Nope"), None);
-        assert_eq!(permission_for("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(rpc_of("/prism.v1.KeyValueService/Get"), Some(&("KeyValueService", "Get", Read)));
+        assert_eq!(rpc_of("/prism.v1.QueueService/Enqueue"), Some(&("QueueService", "Enqueue", Publish)));
+        assert_eq!(rpc_of("/prism.v1.KeyValueService/Nope"), None);
+        assert_eq!(rpc_of("/grpc.health.v1.Health/Check"), None);
     }
 }

@@ -12,6 +12,7 @@ pub mod rules;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tonic::Status;
@@ -28,8 +29,8 @@ use crate::config::ConfigError;
 pub struct Auth {
     pub open_reflection: bool,
     jwt: Option<JwtVerifier>,
-    /// SHA-256 of each key → the service account's name.
-    api_keys: HashMap<[u8; 32], String>,
+    /// SHA-256 of each key → the service account.
+    api_keys: HashMap<[u8; 32], Arc<Principal>>,
     rules: Vec<Rule>,
 }
 
@@ -70,7 +71,11 @@ impl Auth {
             }
             match hex::decode(&entry.sha256).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) {
                 Some(digest) => {
-                    api_keys.insert(digest, entry.name.clone());
+                    let principal = Principal {
+                        display: format!("api_key:{}", entry.name),
+                        identity: Identity::ApiKey { name: entry.name.clone() },
+                    };
+                    api_keys.insert(digest, Arc::new(principal));
                 }
                 None => errors.push(ConfigError::new(
                     format!("{at}.sha256"),
@@ -140,7 +145,7 @@ impl Auth {
         &self,
         headers: &http::HeaderMap,
         certificate_names: Option<&[String]>,
-    ) -> Result<Principal, Status> {
+    ) -> Result<Arc<Principal>, Status> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let value =
                 value.to_str().map_err(|_| unauthenticated("the authorization header is not ASCII"))?;
@@ -157,18 +162,15 @@ impl Auth {
         if let Some(value) = headers.get(API_KEY_HEADER) {
             let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
             return match self.api_keys.get(&digest) {
-                Some(name) => Ok(Principal {
-                    display: format!("api_key:{name}"),
-                    identity: Identity::ApiKey { name: name.clone() },
-                }),
+                Some(principal) => Ok(principal.clone()),
                 None => Err(unauthenticated("the API key is not one this gateway knows")),
             };
         }
         if let Some(names) = certificate_names.filter(|names| !names.is_empty()) {
-            return Ok(Principal {
+            return Ok(Arc::new(Principal {
                 display: format!("cert:{}", names[0]),
                 identity: Identity::Certificate { names: names.to_vec() },
-            });
+            }));
         }
         Err(unauthenticated(
             "no credentials: send 'authorization: Bearer <JWT>' or 'x-api-key: <key>' metadata, or a client certificate",
@@ -188,10 +190,20 @@ fn unauthenticated(reason: impl Into<String>) -> Status {
 /// [`layer::AuthLayer`] around the call and read when the call names its namespace.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub principal: Principal,
-    pub permission: Permission,
+    pub principal: Arc<Principal>,
+    /// The RPC called and the permission it needs.
+    pub rpc: &'static methods::Rpc,
+}
+
+impl Caller {
     /// `KeyValueService.Get`, for messages and audit lines.
-    pub method: String,
+    pub fn method(&self) -> String {
+        format!("{}.{}", self.rpc.0, self.rpc.1)
+    }
+
+    pub fn permission(&self) -> Permission {
+        self.rpc.2
+    }
 }
 
 tokio::task_local! {
@@ -202,18 +214,20 @@ tokio::task_local! {
 /// caller set by the layer needs a rule granting its permission there.
 pub fn authorize(auth: Option<&Auth>, namespace: &str) -> Result<(), Status> {
     let Some(auth) = auth else { return Ok(()) };
-    let caller = CALLER.try_with(Caller::clone).map_err(|_| {
-        // A call that reached a namespace without passing the layer: refuse, never serve.
-        Status::permission_denied("this call was not authenticated")
-    })?;
-    if auth.allows(&caller.principal, namespace, caller.permission) {
-        return Ok(());
-    }
-    audit_denied(&caller.principal.display, namespace, &caller.method, caller.permission);
-    Err(Status::permission_denied(format!(
-        "{} may not {} on namespace '{namespace}' ({} needs {})",
-        caller.principal.display, caller.permission, caller.method, caller.permission
-    )))
+    let decision = CALLER.try_with(|caller| {
+        let permission = caller.permission();
+        if auth.allows(&caller.principal, namespace, permission) {
+            return Ok(());
+        }
+        let method = caller.method();
+        audit_denied(&caller.principal.display, namespace, &method, permission);
+        Err(Status::permission_denied(format!(
+            "{} may not {permission} on namespace '{namespace}' ({method} needs {permission})",
+            caller.principal.display
+        )))
+    });
+    // A call that reached a namespace without passing the layer: refuse, never serve.
+    decision.unwrap_or_else(|_| Err(Status::permission_denied("this call was not authenticated")))
 }
 
 /// Runs `f` with the current call's principal (None with auth off, or outside a call).

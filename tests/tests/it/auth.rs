@@ -499,3 +499,46 @@ fn prism_auth_new_api_key_prints_a_key_and_only_its_hash_for_the_config() {
     let (code, _, stderr) = run_prism(&["auth", "new-api-key", "no spaces"]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+/// Lists services over reflection, presenting `api_key` if given.
+async fn list_services(channel: &Channel, api_key: Option<&str>) -> Result<usize, tonic::Status> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let stream = tokio_stream::iter(vec![request]);
+    let request = match api_key {
+        Some(key) => with_metadata(stream, "x-api-key", key),
+        None => Request::new(stream),
+    };
+    let mut replies =
+        ServerReflectionClient::new(channel.clone()).server_reflection_info(request).await?.into_inner();
+    let reply = replies.message().await?.expect("a reply");
+    match reply.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => Ok(list.service.len()),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reflection_is_open_by_default_and_closed_to_anonymous_callers_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::new("k1");
+    let open = start(dir.path(), &[&key]);
+    assert!(list_services(&open.channel().await, None).await.unwrap() > 5);
+
+    let config_path = open.config_path();
+    let closed_config = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace("[auth.jwt]", "[auth]\nopen_reflection = false\n\n[auth.jwt]");
+    drop(open);
+    let closed = Server::start(&closed_config);
+    let channel = closed.channel().await;
+    let status = list_services(&channel, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(list_services(&channel, Some("secret-key-none")).await.unwrap() > 5, "any authenticated caller");
+}
