@@ -490,25 +490,38 @@ pub fn security() -> Result<(), String> {
     let ca = ca.to_str().expect("a UTF-8 path");
     let bearer = format!("authorization=Bearer {}", token.trim());
     println!("\n## prism-load compare: Get, 64 in flight over 4 reused connections, 5 s x {ROUNDS} rounds; baseline = plaintext without auth, target = TLS + JWT");
-    prism_load(&[
-        "compare",
-        "--target",
-        &secure_url,
-        "--target-ca",
-        ca,
-        "--target-header",
-        &bearer,
-        "--baseline",
-        &plain_url,
-        "--rounds",
-        ROUNDS_ARG,
-        "--workload",
-        "get",
-        "--duration",
-        "5s",
-        "--warmup",
-        "1s",
-    ])?;
+    let cpu_before: Vec<f64> = gateways.iter().map(|g| cpu_seconds(g.pid()).unwrap_or(0.0)).collect();
+    let mut compare = Command::new(release_binary("prism-load"));
+    compare.args(["compare", "--target", &secure_url, "--target-ca", ca, "--target-header", &bearer]);
+    compare.args(["--baseline", &plain_url, "--rounds", ROUNDS_ARG, "--workload", "get"]);
+    compare.args(["--duration", "5s", "--warmup", "1s"]);
+    let output = compare.output().map_err(|e| format!("prism-load compare: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    print!("{text}");
+    if !output.status.success() {
+        return Err(format!("prism-load compare failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    // Server CPU per request, which the client's own TLS work on the same 2 cores does
+    // not blur. Rounds alternate baseline (plaintext) and target (TLS + JWT).
+    let requests: Vec<u64> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("requests"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    let plain_requests: u64 = requests.iter().step_by(2).sum();
+    let secure_requests: u64 = requests.iter().skip(1).step_by(2).sum();
+    let cpu: Vec<f64> = gateways
+        .iter()
+        .zip(&cpu_before)
+        .map(|(g, before)| cpu_seconds(g.pid()).unwrap_or(0.0) - before)
+        .collect();
+    // "requests" counts the 5 measured seconds of each 6 s run (1 s warm-up).
+    let per_request = |cpu: f64, requests: u64| cpu * 5.0 / 6.0 / requests.max(1) as f64 * 1e6;
+    let (plain_us, secure_us) = (per_request(cpu[0], plain_requests), per_request(cpu[1], secure_requests));
+    println!(
+        "server CPU per Get: plaintext {plain_us:.1} us, TLS + JWT {secure_us:.1} us; Gets per CPU-second, TLS + JWT / plaintext: {:.3}",
+        plain_us / secure_us
+    );
     println!("\n## prism-load handshakes: a new connection per Get, 8 at once, 5 s");
     prism_load(&["handshakes", "--target", &plain_url, "--duration", "5s"])?;
     prism_load(&[
