@@ -1,6 +1,7 @@
 //! JWT bearer tokens checked against a JSON Web Key Set file: signature (asymmetric
 //! algorithms from an allow-list only), `iss`, `aud`, `exp`, `nbf`. A verified token is
-//! cached by its SHA-256 until it expires, so a repeated token costs a hash and a lookup.
+//! cached until it expires (keyed by the whole token, compared exactly), so a repeated
+//! token costs a hash-map lookup.
 //! The key set is read again when a token names a key id it does not hold and the file
 //! has changed (at most once a second), so publishing a new key needs no reload.
 
@@ -12,7 +13,6 @@ use std::time::{Instant, SystemTime};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use sha2::{Digest, Sha256};
 
 use super::config::JwtConfig;
 use super::rules::{Identity, Principal};
@@ -33,7 +33,7 @@ pub struct JwtVerifier {
     algorithms: Vec<Algorithm>,
     leeway_s: u64,
     groups_claim: String,
-    cache: Mutex<HashMap<[u8; 32], Verified>>,
+    cache: Mutex<HashMap<Box<str>, Verified>>,
 }
 
 /// A verified token's caller and when the token stops being accepted (unix seconds).
@@ -130,10 +130,8 @@ impl JwtVerifier {
                 token.len()
             ));
         }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = u64::try_from(plugin_abi::unix_millis() / 1000).unwrap_or(0);
-        if let Some((principal, expires)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&digest)
-        {
+        if let Some((principal, expires)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(token) {
             if now <= *expires {
                 return Ok(principal.clone());
             }
@@ -147,7 +145,7 @@ impl JwtVerifier {
                 cache.clear();
             }
         }
-        cache.insert(digest, (principal.clone(), expires));
+        cache.insert(token.into(), (principal.clone(), expires));
         Ok(principal)
     }
 
