@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub reload_debounce_ms: u64,
     /// How long a reload waits for a namespace's in-flight calls before handing its state over.
     pub reload_drain_ms: u64,
+    /// Client connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
     /// Calls one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
     pub max_concurrent_streams: u32,
     /// Largest header block (all metadata of one call) accepted, in bytes.
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             require_pins: false,
             reload_debounce_ms: 300,
             reload_drain_ms: 5_000,
+            max_connections: 10_000,
             max_concurrent_streams: 200,
             max_header_list_bytes: 32 * 1024,
             keepalive_interval_ms: 60_000,
@@ -344,6 +347,7 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
         errors.push(ConfigError::new("server.max_library_loads", "must be at least 1", "use e.g. 64"));
     }
     for (key, value) in [
+        ("server.max_connections", server.max_connections as u64),
         ("server.max_concurrent_streams", u64::from(server.max_concurrent_streams)),
         ("server.max_header_list_bytes", u64::from(server.max_header_list_bytes)),
     ] {

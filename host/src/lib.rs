@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod deadline;
 pub mod filter;
 pub mod gateway;

@@ -121,10 +121,14 @@ pub async fn serve(
     let tls_watch = tls.as_ref().map(|source| tokio::spawn(source.clone().watch()));
     let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match tls {
-            Some(source) => {
-                Box::pin(router.serve_with_incoming_shutdown(crate::tls::incoming(listener, source), signal))
-            }
-            None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), signal)),
+            Some(source) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::connections::limit(crate::tls::incoming(listener, source), settings.max_connections),
+                signal,
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                crate::connections::limit(incoming(listener), settings.max_connections),
+                signal,
+            )),
         };
     let grace = Duration::from_millis(settings.shutdown_grace_ms);
     let result = tokio::select! {

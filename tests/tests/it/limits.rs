@@ -199,3 +199,35 @@ slots.store = { plugin = "memstore" }
     tokio::time::sleep(Duration::from_millis(retry_ms + 10)).await;
     kv.get(get("slow-lane")).await.expect("after the hinted wait");
 }
+
+/// What the server first sends on a new connection: its SETTINGS (Some(bytes)), or
+/// nothing before closing it (None).
+async fn first_bytes(address: &str) -> (tokio::net::TcpStream, Option<usize>) {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut buffer = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buffer)).await.expect("an answer");
+    let bytes = match read {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
+    };
+    (tcp, bytes)
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_until_one_ends() {
+    let server = Server::start(&memstore("max_connections = 3"));
+    let mut open = Vec::new();
+    for n in 0..3 {
+        let (tcp, bytes) = first_bytes(&server.address).await;
+        assert!(bytes.is_some(), "connection {n} is served");
+        open.push(tcp);
+    }
+    let (_, bytes) = first_bytes(&server.address).await;
+    assert_eq!(bytes, None, "a fourth connection is closed at once");
+    assert!(server.stderr().contains("server.max_connections"), "{}", server.stderr());
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, bytes) = first_bytes(&server.address).await;
+    assert!(bytes.is_some(), "a place freed by a closed connection is taken again");
+}

@@ -1,0 +1,99 @@
+//! At most `server.max_connections` client connections at once: each accepted connection
+//! holds a permit until it closes, and one accepted beyond the limit is closed at once
+//! (the client sees the connection end and may retry elsewhere), so a client opening
+//! connections in a loop cannot exhaust file descriptors or memory.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A connection holding its place under the limit.
+pub struct Counted<IO> {
+    io: IO,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Keeps at most `max` connections of `incoming` open; closes the rest as they arrive.
+pub fn limit<IO, E>(
+    incoming: impl Stream<Item = Result<IO, E>> + Send + 'static,
+    max: usize,
+) -> impl Stream<Item = Result<Counted<IO>, E>> + Send + 'static
+where
+    IO: Send + 'static,
+    E: Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max));
+    let refused = Arc::new(AtomicU64::new(0));
+    incoming.filter_map(move |accepted| {
+        let outcome = match accepted {
+            Err(error) => Some(Err(error)),
+            Ok(io) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(Ok(Counted { io, _permit: permit })),
+                Err(_) => {
+                    // Dropping the connection closes it. Warn on the first refusal and
+                    // then every 1 000th, not once per connection of a flood.
+                    let count = refused.fetch_add(1, Ordering::Relaxed);
+                    if count.is_multiple_of(1000) {
+                        tracing::warn!(
+                            max,
+                            refused = count + 1,
+                            "connection refused: server.max_connections are open"
+                        );
+                    }
+                    None
+                }
+            },
+        };
+        std::future::ready(outcome)
+    })
+}
+
+impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected for Counted<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
