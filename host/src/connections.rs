@@ -39,7 +39,7 @@ where
                     // Dropping the connection closes it. Warn on the first refusal and
                     // then every 1 000th, not once per connection of a flood.
                     let count = refused.fetch_add(1, Ordering::Relaxed);
-                    if count.is_multiple_of(1000) {
+                    if count % 1000 == 0 {
                         tracing::warn!(
                             max,
                             refused = count + 1,
