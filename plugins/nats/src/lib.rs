@@ -26,8 +26,17 @@ const TIME_HEADER: &str = "Prism-Published-At";
 #[schemars(crate = "plugin_abi::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `nats://host:port` (several, comma-separated, for a cluster).
+    /// `nats://host:port` (several, comma-separated, for a cluster); `tls://` for TLS.
     pub url: String,
+    /// A PEM CA file to verify the server with (default: system roots); implies TLS.
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// A PEM client certificate, for servers that verify clients; implies TLS.
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// The PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
     /// Prepended to every subject, e.g. `"prism.orders."`; empty for none.
     #[serde(default)]
     pub subject_prefix: String,
@@ -85,6 +94,19 @@ impl Driver for Nats {
                 )));
             }
         }
+        if config.tls_cert_file.is_some() != config.tls_key_file.is_some() {
+            return Err(PluginError::invalid_argument("tls_cert_file and tls_key_file go together"));
+        }
+        for (key, file) in [
+            ("tls_ca_file", &config.tls_ca_file),
+            ("tls_cert_file", &config.tls_cert_file),
+            ("tls_key_file", &config.tls_key_file),
+        ] {
+            if let Some(file) = file {
+                std::fs::metadata(file)
+                    .map_err(|e| PluginError::invalid_argument(format!("{key}: cannot read {file}: {e}")))?;
+            }
+        }
         let prefix = &config.subject_prefix;
         if !prefix.is_empty() {
             let valid =
@@ -108,9 +130,20 @@ impl Driver for Nats {
     }
 
     async fn create(config: Config) -> Result<Self, PluginError> {
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .name("prism")
+            .name("prism");
+        let tls = config.url.split(',').any(|url| url.trim().starts_with("tls://"));
+        if tls || config.tls_ca_file.is_some() || config.tls_cert_file.is_some() {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &config.tls_ca_file {
+            options = options.add_root_certificates(ca.into());
+        }
+        if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+            options = options.add_client_certificate(cert.into(), key.into());
+        }
+        let client = options
             .connect(config.url.as_str())
             .await
             .map_err(|e| unavailable(&format!("cannot connect to {}", config.url), e))?;

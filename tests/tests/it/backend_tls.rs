@@ -252,3 +252,94 @@ async fn postgres_over_tls_with_verify_full() {
         assert!(why.to_lowercase().contains(expected), "{case}: {why}");
     }
 }
+
+/// A private `nats-server` that requires TLS.
+struct TlsNats {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsNats {
+    fn start(ca: &Ca) -> TlsNats {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(dir.path(), "nats");
+        let port = free_port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--tlscert"])
+            .arg(&cert)
+            .arg("--tlskey")
+            .arg(&key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (cargo xtask test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsNats { port, child, _dir: dir }
+    }
+}
+
+impl Drop for TlsNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn nats_over_tls_delivers_through_the_gateway() {
+    let ca = Ca::new("NATS test CA");
+    let nats = TlsNats::start(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let config = format!(
+        r#"
+[plugins.nats]
+path = "{{nats}}"
+
+[[namespaces]]
+name = "events"
+pattern = "pubsub"
+slots.broker = {{ plugin = "nats", config = {{ url = "tls://localhost:{}", tls_ca_file = "{}" }} }}
+"#,
+        nats.port,
+        ca_file.display()
+    );
+    let server = Server::start(&config);
+    let mut pubsub = server.pubsub().await;
+    let subscribe =
+        SubscribeRequest { namespace: "events".into(), topic: "tls.check".into(), ..Default::default() };
+    let mut messages = pubsub.subscribe(subscribe).await.unwrap().into_inner();
+    let publish = PublishRequest {
+        namespace: "events".into(),
+        topic: "tls.check".into(),
+        payload: b"over tls".to_vec().into(),
+        metadata: Default::default(),
+    };
+    // The subscription reaches the server asynchronously: publish until one arrives.
+    let received = async {
+        loop {
+            pubsub.publish(publish.clone()).await.unwrap();
+            if let Ok(Ok(Some(reply))) =
+                tokio::time::timeout(Duration::from_millis(200), messages.message()).await
+            {
+                return reply;
+            }
+        }
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(10), received).await.expect("a message over TLS");
+    assert_eq!(&reply.message.unwrap().payload[..], b"over tls");
+    drop(server);
+
+    // Without the CA, the server's certificate is not trusted and the gateway does not start.
+    let library = prism_acceptance::harness::plugin_library("prism_nats").display().to_string();
+    let untrusted =
+        config.replace(&format!(", tls_ca_file = \"{}\"", ca_file.display()), "").replace("{nats}", &library);
+    let why = refusal(&untrusted);
+    assert!(why.contains("cannot connect to tls://localhost"), "{why}");
+}
