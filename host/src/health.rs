@@ -38,11 +38,14 @@ pub async fn supervise(
         tick.tick().await;
         let routing = gateway.routing();
         failing.retain(|name, _| routing.namespaces.contains_key(name));
+        // grpc.health.v1 answers anyone, so with [auth] it must not tell which namespaces
+        // exist: their health is then only in AdminService (admin permission).
+        let public = routing.auth.is_none();
         // A namespace a reload removed is no longer a health service at all.
-        for gone in reported.iter().filter(|name| !routing.namespaces.contains_key(*name)) {
+        for gone in reported.iter().filter(|name| !public || !routing.namespaces.contains_key(*name)) {
             reporter.clear_service_status(gone).await;
         }
-        reported = routing.namespaces.keys().cloned().collect();
+        reported = if public { routing.namespaces.keys().cloned().collect() } else { Default::default() };
         let mut recreate = Vec::new();
         // Every namespace at once: one slow or hung plugin must not stall the others' reports.
         let timeout = health_timeout(every);
@@ -58,7 +61,9 @@ pub async fn supervise(
             if health.status != before {
                 tracing::warn!(namespace = %namespace.name, status = ?health.status, message = %health.message, "namespace health changed");
             }
-            reporter.set_service_status(&namespace.name, status).await;
+            if public {
+                reporter.set_service_status(&namespace.name, status).await;
+            }
             if health.status != HealthStatus::Unhealthy {
                 failing.remove(&namespace.name);
                 continue;

@@ -252,6 +252,12 @@ async fn health_stays_open_and_callers_learn_nothing_about_namespaces_they_may_n
         reply.into_inner().status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    // Health answers anyone, so it does not tell which namespaces exist.
+    for service in ["default", "does-not-exist"] {
+        let request = tonic_health::pb::HealthCheckRequest { service: service.into() };
+        let status = health.check(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{service}: {status:?}");
+    }
 
     let mut kv = key_value_service_client::KeyValueServiceClient::new(channel.clone());
     for namespace in ["default", "does-not-exist"] {
