@@ -254,13 +254,15 @@ impl Gateway {
         // Before the lookup, so a caller refused learns nothing about which names exist.
         let routing = self.routing.load_full();
         crate::auth::authorize(routing.auth.as_deref(), name)?;
-        let mut admission = match &routing.quotas {
-            Some(quotas) => Some(crate::auth::with_principal(|principal| quotas.admit(principal, name))?),
-            None => None,
-        };
+        let quotas = routing.quotas.clone();
         drop(routing);
+        let mut admission = None;
         loop {
             let namespace = self.lookup(name, pattern)?;
+            // After the lookup, so only configured namespaces ever get a budget.
+            if let (None, Some(quotas)) = (&admission, &quotas) {
+                admission = Some(crate::auth::with_principal(|principal| quotas.admit(principal, name))?);
+            }
             let pass = namespace.gate.clone().read_owned().await;
             // Replaced while this call waited at the gate: use its successor.
             if !namespace.is_retired() {

@@ -46,6 +46,8 @@ struct Compiled {
 /// Every configured quota with its live budgets.
 pub struct Quotas {
     quotas: Vec<Compiled>,
+    /// Calls admitted, to forget idle rate budgets now and then.
+    admitted: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Quotas {
@@ -144,7 +146,7 @@ impl Quotas {
             });
         }
         if errors.is_empty() {
-            Ok(Quotas { quotas })
+            Ok(Quotas { quotas, admitted: std::sync::atomic::AtomicU64::new(0) })
         } else {
             Err(errors)
         }
@@ -153,6 +155,14 @@ impl Quotas {
     /// Admits a call by `principal` (None without `[auth]`) on `namespace`, or says
     /// which quota it is over.
     pub fn admit(&self, principal: Option<&Principal>, namespace: &str) -> Result<Admission, Status> {
+        // A budget per principal could otherwise grow with every caller ever seen.
+        if self.admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4096 == 4095 {
+            for quota in &self.quotas {
+                if let Some((_, limiter)) = &quota.rate {
+                    limiter.retain_recent();
+                }
+            }
+        }
         let mut admission = Admission { held: Vec::new() };
         for quota in &self.quotas {
             let Some(key) = quota.key(principal, namespace) else { continue };
