@@ -286,7 +286,11 @@ impl KeyValueService for KeyValueApi {
         let mut found: std::collections::HashMap<&str, Option<bytes::Bytes>> =
             std::collections::HashMap::with_capacity(distinct.len());
         let mut fetched = self.budget();
-        for chunk in distinct.chunks(budget.entries_that_fit().max(1)) {
+        let mut pending = &distinct[..];
+        while !pending.is_empty() {
+            // Sized by what is left, so memory never passes the budget by more than one entry.
+            let (chunk, rest) = pending.split_at(fetched.entries_that_fit().max(1).min(pending.len()));
+            pending = rest;
             let keys: Vec<String> = chunk.iter().map(|key| key.to_string()).collect();
             let values = batch.batch_get(&keys).await.map_err(plugin_status)?;
             for (key, value) in chunk.iter().zip(values) {
