@@ -1,7 +1,8 @@
 //! At most `server.max_connections` client connections at once: each accepted connection
 //! holds a permit until it closes, and one accepted beyond the limit is closed at once
 //! (the client sees the connection end and may retry elsewhere), so a client opening
-//! connections in a loop cannot exhaust file descriptors or memory.
+//! connections in a loop cannot exhaust memory with them. (Under TLS a connection counts
+//! once its handshake is done; a handshake in progress has 10 s.)
 
 use std::io;
 use std::pin::Pin;

@@ -85,6 +85,13 @@ impl JwtVerifier {
                 "list the algorithms your issuer signs with, e.g. [\"RS256\"]".to_owned(),
             ));
         }
+        if config.leeway_s > 3600 {
+            errors.push((
+                "auth.jwt.leeway_s".to_owned(),
+                format!("{} s would accept tokens long expired", config.leeway_s),
+                "allow clock skew of seconds to minutes, e.g. 30".to_owned(),
+            ));
+        }
         for (key, value) in [("auth.jwt.issuer", &config.issuer), ("auth.jwt.audience", &config.audience)] {
             if value.is_empty() {
                 errors.push((
