@@ -24,6 +24,12 @@ pub struct QueueApi {
 }
 
 impl QueueApi {
+    /// Messages of the largest allowed size that fit in one response.
+    fn entries_that_fit(&self) -> u32 {
+        super::ResponseBudget::new(&self.gateway.settings).entries_that_fit().clamp(1, u32::MAX as usize)
+            as u32
+    }
+
     pub fn new(gateway: Arc<Gateway>) -> Self {
         QueueApi { gateway }
     }
@@ -105,6 +111,9 @@ impl QueueService for QueueApi {
             }
             max => max,
         };
+        // "At most max": fewer when that many largest-possible messages would pass the
+        // response budget (max_response_bytes).
+        let max = max.min(self.entries_that_fit());
         let visibility = millis("visibility_timeout_ms", request.visibility_timeout_ms)?;
         let wait = millis("wait_ms", request.wait_ms)?;
         if wait > MAX_WAIT {
@@ -191,6 +200,8 @@ impl QueueService for QueueApi {
             }
             limit => limit,
         };
+        // A shorter page (with a cursor) when the full one could pass max_response_bytes.
+        let limit = limit.min(self.entries_that_fit());
         let dead = need(&namespace, SLOT, instance.queue_dead_letter(), "ListDeadLetters")?;
         let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
         let page = dead.dead_letters(&request.queue, cursor, limit).await.map_err(plugin_status)?;

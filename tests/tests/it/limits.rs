@@ -231,3 +231,47 @@ async fn connections_beyond_max_connections_are_closed_until_one_ends() {
     let (_, bytes) = first_bytes(&server.address).await;
     assert!(bytes.is_some(), "a place freed by a closed connection is taken again");
 }
+
+#[tokio::test]
+async fn a_dequeue_returns_no_more_messages_than_fit_the_response_budget() {
+    use prism_acceptance::harness::{backends_available, Backend};
+    if !backends_available(&[Backend::Postgres]) {
+        return;
+    }
+    // 1 MiB values and a 3 MiB budget: two largest-possible messages fit in a response.
+    let run = format!("budget{}", plugin_abi::unix_millis());
+    let config = format!(
+        r#"
+[server]
+max_value_bytes = 1048576
+max_response_bytes = 3145728
+
+[plugins.postgres]
+path = "{{postgres}}"
+
+[[namespaces]]
+name = "jobs"
+pattern = "queue"
+slots.queue = {{ plugin = "postgres", config = {{ url = "postgres://postgres@127.0.0.1:5432/test", table = "{run}_kv", queue_table = "{run}_q" }} }}
+"#
+    );
+    let server = Server::start(&config);
+    let mut queue = server.queue().await;
+    for n in 0..5u8 {
+        let request = EnqueueRequest {
+            namespace: "jobs".into(),
+            queue: "q".into(),
+            payload: vec![n].into(),
+            ..Default::default()
+        };
+        queue.enqueue(request).await.unwrap();
+    }
+    let dequeue = DequeueRequest {
+        namespace: "jobs".into(),
+        queue: "q".into(),
+        max_messages: 10,
+        ..Default::default()
+    };
+    let got = queue.dequeue(dequeue).await.unwrap().into_inner().messages;
+    assert_eq!(got.len(), 2, "max_messages 10, but only two 1 MiB messages fit in 3 MiB");
+}
