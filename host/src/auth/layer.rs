@@ -64,7 +64,10 @@ impl<S> Authenticate<S> {
             request.extensions().get::<TlsConnectInfo>().map(|info| info.certificate_names.as_slice());
         let principal = match auth.authenticate(request.headers(), names) {
             Ok(principal) => principal,
-            Err(status) => return Decision::Refuse(status),
+            Err(status) => {
+                super::audit_unauthenticated(path, status.message());
+                return Decision::Refuse(status);
+            }
         };
         let Some(rpc) = rpc_of(path) else {
             // Reflection when closed, or a path no service serves: any authenticated caller

@@ -245,6 +245,12 @@ pub fn audit_denied(principal: &str, namespace: &str, method: &str, permission: 
     tracing::warn!(target: "prism::audit", principal, namespace, method, %permission, decision = "deny", "denied");
 }
 
+pub fn audit_unauthenticated(path: &str, reason: &str) {
+    // The path is one the router knows or a client's invention: bounded and escaped.
+    let method = crate::gateway::shown(path);
+    tracing::warn!(target: "prism::audit", %method, reason, decision = "unauthenticated", "refused");
+}
+
 pub fn audit_admin(principal: &str, method: &str, decision: &str) {
     tracing::info!(target: "prism::audit", principal, method, decision, "admin call");
 }

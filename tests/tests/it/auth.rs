@@ -227,6 +227,13 @@ async fn every_bad_credential_is_unauthenticated_with_its_reason() {
         }
     }
 
+    let log = server.stderr();
+    assert!(
+        log.contains("prism::audit")
+            && log.contains("decision=\"unauthenticated\"")
+            && log.contains("the token has expired"),
+        "refused credentials are in the audit log:\n{log}"
+    );
     // And the good ones pass: a token whose group may read, an API key that may read.
     assert!(get_with(&channel, bearer(key.sign(&claims("alice")))).await.is_ok());
     assert!(get_with(&channel, Some(("x-api-key", "secret-key-read".into()))).await.is_ok());
