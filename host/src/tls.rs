@@ -69,21 +69,7 @@ pub fn server_config(
     settings: &TlsConfig,
     base_dir: &Path,
 ) -> Result<rustls::ServerConfig, (String, String)> {
-    let cert_path = base_dir.join(&settings.cert_file);
-    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| {
-            (
-                "server.tls.cert_file".to_owned(),
-                format!("cannot read certificates from {}: {e}", cert_path.display()),
-            )
-        })?;
-    if certificates.is_empty() {
-        return Err((
-            "server.tls.cert_file".to_owned(),
-            format!("{} holds no PEM certificate", cert_path.display()),
-        ));
-    }
+    let certificates = read_certificates(base_dir, &settings.cert_file, "server.tls.cert_file")?;
     let key_path = base_dir.join(&settings.key_file);
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
         (
@@ -97,29 +83,14 @@ pub fn server_config(
         .map_err(|e| ("server.tls".to_owned(), e.to_string()))?;
     let builder = match &settings.client_ca_file {
         Some(ca_file) => {
-            let ca_path = base_dir.join(ca_file);
             let mut roots = rustls::RootCertStore::empty();
-            let cas = CertificateDer::pem_file_iter(&ca_path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    (
-                        "server.tls.client_ca_file".to_owned(),
-                        format!("cannot read {}: {e}", ca_path.display()),
-                    )
-                })?;
-            for ca in cas {
+            for ca in read_certificates(base_dir, ca_file, "server.tls.client_ca_file")? {
                 roots.add(ca).map_err(|e| {
                     (
                         "server.tls.client_ca_file".to_owned(),
-                        format!("{}: not a usable CA certificate: {e}", ca_path.display()),
+                        format!("{}: not a usable CA certificate: {e}", ca_file.display()),
                     )
                 })?;
-            }
-            if roots.is_empty() {
-                return Err((
-                    "server.tls.client_ca_file".to_owned(),
-                    format!("{} holds no certificate", ca_path.display()),
-                ));
             }
             let verifier =
                 rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
@@ -140,6 +111,22 @@ pub fn server_config(
     })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// The PEM certificates in `file` (at least one); errors name the config `key`.
+fn read_certificates(
+    base_dir: &Path,
+    file: &Path,
+    key: &str,
+) -> Result<Vec<CertificateDer<'static>>, (String, String)> {
+    let path = base_dir.join(file);
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| (key.to_owned(), format!("cannot read certificates from {}: {e}", path.display())))?;
+    if certificates.is_empty() {
+        return Err((key.to_owned(), format!("{} holds no PEM certificate", path.display())));
+    }
+    Ok(certificates)
 }
 
 /// The current server config, replaced when the files change.
