@@ -95,17 +95,7 @@ impl Quotas {
                     "configure [auth], or keep only namespaces in this quota",
                 ));
             }
-            let mut principals = Vec::new();
-            for text in &entry.principals {
-                match Matcher::parse(text) {
-                    Ok(matcher) => principals.push(matcher),
-                    Err(message) => errors.push(ConfigError::new(
-                        format!("{at}.principals"),
-                        message,
-                        "write principals as in [[auth.rules]], e.g. \"api_key:batch\" or \"*\"",
-                    )),
-                }
-            }
+            let principals = Matcher::parse_all(&entry.principals, &format!("{at}.principals"), &mut errors);
             let nonzero = |key: &str, value: Option<u32>, errors: &mut Vec<ConfigError>| match value {
                 Some(0) => {
                     errors.push(ConfigError::new(

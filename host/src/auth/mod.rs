@@ -94,17 +94,7 @@ impl Auth {
         let mut rules = Vec::new();
         for (index, entry) in config.rules.iter().enumerate() {
             let at = format!("auth.rules[{index}]");
-            let mut principals = Vec::new();
-            for text in &entry.principals {
-                match Matcher::parse(text) {
-                    Ok(matcher) => principals.push(matcher),
-                    Err(message) => errors.push(ConfigError::new(
-                        format!("{at}.principals"),
-                        message,
-                        "write e.g. \"subject:alice\", \"group:ops\", \"claim:team=payments\", \"api_key:batch\", \"cert:orders.internal\" or \"*\"",
-                    )),
-                }
-            }
+            let principals = Matcher::parse_all(&entry.principals, &format!("{at}.principals"), &mut errors);
             let mut permissions = BTreeSet::new();
             for name in &entry.permissions {
                 match Permission::parse(name) {

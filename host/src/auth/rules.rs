@@ -59,6 +59,26 @@ impl Matcher {
         }
     }
 
+    /// Every entry of a config's `principals` list; each bad one is an error at `key`.
+    pub fn parse_all(
+        texts: &[String],
+        key: &str,
+        errors: &mut Vec<crate::config::ConfigError>,
+    ) -> Vec<Matcher> {
+        let mut matchers = Vec::new();
+        for text in texts {
+            match Matcher::parse(text) {
+                Ok(matcher) => matchers.push(matcher),
+                Err(message) => errors.push(crate::config::ConfigError::new(
+                    key,
+                    message,
+                    "write e.g. \"subject:alice\", \"group:ops\", \"claim:team=payments\", \"api_key:batch\", \"cert:orders.internal\" or \"*\"",
+                )),
+            }
+        }
+        matchers
+    }
+
     pub fn matches(&self, principal: &Principal) -> bool {
         match (self, &principal.identity) {
             (Matcher::Anyone, _) => true,
