@@ -14,17 +14,18 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A connection holding its place under the limit.
-pub struct Counted<IO> {
-    io: IO,
-    _permit: OwnedSemaphorePermit,
+/// A connection with something that goes with it for its lifetime: its place under
+/// the limit, or what its TLS handshake established. Reads and writes go to `io`.
+pub struct Tagged<IO, T> {
+    pub io: IO,
+    pub tag: T,
 }
 
 /// Keeps at most `max` connections of `incoming` open; closes the rest as they arrive.
 pub fn limit<IO, E>(
     incoming: impl Stream<Item = Result<IO, E>> + Send + 'static,
     max: usize,
-) -> impl Stream<Item = Result<Counted<IO>, E>> + Send + 'static
+) -> impl Stream<Item = Result<Tagged<IO, OwnedSemaphorePermit>, E>> + Send + 'static
 where
     IO: Send + 'static,
     E: Send + 'static,
@@ -35,7 +36,7 @@ where
         let outcome = match accepted {
             Err(error) => Some(Err(error)),
             Ok(io) => match permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(Ok(Counted { io, _permit: permit })),
+                Ok(permit) => Some(Ok(Tagged { io, tag: permit })),
                 Err(_) => {
                     // Dropping the connection closes it. Warn on the first refusal and
                     // then every 1 000th, not once per connection of a flood.
@@ -55,7 +56,10 @@ where
     })
 }
 
-impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected for Counted<IO> {
+/// Counting changes nothing about what a connection tells its calls.
+impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected
+    for Tagged<IO, OwnedSemaphorePermit>
+{
     type ConnectInfo = IO::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -63,7 +67,7 @@ impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connecte
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
+impl<IO: AsyncRead + Unpin, T: Unpin> AsyncRead for Tagged<IO, T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -73,7 +77,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+impl<IO: AsyncWrite + Unpin, T: Unpin> AsyncWrite for Tagged<IO, T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }

@@ -8,16 +8,15 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
+
+use crate::connections::Tagged;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -185,53 +184,14 @@ pub struct TlsConnectInfo {
     pub certificate_names: Vec<String>,
 }
 
-/// An accepted, handshaken TLS connection.
-pub struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-    info: TlsConnectInfo,
-}
+/// An accepted, handshaken TLS connection and what it tells its calls.
+pub type TlsConnection = Tagged<tokio_rustls::server::TlsStream<TcpStream>, TlsConnectInfo>;
 
 impl tonic::transport::server::Connected for TlsConnection {
     type ConnectInfo = TlsConnectInfo;
 
     fn connect_info(&self) -> TlsConnectInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConnection {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.tag.clone()
     }
 }
 
@@ -270,7 +230,7 @@ pub fn incoming(
                             .map(|leaf| certificate_names(leaf.as_ref()))
                             .unwrap_or_default();
                         let info = TlsConnectInfo { remote_addr, certificate_names };
-                        let _ = handshaken.send(Ok(TlsConnection { stream, info })).await;
+                        let _ = handshaken.send(Ok(Tagged { io: stream, tag: info })).await;
                     }
                     Ok(Err(error)) => tracing::debug!(%remote_addr, "TLS handshake failed: {error}"),
                     Err(_) => tracing::debug!(%remote_addr, "TLS handshake timed out"),
