@@ -50,7 +50,7 @@ enum Decision {
 
 impl<S> Authenticate<S> {
     fn decide<B>(&self, request: &http::Request<B>) -> Decision {
-        let routing = self.gateway.routing();
+        let routing = self.gateway.current();
         let Some(auth) = routing.auth.as_deref() else { return Decision::Pass };
         let path = request.uri().path();
         if path.starts_with("/grpc.health.v1.") {
