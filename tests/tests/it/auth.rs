@@ -496,6 +496,36 @@ async fn prism_status_presents_an_api_key_and_admin_needs_admin() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("subject:root may not call AdminService.GetReloadStatus"), "{stderr}");
+    let log = server.stderr();
+    for line in [
+        r#"principal="api_key:key-admin" method="AdminService.GetReloadStatus" decision="allow""#,
+        r#"principal="api_key:key-read" method="AdminService.GetReloadStatus" decision="deny""#,
+    ] {
+        assert!(log.contains(line), "the audit log has {line}:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn rules_reload_with_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::new("k1");
+    let server = start(dir.path(), &[&key]);
+    let channel = server.channel().await;
+    let read_key = || Some(("x-api-key", "secret-key-read".to_owned()));
+    get_with(&channel, read_key()).await.expect("key-read may read everywhere");
+
+    // The operator narrows key-read's rule to one namespace and reloads.
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    let rule = "principals = [\"api_key:key-read\"]\nnamespaces = [\"*\"]";
+    assert!(config.contains(rule), "{config}");
+    let narrowed = config.replace(rule, "principals = [\"api_key:key-read\"]\nnamespaces = [\"lists\"]");
+    std::fs::write(server.config_path(), narrowed).unwrap();
+    let (code, stdout, stderr) =
+        run_prism(&["reload", "--server", &server.url(), "--api-key", "secret-key-admin"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let status = get_with(&channel, read_key()).await.expect_err("the rule no longer covers default");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
 #[test]
