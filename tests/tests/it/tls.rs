@@ -209,3 +209,32 @@ fn unreadable_tls_files_are_config_errors_naming_the_key() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("server.tls.cert_file") && stderr.contains("missing.crt"), "{stderr}");
 }
+
+#[test]
+fn plaintext_is_warned_about_on_a_non_loopback_address_only() {
+    use std::io::BufRead;
+    let warning = "serving plaintext on a non-loopback address";
+    let loopback = Server::start(MEMSTORE_DEFAULT);
+    assert!(!loopback.stderr().contains(warning), "{}", loopback.stderr());
+    drop(loopback);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plugins.toml");
+    let library = prism_acceptance::harness::plugin_library("prism_memstore");
+    std::fs::write(&config, MEMSTORE_DEFAULT.replace("{memstore}", &library.display().to_string())).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(prism_acceptance::harness::prism_binary())
+        .args(["serve", "--no-watch", "--listen", "0.0.0.0:0", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let served = stdout.lines().map_while(Result::ok).any(|line| line.starts_with("prism: serving on"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(served, "the gateway started");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains(warning), "{stderr}");
+}
