@@ -9,46 +9,54 @@ use prism_api::*;
 
 use super::certs::Ca;
 
-/// A private `redis-server` that only speaks TLS.
-struct TlsRedis {
+/// A private server a test started, listening on `port`; stopped (SIGTERM, which also
+/// reaches a server started through runuser) when dropped.
+struct TestServer {
     port: u16,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
-impl TlsRedis {
-    fn start(ca: &Ca) -> TlsRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(dir.path(), "redis");
-        let ca_file = dir.path().join("ca.crt");
-        std::fs::write(&ca_file, ca.pem()).unwrap();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port.to_string(), "--save", ""])
-            .args(["--appendonly", "no", "--tls-auth-clients", "no"])
-            .arg("--tls-cert-file")
-            .arg(&cert)
-            .arg("--tls-key-file")
-            .arg(&key)
-            .arg("--tls-ca-cert-file")
-            .arg(&ca_file)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (cargo xtask test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
+impl TestServer {
+    /// Waits until `child` accepts connections on `port`.
+    fn listening(child: Child, port: u16, dir: tempfile::TempDir, what: &str) -> TestServer {
+        let server = TestServer { port, child, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
+            assert!(Instant::now() < deadline, "{what} did not start on port {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        TlsRedis { port, child, _dir: dir }
+        server
     }
 }
 
-impl Drop for TlsRedis {
+impl Drop for TestServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
+}
+
+/// A private `redis-server` that only speaks TLS.
+fn tls_redis(ca: &Ca) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(dir.path(), "redis");
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port.to_string(), "--save", ""])
+        .args(["--appendonly", "no", "--tls-auth-clients", "no"])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (cargo xtask test installs it)");
+    TestServer::listening(child, port, dir, "redis-server")
 }
 
 fn redis_namespace(config: &str) -> String {
@@ -89,7 +97,7 @@ fn refusal(config: &str) -> String {
 #[tokio::test]
 async fn redis_over_tls_verifies_the_server_against_the_configured_ca() {
     let ca = Ca::new("Redis test CA");
-    let redis = TlsRedis::start(&ca);
+    let redis = tls_redis(&ca);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, ca.pem()).unwrap();
@@ -124,82 +132,61 @@ async fn redis_over_tls_verifies_the_server_against_the_configured_ca() {
 }
 
 /// A private PostgreSQL that accepts only TLS connections from 127.0.0.1 (`hostssl`).
-struct TlsPostgres {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl TlsPostgres {
-    fn start(ca: &Ca) -> TlsPostgres {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL's server binaries (cargo xtask test installs them)")
-            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
-            .filter(|bin| bin.join("initdb").exists())
-            .max()
-            .expect("an initdb under /usr/lib/postgresql");
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        // PostgreSQL refuses to run as root: as root, run it as the postgres user.
-        let as_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
-        let run = |program: &std::path::Path| {
-            if as_root {
-                let mut command = Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(program);
-                command
-            } else {
-                Command::new(program)
-            }
-        };
+fn tls_postgres(ca: &Ca) -> TestServer {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server binaries (cargo xtask test installs them)")
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists())
+        .max()
+        .expect("an initdb under /usr/lib/postgresql");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // PostgreSQL refuses to run as root: as root, run it as the postgres user.
+    let as_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let run = |program: &std::path::Path| {
         if as_root {
-            assert!(Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap().success());
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
         }
-        let initdb = run(&bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(initdb.success(), "initdb failed");
-        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(&data, "server");
-        std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
-            .unwrap();
-        if as_root {
-            assert!(Command::new("chown").args(["-R", "postgres"]).arg(&data).status().unwrap().success());
-        }
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let port = free_port();
-        let child = run(&bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.path().display()))
-            .args(["-c", "ssl=on"])
-            .arg("-c")
-            .arg(format!("ssl_cert_file={}", cert.display()))
-            .arg("-c")
-            .arg(format!("ssl_key_file={}", key.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "postgres did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        TlsPostgres { port, child, _dir: dir }
+    };
+    if as_root {
+        assert!(Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap().success());
     }
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        // runuser passes the signal on; postgres shuts down on SIGTERM.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
+    let initdb = run(&bin.join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(initdb.success(), "initdb failed");
+    let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(&data, "server");
+    std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+        .unwrap();
+    if as_root {
+        assert!(Command::new("chown").args(["-R", "postgres"]).arg(&data).status().unwrap().success());
     }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = free_port();
+    let child = run(&bin.join("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.path().display()))
+        .args(["-c", "ssl=on"])
+        .arg("-c")
+        .arg(format!("ssl_cert_file={}", cert.display()))
+        .arg("-c")
+        .arg(format!("ssl_key_file={}", key.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    TestServer::listening(child, port, dir, "postgres")
 }
 
 fn postgres_namespace(url: &str) -> String {
@@ -219,7 +206,7 @@ slots.store = {{ plugin = "postgres", config = {{ url = "{url}" }} }}
 #[tokio::test]
 async fn postgres_over_tls_with_verify_full() {
     let ca = Ca::new("PostgreSQL test CA");
-    let postgres = TlsPostgres::start(&ca);
+    let postgres = tls_postgres(&ca);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, ca.pem()).unwrap();
@@ -254,46 +241,26 @@ async fn postgres_over_tls_with_verify_full() {
 }
 
 /// A private `nats-server` that requires TLS.
-struct TlsNats {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl TlsNats {
-    fn start(ca: &Ca) -> TlsNats {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(dir.path(), "nats");
-        let port = free_port();
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--tlscert"])
-            .arg(&cert)
-            .arg("--tlskey")
-            .arg(&key)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server must be installed (cargo xtask test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        TlsNats { port, child, _dir: dir }
-    }
-}
-
-impl Drop for TlsNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn tls_nats(ca: &Ca) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(dir.path(), "nats");
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--tlscert"])
+        .arg(&cert)
+        .arg("--tlskey")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server must be installed (cargo xtask test installs it)");
+    TestServer::listening(child, port, dir, "nats-server")
 }
 
 #[tokio::test]
 async fn nats_over_tls_delivers_through_the_gateway() {
     let ca = Ca::new("NATS test CA");
-    let nats = TlsNats::start(&ca);
+    let nats = tls_nats(&ca);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, ca.pem()).unwrap();
