@@ -221,6 +221,9 @@ impl Gateway {
                 }
             }
         }
+        if let Some(auth) = &resolved.config.auth {
+            auth.start();
+        }
         Ok(Gateway {
             routing: ArcSwap::from_pointee(Routing {
                 namespaces,

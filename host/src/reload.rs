@@ -169,6 +169,9 @@ impl Reloader {
                 return Err(Refused(errors.to_string().trim().to_owned()));
             }
         };
+        if let Some(auth) = &resolved.config.auth {
+            auth.start();
+        }
         let policy = (resolved.config.auth.clone(), resolved.config.quotas.clone());
         let summary = self.apply(resolved.plugins, resolved.namespaces, policy, None).await?;
         Ok(format!("{summary}{restart_note}"))

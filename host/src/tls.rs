@@ -113,7 +113,7 @@ pub fn server_config(
 }
 
 /// The PEM certificates in `file` (at least one); errors name the config `key`.
-fn read_certificates(
+pub(crate) fn read_certificates(
     base_dir: &Path,
     file: &Path,
     key: &str,

@@ -24,8 +24,15 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
-    /// A JSON Web Key Set file (relative to the config file's directory).
-    pub jwks_file: PathBuf,
+    /// A JSON Web Key Set file (relative to the config file's directory); or:
+    pub jwks_file: Option<PathBuf>,
+    /// An `https://` URL serving the key set (fetched, cached and refreshed).
+    pub jwks_url: Option<String>,
+    /// CA certificates (PEM) that verify `jwks_url`'s server instead of the system's.
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Seconds between fetches of `jwks_url` (sooner when a token names an unknown key).
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_s: u64,
     /// The `iss` every token must carry.
     pub issuer: String,
     /// A value the token's `aud` must be or contain.
@@ -43,6 +50,10 @@ pub struct JwtConfig {
 
 fn default_algorithms() -> Vec<String> {
     vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
 }
 
 fn default_leeway() -> u64 {

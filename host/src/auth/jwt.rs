@@ -1,20 +1,18 @@
-//! JWT bearer tokens checked against a JSON Web Key Set file: signature (asymmetric
-//! algorithms from an allow-list only), `iss`, `aud`, `exp`, `nbf`. A verified token is
-//! cached until it expires (keyed by the whole token, compared exactly), so a repeated
-//! token costs a hash-map lookup.
-//! The key set is read again when a token names a key id it does not hold and the file
-//! has changed (at most once a second), so publishing a new key needs no reload.
+//! JWT bearer tokens checked against a JSON Web Key Set ([`super::jwks`]): signature
+//! (asymmetric algorithms from an allow-list only), `iss`, `aud`, `exp`, `nbf`. A
+//! verified token is cached until it expires (keyed by the whole token, compared
+//! exactly), so a repeated token costs a hash-map lookup.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use super::config::JwtConfig;
+use super::jwks::{KeySource, RemoteKeys};
 use super::rules::{Identity, Principal};
 use crate::gateway::shown;
 
@@ -25,9 +23,7 @@ const CACHE_ENTRIES: usize = 10_000;
 
 #[derive(Debug)]
 pub struct JwtVerifier {
-    jwks_file: PathBuf,
-    keys: RwLock<KeySet>,
-    last_refresh: Mutex<Instant>,
+    keys: KeySource,
     issuer: String,
     audience: String,
     algorithms: Vec<Algorithm>,
@@ -39,10 +35,19 @@ pub struct JwtVerifier {
 /// A verified token's caller and when the token stops being accepted (unix seconds).
 type Verified = (Arc<Principal>, u64);
 
+/// Why a token was not accepted.
 #[derive(Debug)]
-struct KeySet {
-    set: JwkSet,
-    modified: Option<SystemTime>,
+pub enum Refusal {
+    /// Said to the caller (never quoting the token).
+    Refused(String),
+    /// The token names a key the remote key set may hold once fetched again.
+    KeyNotYetKnown(Arc<RemoteKeys>),
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Refusal {
+        Refusal::Refused(message)
+    }
 }
 
 /// Algorithms a key set of public keys can verify. HMAC is not among them: with a
@@ -101,23 +106,58 @@ impl JwtVerifier {
                 ));
             }
         }
-        let jwks_file = base_dir.join(&config.jwks_file);
-        let keys = match read_key_set(&jwks_file) {
-            Ok(keys) => Some(keys),
-            Err(message) => {
+        let keys = match (&config.jwks_file, &config.jwks_url) {
+            (Some(file), None) => match KeySource::file(base_dir.join(file)) {
+                Ok(keys) => Some(keys),
+                Err(message) => {
+                    errors.push((
+                        "auth.jwt.jwks_file".to_owned(),
+                        message,
+                        "point it at your issuer's JSON Web Key Set (a relative path is read from the config file's directory)".to_owned(),
+                    ));
+                    None
+                }
+            },
+            (None, Some(url)) => {
+                let refresh = Duration::from_secs(config.jwks_refresh_s);
+                if !(10..=86_400).contains(&config.jwks_refresh_s) {
+                    errors.push((
+                        "auth.jwt.jwks_refresh_s".to_owned(),
+                        format!("{} is out of range", config.jwks_refresh_s),
+                        "fetch the key set every 10 to 86400 seconds (default 300)".to_owned(),
+                    ));
+                }
+                match KeySource::remote(url, config.jwks_ca_file.as_deref(), refresh, base_dir) {
+                    Ok(keys) => Some(keys),
+                    Err((key, message)) => {
+                        errors.push((
+                            key,
+                            message,
+                            "give your issuer's https:// key set URL, and jwks_ca_file if a private CA signs its certificate".to_owned(),
+                        ));
+                        None
+                    }
+                }
+            }
+            (Some(_), Some(_)) | (None, None) => {
                 errors.push((
-                    "auth.jwt.jwks_file".to_owned(),
-                    message,
-                    "point it at your issuer's JSON Web Key Set (a relative path is read from the config file's directory)".to_owned(),
+                    "auth.jwt".to_owned(),
+                    "needs exactly one of jwks_file and jwks_url".to_owned(),
+                    "set jwks_file = \"PATH\" or jwks_url = \"https://…\"".to_owned(),
                 ));
                 None
             }
         };
+        if config.jwks_ca_file.is_some() && config.jwks_url.is_none() {
+            errors.push((
+                "auth.jwt.jwks_ca_file".to_owned(),
+                "is only used with jwks_url".to_owned(),
+                "remove it, or fetch the key set from jwks_url".to_owned(),
+            ));
+        }
         match keys {
             Some(keys) if errors.is_empty() => Ok(JwtVerifier {
-                jwks_file,
-                keys: RwLock::new(keys),
-                last_refresh: Mutex::new(Instant::now()),
+                keys,
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
                 algorithms,
@@ -129,13 +169,18 @@ impl JwtVerifier {
         }
     }
 
-    /// The caller a bearer token names, or why it is refused (never quoting the token).
-    pub fn verify(&self, token: &str) -> Result<Arc<Principal>, String> {
+    /// Starts fetching a remote key set, so the first token need not wait for it.
+    pub fn start(&self) {
+        self.keys.start();
+    }
+
+    /// The caller a bearer token names, or why it is refused.
+    pub fn verify(&self, token: &str) -> Result<Arc<Principal>, Refusal> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(format!(
+            return Err(Refusal::Refused(format!(
                 "the bearer token is {} bytes; at most {MAX_TOKEN_BYTES} are read",
                 token.len()
-            ));
+            )));
         }
         let now = u64::try_from(plugin_abi::unix_millis() / 1000).unwrap_or(0);
         if let Some((principal, expires)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(token) {
@@ -156,9 +201,11 @@ impl JwtVerifier {
         Ok(principal)
     }
 
-    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), String> {
+    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), Refusal> {
         if token.split('.').count() != 3 {
-            return Err("the bearer token is not a JWT (three base64url parts separated by dots)".to_owned());
+            return Err("the bearer token is not a JWT (three base64url parts separated by dots)"
+                .to_owned()
+                .into());
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| match raw_algorithm(token) {
             Some(alg) => {
@@ -167,11 +214,11 @@ impl JwtVerifier {
             None => "the token's header is not valid base64url JSON".to_owned(),
         })?;
         if !self.algorithms.contains(&header.alg) {
-            return Err(format!(
+            return Err(Refusal::Refused(format!(
                 "the token's algorithm {} is not accepted ({})",
                 algorithm_name(header.alg),
                 self.accepted()
-            ));
+            )));
         }
         let key = self.key_for(header.kid.as_deref(), header.alg)?;
         let mut validation = Validation::new(header.alg);
@@ -187,7 +234,7 @@ impl JwtVerifier {
         let claims = data.claims;
         let subject = claims.get("sub").and_then(|s| s.as_str()).unwrap_or_default().to_owned();
         if subject.is_empty() {
-            return Err("the token's sub claim is empty or not a string".to_owned());
+            return Err("the token's sub claim is empty or not a string".to_owned().into());
         }
         let expires = claims.get("exp").and_then(|e| e.as_u64()).unwrap_or(0).saturating_add(self.leeway_s);
         let groups = match claims.get(&self.groups_claim) {
@@ -227,71 +274,52 @@ impl JwtVerifier {
         }
     }
 
-    /// The key a token's `kid` names, reading the key set again when it is unknown and
-    /// the file changed.
-    fn key_for(&self, kid: Option<&str>, algorithm: Algorithm) -> Result<DecodingKey, String> {
+    /// The key a token's `kid` names, looking for the key set again when it is unknown.
+    fn key_for(&self, kid: Option<&str>, algorithm: Algorithm) -> Result<DecodingKey, Refusal> {
         if let Some(found) = self.find_key(kid, algorithm)? {
             return Ok(found);
         }
-        self.refresh();
-        self.find_key(kid, algorithm)?.ok_or_else(|| match kid {
-            Some(kid) => format!("the token's key id {} is not in the key set", shown(kid)),
-            None => "the token names no key id (kid) and the key set holds several keys".to_owned(),
-        })
+        self.keys.reread_file();
+        if let Some(found) = self.find_key(kid, algorithm)? {
+            return Ok(found);
+        }
+        if let Some(remote) = self.keys.remote_due() {
+            return Err(Refusal::KeyNotYetKnown(remote));
+        }
+        Err(Refusal::Refused(match kid {
+            Some(kid) => {
+                format!("the token's key id {} is not in {}", shown(kid), self.keys.describe_missing())
+            }
+            None => format!(
+                "the token names no key id (kid) and {} does not hold exactly one key",
+                self.keys.describe_missing()
+            ),
+        }))
     }
 
     fn find_key(&self, kid: Option<&str>, algorithm: Algorithm) -> Result<Option<DecodingKey>, String> {
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let jwk = match kid {
-            Some(kid) => keys.set.find(kid),
-            None if keys.set.keys.len() == 1 => keys.set.keys.first(),
-            None => None,
-        };
-        let Some(jwk) = jwk else { return Ok(None) };
-        if let Some(key_algorithm) = jwk.common.key_algorithm {
-            if format!("{key_algorithm:?}") != algorithm_name(algorithm) {
-                return Err(format!(
-                    "the token's algorithm {} is not the one its key is for ({key_algorithm:?})",
-                    algorithm_name(algorithm)
-                ));
-            }
-        }
-        DecodingKey::from_jwk(jwk)
-            .map(Some)
-            .map_err(|_| "the token's key in the key set is not usable".to_owned())
+        self.keys
+            .with_keys(|set| {
+                let jwk = match kid {
+                    Some(kid) => set.find(kid),
+                    None if set.keys.len() == 1 => set.keys.first(),
+                    None => None,
+                };
+                let Some(jwk) = jwk else { return Ok(None) };
+                if let Some(key_algorithm) = jwk.common.key_algorithm {
+                    if format!("{key_algorithm:?}") != algorithm_name(algorithm) {
+                        return Err(format!(
+                            "the token's algorithm {} is not the one its key is for ({key_algorithm:?})",
+                            algorithm_name(algorithm)
+                        ));
+                    }
+                }
+                DecodingKey::from_jwk(jwk)
+                    .map(Some)
+                    .map_err(|_| "the token's key in the key set is not usable".to_owned())
+            })
+            .unwrap_or(Ok(None))
     }
-
-    fn refresh(&self) {
-        {
-            let mut last = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed().as_millis() < 1000 {
-                return;
-            }
-            *last = Instant::now();
-        }
-        let modified = std::fs::metadata(&self.jwks_file).and_then(|m| m.modified()).ok();
-        if modified.is_some() && modified == self.keys.read().unwrap_or_else(|e| e.into_inner()).modified {
-            return;
-        }
-        match read_key_set(&self.jwks_file) {
-            Ok(keys) => {
-                tracing::info!(file = %self.jwks_file.display(), keys = keys.set.keys.len(), "read the JWT key set again");
-                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
-            }
-            Err(message) => tracing::warn!("keeping the JWT key set read before: {message}"),
-        }
-    }
-}
-
-fn read_key_set(file: &Path) -> Result<KeySet, String> {
-    let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let set: JwkSet = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a JSON Web Key Set: {e}", file.display()))?;
-    if set.keys.is_empty() {
-        return Err(format!("{} holds no keys", file.display()));
-    }
-    Ok(KeySet { set, modified })
 }
 
 /// The `alg` of a header jsonwebtoken cannot parse (e.g. `none`), to say why it failed.

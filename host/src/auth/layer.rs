@@ -2,6 +2,8 @@
 //! each call, answers `UNAUTHENTICATED` itself (the call's body is never read), checks
 //! AdminService calls for `admin` on every namespace, and runs every other Prism call
 //! with its [`Caller`] set, so the namespace check ([`super::authorize`]) can see it.
+//! A token whose key id the remote key set does not hold yet waits for one fetch of the
+//! set (rate-limited), then is judged again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,8 +13,9 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::Status;
 
+use super::jwks::{RemoteKeys, EARLY_FETCH_GAP};
 use super::methods::{rpc_of, Permission, REFLECTION};
-use super::{audit_admin, Caller, CALLER};
+use super::{audit_admin, Caller, NotAuthenticated, CALLER};
 use crate::gateway::Gateway;
 use crate::tls::TlsConnectInfo;
 
@@ -46,10 +49,12 @@ enum Decision {
     Pass,
     Refuse(Status),
     Serve(Caller),
+    AwaitKeys(Arc<RemoteKeys>),
 }
 
 impl<S> Authenticate<S> {
-    fn decide<B>(&self, request: &http::Request<B>) -> Decision {
+    /// `may_wait`: whether a token with an unknown key may wait for the key set.
+    fn decide<B>(&self, request: &http::Request<B>, may_wait: bool) -> Decision {
         let routing = self.gateway.current();
         let Some(auth) = routing.auth.as_deref() else { return Decision::Pass };
         let path = request.uri().path();
@@ -64,7 +69,16 @@ impl<S> Authenticate<S> {
             request.extensions().get::<TlsConnectInfo>().map(|info| info.certificate_names.as_slice());
         let principal = match auth.authenticate(request.headers(), names) {
             Ok(principal) => principal,
-            Err(status) => {
+            Err(NotAuthenticated::AwaitKeys(remote)) if may_wait => return Decision::AwaitKeys(remote),
+            Err(NotAuthenticated::AwaitKeys(_)) => {
+                // Only when another fetch began since this call's: say so rather than wait again.
+                let status = Status::unauthenticated(
+                    "the token's key id is not in the JWT key set, which is being fetched again; retry shortly",
+                );
+                super::audit_unauthenticated(path, status.message());
+                return Decision::Refuse(status);
+            }
+            Err(NotAuthenticated::Refused(status)) => {
                 super::audit_unauthenticated(path, status.message());
                 return Decision::Refuse(status);
             }
@@ -96,8 +110,9 @@ impl<S> Authenticate<S> {
 
 impl<S, B> tower::Service<http::Request<B>> for Authenticate<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
@@ -108,10 +123,31 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        match self.decide(&request) {
+        match self.decide(&request, true) {
             Decision::Pass => Box::pin(self.inner.call(request)),
             Decision::Refuse(status) => Box::pin(async move { Ok(status.into_http()) }),
             Decision::Serve(caller) => Box::pin(CALLER.scope(caller, self.inner.call(request))),
+            Decision::AwaitKeys(remote) => {
+                // The clone is ready as the original was polled ready (tower's rule for
+                // calling a service after an await).
+                let clone = self.inner.clone();
+                let mut this = Authenticate {
+                    inner: std::mem::replace(&mut self.inner, clone),
+                    gateway: self.gateway.clone(),
+                };
+                Box::pin(async move {
+                    remote.fetch_unless_recent(EARLY_FETCH_GAP).await;
+                    match this.decide(&request, false) {
+                        Decision::Pass => this.inner.call(request).await,
+                        Decision::Serve(caller) => CALLER.scope(caller, this.inner.call(request)).await,
+                        Decision::Refuse(status) => Ok(status.into_http()),
+                        Decision::AwaitKeys(_) => {
+                            Ok(Status::unavailable("the JWT key set is being fetched; retry shortly")
+                                .into_http())
+                        }
+                    }
+                })
+            }
         }
     }
 }

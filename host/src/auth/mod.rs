@@ -5,6 +5,7 @@
 //! is open unless `open_reflection = false`.
 
 pub mod config;
+pub mod jwks;
 pub mod jwt;
 pub mod layer;
 pub mod methods;
@@ -18,7 +19,8 @@ use sha2::{Digest, Sha256};
 use tonic::Status;
 
 use self::config::AuthConfig;
-use self::jwt::JwtVerifier;
+use self::jwks::RemoteKeys;
+use self::jwt::{JwtVerifier, Refusal};
 pub use self::methods::Permission;
 pub use self::rules::Principal;
 use self::rules::{Identity, Matcher, Rule};
@@ -32,6 +34,15 @@ pub struct Auth {
     /// SHA-256 of each key → the service account.
     api_keys: HashMap<[u8; 32], Arc<Principal>>,
     rules: Vec<Rule>,
+}
+
+/// Why [`Auth::authenticate`] did not name a caller.
+#[derive(Debug)]
+pub enum NotAuthenticated {
+    Refused(Status),
+    /// The bearer token's key may be in the remote key set once it is fetched again:
+    /// fetch, then authenticate again.
+    AwaitKeys(Arc<RemoteKeys>),
 }
 
 /// The header carrying an API key.
@@ -129,31 +140,46 @@ impl Auth {
         Ok(Auth { open_reflection: config.open_reflection, jwt, api_keys, rules })
     }
 
+    /// Starts what runs in the background (fetching a remote JWT key set).
+    pub fn start(&self) {
+        if let Some(jwt) = &self.jwt {
+            jwt.start();
+        }
+    }
+
     /// Who the caller is, from its headers (a bearer token or an API key) or, failing
     /// those, its client certificate's names.
     pub fn authenticate(
         &self,
         headers: &http::HeaderMap,
         certificate_names: Option<&[String]>,
-    ) -> Result<Arc<Principal>, Status> {
+    ) -> Result<Arc<Principal>, NotAuthenticated> {
+        self.identify(headers, certificate_names).map_err(|refusal| match refusal {
+            Refusal::Refused(reason) => NotAuthenticated::Refused(unauthenticated(reason)),
+            Refusal::KeyNotYetKnown(remote) => NotAuthenticated::AwaitKeys(remote),
+        })
+    }
+
+    fn identify(
+        &self,
+        headers: &http::HeaderMap,
+        certificate_names: Option<&[String]>,
+    ) -> Result<Arc<Principal>, Refusal> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-            let value =
-                value.to_str().map_err(|_| unauthenticated("the authorization header is not ASCII"))?;
+            let value = value.to_str().map_err(|_| refused("the authorization header is not ASCII"))?;
             let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
-                return Err(unauthenticated("the authorization header is not 'Bearer <JWT>'"));
+                return Err(refused("the authorization header is not 'Bearer <JWT>'"));
             };
             let Some(jwt) = &self.jwt else {
-                return Err(unauthenticated(
-                    "this gateway accepts no bearer tokens ([auth.jwt] is not configured)",
-                ));
+                return Err(refused("this gateway accepts no bearer tokens ([auth.jwt] is not configured)"));
             };
-            return jwt.verify(token.trim()).map_err(unauthenticated);
+            return jwt.verify(token.trim());
         }
         if let Some(value) = headers.get(API_KEY_HEADER) {
             let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
             return match self.api_keys.get(&digest) {
                 Some(principal) => Ok(principal.clone()),
-                None => Err(unauthenticated("the API key is not one this gateway knows")),
+                None => Err(refused("the API key is not one this gateway knows")),
             };
         }
         if let Some(names) = certificate_names.filter(|names| !names.is_empty()) {
@@ -162,7 +188,7 @@ impl Auth {
                 identity: Identity::Certificate { names: names.to_vec() },
             }));
         }
-        Err(unauthenticated(
+        Err(refused(
             "no credentials: send 'authorization: Bearer <JWT>' or 'x-api-key: <key>' metadata, or a client certificate",
         ))
     }
@@ -170,6 +196,10 @@ impl Auth {
     pub fn allows(&self, principal: &Principal, namespace: &str, permission: Permission) -> bool {
         rules::allowed(&self.rules, principal, namespace, permission)
     }
+}
+
+fn refused(reason: &str) -> Refusal {
+    Refusal::Refused(reason.to_owned())
 }
 
 fn unauthenticated(reason: impl Into<String>) -> Status {

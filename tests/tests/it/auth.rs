@@ -98,14 +98,18 @@ slots.messaging = { plugin = "memstore" }
 fn start(dir: &std::path::Path, keys: &[&SigningKey]) -> Server {
     let jwks_file = dir.join("jwks.json");
     std::fs::write(&jwks_file, jwks(keys)).unwrap();
+    start_with_key_source(&format!("jwks_file = \"{}\"", jwks_file.display()))
+}
+
+/// Like [`start`], the key set named by `key_source` (`jwks_file = …` or `jwks_url = …`).
+fn start_with_key_source(key_source: &str) -> Server {
     let mut config = format!(
         r#"
 [auth.jwt]
-jwks_file = "{}"
+{key_source}
 issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
-"#,
-        jwks_file.display()
+"#
     );
     for permission in ["read", "write", "publish", "subscribe", "consume", "admin", "none"] {
         config += &format!(
@@ -467,6 +471,77 @@ async fn a_new_key_in_the_key_set_is_picked_up_and_old_tokens_stay_valid() {
     );
     assert!(get_with(&channel, bearer(old_token)).await.is_ok(), "tokens of the old key until they expire");
     assert!(get_with(&channel, bearer(old.sign(&claims("carol")))).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_key_set_url_is_fetched_refreshed_early_for_a_new_key_and_kept_when_the_issuer_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::certs::Ca::new("issuer CA");
+    std::fs::write(dir.path().join("issuer-ca.pem"), ca.pem()).unwrap();
+    let old = SigningKey::new("url-old");
+    let new = SigningKey::new("url-new");
+    let issuer = crate::jwks_server::KeySetServer::start(&ca.issue(&["127.0.0.1"]), jwks(&[&old])).await;
+    let server = start_with_key_source(&format!(
+        "jwks_url = \"{}\"\njwks_ca_file = \"{}\"\njwks_refresh_s = 3600",
+        issuer.url,
+        dir.path().join("issuer-ca.pem").display()
+    ));
+    let channel = server.channel().await;
+    let bearer = |token: String| Some(("authorization", format!("Bearer {token}")));
+    assert!(get_with(&channel, bearer(old.sign(&claims("alice")))).await.is_ok());
+    let fetched = issuer.fetches();
+    assert_eq!(fetched, 1, "fetched once at start, then served from memory");
+
+    // Within the gap after a fetch, an unknown key id is refused from what is held…
+    issuer.publish(Some(jwks(&[&old, &new])));
+    let status = get_with(&channel, bearer(new.sign(&claims("bob")))).await.unwrap_err();
+    assert!(status.message().contains("key id 'url-new' is not in the key set at https://"), "{status:?}");
+    assert_eq!(issuer.fetches(), fetched);
+    // …after it, a token naming a key the issuer published waits for one early fetch.
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    assert!(get_with(&channel, bearer(new.sign(&claims("bob")))).await.is_ok(), "the new kid, fetched early");
+    assert_eq!(issuer.fetches(), fetched + 1);
+
+    // Made-up key ids cannot make the gateway hammer the issuer: within the gap they
+    // are refused from what is held.
+    for attempt in 0..5 {
+        let stranger = SigningKey::new(&format!("made-up-{attempt}"));
+        let status = get_with(&channel, bearer(stranger.sign(&claims("mallory")))).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(
+            status
+                .message()
+                .contains(&format!("key id 'made-up-{attempt}' is not in the key set at https://127.0.0.1:")),
+            "{status:?}"
+        );
+    }
+    assert_eq!(issuer.fetches(), fetched + 1, "no fetch for made-up key ids within the gap");
+
+    // The issuer fails: the set fetched before keeps verifying (fresh tokens, not cached).
+    issuer.publish(None);
+    assert!(get_with(&channel, bearer(old.sign(&claims("carol")))).await.is_ok());
+    assert!(get_with(&channel, bearer(new.sign(&claims("dave")))).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_key_set_url_the_gateway_cannot_trust_refuses_tokens_saying_why() {
+    let ca = crate::certs::Ca::new("private CA nobody trusts");
+    let key = SigningKey::new("k1");
+    let issuer = crate::jwks_server::KeySetServer::start(&ca.issue(&["127.0.0.1"]), jwks(&[&key])).await;
+    // No jwks_ca_file: the system's CAs do not know this one.
+    let server = start_with_key_source(&format!("jwks_url = \"{}\"", issuer.url));
+    let channel = server.channel().await;
+    let status =
+        get_with(&channel, Some(("authorization", format!("Bearer {}", key.sign(&claims("alice"))))))
+            .await
+            .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains(&format!("the key set at {}, which could not be fetched (", issuer.url)),
+        "{status:?}"
+    );
+    assert!(status.message().to_lowercase().contains("certificate"), "{status:?}");
+    assert_eq!(issuer.fetches(), 0, "the TLS handshake failed before any request");
 }
 
 #[tokio::test]

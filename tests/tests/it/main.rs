@@ -16,6 +16,7 @@ mod e2e_multicast;
 mod e2e_postgres;
 mod e2e_pubsub;
 mod e2e_stream;
+mod jwks_server;
 mod limits;
 mod redis_faults;
 mod reload;
