@@ -68,6 +68,24 @@ fn config_error_unknown_key() {
 }
 
 #[test]
+fn config_error_jwt_settings() {
+    let base = "[plugins.memstore]\npath = \"{memstore}\"\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = { plugin = \"memstore\" }\n";
+    let mut stderrs = String::new();
+    for jwt in [
+        "jwks_url = \"http://issuer.example/jwks.json\"\nissuer = \"i\"\naudience = \"a\"",
+        "jwks_url = \"https://issuer.example/jwks.json\"\njwks_file = \"jwks.json\"\nissuer = \"i\"\naudience = \"a\"",
+        "jwks_url = \"https://issuer.example/jwks.json\"\njwks_refresh_s = 1\nissuer = \"\"\naudience = \"a\"\nalgorithms = [\"HS256\", \"none\"]\nleeway_s = 86400",
+        "jwks_file = \"/nonexistent/jwks.json\"\njwks_ca_file = \"ca.pem\"\nissuer = \"i\"\naudience = \"a\"",
+    ] {
+        let (code, _, stderr) = validate(&format!("[auth.jwt]\n{jwt}\n{base}"));
+        assert_eq!(code, 2, "{stderr}");
+        stderrs += &stderr;
+        stderrs += "---\n";
+    }
+    insta::assert_snapshot!(stderrs);
+}
+
+#[test]
 fn config_error_bad_value_type() {
     let (code, _, stderr) = validate("[server]\nlisten = \"not an address\"\n");
     assert_eq!(code, 2);
