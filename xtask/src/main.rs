@@ -22,6 +22,10 @@ use std::process::{Command, ExitCode, Stdio};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(message) = services::ensure_build_prerequisites() {
+        eprintln!("xtask: {message}");
+        return ExitCode::FAILURE;
+    }
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("build") => build_all(),

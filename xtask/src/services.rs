@@ -36,6 +36,17 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
     run(install)
 }
 
+/// The C library the workspace links from the system: OpenSSL, for librdkafka's TLS and
+/// SASL/SCRAM in the kafka plugin (built before any test or gateway can run).
+pub fn ensure_build_prerequisites() -> Result<(), String> {
+    let found = Command::new("pkg-config").args(["--exists", "openssl"]).status().is_ok_and(|s| s.success());
+    if found {
+        return Ok(());
+    }
+    eprintln!("xtask: installing pkg-config and libssl-dev (OpenSSL headers, for the kafka plugin's TLS)");
+    apt_install(&["pkg-config", "libssl-dev"])
+}
+
 fn wait_for(address: &str, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
