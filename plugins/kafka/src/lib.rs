@@ -28,6 +28,26 @@ use rdkafka::ClientConfig;
 
 pub use config::Config;
 
+/// Remembers librdkafka's last reported client error, to say why brokers are unreachable.
+#[derive(Default)]
+struct LastError(std::sync::Mutex<Option<String>>);
+
+impl rdkafka::ClientContext for LastError {
+    fn error(&self, _error: KafkaError, reason: &str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+    }
+
+    // A failed TLS handshake or SASL exchange is reported as a log line, not an error event.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, _facility: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::{Alert, Critical, Emerg, Error};
+        if matches!(level, Emerg | Alert | Critical | Error) {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_owned());
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LastError {}
+
 pub struct Kafka {
     config: Config,
     producer: FutureProducer,
@@ -107,11 +127,31 @@ impl Driver for Kafka {
             .map_err(|e| unavailable("cannot create a metadata client", e))?;
         let lookups = Arc::new(lookups);
         let timeout = Duration::from_millis(config.request_timeout_ms);
-        // Fail at create, with the broker address in the message, rather than on first use.
-        let probe = lookups.clone();
-        blocking(move || probe.fetch_metadata(None, timeout).map(|_| ()))
-            .await
-            .map_err(|e| unavailable(&format!("cannot reach brokers {}", config.brokers), e))?;
+        // Fail at create, with the broker address and librdkafka's reason (a refused
+        // connection, a failed TLS handshake, failed SASL) in the message, not on first use.
+        let probe: BaseConsumer<LastError> = config
+            .client_config()
+            .create_with_context(LastError::default())
+            .map_err(|e| unavailable("cannot create a metadata client", e))?;
+        let probe = Arc::new(probe);
+        let probing = probe.clone();
+        let probed = blocking(move || {
+            let result = probing.fetch_metadata(None, timeout).map(|_| ());
+            if result.is_err() {
+                // Error events reach the context only when the client is polled.
+                for _ in 0..8 {
+                    let _ = probing.poll(Duration::ZERO);
+                }
+            }
+            result
+        });
+        if let Err(error) = probed.await {
+            let why = match probe.context().0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(reason) => format!("cannot reach brokers {} ({reason})", config.brokers),
+                None => format!("cannot reach brokers {}", config.brokers),
+            };
+            return Err(unavailable(&why, error));
+        }
         let publisher_id = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos() as u64 ^ u64::from(std::process::id()))
