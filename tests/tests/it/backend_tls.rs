@@ -310,3 +310,145 @@ slots.broker = {{ plugin = "nats", config = {{ url = "tls://localhost:{}", tls_c
     let why = refusal(&untrusted);
     assert!(why.contains("cannot connect to tls://localhost"), "{why}");
 }
+
+/// The tansu binary `cargo xtask test` installs, if this machine has it.
+fn tansu() -> Option<std::path::PathBuf> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cargo")))?;
+    Some(cargo_home.join("bin/tansu")).filter(|path| path.exists())
+}
+
+/// A private Kafka broker reachable only over TLS: tansu (which has no TLS listener of its
+/// own) on a plain port, advertising the port of a TLS-terminating proxy in front of it,
+/// so every connection librdkafka makes, bootstrap and partition leaders alike, is TLS.
+struct TlsKafka {
+    port: u16,
+    _broker: TestServer,
+    proxy: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsKafka {
+    fn drop(&mut self) {
+        self.proxy.abort();
+    }
+}
+
+async fn tls_kafka(tansu: &std::path::Path, ca: &Ca) -> TlsKafka {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let (plain, tls) = (free_port(), free_port());
+    let child = Command::new(tansu)
+        .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{plain}")])
+        // By name: the name librdkafka verifies the proxy's certificate for.
+        .args(["--advertised-listener-url", &format!("tcp://localhost:{tls}")])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let broker = TestServer::listening(child, plain, tempfile::tempdir().unwrap(), "tansu");
+
+    let leaf = ca.issue(&["localhost", "127.0.0.1"]);
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", tls)).await.unwrap();
+    let proxy = tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut client) = acceptor.accept(client).await else { return };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", plain)).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    TlsKafka { port: tls, _broker: broker, proxy }
+}
+
+// Multi-threaded: the proxy must keep serving while Server::start blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_over_tls_with_librdkafka_ssl_properties() {
+    let Some(tansu) = tansu() else {
+        assert!(
+            std::env::var_os("PRISM_REQUIRE_BACKENDS").is_none(),
+            "tansu is not installed (cargo xtask test installs it)"
+        );
+        eprintln!("skipped: tansu is not installed");
+        return;
+    };
+    let ca = Ca::new("Kafka test CA");
+    let kafka = tls_kafka(&tansu, &ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let config = |properties: &str| {
+        format!(
+            r#"
+[plugins.kafka]
+path = "{{kafka}}"
+
+[[namespaces]]
+name = "logs"
+pattern = "stream"
+[namespaces.slots.log]
+plugin = "kafka"
+config = {{ brokers = "localhost:{}", partitions = 1, request_timeout_ms = 3000, properties = {{ {properties} }} }}
+"#,
+            kafka.port
+        )
+    };
+    let trusted =
+        config(&format!("\"security.protocol\" = \"ssl\", \"ssl.ca.location\" = \"{}\"", ca_file.display()));
+    let server = Server::start(&trusted);
+    let mut stream = server.stream().await;
+    let append = AppendRequest {
+        namespace: "logs".into(),
+        stream: "tls-check".into(),
+        payload: b"over tls".to_vec().into(),
+        ..Default::default()
+    };
+    let appended = stream.append(append.clone()).await.expect("an append over TLS").into_inner();
+    let read = ReadRequest {
+        namespace: "logs".into(),
+        stream: "tls-check".into(),
+        partition: appended.partition,
+        start: Some(read_request::Start::FromOffset(appended.offset)),
+        follow: false,
+        max_records: 1,
+    };
+    let mut records = stream.read(read).await.unwrap().into_inner();
+    let record = tokio::time::timeout(Duration::from_secs(10), records.message())
+        .await
+        .expect("a record within 10 s")
+        .unwrap()
+        .and_then(|response| response.record)
+        .expect("the appended record");
+    assert_eq!(&record.payload[..], b"over tls");
+    drop(server);
+
+    // Plaintext to the TLS port, or TLS without the CA: the gateway does not start, saying why.
+    let library = prism_acceptance::harness::plugin_library("prism_kafka").display().to_string();
+    for (properties, why) in [
+        (String::new(), "cannot reach brokers localhost:"),
+        ("\"security.protocol\" = \"ssl\"".to_owned(), "certificate verify failed"),
+    ] {
+        let refused = refusal(&config(&properties).replace("{kafka}", &library));
+        assert!(refused.contains(why), "{refused}");
+    }
+}
