@@ -473,7 +473,8 @@ async fn a_new_key_in_the_key_set_is_picked_up_and_old_tokens_stay_valid() {
     assert!(get_with(&channel, bearer(old.sign(&claims("carol")))).await.is_ok());
 }
 
-#[tokio::test]
+// Multi-threaded: the issuer must answer while Server::start blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_set_url_is_fetched_refreshed_early_for_a_new_key_and_kept_when_the_issuer_fails() {
     let dir = tempfile::tempdir().unwrap();
     let ca = crate::certs::Ca::new("issuer CA");
@@ -523,7 +524,7 @@ async fn a_key_set_url_is_fetched_refreshed_early_for_a_new_key_and_kept_when_th
     assert!(get_with(&channel, bearer(new.sign(&claims("dave")))).await.is_ok());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_set_url_the_gateway_cannot_trust_refuses_tokens_saying_why() {
     let ca = crate::certs::Ca::new("private CA nobody trusts");
     let key = SigningKey::new("k1");
