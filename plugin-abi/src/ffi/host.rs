@@ -2,15 +2,16 @@
 //! instances and call their interfaces with plain Rust types.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 
 use crate::ffi::{self, FfiEntry, PluginModuleRef};
 use crate::{
-    Appended, CasResult, ConfigKey, DeadLetterPage, GroupEvent, Health, Interface, KeyTtl, ListEnd, Message,
-    Metadata, NewRecord, PartitionOffsets, PluginError, PluginResult, QueueMessage, ScanPage, TransactionId,
-    Versioned,
+    Appended, CasResult, ConfigKey, DeadLetterPage, ErrorCode, GroupEvent, Health, Interface, KeyTtl,
+    ListEnd, Message, Metadata, NewRecord, PartitionOffsets, PluginError, PluginResult, QueueMessage,
+    ScanPage, TransactionId, Versioned,
 };
 
 /// Why a library could not be used as a plugin.
@@ -91,7 +92,7 @@ impl Plugin {
         };
         let object = created.await.into_result()?;
         let interfaces = Interfaces::of(&object);
-        let instance = Instance { object, interfaces, metadata: self.metadata.clone() };
+        let instance = Instance { object, interfaces, metadata: self.metadata.clone(), observer: None };
         for &interface in Interface::ALL {
             let declared = self.metadata.implements(interface);
             if declared != instance.provides(interface) {
@@ -163,7 +164,8 @@ macro_rules! interfaces {
             $(
                 /// The interface's handle, when the plugin provides it.
                 pub fn $slot(&self) -> Option<$handle<'_>> {
-                    self.interfaces.$slot.as_ref().map($handle)
+                    let calls = Calls { observer: self.observer.as_deref(), interface: Interface::$interface };
+                    self.interfaces.$slot.as_ref().map(|object| $handle(object, calls))
                 }
             )*
         }
@@ -188,9 +190,38 @@ pub struct Instance {
     object: ffi::InstanceBox,
     interfaces: Interfaces,
     metadata: Metadata,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// Told about every interface call an instance answers (not stream items): how long it
+/// took and, when it failed, the error's code. The host's metrics implement it.
+pub trait CallObserver: Send + Sync {
+    fn observed(&self, interface: Interface, elapsed: Duration, error: Option<ErrorCode>);
+}
+
+/// What a handle needs to report its calls.
+#[derive(Clone, Copy)]
+struct Calls<'a> {
+    observer: Option<&'a dyn CallObserver>,
+    interface: Interface,
+}
+
+impl Calls<'_> {
+    async fn time<T>(self, call: ffi::FfiResult<T>) -> PluginResult<T> {
+        let Some(observer) = self.observer else { return call.await.into_result() };
+        let started = Instant::now();
+        let result = call.await.into_result();
+        observer.observed(self.interface, started.elapsed(), result.as_ref().err().map(PluginError::code));
+        result
+    }
 }
 
 impl Instance {
+    /// Reports every interface call from now on to `observer`.
+    pub fn observe_calls(&mut self, observer: Arc<dyn CallObserver>) {
+        self.observer = Some(observer);
+    }
+
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
@@ -224,49 +255,49 @@ fn values(values: RVec<RVec<u8>>) -> Vec<Vec<u8>> {
     values.into_iter().map(RVec::into_vec).collect()
 }
 
-pub struct KeyValueBasicHandle<'a>(&'a ffi::KeyValueBasicBox);
+pub struct KeyValueBasicHandle<'a>(&'a ffi::KeyValueBasicBox, Calls<'a>);
 
 impl KeyValueBasicHandle<'_> {
     pub async fn get(&self, k: &str) -> PluginResult<Option<Vec<u8>>> {
-        Ok(self.0.get(name(k)).await.into_result()?.into_option().map(RVec::into_vec))
+        Ok(self.1.time(self.0.get(name(k))).await?.into_option().map(RVec::into_vec))
     }
     pub async fn set(&self, k: &str, value: Vec<u8>) -> PluginResult<()> {
-        self.0.set(name(k), value.into()).await.into_result()
+        self.1.time(self.0.set(name(k), value.into())).await
     }
     pub async fn delete(&self, k: &str) -> PluginResult<bool> {
-        self.0.delete(name(k)).await.into_result()
+        self.1.time(self.0.delete(name(k))).await
     }
     pub async fn exists(&self, k: &str) -> PluginResult<bool> {
-        self.0.exists(name(k)).await.into_result()
+        self.1.time(self.0.exists(name(k))).await
     }
 }
 
-pub struct KeyValueTtlHandle<'a>(&'a ffi::KeyValueTtlBox);
+pub struct KeyValueTtlHandle<'a>(&'a ffi::KeyValueTtlBox, Calls<'a>);
 
 impl KeyValueTtlHandle<'_> {
     pub async fn set_with_ttl(&self, k: &str, value: Vec<u8>, ttl: Duration) -> PluginResult<()> {
-        self.0.set_with_ttl(name(k), value.into(), nonzero_millis(ttl)).await.into_result()
+        self.1.time(self.0.set_with_ttl(name(k), value.into(), nonzero_millis(ttl))).await
     }
     pub async fn expire(&self, k: &str, ttl: Duration) -> PluginResult<bool> {
-        self.0.expire(name(k), nonzero_millis(ttl)).await.into_result()
+        self.1.time(self.0.expire(name(k), nonzero_millis(ttl))).await
     }
     pub async fn get_ttl(&self, k: &str) -> PluginResult<KeyTtl> {
-        Ok(self.0.get_ttl(name(k)).await.into_result()?.into())
+        Ok(self.1.time(self.0.get_ttl(name(k))).await?.into())
     }
     pub async fn persist(&self, k: &str) -> PluginResult<bool> {
-        self.0.persist(name(k)).await.into_result()
+        self.1.time(self.0.persist(name(k))).await
     }
 }
 
-pub struct KeyValueScanHandle<'a>(&'a ffi::KeyValueScanBox);
+pub struct KeyValueScanHandle<'a>(&'a ffi::KeyValueScanBox, Calls<'a>);
 
 impl KeyValueScanHandle<'_> {
     pub async fn scan(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> PluginResult<ScanPage> {
         let cursor: ROption<RStr<'_>> = cursor.map(RStr::from_str).into();
-        Ok(self.0.scan(name(prefix), cursor, limit).await.into_result()?.into())
+        Ok(self.1.time(self.0.scan(name(prefix), cursor, limit)).await?.into())
     }
     pub async fn count(&self, prefix: &str) -> PluginResult<u64> {
-        self.0.count(name(prefix)).await.into_result()
+        self.1.time(self.0.count(name(prefix))).await
     }
     /// Every entry under `prefix`, pumped by the plugin with bounded read-ahead.
     pub fn scan_stream(&self, prefix: &str) -> EntryStream {
@@ -290,30 +321,30 @@ impl EntryStream {
     }
 }
 
-pub struct KeyValueBatchHandle<'a>(&'a ffi::KeyValueBatchBox);
+pub struct KeyValueBatchHandle<'a>(&'a ffi::KeyValueBatchBox, Calls<'a>);
 
 impl KeyValueBatchHandle<'_> {
     pub async fn batch_get(&self, keys: &[String]) -> PluginResult<Vec<Option<Vec<u8>>>> {
         let keys: RVec<RString> = keys.iter().map(|k| RString::from(k.as_str())).collect();
-        let found = self.0.batch_get(keys).await.into_result()?;
+        let found = self.1.time(self.0.batch_get(keys)).await?;
         Ok(found.into_iter().map(|v| v.into_option().map(RVec::into_vec)).collect())
     }
     pub async fn batch_set(&self, entries: Vec<(String, Vec<u8>)>) -> PluginResult<Vec<PluginResult<()>>> {
         let entries: RVec<FfiEntry> = entries.into_iter().map(FfiEntry::from).collect();
-        let results = self.0.batch_set(entries).await.into_result()?;
+        let results = self.1.time(self.0.batch_set(entries)).await?;
         Ok(results.into_iter().map(RResult::into_result).collect())
     }
     pub async fn batch_delete(&self, keys: &[String]) -> PluginResult<Vec<bool>> {
         let keys: RVec<RString> = keys.iter().map(|k| RString::from(k.as_str())).collect();
-        Ok(self.0.batch_delete(keys).await.into_result()?.into_vec())
+        Ok(self.1.time(self.0.batch_delete(keys)).await?.into_vec())
     }
 }
 
-pub struct KeyValueCasHandle<'a>(&'a ffi::KeyValueCasBox);
+pub struct KeyValueCasHandle<'a>(&'a ffi::KeyValueCasBox, Calls<'a>);
 
 impl KeyValueCasHandle<'_> {
     pub async fn get_versioned(&self, k: &str) -> PluginResult<Option<Versioned>> {
-        let found = self.0.get_versioned(name(k)).await.into_result()?;
+        let found = self.1.time(self.0.get_versioned(name(k))).await?;
         Ok(found.into_option().map(Versioned::from))
     }
     pub async fn compare_and_swap(
@@ -324,36 +355,36 @@ impl KeyValueCasHandle<'_> {
         ttl: Option<Duration>,
     ) -> PluginResult<CasResult> {
         let ttl = ttl.map(nonzero_millis).unwrap_or(0);
-        Ok(self.0.compare_and_swap(name(k), expected_version, value.into(), ttl).await.into_result()?.into())
+        Ok(self.1.time(self.0.compare_and_swap(name(k), expected_version, value.into(), ttl)).await?.into())
     }
     pub async fn delete_if_version(&self, k: &str, expected_version: u64) -> PluginResult<CasResult> {
-        Ok(self.0.delete_if_version(name(k), expected_version).await.into_result()?.into())
+        Ok(self.1.time(self.0.delete_if_version(name(k), expected_version)).await?.into())
     }
 }
 
-pub struct ListBasicHandle<'a>(&'a ffi::ListBasicBox);
+pub struct ListBasicHandle<'a>(&'a ffi::ListBasicBox, Calls<'a>);
 
 impl ListBasicHandle<'_> {
     pub async fn push(&self, k: &str, at: ListEnd, items: Vec<Vec<u8>>) -> PluginResult<u64> {
         let items: RVec<RVec<u8>> = items.into_iter().map(RVec::from).collect();
-        self.0.push(name(k), at.into(), items).await.into_result()
+        self.1.time(self.0.push(name(k), at.into(), items)).await
     }
     pub async fn pop(&self, k: &str, at: ListEnd, count: u32) -> PluginResult<Vec<Vec<u8>>> {
-        Ok(values(self.0.pop(name(k), at.into(), count).await.into_result()?))
+        Ok(values(self.1.time(self.0.pop(name(k), at.into(), count)).await?))
     }
     pub async fn length(&self, k: &str) -> PluginResult<u64> {
-        self.0.length(name(k)).await.into_result()
+        self.1.time(self.0.length(name(k))).await
     }
 }
 
-pub struct ListRangeHandle<'a>(&'a ffi::ListRangeBox);
+pub struct ListRangeHandle<'a>(&'a ffi::ListRangeBox, Calls<'a>);
 
 impl ListRangeHandle<'_> {
     pub async fn range(&self, k: &str, start: i64, stop: i64) -> PluginResult<Vec<Vec<u8>>> {
-        Ok(values(self.0.range(name(k), start, stop).await.into_result()?))
+        Ok(values(self.1.time(self.0.range(name(k), start, stop)).await?))
     }
     pub async fn trim(&self, k: &str, start: i64, stop: i64) -> PluginResult<()> {
-        self.0.trim(name(k), start, stop).await.into_result()
+        self.1.time(self.0.trim(name(k), start, stop)).await
     }
 }
 
@@ -362,26 +393,26 @@ fn millis_of(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-pub struct KeyValueTransactionalHandle<'a>(&'a ffi::KeyValueTransactionalBox);
+pub struct KeyValueTransactionalHandle<'a>(&'a ffi::KeyValueTransactionalBox, Calls<'a>);
 
 impl KeyValueTransactionalHandle<'_> {
     pub async fn begin(&self, timeout: Duration) -> PluginResult<TransactionId> {
-        Ok(TransactionId(self.0.begin(nonzero_millis(timeout)).await.into_result()?))
+        Ok(TransactionId(self.1.time(self.0.begin(nonzero_millis(timeout))).await?))
     }
     pub async fn get(&self, tx: TransactionId, k: &str) -> PluginResult<Option<Vec<u8>>> {
-        Ok(self.0.tx_get(tx.0, name(k)).await.into_result()?.into_option().map(RVec::into_vec))
+        Ok(self.1.time(self.0.tx_get(tx.0, name(k))).await?.into_option().map(RVec::into_vec))
     }
     pub async fn set(&self, tx: TransactionId, k: &str, value: Vec<u8>) -> PluginResult<()> {
-        self.0.tx_set(tx.0, name(k), value.into()).await.into_result()
+        self.1.time(self.0.tx_set(tx.0, name(k), value.into())).await
     }
     pub async fn delete(&self, tx: TransactionId, k: &str) -> PluginResult<bool> {
-        self.0.tx_delete(tx.0, name(k)).await.into_result()
+        self.1.time(self.0.tx_delete(tx.0, name(k))).await
     }
     pub async fn commit(&self, tx: TransactionId) -> PluginResult<()> {
-        self.0.commit(tx.0).await.into_result()
+        self.1.time(self.0.commit(tx.0)).await
     }
     pub async fn rollback(&self, tx: TransactionId) -> PluginResult<()> {
-        self.0.rollback(tx.0).await.into_result()
+        self.1.time(self.0.rollback(tx.0)).await
     }
 }
 
@@ -389,24 +420,24 @@ fn queue_messages(messages: RVec<ffi::FfiQueueMessage>) -> Vec<QueueMessage> {
     messages.into_iter().map(QueueMessage::from).collect()
 }
 
-pub struct QueueBasicHandle<'a>(&'a ffi::QueueBasicBox);
+pub struct QueueBasicHandle<'a>(&'a ffi::QueueBasicBox, Calls<'a>);
 
 impl QueueBasicHandle<'_> {
     pub async fn enqueue(&self, queue: &str, payload: Vec<u8>) -> PluginResult<String> {
-        Ok(self.0.enqueue(name(queue), payload.into()).await.into_result()?.into_string())
+        Ok(self.1.time(self.0.enqueue(name(queue), payload.into())).await?.into_string())
     }
     pub async fn dequeue(&self, queue: &str, max: u32) -> PluginResult<Vec<QueueMessage>> {
-        Ok(queue_messages(self.0.dequeue(name(queue), max).await.into_result()?))
+        Ok(queue_messages(self.1.time(self.0.dequeue(name(queue), max)).await?))
     }
     pub async fn ack(&self, queue: &str, receipt: &str) -> PluginResult<bool> {
-        self.0.ack(name(queue), name(receipt)).await.into_result()
+        self.1.time(self.0.ack(name(queue), name(receipt))).await
     }
     pub async fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> PluginResult<bool> {
-        self.0.nack(name(queue), name(receipt), millis_of(delay)).await.into_result()
+        self.1.time(self.0.nack(name(queue), name(receipt), millis_of(delay))).await
     }
 }
 
-pub struct QueueVisibilityHandle<'a>(&'a ffi::QueueVisibilityBox);
+pub struct QueueVisibilityHandle<'a>(&'a ffi::QueueVisibilityBox, Calls<'a>);
 
 impl QueueVisibilityHandle<'_> {
     pub async fn dequeue_with_visibility(
@@ -415,11 +446,8 @@ impl QueueVisibilityHandle<'_> {
         max: u32,
         visibility: Duration,
     ) -> PluginResult<Vec<QueueMessage>> {
-        let messages = self
-            .0
-            .dequeue_with_visibility(name(queue), max, nonzero_millis(visibility))
-            .await
-            .into_result()?;
+        let messages =
+            self.1.time(self.0.dequeue_with_visibility(name(queue), max, nonzero_millis(visibility))).await?;
         Ok(queue_messages(messages))
     }
     pub async fn extend_visibility(
@@ -428,11 +456,11 @@ impl QueueVisibilityHandle<'_> {
         receipt: &str,
         visibility: Duration,
     ) -> PluginResult<bool> {
-        self.0.extend_visibility(name(queue), name(receipt), nonzero_millis(visibility)).await.into_result()
+        self.1.time(self.0.extend_visibility(name(queue), name(receipt), nonzero_millis(visibility))).await
     }
 }
 
-pub struct QueueDeadLetterHandle<'a>(&'a ffi::QueueDeadLetterBox);
+pub struct QueueDeadLetterHandle<'a>(&'a ffi::QueueDeadLetterBox, Calls<'a>);
 
 impl QueueDeadLetterHandle<'_> {
     pub async fn dead_letters(
@@ -442,15 +470,15 @@ impl QueueDeadLetterHandle<'_> {
         limit: u32,
     ) -> PluginResult<DeadLetterPage> {
         let cursor: ROption<RStr<'_>> = cursor.map(RStr::from_str).into();
-        Ok(self.0.dead_letters(name(queue), cursor, limit).await.into_result()?.into())
+        Ok(self.1.time(self.0.dead_letters(name(queue), cursor, limit)).await?.into())
     }
     pub async fn replay_dead_letters(&self, queue: &str, ids: &[String]) -> PluginResult<u64> {
         let ids: RVec<RString> = ids.iter().map(|id| RString::from(id.as_str())).collect();
-        self.0.replay_dead_letters(name(queue), ids).await.into_result()
+        self.1.time(self.0.replay_dead_letters(name(queue), ids)).await
     }
 }
 
-pub struct QueueDelayedHandle<'a>(&'a ffi::QueueDelayedBox);
+pub struct QueueDelayedHandle<'a>(&'a ffi::QueueDelayedBox, Calls<'a>);
 
 impl QueueDelayedHandle<'_> {
     pub async fn enqueue_at(
@@ -460,10 +488,9 @@ impl QueueDelayedHandle<'_> {
         deliver_at_unix_ms: i64,
     ) -> PluginResult<String> {
         Ok(self
-            .0
-            .enqueue_at(name(queue), payload.into(), deliver_at_unix_ms)
-            .await
-            .into_result()?
+            .1
+            .time(self.0.enqueue_at(name(queue), payload.into(), deliver_at_unix_ms))
+            .await?
             .into_string())
     }
 }
@@ -509,7 +536,7 @@ impl MessageStream {
     }
 }
 
-pub struct PubSubBasicHandle<'a>(&'a ffi::PubSubBasicBox);
+pub struct PubSubBasicHandle<'a>(&'a ffi::PubSubBasicBox, Calls<'a>);
 
 impl PubSubBasicHandle<'_> {
     pub async fn publish(
@@ -519,22 +546,22 @@ impl PubSubBasicHandle<'_> {
         metadata: Vec<(String, String)>,
     ) -> PluginResult<String> {
         let metadata = ffi::convert::headers_to_ffi(metadata);
-        Ok(self.0.publish(name(topic), payload.into(), metadata).await.into_result()?.into_string())
+        Ok(self.1.time(self.0.publish(name(topic), payload.into(), metadata)).await?.into_string())
     }
     pub async fn subscribe(&self, topic: &str) -> PluginResult<MessageStream> {
-        Ok(MessageStream::new(self.0.subscribe(name(topic)).await.into_result()?))
+        Ok(MessageStream::new(self.1.time(self.0.subscribe(name(topic))).await?))
     }
 }
 
-pub struct PubSubWildcardsHandle<'a>(&'a ffi::PubSubWildcardsBox);
+pub struct PubSubWildcardsHandle<'a>(&'a ffi::PubSubWildcardsBox, Calls<'a>);
 
 impl PubSubWildcardsHandle<'_> {
     pub async fn subscribe_pattern(&self, pattern: &str) -> PluginResult<MessageStream> {
-        Ok(MessageStream::new(self.0.subscribe_pattern(name(pattern)).await.into_result()?))
+        Ok(MessageStream::new(self.1.time(self.0.subscribe_pattern(name(pattern))).await?))
     }
 }
 
-pub struct PubSubPersistentHandle<'a>(&'a ffi::PubSubPersistentBox);
+pub struct PubSubPersistentHandle<'a>(&'a ffi::PubSubPersistentBox, Calls<'a>);
 
 impl PubSubPersistentHandle<'_> {
     pub async fn subscribe_durable(
@@ -544,14 +571,13 @@ impl PubSubPersistentHandle<'_> {
         ack_wait: Duration,
     ) -> PluginResult<MessageStream> {
         let inner = self
-            .0
-            .subscribe_durable(self::name(name), self::name(topic), nonzero_millis(ack_wait))
-            .await
-            .into_result()?;
+            .1
+            .time(self.0.subscribe_durable(self::name(name), self::name(topic), nonzero_millis(ack_wait)))
+            .await?;
         Ok(MessageStream::new(inner))
     }
     pub async fn ack(&self, name: &str, ack_id: &str) -> PluginResult<()> {
-        self.0.ack(self::name(name), self::name(ack_id)).await.into_result()
+        self.1.time(self.0.ack(self::name(name), self::name(ack_id))).await
     }
 }
 
@@ -572,11 +598,11 @@ impl EventStream {
     }
 }
 
-pub struct StreamBasicHandle<'a>(&'a ffi::StreamBasicBox);
+pub struct StreamBasicHandle<'a>(&'a ffi::StreamBasicBox, Calls<'a>);
 
 impl StreamBasicHandle<'_> {
     pub async fn append(&self, stream: &str, record: NewRecord) -> PluginResult<Appended> {
-        Ok(self.0.append(name(stream), record.into()).await.into_result()?.into())
+        Ok(self.1.time(self.0.append(name(stream), record.into())).await?.into())
     }
     /// Records only (a read never carries assignments).
     pub async fn read(
@@ -586,16 +612,16 @@ impl StreamBasicHandle<'_> {
         from_offset: u64,
         follow: bool,
     ) -> PluginResult<EventStream> {
-        let inner = self.0.read(name(stream), partition, from_offset, follow).await.into_result()?;
+        let inner = self.1.time(self.0.read(name(stream), partition, from_offset, follow)).await?;
         Ok(EventStream { inner })
     }
     pub async fn offsets(&self, stream: &str) -> PluginResult<Vec<PartitionOffsets>> {
-        let offsets = self.0.offsets(name(stream)).await.into_result()?;
+        let offsets = self.1.time(self.0.offsets(name(stream))).await?;
         Ok(offsets.into_iter().map(PartitionOffsets::from).collect())
     }
 }
 
-pub struct StreamPartitioningHandle<'a>(&'a ffi::StreamPartitioningBox);
+pub struct StreamPartitioningHandle<'a>(&'a ffi::StreamPartitioningBox, Calls<'a>);
 
 impl StreamPartitioningHandle<'_> {
     pub async fn append_to_partition(
@@ -604,11 +630,11 @@ impl StreamPartitioningHandle<'_> {
         partition: u32,
         record: NewRecord,
     ) -> PluginResult<Appended> {
-        Ok(self.0.append_to_partition(name(stream), partition, record.into()).await.into_result()?.into())
+        Ok(self.1.time(self.0.append_to_partition(name(stream), partition, record.into())).await?.into())
     }
 }
 
-pub struct StreamReplayHandle<'a>(&'a ffi::StreamReplayBox);
+pub struct StreamReplayHandle<'a>(&'a ffi::StreamReplayBox, Calls<'a>);
 
 impl StreamReplayHandle<'_> {
     pub async fn offset_for_timestamp(
@@ -617,33 +643,33 @@ impl StreamReplayHandle<'_> {
         partition: u32,
         timestamp_unix_ms: i64,
     ) -> PluginResult<u64> {
-        self.0.offset_for_timestamp(name(stream), partition, timestamp_unix_ms).await.into_result()
+        self.1.time(self.0.offset_for_timestamp(name(stream), partition, timestamp_unix_ms)).await
     }
 }
 
-pub struct StreamConsumerGroupsHandle<'a>(&'a ffi::StreamConsumerGroupsBox);
+pub struct StreamConsumerGroupsHandle<'a>(&'a ffi::StreamConsumerGroupsBox, Calls<'a>);
 
 impl StreamConsumerGroupsHandle<'_> {
     pub async fn join(&self, stream: &str, group: &str) -> PluginResult<EventStream> {
-        let inner = self.0.join(name(stream), name(group)).await.into_result()?;
+        let inner = self.1.time(self.0.join(name(stream), name(group))).await?;
         Ok(EventStream { inner })
     }
     pub async fn commit(&self, stream: &str, group: &str, ack_id: &str) -> PluginResult<()> {
-        self.0.commit(name(stream), name(group), name(ack_id)).await.into_result()
+        self.1.time(self.0.commit(name(stream), name(group), name(ack_id))).await
     }
     pub async fn committed(&self, stream: &str, group: &str) -> PluginResult<Vec<(u32, Option<u64>)>> {
-        let positions = self.0.committed(name(stream), name(group)).await.into_result()?;
+        let positions = self.1.time(self.0.committed(name(stream), name(group))).await?;
         Ok(positions.into_iter().map(|c| (c.partition, c.offset.into_option())).collect())
     }
 }
 
-pub struct StateTransferHandle<'a>(&'a ffi::StateTransferBox);
+pub struct StateTransferHandle<'a>(&'a ffi::StateTransferBox, Calls<'a>);
 
 impl StateTransferHandle<'_> {
     pub async fn export_state(&self) -> PluginResult<Vec<u8>> {
-        Ok(self.0.export_state().await.into_result()?.into_vec())
+        Ok(self.1.time(self.0.export_state()).await?.into_vec())
     }
     pub async fn import_state(&self, state: Vec<u8>) -> PluginResult<()> {
-        self.0.import_state(state.into()).await.into_result()
+        self.1.time(self.0.import_state(state.into())).await
     }
 }
