@@ -24,6 +24,8 @@ pub struct ConfigFile {
     /// Request-rate and in-flight limits.
     #[serde(default)]
     pub quotas: Vec<crate::quota::QuotaEntry>,
+    /// The admin HTTP listener (metrics, probes); absent = off.
+    pub admin: Option<crate::observe::config::AdminConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

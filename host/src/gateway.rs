@@ -37,6 +37,8 @@ pub struct Namespace {
     pub pattern: &'static Pattern,
     pub slots: Vec<BoundSlot>,
     health: RwLock<Health>,
+    /// Calls holding a [`NamespaceRef`] now.
+    in_flight: std::sync::atomic::AtomicI64,
     /// Every call holds a read pass; a state handover takes the write side.
     gate: Arc<tokio::sync::RwLock<()>>,
     retired: tokio::sync::watch::Sender<bool>,
@@ -48,6 +50,12 @@ pub struct NamespaceRef {
     _pass: tokio::sync::OwnedRwLockReadGuard<()>,
     /// The call's place in its in-flight quotas, given back when the call is done.
     _admission: Option<crate::quota::Admission>,
+}
+
+impl Drop for NamespaceRef {
+    fn drop(&mut self) {
+        self.namespace.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Deref for NamespaceRef {
@@ -64,9 +72,15 @@ impl Namespace {
             pattern,
             slots,
             health: RwLock::new(Health::serving()),
+            in_flight: Default::default(),
             gate: Arc::default(),
             retired: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Calls using the namespace now (open streams included).
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_retired(&self) -> bool {
@@ -91,13 +105,18 @@ impl Namespace {
         let mut slots: Vec<BoundSlot> = Vec::new();
         for slot in resolved.slots {
             match slot.plugin.plugin.create_in(&slot.config_toml, &resolved.name).await {
-                Ok(instance) => slots.push(BoundSlot {
-                    slot: slot.slot,
-                    plugin: slot.plugin,
-                    instance: Arc::new(instance),
-                    config_toml: slot.config_toml,
-                    key: slot.key,
-                }),
+                Ok(mut instance) => {
+                    if let Some(metrics) = crate::observe::metrics() {
+                        instance.observe_calls(metrics.plugin_calls(&slot.plugin.name));
+                    }
+                    slots.push(BoundSlot {
+                        slot: slot.slot,
+                        plugin: slot.plugin,
+                        instance: Arc::new(instance),
+                        config_toml: slot.config_toml,
+                        key: slot.key,
+                    })
+                }
                 Err(error) => {
                     for bound in slots {
                         bound.instance.shutdown().await;
@@ -275,6 +294,8 @@ impl Gateway {
             let pass = namespace.gate.clone().read_owned().await;
             // Replaced while this call waited at the gate: use its successor.
             if !namespace.is_retired() {
+                namespace.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::observe::layer::note_namespace(&namespace);
                 return Ok(NamespaceRef { namespace, _pass: pass, _admission: admission.take() });
             }
         }

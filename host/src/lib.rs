@@ -14,6 +14,7 @@ pub mod filter;
 pub mod gateway;
 pub mod health;
 pub mod loader;
+pub mod observe;
 pub mod oversize;
 pub mod patterns;
 pub mod quota;

@@ -89,7 +89,9 @@ impl Loader {
         pin: Option<&str>,
         configs: &[String],
     ) -> Result<LoadedPlugin, ConfigError> {
-        let (plugin, sha256) = self.open_checked(path, pin, configs).map_err(|refused| {
+        let opened = self.open_checked(path, pin, configs);
+        crate::observe::count_library_load(name, opened.is_ok());
+        let (plugin, sha256) = opened.map_err(|refused| {
             if let Some(detail) = &refused.detail {
                 tracing::debug!(plugin = %name, report = %detail, "full ABI layout report");
             }

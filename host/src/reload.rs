@@ -116,6 +116,7 @@ impl Reloader {
         } else {
             tracing::error!(%trigger, "reload refused, the running config keeps serving: {}", outcome.message);
         }
+        crate::observe::count_reload(outcome.ok);
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.reloads += 1;
         status.config = Some(outcome.clone());

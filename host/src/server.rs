@@ -84,6 +84,7 @@ pub async fn serve(
         .http2_max_header_list_size(Some(settings.max_header_list_bytes))
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(Duration::from_millis(settings.keepalive_timeout_ms.max(1))))
+        .layer(crate::observe::layer::ObserveLayer)
         .layer(crate::auth::layer::AuthLayer::new(gateway.clone()))
         .layer(crate::oversize::OversizeLayer::new(max_message))
         .layer(DeadlineLayer::new(server_limit));

@@ -78,6 +78,8 @@ pub fn run_prism(args: &[&str]) -> (i32, String, String) {
 pub struct Server {
     child: Child,
     pub address: String,
+    /// The admin HTTP listener's address, when the config has `[admin]`.
+    pub admin_address: Option<String>,
     _dir: tempfile::TempDir,
     stderr_log: PathBuf,
 }
@@ -129,20 +131,25 @@ impl Server {
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut admin_address = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // The admin line comes first, when there is one.
+                if let Some(address) = line.strip_prefix("prism: admin on ") {
+                    admin_address = Some(address.to_owned());
+                }
                 if let Some(address) = line.strip_prefix("prism: serving on ") {
-                    let _ = sender.send(address.to_owned());
+                    let _ = sender.send((address.to_owned(), admin_address.take()));
                 }
             }
         });
-        let address = match receiver.recv_timeout(Duration::from_secs(30)) {
-            Ok(address) => address,
+        let (address, admin_address) = match receiver.recv_timeout(Duration::from_secs(30)) {
+            Ok(addresses) => addresses,
             Err(_) => {
                 let _ = child.kill();
                 panic!("prism did not start: {}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
             }
         };
-        Server { child, address, _dir: dir, stderr_log }
+        Server { child, address, admin_address, _dir: dir, stderr_log }
     }
 
     /// The plugins.toml this server runs (tests edit it to trigger reloads).

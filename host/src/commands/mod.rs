@@ -85,6 +85,10 @@ pub fn validate(file: &std::path::Path) -> CommandResult {
 /// each plugin (`validate` never connects anywhere, so it does not).
 fn load_config(file: &std::path::Path, serving: bool) -> Result<(Resolved, Arc<Loader>), CommandError> {
     let config = Config::load(file)?;
+    if serving && config.contents.admin.is_some() {
+        // Before any library loads, so they are counted too.
+        crate::observe::enable();
+    }
     let loader = Arc::new(loader_for(Some(&config)).probing_instances(serving));
     let resolved = resolve::resolve(config, &loader)?;
     Ok((resolved, loader))

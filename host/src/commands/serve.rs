@@ -33,6 +33,7 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
             );
         }
         let debounce = std::time::Duration::from_millis(resolved.config.contents.server.reload_debounce_ms);
+        let admin_settings = resolved.config.contents.admin.clone();
         let gateway = match Gateway::start(resolved).await {
             Ok(gateway) => Arc::new(gateway),
             Err(error) => {
@@ -58,11 +59,46 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
                 return Err(CommandError::Failed(error.to_string()));
             }
         };
+        let admin = match admin_listener(admin_settings.as_ref()).await {
+            Ok(admin) => admin,
+            Err(error) => {
+                gateway.shutdown().await;
+                return Err(error);
+            }
+        };
+        let admin = admin.map(|listener| {
+            tokio::spawn(crate::observe::http::serve(
+                listener,
+                gateway.clone(),
+                reloader.clone(),
+                std::future::pending(),
+            ))
+        });
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string());
         // Scripts and tests wait for this line to know the port (useful with --listen 127.0.0.1:0).
         println!("prism: serving on {address}");
-        server::serve(gateway, reloader, listener, tls, server::shutdown_signal())
-            .await
-            .map_err(|error| CommandError::Failed(format!("the server failed: {error}")))
+        let served = server::serve(gateway, reloader, listener, tls, server::shutdown_signal()).await;
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        served.map_err(|error| CommandError::Failed(format!("the server failed: {error}")))
     })
+}
+
+/// Binds `[admin] listen`, printing `prism: admin on ADDRESS` (before the serving line,
+/// which scripts wait for).
+async fn admin_listener(
+    settings: Option<&crate::observe::config::AdminConfig>,
+) -> Result<Option<tokio::net::TcpListener>, CommandError> {
+    let Some(settings) = settings else { return Ok(None) };
+    let listener = server::bind(settings.listen)
+        .await
+        .map_err(|error| CommandError::Failed(format!("[admin] listen: {error}")))?;
+    let address =
+        listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| settings.listen.to_string());
+    if !settings.listen.ip().is_loopback() {
+        tracing::warn!(%address, "the admin listener is on a non-loopback address: keep it behind a firewall, or configure [auth] so /metrics needs admin");
+    }
+    println!("prism: admin on {address}");
+    Ok(Some(listener))
 }

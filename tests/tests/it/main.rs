@@ -18,6 +18,7 @@ mod e2e_pubsub;
 mod e2e_stream;
 mod jwks_server;
 mod limits;
+mod observe;
 mod redis_faults;
 mod reload;
 mod secrets;

@@ -1,0 +1,230 @@
+//! The outermost tower layer: gives every call a request id (the client's `x-request-id`
+//! when it sent a usable one, else a new random one), returns it in the response
+//! metadata (for an error without a body, that is the status' metadata), runs the call
+//! in a `call` span carrying it (so every log line of the call shows it), and, when
+//! metrics are on, counts the call by namespace, method and status and times it.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body::{Body as HttpBody, Frame};
+use tonic::body::Body;
+use tracing::Instrument;
+
+use crate::auth::methods::{rpc_of, Rpc};
+use crate::gateway::Namespace;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest client-supplied request id kept; a longer or non-printable one is replaced.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+tokio::task_local! {
+    /// The namespace the current call resolved, for its metric labels.
+    static CALL_NAMESPACE: RefCell<Option<Arc<Namespace>>>;
+}
+
+/// Records that the current call is using `namespace` (called by the namespace lookup).
+pub fn note_namespace(namespace: &Arc<Namespace>) {
+    let _ = CALL_NAMESPACE.try_with(|slot| *slot.borrow_mut() = Some(namespace.clone()));
+}
+
+#[derive(Clone, Default)]
+pub struct ObserveLayer;
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+}
+
+/// A request id: the client's if it is short printable ASCII, else 16 random bytes in hex.
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    if let Some(given) = headers.get(REQUEST_ID_HEADER) {
+        let bytes = given.as_bytes();
+        if !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_BYTES
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+        {
+            return given.clone();
+        }
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Observe<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let id = request_id(request.headers());
+        let rpc = rpc_of(request.uri().path());
+        let span = tracing::info_span!(
+            "call",
+            request_id = %id.to_str().unwrap_or_default(),
+            method = rpc.map_or("", |(_, method, _)| *method),
+        );
+        let call = self.inner.call(request);
+        let Some((metrics, rpc)) = super::metrics().zip(rpc) else {
+            return Box::pin(
+                async move {
+                    let mut response = call.await?;
+                    response.headers_mut().insert(REQUEST_ID_HEADER, id);
+                    Ok(response)
+                }
+                .instrument(span),
+            );
+        };
+        Box::pin(
+            CALL_NAMESPACE
+                .scope(RefCell::new(None), async move {
+                    let result = call.await;
+                    let namespace = CALL_NAMESPACE.with(|slot| slot.borrow_mut().take());
+                    let mut response = result?;
+                    response.headers_mut().insert(REQUEST_ID_HEADER, id);
+                    let mut record = Record { metrics, rpc, namespace, started, done: false };
+                    record.time_to_headers();
+                    Ok(match response.headers().get("grpc-status") {
+                        // An error without a body: the status is in the headers.
+                        Some(code) => {
+                            record.count(code_name(
+                                code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2),
+                            ));
+                            response
+                        }
+                        None => response.map(|body| Body::new(Counted { body, record })),
+                    })
+                })
+                .instrument(span),
+        )
+    }
+}
+
+/// One call's measurement, finished when its status is known.
+struct Record {
+    metrics: &'static super::Metrics,
+    rpc: &'static Rpc,
+    namespace: Option<Arc<Namespace>>,
+    started: Instant,
+    done: bool,
+}
+
+impl Record {
+    fn namespace(&self) -> &str {
+        self.namespace.as_deref().map_or("", |namespace| namespace.name.as_str())
+    }
+
+    fn time_to_headers(&self) {
+        let (service, method, _) = self.rpc;
+        self.metrics
+            .request_seconds
+            .with_label_values(&[self.namespace(), service, method])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+
+    fn count(&mut self, code: &str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let (service, method, _) = self.rpc;
+        self.metrics.requests.with_label_values(&[self.namespace(), service, method, code]).inc();
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        // The body was dropped before its trailers: the client went away.
+        self.count("CANCELLED");
+    }
+}
+
+/// A response body that counts its call when the trailers (and so the status) pass.
+struct Counted {
+    body: Body,
+    record: Record,
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = trailers
+                        .get("grpc-status")
+                        .and_then(|code| code.to_str().ok())
+                        .and_then(|code| code.parse().ok())
+                        .unwrap_or(0);
+                    this.record.count(code_name(code));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.record.count("INTERNAL"),
+            Poll::Ready(None) => this.record.count("OK"),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// gRPC's name for a status code number, as the `code` label shows it.
+pub fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}

@@ -1,0 +1,229 @@
+//! What an operator watches: Prometheus metrics, request ids, and the admin HTTP
+//! listener that serves them (`[admin]`). Off unless `[admin]` is configured; then each
+//! call costs a few atomic adds and one label lookup.
+//!
+//! Label values are bounded: namespaces come from the config (a call naming an unknown
+//! namespace is counted under `""`), services and methods from the protos, codes from
+//! gRPC's seventeen; no key, topic or principal is ever a label.
+
+pub mod config;
+pub mod http;
+pub mod layer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use plugin_abi::host::CallObserver;
+use plugin_abi::{ErrorCode, Interface};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::gateway::Gateway;
+
+/// Latency buckets from 100 µs to 10 s, about three per decade.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    in_flight: IntGaugeVec,
+    healthy: IntGaugeVec,
+    pub reloads: IntCounterVec,
+    pub library_loads: IntCounterVec,
+    libraries_mapped: IntGauge,
+    plugin_call_seconds: HistogramVec,
+    backend_errors: IntCounterVec,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The metrics, when recording is on (an `[admin]` listener serves them).
+pub fn metrics() -> Option<&'static Metrics> {
+    if ENABLED.load(Ordering::Relaxed) {
+        METRICS.get()
+    } else {
+        None
+    }
+}
+
+/// Turns recording on for the rest of the process.
+pub fn enable() -> &'static Metrics {
+    let metrics = METRICS.get_or_init(Metrics::new);
+    ENABLED.store(true, Ordering::Relaxed);
+    metrics
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric definition");
+    registry.register(Box::new(counter.clone())).expect("registered once");
+    counter
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let gauge = IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric definition");
+    registry.register(Box::new(gauge.clone())).expect("registered once");
+    gauge
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = counter(
+            &registry,
+            "prism_requests_total",
+            "Prism RPCs finished, by namespace, service, method and gRPC status code",
+            &["namespace", "service", "method", "code"],
+        );
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "prism_request_duration_seconds",
+                "Time from a Prism RPC's arrival to its response headers (for streams: until the stream opened)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["namespace", "service", "method"],
+        )
+        .expect("a valid metric definition");
+        registry.register(Box::new(request_seconds.clone())).expect("registered once");
+        let in_flight = gauge(
+            &registry,
+            "prism_requests_in_flight",
+            "Calls holding a namespace now (open streams included)",
+            &["namespace"],
+        );
+        let healthy = gauge(
+            &registry,
+            "prism_namespace_healthy",
+            "1 when every instance of the namespace answered its last health check serving or degraded",
+            &["namespace"],
+        );
+        let reloads =
+            counter(&registry, "prism_reloads_total", "Config and plugin reloads, by result", &["result"]);
+        let library_loads = counter(
+            &registry,
+            "prism_library_loads_total",
+            "Plugin libraries checked for loading, by configured plugin and result",
+            &["plugin", "result"],
+        );
+        let libraries_mapped = IntGauge::new(
+            "prism_libraries_mapped",
+            "Distinct plugin libraries this process has mapped (never unmapped until exit)",
+        )
+        .expect("a valid metric definition");
+        registry.register(Box::new(libraries_mapped.clone())).expect("registered once");
+        let plugin_call_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "prism_plugin_call_duration_seconds",
+                "Time a plugin took to answer one interface call (stream items excluded)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["plugin", "interface"],
+        )
+        .expect("a valid metric definition");
+        registry.register(Box::new(plugin_call_seconds.clone())).expect("registered once");
+        let backend_errors = counter(
+            &registry,
+            "prism_backend_errors_total",
+            "Interface calls a plugin answered with an error, by configured plugin and error code",
+            &["plugin", "code"],
+        );
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("registered once");
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            in_flight,
+            healthy,
+            reloads,
+            library_loads,
+            libraries_mapped,
+            plugin_call_seconds,
+            backend_errors,
+        }
+    }
+
+    /// The observer for instances of the configured plugin `plugin`: its label values
+    /// resolved once, so a call costs two clock reads and an atomic add.
+    pub fn plugin_calls(&'static self, plugin: &str) -> Arc<dyn CallObserver> {
+        let latency = Interface::ALL
+            .iter()
+            .map(|interface| self.plugin_call_seconds.with_label_values(&[plugin, interface.name()]))
+            .collect();
+        Arc::new(PluginCalls { plugin: plugin.to_owned(), latency, metrics: self })
+    }
+
+    /// The Prometheus text exposition, with the gauges read from `gateway` now.
+    pub fn render(&self, gateway: &Gateway, libraries_mapped: usize) -> String {
+        let routing = gateway.routing();
+        self.in_flight.reset();
+        self.healthy.reset();
+        for namespace in routing.namespaces.values() {
+            self.in_flight.with_label_values(&[namespace.name.as_str()]).set(namespace.in_flight());
+            let serving = namespace.health().status != plugin_abi::HealthStatus::Unhealthy;
+            self.healthy.with_label_values(&[namespace.name.as_str()]).set(i64::from(serving));
+        }
+        self.libraries_mapped.set(i64::try_from(libraries_mapped).unwrap_or(i64::MAX));
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|error| {
+            tracing::error!("cannot encode the metrics: {error}");
+            String::new()
+        })
+    }
+}
+
+struct PluginCalls {
+    plugin: String,
+    /// One per [`Interface::ALL`] entry, in that order.
+    latency: Vec<Histogram>,
+    metrics: &'static Metrics,
+}
+
+impl CallObserver for PluginCalls {
+    fn observed(&self, interface: Interface, elapsed: Duration, error: Option<ErrorCode>) {
+        if let Some(histogram) = Interface::ALL.iter().position(|i| *i == interface).map(|i| &self.latency[i])
+        {
+            histogram.observe(elapsed.as_secs_f64());
+        }
+        if let Some(code) = error {
+            self.metrics
+                .backend_errors
+                .with_label_values(&[self.plugin.as_str(), error_code_name(code)])
+                .inc();
+        }
+    }
+}
+
+fn error_code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::NotFound => "NOT_FOUND",
+        ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+        ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+        ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
+        ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        ErrorCode::Unavailable => "UNAVAILABLE",
+        ErrorCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        ErrorCode::Unimplemented => "UNIMPLEMENTED",
+        ErrorCode::Internal => "INTERNAL",
+        ErrorCode::Aborted => "ABORTED",
+    }
+}
+
+/// Counts a reload by its result (`applied` or `refused`).
+pub fn count_reload(applied: bool) {
+    if let Some(metrics) = metrics() {
+        metrics.reloads.with_label_values(&[if applied { "applied" } else { "refused" }]).inc();
+    }
+}
+
+/// Counts a library a configured plugin asked for, by result (`loaded` or `refused`).
+pub fn count_library_load(plugin: &str, loaded: bool) {
+    if let Some(metrics) = metrics() {
+        metrics.library_loads.with_label_values(&[plugin, if loaded { "loaded" } else { "refused" }]).inc();
+    }
+}

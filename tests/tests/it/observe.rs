@@ -1,0 +1,238 @@
+//! What an operator watches, end to end: `/metrics` counts and times calls by namespace,
+//! method and status; `/healthz` and `/readyz` answer probes (readiness follows a
+//! backend outage); with `[auth]`, the metrics need `admin`; every call gets a request id.
+
+use std::time::{Duration, Instant};
+
+use prism_acceptance::harness::{backends_available, Backend, PrivateRedis, Server};
+use prism_api::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::{Code, Request};
+
+/// One HTTP/1.1 GET: the status code and the body.
+async fn http_get(address: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
+    request += "\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample line that starts with `series` (name and labels exactly).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+const KV_CONFIG: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[plugins.memstore]
+path = "{memstore}"
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+slots.store = { plugin = "memstore", config = { max_keys = 3 } }
+"#;
+
+#[tokio::test]
+async fn metrics_count_and_time_calls_by_namespace_method_and_status() {
+    let server = Server::start(KV_CONFIG);
+    let admin = server.admin_address.clone().expect("the admin listener's address");
+    let mut kv = server.keyvalue().await;
+    for i in 0..3 {
+        let set = SetRequest { key: format!("k{i}"), value: b"v".to_vec().into(), ..Default::default() };
+        kv.set(set).await.unwrap();
+    }
+    for _ in 0..2 {
+        kv.get(GetRequest { key: "k0".into(), ..Default::default() }).await.unwrap();
+    }
+    let unknown = GetRequest { namespace: "nowhere".into(), key: "k".into(), ..Default::default() };
+    assert_eq!(kv.get(unknown).await.unwrap_err().code(), Code::NotFound);
+    let empty_key = GetRequest { key: String::new(), ..Default::default() };
+    assert_eq!(kv.get(empty_key).await.unwrap_err().code(), Code::InvalidArgument);
+    // A fourth key is over memstore's max_keys: the plugin answers with an error.
+    let fourth = SetRequest { key: "k3".into(), value: b"v".to_vec().into(), ..Default::default() };
+    assert_eq!(kv.set(fourth).await.unwrap_err().code(), Code::ResourceExhausted);
+
+    let (status, metrics) = http_get(&admin, "/metrics", &[]).await;
+    assert_eq!(status, 200, "{metrics}");
+    let requests = |namespace: &str, method: &str, code: &str| {
+        sample(
+            &metrics,
+            &format!("prism_requests_total{{code=\"{code}\",method=\"{method}\",namespace=\"{namespace}\",service=\"KeyValueService\"}}"),
+        )
+    };
+    assert_eq!(requests("default", "Set", "OK"), Some(3.0), "{metrics}");
+    assert_eq!(requests("default", "Set", "RESOURCE_EXHAUSTED"), Some(1.0), "{metrics}");
+    assert_eq!(requests("default", "Get", "OK"), Some(2.0), "{metrics}");
+    assert_eq!(requests("default", "Get", "INVALID_ARGUMENT"), Some(1.0), "{metrics}");
+    // A namespace that is not configured is never a label value.
+    assert_eq!(requests("", "Get", "NOT_FOUND"), Some(1.0), "{metrics}");
+    assert!(!metrics.contains("nowhere"), "{metrics}");
+    let latency = |le: &str| {
+        sample(
+            &metrics,
+            &format!("prism_request_duration_seconds_bucket{{method=\"Set\",namespace=\"default\",service=\"KeyValueService\",le=\"{le}\"}}"),
+        )
+    };
+    assert_eq!(latency("+Inf"), Some(4.0), "every Set is timed, the refused one too: {metrics}");
+    assert!(latency("0.0001").is_some() && latency("10").is_some(), "buckets from 100 µs to 10 s: {metrics}");
+    assert_eq!(sample(&metrics, "prism_namespace_healthy{namespace=\"default\"}"), Some(1.0));
+    assert_eq!(sample(&metrics, "prism_requests_in_flight{namespace=\"default\"}"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "prism_library_loads_total{plugin=\"memstore\",result=\"loaded\"}"),
+        Some(1.0)
+    );
+    // Plugin calls: 4 Sets and 2 Gets reached memstore (the refused Gets never did).
+    let plugin_calls: f64 = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("prism_plugin_call_duration_seconds_count{")
+                && line.contains("plugin=\"memstore\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(plugin_calls, 6.0, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "prism_backend_errors_total{code=\"RESOURCE_EXHAUSTED\",plugin=\"memstore\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "process_resident_memory_bytes").is_some_and(|bytes| bytes > 1e6), "{metrics}");
+    assert!(sample(&metrics, "process_open_fds").is_some_and(|fds| fds > 3.0), "{metrics}");
+
+    // A reload is counted by its result.
+    let mut admin_api = server.admin().await;
+    admin_api.reload(ReloadRequest {}).await.unwrap();
+    let (_, metrics) = http_get(&admin, "/metrics", &[]).await;
+    assert_eq!(sample(&metrics, "prism_reloads_total{result=\"applied\"}"), Some(1.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn every_call_carries_a_request_id_the_client_sent_or_a_new_one() {
+    let server = Server::start(KV_CONFIG);
+    let mut kv = server.keyvalue().await;
+    let mut request = Request::new(GetRequest { key: "k".into(), ..Default::default() });
+    request.metadata_mut().insert("x-request-id", "order-4711-retry-2".parse().unwrap());
+    let response = kv.get(request).await.unwrap();
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "order-4711-retry-2");
+
+    let response = kv.get(GetRequest { key: "k".into(), ..Default::default() }).await.unwrap();
+    let generated = response.metadata().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 32, "{generated}");
+    assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()), "{generated}");
+    let again = kv.get(GetRequest { key: "k".into(), ..Default::default() }).await.unwrap();
+    assert_ne!(again.metadata().get("x-request-id").unwrap(), generated.as_str(), "a new id per call");
+
+    // An error carries it too, in the status' metadata.
+    let mut request = Request::new(GetRequest { key: String::new(), ..Default::default() });
+    request.metadata_mut().insert("x-request-id", "bad-key-call".parse().unwrap());
+    let status = kv.get(request).await.unwrap_err();
+    assert_eq!(status.metadata().get("x-request-id").unwrap(), "bad-key-call");
+}
+
+#[tokio::test]
+async fn readyz_follows_a_backend_outage_and_healthz_stays_up() {
+    // The private server needs redis-server, which comes with the shared one.
+    if !backends_available(&[Backend::Redis]) {
+        return;
+    }
+    let mut redis = PrivateRedis::start();
+    let server = Server::start(&format!(
+        r#"
+[server]
+health_interval_ms = 200
+
+[admin]
+listen = "127.0.0.1:0"
+
+[plugins.redis]
+path = "{{redis}}"
+
+[[namespaces]]
+name = "cache"
+pattern = "keyvalue"
+slots.store = {{ plugin = "redis", config = {{ url = "{}" }} }}
+"#,
+        redis.url()
+    ));
+    let admin = server.admin_address.clone().unwrap();
+    assert_eq!(http_get(&admin, "/readyz", &[]).await, (200, "ready: 1 namespaces serving\n".to_owned()));
+    redis.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = http_get(&admin, "/readyz", &[]).await;
+        if status != 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, "not ready: 1 of 1 namespaces not serving: cache\n");
+    assert_eq!(http_get(&admin, "/healthz", &[]).await, (200, "ok\n".to_owned()));
+    let (_, metrics) = http_get(&admin, "/metrics", &[]).await;
+    assert_eq!(sample(&metrics, "prism_namespace_healthy{namespace=\"cache\"}"), Some(0.0), "{metrics}");
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&admin, "/readyz", &[]).await.0 != 200 {
+        assert!(Instant::now() < deadline, "ready again once Redis is back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_auth_the_metrics_need_admin_and_the_probes_stay_open() {
+    use sha2::Digest;
+    let hash = |key: &str| hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    let server = Server::start(&format!(
+        r#"
+[auth]
+[[auth.api_keys]]
+name = "scraper"
+sha256 = "{}"
+[[auth.api_keys]]
+name = "app"
+sha256 = "{}"
+[[auth.rules]]
+principals = ["api_key:scraper"]
+namespaces = ["*"]
+permissions = ["admin"]
+[[auth.rules]]
+principals = ["api_key:app"]
+namespaces = ["default"]
+permissions = ["read", "write"]
+{KV_CONFIG}"#,
+        hash("scraper-key"),
+        hash("app-key")
+    ));
+    let admin = server.admin_address.clone().unwrap();
+    let (status, body) = http_get(&admin, "/metrics", &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no credentials"), "{body}");
+    let (status, body) = http_get(&admin, "/metrics", &[("x-api-key", "app-key")]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("api_key:app may not read the metrics"), "{body}");
+    let (status, body) = http_get(&admin, "/metrics", &[("authorization", "Bearer wrong-key")]).await;
+    assert_eq!(status, 401, "{body}");
+    // Prometheus sends its credential as a bearer token.
+    let (status, body) = http_get(&admin, "/metrics", &[("authorization", "Bearer scraper-key")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("prism_library_loads_total"), "{body}");
+    assert_eq!(http_get(&admin, "/healthz", &[]).await.0, 200);
+    // Probes answer anyone and name no namespace.
+    assert_eq!(http_get(&admin, "/readyz", &[]).await, (200, "ready: 1 namespaces serving\n".to_owned()));
+}
+
