@@ -21,6 +21,10 @@ use prism_host::commands;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per
+    /// line, with the call's request id) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PRISM_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -178,16 +182,24 @@ enum AuthCommand {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG").unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(|| prism_host::secrets::RedactingWriter(std::io::stderr()))
+        .with_writer(|| prism_host::secrets::RedactingWriter(std::io::stderr()));
+    match cli.log_format {
         // Colour codes only for a person at a terminal, not in files and log collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => commands::serve(&args.config, args.listen, !args.no_watch),
         Command::Validate { file } => commands::validate(&file),

@@ -236,3 +236,48 @@ permissions = ["read", "write"]
     assert_eq!(http_get(&admin, "/readyz", &[]).await, (200, "ready: 1 namespaces serving\n".to_owned()));
 }
 
+#[tokio::test]
+async fn json_logs_carry_the_request_id_of_the_call_they_belong_to() {
+    use sha2::Digest;
+    let server = Server::start_with(
+        &format!(
+            r#"
+[auth]
+[[auth.api_keys]]
+name = "reader"
+sha256 = "{}"
+[[auth.rules]]
+principals = ["api_key:reader"]
+namespaces = ["default"]
+permissions = ["read"]
+{KV_CONFIG}"#,
+            hex::encode(sha2::Sha256::digest(b"reader-key"))
+        ),
+        &["--log-format", "json"],
+    );
+    let mut kv = server.keyvalue().await;
+    let mut request =
+        Request::new(SetRequest { key: "k".into(), value: b"v".to_vec().into(), ..Default::default() });
+    request.metadata_mut().insert("x-api-key", "reader-key".parse().unwrap());
+    request.metadata_mut().insert("x-request-id", "trace-me-7".parse().unwrap());
+    assert_eq!(kv.set(request).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // The denial's audit line is a JSON object inside the call's span.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let logs = server.stderr();
+        if let Some(line) = logs.lines().find(|line| line.contains("\"decision\":\"deny\"")) {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no audit line in: {logs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let object: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(object["target"], "prism::audit", "{line}");
+    assert_eq!(object["span"]["request_id"], "trace-me-7", "{line}");
+    assert_eq!(object["span"]["method"], "Set", "{line}");
+    assert_eq!(object["fields"]["namespace"], "default", "{line}");
+    for line in server.stderr().lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}
