@@ -538,3 +538,74 @@ pub fn security() -> Result<(), String> {
     drop(gateways);
     Ok(())
 }
+
+/// KV Get through two gateways that differ only in `[admin]`: metrics recorded (and
+/// scraped once a second, as a Prometheus would, more often) vs off.
+pub fn metrics() -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--release", "--workspace"]);
+    run(build)?;
+    let dir = workspace_root().join("target/bench/metrics");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let memstore = release_binary("libprism_memstore.so");
+    let namespace = format!(
+        "[plugins.memstore]\npath = \"{}\"\n\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n",
+        memstore.display()
+    );
+    const ADMIN: &str = "127.0.0.1:18982";
+    let off = format!("[server]\nlisten = \"{BASELINE}\"\n\n{namespace}");
+    let on = format!("[server]\nlisten = \"{GATEWAY}\"\n\n[admin]\nlisten = \"{ADMIN}\"\n\n{namespace}");
+    let mut gateways = Vec::new();
+    for (name, config) in [("off.toml", off), ("on.toml", on)] {
+        let path = dir.join(name);
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        let mut gateway = Command::new(release_binary("prism"));
+        gateway.args(["serve", "--no-watch", "--config"]).arg(&path).env("PRISM_LOG", "warn");
+        gateways.push(Background::start(gateway, "serving on")?);
+    }
+    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scraper = {
+        let scraping = scraping.clone();
+        std::thread::spawn(move || {
+            let mut scrapes = 0u64;
+            while scraping.load(std::sync::atomic::Ordering::Relaxed) {
+                if scrape(ADMIN).is_ok() {
+                    scrapes += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            scrapes
+        })
+    };
+    println!("\n## prism-load compare: Get, 64 in flight over 4 connections, 5 s x {ROUNDS} rounds; baseline = metrics off, target = metrics on (scraped every second)");
+    let result = prism_load(&[
+        "compare",
+        "--target",
+        &format!("http://{GATEWAY}"),
+        "--baseline",
+        &format!("http://{BASELINE}"),
+        "--rounds",
+        ROUNDS_ARG,
+        "--workload",
+        "get",
+        "--duration",
+        "5s",
+        "--warmup",
+        "1s",
+    ]);
+    scraping.store(false, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = scraper.join().unwrap_or(0);
+    println!("scrapes of /metrics during the run: {scrapes}");
+    drop(gateways);
+    result
+}
+
+/// One GET /metrics; the body's length.
+fn scrape(address: &str) -> std::io::Result<usize> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    write!(stream, "GET /metrics HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n")?;
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body)?;
+    Ok(body.len())
+}
