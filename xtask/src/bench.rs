@@ -109,6 +109,33 @@ fn h2load(address: &str, body: &PathBuf, pid: u32) -> Result<(f64, f64), String>
     Ok((rps, cpu * 1e6 / 400_000.0))
 }
 
+/// h2load against `baseline` and `target` (address, server pid) in alternating rounds:
+/// each round's throughput ratio and server CPU per request, and the median ratio.
+fn h2load_alternating(baseline: (&str, u32), target: (&str, u32), target_name: &str) -> Result<(), String> {
+    if Command::new("h2load").arg("--version").output().is_err() {
+        println!("\nh2load not found: install Debian's nghttp2-client for the independent load figures");
+        return Ok(());
+    }
+    let body = get_body()?;
+    println!("\n## h2load -n 400000 -c 8 -m 16 -t 1, unary Get, {ROUNDS} alternating rounds");
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        println!("  round {round}, baseline ({}):", baseline.0);
+        let (base_rps, base_cpu) = h2load(baseline.0, &body, baseline.1)?;
+        println!("  round {round}, {target_name} ({}):", target.0);
+        let (target_rps, target_cpu) = h2load(target.0, &body, target.1)?;
+        println!(
+            "  round {round}: baseline {base_rps:.0} req/s ({base_cpu:.2} µs server CPU/req), \
+             {target_name} {target_rps:.0} req/s ({target_cpu:.2} µs server CPU/req), ratio {:.3}",
+            target_rps / base_rps
+        );
+        ratios.push(target_rps / base_rps);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("  median h2load throughput ratio ({target_name} / baseline): {:.3}", ratios[ratios.len() / 2]);
+    Ok(())
+}
+
 /// The backend a benchmark puts behind both the gateway and the baseline.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -276,27 +303,7 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
         ])?;
     }
 
-    if Command::new("h2load").arg("--version").output().is_ok() {
-        let body = get_body()?;
-        println!("\n## h2load -n 400000 -c 8 -m 16 -t 1, unary Get, {ROUNDS} alternating rounds");
-        let mut ratios = Vec::new();
-        for round in 1..=ROUNDS {
-            println!("  round {round}, baseline ({BASELINE}):");
-            let (base_rps, base_cpu) = h2load(BASELINE, &body, baseline.pid())?;
-            println!("  round {round}, gateway ({GATEWAY}):");
-            let (gateway_rps, gateway_cpu) = h2load(GATEWAY, &body, gateway.pid())?;
-            println!(
-                "  round {round}: baseline {base_rps:.0} req/s ({base_cpu:.2} µs server CPU/req), \
-                 gateway {gateway_rps:.0} req/s ({gateway_cpu:.2} µs server CPU/req), ratio {:.3}",
-                gateway_rps / base_rps
-            );
-            ratios.push(gateway_rps / base_rps);
-        }
-        ratios.sort_by(f64::total_cmp);
-        println!("  median h2load throughput ratio (gateway / baseline): {:.3}", ratios[ratios.len() / 2]);
-    } else {
-        println!("\nh2load not found: install Debian's nghttp2-client for the independent load figures");
-    }
+    h2load_alternating((BASELINE, baseline.pid()), (GATEWAY, gateway.pid()), "gateway")?;
     Ok(())
 }
 
@@ -593,6 +600,9 @@ pub fn metrics() -> Result<(), String> {
         "--warmup",
         "1s",
     ]);
+    let result = result.and_then(|()| {
+        h2load_alternating((BASELINE, gateways[0].pid()), (GATEWAY, gateways[1].pid()), "metrics on")
+    });
     scraping.store(false, std::sync::atomic::Ordering::Relaxed);
     let scrapes = scraper.join().unwrap_or(0);
     println!("scrapes of /metrics during the run: {scrapes}");
