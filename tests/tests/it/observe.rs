@@ -193,31 +193,27 @@ slots.store = {{ plugin = "redis", config = {{ url = "{}" }} }}
     }
 }
 
+/// An `[auth]` section with one API key per `(name, key, namespaces, permissions)`.
+fn api_keys_config(keys: &[(&str, &str, &str, &str)]) -> String {
+    use sha2::Digest;
+    let mut config = "[auth]\n".to_owned();
+    for (name, key, namespaces, permissions) in keys {
+        config += &format!(
+            "[[auth.api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\n\
+             [[auth.rules]]\nprincipals = [\"api_key:{name}\"]\nnamespaces = [{namespaces}]\npermissions = [{permissions}]\n",
+            hex::encode(sha2::Sha256::digest(key.as_bytes()))
+        );
+    }
+    config
+}
+
 #[tokio::test]
 async fn with_auth_the_metrics_need_admin_and_the_probes_stay_open() {
-    use sha2::Digest;
-    let hash = |key: &str| hex::encode(sha2::Sha256::digest(key.as_bytes()));
-    let server = Server::start(&format!(
-        r#"
-[auth]
-[[auth.api_keys]]
-name = "scraper"
-sha256 = "{}"
-[[auth.api_keys]]
-name = "app"
-sha256 = "{}"
-[[auth.rules]]
-principals = ["api_key:scraper"]
-namespaces = ["*"]
-permissions = ["admin"]
-[[auth.rules]]
-principals = ["api_key:app"]
-namespaces = ["default"]
-permissions = ["read", "write"]
-{KV_CONFIG}"#,
-        hash("scraper-key"),
-        hash("app-key")
-    ));
+    let auth = api_keys_config(&[
+        ("scraper", "scraper-key", "\"*\"", "\"admin\""),
+        ("app", "app-key", "\"default\"", "\"read\", \"write\""),
+    ]);
+    let server = Server::start(&format!("{auth}{KV_CONFIG}"));
     let admin = server.admin_address.clone().unwrap();
     let (status, body) = http_get(&admin, "/metrics", &[]).await;
     assert_eq!(status, 401, "{body}");
@@ -238,23 +234,8 @@ permissions = ["read", "write"]
 
 #[tokio::test]
 async fn json_logs_carry_the_request_id_of_the_call_they_belong_to() {
-    use sha2::Digest;
-    let server = Server::start_with(
-        &format!(
-            r#"
-[auth]
-[[auth.api_keys]]
-name = "reader"
-sha256 = "{}"
-[[auth.rules]]
-principals = ["api_key:reader"]
-namespaces = ["default"]
-permissions = ["read"]
-{KV_CONFIG}"#,
-            hex::encode(sha2::Sha256::digest(b"reader-key"))
-        ),
-        &["--log-format", "json"],
-    );
+    let auth = api_keys_config(&[("reader", "reader-key", "\"default\"", "\"read\"")]);
+    let server = Server::start_with(&format!("{auth}{KV_CONFIG}"), &["--log-format", "json"]);
     let mut kv = server.keyvalue().await;
     let mut request =
         Request::new(SetRequest { key: "k".into(), value: b"v".to_vec().into(), ..Default::default() });
