@@ -136,6 +136,30 @@ fn h2load_alternating(baseline: (&str, u32), target: (&str, u32), target_name: &
     Ok(())
 }
 
+/// A `default` keyvalue namespace on the release memstore plugin.
+fn memstore_namespace() -> String {
+    format!(
+        "[plugins.memstore]\npath = \"{}\"\n\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n",
+        release_binary("libprism_memstore.so").display()
+    )
+}
+
+/// Writes each `(file name, config)` into `dir` and starts a release gateway on it.
+fn start_gateways<const N: usize>(
+    dir: &std::path::Path,
+    configs: [(&str, String); N],
+) -> Result<Vec<Background>, String> {
+    let mut gateways = Vec::new();
+    for (name, config) in configs {
+        let path = dir.join(name);
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        let mut gateway = Command::new(release_binary("prism"));
+        gateway.args(["serve", "--no-watch", "--config"]).arg(&path).env("PRISM_LOG", "warn");
+        gateways.push(Background::start(gateway, "serving on")?);
+    }
+    Ok(gateways)
+}
+
 /// The backend a benchmark puts behind both the gateway and the baseline.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -471,25 +495,14 @@ pub fn security() -> Result<(), String> {
     material.arg("-c").arg(SECURITY_MATERIAL).current_dir(&dir);
     run(material)?;
     let token = std::fs::read_to_string(dir.join("token")).map_err(|e| e.to_string())?;
-    let memstore = release_binary("libprism_memstore.so");
-    let namespace = format!(
-        "[plugins.memstore]\npath = \"{}\"\n\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n",
-        memstore.display()
-    );
+    let namespace = memstore_namespace();
     let plain = format!("[server]\nlisten = \"{BASELINE}\"\n\n{namespace}");
     let secure = format!(
         "[server]\nlisten = \"{GATEWAY}\"\n\n[server.tls]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\n\n\
          [auth.jwt]\njwks_file = \"jwks.json\"\nissuer = \"https://issuer.bench\"\naudience = \"prism\"\n\n\
          [[auth.rules]]\nprincipals = [\"group:ops\"]\nnamespaces = [\"*\"]\npermissions = [\"read\", \"write\"]\n\n{namespace}"
     );
-    let mut gateways = Vec::new();
-    for (name, config) in [("plain.toml", plain), ("secure.toml", secure)] {
-        let path = dir.join(name);
-        std::fs::write(&path, config).map_err(|e| e.to_string())?;
-        let mut gateway = Command::new(release_binary("prism"));
-        gateway.args(["serve", "--no-watch", "--config"]).arg(&path).env("PRISM_LOG", "warn");
-        gateways.push(Background::start(gateway, "serving on")?);
-    }
+    let gateways = start_gateways(&dir, [("plain.toml", plain), ("secure.toml", secure)])?;
     let port = GATEWAY.rsplit(':').next().expect("a port");
     let secure_url = format!("https://localhost:{port}");
     let plain_url = format!("http://{BASELINE}");
@@ -554,22 +567,11 @@ pub fn metrics() -> Result<(), String> {
     run(build)?;
     let dir = workspace_root().join("target/bench/metrics");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let memstore = release_binary("libprism_memstore.so");
-    let namespace = format!(
-        "[plugins.memstore]\npath = \"{}\"\n\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n",
-        memstore.display()
-    );
+    let namespace = memstore_namespace();
     const ADMIN: &str = "127.0.0.1:18982";
     let off = format!("[server]\nlisten = \"{BASELINE}\"\n\n{namespace}");
     let on = format!("[server]\nlisten = \"{GATEWAY}\"\n\n[admin]\nlisten = \"{ADMIN}\"\n\n{namespace}");
-    let mut gateways = Vec::new();
-    for (name, config) in [("off.toml", off), ("on.toml", on)] {
-        let path = dir.join(name);
-        std::fs::write(&path, config).map_err(|e| e.to_string())?;
-        let mut gateway = Command::new(release_binary("prism"));
-        gateway.args(["serve", "--no-watch", "--config"]).arg(&path).env("PRISM_LOG", "warn");
-        gateways.push(Background::start(gateway, "serving on")?);
-    }
+    let gateways = start_gateways(&dir, [("off.toml", off), ("on.toml", on)])?;
     let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let scraper = {
         let scraping = scraping.clone();
