@@ -106,10 +106,14 @@ pub type Rpc = (&'static str, &'static str, Permission);
 /// Reflection, when it is closed to anonymous callers: any authenticated caller may use it.
 pub const REFLECTION: Rpc = ("ServerReflection", "ServerReflectionInfo", Permission::Read);
 
-/// The row of a gRPC path (`/prism.v1.KeyValueService/Get`), if it is a Prism RPC.
+/// The row of a gRPC path (`/prism.v1.KeyValueService/Get`), if it is a Prism RPC: one
+/// hash lookup, since the auth and observe layers both ask on every call.
 pub fn rpc_of(path: &str) -> Option<&'static Rpc> {
-    let (service, method) = path.strip_prefix("/prism.v1.")?.split_once('/')?;
-    METHODS.iter().find(|(s, m, _)| *s == service && *m == method)
+    static BY_PATH: std::sync::LazyLock<std::collections::HashMap<String, &'static Rpc>> =
+        std::sync::LazyLock::new(|| {
+            METHODS.iter().map(|rpc| (format!("/prism.v1.{}/{}", rpc.0, rpc.1), rpc)).collect()
+        });
+    BY_PATH.get(path).copied()
 }
 
 #[cfg(test)]
