@@ -22,8 +22,9 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// Most items one batch request may carry.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
-pub fn plugin_status(error: PluginError) -> Status {
-    let code = match error.code() {
+/// The gRPC status code a plugin error code becomes.
+pub fn grpc_code(code: ErrorCode) -> Code {
+    match code {
         ErrorCode::NotFound => Code::NotFound,
         ErrorCode::InvalidArgument => Code::InvalidArgument,
         ErrorCode::AlreadyExists => Code::AlreadyExists,
@@ -34,7 +35,11 @@ pub fn plugin_status(error: PluginError) -> Status {
         ErrorCode::Unimplemented => Code::Unimplemented,
         ErrorCode::Internal => Code::Internal,
         ErrorCode::Aborted => Code::Aborted,
-    };
+    }
+}
+
+pub fn plugin_status(error: PluginError) -> Status {
+    let code = grpc_code(error.code());
     // Drivers tend to echo connection strings, which may carry a password.
     let mut status = Status::new(code, crate::secrets::redact(error.message()).into_owned());
     // The plugin's word on whether the same call may succeed if repeated.
