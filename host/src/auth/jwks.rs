@@ -135,7 +135,6 @@ impl KeySource {
         match self {
             KeySource::File(file) => Some(find(&file.keys.read().unwrap_or_else(|e| e.into_inner()).0)),
             KeySource::Remote(remote) => {
-                remote.start();
                 remote.keys.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(find)
             }
         }
