@@ -75,6 +75,28 @@ pub fn run_prism(args: &[&str]) -> (i32, String, String) {
 }
 
 /// A running `prism serve` on a free loopback port, killed when dropped.
+/// `config` with each `{memstore}`, `{redis}`, `{kafka}`, … placeholder replaced by the
+/// path of that plugin library.
+pub fn with_plugin_paths(config: &str) -> String {
+    let mut config = config.to_owned();
+    for (placeholder, library) in [
+        ("{memstore}", "prism_memstore"),
+        ("{panicking}", "prism_fixture_panicking"),
+        ("{abi_1_0}", "prism_fixture_abi_1_0"),
+        ("{abi_next}", "prism_fixture_abi_next"),
+        ("{exclusive}", "prism_fixture_exclusive"),
+        ("{redis}", "prism_redis"),
+        ("{postgres}", "prism_postgres"),
+        ("{nats}", "prism_nats"),
+        ("{kafka}", "prism_kafka"),
+    ] {
+        if config.contains(placeholder) {
+            config = config.replace(placeholder, &plugin_library(library).display().to_string());
+        }
+    }
+    config
+}
+
 pub struct Server {
     child: Child,
     pub address: String,
@@ -99,22 +121,7 @@ impl Server {
     /// Like `start_with`, with extra environment variables for the server.
     pub fn start_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = config.to_owned();
-        for (placeholder, library) in [
-            ("{memstore}", "prism_memstore"),
-            ("{panicking}", "prism_fixture_panicking"),
-            ("{abi_1_0}", "prism_fixture_abi_1_0"),
-            ("{abi_next}", "prism_fixture_abi_next"),
-            ("{exclusive}", "prism_fixture_exclusive"),
-            ("{redis}", "prism_redis"),
-            ("{postgres}", "prism_postgres"),
-            ("{nats}", "prism_nats"),
-            ("{kafka}", "prism_kafka"),
-        ] {
-            if config.contains(placeholder) {
-                config = config.replace(placeholder, &plugin_library(library).display().to_string());
-            }
-        }
+        let config = with_plugin_paths(config);
         let config_path = dir.path().join("plugins.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr_log = dir.path().join("stderr.log");

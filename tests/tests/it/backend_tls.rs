@@ -59,27 +59,27 @@ fn tls_redis(ca: &Ca) -> TestServer {
     TestServer::listening(child, port, dir, "redis-server")
 }
 
-fn redis_namespace(config: &str) -> String {
+/// A `default` keyvalue namespace on `plugin` with the slot config `config` (inline TOML).
+fn keyvalue_namespace(plugin: &str, config: &str) -> String {
     format!(
         r#"
-[plugins.redis]
-path = "{{redis}}"
+[plugins.{plugin}]
+path = "{{{plugin}}}"
 
 [[namespaces]]
 name = "default"
 pattern = "keyvalue"
-slots.store = {{ plugin = "redis", config = {config} }}
+slots.store = {{ plugin = "{plugin}", config = {config} }}
 "#
     )
 }
 
-/// Why `config` is refused: `prism validate`'s errors, or if it validates, those of a
-/// `prism serve` that could not start.
+/// Why `config` (with plugin placeholders) is refused: `prism validate`'s errors, or if it
+/// validates, those of a `prism serve` that could not start.
 fn refusal(config: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plugins.toml");
-    let library = prism_acceptance::harness::plugin_library("prism_redis");
-    std::fs::write(&path, config.replace("{redis}", &library.display().to_string())).unwrap();
+    std::fs::write(&path, prism_acceptance::harness::with_plugin_paths(config)).unwrap();
     let prism = prism_acceptance::harness::prism_binary();
     let validate = Command::new(&prism).arg("validate").arg(&path).output().unwrap();
     if !validate.status.success() {
@@ -102,11 +102,14 @@ async fn redis_over_tls_verifies_the_server_against_the_configured_ca() {
     let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, ca.pem()).unwrap();
 
-    let config = redis_namespace(&format!(
-        "{{ url = \"rediss://localhost:{}/0\", tls_ca_file = \"{}\", key_prefix = \"tls-e2e:\" }}",
-        redis.port,
-        ca_file.display()
-    ));
+    let config = keyvalue_namespace(
+        "redis",
+        &format!(
+            "{{ url = \"rediss://localhost:{}/0\", tls_ca_file = \"{}\", key_prefix = \"tls-e2e:\" }}",
+            redis.port,
+            ca_file.display()
+        ),
+    );
     let server = Server::start(&config);
     let mut kv = server.keyvalue().await;
     kv.set(SetRequest { key: "k".into(), value: b"over tls".to_vec().into(), ..Default::default() })
@@ -117,17 +120,23 @@ async fn redis_over_tls_verifies_the_server_against_the_configured_ca() {
     drop(server);
 
     // A server whose certificate the trust store does not know is refused at start.
-    let untrusted =
-        refusal(&redis_namespace(&format!("{{ url = \"rediss://localhost:{}/0\" }}", redis.port)));
+    let untrusted = refusal(&keyvalue_namespace(
+        "redis",
+        &format!("{{ url = \"rediss://localhost:{}/0\" }}", redis.port),
+    ));
     assert!(untrusted.contains("cannot connect to rediss://localhost"), "{untrusted}");
     // Plaintext to the TLS port fails too, and TLS settings on a redis:// url are refused.
-    let plaintext = refusal(&redis_namespace(&format!("{{ url = \"redis://127.0.0.1:{}/0\" }}", redis.port)));
+    let plaintext =
+        refusal(&keyvalue_namespace("redis", &format!("{{ url = \"redis://127.0.0.1:{}/0\" }}", redis.port)));
     assert!(plaintext.contains("cannot connect"), "{plaintext}");
-    let mixed = refusal(&redis_namespace(&format!(
-        "{{ url = \"redis://127.0.0.1:{}/0\", tls_ca_file = \"{}\" }}",
-        redis.port,
-        ca_file.display()
-    )));
+    let mixed = refusal(&keyvalue_namespace(
+        "redis",
+        &format!(
+            "{{ url = \"redis://127.0.0.1:{}/0\", tls_ca_file = \"{}\" }}",
+            redis.port,
+            ca_file.display()
+        ),
+    ));
     assert!(mixed.contains("need a rediss:// url"), "{mixed}");
 }
 
@@ -189,20 +198,6 @@ fn tls_postgres(ca: &Ca) -> TestServer {
     TestServer::listening(child, port, dir, "postgres")
 }
 
-fn postgres_namespace(url: &str) -> String {
-    format!(
-        r#"
-[plugins.postgres]
-path = "{{postgres}}"
-
-[[namespaces]]
-name = "default"
-pattern = "keyvalue"
-slots.store = {{ plugin = "postgres", config = {{ url = "{url}" }} }}
-"#
-    )
-}
-
 #[tokio::test]
 async fn postgres_over_tls_with_verify_full() {
     let ca = Ca::new("PostgreSQL test CA");
@@ -215,7 +210,7 @@ async fn postgres_over_tls_with_verify_full() {
         postgres.port,
         ca_file.display()
     );
-    let server = Server::start(&postgres_namespace(&url));
+    let server = Server::start(&keyvalue_namespace("postgres", &format!("{{ url = \"{url}\" }}")));
     let mut kv = server.keyvalue().await;
     kv.set(SetRequest { key: "k".into(), value: b"over tls".to_vec().into(), ..Default::default() })
         .await
@@ -226,7 +221,6 @@ async fn postgres_over_tls_with_verify_full() {
 
     // The server takes only TLS: plaintext is refused, and so is a server the system's
     // trust store cannot verify.
-    let library = prism_acceptance::harness::plugin_library("prism_postgres").display().to_string();
     for (case, url, expected) in [
         ("plaintext", format!("postgres://postgres@127.0.0.1:{}/postgres", postgres.port), "no encryption"),
         (
@@ -235,7 +229,7 @@ async fn postgres_over_tls_with_verify_full() {
             "certificate",
         ),
     ] {
-        let why = refusal(&postgres_namespace(&url).replace("{postgres}", &library));
+        let why = refusal(&keyvalue_namespace("postgres", &format!("{{ url = \"{url}\" }}")));
         assert!(why.to_lowercase().contains(expected), "{case}: {why}");
     }
 }
@@ -304,9 +298,7 @@ slots.broker = {{ plugin = "nats", config = {{ url = "tls://localhost:{}", tls_c
     drop(server);
 
     // Without the CA, the server's certificate is not trusted and the gateway does not start.
-    let library = prism_acceptance::harness::plugin_library("prism_nats").display().to_string();
-    let untrusted =
-        config.replace(&format!(", tls_ca_file = \"{}\"", ca_file.display()), "").replace("{nats}", &library);
+    let untrusted = config.replace(&format!(", tls_ca_file = \"{}\"", ca_file.display()), "");
     let why = refusal(&untrusted);
     assert!(why.contains("cannot connect to tls://localhost"), "{why}");
 }
@@ -443,12 +435,11 @@ config = {{ brokers = "localhost:{}", partitions = 1, request_timeout_ms = 3000,
     drop(server);
 
     // Plaintext to the TLS port, or TLS without the CA: the gateway does not start, saying why.
-    let library = prism_acceptance::harness::plugin_library("prism_kafka").display().to_string();
     for (properties, why) in [
         (String::new(), "cannot reach brokers localhost:"),
         ("\"security.protocol\" = \"ssl\"".to_owned(), "certificate verify failed"),
     ] {
-        let refused = refusal(&config(&properties).replace("{kafka}", &library));
+        let refused = refusal(&config(&properties));
         assert!(refused.contains(why), "{refused}");
     }
 }

@@ -35,9 +35,7 @@ fn patterns_lists_slots_and_interfaces() {
 fn validate(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plugins.toml");
-    let config = config
-        .replace("{memstore}", &plugin_library("prism_memstore").display().to_string())
-        .replace("{panicking}", &plugin_library("prism_fixture_panicking").display().to_string())
+    let config = prism_acceptance::harness::with_plugin_paths(config)
         .replace("{old}", &plugin_library("prism_fixture_incompatible_abi").display().to_string());
     std::fs::write(&path, config).unwrap();
     let (code, stdout, stderr) = run_prism(&["validate", &path.display().to_string()]);

@@ -34,11 +34,7 @@ slots.store = {{ plugin = "postgres", config = {{ url = "postgres://postgres:${{
         password_file.display()
     );
     let config_path = dir.path().join("plugins.toml");
-    std::fs::write(
-        &config_path,
-        config.replace("{postgres}", &plugin_library("prism_postgres").display().to_string()),
-    )
-    .unwrap();
+    std::fs::write(&config_path, prism_acceptance::harness::with_plugin_paths(&config)).unwrap();
 
     let (code, stdout, stderr) = run_prism(&["validate", config_path.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");

@@ -220,8 +220,7 @@ fn plaintext_is_warned_about_on_a_non_loopback_address_only() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("plugins.toml");
-    let library = prism_acceptance::harness::plugin_library("prism_memstore");
-    std::fs::write(&config, MEMSTORE_DEFAULT.replace("{memstore}", &library.display().to_string())).unwrap();
+    std::fs::write(&config, prism_acceptance::harness::with_plugin_paths(MEMSTORE_DEFAULT)).unwrap();
     let log = dir.path().join("stderr.log");
     let mut child = std::process::Command::new(prism_acceptance::harness::prism_binary())
         .args(["serve", "--no-watch", "--listen", "0.0.0.0:0", "--config"])
