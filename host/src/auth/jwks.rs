@@ -269,13 +269,18 @@ impl RemoteKeys {
 
     /// How long to wait before the next background fetch.
     async fn next_delay(&self) -> Duration {
-        let failures = self.fetches.lock().await.failures_in_a_row;
-        if failures == 0 {
-            return self.refresh_every;
-        }
-        let backoff = Duration::from_secs(1u64 << (failures - 1).min(16));
-        backoff.min(MAX_BACKOFF).min(self.refresh_every)
+        next_fetch_in(self.fetches.lock().await.failures_in_a_row, self.refresh_every)
     }
+}
+
+/// The wait before the next fetch: `refresh_every` after a success; after failures 1 s,
+/// 2 s, 4 s … up to [`MAX_BACKOFF`], never longer than `refresh_every`.
+fn next_fetch_in(failures_in_a_row: u32, refresh_every: Duration) -> Duration {
+    if failures_in_a_row == 0 {
+        return refresh_every;
+    }
+    let backoff = Duration::from_secs(1u64 << (failures_in_a_row - 1).min(16));
+    backoff.min(MAX_BACKOFF).min(refresh_every)
 }
 
 /// Fetches now, then again every `refresh_every` (sooner after failures), for as long
@@ -311,4 +316,19 @@ fn read_key_set(file: &Path) -> Result<(JwkSet, Option<SystemTime>), String> {
         return Err(format!("{} holds no keys", file.display()));
     }
     Ok((set, modified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_fetch_in;
+    use std::time::Duration;
+
+    #[test]
+    fn failed_fetches_back_off_to_five_minutes_and_never_past_the_refresh_interval() {
+        let hour = Duration::from_secs(3600);
+        let waits: Vec<u64> = (0..12).map(|failures| next_fetch_in(failures, hour).as_secs()).collect();
+        assert_eq!(waits, [3600, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(next_fetch_in(u32::MAX, hour), Duration::from_secs(300));
+        assert_eq!(next_fetch_in(9, Duration::from_secs(60)), Duration::from_secs(60));
+    }
 }
