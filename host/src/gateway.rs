@@ -39,6 +39,8 @@ pub struct Namespace {
     health: RwLock<Health>,
     /// Calls holding a [`NamespaceRef`] now.
     in_flight: std::sync::atomic::AtomicI64,
+    /// Server streams open now (they do not hold a `NamespaceRef`: see `until_retired`).
+    open_streams: Arc<std::sync::atomic::AtomicI64>,
     /// Every call holds a read pass; a state handover takes the write side.
     gate: Arc<tokio::sync::RwLock<()>>,
     retired: tokio::sync::watch::Sender<bool>,
@@ -50,6 +52,15 @@ pub struct NamespaceRef {
     _pass: tokio::sync::OwnedRwLockReadGuard<()>,
     /// The call's place in its in-flight quotas, given back when the call is done.
     _admission: Option<crate::quota::Admission>,
+}
+
+/// A server stream's place in its namespace's count of open streams.
+pub struct OpenStream(Arc<std::sync::atomic::AtomicI64>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Drop for NamespaceRef {
@@ -73,14 +84,26 @@ impl Namespace {
             slots,
             health: RwLock::new(Health::serving()),
             in_flight: Default::default(),
+            open_streams: Arc::default(),
             gate: Arc::default(),
             retired: tokio::sync::watch::channel(false).0,
         }
     }
 
-    /// Calls using the namespace now (open streams included).
+    /// Calls being served on the namespace now (a stream only while it is opened).
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Server streams open on the namespace now.
+    pub fn open_streams(&self) -> i64 {
+        self.open_streams.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a server stream as open until the returned guard is dropped.
+    pub fn stream_opened(&self) -> OpenStream {
+        self.open_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenStream(self.open_streams.clone())
     }
 
     pub fn is_retired(&self) -> bool {

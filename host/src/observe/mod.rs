@@ -31,6 +31,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     in_flight: IntGaugeVec,
+    open_streams: IntGaugeVec,
     healthy: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub library_loads: IntCounterVec,
@@ -92,7 +93,13 @@ impl Metrics {
         let in_flight = gauge(
             &registry,
             "prism_requests_in_flight",
-            "Calls holding a namespace now (open streams included)",
+            "Calls being served now (a server stream only while it is opened)",
+            &["namespace"],
+        );
+        let open_streams = gauge(
+            &registry,
+            "prism_streams_open",
+            "Server streams open now: subscriptions, stream reads, consumer-group memberships",
             &["namespace"],
         );
         let healthy = gauge(
@@ -140,6 +147,7 @@ impl Metrics {
             requests,
             request_seconds,
             in_flight,
+            open_streams,
             healthy,
             reloads,
             library_loads,
@@ -163,9 +171,11 @@ impl Metrics {
     pub fn render(&self, gateway: &Gateway, libraries_mapped: usize) -> String {
         let routing = gateway.routing();
         self.in_flight.reset();
+        self.open_streams.reset();
         self.healthy.reset();
         for namespace in routing.namespaces.values() {
             self.in_flight.with_label_values(&[namespace.name.as_str()]).set(namespace.in_flight());
+            self.open_streams.with_label_values(&[namespace.name.as_str()]).set(namespace.open_streams());
             let serving = namespace.health().status != plugin_abi::HealthStatus::Unhealthy;
             self.healthy.with_label_values(&[namespace.name.as_str()]).set(i64::from(serving));
         }

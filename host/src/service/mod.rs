@@ -148,24 +148,26 @@ pub fn need<H: InterfaceHandle>(
 
 /// A server stream that ends with UNAVAILABLE when its namespace is replaced by a reload,
 /// so clients resubscribe on the new instance (the old one is shut down once its
-/// streams are gone).
+/// streams are gone), and that counts as open on its namespace until it is dropped.
 pub fn until_retired<T: Send + 'static>(
     stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>,
     namespace: &Namespace,
 ) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>> {
     use futures_util::StreamExt;
     let retired = Box::pin(namespace.retired());
-    let state = (stream, retired, Some(namespace.name.clone()));
+    // Counted open for as long as the client holds the stream.
+    let open = namespace.stream_opened();
+    let state = (stream, retired, Some(namespace.name.clone()), open);
     // The name is only needed once, for the final status; `None` once that went out.
-    Box::pin(futures_util::stream::unfold(state, |(mut stream, mut retired, name)| async move {
+    Box::pin(futures_util::stream::unfold(state, |(mut stream, mut retired, name, open)| async move {
         let name = name?;
         tokio::select! {
-            item = stream.next() => item.map(|item| (item, (stream, retired, Some(name)))),
+            item = stream.next() => item.map(|item| (item, (stream, retired, Some(name), open))),
             () = &mut retired => {
                 let status = Status::unavailable(format!(
                     "namespace '{name}' was reloaded (a new plugin build or config); open the stream again"
                 ));
-                Some((Err(status), (stream, retired, None)))
+                Some((Err(status), (stream, retired, None, open)))
             }
         }
     }))

@@ -262,3 +262,42 @@ async fn json_logs_carry_the_request_id_of_the_call_they_belong_to() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
 }
+
+#[tokio::test]
+async fn an_open_stream_is_counted_open_and_cancelled_when_the_client_drops_it() {
+    let server = Server::start(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[plugins.memstore]
+path = "{memstore}"
+
+[[namespaces]]
+name = "events"
+pattern = "pubsub"
+slots.broker = { plugin = "memstore" }
+"#,
+    );
+    let admin = server.admin_address.clone().unwrap();
+    let mut pubsub = server.pubsub().await;
+    let subscribe = SubscribeRequest { namespace: "events".into(), topic: "t".into(), ..Default::default() };
+    let stream = pubsub.subscribe(subscribe).await.unwrap().into_inner();
+    let (_, metrics) = http_get(&admin, "/metrics", &[]).await;
+    assert_eq!(sample(&metrics, "prism_streams_open{namespace=\"events\"}"), Some(1.0), "{metrics}");
+    // The call that opened it is done; the stream is not a call in flight.
+    assert_eq!(sample(&metrics, "prism_requests_in_flight{namespace=\"events\"}"), Some(0.0), "{metrics}");
+
+    drop(stream);
+    let cancelled = "prism_requests_total{code=\"CANCELLED\",method=\"Subscribe\",namespace=\"events\",service=\"PubSubService\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = http_get(&admin, "/metrics", &[]).await;
+        let gone = sample(&metrics, "prism_streams_open{namespace=\"events\"}") == Some(0.0);
+        if gone && sample(&metrics, cancelled) == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dropped stream is still counted open: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
