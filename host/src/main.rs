@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use prism_host::commands;
+use prism_host::observe::logs::WithCall;
 
 #[derive(Parser)]
 #[command(
@@ -196,9 +197,16 @@ fn main() -> ExitCode {
         )
         .with_writer(|| prism_host::secrets::RedactingWriter(std::io::stderr()));
     match cli.log_format {
-        // Colour codes only for a person at a terminal, not in files and log collectors.
-        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Text => {
+            // Colour codes only for a person at a terminal, not in files and log collectors.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let format = tracing_subscriber::fmt::format().with_ansi(ansi);
+            logs.with_ansi(ansi).event_format(WithCall::text(format)).init()
+        }
+        LogFormat::Json => {
+            let format = tracing_subscriber::fmt::format().json();
+            logs.json().event_format(WithCall::json(format)).init()
+        }
     }
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => commands::serve(&args.config, args.listen, !args.no_watch),

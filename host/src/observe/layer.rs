@@ -1,7 +1,8 @@
 //! The outermost tower layer: gives every call a request id (the client's `x-request-id`
 //! when it sent a usable one, else a new random one), returns it in the response
 //! metadata (for an error without a body, that is the status' metadata), runs the call
-//! in a `call` span carrying it (so every log line of the call shows it), and, when
+//! with a task-local [`CallContext`] holding it (the log formatter adds it to every line
+//! the call writes: a lookup per log line rather than a span per call), and, when
 //! metrics are on, counts the call by namespace, method and status and times it.
 
 use std::cell::RefCell;
@@ -15,7 +16,6 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http_body::{Body as HttpBody, Frame};
 use tonic::body::Body;
-use tracing::Instrument;
 
 use crate::auth::methods::{rpc_of, Rpc};
 use crate::gateway::Namespace;
@@ -24,14 +24,26 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Longest client-supplied request id kept; a longer or non-printable one is replaced.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
+/// What the gateway knows of the call the current task is serving.
+struct CallContext {
+    request_id: HeaderValue,
+    method: &'static str,
+    /// The namespace the call resolved, for its metric labels.
+    namespace: RefCell<Option<Arc<Namespace>>>,
+}
+
 tokio::task_local! {
-    /// The namespace the current call resolved, for its metric labels.
-    static CALL_NAMESPACE: RefCell<Option<Arc<Namespace>>>;
+    static CALL: CallContext;
 }
 
 /// Records that the current call is using `namespace` (called by the namespace lookup).
 pub fn note_namespace(namespace: &Arc<Namespace>) {
-    let _ = CALL_NAMESPACE.try_with(|slot| *slot.borrow_mut() = Some(namespace.clone()));
+    let _ = CALL.try_with(|call| *call.namespace.borrow_mut() = Some(namespace.clone()));
+}
+
+/// The request id and method of the call the current task serves, if it serves one.
+pub fn with_current_call<R>(f: impl FnOnce(&str, &'static str) -> R) -> Option<R> {
+    CALL.try_with(|call| f(call.request_id.to_str().unwrap_or_default(), call.method)).ok()
 }
 
 #[derive(Clone, Default)]
@@ -94,44 +106,30 @@ where
         let started = Instant::now();
         let id = request_id(request.headers());
         let rpc = rpc_of(request.uri().path());
-        let span = tracing::info_span!(
-            "call",
-            request_id = %id.to_str().unwrap_or_default(),
-            method = rpc.map_or("", |(_, method, _)| *method),
-        );
-        let call = self.inner.call(request);
-        let Some((metrics, rpc)) = super::metrics().zip(rpc) else {
-            return Box::pin(
-                async move {
-                    let mut response = call.await?;
-                    response.headers_mut().insert(REQUEST_ID_HEADER, id);
-                    Ok(response)
-                }
-                .instrument(span),
-            );
+        let context = CallContext {
+            request_id: id.clone(),
+            method: rpc.map_or("", |(_, method, _)| *method),
+            namespace: RefCell::new(None),
         };
-        Box::pin(
-            CALL_NAMESPACE
-                .scope(RefCell::new(None), async move {
-                    let result = call.await;
-                    let namespace = CALL_NAMESPACE.with(|slot| slot.borrow_mut().take());
-                    let mut response = result?;
-                    response.headers_mut().insert(REQUEST_ID_HEADER, id);
-                    let mut record = Record { metrics, rpc, namespace, started, done: false };
-                    record.time_to_headers();
-                    Ok(match response.headers().get("grpc-status") {
-                        // An error without a body: the status is in the headers.
-                        Some(code) => {
-                            record.count(code_name(
-                                code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2),
-                            ));
-                            response
-                        }
-                        None => response.map(|body| Body::new(Counted { body, record })),
-                    })
-                })
-                .instrument(span),
-        )
+        let call = self.inner.call(request);
+        let metrics = super::metrics().zip(rpc);
+        Box::pin(CALL.scope(context, async move {
+            let result = call.await;
+            let namespace = CALL.with(|call| call.namespace.borrow_mut().take());
+            let mut response = result?;
+            response.headers_mut().insert(REQUEST_ID_HEADER, id);
+            let Some((metrics, rpc)) = metrics else { return Ok(response) };
+            let mut record = Record { metrics, rpc, namespace, started, done: false };
+            record.time_to_headers();
+            Ok(match response.headers().get("grpc-status") {
+                // An error without a body: the status is in the headers.
+                Some(code) => {
+                    record.count(code_name(code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2)));
+                    response
+                }
+                None => response.map(|body| Body::new(Counted { body, record })),
+            })
+        }))
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod http;
 pub mod layer;
+pub mod logs;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
