@@ -44,6 +44,22 @@ pub struct Namespace {
     /// Every call holds a read pass; a state handover takes the write side.
     gate: Arc<tokio::sync::RwLock<()>>,
     retired: tokio::sync::watch::Sender<bool>,
+    /// Pub/sub subscriptions open now, for the console and the outbox gauges.
+    subscriptions: std::sync::Mutex<Vec<std::sync::Weak<Subscription>>>,
+}
+
+/// What the console and the metrics show of one open subscription. Its outbox keeps
+/// `waiting` current; the namespace only holds it weakly, so it goes with the stream.
+#[derive(Debug)]
+pub struct Subscription {
+    pub topic: String,
+    /// Empty for a plain (non-durable) subscription.
+    pub durable_name: String,
+    pub opened: std::time::Instant,
+    /// Messages in the outbox now.
+    pub waiting: std::sync::atomic::AtomicUsize,
+    /// Messages dropped for this subscriber so far (slow_subscriber = "drop_oldest").
+    pub dropped: std::sync::atomic::AtomicU64,
 }
 
 /// A namespace a call is using: while it is held, no state handover can start.
@@ -87,6 +103,7 @@ impl Namespace {
             open_streams: Arc::default(),
             gate: Arc::default(),
             retired: tokio::sync::watch::channel(false).0,
+            subscriptions: Default::default(),
         }
     }
 
@@ -104,6 +121,20 @@ impl Namespace {
     pub fn stream_opened(&self) -> OpenStream {
         self.open_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         OpenStream(self.open_streams.clone())
+    }
+
+    /// Lists `subscription` among the namespace's open ones until it is dropped.
+    pub fn track_subscription(&self, subscription: &Arc<Subscription>) {
+        let mut open = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|weak| weak.strong_count() > 0);
+        open.push(Arc::downgrade(subscription));
+    }
+
+    /// The subscriptions open on the namespace now, oldest first.
+    pub fn subscriptions(&self) -> Vec<Arc<Subscription>> {
+        let mut open = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|weak| weak.strong_count() > 0);
+        open.iter().filter_map(std::sync::Weak::upgrade).collect()
     }
 
     pub fn is_retired(&self) -> bool {

@@ -39,6 +39,9 @@ pub struct Metrics {
     libraries_mapped: IntGauge,
     plugin_call_seconds: HistogramVec,
     backend_errors: IntCounterVec,
+    outbox_messages: IntGaugeVec,
+    outbox_deepest: IntGaugeVec,
+    subscriber_dropped: IntCounterVec,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -139,6 +142,24 @@ impl Metrics {
             "Interface calls a plugin answered with an error, by configured plugin and error code",
             &["plugin", "code"],
         );
+        let outbox_messages = gauge(
+            &registry,
+            "prism_subscription_outbox_messages",
+            "Messages waiting in the outboxes of the namespace's open subscriptions, summed",
+            &["namespace"],
+        );
+        let outbox_deepest = gauge(
+            &registry,
+            "prism_subscription_outbox_deepest_messages",
+            "Messages waiting in the namespace's fullest subscription outbox (server.subscriber_buffer caps it)",
+            &["namespace"],
+        );
+        let subscriber_dropped = counter(
+            &registry,
+            "prism_subscriber_dropped_messages_total",
+            "Messages dropped for subscribers too slow to read them (slow_subscriber = \"drop_oldest\")",
+            &["namespace"],
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -155,7 +176,15 @@ impl Metrics {
             libraries_mapped,
             plugin_call_seconds,
             backend_errors,
+            outbox_messages,
+            outbox_deepest,
+            subscriber_dropped,
         }
+    }
+
+    /// The dropped-messages counter of `namespace`'s subscribers.
+    pub fn subscriber_dropped(&self, namespace: &str) -> prometheus::IntCounter {
+        self.subscriber_dropped.with_label_values(&[namespace])
     }
 
     /// The observer for instances of the configured plugin `plugin`: its label values
@@ -174,6 +203,23 @@ impl Metrics {
         self.in_flight.reset();
         self.open_streams.reset();
         self.healthy.reset();
+        self.outbox_messages.reset();
+        self.outbox_deepest.reset();
+        for namespace in
+            routing.namespaces.values().filter(|namespace| namespace.pattern.name == crate::patterns::PUBSUB)
+        {
+            let waiting: Vec<usize> = namespace
+                .subscriptions()
+                .iter()
+                .map(|subscription| subscription.waiting.load(std::sync::atomic::Ordering::Relaxed))
+                .collect();
+            let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            let name = namespace.name.as_str();
+            self.outbox_messages.with_label_values(&[name]).set(as_gauge(waiting.iter().sum()));
+            self.outbox_deepest
+                .with_label_values(&[name])
+                .set(as_gauge(waiting.iter().copied().max().unwrap_or(0)));
+        }
         for namespace in routing.namespaces.values() {
             self.in_flight.with_label_values(&[namespace.name.as_str()]).set(namespace.in_flight());
             self.open_streams.with_label_values(&[namespace.name.as_str()]).set(namespace.open_streams());

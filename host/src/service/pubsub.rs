@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures_util::Stream;
@@ -17,7 +18,7 @@ use super::{check_value, need, plugin_status};
 use crate::api::pub_sub_service_server::PubSubService;
 use crate::api::*;
 use crate::config::SlowSubscriber;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Subscription};
 use crate::patterns::PUBSUB;
 
 const SLOT: &str = "broker";
@@ -76,6 +77,10 @@ struct Outbox {
     ready: Notify,
     capacity: usize,
     policy: SlowSubscriber,
+    /// What the console and the outbox gauges read.
+    shown: Arc<Subscription>,
+    /// `prism_subscriber_dropped_messages_total` for the namespace, when metrics are on.
+    dropped_metric: Option<prometheus::IntCounter>,
 }
 
 #[derive(Default)]
@@ -99,6 +104,10 @@ impl Outbox {
                 SlowSubscriber::DropOldest => {
                     state.waiting.pop_front();
                     state.dropped += 1;
+                    self.shown.dropped.fetch_add(1, Ordering::Relaxed);
+                    if let Some(metric) = &self.dropped_metric {
+                        metric.inc();
+                    }
                 }
                 SlowSubscriber::Disconnect => {
                     state.end = Some(Err(Status::resource_exhausted(format!(
@@ -113,6 +122,7 @@ impl Outbox {
             }
         }
         state.waiting.push_back(message);
+        self.shown.waiting.store(state.waiting.len(), Ordering::Relaxed);
         drop(state);
         self.ready.notify_one();
         true
@@ -131,6 +141,7 @@ impl Outbox {
             {
                 let mut state = self.lock();
                 if let Some(message) = state.waiting.pop_front() {
+                    self.shown.waiting.store(state.waiting.len(), Ordering::Relaxed);
                     let dropped_before = std::mem::take(&mut state.dropped);
                     return Some(Ok(SubscribeResponse { message: Some(message), dropped_before }));
                 }
@@ -243,11 +254,22 @@ impl PubSubService for PubSubApi {
         }
         .map_err(plugin_status)?;
         let settings = &self.gateway.settings;
+        let shown = Arc::new(Subscription {
+            topic: request.topic.clone(),
+            durable_name: request.durable_name.clone(),
+            opened: std::time::Instant::now(),
+            waiting: Default::default(),
+            dropped: Default::default(),
+        });
+        namespace.track_subscription(&shown);
         let outbox = Arc::new(Outbox {
             state: Mutex::new(OutboxState::default()),
             ready: Notify::new(),
             capacity: settings.subscriber_buffer,
             policy: settings.slow_subscriber,
+            dropped_metric: crate::observe::metrics()
+                .map(|metrics| metrics.subscriber_dropped(&namespace.name)),
+            shown,
         });
         let pump = tokio::spawn(pump(stream, outbox.clone()));
         // Keeps the instance alive for as long as the client reads.

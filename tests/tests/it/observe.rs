@@ -313,3 +313,54 @@ slots.broker = { plugin = "memstore" }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_shows_a_full_outbox_and_dropped_messages() {
+    let server = Server::start(
+        r#"
+[server]
+subscriber_buffer = 4
+slow_subscriber = "drop_oldest"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[plugins.memstore]
+path = "{memstore}"
+
+[[namespaces]]
+name = "events"
+pattern = "pubsub"
+slots.broker = { plugin = "memstore" }
+"#,
+    );
+    let admin = server.admin_address.clone().unwrap();
+    let mut pubsub = server.pubsub().await;
+    let subscribe =
+        SubscribeRequest { namespace: "events".into(), topic: "orders".into(), ..Default::default() };
+    // Never read: once HTTP/2 flow control stops the stream (the client's window is 2 MiB),
+    // messages wait in the outbox, and past its 4 the oldest are dropped.
+    let _unread = pubsub.subscribe(subscribe).await.unwrap().into_inner();
+    for _ in 0..60 {
+        let publish = PublishRequest {
+            namespace: "events".into(),
+            topic: "orders".into(),
+            payload: vec![7u8; 100 * 1024].into(),
+            ..Default::default()
+        };
+        pubsub.publish(publish).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = http_get(&admin, "/metrics", &[]).await;
+        let waiting = sample(&metrics, "prism_subscription_outbox_messages{namespace=\"events\"}");
+        let deepest = sample(&metrics, "prism_subscription_outbox_deepest_messages{namespace=\"events\"}");
+        let dropped = sample(&metrics, "prism_subscriber_dropped_messages_total{namespace=\"events\"}");
+        if waiting == Some(4.0) && dropped.is_some_and(|dropped| dropped >= 5.0) {
+            assert_eq!(deepest, Some(4.0), "{metrics}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "outbox {waiting:?}, dropped {dropped:?}: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
