@@ -1,6 +1,7 @@
 //! The outermost tower layer: gives every call a request id (the client's `x-request-id`
 //! when it sent a usable one, else a new random one), returns it in the response
-//! metadata (for an error without a body, that is the status' metadata), runs the call
+//! metadata (for an error without a body, that is the status' metadata) and in every
+//! error's details (see [`super::error_details`]), runs the call
 //! with a task-local [`CallContext`] holding it (the log formatter adds it to every line
 //! the call writes: a lookup per log line rather than a span per call), and, when
 //! metrics are on, counts the call by namespace, method and status and times it.
@@ -117,19 +118,44 @@ where
             let result = call.await;
             let namespace = CALL.with(|call| call.namespace.borrow_mut().take());
             let mut response = result?;
-            response.headers_mut().insert(REQUEST_ID_HEADER, id);
-            let Some((metrics, rpc)) = metrics else { return Ok(response) };
-            let mut record = Record { metrics, rpc, namespace, started, done: false };
-            record.time_to_headers();
-            Ok(match response.headers().get("grpc-status") {
-                // An error without a body: the status is in the headers.
+            let headers = response.headers_mut();
+            // An error without a body: the status is in the headers.
+            let code_in_headers = headers.get("grpc-status").map(|code| parse_code(Some(code)));
+            if code_in_headers.is_some() {
+                super::error_details::add_request_id(headers, &id);
+            }
+            headers.insert(REQUEST_ID_HEADER, id.clone());
+            let record = metrics.map(|(metrics, rpc)| {
+                let record = Record { metrics, rpc, namespace, started, done: false };
+                record.time_to_headers();
+                record
+            });
+            let mut end = End { record };
+            Ok(match code_in_headers {
                 Some(code) => {
-                    record.count(code_name(code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2)));
+                    end.finish(code);
                     response
                 }
-                None => response.map(|body| Body::new(Counted { body, record })),
+                None => response.map(|body| Body::new(Watched { body, end, request_id: id })),
             })
         }))
+    }
+}
+
+fn parse_code(code: Option<&HeaderValue>) -> i32 {
+    code.and_then(|code| code.to_str().ok()).and_then(|code| code.parse().ok()).unwrap_or(2)
+}
+
+/// What is settled when a call's status is known: its count.
+struct End {
+    record: Option<Record>,
+}
+
+impl End {
+    fn finish(&mut self, code: i32) {
+        if let Some(record) = self.record.as_mut() {
+            record.count(code_name(code));
+        }
     }
 }
 
@@ -172,13 +198,15 @@ impl Drop for Record {
     }
 }
 
-/// A response body that counts its call when the trailers (and so the status) pass.
-struct Counted {
+/// A response body that adds the request id to error trailers and settles its call's
+/// count when the trailers (and so the status) pass.
+struct Watched {
     body: Body,
-    record: Record,
+    end: End,
+    request_id: HeaderValue,
 }
 
-impl HttpBody for Counted {
+impl HttpBody for Watched {
     type Data = Bytes;
     type Error = tonic::Status;
 
@@ -187,21 +215,18 @@ impl HttpBody for Counted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    let code = trailers
-                        .get("grpc-status")
-                        .and_then(|code| code.to_str().ok())
-                        .and_then(|code| code.parse().ok())
-                        .unwrap_or(0);
-                    this.record.count(code_name(code));
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.record.count("INTERNAL"),
-            Poll::Ready(None) => this.record.count("OK"),
-            Poll::Pending => {}
+        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
+        let code = match &mut polled {
+            Poll::Ready(Some(Ok(frame))) => frame.trailers_mut().map(|trailers| {
+                super::error_details::add_request_id(trailers, &this.request_id);
+                parse_code(trailers.get("grpc-status"))
+            }),
+            Poll::Ready(Some(Err(_))) => Some(13),
+            Poll::Ready(None) => Some(0),
+            Poll::Pending => None,
+        };
+        if let Some(code) = code {
+            this.end.finish(code);
         }
         polled
     }

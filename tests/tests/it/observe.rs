@@ -141,6 +141,10 @@ async fn every_call_carries_a_request_id_the_client_sent_or_a_new_one() {
     request.metadata_mut().insert("x-request-id", "bad-key-call".parse().unwrap());
     let status = kv.get(request).await.unwrap_err();
     assert_eq!(status.metadata().get("x-request-id").unwrap(), "bad-key-call");
+    // And in its details: a google.rpc.Status holding a google.rpc.RequestInfo.
+    let details = String::from_utf8_lossy(status.details());
+    assert!(details.contains("type.googleapis.com/google.rpc.RequestInfo"), "{details:?}");
+    assert!(details.contains("bad-key-call"), "{details:?}");
 }
 
 #[tokio::test]
@@ -363,4 +367,52 @@ slots.broker = { plugin = "memstore" }
         assert!(Instant::now() < deadline, "outbox {waiting:?}, dropped {dropped:?}: {metrics}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_in_an_error_carries_the_request_id_in_its_details() {
+    let server = Server::start(
+        r#"
+[server]
+subscriber_buffer = 4
+slow_subscriber = "disconnect"
+
+[plugins.memstore]
+path = "{memstore}"
+
+[[namespaces]]
+name = "events"
+pattern = "pubsub"
+slots.broker = { plugin = "memstore" }
+"#,
+    );
+    let mut pubsub = server.pubsub().await;
+    let mut subscribe = Request::new(SubscribeRequest {
+        namespace: "events".into(),
+        topic: "orders".into(),
+        ..Default::default()
+    });
+    subscribe.metadata_mut().insert("x-request-id", "slow-reader-9".parse().unwrap());
+    let mut stream = pubsub.subscribe(subscribe).await.unwrap().into_inner();
+    // Past the client's 2 MiB window and the outbox's 4 messages: disconnected.
+    for _ in 0..60 {
+        let publish = PublishRequest {
+            namespace: "events".into(),
+            topic: "orders".into(),
+            payload: vec![7u8; 100 * 1024].into(),
+            ..Default::default()
+        };
+        pubsub.publish(publish).await.unwrap();
+    }
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without the slow-subscriber error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // The error came in the trailers, after messages: the id is in its details.
+    let details = String::from_utf8_lossy(status.details());
+    assert!(details.contains("google.rpc.RequestInfo") && details.contains("slow-reader-9"), "{details:?}");
 }
