@@ -45,7 +45,20 @@ pub struct ReloadStatus {
     /// Per configured plugin: the last time its library was (or failed to be) loaded.
     pub plugins: BTreeMap<String, Outcome>,
     pub reloads: u64,
+    /// The latest reload attempts, newest last, at most [`HISTORY`].
+    pub history: std::collections::VecDeque<Attempt>,
 }
+
+/// One reload attempt, as the console's history shows it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// What asked for it: the file watcher, `prism reload`, a signal.
+    pub trigger: String,
+    pub outcome: Outcome,
+}
+
+/// Reload attempts kept for the console.
+pub const HISTORY: usize = 50;
 
 pub struct Reloader {
     gateway: Arc<Gateway>,
@@ -120,6 +133,10 @@ impl Reloader {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.reloads += 1;
         status.config = Some(outcome.clone());
+        if status.history.len() == HISTORY {
+            status.history.pop_front();
+        }
+        status.history.push_back(Attempt { trigger: trigger.to_owned(), outcome: outcome.clone() });
         outcome
     }
 

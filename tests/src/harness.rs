@@ -324,6 +324,25 @@ impl Backend {
     }
 }
 
+/// Whether `program` (e.g. `chromium`, `prometheus`) is on the PATH, with the same rule
+/// as [`backends_available`]: skipped with a line saying why, unless
+/// `PRISM_REQUIRE_BACKENDS` is set (`cargo xtask test` installs the programs).
+pub fn program_available(program: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PRISM_REQUIRE_BACKENDS").is_none(),
+        "{program} is not installed, and PRISM_REQUIRE_BACKENDS is set (`cargo xtask test` installs it)"
+    );
+    eprintln!("skipped: {program} is not installed (`cargo xtask test` installs it and runs this test)");
+    false
+}
+
 /// Whether every one of `backends` accepts connections. When one does not, the calling
 /// test should return early: it is skipped with a line saying why, so a plain
 /// `cargo test` on a machine without the services passes. `cargo xtask test` sets

@@ -108,6 +108,7 @@ fn test(args: &[String]) -> Result<(), String> {
     services::ensure_postgres()?;
     services::ensure_nats()?;
     services::ensure_kafka()?;
+    services::ensure_test_programs()?;
     build_all()?;
     let mut test = cargo();
     // The services are up: a test that cannot reach one must fail, not skip.

@@ -47,6 +47,18 @@ pub fn ensure_build_prerequisites() -> Result<(), String> {
     apt_install(&["pkg-config", "libssl-dev"])
 }
 
+/// Programs the observability tests run, from Debian's packages: Chromium (the console
+/// test loads the page headless) and the Prometheus server (it scrapes a gateway).
+pub fn ensure_test_programs() -> Result<(), String> {
+    let missing: Vec<&str> =
+        ["chromium", "prometheus"].into_iter().filter(|program| !installed(program)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} (for the console and Prometheus tests)", missing.join(" and "));
+    apt_install(&missing)
+}
+
 fn wait_for(address: &str, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {

@@ -1,15 +1,16 @@
 //! The admin HTTP listener (`[admin] listen`): `/metrics` (Prometheus text format),
-//! `/healthz` (the process answers) and `/readyz` (every namespace is serving). With
-//! `[auth]`, `/metrics` needs a caller with `admin` on every namespace, presented as
-//! `authorization: Bearer <JWT or API key>` or `x-api-key: <key>`; the probes stay open
-//! and name no namespace.
+//! `/healthz` (the process answers), `/readyz` (every namespace is serving) and the
+//! console (`/console`, polling `/api/overview`). With `[auth]`, `/metrics` and
+//! `/api/overview` need a caller with `admin` on every namespace, presented as
+//! `authorization: Bearer <JWT or API key>` or `x-api-key: <key>`; the probes and the
+//! console's static files stay open and name no namespace.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -38,8 +39,39 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(|| async { Redirect::to("/console") }))
+        .route("/console", get(|| asset("text/html; charset=utf-8", super::console::PAGE)))
+        .route("/console/console.js", get(|| asset("text/javascript; charset=utf-8", super::console::SCRIPT)))
+        .route("/console/console.css", get(|| asset("text/css; charset=utf-8", super::console::STYLE)))
+        .route("/api/overview", get(overview))
         .with_state(state);
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// An embedded console file. The policy allows only the gateway's own script and style
+/// (no inline script, no other origin), and no framing.
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'self'; frame-ancestors 'none'"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    let auth = admin.gateway.routing().auth.clone();
+    if let Some(auth) = auth {
+        if let Err(refusal) = authorize_admin(&auth, &headers, "GET /api/overview").await {
+            return refusal;
+        }
+    }
+    let overview = super::console::overview(&admin.gateway, &admin.reloader, admin.metrics);
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(overview)).into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -74,7 +106,7 @@ async fn readyz(State(admin): State<Admin>) -> Response {
 async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     let auth = admin.gateway.routing().auth.clone();
     if let Some(auth) = auth {
-        if let Err(refusal) = authorize_admin(&auth, &headers).await {
+        if let Err(refusal) = authorize_admin(&auth, &headers, "GET /metrics").await {
             return refusal;
         }
     }
@@ -85,7 +117,7 @@ async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
 
 /// The caller must hold `admin` on every namespace. A bearer value that is not a JWT is
 /// taken as an API key, since scrapers (Prometheus among them) send a bearer credential.
-async fn authorize_admin(auth: &Auth, headers: &HeaderMap) -> Result<(), Response> {
+async fn authorize_admin(auth: &Auth, headers: &HeaderMap, what: &str) -> Result<(), Response> {
     let mut headers = headers.clone();
     let api_key_as_bearer = headers
         .get(header::AUTHORIZATION)
@@ -105,7 +137,7 @@ async fn authorize_admin(auth: &Auth, headers: &HeaderMap) -> Result<(), Respons
     let principal = match outcome {
         Ok(principal) => principal,
         Err(NotAuthenticated::Refused(status)) => {
-            audit_unauthenticated("GET /metrics", status.message());
+            audit_unauthenticated(what, status.message());
             return Err((StatusCode::UNAUTHORIZED, format!("{}\n", status.message())).into_response());
         }
         Err(NotAuthenticated::AwaitKeys(_)) => {
@@ -114,10 +146,10 @@ async fn authorize_admin(auth: &Auth, headers: &HeaderMap) -> Result<(), Respons
         }
     };
     if !auth.allows(&principal, "*", Permission::Admin) {
-        crate::auth::audit_admin(&principal.display, "GET /metrics", "deny");
+        crate::auth::audit_admin(&principal.display, what, "deny");
         return Err((
             StatusCode::FORBIDDEN,
-            format!("{} may not read the metrics: it needs admin on every namespace\n", principal.display),
+            format!("{} may not use {what}: it needs admin on every namespace\n", principal.display),
         )
             .into_response());
     }

@@ -7,6 +7,7 @@
 //! gRPC's seventeen; no key, topic or principal is ever a label.
 
 pub mod config;
+pub mod console;
 pub mod error_details;
 pub mod http;
 pub mod layer;

@@ -10,6 +10,7 @@ mod backend_tls;
 mod boundaries;
 mod certs;
 mod cli;
+mod console;
 mod dist;
 mod e2e;
 mod e2e_multicast;

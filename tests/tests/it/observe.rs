@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Request};
 
 /// One HTTP/1.1 GET: the status code and the body.
-async fn http_get(address: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub async fn http_get(address: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let mut request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n");
     for (name, value) in headers {
@@ -26,7 +26,7 @@ async fn http_get(address: &str, path: &str, headers: &[(&str, &str)]) -> (u16, 
 }
 
 /// The value of the sample line that starts with `series` (name and labels exactly).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
@@ -198,7 +198,7 @@ slots.store = {{ plugin = "redis", config = {{ url = "{}" }} }}
 }
 
 /// An `[auth]` section with one API key per `(name, key, namespaces, permissions)`.
-fn api_keys_config(keys: &[(&str, &str, &str, &str)]) -> String {
+pub fn api_keys_config(keys: &[(&str, &str, &str, &str)]) -> String {
     use sha2::Digest;
     let mut config = "[auth]\n".to_owned();
     for (name, key, namespaces, permissions) in keys {
@@ -224,7 +224,7 @@ async fn with_auth_the_metrics_need_admin_and_the_probes_stay_open() {
     assert!(body.contains("no credentials"), "{body}");
     let (status, body) = http_get(&admin, "/metrics", &[("x-api-key", "app-key")]).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("api_key:app may not read the metrics"), "{body}");
+    assert!(body.contains("api_key:app may not use GET /metrics"), "{body}");
     let (status, body) = http_get(&admin, "/metrics", &[("authorization", "Bearer wrong-key")]).await;
     assert_eq!(status, 401, "{body}");
     // Prometheus sends its credential as a bearer token.
