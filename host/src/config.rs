@@ -26,6 +26,8 @@ pub struct ConfigFile {
     pub quotas: Vec<crate::quota::QuotaEntry>,
     /// The admin HTTP listener (metrics, probes); absent = off.
     pub admin: Option<crate::observe::config::AdminConfig>,
+    /// OpenTelemetry traces; absent = off.
+    pub tracing: Option<crate::observe::config::TracingConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -327,6 +329,9 @@ pub fn valid_name(name: &str) -> bool {
 /// Checks that need no plugin: names, references, patterns and slots.
 fn check(config: &ConfigFile) -> Vec<ConfigError> {
     let mut errors = Vec::new();
+    if let Some(tracing) = &config.tracing {
+        errors.extend(tracing.check());
+    }
     let server = &config.server;
     if server.max_value_bytes == 0 {
         errors.push(ConfigError::new(

@@ -160,8 +160,8 @@ impl Namespace {
         for slot in resolved.slots {
             match slot.plugin.plugin.create_in(&slot.config_toml, &resolved.name).await {
                 Ok(mut instance) => {
-                    if let Some(metrics) = crate::observe::metrics() {
-                        instance.observe_calls(metrics.plugin_calls(&slot.plugin.name));
+                    if let Some(observer) = crate::observe::plugin_observer(&slot.plugin.name) {
+                        instance.observe_calls(observer);
                     }
                     slots.push(BoundSlot {
                         slot: slot.slot,

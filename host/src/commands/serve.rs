@@ -34,6 +34,10 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
         }
         let debounce = std::time::Duration::from_millis(resolved.config.contents.server.reload_debounce_ms);
         let admin_settings = resolved.config.contents.admin.clone();
+        if let Some(traces) = &resolved.config.contents.tracing {
+            crate::observe::traces::start(traces).map_err(CommandError::Failed)?;
+            tracing::info!(endpoint = %traces.otlp_endpoint, ratio = traces.sample_ratio, "exporting traces over OTLP");
+        }
         let gateway = match Gateway::start(resolved).await {
             Ok(gateway) => Arc::new(gateway),
             Err(error) => {
@@ -81,6 +85,7 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
         if let Some(admin) = admin {
             admin.abort();
         }
+        crate::observe::traces::flush().await;
         served.map_err(|error| CommandError::Failed(format!("the server failed: {error}")))
     })
 }

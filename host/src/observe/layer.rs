@@ -18,6 +18,7 @@ use http::HeaderValue;
 use http_body::{Body as HttpBody, Frame};
 use tonic::body::Body;
 
+use super::traces::CallSpan;
 use crate::auth::methods::{rpc_of, Rpc};
 use crate::gateway::Namespace;
 
@@ -31,6 +32,8 @@ struct CallContext {
     method: &'static str,
     /// The namespace the call resolved, for its metric labels.
     namespace: RefCell<Option<Arc<Namespace>>>,
+    /// The call's span context, when the call is traced: plugin calls become its children.
+    trace: Option<opentelemetry::Context>,
 }
 
 tokio::task_local! {
@@ -45,6 +48,12 @@ pub fn note_namespace(namespace: &Arc<Namespace>) {
 /// The request id and method of the call the current task serves, if it serves one.
 pub fn with_current_call<R>(f: impl FnOnce(&str, &'static str) -> R) -> Option<R> {
     CALL.try_with(|call| f(call.request_id.to_str().unwrap_or_default(), call.method)).ok()
+}
+
+/// Runs `f` on the current call's trace context: `None` outside a call, `Some(None)`
+/// in a call that is not traced.
+pub fn with_current_trace<R>(f: impl FnOnce(&opentelemetry::Context) -> R) -> Option<Option<R>> {
+    CALL.try_with(|call| call.trace.as_ref().map(f)).ok()
 }
 
 #[derive(Clone, Default)]
@@ -107,10 +116,14 @@ where
         let started = Instant::now();
         let id = request_id(request.headers());
         let rpc = rpc_of(request.uri().path());
+        let span = super::traces::tracer().zip(rpc).map(|(tracer, (service, method, _))| {
+            CallSpan::start(tracer, request.headers(), service, method, id.to_str().unwrap_or_default())
+        });
         let context = CallContext {
             request_id: id.clone(),
             method: rpc.map_or("", |(_, method, _)| *method),
             namespace: RefCell::new(None),
+            trace: span.as_ref().map(|span| span.context().clone()),
         };
         let call = self.inner.call(request);
         let metrics = super::metrics().zip(rpc);
@@ -125,12 +138,15 @@ where
                 super::error_details::add_request_id(headers, &id);
             }
             headers.insert(REQUEST_ID_HEADER, id.clone());
+            if let (Some(span), Some(namespace)) = (&span, &namespace) {
+                span.note_namespace(&namespace.name);
+            }
             let record = metrics.map(|(metrics, rpc)| {
                 let record = Record { metrics, rpc, namespace, started, done: false };
                 record.time_to_headers();
                 record
             });
-            let mut end = End { record };
+            let mut end = End { record, span };
             Ok(match code_in_headers {
                 Some(code) => {
                     end.finish(code);
@@ -146,15 +162,19 @@ fn parse_code(code: Option<&HeaderValue>) -> i32 {
     code.and_then(|code| code.to_str().ok()).and_then(|code| code.parse().ok()).unwrap_or(2)
 }
 
-/// What is settled when a call's status is known: its count.
+/// What is settled when a call's status is known: its count and its span.
 struct End {
     record: Option<Record>,
+    span: Option<CallSpan>,
 }
 
 impl End {
     fn finish(&mut self, code: i32) {
         if let Some(record) = self.record.as_mut() {
             record.count(code_name(code));
+        }
+        if let Some(span) = self.span.as_mut() {
+            span.end(code);
         }
     }
 }
@@ -199,7 +219,7 @@ impl Drop for Record {
 }
 
 /// A response body that adds the request id to error trailers and settles its call's
-/// count when the trailers (and so the status) pass.
+/// count and span when the trailers (and so the status) pass.
 struct Watched {
     body: Body,
     end: End,

@@ -12,6 +12,7 @@ pub mod error_details;
 pub mod http;
 pub mod layer;
 pub mod logs;
+pub mod traces;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -189,14 +190,13 @@ impl Metrics {
         self.subscriber_dropped.with_label_values(&[namespace])
     }
 
-    /// The observer for instances of the configured plugin `plugin`: its label values
-    /// resolved once, so a call costs two clock reads and an atomic add.
-    pub fn plugin_calls(&'static self, plugin: &str) -> Arc<dyn CallObserver> {
-        let latency = Interface::ALL
+    /// The latency histograms of the configured plugin `plugin`, one per
+    /// [`Interface::ALL`] entry, resolved once so a call costs an atomic add.
+    fn plugin_latency(&self, plugin: &str) -> Vec<Histogram> {
+        Interface::ALL
             .iter()
             .map(|interface| self.plugin_call_seconds.with_label_values(&[plugin, interface.name()]))
-            .collect();
-        Arc::new(PluginCalls { plugin: plugin.to_owned(), latency, metrics: self })
+            .collect()
     }
 
     /// The Prometheus text exposition, with the gauges read from `gateway` now.
@@ -236,21 +236,34 @@ impl Metrics {
     }
 }
 
+/// The observer for instances of the configured plugin `plugin`, when metrics or
+/// traces are on.
+pub fn plugin_observer(plugin: &str) -> Option<Arc<dyn CallObserver>> {
+    let metrics = metrics();
+    if metrics.is_none() && traces::tracer().is_none() {
+        return None;
+    }
+    let metrics = metrics.map(|metrics| (metrics, metrics.plugin_latency(plugin)));
+    Some(Arc::new(PluginCalls { plugin: plugin.to_owned(), metrics }))
+}
+
 struct PluginCalls {
     plugin: String,
-    /// One per [`Interface::ALL`] entry, in that order.
-    latency: Vec<Histogram>,
-    metrics: &'static Metrics,
+    /// With the latency histogram of each [`Interface::ALL`] entry, in that order.
+    metrics: Option<(&'static Metrics, Vec<Histogram>)>,
 }
 
 impl CallObserver for PluginCalls {
     fn observed(&self, interface: Interface, elapsed: Duration, error: Option<ErrorCode>) {
-        // `Interface::ALL` lists the variants in declaration order.
-        self.latency[interface as usize].observe(elapsed.as_secs_f64());
-        if let Some(code) = error {
-            let code = layer::code_name(i32::from(crate::service::grpc_code(code)));
-            self.metrics.backend_errors.with_label_values(&[self.plugin.as_str(), code]).inc();
+        if let Some((metrics, latency)) = &self.metrics {
+            // `Interface::ALL` lists the variants in declaration order.
+            latency[interface as usize].observe(elapsed.as_secs_f64());
+            if let Some(code) = error {
+                let code = layer::code_name(i32::from(crate::service::grpc_code(code)));
+                metrics.backend_errors.with_label_values(&[self.plugin.as_str(), code]).inc();
+            }
         }
+        traces::plugin_call(&self.plugin, interface, elapsed, error);
     }
 }
 

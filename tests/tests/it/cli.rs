@@ -84,6 +84,16 @@ fn config_error_jwt_settings() {
 }
 
 #[test]
+fn config_error_tracing_settings() {
+    let base = "[plugins.memstore]\npath = \"{memstore}\"\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = { plugin = \"memstore\" }\n";
+    let (code, _, stderr) = validate(&format!(
+        "[tracing]\notlp_endpoint = \"https://collector.example:4317\"\nsample_ratio = 1.5\nservice_name = \" \"\nexport_timeout_ms = 0\n{base}"
+    ));
+    assert_eq!(code, 2, "{stderr}");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
 fn config_error_bad_value_type() {
     let (code, _, stderr) = validate("[server]\nlisten = \"not an address\"\n");
     assert_eq!(code, 2);

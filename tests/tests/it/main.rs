@@ -24,4 +24,5 @@ mod redis_faults;
 mod reload;
 mod secrets;
 mod tls;
+mod traces;
 mod walkthrough;
