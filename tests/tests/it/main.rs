@@ -20,6 +20,7 @@ mod e2e_stream;
 mod jwks_server;
 mod limits;
 mod observe;
+mod prometheus;
 mod redis_faults;
 mod reload;
 mod secrets;
