@@ -167,6 +167,9 @@ async fn the_console_page_is_self_contained_and_its_data_needs_admin_under_auth(
             assert!(link.starts_with('/'), "{reference}{link}");
         }
     }
+    let head = response_head(&admin, "/console").await;
+    assert!(head.contains("content-security-policy: default-src 'self'"), "{head}");
+
     let (status, overview) = http_get(&admin, "/api/overview", &[]).await;
     assert_eq!(status, 200);
     let overview: serde_json::Value = serde_json::from_str(&overview).unwrap();
@@ -190,4 +193,15 @@ async fn the_console_page_is_self_contained_and_its_data_needs_admin_under_auth(
     let (status, body) = http_get(&admin, "/api/overview", &[("authorization", "Bearer operator-key")]).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"events\""), "{body}");
+}
+
+/// The status line and headers of a GET, lowercased.
+async fn response_head(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response.split("\r\n\r\n").next().unwrap_or_default().to_lowercase()
 }
