@@ -11,6 +11,7 @@
 
 mod baseline;
 mod multicast;
+mod otlp_sink;
 mod pubsub;
 mod stream;
 mod workload;
@@ -50,6 +51,15 @@ enum Command {
         /// Answer from this PostgreSQL database (table prism_baseline_kv) instead.
         #[arg(long)]
         postgres: Option<String>,
+    },
+    /// Receive OpenTelemetry spans over OTLP/gRPC and count them (the collector for a
+    /// tracing benchmark).
+    OtlpSink {
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        listen: std::net::SocketAddr,
+        /// Keep the number of spans received in this file.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
     },
     /// Publish→receive through the gateway's PubSubService and straight on NATS, in one run.
     Pubsub {
@@ -235,6 +245,10 @@ fn main() -> ExitCode {
                 (None, None) => baseline::Backend::Map,
             };
             runtime(2).block_on(baseline::serve(listen, backend));
+            ExitCode::SUCCESS
+        }
+        Command::OtlpSink { listen, report } => {
+            runtime(1).block_on(otlp_sink::serve(listen, report));
             ExitCode::SUCCESS
         }
         Command::Run { target, load } => {

@@ -10,6 +10,8 @@
 //!   cargo xtask bench reload  p99 of a KV load while the memstore library is swapped 10 times
 //!   cargo xtask bench multicast  register / Enumerate / Multicast on memstore and redis+nats
 //!   cargo xtask bench security   KV Get with TLS + JWT vs plaintext, and new connections/s
+//!   cargo xtask bench metrics    KV Get with metrics recorded and scraped vs off
+//!   cargo xtask bench tracing    KV Get with every call traced and exported vs no [tracing]
 //!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
 //!   cargo xtask dist [--debug] [--out DIR]
 //!                       package bin/, plugins/, plugins.toml, README, LICENSE, SHA256SUMS as .tar.gz
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("multicast") => bench::multicast(),
         Some("bench") if args.get(1).map(String::as_str) == Some("security") => bench::security(),
         Some("bench") if args.get(1).map(String::as_str) == Some("metrics") => bench::metrics(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("tracing") => bench::tracing(),
         Some("bench") => {
             bench::Backend::parse(args.get(1).map(String::as_str)).and_then(bench::gateway_vs_baseline)
         }
