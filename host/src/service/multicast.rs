@@ -159,7 +159,9 @@ impl MulticastApi {
     }
 
     /// Live registrations under the registry, a scan page at a time, with `filter`
-    /// applied; at most `limit`. Returns them and the scan cursor to continue from.
+    /// applied; at most `limit`, and no more than `server.max_response_bytes` of them (the
+    /// plugin is asked for pages small enough that even registrations of the largest
+    /// size cannot pass it). Returns them and the scan cursor to continue from.
     async fn matching(
         &self,
         slots: &Slots,
@@ -170,18 +172,23 @@ impl MulticastApi {
         let scan = need(&slots.namespace, REGISTRY, slots.registry.keyvalue_scan(), "Enumerate")?;
         let now = plugin_abi::unix_millis();
         let mut found = Vec::new();
+        let mut budget = super::ResponseBudget::new(&self.gateway.settings);
         loop {
             let want = limit.saturating_sub(found.len() as u32).max(1);
-            let page =
-                scan.scan(KEY_PREFIX, cursor.as_deref(), want.min(MAX_PAGE)).await.map_err(plugin_status)?;
+            let fits = u32::try_from(budget.entries_that_fit()).unwrap_or(u32::MAX).max(1);
+            let page = scan
+                .scan(KEY_PREFIX, cursor.as_deref(), want.min(MAX_PAGE).min(fits))
+                .await
+                .map_err(plugin_status)?;
             for (key, value) in page.entries {
+                budget.spend(key.len() + value.len());
                 let Ok(registration) = serde_json::from_slice::<Registration>(&value) else { continue };
                 if registration.live(now) && filter.matches(&registration.metadata) {
                     found.push((key[KEY_PREFIX.len()..].to_owned(), registration));
                 }
             }
             cursor = page.next_cursor;
-            if cursor.is_none() || found.len() as u32 >= limit {
+            if cursor.is_none() || found.len() as u32 >= limit || budget.entries_that_fit() == 0 {
                 return Ok((found, cursor));
             }
         }

@@ -275,3 +275,62 @@ slots.queue = {{ plugin = "postgres", config = {{ url = "postgres://postgres@127
     let got = queue.dequeue(dequeue).await.unwrap().into_inner().messages;
     assert_eq!(got.len(), 2, "max_messages 10, but only two 1 MiB messages fit in 3 MiB");
 }
+
+#[tokio::test]
+async fn an_enumerate_page_stops_at_the_response_budget_and_the_cursor_resumes_it() {
+    let server = Server::start(
+        r#"
+[server]
+max_response_bytes = 4194304
+
+[plugins.memstore]
+path = "{memstore}"
+
+[[namespaces]]
+name = "devices"
+pattern = "multicast-registry"
+slots.registry = { plugin = "memstore", config = { max_bytes = 1073741824 } }
+slots.messaging = { plugin = "memstore" }
+"#,
+    );
+    let mut registry = prism_api::multicast_registry_service_client::MulticastRegistryServiceClient::new(
+        server.channel().await,
+    )
+    .max_decoding_message_size(usize::MAX);
+    for n in 0..10 {
+        let metadata = [("blob".to_owned(), "x".repeat(900 * 1024))].into();
+        let register = RegisterRequest {
+            namespace: "devices".into(),
+            identity: format!("device-{n:02}"),
+            metadata,
+            ..Default::default()
+        };
+        registry.register(register).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = registry
+            .enumerate(EnumerateRequest {
+                namespace: "devices".into(),
+                page_size: 100,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let bytes: usize =
+            page.identities.iter().map(|i| i.metadata.values().map(String::len).sum::<usize>()).sum();
+        assert!(bytes <= 4 * 1024 * 1024, "a page of {bytes} bytes");
+        assert!(!page.identities.is_empty(), "every page makes progress");
+        seen.extend(page.identities.into_iter().map(|i| i.identity));
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    seen.sort();
+    let expected: Vec<String> = (0..10).map(|n| format!("device-{n:02}")).collect();
+    assert_eq!(seen, expected, "every identity once");
+}
