@@ -1,8 +1,9 @@
 //! At most `server.max_connections` client connections at once: each accepted connection
 //! holds a permit until it closes, and one accepted beyond the limit is closed at once
 //! (the client sees the connection end and may retry elsewhere), so a client opening
-//! connections in a loop cannot exhaust memory with them. (Under TLS a connection counts
-//! once its handshake is done; a handshake in progress has 10 s.)
+//! connections in a loop cannot exhaust memory or file descriptors with them. Under TLS
+//! a connection holds its permit from the moment it is accepted, through its handshake
+//! (at most 10 s), so connections that never finish one are bounded too.
 
 use std::io;
 use std::pin::Pin;
@@ -21,36 +22,53 @@ pub struct Tagged<IO, T> {
     pub tag: T,
 }
 
-/// Keeps at most `max` connections of `incoming` open; closes the rest as they arrive.
+/// The places under `server.max_connections`.
+#[derive(Clone)]
+pub struct Limiter {
+    permits: Arc<Semaphore>,
+    refused: Arc<AtomicU64>,
+    max: usize,
+}
+
+impl Limiter {
+    pub fn new(max: usize) -> Limiter {
+        Limiter { permits: Arc::new(Semaphore::new(max)), refused: Arc::default(), max }
+    }
+
+    /// A place for a connection just accepted, or `None` when every place is taken (the
+    /// caller drops the connection, which closes it).
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.permits.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            // Warn on the first refusal and then every 1 000th, not once per connection
+            // of a flood.
+            let count = self.refused.fetch_add(1, Ordering::Relaxed);
+            if count % 1000 == 0 {
+                tracing::warn!(
+                    max = self.max,
+                    refused = count + 1,
+                    "connection refused: server.max_connections are open"
+                );
+            }
+        }
+        permit
+    }
+}
+
+/// Keeps at most `limiter`'s number of connections of `incoming` open; closes the rest
+/// as they arrive.
 pub fn limit<IO, E>(
     incoming: impl Stream<Item = Result<IO, E>> + Send + 'static,
-    max: usize,
+    limiter: Limiter,
 ) -> impl Stream<Item = Result<Tagged<IO, OwnedSemaphorePermit>, E>> + Send + 'static
 where
     IO: Send + 'static,
     E: Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(max));
-    let refused = Arc::new(AtomicU64::new(0));
     incoming.filter_map(move |accepted| {
         let outcome = match accepted {
             Err(error) => Some(Err(error)),
-            Ok(io) => match permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(Ok(Tagged { io, tag: permit })),
-                Err(_) => {
-                    // Dropping the connection closes it. Warn on the first refusal and
-                    // then every 1 000th, not once per connection of a flood.
-                    let count = refused.fetch_add(1, Ordering::Relaxed);
-                    if count % 1000 == 0 {
-                        tracing::warn!(
-                            max,
-                            refused = count + 1,
-                            "connection refused: server.max_connections are open"
-                        );
-                    }
-                    None
-                }
-            },
+            Ok(io) => limiter.admit().map(|permit| Ok(Tagged { io, tag: permit })),
         };
         std::future::ready(outcome)
     })

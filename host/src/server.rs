@@ -17,6 +17,7 @@ use crate::api::multicast_registry_service_server::MulticastRegistryServiceServe
 use crate::api::pub_sub_service_server::PubSubServiceServer;
 use crate::api::queue_service_server::QueueServiceServer;
 use crate::api::stream_service_server::StreamServiceServer;
+use crate::connections::Limiter;
 use crate::deadline::DeadlineLayer;
 use crate::gateway::Gateway;
 use crate::reload::Reloader;
@@ -123,11 +124,11 @@ pub async fn serve(
     let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match tls {
             Some(source) => Box::pin(router.serve_with_incoming_shutdown(
-                crate::connections::limit(crate::tls::incoming(listener, source), settings.max_connections),
+                crate::tls::incoming(listener, source, Limiter::new(settings.max_connections)),
                 signal,
             )),
             None => Box::pin(router.serve_with_incoming_shutdown(
-                crate::connections::limit(incoming(listener), settings.max_connections),
+                crate::connections::limit(incoming(listener), Limiter::new(settings.max_connections)),
                 signal,
             )),
         };

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
 
-use crate::connections::Tagged;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::connections::{Limiter, Tagged};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -196,11 +198,14 @@ impl tonic::transport::server::Connected for TlsConnection {
 }
 
 /// Accepts TCP connections and hands over those whose handshake succeeds; each
-/// handshake runs in its own task, so a slow one never holds up the others.
+/// handshake runs in its own task, so a slow one never holds up the others. A
+/// connection takes its place under `limiter` when it is accepted, not when its
+/// handshake ends: one over the limit is closed before any handshake work.
 pub fn incoming(
     listener: TcpListener,
     source: Arc<TlsSource>,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConnection, io::Error>> {
+    limiter: Limiter,
+) -> tokio_stream::wrappers::ReceiverStream<Result<Tagged<TlsConnection, OwnedSemaphorePermit>, io::Error>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -213,6 +218,7 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Some(permit) = limiter.admit() else { continue };
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(source.current.load_full());
             if sender.is_closed() {
@@ -230,7 +236,8 @@ pub fn incoming(
                             .map(|leaf| certificate_names(leaf.as_ref()))
                             .unwrap_or_default();
                         let info = TlsConnectInfo { remote_addr, certificate_names };
-                        let _ = handshaken.send(Ok(Tagged { io: stream, tag: info })).await;
+                        let connection = Tagged { io: Tagged { io: stream, tag: info }, tag: permit };
+                        let _ = handshaken.send(Ok(connection)).await;
                     }
                     Ok(Err(error)) => tracing::debug!(%remote_addr, "TLS handshake failed: {error}"),
                     Err(_) => tracing::debug!(%remote_addr, "TLS handshake timed out"),

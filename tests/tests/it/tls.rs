@@ -237,3 +237,31 @@ fn plaintext_is_warned_about_on_a_non_loopback_address_only() {
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(stderr.contains(warning), "{stderr}");
 }
+
+#[tokio::test]
+async fn connections_still_in_their_tls_handshake_count_against_max_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Prism test CA");
+    let config =
+        tls_config(dir.path(), &ca.issue(&["localhost", "127.0.0.1"]), "", "[server]\nmax_connections = 3\n");
+    let server = Server::start(&config);
+    let descriptors = || std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();
+    let before = descriptors();
+    // Forty connections that never send a ClientHello: three hold the places, the rest
+    // are closed at once instead of each holding a socket for the 10 s handshake timeout.
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        stalled.push(tokio::net::TcpStream::connect(&server.address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = descriptors().saturating_sub(before);
+    assert!(
+        held <= 3,
+        "the gateway holds {held} descriptors for connections that never finished a handshake"
+    );
+    // When they go, their places are free for a real client.
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let channel = tls_channel(&server, &ca, None).await.expect("a place is free again");
+    set(&channel, "after-the-flood").await.unwrap();
+}
