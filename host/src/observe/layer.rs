@@ -116,7 +116,7 @@ where
         let started = Instant::now();
         let id = request_id(request.headers());
         let rpc = rpc_of(request.uri().path());
-        let span = super::traces::tracer().zip(rpc).map(|(tracer, (service, method, _))| {
+        let span = super::traces::tracer().zip(rpc).and_then(|(tracer, (service, method, _))| {
             CallSpan::start(tracer, request.headers(), service, method, id.to_str().unwrap_or_default())
         });
         let context = CallContext {

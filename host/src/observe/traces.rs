@@ -4,6 +4,8 @@
 //! (its own thread; a full queue drops spans rather than slowing calls).
 //!
 //! Off unless configured: then [`tracer`] is `None` and a call pays one atomic load.
+//! On, the sampling decision comes first (the caller's, from its `traceparent`, else a
+//! draw against `sample_ratio`), so a call that is not traced builds no span at all.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -16,7 +18,9 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
+};
 use opentelemetry_sdk::Resource;
 use plugin_abi::{ErrorCode, Interface};
 
@@ -25,6 +29,12 @@ use super::layer::code_name;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+static SAMPLE_RATIO: OnceLock<f64> = OnceLock::new();
+
+/// Spans waiting for export; past this, new ones are dropped rather than slow calls.
+const QUEUE_SPANS: usize = 16_384;
+/// Spans per export request.
+const EXPORT_BATCH: usize = 2_048;
 
 /// The tracer, when `[tracing]` is configured.
 pub fn tracer() -> Option<&'static SdkTracer> {
@@ -43,11 +53,19 @@ pub fn start(config: &TracingConfig) -> Result<(), String> {
         .with_timeout(Duration::from_millis(config.export_timeout_ms))
         .build()
         .map_err(|error| format!("tracing.otlp_endpoint: cannot set up the OTLP exporter: {error}"))?;
+    // Built on the defaults, which read the OTEL_BSP_* environment variables.
+    let batching = BatchConfigBuilder::default()
+        .with_max_queue_size(QUEUE_SPANS)
+        .with_max_export_batch_size(EXPORT_BATCH)
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batching).build();
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(exporter).build())
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio))))
+        .with_span_processor(processor)
+        // Only calls already chosen for tracing reach the SDK (see `CallSpan::start`).
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(Resource::builder_empty().with_service_name(config.service_name.clone()).build())
         .build();
+    let _ = SAMPLE_RATIO.set(config.sample_ratio);
     let _ = TRACER.set(provider.tracer("prism"));
     let _ = PROVIDER.set(provider);
     Ok(())
@@ -82,15 +100,29 @@ pub struct CallSpan {
 }
 
 impl CallSpan {
+    /// The call's span, if the call is traced: when its `traceparent` says the caller
+    /// sampled it, or, without a caller's decision, one call in `1 / sample_ratio`.
     pub fn start(
         tracer: &SdkTracer,
         headers: &http::HeaderMap,
         service: &str,
         method: &str,
         request_id: &str,
-    ) -> CallSpan {
-        let parent =
-            TraceContextPropagator::new().extract_with_context(&Context::new(), &HeaderExtractor(headers));
+    ) -> Option<CallSpan> {
+        let parent = if headers.contains_key("traceparent") {
+            TraceContextPropagator::new().extract_with_context(&Context::new(), &HeaderExtractor(headers))
+        } else {
+            Context::new()
+        };
+        let caller = parent.span().span_context().clone();
+        let traced = if caller.is_valid() {
+            caller.is_sampled()
+        } else {
+            fastrand::f64() < SAMPLE_RATIO.get().copied().unwrap_or(0.0)
+        };
+        if !traced {
+            return None;
+        }
         let span = tracer
             .span_builder(format!("prism.v1.{service}/{method}"))
             .with_kind(SpanKind::Server)
@@ -101,7 +133,7 @@ impl CallSpan {
                 KeyValue::new("prism.request_id", request_id.to_owned()),
             ])
             .start_with_context(tracer, &parent);
-        CallSpan { context: parent.with_span(span), ended: false }
+        Some(CallSpan { context: parent.with_span(span), ended: false })
     }
 
     /// The context a child span of this call is started in.

@@ -178,3 +178,27 @@ slots.store = {{ plugin = "memstore" }}
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sample_ratio_one_a_call_without_a_traceparent_starts_its_own_trace() {
+    let (receiver, endpoint) = Receiver::start().await;
+    let config = format!(
+        "[tracing]\notlp_endpoint = \"{endpoint}\"\nsample_ratio = 1.0\n\n\
+         [plugins.memstore]\npath = \"{{memstore}}\"\n\n\
+         [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n"
+    );
+    let server = Server::start_with_env(&config, &[], &[("OTEL_BSP_SCHEDULE_DELAY", "200")]);
+    let mut kv = server.keyvalue().await;
+    let mut request = Request::new(GetRequest { key: "k".into(), ..Default::default() });
+    request.metadata_mut().insert("x-request-id", "root-call".parse().unwrap());
+    kv.get(request).await.unwrap();
+    let root = receiver
+        .wait_for("span of the Get", |span| {
+            string_attribute(span, "prism.request_id").as_deref() == Some("root-call")
+        })
+        .await;
+    assert!(root.parent_span_id.is_empty(), "a root span: {root:?}");
+    assert_eq!(root.trace_id.len(), 16);
+    assert_eq!(string_attribute(&root, "prism.namespace").as_deref(), Some("default"));
+    receiver.wait_for("plugin span under the Get", |span| span.parent_span_id == root.span_id).await;
+}
