@@ -622,8 +622,9 @@ fn scrape(address: &str) -> std::io::Result<usize> {
     Ok(body.len())
 }
 
-/// KV Get through a gateway without `[tracing]` vs one tracing every call (sample_ratio
-/// 1.0: a server span and a plugin child span per Get) exported to a counting OTLP sink.
+/// KV Get through a gateway without `[tracing]` vs the same with `[tracing]` at the
+/// default sample_ratio (0.1) and at 1.0 (every call: a server span and a plugin child
+/// span per Get), exported to a counting OTLP sink.
 pub fn tracing() -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--release", "--workspace"]);
@@ -631,34 +632,48 @@ pub fn tracing() -> Result<(), String> {
     let dir = workspace_root().join("target/bench/tracing");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     const SINK: &str = "127.0.0.1:18983";
+    const SAMPLED_TENTH: &str = "127.0.0.1:18984";
     let report = dir.join("spans-received");
     let _ = std::fs::remove_file(&report);
     let mut sink = Command::new(release_binary("prism-load"));
     sink.args(["otlp-sink", "--listen", SINK, "--report"]).arg(&report);
     let sink = Background::start(sink, "otlp sink on")?;
     let namespace = memstore_namespace();
+    let traced = |listen: &str, ratio: &str| {
+        format!(
+            "[server]\nlisten = \"{listen}\"\n\n[tracing]\notlp_endpoint = \"http://{SINK}\"\nsample_ratio = {ratio}\n\n{namespace}"
+        )
+    };
     let off = format!("[server]\nlisten = \"{BASELINE}\"\n\n{namespace}");
-    let on = format!(
-        "[server]\nlisten = \"{GATEWAY}\"\n\n[tracing]\notlp_endpoint = \"http://{SINK}\"\nsample_ratio = 1.0\n\n{namespace}"
-    );
-    let gateways = start_gateways(&dir, [("off.toml", off), ("on.toml", on)])?;
+    let gateways = start_gateways(
+        &dir,
+        [
+            ("off.toml", off),
+            ("tenth.toml", traced(SAMPLED_TENTH, "0.1")),
+            ("all.toml", traced(GATEWAY, "1.0")),
+        ],
+    )?;
     let sink_cpu_before = cpu_seconds(sink.pid()).unwrap_or(0.0);
-    println!("\n## prism-load compare: Get, 64 in flight over 4 connections, 5 s x {ROUNDS} rounds; baseline = no [tracing], target = every call traced and exported");
-    let result = prism_load(&[
-        "compare",
-        "--target",
-        &format!("http://{GATEWAY}"),
-        "--baseline",
-        &format!("http://{BASELINE}"),
-        "--rounds",
-        ROUNDS_ARG,
-        "--workload",
-        "get",
-        "--duration",
-        "5s",
-        "--warmup",
-        "1s",
-    ]);
+    for (target, what) in
+        [(SAMPLED_TENTH, "sample_ratio = 0.1 (the default)"), (GATEWAY, "sample_ratio = 1.0")]
+    {
+        println!("\n## prism-load compare: Get, 64 in flight over 4 connections, 5 s x {ROUNDS} rounds; baseline = no [tracing], target = {what}, exported");
+        prism_load(&[
+            "compare",
+            "--target",
+            &format!("http://{target}"),
+            "--baseline",
+            &format!("http://{BASELINE}"),
+            "--rounds",
+            ROUNDS_ARG,
+            "--workload",
+            "get",
+            "--duration",
+            "5s",
+            "--warmup",
+            "1s",
+        ])?;
+    }
     // Let the last batches arrive.
     std::thread::sleep(std::time::Duration::from_secs(6));
     let received = std::fs::read_to_string(&report).unwrap_or_default();
@@ -668,5 +683,5 @@ pub fn tracing() -> Result<(), String> {
         cpu_seconds(sink.pid()).unwrap_or(0.0) - sink_cpu_before
     );
     drop(gateways);
-    result
+    Ok(())
 }
