@@ -318,33 +318,33 @@ slots.broker = { plugin = "memstore" }
     }
 }
 
-#[tokio::test]
-async fn a_subscriber_that_does_not_read_shows_a_full_outbox_and_dropped_messages() {
-    let server = Server::start(
+/// A gateway with one pub/sub namespace `events` on memstore, outboxes of 4 messages
+/// and `slow_subscriber = policy`, and an admin listener.
+fn slow_subscriber_server(policy: &str) -> Server {
+    Server::start(&format!(
         r#"
 [server]
 subscriber_buffer = 4
-slow_subscriber = "drop_oldest"
+slow_subscriber = "{policy}"
 
 [admin]
 listen = "127.0.0.1:0"
 
 [plugins.memstore]
-path = "{memstore}"
+path = "{{memstore}}"
 
 [[namespaces]]
 name = "events"
 pattern = "pubsub"
-slots.broker = { plugin = "memstore" }
-"#,
-    );
-    let admin = server.admin_address.clone().unwrap();
+slots.broker = {{ plugin = "memstore" }}
+"#
+    ))
+}
+
+/// Publishes 60 messages of 100 KiB to `events`/`orders`: past the 2 MiB HTTP/2 window
+/// of a subscriber that does not read, and past its outbox.
+async fn publish_more_than_a_reader_can_hold(server: &Server) {
     let mut pubsub = server.pubsub().await;
-    let subscribe =
-        SubscribeRequest { namespace: "events".into(), topic: "orders".into(), ..Default::default() };
-    // Never read: once HTTP/2 flow control stops the stream (the client's window is 2 MiB),
-    // messages wait in the outbox, and past its 4 the oldest are dropped.
-    let _unread = pubsub.subscribe(subscribe).await.unwrap().into_inner();
     for _ in 0..60 {
         let publish = PublishRequest {
             namespace: "events".into(),
@@ -354,6 +354,19 @@ slots.broker = { plugin = "memstore" }
         };
         pubsub.publish(publish).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_shows_a_full_outbox_and_dropped_messages() {
+    let server = slow_subscriber_server("drop_oldest");
+    let admin = server.admin_address.clone().unwrap();
+    let mut pubsub = server.pubsub().await;
+    let subscribe =
+        SubscribeRequest { namespace: "events".into(), topic: "orders".into(), ..Default::default() };
+    // Never read: once HTTP/2 flow control stops the stream, messages wait in the
+    // outbox, and past its 4 the oldest are dropped.
+    let _unread = pubsub.subscribe(subscribe).await.unwrap().into_inner();
+    publish_more_than_a_reader_can_hold(&server).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, metrics) = http_get(&admin, "/metrics", &[]).await;
@@ -371,21 +384,7 @@ slots.broker = { plugin = "memstore" }
 
 #[tokio::test]
 async fn a_stream_that_ends_in_an_error_carries_the_request_id_in_its_details() {
-    let server = Server::start(
-        r#"
-[server]
-subscriber_buffer = 4
-slow_subscriber = "disconnect"
-
-[plugins.memstore]
-path = "{memstore}"
-
-[[namespaces]]
-name = "events"
-pattern = "pubsub"
-slots.broker = { plugin = "memstore" }
-"#,
-    );
+    let server = slow_subscriber_server("disconnect");
     let mut pubsub = server.pubsub().await;
     let mut subscribe = Request::new(SubscribeRequest {
         namespace: "events".into(),
@@ -394,16 +393,8 @@ slots.broker = { plugin = "memstore" }
     });
     subscribe.metadata_mut().insert("x-request-id", "slow-reader-9".parse().unwrap());
     let mut stream = pubsub.subscribe(subscribe).await.unwrap().into_inner();
-    // Past the client's 2 MiB window and the outbox's 4 messages: disconnected.
-    for _ in 0..60 {
-        let publish = PublishRequest {
-            namespace: "events".into(),
-            topic: "orders".into(),
-            payload: vec![7u8; 100 * 1024].into(),
-            ..Default::default()
-        };
-        pubsub.publish(publish).await.unwrap();
-    }
+    // Past the client's window and the outbox's 4 messages: disconnected.
+    publish_more_than_a_reader_can_hold(&server).await;
     let status = loop {
         match stream.message().await {
             Ok(Some(_)) => continue,
