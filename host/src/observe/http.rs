@@ -64,11 +64,8 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    let auth = admin.gateway.routing().auth.clone();
-    if let Some(auth) = auth {
-        if let Err(refusal) = authorize_admin(&auth, &headers, "GET /api/overview").await {
-            return refusal;
-        }
+    if let Err(refusal) = admin_only(&admin, &headers, "GET /api/overview").await {
+        return refusal;
     }
     let overview = super::console::overview(&admin.gateway, &admin.reloader, admin.metrics);
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(overview)).into_response()
@@ -104,15 +101,21 @@ async fn readyz(State(admin): State<Admin>) -> Response {
 }
 
 async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    let auth = admin.gateway.routing().auth.clone();
-    if let Some(auth) = auth {
-        if let Err(refusal) = authorize_admin(&auth, &headers, "GET /metrics").await {
-            return refusal;
-        }
+    if let Err(refusal) = admin_only(&admin, &headers, "GET /metrics").await {
+        return refusal;
     }
     let (libraries, _) = admin.reloader.libraries_loaded();
     let text = admin.metrics.render(&admin.gateway, libraries);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// Without `[auth]`, anyone; with it, only a caller holding `admin` on every namespace.
+async fn admin_only(admin: &Admin, headers: &HeaderMap, what: &str) -> Result<(), Response> {
+    let auth = admin.gateway.routing().auth.clone();
+    match auth {
+        Some(auth) => authorize_admin(&auth, headers, what).await,
+        None => Ok(()),
+    }
 }
 
 /// The caller must hold `admin` on every namespace. A bearer value that is not a JWT is
