@@ -586,22 +586,7 @@ pub fn metrics() -> Result<(), String> {
             scrapes
         })
     };
-    println!("\n## prism-load compare: Get, 64 in flight over 4 connections, 5 s x {ROUNDS} rounds; baseline = metrics off, target = metrics on (scraped every second)");
-    let result = prism_load(&[
-        "compare",
-        "--target",
-        &format!("http://{GATEWAY}"),
-        "--baseline",
-        &format!("http://{BASELINE}"),
-        "--rounds",
-        ROUNDS_ARG,
-        "--workload",
-        "get",
-        "--duration",
-        "5s",
-        "--warmup",
-        "1s",
-    ]);
+    let result = compare_gets(GATEWAY, "metrics off", "metrics on (scraped every second)");
     let result = result.and_then(|()| {
         h2load_alternating((BASELINE, gateways[0].pid()), (GATEWAY, gateways[1].pid()), "metrics on")
     });
@@ -610,6 +595,16 @@ pub fn metrics() -> Result<(), String> {
     println!("scrapes of /metrics during the run: {scrapes}");
     drop(gateways);
     result
+}
+
+/// `prism-load compare` of KV Gets (64 in flight over 4 connections, 5 s rounds after a
+/// 1 s warm-up) between the gateway on `target` and the one on `BASELINE`.
+fn compare_gets(target: &str, baseline_is: &str, target_is: &str) -> Result<(), String> {
+    println!("\n## prism-load compare: Get, 64 in flight over 4 connections, 5 s x {ROUNDS} rounds; baseline = {baseline_is}, target = {target_is}");
+    let (target, baseline) = (format!("http://{target}"), format!("http://{BASELINE}"));
+    let mut args = vec!["compare", "--target", &target, "--baseline", &baseline, "--rounds", ROUNDS_ARG];
+    args.extend_from_slice(&["--workload", "get", "--duration", "5s", "--warmup", "1s"]);
+    prism_load(&args)
 }
 
 /// One GET /metrics; the body's length.
@@ -657,22 +652,7 @@ pub fn tracing() -> Result<(), String> {
     for (target, what) in
         [(SAMPLED_TENTH, "sample_ratio = 0.1 (the default)"), (GATEWAY, "sample_ratio = 1.0")]
     {
-        println!("\n## prism-load compare: Get, 64 in flight over 4 connections, 5 s x {ROUNDS} rounds; baseline = no [tracing], target = {what}, exported");
-        prism_load(&[
-            "compare",
-            "--target",
-            &format!("http://{target}"),
-            "--baseline",
-            &format!("http://{BASELINE}"),
-            "--rounds",
-            ROUNDS_ARG,
-            "--workload",
-            "get",
-            "--duration",
-            "5s",
-            "--warmup",
-            "1s",
-        ])?;
+        compare_gets(target, "no [tracing]", &format!("{what}, exported"))?;
     }
     // Let the last batches arrive.
     std::thread::sleep(std::time::Duration::from_secs(6));
