@@ -152,10 +152,28 @@ where
                     end.finish(code);
                     response
                 }
-                None => response.map(|body| Body::new(Watched { body, end, request_id: id })),
+                // A unary call's error comes without a body (above): its body needs
+                // watching only to count or trace it. A stream's may end in an error.
+                None if end.record.is_some() || end.span.is_some() || streams_responses(rpc) => {
+                    response.map(|body| Body::new(Watched { body, end, request_id: id }))
+                }
+                None => response,
             })
         }))
     }
+}
+
+/// The server-streaming RPCs: the only ones whose error can follow data, in trailers.
+const SERVER_STREAMING: [(&str, &str); 5] = [
+    ("KeyValueService", "ScanStream"),
+    ("PubSubService", "Subscribe"),
+    ("StreamService", "Read"),
+    ("StreamService", "JoinGroup"),
+    ("MulticastRegistryService", "Subscribe"),
+];
+
+fn streams_responses(rpc: Option<&Rpc>) -> bool {
+    rpc.is_some_and(|(service, method, _)| SERVER_STREAMING.contains(&(*service, *method)))
 }
 
 fn parse_code(code: Option<&HeaderValue>) -> i32 {
@@ -281,5 +299,39 @@ pub fn code_name(code: i32) -> &'static str {
         15 => "DATA_LOSS",
         16 => "UNAUTHENTICATED",
         _ => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `SERVER_STREAMING` lists exactly the protos' `returns (stream …)` RPCs.
+    #[test]
+    fn the_server_streaming_list_matches_the_protos() {
+        let protos = [
+            include_str!("../../../proto/prism/v1/keyvalue.proto"),
+            include_str!("../../../proto/prism/v1/list.proto"),
+            include_str!("../../../proto/prism/v1/queue.proto"),
+            include_str!("../../../proto/prism/v1/pubsub.proto"),
+            include_str!("../../../proto/prism/v1/stream.proto"),
+            include_str!("../../../proto/prism/v1/multicast.proto"),
+        ];
+        let mut found = Vec::new();
+        for proto in protos {
+            let mut service = "";
+            for line in proto.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("service ") {
+                    service = rest.split_whitespace().next().unwrap_or_default();
+                }
+                if let Some(rest) = line.strip_prefix("rpc ") {
+                    if line.contains("returns (stream ") {
+                        found.push((service, rest.split('(').next().unwrap_or_default().trim()));
+                    }
+                }
+            }
+        }
+        found.sort();
+        let mut listed = super::SERVER_STREAMING.to_vec();
+        listed.sort();
+        assert_eq!(found, listed);
     }
 }
