@@ -67,6 +67,15 @@ pub struct Reloader {
     status: Mutex<ReloadStatus>,
     running: tokio::sync::Mutex<()>,
     watching: std::sync::atomic::AtomicBool,
+    /// The sections only a restart applies, as the gateway started with them.
+    started_with: StartOnly,
+}
+
+/// The config sections read once, when the gateway starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StartOnly {
+    pub admin: Option<crate::observe::config::AdminConfig>,
+    pub tracing: Option<crate::observe::config::TracingConfig>,
 }
 
 /// Why a reload changed nothing.
@@ -85,7 +94,15 @@ impl Reloader {
             status: Mutex::new(status),
             running: Default::default(),
             watching: Default::default(),
+            started_with: StartOnly::default(),
         }
+    }
+
+    /// Records the `[admin]` and `[tracing]` the gateway started with, so a reload that
+    /// changes them can say they wait for a restart.
+    pub fn started_with(mut self, sections: StartOnly) -> Reloader {
+        self.started_with = sections;
+        self
     }
 
     pub fn set_watching(&self, watching: bool) {
@@ -162,10 +179,20 @@ impl Reloader {
         let running = self.gateway.settings.clone();
         let mut incoming = config.contents.server.clone();
         incoming.listen = running.listen;
-        let restart_note = if incoming != running {
-            "; [server] settings changed and take effect after a restart"
+        let mut waiting: Vec<&str> = Vec::new();
+        if incoming != running {
+            waiting.push("[server]");
+        }
+        if config.contents.admin != self.started_with.admin {
+            waiting.push("[admin]");
+        }
+        if config.contents.tracing != self.started_with.tracing {
+            waiting.push("[tracing]");
+        }
+        let restart_note = if waiting.is_empty() {
+            String::new()
         } else {
-            ""
+            format!("; {} settings changed and take effect after a restart", waiting.join(", "))
         };
         let current = self.gateway.routing().plugins.clone();
         let loader = self.loader.clone();

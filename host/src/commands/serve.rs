@@ -34,6 +34,10 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
         }
         let debounce = std::time::Duration::from_millis(resolved.config.contents.server.reload_debounce_ms);
         let admin_settings = resolved.config.contents.admin.clone();
+        let start_only = crate::reload::StartOnly {
+            admin: admin_settings.clone(),
+            tracing: resolved.config.contents.tracing.clone(),
+        };
         if let Some(traces) = &resolved.config.contents.tracing {
             crate::observe::traces::start(traces).map_err(CommandError::Failed)?;
             tracing::info!(endpoint = %traces.otlp_endpoint, ratio = traces.sample_ratio, "exporting traces over OTLP");
@@ -49,7 +53,7 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
                 });
             }
         };
-        let reloader = Arc::new(Reloader::new(gateway.clone(), config_file.clone(), loader));
+        let reloader = Arc::new(Reloader::new(gateway.clone(), config_file.clone(), loader).started_with(start_only));
         if watch_files {
             match watch::spawn(reloader.clone(), debounce) {
                 Ok(_) => reloader.set_watching(true),

@@ -407,3 +407,25 @@ async fn a_stream_that_ends_in_an_error_carries_the_request_id_in_its_details() 
     let details = String::from_utf8_lossy(status.details());
     assert!(details.contains("google.rpc.RequestInfo") && details.contains("slow-reader-9"), "{details:?}");
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_admin_or_tracing_says_they_wait_for_a_restart() {
+    let server = Server::start_with(KV_CONFIG, &["--no-watch"]);
+    let admin = server.admin_address.clone().unwrap();
+    let mut admin_api = server.admin().await;
+    let unchanged = admin_api.reload(ReloadRequest {}).await.unwrap().into_inner().outcome.unwrap();
+    assert!(unchanged.ok && !unchanged.message.contains("restart"), "{unchanged:?}");
+
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    let changed = config.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:9\"")
+        + "\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\n";
+    std::fs::write(server.config_path(), changed).unwrap();
+    let outcome = admin_api.reload(ReloadRequest {}).await.unwrap().into_inner().outcome.unwrap();
+    assert!(outcome.ok, "{outcome:?}");
+    assert!(
+        outcome.message.contains("[admin], [tracing] settings changed and take effect after a restart"),
+        "{outcome:?}"
+    );
+    // The admin listener the gateway started with keeps serving.
+    assert_eq!(http_get(&admin, "/healthz", &[]).await.0, 200);
+}
