@@ -37,9 +37,11 @@ type InFlight = Arc<Mutex<HashMap<String, u32>>>;
 
 struct Compiled {
     index: usize,
+    /// As configured: a reload keeps the budgets of an entry it finds unchanged.
+    entry: QuotaEntry,
     namespaces: Vec<String>,
     principals: Vec<Matcher>,
-    rate: Option<(u32, DefaultKeyedRateLimiter<String>)>,
+    rate: Option<(u32, Arc<DefaultKeyedRateLimiter<String>>)>,
     in_flight: Option<(u32, InFlight)>,
 }
 
@@ -126,11 +128,12 @@ impl Quotas {
             }
             quotas.push(Compiled {
                 index,
+                entry: entry.clone(),
                 namespaces: entry.namespaces.clone(),
                 principals,
                 rate: rate.map(|rate| {
                     let quota = RateQuota::per_second(rate).allow_burst(burst.unwrap_or(rate));
-                    (rate.get(), RateLimiter::keyed(quota))
+                    (rate.get(), Arc::new(RateLimiter::keyed(quota)))
                 }),
                 in_flight: in_flight.map(|limit| (limit.get(), Arc::new(Mutex::new(HashMap::new())))),
             });
@@ -139,6 +142,17 @@ impl Quotas {
             Ok(Quotas { quotas, admitted: std::sync::atomic::AtomicU64::new(0) })
         } else {
             Err(errors)
+        }
+    }
+
+    /// Takes over the live budgets of every quota `running` has with the same settings,
+    /// so a reload neither refills a spent rate budget nor forgets the calls in flight.
+    pub fn keep_budgets_of(&mut self, running: &Quotas) {
+        for quota in &mut self.quotas {
+            if let Some(same) = running.quotas.iter().find(|old| old.entry == quota.entry) {
+                quota.rate.clone_from(&same.rate);
+                quota.in_flight.clone_from(&same.in_flight);
+            }
         }
     }
 
@@ -299,5 +313,25 @@ mod tests {
         assert!(errors[0].message.contains("[auth]"), "{errors:?}");
         let errors = Quotas::compile(&[entry(&["*"], &[], Some(0), None)], false).err().unwrap();
         assert!(errors[0].key.ends_with("requests_per_second"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_budgets_of_unchanged_quotas_and_starts_changed_ones_afresh() {
+        let running =
+            quotas(&[entry(&["default"], &[], Some(1), None), entry(&["jobs"], &[], None, Some(1))]);
+        running.admit(None, "default").expect("the one call a second");
+        let held = running.admit(None, "jobs").expect("the one call at once");
+
+        let mut reloaded =
+            quotas(&[entry(&["default"], &[], Some(1), None), entry(&["jobs"], &[], None, Some(1))]);
+        reloaded.keep_budgets_of(&running);
+        assert!(reloaded.admit(None, "default").is_err(), "the spent rate budget stays spent");
+        assert!(reloaded.admit(None, "jobs").is_err(), "the call in flight still counts");
+        drop(held);
+        reloaded.admit(None, "jobs").expect("its place is free once it ends");
+
+        let mut changed = quotas(&[entry(&["default"], &[], Some(2), None)]);
+        changed.keep_budgets_of(&running);
+        changed.admit(None, "default").expect("a changed quota starts with a full budget");
     }
 }

@@ -200,7 +200,7 @@ impl Reloader {
             tokio::task::spawn_blocking(move || resolve::resolve_reusing(config, &loader, &current))
                 .await
                 .map_err(|e| Refused(format!("the reload task failed: {e}")))?;
-        let resolved = match resolved {
+        let mut resolved = match resolved {
             Ok(resolved) => resolved,
             Err(errors) => {
                 let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -216,6 +216,12 @@ impl Reloader {
         };
         if let Some(auth) = &resolved.config.auth {
             auth.start();
+        }
+        let running_quotas = self.gateway.routing().quotas.clone();
+        if let (Some(new), Some(running)) = (resolved.config.quotas.as_mut(), running_quotas) {
+            if let Some(new) = Arc::get_mut(new) {
+                new.keep_budgets_of(&running);
+            }
         }
         let policy = (resolved.config.auth.clone(), resolved.config.quotas.clone());
         let summary = self.apply(resolved.plugins, resolved.namespaces, policy, None).await?;

@@ -334,3 +334,29 @@ slots.messaging = { plugin = "memstore" }
     let expected: Vec<String> = (0..10).map(|n| format!("device-{n:02}")).collect();
     assert_eq!(seen, expected, "every identity once");
 }
+
+#[tokio::test]
+async fn a_reload_does_not_refill_a_spent_rate_budget() {
+    let config = r#"
+[[quotas]]
+namespaces = ["default"]
+requests_per_second = 1
+
+[plugins.memstore]
+path = "{memstore}"
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+slots.store = { plugin = "memstore" }
+"#;
+    let server = Server::start_with(config, &["--no-watch"]);
+    let mut kv = server.keyvalue().await;
+    let get = || GetRequest { key: "k".into(), ..Default::default() };
+    kv.get(get()).await.expect("the one call a second");
+    // An unchanged config reloads in milliseconds, well inside the second.
+    let outcome = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner().outcome.unwrap();
+    assert!(outcome.ok, "{outcome:?}");
+    let status = kv.get(get()).await.expect_err("the budget spent before the reload");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+}
