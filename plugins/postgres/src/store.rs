@@ -14,7 +14,11 @@ pub struct Postgres {
     pub(crate) config: Config,
     pub(crate) transactions: std::sync::Arc<Transactions>,
     reaper: tokio::task::AbortHandle,
+    expiry_reaper: tokio::task::AbortHandle,
 }
+
+/// How often rows past their `expires_at` are deleted (they are invisible at once).
+const REAP_EXPIRED_EVERY: Duration = Duration::from_secs(1);
 
 /// Quoted table names, built once from validated identifiers.
 pub(crate) struct Sql {
@@ -25,6 +29,7 @@ pub(crate) struct Sql {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.reaper.abort();
+        self.expiry_reaper.abort();
     }
 }
 
@@ -71,7 +76,10 @@ impl Driver for Postgres {
         let transactions = std::sync::Arc::new(Transactions::new(pool.clone()));
         let reaper =
             tokio::spawn(crate::transactions::reap(std::sync::Arc::downgrade(&transactions))).abort_handle();
-        Ok(Postgres { pool, sql, config, transactions, reaper })
+        let expiry_reaper =
+            tokio::spawn(crate::keyvalue::reap_expired(pool.clone(), sql.kv.clone(), REAP_EXPIRED_EVERY))
+                .abort_handle();
+        Ok(Postgres { pool, sql, config, transactions, reaper, expiry_reaper })
     }
 
     async fn health(&self) -> Health {
@@ -119,7 +127,8 @@ async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), Pl
             CREATE TABLE IF NOT EXISTS {kv} (
                 key BYTEA PRIMARY KEY,
                 value BYTEA NOT NULL,
-                version BIGINT NOT NULL
+                version BIGINT NOT NULL,
+                expires_at TIMESTAMPTZ NULL
             );
             CREATE TABLE IF NOT EXISTS {queue} (
                 id BIGSERIAL PRIMARY KEY,
@@ -134,6 +143,29 @@ async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), Pl
             CREATE INDEX IF NOT EXISTS "{queue_table}_ready" ON {queue} (queue, id) WHERE dead_at IS NULL;
             CREATE INDEX IF NOT EXISTS "{queue_table}_dead" ON {queue} (queue, id) WHERE dead_at IS NOT NULL;
             "#
+        ))
+        .await
+        .map_err(db_error)?;
+    // A table from before keyvalue_ttl gets the column (no default, so no rewrite) once.
+    let has_expiry: bool = transaction
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 AND column_name = 'expires_at')",
+            &[&config.schema, &config.table],
+        )
+        .await
+        .map_err(db_error)?
+        .get(0);
+    if !has_expiry {
+        transaction
+            .batch_execute(&format!("ALTER TABLE {kv} ADD COLUMN expires_at TIMESTAMPTZ NULL"))
+            .await
+            .map_err(db_error)?;
+    }
+    transaction
+        .batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS \"{}_expiry\" ON {kv} (expires_at) WHERE expires_at IS NOT NULL",
+            config.table
         ))
         .await
         .map_err(db_error)?;

@@ -78,6 +78,7 @@ plugin_suites!(postgres: "prism_postgres",
     config = "url = \"postgres://postgres@127.0.0.1:5432/test\"\ntable = \"prism_acceptance_kv\"\nqueue_table = \"prism_acceptance_queue\"\nmax_deliveries = 3",
     [
         keyvalue_basic => KeyValueBasic,
+        keyvalue_ttl => KeyValueTtl,
         keyvalue_scan => KeyValueScan,
         keyvalue_batch => KeyValueBatch,
         keyvalue_cas => KeyValueCas,

@@ -246,3 +246,42 @@ async fn transactions_and_mutate_apply_all_or_nothing() {
     assert_eq!(refused.code(), Code::Unimplemented);
     assert!(refused.message().contains("keyvalue_transactional"), "{}", refused.message());
 }
+
+/// Rows of `prism_e2e_kv` (default schema `public`) with `key`, counted by psql.
+fn stored_rows(key: &str) -> String {
+    let output = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc"])
+        .arg(format!("SELECT count(*) FROM public.prism_e2e_kv WHERE key = convert_to('{key}', 'UTF8')"))
+        .output()
+        .expect("psql runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_key_with_a_ttl_vanishes_at_once_and_its_row_is_reaped_soon_after() {
+    if !backends_available(&[Backend::Postgres]) {
+        return;
+    }
+    let server = Server::start(&config());
+    let mut kv = server.keyvalue().await;
+    let key = unique("ttl");
+    let set = SetRequest {
+        namespace: "ledger".into(),
+        key: key.clone(),
+        value: b"v".to_vec().into(),
+        ttl_ms: 300,
+        ..Default::default()
+    };
+    kv.set(set).await.unwrap();
+    let get = || GetRequest { namespace: "ledger".into(), key: key.clone(), ..Default::default() };
+    assert!(kv.get(get()).await.unwrap().into_inner().found);
+    assert_eq!(stored_rows(&key), "1", "the row is where the count looks");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!kv.get(get()).await.unwrap().into_inner().found, "invisible once expired");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored_rows(&key) != "0" {
+        assert!(Instant::now() < deadline, "the expired row was never reaped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
