@@ -114,7 +114,8 @@ impl CallSpan {
         } else {
             Context::new()
         };
-        let caller = parent.span().span_context().clone();
+        let caller = parent.span();
+        let caller = caller.span_context();
         let traced = if caller.is_valid() {
             caller.is_sampled()
         } else {
