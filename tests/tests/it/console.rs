@@ -12,7 +12,10 @@ use prism_api::*;
 
 use super::observe::{api_keys_config, http_get};
 
-const CONFIG: &str = r#"
+/// An admin listener, a keyvalue namespace `default` that holds at most one key (so a
+/// second Set is a backend error), and a pubsub namespace `events`; the Prometheus test
+/// uses it too.
+pub const CONFIG: &str = r#"
 [admin]
 listen = "127.0.0.1:0"
 
@@ -22,7 +25,7 @@ path = "{memstore}"
 [[namespaces]]
 name = "default"
 pattern = "keyvalue"
-slots.store = { plugin = "memstore" }
+slots.store = { plugin = "memstore", config = { max_keys = 1 } }
 
 [[namespaces]]
 name = "events"

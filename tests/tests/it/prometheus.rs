@@ -13,23 +13,7 @@ use prism_api::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const CONFIG: &str = r#"
-[admin]
-listen = "127.0.0.1:0"
-
-[plugins.memstore]
-path = "{memstore}"
-
-[[namespaces]]
-name = "default"
-pattern = "keyvalue"
-slots.store = { plugin = "memstore", config = { max_keys = 1 } }
-
-[[namespaces]]
-name = "events"
-pattern = "pubsub"
-slots.broker = { plugin = "memstore" }
-"#;
+use super::console::CONFIG;
 
 struct Prometheus {
     child: Child,
