@@ -261,34 +261,57 @@ impl Config {
     }
 }
 
-/// Resolves `${env:…}` / `${file:…}` in every string of every slot's `config` table.
+/// The text `${config_dir}` stands for in a slot's config: the config file's directory,
+/// absolute, so a plugin's relative file (a SQLite database) does not depend on where
+/// the gateway was started.
+const CONFIG_DIR: &str = "${config_dir}";
+
+/// Resolves `${config_dir}`, `${env:…}` and `${file:…}` in every string of every slot's
+/// `config` table.
 fn expand_secrets(contents: &mut ConfigFile, base_dir: &Path) -> Vec<ConfigError> {
     let mut errors = Vec::new();
+    let config_dir = absolute_dir(base_dir);
     for (index, namespace) in contents.namespaces.iter_mut().enumerate() {
         for (slot, binding) in namespace.slots.iter_mut() {
             for (key, value) in binding.config.iter_mut() {
                 let at = format!("namespaces[{index}].slots.{slot}.config.{key}");
-                expand_value(value, &at, base_dir, &mut errors);
+                expand_value(value, &at, base_dir, &config_dir, &mut errors);
             }
         }
     }
     errors
 }
 
-fn expand_value(value: &mut toml::Value, at: &str, base_dir: &Path, errors: &mut Vec<ConfigError>) {
+fn absolute_dir(dir: &Path) -> String {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let absolute =
+        std::fs::canonicalize(dir).or_else(|_| std::path::absolute(dir)).unwrap_or(dir.to_path_buf());
+    absolute.display().to_string()
+}
+
+fn expand_value(
+    value: &mut toml::Value,
+    at: &str,
+    base_dir: &Path,
+    config_dir: &str,
+    errors: &mut Vec<ConfigError>,
+) {
     match value {
-        toml::Value::String(text) => match crate::secrets::expand(text, base_dir) {
-            Ok(expanded) => *text = expanded,
-            Err(error) => errors.push(ConfigError::new(at, error.message, error.fix)),
-        },
+        toml::Value::String(text) => {
+            let located = text.replace(CONFIG_DIR, config_dir);
+            match crate::secrets::expand(&located, base_dir) {
+                Ok(expanded) => *text = expanded,
+                Err(error) => errors.push(ConfigError::new(at, error.message, error.fix)),
+            }
+        }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_value(item, &format!("{at}[{i}]"), base_dir, errors);
+                expand_value(item, &format!("{at}[{i}]"), base_dir, config_dir, errors);
             }
         }
         toml::Value::Table(table) => {
             for (key, item) in table.iter_mut() {
-                expand_value(item, &format!("{at}.{key}"), base_dir, errors);
+                expand_value(item, &format!("{at}.{key}"), base_dir, config_dir, errors);
             }
         }
         _ => {}
