@@ -87,6 +87,7 @@ pub fn with_plugin_paths(config: &str) -> String {
         ("{exclusive}", "prism_fixture_exclusive"),
         ("{redis}", "prism_redis"),
         ("{postgres}", "prism_postgres"),
+        ("{sqlite}", "prism_sqlite"),
         ("{nats}", "prism_nats"),
         ("{kafka}", "prism_kafka"),
     ] {

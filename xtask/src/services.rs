@@ -36,26 +36,39 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
     run(install)
 }
 
-/// The C library the workspace links from the system: OpenSSL, for librdkafka's TLS and
-/// SASL/SCRAM in the kafka plugin (built before any test or gateway can run).
+/// The C libraries the workspace links from the system: OpenSSL, for librdkafka's TLS
+/// and SASL/SCRAM in the kafka plugin, and SQLite, which the sqlite plugin must share
+/// with every other build of itself in the process (so it cannot bundle its own). Both
+/// are needed before any test or gateway can run.
 pub fn ensure_build_prerequisites() -> Result<(), String> {
-    let found = Command::new("pkg-config").args(["--exists", "openssl"]).status().is_ok_and(|s| s.success());
-    if found {
-        return Ok(());
-    }
-    eprintln!("xtask: installing pkg-config and libssl-dev (OpenSSL headers, for the kafka plugin's TLS)");
-    apt_install(&["pkg-config", "libssl-dev"])
-}
-
-/// Programs the observability tests run, from Debian's packages: Chromium (the console
-/// test loads the page headless) and the Prometheus server (it scrapes a gateway).
-pub fn ensure_test_programs() -> Result<(), String> {
-    let missing: Vec<&str> =
-        ["chromium", "prometheus"].into_iter().filter(|program| !installed(program)).collect();
+    let has = |library: &str| {
+        Command::new("pkg-config").args(["--exists", library]).status().is_ok_and(|s| s.success())
+    };
+    let missing: Vec<&str> = [("openssl", "libssl-dev"), ("sqlite3", "libsqlite3-dev")]
+        .into_iter()
+        .filter(|(library, _)| !has(library))
+        .map(|(_, package)| package)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing {} (for the console and Prometheus tests)", missing.join(" and "));
+    eprintln!(
+        "xtask: installing pkg-config and {} (C library headers the plugins link)",
+        missing.join(" and ")
+    );
+    apt_install(&[&["pkg-config"][..], &missing].concat())
+}
+
+/// Programs the tests run, from Debian's packages: Chromium (the console test loads the
+/// page headless), the Prometheus server (it scrapes a gateway) and the sqlite3 shell
+/// (it checks a database file's integrity).
+pub fn ensure_test_programs() -> Result<(), String> {
+    let missing: Vec<&str> =
+        ["chromium", "prometheus", "sqlite3"].into_iter().filter(|program| !installed(program)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} (for the console, Prometheus and SQLite tests)", missing.join(", "));
     apt_install(&missing)
 }
 

@@ -24,14 +24,14 @@ fn declared(library: &str) -> Vec<Interface> {
 }
 
 macro_rules! plugin_suites {
-    ($module:ident: $library:literal, config = $config:literal, [$($interface:ident => $variant:ident),* $(,)?]) => {
+    ($module:ident: $library:literal, config = $config:expr, [$($interface:ident => $variant:ident),* $(,)?]) => {
         mod $module {
             use super::*;
 
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $interface() {
-                    prove($library, $config, Interface::$variant).await;
+                    prove($library, &$config, Interface::$variant).await;
                 }
             )*
 
@@ -103,4 +103,27 @@ plugin_suites!(kafka: "prism_kafka", config = "brokers = \"127.0.0.1:9092\"\ntop
     stream_partitioning => StreamPartitioning,
     pubsub_basic => PubSubBasic,
     pubsub_persistent => PubSubPersistent,
+]);
+
+/// One database file for every sqlite suite of this test process, as several instances
+/// of one namespace would share it.
+fn sqlite_config() -> String {
+    let path =
+        std::env::temp_dir().join(format!("prism-acceptance-{}", std::process::id())).join("sqlite.db");
+    format!("path = \"{}\"\nmax_deliveries = 3", path.display())
+}
+
+plugin_suites!(sqlite: "prism_sqlite", config = sqlite_config(), [
+    keyvalue_basic => KeyValueBasic,
+    keyvalue_ttl => KeyValueTtl,
+    keyvalue_scan => KeyValueScan,
+    keyvalue_batch => KeyValueBatch,
+    keyvalue_cas => KeyValueCas,
+    keyvalue_transactional => KeyValueTransactional,
+    list_basic => ListBasic,
+    list_range => ListRange,
+    queue_basic => QueueBasic,
+    queue_visibility => QueueVisibility,
+    queue_dead_letter => QueueDeadLetter,
+    queue_delayed => QueueDelayed,
 ]);

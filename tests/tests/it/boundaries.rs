@@ -110,3 +110,32 @@ fn every_crate_but_plugin_abi_forbids_unsafe_code() {
         assert!(text.contains("#![forbid(unsafe_code)]"), "{root} does not forbid unsafe code");
     }
 }
+
+/// The sqlite plugin links the system's shared libsqlite3 and carries no SQLite of its
+/// own: two builds of the plugin run side by side during a reload, and two copies of
+/// SQLite in one process would each keep their own table of POSIX locks on the file.
+#[test]
+fn the_sqlite_plugin_shares_the_system_sqlite_instead_of_bundling_one() {
+    let library = prism_acceptance::harness::plugin_library("prism_sqlite");
+    let dynamic =
+        std::process::Command::new("readelf").arg("--dynamic").arg(&library).output().expect("run readelf");
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    assert!(
+        dynamic.lines().any(|line| line.contains("(NEEDED)") && line.contains("[libsqlite3.so")),
+        "{} does not link the shared libsqlite3:\n{dynamic}",
+        library.display()
+    );
+    let symbols = std::process::Command::new("readelf")
+        .arg("--syms")
+        .arg("--wide")
+        .arg(&library)
+        .output()
+        .expect("run readelf");
+    let symbols = String::from_utf8_lossy(&symbols.stdout);
+    let defined_sqlite: Vec<&str> = symbols
+        .lines()
+        .filter(|line| line.split_whitespace().last().is_some_and(|name| name.starts_with("sqlite3_")))
+        .filter(|line| !line.contains(" UND "))
+        .collect();
+    assert!(defined_sqlite.is_empty(), "{} defines SQLite itself: {defined_sqlite:#?}", library.display());
+}

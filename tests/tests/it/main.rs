@@ -16,6 +16,7 @@ mod e2e;
 mod e2e_multicast;
 mod e2e_postgres;
 mod e2e_pubsub;
+mod e2e_sqlite;
 mod e2e_stream;
 mod jwks_server;
 mod limits;
