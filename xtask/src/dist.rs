@@ -39,7 +39,7 @@ pub fn dist(args: &[String]) -> Result<(), String> {
         copy(profile.join(binary), stage.join("bin").join(binary))?;
         split_debug_info(&stage, &format!("bin/{binary}"))?;
     }
-    let plugins = ["memstore", "redis", "postgres", "nats", "kafka"];
+    let plugins = ["memstore", "sqlite", "redis", "postgres", "nats", "kafka"];
     for plugin in plugins {
         let file = format!("libprism_{plugin}.so");
         copy(profile.join(&file), stage.join("plugins").join(&file))?;
@@ -52,10 +52,13 @@ pub fn dist(args: &[String]) -> Result<(), String> {
     copy(root.join("README.md"), stage.join("README.md"))?;
     copy(root.join("LICENSE"), stage.join("LICENSE"))?;
     let config = std::fs::read_to_string(root.join("plugins.toml")).map_err(|e| e.to_string())?;
-    let config = config.replace("target/debug/libprism_memstore.so", "plugins/libprism_memstore.so").replace(
-        "# Build the plugin first (`cargo build --workspace`, or just use `cargo xtask serve`).\n",
-        "",
-    );
+    let config = config
+        .replace("target/debug/libprism_memstore.so", "plugins/libprism_memstore.so")
+        .replace("target/debug/libprism_sqlite.so", "plugins/libprism_sqlite.so")
+        .replace(
+            "# Build the plugins first (`cargo build --workspace`, or just use `cargo xtask serve`).\n",
+            "",
+        );
     std::fs::write(stage.join("plugins.toml"), config).map_err(|e| e.to_string())?;
     let mut sums = String::new();
     let mut files: Vec<String> =

@@ -39,6 +39,7 @@ async fn the_package_unpacks_verifies_and_serves() {
         "bin/prism-load",
         "bin/prism-acceptance",
         "plugins/libprism_memstore.so",
+        "plugins/libprism_sqlite.so",
         "plugins.toml",
         "README.md",
         "LICENSE",
@@ -87,6 +88,10 @@ async fn the_package_unpacks_verifies_and_serves() {
     kv.set(request).await.unwrap();
     let reply = kv.get(GetRequest { key: "k".into(), ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(&reply.value[..], b"v");
+    assert!(
+        root.join("data/default.db").is_file(),
+        "the default namespace keeps its data in the package's data/"
+    );
     let plugins =
         AdminServiceClient::connect(url).await.unwrap().list_plugins(ListPluginsRequest {}).await.unwrap();
     let memstore = &plugins.into_inner().plugins[0];
