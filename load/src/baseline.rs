@@ -1,7 +1,8 @@
 //! The baselines the gateway is measured against: a bare tonic KeyValueService answering
 //! Get/Set/Delete/Exists from a sharded in-process map, straight from Redis (plain
-//! GET/SET/DEL/EXISTS on one multiplexed connection) or from PostgreSQL (one table,
-//! pooled connections, prepared statements) — no plugin, ABI or routing.
+//! GET/SET/DEL/EXISTS on one multiplexed connection), from PostgreSQL (one table,
+//! pooled connections, prepared statements) or from a SQLite file (`sqlite_baseline`)
+//! — no plugin, ABI or routing.
 //! Other RPCs answer UNIMPLEMENTED: the load tool never calls them.
 
 use std::collections::HashMap;
@@ -21,6 +22,12 @@ enum Store {
     Redis(redis::aio::ConnectionManager),
     /// Table `prism_baseline_kv (key BYTEA PRIMARY KEY, value BYTEA)`.
     Postgres(deadpool_postgres::Pool),
+    /// Table `prism_baseline_kv (key BLOB PRIMARY KEY, value BLOB)` in a WAL file.
+    Sqlite(crate::sqlite_baseline::Sqlite),
+}
+
+fn sqlite_status(error: String) -> Status {
+    Status::unavailable(format!("sqlite: {error}"))
 }
 
 fn postgres_status(error: impl std::fmt::Display) -> Status {
@@ -78,6 +85,7 @@ impl KeyValueService for MapServer {
                     .map_err(postgres_status)?;
                 row.map(|row| Bytes::from(row.get::<_, Vec<u8>>(0)))
             }
+            Store::Sqlite(sqlite) => sqlite.get(request.key).await.map_err(sqlite_status)?.map(Bytes::from),
         };
         Ok(Response::new(match found {
             Some(value) => GetResponse { found: true, value, version: 0 },
@@ -107,6 +115,7 @@ impl KeyValueService for MapServer {
                     .await
                     .map_err(postgres_status)?;
             }
+            Store::Sqlite(sqlite) => sqlite.set(request.key, request.value).await.map_err(sqlite_status)?,
         }
         Ok(Response::new(SetResponse {}))
     }
@@ -125,6 +134,7 @@ impl KeyValueService for MapServer {
                 let client = pool.get().await.map_err(postgres_status)?;
                 client.execute(PG_DELETE, &[&request.key.as_bytes()]).await.map_err(postgres_status)? > 0
             }
+            Store::Sqlite(sqlite) => sqlite.delete(request.key).await.map_err(sqlite_status)?,
         };
         Ok(Response::new(DeleteResponse { deleted }))
     }
@@ -148,6 +158,7 @@ impl KeyValueService for MapServer {
                     .map_err(postgres_status)?
                     .is_some()
             }
+            Store::Sqlite(sqlite) => sqlite.get(request.key).await.map_err(sqlite_status)?.is_some(),
         };
         Ok(Response::new(ExistsResponse { exists }))
     }
@@ -248,9 +259,11 @@ pub enum Backend {
     Map,
     Redis(String),
     Postgres(String),
+    /// A SQLite database file.
+    Sqlite(String),
 }
 
-/// Serves the baseline from an in-process map, Redis or PostgreSQL.
+/// Serves the baseline from an in-process map, Redis, PostgreSQL or SQLite.
 pub async fn serve(listen: SocketAddr, backend: Backend) {
     let store = match backend {
         Backend::Map => Store::Map((0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect()),
@@ -258,6 +271,13 @@ pub async fn serve(listen: SocketAddr, backend: Backend) {
             Ok(pool) => Store::Postgres(pool),
             Err(error) => {
                 eprintln!("error: cannot use PostgreSQL at {url}: {error}");
+                std::process::exit(1);
+            }
+        },
+        Backend::Sqlite(path) => match crate::sqlite_baseline::Sqlite::open(&path) {
+            Ok(sqlite) => Store::Sqlite(sqlite),
+            Err(error) => {
+                eprintln!("error: cannot use the SQLite database {path}: {error}");
                 std::process::exit(1);
             }
         },

@@ -13,6 +13,7 @@ mod baseline;
 mod multicast;
 mod otlp_sink;
 mod pubsub;
+mod sqlite_baseline;
 mod stream;
 mod workload;
 
@@ -49,8 +50,11 @@ enum Command {
         #[arg(long, conflicts_with = "postgres")]
         redis: Option<String>,
         /// Answer from this PostgreSQL database (table prism_baseline_kv) instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sqlite")]
         postgres: Option<String>,
+        /// Answer from this SQLite database file (table prism_baseline_kv) instead.
+        #[arg(long, conflicts_with = "redis")]
+        sqlite: Option<String>,
     },
     /// Receive OpenTelemetry spans over OTLP/gRPC and count them (the collector for a
     /// tracing benchmark).
@@ -238,11 +242,12 @@ fn runtime(threads: usize) -> tokio::runtime::Runtime {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Baseline { listen, redis, postgres } => {
-            let backend = match (redis, postgres) {
-                (Some(url), _) => baseline::Backend::Redis(url),
-                (_, Some(url)) => baseline::Backend::Postgres(url),
-                (None, None) => baseline::Backend::Map,
+        Command::Baseline { listen, redis, postgres, sqlite } => {
+            let backend = match (redis, postgres, sqlite) {
+                (Some(url), _, _) => baseline::Backend::Redis(url),
+                (_, Some(url), _) => baseline::Backend::Postgres(url),
+                (_, _, Some(path)) => baseline::Backend::Sqlite(path),
+                (None, None, None) => baseline::Backend::Map,
             };
             runtime(2).block_on(baseline::serve(listen, backend));
             ExitCode::SUCCESS

@@ -166,6 +166,8 @@ pub enum Backend {
     Memstore,
     Redis,
     Postgres,
+    /// Key-value on a SQLite file, and queues on SQLite vs PostgreSQL in the same run.
+    Sqlite,
     /// Pub/sub only: publish→receive through the gateway vs straight on NATS.
     Nats,
     /// Streams only: append and read back through the gateway vs straight with rdkafka.
@@ -178,10 +180,11 @@ impl Backend {
             None | Some("memstore") => Ok(Backend::Memstore),
             Some("redis") => Ok(Backend::Redis),
             Some("postgres") => Ok(Backend::Postgres),
+            Some("sqlite") => Ok(Backend::Sqlite),
             Some("nats") => Ok(Backend::Nats),
             Some("kafka") => Ok(Backend::Kafka),
             Some(other) => Err(format!(
-                "unknown benchmark backend '{other}': use memstore, redis, postgres, nats or kafka"
+                "unknown benchmark backend '{other}': use memstore, sqlite, redis, postgres, nats or kafka"
             )),
         }
     }
@@ -191,6 +194,11 @@ const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 const KAFKA_BROKERS: &str = "127.0.0.1:9092";
+
+/// Where the SQLite benchmark keeps its files (emptied before each run).
+fn sqlite_dir() -> std::path::PathBuf {
+    workspace_root().join("target/bench/sqlite")
+}
 
 fn gateway_config(backend: Backend) -> String {
     let library = |name: &str| release_binary(&format!("libprism_{name}.so")).display().to_string();
@@ -217,6 +225,7 @@ fn gateway_config(backend: Backend) -> String {
             "postgres",
             format!("config = {{ url = \"{POSTGRES_URL}\", table = \"prism_bench_kv\", queue_table = \"prism_bench_queue\" }}\n"),
         ),
+        Backend::Sqlite => ("sqlite", format!("config = {{ path = \"{}\" }}\n", sqlite_dir().join("kv.db").display())),
     };
     let mut config = format!(
         "[server]\nlisten = \"{GATEWAY}\"\n\n[plugins.{plugin}]\npath = \"{}\"\n\n\
@@ -226,6 +235,16 @@ fn gateway_config(backend: Backend) -> String {
     if backend == Backend::Postgres {
         config.push_str(&format!(
             "\n[[namespaces]]\nname = \"jobs\"\npattern = \"queue\"\n[namespaces.slots.queue]\nplugin = \"postgres\"\n{slot_config}"
+        ));
+    }
+    if backend == Backend::Sqlite {
+        config.push_str(&format!(
+            "\n[[namespaces]]\nname = \"jobs\"\npattern = \"queue\"\n[namespaces.slots.queue]\nplugin = \"sqlite\"\n\
+             config = {{ path = \"{}\" }}\n\n[plugins.postgres]\npath = \"{}\"\n\n\
+             [[namespaces]]\nname = \"jobs_pg\"\npattern = \"queue\"\n[namespaces.slots.queue]\nplugin = \"postgres\"\n\
+             config = {{ url = \"{POSTGRES_URL}\", table = \"prism_bench_kv\", queue_table = \"prism_bench_queue\" }}\n",
+            sqlite_dir().join("jobs.db").display(),
+            library("postgres")
         ));
     }
     config
@@ -238,6 +257,10 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = dir.join("plugins.toml");
+    if backend == Backend::Sqlite {
+        let _ = std::fs::remove_dir_all(sqlite_dir());
+        std::fs::create_dir_all(sqlite_dir()).map_err(|e| e.to_string())?;
+    }
     std::fs::write(&config, gateway_config(backend)).map_err(|e| e.to_string())?;
     let mut gateway = Command::new(release_binary("prism"));
     gateway.args(["serve", "--config"]).arg(&config).env("PRISM_LOG", "warn");
@@ -287,6 +310,9 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
         Backend::Postgres => {
             baseline.args(["--postgres", POSTGRES_URL]);
         }
+        Backend::Sqlite => {
+            baseline.arg("--sqlite").arg(sqlite_dir().join("baseline.db"));
+        }
     }
     let baseline = Background::start(baseline, "serving on")?;
     std::thread::sleep(Duration::from_millis(200));
@@ -303,10 +329,31 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
     compare("saturating, mixed 90% get", &["--workload", "mixed"])?;
     // Below every backend's saturation point on this machine, so latency shows service time.
     let (rate, title) = match backend {
-        Backend::Postgres => ("5000", "fixed rate 5000/s, get (latency below saturation)"),
+        Backend::Postgres | Backend::Sqlite => ("5000", "fixed rate 5000/s, get (latency below saturation)"),
         _ => ("20000", "fixed rate 20000/s, get (latency below saturation)"),
     };
     compare(title, &["--workload", "get", "--rate", rate])?;
+    if backend == Backend::Sqlite {
+        compare("saturating, set", &["--workload", "set"])?;
+        for (namespace, name) in [("jobs", "SQLite"), ("jobs_pg", "PostgreSQL")] {
+            println!("\n## prism-load run: queue on {name} (enqueue + dequeue + ack per iteration)");
+            prism_load(&[
+                "run",
+                "--target",
+                &target,
+                "--namespace",
+                namespace,
+                "--workload",
+                "queue",
+                "--duration",
+                "5s",
+                "--warmup",
+                "1s",
+                "--concurrency",
+                "16",
+            ])?;
+        }
+    }
     if backend == Backend::Postgres {
         compare("saturating, set", &["--workload", "set"])?;
         println!("\n## prism-load run: queue (enqueue + dequeue + ack per iteration), no baseline");

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Some("dist") => dist::dist(&args[1..]),
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|redis|postgres|nats|kafka|reload|multicast|security|metrics] | bench-abi | dist [--debug] [--out DIR]>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|sqlite|redis|postgres|nats|kafka|reload|multicast|security|metrics|tracing] | bench-abi | dist [--debug] [--out DIR]>");
             return ExitCode::from(2);
         }
     };
