@@ -36,6 +36,11 @@ struct Connections {
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
+    /// One write at a time per instance: SQLite has one writer anyway, and a writer
+    /// that finds the lock taken sleeps in its busy handler (1 ms, 2 ms, 5 ms, …) where
+    /// a queue here hands over at once. The busy timeout is left for other processes
+    /// and the other instance during a reload.
+    writer: Arc<Semaphore>,
 }
 
 impl Connections {
@@ -75,12 +80,7 @@ impl Sqlite {
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> PluginResult<T> {
         let connections = self.connections.clone();
-        let permit = connections
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| PluginError::unavailable("sqlite: the instance is shutting down"))?;
+        let permit = connections.permits.clone().acquire_owned().await.map_err(|_| shutting_down())?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut connection = connections.take().map_err(db_error)?;
@@ -99,7 +99,9 @@ impl Sqlite {
         &self,
         work: impl FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
     ) -> PluginResult<T> {
+        let turn = self.connections.writer.clone().acquire_owned().await.map_err(|_| shutting_down())?;
         self.run(move |connection| {
+            let _turn = turn;
             let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let result = work(&transaction, plugin_abi::unix_millis())?;
             transaction.commit()?;
@@ -163,6 +165,7 @@ impl Driver for Sqlite {
             busy_timeout: Duration::from_millis(config.busy_timeout_ms),
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(config.pool_size)),
+            writer: Arc::new(Semaphore::new(1)),
         });
         let schema = connections.clone();
         tokio::task::spawn_blocking(move || {
@@ -191,6 +194,7 @@ impl Driver for Sqlite {
     }
 
     async fn shutdown(&self) {
+        self.connections.writer.close();
         self.connections.permits.close();
         let connections = self.connections.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -199,6 +203,10 @@ impl Driver for Sqlite {
         })
         .await;
     }
+}
+
+fn shutting_down() -> PluginError {
+    PluginError::unavailable("sqlite: the instance is shutting down")
 }
 
 fn opening(path: &std::path::Path, error: PluginError) -> PluginError {
@@ -211,9 +219,10 @@ async fn reap_expired(connections: std::sync::Weak<Connections>) {
     loop {
         tokio::time::sleep(REAP_EXPIRED_EVERY).await;
         let Some(connections) = connections.upgrade() else { return };
+        let Ok(turn) = connections.writer.clone().acquire_owned().await else { return };
         let Ok(permit) = connections.permits.clone().acquire_owned().await else { return };
         let _ = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permits = (turn, permit);
             let Ok(connection) = connections.take() else { return };
             while let Ok(BATCH) = connection.execute(
                 "DELETE FROM prism_kv WHERE rowid IN \
