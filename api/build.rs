@@ -4,6 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A vendored protoc, so building needs nothing installed on the machine.
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     config.bytes(["."]);
+    // Maps as BTreeMaps: a message then encodes to the same bytes every time, which the
+    // gateway's idempotency check compares (a retry's request must be the first one's).
+    config.btree_map(["."]);
     // The protos live outside this crate's directory, which is all cargo watches by default.
     println!("cargo:rerun-if-changed=../proto");
     tonic_prost_build::configure()

@@ -19,7 +19,7 @@
 //! false (so `not (tier = "gold")` matches identities without a tier). Numeric comparisons
 //! parse the field's value as a number and are false when it is not one.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -372,7 +372,7 @@ impl Parser {
 }
 
 impl Filter {
-    pub fn matches(&self, metadata: &HashMap<String, String>) -> bool {
+    pub fn matches(&self, metadata: &BTreeMap<String, String>) -> bool {
         match self {
             Filter::All => true,
             Filter::Or(left, right) => left.matches(metadata) || right.matches(metadata),
@@ -404,7 +404,7 @@ impl Filter {
 mod tests {
     use super::*;
 
-    fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 

@@ -4,7 +4,7 @@
 //! Multicast to 100 subscribed identities (vs the client publishing the same 100
 //! messages itself through PubSubService), with every delivery checked.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -41,7 +41,7 @@ fn line(label: &str, histogram: &Histogram<u64>) -> String {
     )
 }
 
-fn metadata(index: u32) -> HashMap<String, String> {
+fn metadata(index: u32) -> BTreeMap<String, String> {
     let tier = if index.is_multiple_of(10) { "gold" } else { "silver" };
     let region = ["eu-west", "us-east", "ap-south"][index as usize % 3];
     [("tier", tier.to_string()), ("region", region.to_string()), ("age", (index % 90).to_string())]
@@ -223,6 +223,7 @@ pub async fn run(target: &str, plan: &MulticastPlan) -> Result<String, String> {
                 topic: format!("bench.direct.b{run}-{index}"),
                 payload: b"bench".to_vec().into(),
                 metadata: Default::default(),
+                ..Default::default()
             };
             async move { pubsub.publish(request).await }
         });

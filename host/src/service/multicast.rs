@@ -5,7 +5,7 @@
 //! for the others when that slot is bound. Every message crosses the backends in one
 //! small envelope (id, time, headers, payload).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,7 +40,7 @@ const QUEUE_VISIBILITY: Duration = Duration::from_secs(30);
 
 #[derive(Serialize, Deserialize)]
 struct Registration {
-    metadata: HashMap<String, String>,
+    metadata: BTreeMap<String, String>,
     registered_at: i64,
     /// 0 = never.
     expires_at: i64,

@@ -2,7 +2,7 @@
 //! redis + nats, and postgres + kafka with postgres durability. Every operation, TTLs,
 //! filters, pagination, delivery to subscribers, queueing for absent identities.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use prism_acceptance::harness::{backends_available, Backend, Server};
@@ -81,7 +81,7 @@ async fn register(
     metadata: &[(&str, &str)],
     ttl_ms: i64,
 ) {
-    let mut metadata: HashMap<String, String> =
+    let mut metadata: BTreeMap<String, String> =
         metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     metadata.insert("run".into(), std::process::id().to_string());
     let request = RegisterRequest {

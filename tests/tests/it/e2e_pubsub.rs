@@ -42,6 +42,7 @@ fn publish(namespace: &str, topic: &str, payload: Vec<u8>) -> PublishRequest {
         topic: topic.into(),
         payload: payload.into(),
         metadata: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -69,7 +70,7 @@ async fn subscribers_on_memstore_and_nats_receive_in_order_with_wildcards() {
         let mut exact = client.subscribe(subscribe("orders.created")).await.unwrap().into_inner();
         let mut pattern = client.subscribe(subscribe("orders.*")).await.unwrap().into_inner();
         let mut all = client.subscribe(subscribe("orders.>")).await.unwrap().into_inner();
-        let mut metadata = std::collections::HashMap::new();
+        let mut metadata = std::collections::BTreeMap::new();
         metadata.insert("trace".to_owned(), "t-1".to_owned());
         let first = client
             .publish(PublishRequest { metadata, ..publish(namespace, "orders.created", b"o-1".to_vec()) })

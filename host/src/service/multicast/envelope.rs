@@ -2,14 +2,14 @@
 //! byte string carrying the message id, send time, headers and payload, so any pub/sub
 //! or queue plugin can carry it unchanged. `decode` never panics on foreign bytes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// The envelope: `u32` id length, id, `i64` time, `u32` header count, then per header
 /// `u32` length + name and `u32` length + value, then the payload.
 pub(super) struct Envelope {
     pub(super) id: String,
     pub(super) sent_at: i64,
-    pub(super) headers: HashMap<String, String>,
+    pub(super) headers: BTreeMap<String, String>,
     pub(super) payload: Vec<u8>,
 }
 
@@ -36,7 +36,7 @@ impl Envelope {
         let id = reader.string()?;
         let sent_at = i64::from_be_bytes(reader.take(8)?.try_into().ok()?);
         let count = reader.u32()?;
-        let mut headers = HashMap::new();
+        let mut headers = BTreeMap::new();
         for _ in 0..count {
             let name = reader.string()?;
             headers.insert(name, reader.string()?);
@@ -68,7 +68,7 @@ mod tests {
 
     fn sample() -> Envelope {
         let headers =
-            HashMap::from([("trace".to_owned(), "abc".to_owned()), ("empty".to_owned(), String::new())]);
+            BTreeMap::from([("trace".to_owned(), "abc".to_owned()), ("empty".to_owned(), String::new())]);
         Envelope {
             id: "m-1".into(),
             sent_at: 1_700_000_000_123,
@@ -85,7 +85,8 @@ mod tests {
         assert_eq!(decoded.sent_at, envelope.sent_at);
         assert_eq!(decoded.headers, envelope.headers);
         assert_eq!(decoded.payload, envelope.payload);
-        let empty = Envelope { id: String::new(), sent_at: -1, headers: HashMap::new(), payload: Vec::new() };
+        let empty =
+            Envelope { id: String::new(), sent_at: -1, headers: BTreeMap::new(), payload: Vec::new() };
         let decoded = Envelope::decode(&empty.encode()).expect("decodes");
         assert!(decoded.id.is_empty() && decoded.headers.is_empty() && decoded.payload.is_empty());
     }
