@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub keepalive_timeout_ms: u64,
     /// Most bytes of keys and values one response (a batch, a scan page) may carry.
     pub max_response_bytes: usize,
+    /// How long an idempotency token is honoured (from the time written in it).
+    pub idempotency_window_ms: u64,
     /// TLS on the listener; absent = plaintext.
     pub tls: Option<crate::tls::TlsConfig>,
 }
@@ -110,6 +112,7 @@ impl Default for ServerConfig {
             keepalive_interval_ms: 60_000,
             keepalive_timeout_ms: 20_000,
             max_response_bytes: 64 * 1024 * 1024,
+            idempotency_window_ms: 3_600_000,
             tls: None,
         }
     }
@@ -375,6 +378,13 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
     }
     if server.max_library_loads == 0 {
         errors.push(ConfigError::new("server.max_library_loads", "must be at least 1", "use e.g. 64"));
+    }
+    if server.idempotency_window_ms < 1000 {
+        errors.push(ConfigError::new(
+            "server.idempotency_window_ms",
+            format!("{} ms is shorter than any retry", server.idempotency_window_ms),
+            "use at least 1000 (the default is 3600000, one hour)",
+        ));
     }
     for (key, value) in [
         ("server.max_connections", server.max_connections as u64),

@@ -261,6 +261,8 @@ pub struct Routing {
 pub struct Gateway {
     routing: ArcSwap<Routing>,
     pub settings: ServerConfig,
+    /// Idempotency records of namespaces with no `idempotency` slot bound.
+    idempotency: Arc<crate::idempotency::Memory>,
 }
 
 /// Why an instance could not be created at start.
@@ -305,7 +307,30 @@ impl Gateway {
                 quotas: resolved.config.quotas.clone(),
             }),
             settings: resolved.config.contents.server.clone(),
+            idempotency: Arc::default(),
         })
+    }
+
+    /// How a write carrying idempotency token `token` runs once (see
+    /// crate::idempotency); `None` when the token is empty.
+    pub fn idempotent(
+        &self,
+        namespace: &Namespace,
+        method: &str,
+        token: &str,
+        request: &impl prost::Message,
+    ) -> Result<Option<crate::idempotency::Call>, Status> {
+        use crate::idempotency::{fingerprint, Call, Records};
+        let window = std::time::Duration::from_millis(self.settings.idempotency_window_ms);
+        let Some(token) = crate::idempotency::token(token, window, plugin_abi::unix_millis())? else {
+            return Ok(None);
+        };
+        let records = match namespace.slot(crate::patterns::IDEMPOTENCY) {
+            Some(bound) => Records::Plugin(bound.instance.clone()),
+            None => Records::Memory(self.idempotency.clone()),
+        };
+        let fingerprint = fingerprint(method, request);
+        Ok(Some(Call::new(records, &namespace.name, method, token, fingerprint, window)))
     }
 
     pub fn routing(&self) -> Arc<Routing> {

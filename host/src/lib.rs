@@ -13,6 +13,7 @@ pub mod deadline;
 pub mod filter;
 pub mod gateway;
 pub mod health;
+pub mod idempotency;
 pub mod loader;
 pub mod observe;
 pub mod oversize;

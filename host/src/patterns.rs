@@ -39,22 +39,35 @@ pub const PUBSUB: &str = "pubsub";
 pub const STREAM: &str = "stream";
 pub const MULTICAST_REGISTRY: &str = "multicast-registry";
 
+/// The optional slot where a pattern with idempotent writes keeps its token records
+/// (crate::idempotency); unbound, they are kept in the gateway's memory.
+pub const IDEMPOTENCY: &str = "idempotency";
+const IDEMPOTENCY_SLOT: Slot = Slot {
+    name: IDEMPOTENCY,
+    optional: true,
+    required: &[Interface::KeyValueBasic, Interface::KeyValueCas],
+    optional_interfaces: &[],
+};
+
 pub static PATTERNS: &[Pattern] = &[
     Pattern {
         name: KEYVALUE,
         description: "Get/set/delete keys, with scan, TTL, batch and compare-and-swap where the plugin has them",
-        slots: &[Slot {
-            name: "store",
-            optional: false,
-            required: &[Interface::KeyValueBasic],
-            optional_interfaces: &[
-                Interface::KeyValueScan,
-                Interface::KeyValueTtl,
-                Interface::KeyValueBatch,
-                Interface::KeyValueCas,
-                Interface::KeyValueTransactional,
-            ],
-        }],
+        slots: &[
+            Slot {
+                name: "store",
+                optional: false,
+                required: &[Interface::KeyValueBasic],
+                optional_interfaces: &[
+                    Interface::KeyValueScan,
+                    Interface::KeyValueTtl,
+                    Interface::KeyValueBatch,
+                    Interface::KeyValueCas,
+                    Interface::KeyValueTransactional,
+                ],
+            },
+            IDEMPOTENCY_SLOT,
+        ],
     },
     Pattern {
         name: LIST,
@@ -64,32 +77,45 @@ pub static PATTERNS: &[Pattern] = &[
     Pattern {
         name: PUBSUB,
         description: "Publish to topics and subscribe, with wildcards and durable subscriptions where the plugin has them",
-        slots: &[Slot {
-            name: "broker",
-            optional: false,
-            required: &[Interface::PubSubBasic],
-            optional_interfaces: &[Interface::PubSubWildcards, Interface::PubSubPersistent],
-        }],
+        slots: &[
+            Slot {
+                name: "broker",
+                optional: false,
+                required: &[Interface::PubSubBasic],
+                optional_interfaces: &[Interface::PubSubWildcards, Interface::PubSubPersistent],
+            },
+            IDEMPOTENCY_SLOT,
+        ],
     },
     Pattern {
         name: STREAM,
         description: "Append-only logs read from an offset, with consumer groups and replay where the plugin has them",
-        slots: &[Slot {
-            name: "log",
-            optional: false,
-            required: &[Interface::StreamBasic],
-            optional_interfaces: &[Interface::StreamConsumerGroups, Interface::StreamReplay, Interface::StreamPartitioning],
-        }],
+        slots: &[
+            Slot {
+                name: "log",
+                optional: false,
+                required: &[Interface::StreamBasic],
+                optional_interfaces: &[
+                    Interface::StreamConsumerGroups,
+                    Interface::StreamReplay,
+                    Interface::StreamPartitioning,
+                ],
+            },
+            IDEMPOTENCY_SLOT,
+        ],
     },
     Pattern {
         name: QUEUE,
         description: "Work queues: enqueue, dequeue with visibility timeout, ack/nack, dead letters",
-        slots: &[Slot {
-            name: "queue",
-            optional: false,
-            required: &[Interface::QueueBasic],
-            optional_interfaces: &[Interface::QueueVisibility, Interface::QueueDeadLetter, Interface::QueueDelayed],
-        }],
+        slots: &[
+            Slot {
+                name: "queue",
+                optional: false,
+                required: &[Interface::QueueBasic],
+                optional_interfaces: &[Interface::QueueVisibility, Interface::QueueDeadLetter, Interface::QueueDelayed],
+            },
+            IDEMPOTENCY_SLOT,
+        ],
     },
     Pattern {
         name: MULTICAST_REGISTRY,

@@ -104,6 +104,7 @@ pub async fn through_gateway(
             topic: topic.clone(),
             payload: payload(start, size).into(),
             metadata: Default::default(),
+            ..Default::default()
         };
         publishers.push(tokio::spawn(async move {
             if unary {

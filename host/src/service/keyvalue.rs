@@ -97,24 +97,30 @@ impl KeyValueService for KeyValueApi {
             if request.ttl_ms != 0 {
                 return Err(Status::invalid_argument("ttl_ms cannot be set inside a transaction"));
             }
+            super::no_token_in_transaction(&request.idempotency_token)?;
             let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Set in a transaction")?;
             tx.set(TransactionId(request.transaction_id), &request.key, request.value.into())
                 .await
                 .map_err(plugin_status)?;
             return Ok(Response::new(SetResponse {}));
         }
-        match optional_ttl("ttl_ms", request.ttl_ms)? {
-            Some(ttl) => {
-                let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "Set with ttl_ms")?;
-                ttl_ops.set_with_ttl(&request.key, request.value.into(), ttl).await
+        let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
+        let call = self.gateway.idempotent(&namespace, "Set", &request.idempotency_token, &request)?;
+        let write = async move {
+            match ttl {
+                Some(ttl) => {
+                    let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "Set with ttl_ms")?;
+                    ttl_ops.set_with_ttl(&request.key, request.value.into(), ttl).await
+                }
+                None => {
+                    let basic = need(&namespace, STORE, store.keyvalue_basic(), "Set")?;
+                    basic.set(&request.key, request.value.into()).await
+                }
             }
-            None => {
-                let basic = need(&namespace, STORE, store.keyvalue_basic(), "Set")?;
-                basic.set(&request.key, request.value.into()).await
-            }
-        }
-        .map_err(plugin_status)?;
-        Ok(Response::new(SetResponse {}))
+            .map_err(plugin_status)?;
+            Ok(SetResponse {})
+        };
+        super::once(call, write).await.map(Response::new)
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
@@ -374,17 +380,22 @@ impl KeyValueService for KeyValueApi {
         check_key("key", &request.key)?;
         check_value("value", request.value.len(), self.max_value())?;
         let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
-        let cas = need(&namespace, STORE, store.keyvalue_cas(), "CompareAndSwap")?;
-        let outcome = cas
-            .compare_and_swap(&request.key, request.expected_version, request.value.into(), ttl)
-            .await
-            .map_err(plugin_status)?;
-        match outcome {
-            CasResult::Swapped { version } => Ok(Response::new(CompareAndSwapResponse { version })),
-            CasResult::Conflict { current_version } => {
-                Err(conflict(&request.key, request.expected_version, current_version))
+        let call =
+            self.gateway.idempotent(&namespace, "CompareAndSwap", &request.idempotency_token, &request)?;
+        let write = async move {
+            let cas = need(&namespace, STORE, store.keyvalue_cas(), "CompareAndSwap")?;
+            let outcome = cas
+                .compare_and_swap(&request.key, request.expected_version, request.value.into(), ttl)
+                .await
+                .map_err(plugin_status)?;
+            match outcome {
+                CasResult::Swapped { version } => Ok(CompareAndSwapResponse { version }),
+                CasResult::Conflict { current_version } => {
+                    Err(conflict(&request.key, request.expected_version, current_version))
+                }
             }
-        }
+        };
+        super::once(call, write).await.map(Response::new)
     }
 
     async fn begin_transaction(
@@ -442,27 +453,31 @@ impl KeyValueService for KeyValueApi {
                 }
             }
         }
-        let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Mutate")?;
-        let id = tx.begin(DEFAULT_TRANSACTION_TIMEOUT).await.map_err(plugin_status)?;
-        let mut results = Vec::with_capacity(request.mutations.len());
-        for mutation in request.mutations {
-            let outcome = match mutation.operation {
-                Some(mutation::Operation::Set(value)) => {
-                    tx.set(id, &mutation.key, value.into()).await.map(|()| false)
-                }
-                _ => tx.delete(id, &mutation.key).await,
-            };
-            match outcome {
-                Ok(deleted) => results.push(MutationResult { key: mutation.key, deleted }),
-                Err(error) => {
-                    // All or none: undo what this request did so far.
-                    let _ = tx.rollback(id).await;
-                    return Err(plugin_status(error));
+        let call = self.gateway.idempotent(&namespace, "Mutate", &request.idempotency_token, &request)?;
+        let write = async move {
+            let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Mutate")?;
+            let id = tx.begin(DEFAULT_TRANSACTION_TIMEOUT).await.map_err(plugin_status)?;
+            let mut results = Vec::with_capacity(request.mutations.len());
+            for mutation in request.mutations {
+                let outcome = match mutation.operation {
+                    Some(mutation::Operation::Set(value)) => {
+                        tx.set(id, &mutation.key, value.into()).await.map(|()| false)
+                    }
+                    _ => tx.delete(id, &mutation.key).await,
+                };
+                match outcome {
+                    Ok(deleted) => results.push(MutationResult { key: mutation.key, deleted }),
+                    Err(error) => {
+                        // All or none: undo what this request did so far.
+                        let _ = tx.rollback(id).await;
+                        return Err(plugin_status(error));
+                    }
                 }
             }
-        }
-        tx.commit(id).await.map_err(plugin_status)?;
-        Ok(Response::new(MutateResponse { results }))
+            tx.commit(id).await.map_err(plugin_status)?;
+            Ok(MutateResponse { results })
+        };
+        super::once(call, write).await.map(Response::new)
     }
 }
 

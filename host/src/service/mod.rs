@@ -129,6 +129,30 @@ pub fn optional_ttl(field: &str, ttl_ms: i64) -> Result<Option<Duration>, Status
     }
 }
 
+/// Runs a write once per idempotency token (`call` from `Gateway::idempotent`), or
+/// just runs it when the request carries none.
+pub async fn once<R, W>(call: Option<crate::idempotency::Call>, write: W) -> Result<R, Status>
+where
+    R: prost::Message + Default + Send + 'static,
+    W: std::future::Future<Output = Result<R, Status>> + Send + 'static,
+{
+    match call {
+        None => write.await,
+        Some(call) => call.run(write).await,
+    }
+}
+
+/// A write inside a transaction is applied at its commit, which is what a retry repeats.
+pub fn no_token_in_transaction(token: &str) -> Result<(), Status> {
+    if token.is_empty() {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(
+        "idempotency_token cannot be used with transaction_id: the transaction's commit decides whether its \
+         writes apply; retry the whole transaction instead (or use Mutate with a token)",
+    ))
+}
+
 /// The interface handle `operation` needs, or UNIMPLEMENTED naming what is missing.
 pub fn need<H: InterfaceHandle>(
     namespace: &Namespace,

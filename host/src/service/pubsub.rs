@@ -32,14 +32,23 @@ impl PubSubApi {
         PubSubApi { gateway }
     }
 
+    /// Publishes one message (of `Publish` or `PublishStream`), once per idempotency token.
     async fn publish_one(&self, request: PublishRequest) -> Result<String, Status> {
         let namespace = self.gateway.namespace(&request.namespace, PUBSUB).await?;
         check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
-        let basic = need(&namespace, SLOT, broker.pubsub_basic(), "Publish")?;
-        let metadata = request.metadata.into_iter().collect();
-        basic.publish(&request.topic, request.payload.into(), metadata).await.map_err(plugin_status)
+        let call = self.gateway.idempotent(&namespace, "Publish", &request.idempotency_token, &request)?;
+        let write = async move {
+            let basic = need(&namespace, SLOT, broker.pubsub_basic(), "Publish")?;
+            let metadata = request.metadata.into_iter().collect();
+            let message_id = basic
+                .publish(&request.topic, request.payload.into(), metadata)
+                .await
+                .map_err(plugin_status)?;
+            Ok(PublishResponse { message_id })
+        };
+        super::once(call, write).await.map(|published| published.message_id)
     }
 }
 

@@ -85,18 +85,22 @@ impl QueueService for QueueApi {
                 return Err(Status::invalid_argument("set delay_ms or deliver_at_unix_ms, not both"));
             }
         };
-        let message_id = match deliver_at {
-            Some(at) => {
-                let delayed = need(&namespace, SLOT, instance.queue_delayed(), "delayed Enqueue")?;
-                delayed.enqueue_at(&request.queue, request.payload.into(), at).await
+        let call = self.gateway.idempotent(&namespace, "Enqueue", &request.idempotency_token, &request)?;
+        let write = async move {
+            let message_id = match deliver_at {
+                Some(at) => {
+                    let delayed = need(&namespace, SLOT, instance.queue_delayed(), "delayed Enqueue")?;
+                    delayed.enqueue_at(&request.queue, request.payload.into(), at).await
+                }
+                None => {
+                    let queue = need(&namespace, SLOT, instance.queue_basic(), "Enqueue")?;
+                    queue.enqueue(&request.queue, request.payload.into()).await
+                }
             }
-            None => {
-                let queue = need(&namespace, SLOT, instance.queue_basic(), "Enqueue")?;
-                queue.enqueue(&request.queue, request.payload.into()).await
-            }
-        }
-        .map_err(plugin_status)?;
-        Ok(Response::new(EnqueueResponse { message_id }))
+            .map_err(plugin_status)?;
+            Ok(EnqueueResponse { message_id })
+        };
+        super::once(call, write).await.map(Response::new)
     }
 
     async fn dequeue(&self, request: Request<DequeueRequest>) -> Result<Response<DequeueResponse>, Status> {

@@ -113,28 +113,32 @@ impl StreamService for StreamApi {
                 key.len()
             )));
         }
-        let new_record = NewRecord {
-            key: request.key.map(|key| key.to_vec()),
-            payload: request.payload.to_vec(),
-            headers: request.headers.into_iter().collect(),
+        let call = self.gateway.idempotent(&namespace, "Append", &request.idempotency_token, &request)?;
+        let write = async move {
+            let new_record = NewRecord {
+                key: request.key.map(|key| key.to_vec()),
+                payload: request.payload.to_vec(),
+                headers: request.headers.into_iter().collect(),
+            };
+            let appended = match request.partition {
+                Some(partition) => {
+                    let partitioning =
+                        need(&namespace, SLOT, log.stream_partitioning(), "Append to an explicit partition")?;
+                    partitioning.append_to_partition(&request.stream, partition, new_record).await
+                }
+                None => {
+                    let basic = need(&namespace, SLOT, log.stream_basic(), "Append")?;
+                    basic.append(&request.stream, new_record).await
+                }
+            }
+            .map_err(plugin_status)?;
+            Ok(AppendResponse {
+                partition: appended.partition,
+                offset: appended.offset,
+                timestamp_unix_ms: appended.timestamp_unix_ms,
+            })
         };
-        let appended = match request.partition {
-            Some(partition) => {
-                let partitioning =
-                    need(&namespace, SLOT, log.stream_partitioning(), "Append to an explicit partition")?;
-                partitioning.append_to_partition(&request.stream, partition, new_record).await
-            }
-            None => {
-                let basic = need(&namespace, SLOT, log.stream_basic(), "Append")?;
-                basic.append(&request.stream, new_record).await
-            }
-        }
-        .map_err(plugin_status)?;
-        Ok(Response::new(AppendResponse {
-            partition: appended.partition,
-            offset: appended.offset,
-            timestamp_unix_ms: appended.timestamp_unix_ms,
-        }))
+        super::once(call, write).await.map(Response::new)
     }
 
     type ReadStream = Responses<ReadResponse>;

@@ -281,6 +281,7 @@ slots.broker = {{ plugin = "nats", config = {{ url = "tls://localhost:{}", tls_c
         topic: "tls.check".into(),
         payload: b"over tls".to_vec().into(),
         metadata: Default::default(),
+        ..Default::default()
     };
     // The subscription reaches the server asynchronously: publish until one arrives.
     let received = async {

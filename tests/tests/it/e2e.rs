@@ -188,6 +188,7 @@ async fn every_keyvalue_rpc_works_on_memstore() {
             expected_version: 0,
             value: b"1".to_vec().into(),
             ttl_ms: 0,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -200,6 +201,7 @@ async fn every_keyvalue_rpc_works_on_memstore() {
             expected_version: created,
             value: b"2".to_vec().into(),
             ttl_ms: 0,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -368,6 +370,7 @@ async fn bad_requests_get_the_right_status_and_an_actionable_message() {
             expected_version: old,
             value: b"v3".to_vec().into(),
             ttl_ms: 0,
+            ..Default::default()
         })
         .await,
         Code::FailedPrecondition,

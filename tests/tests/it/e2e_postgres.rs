@@ -231,13 +231,21 @@ async fn transactions_and_mutate_apply_all_or_nothing() {
         Mutation { key: bob.clone(), operation: Some(mutation::Operation::Delete(true)) },
         Mutation { key: carol.clone(), operation: Some(mutation::Operation::Delete(true)) },
     ];
-    let results = kv.mutate(MutateRequest { namespace: ns(), mutations }).await.unwrap().into_inner().results;
+    let results = kv
+        .mutate(MutateRequest { namespace: ns(), mutations, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
     assert_eq!(results.iter().map(|r| r.deleted).collect::<Vec<_>>(), vec![false, true, false]);
     assert_eq!(&kv.get(get(&alice, 0)).await.unwrap().into_inner().value[..], b"50");
     assert!(!kv.get(get(&bob, 0)).await.unwrap().into_inner().found);
 
     let empty = Mutation { key: "x".into(), operation: None };
-    let refused = kv.mutate(MutateRequest { namespace: ns(), mutations: vec![empty] }).await.unwrap_err();
+    let refused = kv
+        .mutate(MutateRequest { namespace: ns(), mutations: vec![empty], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     // memstore has no keyvalue_transactional.
     let refused =

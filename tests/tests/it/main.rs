@@ -18,6 +18,7 @@ mod e2e_postgres;
 mod e2e_pubsub;
 mod e2e_sqlite;
 mod e2e_stream;
+mod idempotency;
 mod jwks_server;
 mod limits;
 mod observe;

@@ -1,0 +1,453 @@
+//! Idempotency tokens: a write carrying `idempotency_token` is applied at most once per
+//! token within the window, and a retry gets the first call's response.
+//!
+//! A token is `{unix_ms}-{random}`: the client's clock when it first sent the call, and
+//! 8–64 characters of `A-Z a-z 0-9 _ -` it chose at random. The time bounds the window:
+//! a token older than `server.idempotency_window_ms` (or over a minute ahead of the
+//! gateway's clock) is refused, so a retry after the window fails and says why instead
+//! of applying twice.
+//!
+//! Each token has a record: claimed as `pending` (create-if-absent) before the write
+//! runs, replaced by the encoded response when it succeeds, removed when it fails (so
+//! the retry runs again). Claim, write and record run in a task of their own, so a
+//! caller that gives up (a client deadline) does not stop a started write from
+//! finishing and recording its result. Records live in the namespace's `idempotency` slot when it is bound (any
+//! plugin with `keyvalue_cas`: durable on sqlite, postgres, redis), otherwise in the
+//! gateway's memory (lost at restart, not shared between gateways).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plugin_abi::host::Instance;
+use plugin_abi::CasResult;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use crate::service::plugin_status;
+
+/// How far ahead of the gateway's clock a token's time may be.
+const CLOCK_SKEW_MS: i64 = 60_000;
+/// How long a retry waits for the first call, still running, to finish.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(5);
+/// A write still pending after this long never finished: the gateway running it stopped.
+const PENDING_LEASE_MS: i64 = 60_000;
+/// Most records kept in memory (a record lives for the window).
+const MAX_MEMORY_RECORDS: usize = 1_000_000;
+
+/// A parsed, in-window token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    text: String,
+    issued_unix_ms: i64,
+}
+
+/// The token of a request (`None` when the field is empty), checked against the window.
+pub fn token(text: &str, window: Duration, now_unix_ms: i64) -> Result<Option<Token>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let format = "use {unix_ms}-{random}: the client's time in milliseconds when it first sent the call, \
+                  '-', and 8-64 random characters of A-Z a-z 0-9 _ -";
+    let Some((time, random)) = text.split_once('-') else {
+        return Err(Status::invalid_argument(format!("idempotency_token '{text}' is malformed: {format}")));
+    };
+    let random_ok = (8..=64).contains(&random.len())
+        && random.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let issued: Option<i64> = time.parse().ok().filter(|_| time.bytes().all(|b| b.is_ascii_digit()));
+    let (Some(issued), true) = (issued, random_ok) else {
+        return Err(Status::invalid_argument(format!("idempotency_token '{text}' is malformed: {format}")));
+    };
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    if issued < now_unix_ms.saturating_sub(window_ms) {
+        return Err(Status::failed_precondition(format!(
+            "idempotency_token '{text}' is older than the {window_ms} ms window (server.idempotency_window_ms): \
+             a retry this late could apply the write twice, so it is refused; check whether the first call \
+             took effect, then send a new token"
+        )));
+    }
+    if issued > now_unix_ms.saturating_add(CLOCK_SKEW_MS) {
+        return Err(Status::invalid_argument(format!(
+            "idempotency_token '{text}' is dated more than {CLOCK_SKEW_MS} ms in the future; check the client's clock"
+        )));
+    }
+    Ok(Some(Token { text: text.to_owned(), issued_unix_ms: issued }))
+}
+
+/// What a token's record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Pending,
+    Done(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    fingerprint: [u8; 32],
+    /// When the first call claimed the token (Unix ms).
+    started_unix_ms: i64,
+    state: State,
+}
+
+const RECORD_VERSION: u8 = 1;
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![RECORD_VERSION];
+        match &self.state {
+            State::Pending => bytes.push(0),
+            State::Done(_) => bytes.push(1),
+        }
+        bytes.extend_from_slice(&self.fingerprint);
+        bytes.extend_from_slice(&self.started_unix_ms.to_le_bytes());
+        if let State::Done(response) = &self.state {
+            bytes.extend_from_slice(response);
+        }
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Record, Status> {
+        let corrupt = || Status::internal("an idempotency record is corrupt (not written by this gateway?)");
+        if bytes.len() < 42 || bytes[0] != RECORD_VERSION {
+            return Err(corrupt());
+        }
+        let fingerprint: [u8; 32] = bytes[2..34].try_into().map_err(|_| corrupt())?;
+        let started_unix_ms = i64::from_le_bytes(bytes[34..42].try_into().map_err(|_| corrupt())?);
+        let state = match bytes[1] {
+            0 => State::Pending,
+            1 => State::Done(bytes[42..].to_vec()),
+            _ => return Err(corrupt()),
+        };
+        Ok(Record { fingerprint, started_unix_ms, state })
+    }
+}
+
+/// The hash of a request with its token cleared: a token sent again with a different
+/// request is a client bug, refused rather than answered with the other call's result.
+pub fn fingerprint(method: &str, request: &impl Message) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(method.as_bytes());
+    hash.update([0]);
+    hash.update(request.encode_to_vec());
+    hash.finalize().into()
+}
+
+/// Where records are kept.
+#[derive(Clone)]
+pub enum Records {
+    Memory(Arc<Memory>),
+    /// A `keyvalue_cas` instance (the namespace's `idempotency` slot).
+    Plugin(Arc<Instance>),
+}
+
+/// Records in the gateway's memory, each dropped when its window ends.
+#[derive(Default)]
+pub struct Memory {
+    records: Mutex<HashMap<String, Held>>,
+    next_version: std::sync::atomic::AtomicU64,
+}
+
+/// One record in memory, with the version a claim compares against.
+struct Held {
+    value: Vec<u8>,
+    version: u64,
+    expires: Instant,
+}
+
+impl Memory {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What claiming a token found.
+enum Claim {
+    Ours(u64),
+    Held(Record),
+    /// The record vanished between the claim and the read: claim again.
+    Gone,
+}
+
+impl Records {
+    async fn claim(&self, key: &str, record: &Record, ttl: Duration) -> Result<Claim, Status> {
+        let value = record.encode();
+        match self {
+            Records::Memory(memory) => {
+                let now = Instant::now();
+                let mut table = memory.table();
+                if table.len() >= MAX_MEMORY_RECORDS {
+                    table.retain(|_, held| held.expires > now);
+                    if table.len() >= MAX_MEMORY_RECORDS {
+                        return Err(Status::resource_exhausted(format!(
+                            "the gateway holds {MAX_MEMORY_RECORDS} idempotency records; bind the namespace's \
+                             idempotency slot to a store, or shorten server.idempotency_window_ms"
+                        )));
+                    }
+                }
+                match table.get(key) {
+                    Some(held) if held.expires > now => Ok(Claim::Held(Record::decode(&held.value)?)),
+                    _ => {
+                        let version =
+                            memory.next_version.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        table.insert(key.to_owned(), Held { value, version, expires: now + ttl });
+                        Ok(Claim::Ours(version))
+                    }
+                }
+            }
+            Records::Plugin(instance) => {
+                let cas = cas_of(instance)?;
+                match cas.compare_and_swap(key, 0, value, Some(ttl)).await.map_err(plugin_status)? {
+                    CasResult::Swapped { version } => Ok(Claim::Ours(version)),
+                    CasResult::Conflict { .. } => {
+                        match cas.get_versioned(key).await.map_err(plugin_status)? {
+                            Some(held) => Ok(Claim::Held(Record::decode(&held.value)?)),
+                            None => Ok(Claim::Gone),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Record>, Status> {
+        match self {
+            Records::Memory(memory) => {
+                let table = memory.table();
+                match table.get(key) {
+                    Some(held) if held.expires > Instant::now() => Ok(Some(Record::decode(&held.value)?)),
+                    _ => Ok(None),
+                }
+            }
+            Records::Plugin(instance) => {
+                let held = cas_of(instance)?.get_versioned(key).await.map_err(plugin_status)?;
+                held.map(|held| Record::decode(&held.value)).transpose()
+            }
+        }
+    }
+
+    /// Replaces our pending claim with the call's response.
+    async fn finish(&self, key: &str, version: u64, record: &Record, ttl: Duration) -> Result<(), Status> {
+        match self {
+            Records::Memory(memory) => {
+                let mut table = memory.table();
+                if let Some(held) = table.get_mut(key).filter(|held| held.version == version) {
+                    held.value = record.encode();
+                }
+                Ok(())
+            }
+            Records::Plugin(instance) => cas_of(instance)?
+                .compare_and_swap(key, version, record.encode(), Some(ttl))
+                .await
+                .map(drop)
+                .map_err(plugin_status),
+        }
+    }
+
+    /// Drops our pending claim, so a retry runs the call again.
+    async fn release(&self, key: &str, version: u64) {
+        match self {
+            Records::Memory(memory) => {
+                let mut table = memory.table();
+                if table.get(key).is_some_and(|held| held.version == version) {
+                    table.remove(key);
+                }
+            }
+            Records::Plugin(instance) => {
+                if let Ok(cas) = cas_of(instance) {
+                    let _ = cas.delete_if_version(key, version).await;
+                }
+            }
+        }
+    }
+}
+
+fn cas_of(instance: &Instance) -> Result<plugin_abi::host::KeyValueCasHandle<'_>, Status> {
+    instance.keyvalue_cas().ok_or_else(|| {
+        Status::internal(
+            "the idempotency slot's plugin lost keyvalue_cas (checked when the config was loaded)",
+        )
+    })
+}
+
+/// One idempotent call: the namespace, method and token that name its record, the
+/// request's fingerprint, and how long records live.
+pub struct Call {
+    pub records: Records,
+    pub key: String,
+    pub fingerprint: [u8; 32],
+    pub window: Duration,
+    pub token: Token,
+}
+
+impl Call {
+    pub fn new(
+        records: Records,
+        namespace: &str,
+        method: &str,
+        token: Token,
+        fingerprint: [u8; 32],
+        window: Duration,
+    ) -> Call {
+        let key = format!("prism-idempotency/{namespace}/{method}/{}", token.text);
+        Call { records, key, fingerprint, window, token }
+    }
+
+    /// How long the record must live: until the token's window ends.
+    fn ttl(&self) -> Duration {
+        let ends = self
+            .token
+            .issued_unix_ms
+            .saturating_add(i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX));
+        let left = ends.saturating_sub(plugin_abi::unix_millis()).max(1000);
+        Duration::from_millis(left as u64)
+    }
+
+    /// Runs `write` once for this token, or answers with the response its first run gave.
+    /// All of it runs in a task of its own: a caller that gives up (a client deadline)
+    /// cannot stop a claim, a started write or its record half way.
+    pub async fn run<R, W>(self, write: W) -> Result<R, Status>
+    where
+        R: Message + Default + Send + 'static,
+        W: Future<Output = Result<R, Status>> + Send + 'static,
+    {
+        tokio::spawn(self.run_detached(write))
+            .await
+            .map_err(|_| Status::internal("an idempotent write panicked"))?
+    }
+
+    async fn run_detached<R, W>(self, write: W) -> Result<R, Status>
+    where
+        R: Message + Default + Send + 'static,
+        W: Future<Output = Result<R, Status>> + Send + 'static,
+    {
+        let pending = Record {
+            fingerprint: self.fingerprint,
+            started_unix_ms: plugin_abi::unix_millis(),
+            state: State::Pending,
+        };
+        let waited_since = Instant::now();
+        let mut held = match self.records.claim(&self.key, &pending, self.ttl()).await? {
+            Claim::Ours(version) => return self.run_claimed(version, write).await,
+            Claim::Held(record) => Some(record),
+            Claim::Gone => None,
+        };
+        loop {
+            match held {
+                Some(record) if record.fingerprint != self.fingerprint => return Err(reused(&self.token)),
+                Some(Record { state: State::Done(response), .. }) => {
+                    return R::decode(&response[..])
+                        .map_err(|_| Status::internal("a stored response is corrupt"));
+                }
+                Some(Record { state: State::Pending, started_unix_ms, .. })
+                    if plugin_abi::unix_millis() - started_unix_ms > PENDING_LEASE_MS =>
+                {
+                    return Err(Status::failed_precondition(format!(
+                        "the first call with idempotency_token '{}' never finished (the gateway running it \
+                         stopped); whether it took effect is unknown: check, then send a new token",
+                        self.token.text
+                    )));
+                }
+                Some(Record { state: State::Pending, .. }) => {
+                    // The first call is still running: wait for its record to change.
+                    if waited_since.elapsed() > WAIT_FOR_FIRST {
+                        return Err(Status::aborted(format!(
+                            "a call with idempotency_token '{}' is still running; retry with the same token",
+                            self.token.text
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    held = self.records.read(&self.key).await?;
+                }
+                None if waited_since.elapsed() > WAIT_FOR_FIRST => {
+                    return Err(Status::aborted(format!(
+                        "idempotency_token '{}' is contended; retry with the same token",
+                        self.token.text
+                    )));
+                }
+                // Never claimed, or the first call failed and let go: claim it ourselves.
+                None => match self.records.claim(&self.key, &pending, self.ttl()).await? {
+                    Claim::Ours(version) => return self.run_claimed(version, write).await,
+                    Claim::Held(record) => held = Some(record),
+                    Claim::Gone => held = None,
+                },
+            }
+        }
+    }
+
+    async fn run_claimed<R, W>(self, version: u64, write: W) -> Result<R, Status>
+    where
+        R: Message + Default + 'static,
+        W: Future<Output = Result<R, Status>> + Send + 'static,
+    {
+        let result = write.await;
+        match &result {
+            Ok(response) => {
+                let done = Record {
+                    fingerprint: self.fingerprint,
+                    started_unix_ms: plugin_abi::unix_millis(),
+                    state: State::Done(response.encode_to_vec()),
+                };
+                if let Err(error) = self.records.finish(&self.key, version, &done, self.ttl()).await {
+                    tracing::warn!(key = %self.key, "could not record an idempotent call's response: {}", error.message());
+                }
+            }
+            Err(_) => self.records.release(&self.key, version).await,
+        }
+        result
+    }
+}
+
+fn reused(token: &Token) -> Status {
+    Status::failed_precondition(format!(
+        "idempotency_token '{}' was already used for a different request; send a new token for each distinct call",
+        token.text
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const NOW: i64 = 1_764_480_000_000;
+
+    #[test]
+    fn tokens_carry_their_time_and_a_random_part() {
+        let token = token("1764480000000-a1b2c3d4e5", HOUR, NOW).unwrap().unwrap();
+        assert_eq!(token.issued_unix_ms, NOW);
+        assert_eq!(super::token("", HOUR, NOW).unwrap(), None);
+        for bad in [
+            "abc",
+            "1764480000000",
+            "1764480000000-short",
+            "x1-abcdefgh",
+            "-abcdefghij",
+            "1764480000000-ab cdefghij",
+        ] {
+            let error = super::token(bad, HOUR, NOW).unwrap_err();
+            assert_eq!(error.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(error.message().contains("{unix_ms}-{random}"), "{bad}: {}", error.message());
+        }
+    }
+
+    #[test]
+    fn a_token_past_the_window_is_refused_and_one_from_the_future_too() {
+        let old = format!("{}-abcdefgh", NOW - 3_600_001);
+        assert_eq!(token(&old, HOUR, NOW).unwrap_err().code(), tonic::Code::FailedPrecondition);
+        let edge = format!("{}-abcdefgh", NOW - 3_600_000);
+        assert!(token(&edge, HOUR, NOW).unwrap().is_some());
+        let ahead = format!("{}-abcdefgh", NOW + 120_000);
+        assert_eq!(token(&ahead, HOUR, NOW).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for state in [State::Pending, State::Done(b"response".to_vec()), State::Done(Vec::new())] {
+            let record = Record { fingerprint: [7; 32], started_unix_ms: 1_764_480_000_000, state };
+            assert_eq!(Record::decode(&record.encode()).unwrap(), record);
+        }
+        assert!(Record::decode(b"\x02junk").is_err());
+    }
+}

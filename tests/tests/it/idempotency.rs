@@ -1,0 +1,242 @@
+//! Idempotency tokens: a write retried with its token applies once and answers as the
+//! first call did — after a client gave up mid-call, and across a gateway restart when
+//! the records live in a durable `idempotency` slot; different tokens apply twice; a
+//! token reused for another request, a malformed one and one past the window are refused.
+
+use std::time::Duration;
+
+use prism_acceptance::harness::{plugin_library, Server};
+use prism_api::*;
+use tonic::Code;
+
+fn token(tag: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    format!("{now}-{tag}{:08x}", std::process::id())
+}
+
+/// Key-value, queue and stream namespaces; `durable` adds an `idempotency` slot on
+/// SQLite to each (otherwise the records stay in the gateway's memory).
+fn config(data: &std::path::Path, durable: bool) -> String {
+    let idempotency = |name: &str| {
+        if durable {
+            format!(
+                "[namespaces.slots.idempotency]\nplugin = \"sqlite\"\nconfig = {{ path = \"{}\" }}\n",
+                data.join(format!("{name}-tokens.db")).display()
+            )
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        r#"
+[plugins.sqlite]
+path = "{sqlite}"
+
+[plugins.memstore]
+path = "{{memstore}}"
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+[namespaces.slots.store]
+plugin = "sqlite"
+config = {{ path = "{kv}" }}
+{kv_tokens}
+[[namespaces]]
+name = "jobs"
+pattern = "queue"
+[namespaces.slots.queue]
+plugin = "sqlite"
+config = {{ path = "{jobs}" }}
+{jobs_tokens}
+[[namespaces]]
+name = "logs"
+pattern = "stream"
+[namespaces.slots.log]
+plugin = "memstore"
+{logs_tokens}"#,
+        sqlite = plugin_library("prism_sqlite").display(),
+        kv = data.join("kv.db").display(),
+        jobs = data.join("jobs.db").display(),
+        kv_tokens = idempotency("kv"),
+        jobs_tokens = idempotency("jobs"),
+        logs_tokens = idempotency("logs"),
+    )
+}
+
+fn enqueue(payload: &str, token: &str) -> EnqueueRequest {
+    EnqueueRequest {
+        namespace: "jobs".into(),
+        queue: "work".into(),
+        payload: payload.as_bytes().to_vec().into(),
+        idempotency_token: token.into(),
+        ..Default::default()
+    }
+}
+
+/// Every message now in the queue (delivered and left invisible).
+async fn drain(server: &Server) -> Vec<QueueMessage> {
+    let mut queue = server.queue().await;
+    let mut all = Vec::new();
+    loop {
+        let request = DequeueRequest {
+            namespace: "jobs".into(),
+            queue: "work".into(),
+            max_messages: 100,
+            visibility_timeout_ms: 60_000,
+            wait_ms: 0,
+        };
+        let messages = queue.dequeue(request).await.unwrap().into_inner().messages;
+        if messages.is_empty() {
+            return all;
+        }
+        all.extend(messages);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_token_applies_once_and_gets_the_first_answer() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(data.path(), false));
+
+    let mut queue = server.queue().await;
+    let same = token("same");
+    let first = queue.enqueue(enqueue("once", &same)).await.unwrap().into_inner().message_id;
+    let again = queue.enqueue(enqueue("once", &same)).await.unwrap().into_inner().message_id;
+    assert_eq!(first, again, "the retry is answered with the first call's message id");
+    queue.enqueue(enqueue("twice", &token("other-a"))).await.unwrap();
+    queue.enqueue(enqueue("twice", &token("other-b"))).await.unwrap();
+    let payloads: Vec<Vec<u8>> = drain(&server).await.into_iter().map(|m| m.payload.to_vec()).collect();
+    assert_eq!(payloads.iter().filter(|p| p.as_slice() == b"once").count(), 1, "{payloads:?}");
+    assert_eq!(
+        payloads.iter().filter(|p| p.as_slice() == b"twice").count(),
+        2,
+        "different tokens apply twice"
+    );
+
+    let mut kv = server.keyvalue().await;
+    let set = |token: &str| SetRequest {
+        key: "counter".into(),
+        value: b"v".to_vec().into(),
+        idempotency_token: token.into(),
+        ..Default::default()
+    };
+    let same = token("set");
+    kv.set(set(&same)).await.unwrap();
+    let version = kv
+        .get(GetRequest { key: "counter".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    kv.set(set(&same)).await.unwrap();
+    let after = kv
+        .get(GetRequest { key: "counter".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    assert_eq!(version, after, "a retried Set does not write again (the version would grow)");
+
+    let mut stream = server.stream().await;
+    let append = |token: &str| AppendRequest {
+        namespace: "logs".into(),
+        stream: "audit".into(),
+        payload: b"entry".to_vec().into(),
+        idempotency_token: token.into(),
+        ..Default::default()
+    };
+    let same = token("append");
+    let first = stream.append(append(&same)).await.unwrap().into_inner();
+    let again = stream.append(append(&same)).await.unwrap().into_inner();
+    assert_eq!((first.partition, first.offset), (again.partition, again.offset));
+    let offsets = stream
+        .get_offsets(GetOffsetsRequest {
+            namespace: "logs".into(),
+            stream: "audit".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let records: u64 = offsets.partitions.iter().map(|p| p.next - p.earliest).sum();
+    assert_eq!(records, 1, "the retried Append added no record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_after_the_client_gave_up_mid_call_applies_once() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(data.path(), false));
+    let mut queue = server.queue().await;
+    let mut timed_out = 0;
+    for attempt in 0..40u64 {
+        let token = token(&format!("cut{attempt:02}"));
+        // Gives up after 0-3 ms: some calls are cut before, some during, some after the write.
+        let cut = Duration::from_micros(attempt % 4 * 1000);
+        if tokio::time::timeout(cut, queue.enqueue(enqueue(&format!("m{attempt}"), &token))).await.is_err() {
+            timed_out += 1;
+        }
+        let retried = queue.enqueue(enqueue(&format!("m{attempt}"), &token)).await;
+        retried.unwrap_or_else(|status| panic!("the retry of attempt {attempt} failed: {status}"));
+    }
+    assert!(timed_out > 0, "no call was cut short; the test proved nothing");
+    let mut payloads: Vec<String> =
+        drain(&server).await.into_iter().map(|m| String::from_utf8(m.payload.to_vec()).unwrap()).collect();
+    payloads.sort();
+    let mut expected: Vec<String> = (0..40).map(|n| format!("m{n}")).collect();
+    expected.sort();
+    assert_eq!(payloads, expected, "each token's message is in the queue exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_durable_idempotency_slot_a_retry_after_a_restart_applies_once() {
+    let data = tempfile::tempdir().unwrap();
+    let config = config(data.path(), true);
+    let same = token("restart");
+    let first = {
+        let server = Server::start(&config);
+        server.queue().await.enqueue(enqueue("durable", &same)).await.unwrap().into_inner().message_id
+    };
+    let server = Server::start(&config);
+    let again =
+        server.queue().await.enqueue(enqueue("durable", &same)).await.unwrap().into_inner().message_id;
+    assert_eq!(first, again);
+    let messages = drain(&server).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misused_malformed_and_expired_tokens_are_refused_with_the_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(data.path(), false));
+    let mut queue = server.queue().await;
+
+    let same = token("reuse");
+    queue.enqueue(enqueue("first", &same)).await.unwrap();
+    let reused = queue.enqueue(enqueue("different", &same)).await.unwrap_err();
+    assert_eq!(reused.code(), Code::FailedPrecondition, "{reused:?}");
+    assert!(reused.message().contains("different request"), "{}", reused.message());
+
+    let malformed = queue.enqueue(enqueue("x", "not-a-token")).await.unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert!(malformed.message().contains("{unix_ms}-{random}"), "{}", malformed.message());
+
+    let two_hours_ago =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() - 7_200_000;
+    let expired = queue.enqueue(enqueue("x", &format!("{two_hours_ago}-abcdefgh12"))).await.unwrap_err();
+    assert_eq!(expired.code(), Code::FailedPrecondition);
+    assert!(expired.message().contains("idempotency_window_ms"), "{}", expired.message());
+
+    let mut kv = server.keyvalue().await;
+    let begun = kv.begin_transaction(BeginTransactionRequest::default()).await.unwrap().into_inner();
+    let in_transaction = SetRequest {
+        key: "k".into(),
+        value: b"v".to_vec().into(),
+        transaction_id: begun.transaction_id,
+        idempotency_token: token("tx"),
+        ..Default::default()
+    };
+    let refused = kv.set(in_transaction).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("transaction"), "{}", refused.message());
+}
