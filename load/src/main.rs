@@ -150,6 +150,10 @@ enum Command {
         /// Metadata for the target only, NAME=VALUE (repeatable).
         #[arg(long)]
         target_header: Vec<String>,
+        /// Writes to the target only carry a fresh idempotency token each (the cost of
+        /// tokens, with the same server as baseline and target).
+        #[arg(long)]
+        target_tokens: bool,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -218,6 +222,9 @@ struct LoadArgs {
     /// "authorization=Bearer …" or "x-api-key=…".
     #[arg(long)]
     header: Vec<String>,
+    /// Give every Set and Enqueue a fresh idempotency token.
+    #[arg(long)]
+    idempotency_tokens: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -282,7 +289,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Command::Compare { target, baseline, rounds, target_ca, target_header, load } => {
+        Command::Compare { target, baseline, rounds, target_ca, target_header, target_tokens, load } => {
             let target_access = match workload::Access::new(target_ca, &target_header) {
                 Ok(access) => access,
                 Err(error) => {
@@ -290,7 +297,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            compare(&target, &baseline, &load, rounds, target_access)
+            compare(&target, &baseline, &load, rounds, target_access, target_tokens)
         }
         Command::Handshakes { target, ca, header, concurrency, duration } => {
             let access = match workload::Access::new(ca, &header) {
@@ -375,6 +382,7 @@ fn compare(
     load: &LoadArgs,
     rounds: usize,
     target_access: workload::Access,
+    target_tokens: bool,
 ) -> ExitCode {
     let runtime = runtime(load.threads);
     let plan = match load.to_plan() {
@@ -384,7 +392,11 @@ fn compare(
             return ExitCode::from(2);
         }
     };
-    let target_plan = workload::Plan { access: target_access, ..plan.clone() };
+    let target_plan = workload::Plan {
+        access: target_access,
+        idempotency_tokens: plan.idempotency_tokens || target_tokens,
+        ..plan.clone()
+    };
     let mut pairs: Vec<(Report, Report)> = Vec::new();
     // Alternate baseline and target so drift on a shared machine hits both alike.
     for round in 1..=rounds.max(1) {
@@ -445,6 +457,7 @@ impl LoadArgs {
             namespace: self.namespace.clone(),
             queue: self.queue.clone(),
             access: workload::Access::new(self.ca.clone(), &self.header)?,
+            idempotency_tokens: self.idempotency_tokens,
         })
     }
 }

@@ -38,6 +38,17 @@ pub struct Plan {
     pub queue: String,
     /// How to reach the server and what to present to it.
     pub access: Access,
+    /// Every Set and Enqueue carries a fresh idempotency token.
+    pub idempotency_tokens: bool,
+}
+
+/// A fresh idempotency token (`{unix_ms}-{random}`), or none.
+fn token(plan: &Plan) -> String {
+    if !plan.idempotency_tokens {
+        return String::new();
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{:016x}", now.as_millis(), fastrand::u64(..))
 }
 
 /// TLS (a CA to verify the server with, for https:// targets) and metadata sent with
@@ -254,6 +265,7 @@ async fn set(
         namespace: plan.namespace.clone(),
         key: key(index),
         value: value.clone(),
+        idempotency_token: token(plan),
         ..Default::default()
     };
     client.set(plan.access.request(request)).await?;
@@ -272,6 +284,7 @@ async fn queue_cycle(
         namespace: namespace.clone(),
         queue: name.clone(),
         payload: value.clone(),
+        idempotency_token: token(plan),
         ..Default::default()
     };
     queue.enqueue(plan.access.request(request)).await?;

@@ -712,3 +712,55 @@ pub fn tracing() -> Result<(), String> {
     drop(gateways);
     Ok(())
 }
+
+/// The cost of an idempotency token on Set: the same gateway, Sets without tokens
+/// (baseline) vs Sets with a fresh token each (target), alternating rounds; once with
+/// the records in the gateway's memory (memstore namespace, no idempotency slot) and
+/// once with store and records on SQLite.
+pub fn idempotency() -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--release", "--workspace"]);
+    run(build)?;
+    let dir = workspace_root().join("target/bench/idempotency");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let config = format!(
+        "[server]\nlisten = \"{GATEWAY}\"\n\n{memstore}\n[plugins.sqlite]\npath = \"{sqlite}\"\n\n\
+         [[namespaces]]\nname = \"durable\"\npattern = \"keyvalue\"\n\
+         slots.store = {{ plugin = \"sqlite\", config = {{ path = \"{kv}\" }} }}\n\
+         slots.idempotency = {{ plugin = \"sqlite\", config = {{ path = \"{tokens}\" }} }}\n",
+        memstore = memstore_namespace(),
+        sqlite = release_binary("libprism_sqlite.so").display(),
+        kv = dir.join("kv.db").display(),
+        tokens = dir.join("tokens.db").display(),
+    );
+    let _gateway = start_gateways(&dir, [("plugins.toml", config)])?;
+    let target = format!("http://{GATEWAY}");
+    for (namespace, title) in [
+        ("default", "memstore, records in the gateway's memory"),
+        ("durable", "sqlite, records in a sqlite idempotency slot"),
+    ] {
+        println!(
+            "\n## prism-load compare: Set on {title}; baseline = no token, target = a fresh token per Set, {ROUNDS} rounds"
+        );
+        prism_load(&[
+            "compare",
+            "--target",
+            &target,
+            "--baseline",
+            &target,
+            "--target-tokens",
+            "--rounds",
+            ROUNDS_ARG,
+            "--workload",
+            "set",
+            "--namespace",
+            namespace,
+            "--duration",
+            "5s",
+            "--warmup",
+            "1s",
+        ])?;
+    }
+    Ok(())
+}

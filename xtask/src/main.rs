@@ -38,13 +38,14 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("security") => bench::security(),
         Some("bench") if args.get(1).map(String::as_str) == Some("metrics") => bench::metrics(),
         Some("bench") if args.get(1).map(String::as_str) == Some("tracing") => bench::tracing(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("idempotency") => bench::idempotency(),
         Some("bench") => {
             bench::Backend::parse(args.get(1).map(String::as_str)).and_then(bench::gateway_vs_baseline)
         }
         Some("dist") => dist::dist(&args[1..]),
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|sqlite|redis|postgres|nats|kafka|reload|multicast|security|metrics|tracing] | bench-abi | dist [--debug] [--out DIR]>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|sqlite|redis|postgres|nats|kafka|reload|multicast|security|metrics|tracing|idempotency] | bench-abi | dist [--debug] [--out DIR]>");
             return ExitCode::from(2);
         }
     };
