@@ -18,6 +18,7 @@ mod queue;
 mod schema;
 mod store;
 mod transactions;
+mod writer;
 
 pub use config::{Config, Synchronous};
 pub use store::Sqlite;

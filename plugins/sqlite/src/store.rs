@@ -1,6 +1,6 @@
-//! The instance: a few connections to one database file. Every call runs on a blocking
-//! thread of the plugin's runtime, so SQLite's file I/O and its wait for another
-//! writer never stall the async worker that polls the other calls.
+//! The instance: a few reading connections to one database file, each read run on a
+//! blocking thread of the plugin's runtime so SQLite's file I/O never stalls the async
+//! worker that polls the other calls, and one writer thread (`writer.rs`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use plugin_abi::{Driver, Health, PluginError, PluginResult};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::writer::Writer;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, Synchronous};
@@ -22,6 +24,7 @@ const REAP_EXPIRED_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Sqlite {
     connections: Arc<Connections>,
+    writer: Writer,
     pub(crate) config: Config,
     pub(crate) transactions: Transactions,
     expiry_reaper: tokio::task::AbortHandle,
@@ -36,11 +39,6 @@ struct Connections {
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
-    /// One write at a time per instance: SQLite has one writer anyway, and a writer
-    /// that finds the lock taken sleeps in its busy handler (1 ms, 2 ms, 5 ms, …) where
-    /// a queue here hands over at once. The busy timeout is left for other processes
-    /// and the other instance during a reload.
-    writer: Arc<Semaphore>,
 }
 
 impl Connections {
@@ -92,22 +90,12 @@ impl Sqlite {
         .map_err(|_| PluginError::internal("sqlite: a database call panicked"))?
     }
 
-    /// Runs `work` in a write transaction, taken at once (`BEGIN IMMEDIATE`) so two
-    /// writers queue for the lock instead of failing on an upgrade; `now` is read after
-    /// the lock is held.
+    /// Runs `work` in the writer's next transaction (see `writer.rs`), with its time.
     pub(crate) async fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
+        work: impl FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
     ) -> PluginResult<T> {
-        let turn = self.connections.writer.clone().acquire_owned().await.map_err(|_| shutting_down())?;
-        self.run(move |connection| {
-            let _turn = turn;
-            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = work(&transaction, plugin_abi::unix_millis())?;
-            transaction.commit()?;
-            Ok(result)
-        })
-        .await
+        self.writer.write(work).await
     }
 
     /// Runs a read outside any transaction (each statement sees one snapshot).
@@ -165,20 +153,19 @@ impl Driver for Sqlite {
             busy_timeout: Duration::from_millis(config.busy_timeout_ms),
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(config.pool_size)),
-            writer: Arc::new(Semaphore::new(1)),
         });
         let schema = connections.clone();
-        tokio::task::spawn_blocking(move || {
+        let writing = tokio::task::spawn_blocking(move || {
             let connection = schema.open().map_err(|error| opening(&path, db_error(error)))?;
             crate::schema::create(&connection).map_err(|error| opening(&path, error))?;
-            schema.give_back(connection);
-            Ok::<_, PluginError>(())
+            Ok::<_, PluginError>(connection)
         })
         .await
         .map_err(|_| PluginError::internal("sqlite: creating the schema panicked"))??;
-        let expiry_reaper = tokio::spawn(reap_expired(Arc::downgrade(&connections))).abort_handle();
+        let writer = Writer::start(writing)?;
+        let expiry_reaper = tokio::spawn(reap_expired(writer.clone())).abort_handle();
         let transactions = Transactions::new(&config);
-        Ok(Sqlite { connections, config, transactions, expiry_reaper })
+        Ok(Sqlite { connections, writer, config, transactions, expiry_reaper })
     }
 
     async fn health(&self) -> Health {
@@ -194,7 +181,6 @@ impl Driver for Sqlite {
     }
 
     async fn shutdown(&self) {
-        self.connections.writer.close();
         self.connections.permits.close();
         let connections = self.connections.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -213,24 +199,18 @@ fn opening(path: &std::path::Path, error: PluginError) -> PluginError {
     PluginError::new(error.code(), format!("{} (database {})", error.message(), path.display()))
 }
 
-/// Deletes expired rows every second, 500 per statement, so no write waits long behind it.
-async fn reap_expired(connections: std::sync::Weak<Connections>) {
+/// Deletes expired rows every second, 500 per write, so no batch waits long behind it.
+async fn reap_expired(writer: Writer) {
     const BATCH: usize = 500;
     loop {
         tokio::time::sleep(REAP_EXPIRED_EVERY).await;
-        let Some(connections) = connections.upgrade() else { return };
-        let Ok(turn) = connections.writer.clone().acquire_owned().await else { return };
-        let Ok(permit) = connections.permits.clone().acquire_owned().await else { return };
-        let _ = tokio::task::spawn_blocking(move || {
-            let _permits = (turn, permit);
-            let Ok(connection) = connections.take() else { return };
-            while let Ok(BATCH) = connection.execute(
+        let reap = |c: &Connection, now: i64| {
+            c.execute(
                 "DELETE FROM prism_kv WHERE rowid IN \
                  (SELECT rowid FROM prism_kv WHERE expires_at <= ?1 LIMIT 500)",
-                [plugin_abi::unix_millis()],
-            ) {}
-            connections.give_back(connection);
-        })
-        .await;
+                [now],
+            )
+        };
+        while let Ok(BATCH) = writer.write(reap).await {}
     }
 }

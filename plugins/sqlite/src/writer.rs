@@ -1,0 +1,172 @@
+//! The instance's one writer: a thread that owns a connection and applies write jobs in
+//! batches. Every job queued while a batch commits goes into the next transaction
+//! (group commit), each in a savepoint of its own, so one job's failure undoes only that
+//! job. SQLite lets one writer in at a time anyway; batching makes one commit (and under
+//! `synchronous = "full"`, one fsync) serve many writes, and no write of this instance
+//! sleeps in SQLite's busy handler waiting for another. The busy timeout is left for
+//! other processes and for the other instance during a reload.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use plugin_abi::{PluginError, PluginResult};
+use rusqlite::Connection;
+
+use crate::errors::db_error;
+
+/// Most writes one transaction takes.
+const MAX_BATCH: usize = 256;
+/// Writes waiting for the writer; past it callers wait to queue.
+const QUEUE: usize = 4096;
+
+/// A queued write: it runs inside the batch's transaction (or learns why there is
+/// none) and returns what to tell its caller once the batch's commit is known.
+type Job = Box<dyn FnOnce(Result<(&Connection, i64), &PluginError>) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Option<&PluginError>) + Send>;
+
+/// A handle on the writer; the thread stops once every handle is gone and the queued
+/// writes are done.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: tokio::sync::mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `connection`; it stops when the `Writer` is dropped
+    /// and the queued jobs are done.
+    pub fn start(connection: Connection) -> PluginResult<Writer> {
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+        std::thread::Builder::new()
+            .name("prism-sqlite-writer".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                while let Some(first) = queue.blocking_recv() {
+                    batch.push(first);
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    apply(&connection, &mut batch);
+                }
+            })
+            .map_err(|error| {
+                PluginError::internal(format!("sqlite: cannot start the writer thread: {error}"))
+            })?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `work` in the next batch's transaction, with the batch's time (Unix ms);
+    /// answers once that transaction committed (or with why it did not).
+    pub async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+    ) -> PluginResult<T> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |begun| {
+            let outcome = match begun {
+                Err(error) => Err(error.clone()),
+                Ok((connection, now)) => in_savepoint(connection, |c| work(c, now)),
+            };
+            Box::new(move |commit_error: Option<&PluginError>| {
+                let _ = done.send(match commit_error {
+                    Some(error) => Err(error.clone()),
+                    None => outcome,
+                });
+            })
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| PluginError::unavailable("sqlite: the instance is shutting down"))?;
+        answer.await.map_err(|_| PluginError::internal("sqlite: a write panicked and was undone"))?
+    }
+}
+
+/// Runs one job's work in a savepoint: kept when it succeeds, undone when it fails.
+fn in_savepoint<T>(
+    connection: &Connection,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> PluginResult<T> {
+    connection.execute_batch("SAVEPOINT job").map_err(db_error)?;
+    match work(connection) {
+        Ok(value) => {
+            connection.execute_batch("RELEASE job").map_err(db_error)?;
+            Ok(value)
+        }
+        Err(error) => {
+            let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(db_error(error))
+        }
+    }
+}
+
+/// One transaction for the whole batch; each job hears the commit's outcome.
+fn apply(connection: &Connection, batch: &mut Vec<Job>) {
+    let begun = connection.execute_batch("BEGIN IMMEDIATE").map_err(db_error);
+    let now = plugin_abi::unix_millis();
+    let mut completions = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        let ran = catch_unwind(AssertUnwindSafe(|| match &begun {
+            Ok(()) => job(Ok((connection, now))),
+            Err(error) => job(Err(error)),
+        }));
+        match ran {
+            Ok(completion) => completions.push(completion),
+            // The job's caller hears of it through its dropped answer; its savepoint goes.
+            Err(_) => {
+                let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+            }
+        }
+    }
+    let committed = match begun {
+        Ok(()) => connection.execute_batch("COMMIT").map_err(db_error),
+        Err(error) => Err(error),
+    };
+    if committed.is_err() && !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    for completion in completions {
+        completion(committed.as_ref().err());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_in_a_batch_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = Connection::open(dir.path().join("t.db")).unwrap();
+        connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
+        let writer = Writer::start(connection).unwrap();
+        // Queued together, so they share batches; the duplicate insert fails.
+        let writes = (0..50).map(|n| {
+            let writer = writer.clone();
+            async move {
+                let n = if n == 25 { 24 } else { n };
+                writer.write(move |c, _| c.execute("INSERT INTO t (n) VALUES (?1)", [n])).await
+            }
+        });
+        let outcomes: Vec<_> = futures_join(writes).await;
+        assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 1, "{outcomes:?}");
+        let count =
+            writer.write(|c, _| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))).await;
+        assert_eq!(count.unwrap(), 49);
+    }
+
+    async fn futures_join<F: std::future::Future + Send + 'static>(
+        futures: impl Iterator<Item = F>,
+    ) -> Vec<F::Output>
+    where
+        F::Output: Send + 'static,
+    {
+        let handles: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut outputs = Vec::new();
+        for handle in handles {
+            outputs.push(handle.await.unwrap());
+        }
+        outputs
+    }
+}
