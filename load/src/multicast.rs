@@ -145,7 +145,7 @@ pub async fn run(target: &str, plan: &MulticastPlan) -> Result<String, String> {
             namespace: ns.clone(),
             filter: filter.clone(),
             page_size: 1000,
-            cursor: String::new(),
+            ..Default::default()
         };
         let reply =
             registry.clone().enumerate(request).await.map_err(|s| format!("enumerate: {s}"))?.into_inner();

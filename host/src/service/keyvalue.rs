@@ -176,25 +176,18 @@ impl KeyValueService for KeyValueApi {
             limit => limit,
         };
         let scan = need(&namespace, STORE, store.keyvalue_scan(), "Scan")?;
-        // The page is gathered in plugin pages small enough that even values of the
-        // largest size cannot take it past max_response_bytes; it ends early, with a
-        // cursor, when the budget cannot hold one more largest entry.
-        let mut budget = self.budget();
-        let mut cursor = (!request.cursor.is_empty()).then_some(request.cursor.clone());
-        let mut entries = Vec::new();
-        loop {
-            let wanted = (limit as usize - entries.len()).min(budget.entries_that_fit());
-            let page =
-                scan.scan(&request.prefix, cursor.as_deref(), wanted as u32).await.map_err(plugin_status)?;
-            for (key, value) in page.entries {
-                budget.spend(key.len() + value.len());
-                entries.push(KeyValue { key, value: value.into() });
-            }
-            cursor = page.next_cursor;
-            if cursor.is_none() || entries.len() >= limit as usize || budget.entries_that_fit() == 0 {
-                break;
-            }
-        }
+        let cursor = (!request.cursor.is_empty()).then_some(request.cursor.clone());
+        let limits = super::pages::Limits {
+            count: limit as usize,
+            max_bytes: request.max_page_bytes,
+            plugin_page: limit as usize,
+        };
+        let (entries, cursor) =
+            super::pages::gather(&scan, &request.prefix, cursor, limits, self.budget(), |key, value| {
+                let size = (key.len() + value.len()) as u64;
+                Some((KeyValue { key, value: value.into() }, size))
+            })
+            .await?;
         Ok(Response::new(ScanResponse { entries, next_cursor: cursor.unwrap_or_default() }))
     }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod keyvalue;
 pub mod list;
 pub mod multicast;
+mod pages;
 pub mod pubsub;
 pub mod queue;
 pub mod stream;

@@ -158,40 +158,30 @@ impl MulticastApi {
         Ok(registration.live(plugin_abi::unix_millis()).then_some(registration))
     }
 
-    /// Live registrations under the registry, a scan page at a time, with `filter`
-    /// applied; at most `limit`, and no more than `server.max_response_bytes` of them (the
-    /// plugin is asked for pages small enough that even registrations of the largest
-    /// size cannot pass it). Returns them and the scan cursor to continue from.
+    /// Live registrations under the registry that pass `filter`, gathered a scan page
+    /// at a time (service/pages.rs): at most `limit`, no more than
+    /// `server.max_response_bytes` of registry records, and no more than `max_bytes` of
+    /// kept ones when asked. Returns them and the scan cursor to continue from.
     async fn matching(
         &self,
         slots: &Slots,
         filter: &Filter,
-        mut cursor: Option<String>,
+        cursor: Option<String>,
         limit: u32,
+        max_bytes: u64,
     ) -> Result<(Vec<(String, Registration)>, Option<String>), Status> {
         let scan = need(&slots.namespace, REGISTRY, slots.registry.keyvalue_scan(), "Enumerate")?;
         let now = plugin_abi::unix_millis();
-        let mut found = Vec::new();
-        let mut budget = super::ResponseBudget::new(&self.gateway.settings);
-        loop {
-            let want = limit.saturating_sub(found.len() as u32).max(1);
-            let fits = u32::try_from(budget.entries_that_fit()).unwrap_or(u32::MAX).max(1);
-            let page = scan
-                .scan(KEY_PREFIX, cursor.as_deref(), want.min(MAX_PAGE).min(fits))
-                .await
-                .map_err(plugin_status)?;
-            for (key, value) in page.entries {
-                budget.spend(key.len() + value.len());
-                let Ok(registration) = serde_json::from_slice::<Registration>(&value) else { continue };
-                if registration.live(now) && filter.matches(&registration.metadata) {
-                    found.push((key[KEY_PREFIX.len()..].to_owned(), registration));
-                }
-            }
-            cursor = page.next_cursor;
-            if cursor.is_none() || found.len() as u32 >= limit || budget.entries_that_fit() == 0 {
-                return Ok((found, cursor));
-            }
-        }
+        let budget = super::ResponseBudget::new(&self.gateway.settings);
+        let limits =
+            super::pages::Limits { count: limit as usize, max_bytes, plugin_page: MAX_PAGE as usize };
+        super::pages::gather(&scan, KEY_PREFIX, cursor, limits, budget, |key, value| {
+            let size = (key.len() + value.len()) as u64;
+            let registration = serde_json::from_slice::<Registration>(&value).ok()?;
+            (registration.live(now) && filter.matches(&registration.metadata))
+                .then(|| ((key[KEY_PREFIX.len()..].to_owned(), registration), size))
+        })
+        .await
     }
 }
 
@@ -273,7 +263,7 @@ impl MulticastRegistryService for MulticastApi {
             size => size,
         };
         let cursor = (!request.cursor.is_empty()).then_some(request.cursor);
-        let (found, next) = self.matching(&slots, &filter, cursor, page_size).await?;
+        let (found, next) = self.matching(&slots, &filter, cursor, page_size, request.max_page_bytes).await?;
         let identities = found
             .into_iter()
             .map(|(identity, registration)| RegisteredIdentity {
@@ -304,7 +294,7 @@ impl MulticastRegistryService for MulticastApi {
         let mut targets = Vec::new();
         let mut cursor = None;
         loop {
-            let (found, next) = self.matching(&slots, &filter, cursor, MAX_PAGE).await?;
+            let (found, next) = self.matching(&slots, &filter, cursor, MAX_PAGE, 0).await?;
             targets.extend(found.into_iter().map(|(identity, _)| identity));
             match next {
                 Some(next) => cursor = Some(next),

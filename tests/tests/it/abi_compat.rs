@@ -61,7 +61,7 @@ async fn the_old_plugin_serves_through_grpc() {
         .into_inner();
     assert_eq!(&reply.value[..], b"a/2");
     let page = kv
-        .scan(ScanRequest { namespace: "old".into(), prefix: "a/".into(), cursor: String::new(), limit: 10 })
+        .scan(ScanRequest { namespace: "old".into(), prefix: "a/".into(), limit: 10, ..Default::default() })
         .await
         .unwrap()
         .into_inner();

@@ -89,7 +89,13 @@ async fn every_keyvalue_rpc_works_on_memstore() {
     let mut cursor = String::new();
     loop {
         let page = kv
-            .scan(ScanRequest { namespace: "orders".into(), prefix: "order/".into(), cursor, limit: 10 })
+            .scan(ScanRequest {
+                namespace: "orders".into(),
+                prefix: "order/".into(),
+                cursor,
+                limit: 10,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -329,8 +335,7 @@ async fn bad_requests_get_the_right_status_and_an_actionable_message() {
         "Persist",
     );
     assert_status(
-        kv.scan(ScanRequest { namespace: "".into(), prefix: "".into(), cursor: "".into(), limit: 5000 })
-            .await,
+        kv.scan(ScanRequest { limit: 5000, ..Default::default() }).await,
         Code::InvalidArgument,
         "server.max_scan_limit",
     );

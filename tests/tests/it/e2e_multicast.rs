@@ -99,12 +99,8 @@ async fn enumerate(
     namespace: &str,
     filter: &str,
 ) -> BTreeSet<String> {
-    let request = EnumerateRequest {
-        namespace: namespace.into(),
-        filter: run_filter(filter),
-        page_size: 0,
-        cursor: String::new(),
-    };
+    let request =
+        EnumerateRequest { namespace: namespace.into(), filter: run_filter(filter), ..Default::default() };
     let reply = client.enumerate(request).await.unwrap().into_inner();
     assert!(reply.next_cursor.is_empty() || reply.identities.len() == 100);
     reply.identities.into_iter().map(|i| i.identity).collect()
@@ -186,8 +182,13 @@ async fn exercise(server: &Server, namespace: &str, durable: bool) {
     let mut paged = Vec::new();
     let mut cursor = String::new();
     loop {
-        let request =
-            EnumerateRequest { namespace: namespace.into(), filter: run_filter(""), page_size: 2, cursor };
+        let request = EnumerateRequest {
+            namespace: namespace.into(),
+            filter: run_filter(""),
+            page_size: 2,
+            cursor,
+            ..Default::default()
+        };
         let reply = client.enumerate(request).await.unwrap().into_inner();
         assert!(reply.identities.len() <= 2, "{namespace}: a page holds at most page_size");
         paged.extend(reply.identities.into_iter().map(|i| i.identity));

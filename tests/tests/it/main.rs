@@ -22,6 +22,7 @@ mod idempotency;
 mod jwks_server;
 mod limits;
 mod observe;
+mod pages;
 mod prometheus;
 mod redis_faults;
 mod reload;
