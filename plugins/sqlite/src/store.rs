@@ -169,6 +169,10 @@ impl Driver for Sqlite {
     }
 
     async fn health(&self) -> Health {
+        if self.writer.stopped() {
+            // Every write would fail; unhealthy makes the host recreate the instance.
+            return Health::unhealthy("sqlite: the writer thread stopped");
+        }
         match self
             .run(|connection| {
                 connection.query_row("SELECT count(*) FROM (SELECT 1 FROM prism_kv LIMIT 1)", [], |_| Ok(()))

@@ -56,6 +56,11 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
+    /// Whether the writer thread is gone (it died: every write would fail).
+    pub fn stopped(&self) -> bool {
+        self.jobs.is_closed()
+    }
+
     /// Runs `work` in the next batch's transaction, with the batch's time (Unix ms);
     /// answers once that transaction committed (or with why it did not).
     pub async fn write<T: Send + 'static>(
