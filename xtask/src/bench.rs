@@ -242,9 +242,12 @@ fn gateway_config(backend: Backend) -> String {
             "\n[[namespaces]]\nname = \"jobs\"\npattern = \"queue\"\n[namespaces.slots.queue]\nplugin = \"sqlite\"\n\
              config = {{ path = \"{}\" }}\n\n[plugins.postgres]\npath = \"{}\"\n\n\
              [[namespaces]]\nname = \"jobs_pg\"\npattern = \"queue\"\n[namespaces.slots.queue]\nplugin = \"postgres\"\n\
-             config = {{ url = \"{POSTGRES_URL}\", table = \"prism_bench_kv\", queue_table = \"prism_bench_queue\" }}\n",
+             config = {{ url = \"{POSTGRES_URL}\", table = \"prism_bench_kv\", queue_table = \"prism_bench_queue\" }}\n\n\
+             [[namespaces]]\nname = \"fsynced\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"sqlite\"\n\
+             config = {{ path = \"{}\", synchronous = \"full\" }}\n",
             sqlite_dir().join("jobs.db").display(),
-            library("postgres")
+            library("postgres"),
+            sqlite_dir().join("kv-full.db").display(),
         ));
     }
     config
@@ -352,6 +355,26 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
                 "--concurrency",
                 "16",
             ])?;
+        }
+        // What durability against a power loss costs: the same Sets with an fsync per
+        // commit (batched commits share one), alternating with the default.
+        for round in 1..=ROUNDS {
+            for (namespace, name) in [("default", "normal"), ("fsynced", "full")] {
+                println!("\n## prism-load run, round {round}: Set, synchronous = {name}");
+                prism_load(&[
+                    "run",
+                    "--target",
+                    &target,
+                    "--namespace",
+                    namespace,
+                    "--workload",
+                    "set",
+                    "--duration",
+                    "5s",
+                    "--warmup",
+                    "1s",
+                ])?;
+            }
         }
     }
     if backend == Backend::Postgres {
