@@ -94,27 +94,35 @@ fn in_savepoint<T>(
     work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> PluginResult<T> {
     connection.execute_batch("SAVEPOINT job").map_err(db_error)?;
-    match work(connection) {
-        Ok(value) => {
-            connection.execute_batch("RELEASE job").map_err(db_error)?;
-            Ok(value)
-        }
-        Err(error) => {
-            let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(db_error(error))
-        }
-    }
+    let outcome = work(connection).and_then(|value| connection.execute_batch("RELEASE job").map(|()| value));
+    outcome.map_err(|error| {
+        let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+        db_error(error)
+    })
+}
+
+/// Why the rest of a batch is not run: SQLite rolled the whole transaction back.
+fn batch_lost() -> PluginError {
+    PluginError::unavailable(
+        "sqlite: the transaction this write shared was rolled back by SQLite (disk full, an I/O error or \
+         out of memory in the batch); nothing of it was written",
+    )
+    .with_retryable(true)
 }
 
 /// One transaction for the whole batch; each job hears the commit's outcome.
 fn apply(connection: &Connection, batch: &mut Vec<Job>) {
     let begun = connection.execute_batch("BEGIN IMMEDIATE").map_err(db_error);
     let now = plugin_abi::unix_millis();
+    // Some errors (disk full, I/O, out of memory) make SQLite roll back the whole
+    // transaction, not just a savepoint. Jobs run after that would each autocommit on
+    // their own while being told the batch failed, so they are not run at all.
+    let mut lost: Option<PluginError> = None;
     let mut completions = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
-        let ran = catch_unwind(AssertUnwindSafe(|| match &begun {
-            Ok(()) => job(Ok((connection, now))),
-            Err(error) => job(Err(error)),
+        let ran = catch_unwind(AssertUnwindSafe(|| match (&begun, &lost) {
+            (Err(error), _) | (Ok(()), Some(error)) => job(Err(error)),
+            (Ok(()), None) => job(Ok((connection, now))),
         }));
         match ran {
             Ok(completion) => completions.push(completion),
@@ -123,10 +131,13 @@ fn apply(connection: &Connection, batch: &mut Vec<Job>) {
                 let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
             }
         }
+        if begun.is_ok() && lost.is_none() && connection.is_autocommit() {
+            lost = Some(batch_lost());
+        }
     }
-    let committed = match begun {
-        Ok(()) => connection.execute_batch("COMMIT").map_err(db_error),
-        Err(error) => Err(error),
+    let committed = match (begun, lost) {
+        (Err(error), _) | (Ok(()), Some(error)) => Err(error),
+        (Ok(()), None) => connection.execute_batch("COMMIT").map_err(db_error),
     };
     if committed.is_err() && !connection.is_autocommit() {
         let _ = connection.execute_batch("ROLLBACK");
@@ -159,6 +170,50 @@ mod tests {
         let count =
             writer.write(|c, _| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))).await;
         assert_eq!(count.unwrap(), 49);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn when_sqlite_rolls_the_whole_batch_back_every_write_in_it_fails_and_none_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = Connection::open(dir.path().join("t.db")).unwrap();
+        connection.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)").unwrap();
+        let writer = Writer::start(connection).unwrap();
+        // Holds the writer so the next three writes queue up and share one batch.
+        let busy = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .write(|_, _| {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let insert = |n: i64| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer.write(move |c, _| c.execute("INSERT INTO t (n) VALUES (?1)", [n])).await
+            })
+        };
+        let before = insert(1);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        // What SQLite does on a full disk or an I/O error: the whole transaction goes.
+        let rollback = {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.write(|c, _| c.execute_batch("ROLLBACK")).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let after = insert(3);
+        busy.await.unwrap().unwrap();
+        assert!(before.await.unwrap().is_err(), "the write before the rollback was lost, so it must fail");
+        assert!(rollback.await.unwrap().is_err());
+        assert!(after.await.unwrap().is_err(), "the write after the rollback must not run on its own");
+        let count =
+            writer.write(|c, _| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))).await;
+        assert_eq!(count.unwrap(), 0, "nothing of the lost batch is kept");
+        writer.write(|c, _| c.execute("INSERT INTO t (n) VALUES (4)", [])).await.unwrap();
     }
 
     async fn futures_join<F: std::future::Future + Send + 'static>(
