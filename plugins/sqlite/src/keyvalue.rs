@@ -56,6 +56,20 @@ pub(crate) fn get(connection: &Connection, now: i64, key: &str) -> rusqlite::Res
         .optional()
 }
 
+/// The live value of `key` with its version, read together in one statement.
+pub(crate) fn get_versioned(
+    connection: &Connection,
+    now: i64,
+    key: &str,
+) -> rusqlite::Result<Option<Versioned>> {
+    connection
+        .prepare_cached(&format!("SELECT value, version FROM prism_kv WHERE key = ?2 AND {LIVE}"))?
+        .query_row(params![now, key.as_bytes()], |row| {
+            Ok(Versioned { value: row.get(0)?, version: row.get::<_, i64>(1)? as u64 })
+        })
+        .optional()
+}
+
 /// The live version of `key`; 0 when it is absent.
 pub(crate) fn version(connection: &Connection, now: i64, key: &str) -> rusqlite::Result<i64> {
     Ok(connection
@@ -183,14 +197,7 @@ impl KeyValueBatch for Sqlite {
 impl KeyValueCas for Sqlite {
     async fn get_versioned(&self, key: &str) -> PluginResult<Option<Versioned>> {
         let key = key.to_owned();
-        self.read(move |c, now| {
-            c.prepare_cached(&format!("SELECT value, version FROM prism_kv WHERE key = ?2 AND {LIVE}"))?
-                .query_row(params![now, key.as_bytes()], |row| {
-                    Ok(Versioned { value: row.get(0)?, version: row.get::<_, i64>(1)? as u64 })
-                })
-                .optional()
-        })
-        .await
+        self.read(move |c, now| get_versioned(c, now, &key)).await
     }
 
     async fn compare_and_swap(

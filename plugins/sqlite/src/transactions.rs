@@ -122,11 +122,12 @@ impl Sqlite {
             return Ok(written.clone());
         }
         let owned = key.to_owned();
-        let (value, version) = self
-            .read(move |c, now| Ok((keyvalue::get(c, now, &owned)?, keyvalue::version(c, now, &owned)?)))
-            .await?;
+        // Value and version from one statement: read apart, a commit landing between
+        // them would pair an old value with the new version, and the check would pass.
+        let found = self.read(move |c, now| keyvalue::get_versioned(c, now, &owned)).await?;
+        let version = found.as_ref().map_or(0, |found| found.version as i64);
         lock(&open).reads.entry(key.to_owned()).or_insert(version);
-        Ok(value)
+        Ok(found.map(|found| found.value))
     }
 
     fn tx_write(&self, tx: TransactionId, key: &str, value: Option<Vec<u8>>) -> PluginResult<()> {
