@@ -145,8 +145,17 @@ pub enum Records {
 /// Records in the gateway's memory, each dropped when its window ends.
 #[derive(Default)]
 pub struct Memory {
-    records: Mutex<HashMap<String, Held>>,
+    table: Mutex<Table>,
     next_version: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    records: HashMap<String, Held>,
+    /// Records in the order they were claimed, with when each expires: every claim
+    /// drops the expired ones from the front, so the table never holds much more than a
+    /// window's worth and no claim scans it.
+    expiry: std::collections::VecDeque<(Instant, String, u64)>,
 }
 
 /// One record in memory, with the version a claim compares against.
@@ -157,8 +166,25 @@ struct Held {
 }
 
 impl Memory {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Table {
+    /// Drops records whose window has ended, oldest claim first. A record claimed
+    /// later but expiring sooner (its token was older) waits for those before it, at
+    /// most one window.
+    fn expire(&mut self, now: Instant) {
+        while let Some((expires, _, _)) = self.expiry.front() {
+            if *expires > now {
+                break;
+            }
+            let (_, key, version) = self.expiry.pop_front().expect("just looked");
+            if self.records.get(&key).is_some_and(|held| held.version == version) {
+                self.records.remove(&key);
+            }
+        }
     }
 }
 
@@ -177,21 +203,21 @@ impl Records {
             Records::Memory(memory) => {
                 let now = Instant::now();
                 let mut table = memory.table();
-                if table.len() >= MAX_MEMORY_RECORDS {
-                    table.retain(|_, held| held.expires > now);
-                    if table.len() >= MAX_MEMORY_RECORDS {
-                        return Err(Status::resource_exhausted(format!(
-                            "the gateway holds {MAX_MEMORY_RECORDS} idempotency records; bind the namespace's \
-                             idempotency slot to a store, or shorten server.idempotency_window_ms"
-                        )));
-                    }
-                }
-                match table.get(key) {
+                table.expire(now);
+                match table.records.get(key) {
                     Some(held) if held.expires > now => Ok(Claim::Held(Record::decode(&held.value)?)),
+                    _ if table.records.len() >= MAX_MEMORY_RECORDS => {
+                        Err(Status::resource_exhausted(format!(
+                        "the gateway holds {MAX_MEMORY_RECORDS} idempotency records; bind the namespace's \
+                         idempotency slot to a store, or shorten server.idempotency_window_ms"
+                    )))
+                    }
                     _ => {
                         let version =
                             memory.next_version.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        table.insert(key.to_owned(), Held { value, version, expires: now + ttl });
+                        let expires = now + ttl;
+                        table.records.insert(key.to_owned(), Held { value, version, expires });
+                        table.expiry.push_back((expires, key.to_owned(), version));
                         Ok(Claim::Ours(version))
                     }
                 }
@@ -215,7 +241,7 @@ impl Records {
         match self {
             Records::Memory(memory) => {
                 let table = memory.table();
-                match table.get(key) {
+                match table.records.get(key) {
                     Some(held) if held.expires > Instant::now() => Ok(Some(Record::decode(&held.value)?)),
                     _ => Ok(None),
                 }
@@ -232,7 +258,7 @@ impl Records {
         match self {
             Records::Memory(memory) => {
                 let mut table = memory.table();
-                if let Some(held) = table.get_mut(key).filter(|held| held.version == version) {
+                if let Some(held) = table.records.get_mut(key).filter(|held| held.version == version) {
                     held.value = record.encode();
                 }
                 Ok(())
@@ -250,8 +276,8 @@ impl Records {
         match self {
             Records::Memory(memory) => {
                 let mut table = memory.table();
-                if table.get(key).is_some_and(|held| held.version == version) {
-                    table.remove(key);
+                if table.records.get(key).is_some_and(|held| held.version == version) {
+                    table.records.remove(key);
                 }
             }
             Records::Plugin(instance) => {
@@ -440,6 +466,23 @@ mod tests {
         assert!(token(&edge, HOUR, NOW).unwrap().is_some());
         let ahead = format!("{}-abcdefgh", NOW + 120_000);
         assert_eq!(token(&ahead, HOUR, NOW).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn memory_records_leave_when_their_window_ends_without_a_scan() {
+        let mut table = Table::default();
+        let now = Instant::now();
+        for (n, ttl) in [(1, 10), (2, 20), (3, 5)] {
+            let expires = now + Duration::from_secs(ttl);
+            table.records.insert(format!("k{n}"), Held { value: Vec::new(), version: n, expires });
+            table.expiry.push_back((expires, format!("k{n}"), n));
+        }
+        table.expire(now + Duration::from_secs(11));
+        assert!(!table.records.contains_key("k1"));
+        // k3 expired too, but waits behind k2, claimed before it.
+        assert!(table.records.contains_key("k2") && table.records.contains_key("k3"));
+        table.expire(now + Duration::from_secs(21));
+        assert!(table.records.is_empty() && table.expiry.is_empty());
     }
 
     #[test]
