@@ -330,7 +330,8 @@ impl Gateway {
             None => Records::Memory(self.idempotency.clone()),
         };
         let fingerprint = fingerprint(method, request);
-        Ok(Some(Call::new(records, &namespace.name, method, token, fingerprint, window)))
+        let write_timeout = std::time::Duration::from_millis(self.settings.request_timeout_ms.max(1));
+        Ok(Some(Call::new(records, &namespace.name, method, token, fingerprint, window, write_timeout)))
     }
 
     pub fn routing(&self) -> Arc<Routing> {

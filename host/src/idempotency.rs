@@ -305,6 +305,10 @@ pub struct Call {
     pub fingerprint: [u8; 32],
     pub window: Duration,
     pub token: Token,
+    /// Longest the write may run (`server.request_timeout_ms`): it no longer runs under
+    /// the caller's deadline, and a hung backend must not pile up writes that hold
+    /// their namespace (and its reload gate).
+    pub write_timeout: Duration,
 }
 
 impl Call {
@@ -315,9 +319,10 @@ impl Call {
         token: Token,
         fingerprint: [u8; 32],
         window: Duration,
+        write_timeout: Duration,
     ) -> Call {
         let key = format!("prism-idempotency/{namespace}/{method}/{}", token.text);
-        Call { records, key, fingerprint, window, token }
+        Call { records, key, fingerprint, window, token, write_timeout }
     }
 
     /// How long the record must live: until the token's window ends.
@@ -370,8 +375,9 @@ impl Call {
                     if plugin_abi::unix_millis() - started_unix_ms > PENDING_LEASE_MS =>
                 {
                     return Err(Status::failed_precondition(format!(
-                        "the first call with idempotency_token '{}' never finished (the gateway running it \
-                         stopped); whether it took effect is unknown: check, then send a new token",
+                        "the first call with idempotency_token '{}' never finished (it timed out, or the \
+                         gateway running it stopped); whether it took effect is unknown: check, then send a \
+                         new token",
                         self.token.text
                     )));
                 }
@@ -407,7 +413,16 @@ impl Call {
         R: Message + Default + 'static,
         W: Future<Output = Result<R, Status>> + Send + 'static,
     {
-        let result = write.await;
+        let Ok(result) = tokio::time::timeout(self.write_timeout, write).await else {
+            // Whether the backend applied it is unknown, so the record stays pending:
+            // retries are told so rather than applying it again.
+            return Err(Status::deadline_exceeded(format!(
+                "the write did not finish within {} ms (server.request_timeout_ms); whether it took effect \
+                 is unknown, and a retry with idempotency_token '{}' will say so rather than apply it again",
+                self.write_timeout.as_millis(),
+                self.token.text
+            )));
+        };
         match &result {
             Ok(response) => {
                 let done = Record {

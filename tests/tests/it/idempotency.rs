@@ -240,3 +240,39 @@ async fn misused_malformed_and_expired_tokens_are_refused_with_the_reason() {
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert!(refused.message().contains("transaction"), "{}", refused.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_with_a_token_that_hangs_is_cut_at_the_request_timeout() {
+    let server = Server::start(
+        r#"
+[server]
+request_timeout_ms = 300
+
+[plugins.panicking]
+path = "{panicking}"
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+slots.store = { plugin = "panicking" }
+"#,
+    );
+    let mut kv = server.keyvalue().await;
+    let hanging = SetRequest {
+        key: "sleep:1500".into(),
+        value: b"late".to_vec().into(),
+        idempotency_token: token("hang"),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let status = kv.set(hanging).await.expect_err("the write outlives the request timeout");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(started.elapsed() < Duration::from_millis(1200));
+    // Past the plugin's sleep: a write left running would have stored the key by now.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let exists = ExistsRequest { key: "sleep:1500".into(), ..Default::default() };
+    assert!(
+        !kv.exists(exists).await.unwrap().into_inner().exists,
+        "the hung write kept running after the timeout"
+    );
+}
