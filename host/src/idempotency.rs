@@ -263,31 +263,43 @@ impl Records {
                 }
                 Ok(())
             }
-            Records::Plugin(instance) => cas_of(instance)?
-                .compare_and_swap(key, version, record.encode(), Some(ttl))
-                .await
-                .map(drop)
-                .map_err(plugin_status),
+            Records::Plugin(instance) => {
+                match cas_of(instance)?
+                    .compare_and_swap(key, version, record.encode(), Some(ttl))
+                    .await
+                    .map_err(plugin_status)?
+                {
+                    CasResult::Swapped { .. } => Ok(()),
+                    // Only an expiry (the window ended while the write ran) or a hand
+                    // edit of the store gets here; the response is still the caller's.
+                    CasResult::Conflict { current_version } => Err(Status::aborted(format!(
+                        "the record changed while the write ran (version {current_version}, claimed {version})"
+                    ))),
+                }
+            }
         }
     }
 
     /// Drops our pending claim, so a retry runs the call again.
-    async fn release(&self, key: &str, version: u64) {
+    async fn release(&self, key: &str, version: u64) -> Result<(), Status> {
         match self {
             Records::Memory(memory) => {
                 let mut table = memory.table();
                 if table.records.get(key).is_some_and(|held| held.version == version) {
                     table.records.remove(key);
                 }
+                Ok(())
             }
             Records::Plugin(instance) => {
-                if let Ok(cas) = cas_of(instance) {
-                    let _ = cas.delete_if_version(key, version).await;
-                }
+                cas_of(instance)?.delete_if_version(key, version).await.map(drop).map_err(plugin_status)
             }
         }
     }
 }
+
+/// Pauses between tries of a record update: a store's brief outage should not leave a
+/// record pending, which would make retries report an unknown outcome for the window.
+const RECORD_RETRIES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
 
 fn cas_of(instance: &Instance) -> Result<plugin_abi::host::KeyValueCasHandle<'_>, Status> {
     instance.keyvalue_cas().ok_or_else(|| {
@@ -430,11 +442,31 @@ impl Call {
                     started_unix_ms: plugin_abi::unix_millis(),
                     state: State::Done(response.encode_to_vec()),
                 };
-                if let Err(error) = self.records.finish(&self.key, version, &done, self.ttl()).await {
+                let mut outcome = self.records.finish(&self.key, version, &done, self.ttl()).await;
+                for pause in RECORD_RETRIES {
+                    if outcome.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                    outcome = self.records.finish(&self.key, version, &done, self.ttl()).await;
+                }
+                if let Err(error) = outcome {
                     tracing::warn!(key = %self.key, "could not record an idempotent call's response: {}", error.message());
                 }
             }
-            Err(_) => self.records.release(&self.key, version).await,
+            Err(_) => {
+                let mut outcome = self.records.release(&self.key, version).await;
+                for pause in RECORD_RETRIES {
+                    if outcome.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                    outcome = self.records.release(&self.key, version).await;
+                }
+                if let Err(error) = outcome {
+                    tracing::warn!(key = %self.key, "could not release a failed call's idempotency record: {}", error.message());
+                }
+            }
         }
         result
     }
