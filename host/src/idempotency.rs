@@ -124,8 +124,10 @@ impl Record {
     }
 }
 
-/// The hash of a request with its token cleared: a token sent again with a different
-/// request is a client bug, refused rather than answered with the other call's result.
+/// The hash of the method and the whole request as encoded (the token is the same in
+/// every retry, so it changes nothing): a token sent again with a request that differs
+/// in any field — even `namespace = ""` for `"default"` — is a client bug, refused
+/// rather than answered with the other call's result.
 pub fn fingerprint(method: &str, request: &impl Message) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(method.as_bytes());

@@ -12,13 +12,13 @@ pub struct Config {
     /// When a commit waits for the disk: `normal` survives a crash of the process, `full` also a power loss.
     #[serde(default)]
     pub synchronous: Synchronous,
-    /// Connections in the instance's pool; readers run in parallel, writers take turns.
+    /// Reading connections, used in parallel; writes go through one writer connection of their own.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// How long a write waits for another writer (another instance, during a reload) before it fails.
     #[serde(default = "default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
-    /// Longest a transaction may stay open before it is dropped.
+    /// Longest a transaction may stay open before it is dropped (Mutate asks for 30000).
     #[serde(default = "default_max_transaction_ms")]
     pub max_transaction_ms: u64,
     /// Most writes one transaction may hold before its commit.
