@@ -10,6 +10,7 @@ use plugin_abi::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::writer::Batch;
 use crate::Sqlite;
 
 /// The condition a row must meet to exist for a reader; `?1` is now.
@@ -34,17 +35,6 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 fn text(key: Vec<u8>) -> rusqlite::Result<String> {
     String::from_utf8(key).map_err(|e| rusqlite::Error::Utf8Error(0, e.utf8_error()))
-}
-
-/// The next version of the namespace: one counter for every key, so a key deleted and
-/// written again never gets back a version it had.
-fn next_version(connection: &Connection) -> rusqlite::Result<i64> {
-    connection.query_row(
-        "INSERT INTO prism_counters (name, value) VALUES ('kv_version', 1) \
-         ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
-        [],
-        |row| row.get(0),
-    )
 }
 
 /// Statements shared by plain calls and transaction commits; writes must run inside a
@@ -80,13 +70,13 @@ pub(crate) fn version(connection: &Connection, now: i64, key: &str) -> rusqlite:
 }
 
 pub(crate) fn set(
-    connection: &Connection,
+    batch: &Batch<'_>,
     key: &str,
     value: &[u8],
     expires_at: Option<i64>,
 ) -> rusqlite::Result<i64> {
-    let version = next_version(connection)?;
-    connection
+    let version = batch.next_version()?;
+    batch
         .prepare_cached(
             "INSERT INTO prism_kv (key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version, \

@@ -9,7 +9,7 @@ use std::time::Duration;
 use plugin_abi::{Driver, Health, PluginError, PluginResult};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use crate::writer::Writer;
+use crate::writer::{Batch, Writer};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, Synchronous};
@@ -93,7 +93,7 @@ impl Sqlite {
     /// Runs `work` in the writer's next transaction (see `writer.rs`), with its time.
     pub(crate) async fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+        work: impl FnOnce(&Batch<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
     ) -> PluginResult<T> {
         self.writer.write(work).await
     }
@@ -208,7 +208,7 @@ async fn reap_expired(writer: Writer) {
     const BATCH: usize = 500;
     loop {
         tokio::time::sleep(REAP_EXPIRED_EVERY).await;
-        let reap = |c: &Connection, now: i64| {
+        let reap = |c: &Batch<'_>, now: i64| {
             c.execute(
                 "DELETE FROM prism_kv WHERE rowid IN \
                  (SELECT rowid FROM prism_kv WHERE expires_at <= ?1 LIMIT 500)",

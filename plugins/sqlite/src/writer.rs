@@ -6,10 +6,12 @@
 //! sleeps in SQLite's busy handler waiting for another. The busy timeout is left for
 //! other processes and for the other instance during a reload.
 
+use std::cell::Cell;
+use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use plugin_abi::{PluginError, PluginResult};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::errors::db_error;
 
@@ -20,7 +22,67 @@ const QUEUE: usize = 4096;
 
 /// A queued write: it runs inside the batch's transaction (or learns why there is
 /// none) and returns what to tell its caller once the batch's commit is known.
-type Job = Box<dyn FnOnce(Result<(&Connection, i64), &PluginError>) -> Completion + Send>;
+type Job = Box<dyn FnOnce(Result<&Batch<'_>, &PluginError>) -> Completion + Send>;
+
+/// What a write runs in: the batch's transaction (a `Connection` by deref), and the
+/// namespace's version counter, read once per batch and written back once before the
+/// commit — the writer is the only one writing while the batch holds SQLite's write
+/// lock, so versions can be handed out from memory.
+pub struct Batch<'a> {
+    connection: &'a Connection,
+    versions: &'a Versions,
+    /// The batch's time (Unix ms), taken once the write lock is held.
+    now: i64,
+}
+
+#[derive(Default)]
+struct Versions {
+    /// The next version to hand out, once read from the table in this batch.
+    next: Cell<Option<i64>>,
+}
+
+impl Deref for Batch<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.connection
+    }
+}
+
+impl Batch<'_> {
+    /// The next key version: above every version this namespace ever handed out, so a
+    /// key deleted and written again never gets back a version it had. A write undone
+    /// by its savepoint leaves a gap, never a reuse.
+    pub fn next_version(&self) -> rusqlite::Result<i64> {
+        let next = match self.versions.next.get() {
+            Some(next) => next,
+            None => {
+                let last: Option<i64> = self
+                    .connection
+                    .query_row("SELECT value FROM prism_counters WHERE name = 'kv_version'", [], |row| {
+                        row.get(0)
+                    })
+                    .optional()?;
+                last.unwrap_or(0) + 1
+            }
+        };
+        self.versions.next.set(Some(next + 1));
+        Ok(next)
+    }
+}
+
+impl Versions {
+    /// Writes the last version handed out back to the table, if this batch gave any.
+    fn save(&self, connection: &Connection) -> rusqlite::Result<()> {
+        let Some(next) = self.next.get() else { return Ok(()) };
+        connection
+            .prepare_cached(
+                "INSERT INTO prism_counters (name, value) VALUES ('kv_version', ?1) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([next - 1])
+            .map(drop)
+    }
+}
 type Completion = Box<dyn FnOnce(Option<&PluginError>) + Send>;
 
 /// A handle on the writer; the thread stops once every handle is gone and the queued
@@ -65,13 +127,13 @@ impl Writer {
     /// answers once that transaction committed (or with why it did not).
     pub async fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+        work: impl FnOnce(&Batch<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
     ) -> PluginResult<T> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |begun| {
             let outcome = match begun {
                 Err(error) => Err(error.clone()),
-                Ok((connection, now)) => in_savepoint(connection, |c| work(c, now)),
+                Ok(batch) => in_savepoint(batch, |b| work(b, b.now)),
             };
             Box::new(move |commit_error: Option<&PluginError>| {
                 let _ = done.send(match commit_error {
@@ -90,11 +152,12 @@ impl Writer {
 
 /// Runs one job's work in a savepoint: kept when it succeeds, undone when it fails.
 fn in_savepoint<T>(
-    connection: &Connection,
-    work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    batch: &Batch<'_>,
+    work: impl FnOnce(&Batch<'_>) -> rusqlite::Result<T>,
 ) -> PluginResult<T> {
+    let connection = batch.connection;
     connection.execute_batch("SAVEPOINT job").map_err(db_error)?;
-    let outcome = work(connection).and_then(|value| connection.execute_batch("RELEASE job").map(|()| value));
+    let outcome = work(batch).and_then(|value| connection.execute_batch("RELEASE job").map(|()| value));
     outcome.map_err(|error| {
         let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
         db_error(error)
@@ -118,11 +181,13 @@ fn apply(connection: &Connection, batch: &mut Vec<Job>) {
     // transaction, not just a savepoint. Jobs run after that would each autocommit on
     // their own while being told the batch failed, so they are not run at all.
     let mut lost: Option<PluginError> = None;
+    let versions = Versions::default();
+    let shared = Batch { connection, versions: &versions, now };
     let mut completions = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
         let ran = catch_unwind(AssertUnwindSafe(|| match (&begun, &lost) {
             (Err(error), _) | (Ok(()), Some(error)) => job(Err(error)),
-            (Ok(()), None) => job(Ok((connection, now))),
+            (Ok(()), None) => job(Ok(&shared)),
         }));
         match ran {
             Ok(completion) => completions.push(completion),
@@ -137,7 +202,9 @@ fn apply(connection: &Connection, batch: &mut Vec<Job>) {
     }
     let committed = match (begun, lost) {
         (Err(error), _) | (Ok(()), Some(error)) => Err(error),
-        (Ok(()), None) => connection.execute_batch("COMMIT").map_err(db_error),
+        (Ok(()), None) => {
+            versions.save(connection).and_then(|()| connection.execute_batch("COMMIT")).map_err(db_error)
+        }
     };
     if committed.is_err() && !connection.is_autocommit() {
         let _ = connection.execute_batch("ROLLBACK");
@@ -214,6 +281,41 @@ mod tests {
             writer.write(|c, _| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))).await;
         assert_eq!(count.unwrap(), 0, "nothing of the lost batch is kept");
         writer.write(|c, _| c.execute("INSERT INTO t (n) VALUES (4)", [])).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn versions_only_grow_across_undone_writes_batches_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let open = || {
+            let connection = Connection::open(&path).unwrap();
+            crate::schema::create(&connection).unwrap();
+            Writer::start(connection).unwrap()
+        };
+        let version = |writer: &Writer| {
+            let writer = writer.clone();
+            async move { writer.write(|b, _| b.next_version()).await.unwrap() }
+        };
+        let writer = open();
+        let first = version(&writer).await;
+        // A write that takes a version and then fails is undone; its version is not reused.
+        let undone = writer
+            .write(|b, _| {
+                b.next_version()?;
+                b.execute("INSERT INTO no_such_table VALUES (1)", [])
+            })
+            .await;
+        assert!(undone.is_err());
+        let after_undone = version(&writer).await;
+        assert!(
+            after_undone > first + 1,
+            "{first} then {after_undone}: the undone write's version came back"
+        );
+        drop(writer);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let reopened = open();
+        let after_restart = version(&reopened).await;
+        assert!(after_restart > after_undone, "{after_undone} then {after_restart} after a restart");
     }
 
     async fn futures_join<F: std::future::Future + Send + 'static>(
