@@ -253,12 +253,19 @@ fn gateway_config(backend: Backend) -> String {
     config
 }
 
-pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
+/// Builds the workspace in release mode and returns `target/bench/{name}` (created;
+/// `""` for `target/bench` itself), where a benchmark keeps its configs and data.
+fn release_build_and_dir(name: &str) -> Result<std::path::PathBuf, String> {
     let mut build = cargo();
     build.args(["build", "--release", "--workspace"]);
     run(build)?;
-    let dir = workspace_root().join("target/bench");
+    let dir = workspace_root().join("target/bench").join(name);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
+    let dir = release_build_and_dir("")?;
     let config = dir.join("plugins.toml");
     if backend == Backend::Sqlite {
         let _ = std::fs::remove_dir_all(sqlite_dir());
@@ -413,11 +420,7 @@ pub fn abi() -> Result<(), String> {
 /// p99 of a steady KV load, then of the same load while the memstore library is swapped
 /// ten times (two builds alternating, renamed into place, one swap a second).
 pub fn reload_under_load() -> Result<(), String> {
-    let mut build = cargo();
-    build.args(["build", "--release", "--workspace"]);
-    run(build)?;
-    let dir = workspace_root().join("target/bench/reload");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = release_build_and_dir("reload")?;
     let library = dir.join("libprism_memstore.so");
     let original = std::fs::read(release_binary("libprism_memstore.so")).map_err(|e| e.to_string())?;
     let publish = move |marker: &[u8]| -> Result<(), String> {
@@ -477,9 +480,7 @@ pub fn reload_under_load() -> Result<(), String> {
 
 /// Multicast-registry figures on memstore + memstore and on redis + nats.
 pub fn multicast() -> Result<(), String> {
-    let mut build = cargo();
-    build.args(["build", "--release", "--workspace"]);
-    run(build)?;
+    let dir = release_build_and_dir("")?;
     let library = |name: &str| release_binary(&format!("libprism_{name}.so")).display().to_string();
     let run_id = std::process::id();
     let config = format!(
@@ -500,8 +501,6 @@ pub fn multicast() -> Result<(), String> {
         library("redis"),
         library("nats")
     );
-    let dir = workspace_root().join("target/bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let path = dir.join("multicast.toml");
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let mut gateway = Command::new(release_binary("prism"));
@@ -556,11 +555,7 @@ printf '%s.%s.%s' "$header" "$payload" "$signature" > token
 /// KV Get through a gateway with TLS and JWT (connections reused) vs the same gateway
 /// plaintext and open, in one run; then new connections per second on each.
 pub fn security() -> Result<(), String> {
-    let mut build = cargo();
-    build.args(["build", "--release", "--workspace"]);
-    run(build)?;
-    let dir = workspace_root().join("target/bench/security");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = release_build_and_dir("security")?;
     let mut material = Command::new("bash");
     material.arg("-c").arg(SECURITY_MATERIAL).current_dir(&dir);
     run(material)?;
@@ -632,11 +627,7 @@ pub fn security() -> Result<(), String> {
 /// KV Get through two gateways that differ only in `[admin]`: metrics recorded (and
 /// scraped once a second, as a Prometheus would, more often) vs off.
 pub fn metrics() -> Result<(), String> {
-    let mut build = cargo();
-    build.args(["build", "--release", "--workspace"]);
-    run(build)?;
-    let dir = workspace_root().join("target/bench/metrics");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = release_build_and_dir("metrics")?;
     let namespace = memstore_namespace();
     const ADMIN: &str = "127.0.0.1:18982";
     let off = format!("[server]\nlisten = \"{BASELINE}\"\n\n{namespace}");
@@ -691,11 +682,7 @@ fn scrape(address: &str) -> std::io::Result<usize> {
 /// default sample_ratio (0.1) and at 1.0 (every call: a server span and a plugin child
 /// span per Get), exported to a counting OTLP sink.
 pub fn tracing() -> Result<(), String> {
-    let mut build = cargo();
-    build.args(["build", "--release", "--workspace"]);
-    run(build)?;
-    let dir = workspace_root().join("target/bench/tracing");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = release_build_and_dir("tracing")?;
     const SINK: &str = "127.0.0.1:18983";
     const SAMPLED_TENTH: &str = "127.0.0.1:18984";
     let report = dir.join("spans-received");
@@ -741,10 +728,8 @@ pub fn tracing() -> Result<(), String> {
 /// the records in the gateway's memory (memstore namespace, no idempotency slot) and
 /// once with store and records on SQLite.
 pub fn idempotency() -> Result<(), String> {
-    let mut build = cargo();
-    build.args(["build", "--release", "--workspace"]);
-    run(build)?;
-    let dir = workspace_root().join("target/bench/idempotency");
+    let dir = release_build_and_dir("idempotency")?;
+    // Fresh databases (with their -wal and -shm files) for every run.
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = format!(
