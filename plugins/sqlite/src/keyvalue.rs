@@ -13,8 +13,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::writer::Batch;
 use crate::Sqlite;
 
-/// The condition a row must meet to exist for a reader; `?1` is now.
-const LIVE: &str = "(expires_at IS NULL OR expires_at > ?1)";
+/// The condition a row must meet to exist for a reader; `?1` is now. A macro, so the
+/// statements that use it are `concat!`ed at compile time, not formatted per call.
+macro_rules! live {
+    () => {
+        "(expires_at IS NULL OR expires_at > ?1)"
+    };
+}
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -41,7 +46,7 @@ fn text(key: Vec<u8>) -> rusqlite::Result<String> {
 /// write transaction (for the version counter).
 pub(crate) fn get(connection: &Connection, now: i64, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
     connection
-        .prepare_cached(&format!("SELECT value FROM prism_kv WHERE key = ?2 AND {LIVE}"))?
+        .prepare_cached(concat!("SELECT value FROM prism_kv WHERE key = ?2 AND ", live!()))?
         .query_row(params![now, key.as_bytes()], |row| row.get(0))
         .optional()
 }
@@ -53,7 +58,7 @@ pub(crate) fn get_versioned(
     key: &str,
 ) -> rusqlite::Result<Option<Versioned>> {
     connection
-        .prepare_cached(&format!("SELECT value, version FROM prism_kv WHERE key = ?2 AND {LIVE}"))?
+        .prepare_cached(concat!("SELECT value, version FROM prism_kv WHERE key = ?2 AND ", live!()))?
         .query_row(params![now, key.as_bytes()], |row| {
             Ok(Versioned { value: row.get(0)?, version: row.get::<_, i64>(1)? as u64 })
         })
@@ -63,7 +68,7 @@ pub(crate) fn get_versioned(
 /// The live version of `key`; 0 when it is absent.
 pub(crate) fn version(connection: &Connection, now: i64, key: &str) -> rusqlite::Result<i64> {
     Ok(connection
-        .prepare_cached(&format!("SELECT version FROM prism_kv WHERE key = ?2 AND {LIVE}"))?
+        .prepare_cached(concat!("SELECT version FROM prism_kv WHERE key = ?2 AND ", live!()))?
         .query_row(params![now, key.as_bytes()], |row| row.get(0))
         .optional()?
         .unwrap_or(0))
@@ -89,7 +94,7 @@ pub(crate) fn set(
 /// True when a live key was deleted (an expired row goes too, but did not exist).
 pub(crate) fn delete(connection: &Connection, now: i64, key: &str) -> rusqlite::Result<bool> {
     Ok(connection
-        .prepare_cached(&format!("DELETE FROM prism_kv WHERE key = ?2 RETURNING {LIVE}"))?
+        .prepare_cached(concat!("DELETE FROM prism_kv WHERE key = ?2 RETURNING ", live!()))?
         .query_row(params![now, key.as_bytes()], |row| row.get::<_, bool>(0))
         .optional()?
         .unwrap_or(false))
@@ -124,9 +129,11 @@ impl KeyValueScan for Sqlite {
         let after = cursor.unwrap_or_default().as_bytes().to_vec();
         self.read(move |c, now| {
             let end = prefix_end(&prefix);
-            let mut statement = c.prepare_cached(&format!(
+            let mut statement = c.prepare_cached(concat!(
                 "SELECT key, value FROM prism_kv WHERE key >= ?2 AND key > ?3 AND (?4 IS NULL OR key < ?4) \
-                 AND {LIVE} ORDER BY key LIMIT ?5"
+                 AND ",
+                live!(),
+                " ORDER BY key LIMIT ?5"
             ))?;
             let rows = statement.query_map(params![now, prefix, after, end, limit + 1], |row| {
                 Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
@@ -151,8 +158,9 @@ impl KeyValueScan for Sqlite {
         let prefix = prefix.as_bytes().to_vec();
         self.read(move |c, now| {
             let end = prefix_end(&prefix);
-            c.prepare_cached(&format!(
-                "SELECT count(*) FROM prism_kv WHERE key >= ?2 AND (?3 IS NULL OR key < ?3) AND {LIVE}"
+            c.prepare_cached(concat!(
+                "SELECT count(*) FROM prism_kv WHERE key >= ?2 AND (?3 IS NULL OR key < ?3) AND ",
+                live!()
             ))?
             .query_row(params![now, prefix, end], |row| row.get::<_, i64>(0))
             .map(|n| n as u64)
@@ -237,7 +245,7 @@ impl KeyValueTtl for Sqlite {
     async fn expire(&self, key: &str, ttl: Duration) -> PluginResult<bool> {
         let key = key.to_owned();
         self.write(move |c, now| {
-            c.prepare_cached(&format!("UPDATE prism_kv SET expires_at = ?3 WHERE key = ?2 AND {LIVE}"))?
+            c.prepare_cached(concat!("UPDATE prism_kv SET expires_at = ?3 WHERE key = ?2 AND ", live!()))?
                 .execute(params![now, key.as_bytes(), now.saturating_add(millis(ttl))])
                 .map(|n| n > 0)
         })
@@ -248,7 +256,7 @@ impl KeyValueTtl for Sqlite {
         let key = key.to_owned();
         self.read(move |c, now| {
             let row = c
-                .prepare_cached(&format!("SELECT expires_at FROM prism_kv WHERE key = ?2 AND {LIVE}"))?
+                .prepare_cached(concat!("SELECT expires_at FROM prism_kv WHERE key = ?2 AND ", live!()))?
                 .query_row(params![now, key.as_bytes()], |row| row.get::<_, Option<i64>>(0))
                 .optional()?;
             Ok(match row {
@@ -263,8 +271,9 @@ impl KeyValueTtl for Sqlite {
     async fn persist(&self, key: &str) -> PluginResult<bool> {
         let key = key.to_owned();
         self.write(move |c, now| {
-            c.prepare_cached(&format!(
-                "UPDATE prism_kv SET expires_at = NULL WHERE key = ?2 AND expires_at IS NOT NULL AND {LIVE}"
+            c.prepare_cached(concat!(
+                "UPDATE prism_kv SET expires_at = NULL WHERE key = ?2 AND expires_at IS NOT NULL AND ",
+                live!()
             ))?
             .execute(params![now, key.as_bytes()])
             .map(|n| n > 0)

@@ -61,14 +61,16 @@ impl ListBasic for Sqlite {
     async fn pop(&self, key: &str, end: ListEnd, count: u32) -> PluginResult<Vec<Vec<u8>>> {
         let key = key.as_bytes().to_vec();
         self.write(move |c, _| {
-            let order = match end {
-                ListEnd::Left => "ASC",
-                ListEnd::Right => "DESC",
+            let from_the_end = match end {
+                ListEnd::Left => {
+                    "SELECT position, value FROM prism_list WHERE key = ?1 ORDER BY position ASC LIMIT ?2"
+                }
+                ListEnd::Right => {
+                    "SELECT position, value FROM prism_list WHERE key = ?1 ORDER BY position DESC LIMIT ?2"
+                }
             };
             let popped: Vec<(i64, Vec<u8>)> = c
-                .prepare_cached(&format!(
-                    "SELECT position, value FROM prism_list WHERE key = ?1 ORDER BY position {order} LIMIT ?2"
-                ))?
+                .prepare_cached(from_the_end)?
                 .query_map(params![key, i64::from(count)], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             if let (Some((first, _)), Some((last, _))) = (popped.first(), popped.last()) {

@@ -148,7 +148,7 @@ impl Sqlite {
     }
 }
 
-/// One delivery, as a receipt names it. Statements match it with [`CURRENT_DELIVERY`].
+/// One delivery, as a receipt names it. Statements match it with `current_delivery!()`.
 struct Delivery<'a> {
     id: i64,
     queue: &'a str,
@@ -156,8 +156,13 @@ struct Delivery<'a> {
     now: i64,
 }
 
-/// Matches only the current delivery of a live message (`?1` id, `?2` queue, `?3` token).
-const CURRENT_DELIVERY: &str = "id = ?1 AND queue = ?2 AND receipt = ?3 AND dead_at IS NULL";
+/// Matches only the current delivery of a live message (`?1` id, `?2` queue, `?3` token);
+/// a macro so the statements are `concat!`ed at compile time.
+macro_rules! current_delivery {
+    () => {
+        "id = ?1 AND queue = ?2 AND receipt = ?3 AND dead_at IS NULL"
+    };
+}
 
 impl QueueBasic for Sqlite {
     async fn enqueue(&self, queue: &str, payload: Vec<u8>) -> PluginResult<String> {
@@ -170,7 +175,7 @@ impl QueueBasic for Sqlite {
 
     async fn ack(&self, queue: &str, receipt: &str) -> PluginResult<bool> {
         self.with_receipt(queue, receipt, |c, d| {
-            c.prepare_cached(&format!("DELETE FROM prism_queue WHERE {CURRENT_DELIVERY}"))?
+            c.prepare_cached(concat!("DELETE FROM prism_queue WHERE ", current_delivery!()))?
                 .execute(params![d.id, d.queue, d.token])
         })
         .await
@@ -179,9 +184,10 @@ impl QueueBasic for Sqlite {
     async fn nack(&self, queue: &str, receipt: &str, delay: Duration) -> PluginResult<bool> {
         let max_deliveries = self.config.max_deliveries;
         self.with_receipt(queue, receipt, move |c, d| {
-            c.prepare_cached(&format!(
+            c.prepare_cached(concat!(
                 "UPDATE prism_queue SET receipt = NULL, visible_at = ?4, \
-                 dead_at = CASE WHEN deliveries >= ?5 THEN ?6 END WHERE {CURRENT_DELIVERY}"
+                 dead_at = CASE WHEN deliveries >= ?5 THEN ?6 END WHERE ",
+                current_delivery!()
             ))?
             .execute(params![
                 d.id,
@@ -213,7 +219,7 @@ impl QueueVisibility for Sqlite {
         visibility: Duration,
     ) -> PluginResult<bool> {
         self.with_receipt(queue, receipt, move |c, d| {
-            c.prepare_cached(&format!("UPDATE prism_queue SET visible_at = ?4 WHERE {CURRENT_DELIVERY}"))?
+            c.prepare_cached(concat!("UPDATE prism_queue SET visible_at = ?4 WHERE ", current_delivery!()))?
                 .execute(params![d.id, d.queue, d.token, d.now.saturating_add(millis(visibility))])
         })
         .await
@@ -268,13 +274,16 @@ impl QueueDeadLetter for Sqlite {
             .collect::<PluginResult<_>>()?;
         let queue = queue.to_owned();
         self.write(move |c, now| {
-            const REVIVE: &str =
-                "UPDATE prism_queue SET dead_at = NULL, deliveries = 0, receipt = NULL, visible_at = ?2 \
-                                  WHERE queue = ?1 AND dead_at IS NOT NULL";
-            if ids.is_empty() {
-                return c.prepare_cached(REVIVE)?.execute(params![queue, now]).map(|n| n as u64);
+            macro_rules! revive {
+                () => {
+                    "UPDATE prism_queue SET dead_at = NULL, deliveries = 0, receipt = NULL, visible_at = ?2 \
+                     WHERE queue = ?1 AND dead_at IS NOT NULL"
+                };
             }
-            let mut revive = c.prepare_cached(&format!("{REVIVE} AND id = ?3"))?;
+            if ids.is_empty() {
+                return c.prepare_cached(revive!())?.execute(params![queue, now]).map(|n| n as u64);
+            }
+            let mut revive = c.prepare_cached(concat!(revive!(), " AND id = ?3"))?;
             let mut moved = 0;
             for id in &ids {
                 moved += revive.execute(params![queue, now, id])? as u64;
