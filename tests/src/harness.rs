@@ -1,6 +1,7 @@
 //! Locating built artifacts and running the real `prism` binary for end-to-end tests.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -197,6 +198,27 @@ impl Server {
         AdminServiceClient::new(self.channel().await)
     }
 
+    /// Dequeues every message now visible in `queue` of `namespace`, leaving each
+    /// invisible for a minute, and returns them.
+    pub async fn drain_queue(&self, namespace: &str, queue: &str) -> Vec<prism_api::QueueMessage> {
+        let mut client = self.queue().await;
+        let mut all = Vec::new();
+        loop {
+            let request = prism_api::DequeueRequest {
+                namespace: namespace.into(),
+                queue: queue.into(),
+                max_messages: 100,
+                visibility_timeout_ms: 60_000,
+                wait_ms: 0,
+            };
+            let messages = client.dequeue(request).await.expect("dequeue").into_inner().messages;
+            if messages.is_empty() {
+                return all;
+            }
+            all.extend(messages);
+        }
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
@@ -367,4 +389,45 @@ pub fn backends_available(backends: &[Backend]) -> bool {
     );
     eprintln!("skipped: {reason} (`cargo xtask test` starts the services and runs this test)");
     false
+}
+
+/// A private directory holding a copy of a built library, which a test replaces with
+/// "new builds" to trigger live reloads.
+pub struct PluginDir {
+    dir: tempfile::TempDir,
+}
+
+impl Default for PluginDir {
+    fn default() -> Self {
+        PluginDir::new()
+    }
+}
+
+impl PluginDir {
+    pub fn new() -> PluginDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        PluginDir { dir }
+    }
+
+    /// The directory, for a test's other files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where the library is published.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("libplugin.so")
+    }
+
+    /// Publishes `library` (plus `marker` bytes at its end, which make a distinct build
+    /// that loads the same) the safe way: write elsewhere, rename into place.
+    pub fn publish(&self, library: &Path, marker: &[u8]) {
+        let mut bytes = std::fs::read(library).expect("read library");
+        bytes.extend_from_slice(marker);
+        let staging = self.dir.path().join(".staging");
+        std::fs::write(&staging, bytes).unwrap();
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&staging, self.path()).unwrap();
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prism_acceptance::harness::{plugin_library, Server};
+use prism_acceptance::harness::{plugin_library, PluginDir, Server};
 use prism_api::*;
 
 fn config(library: &str, data: &Path) -> String {
@@ -116,22 +116,8 @@ async fn every_acknowledged_write_survives_a_sigkill_mid_load() {
         let reply = kv.get(GetRequest { key: key.clone(), ..Default::default() }).await.unwrap().into_inner();
         assert!(reply.found && reply.value == key.as_bytes(), "acknowledged Set of {key} was lost");
     }
-    let mut queue = server.queue().await;
-    let mut delivered = std::collections::HashSet::new();
-    loop {
-        let request = DequeueRequest {
-            namespace: "jobs".into(),
-            queue: "work".into(),
-            max_messages: 100,
-            visibility_timeout_ms: 60_000,
-            wait_ms: 0,
-        };
-        let messages = queue.dequeue(request).await.unwrap().into_inner().messages;
-        if messages.is_empty() {
-            break;
-        }
-        delivered.extend(messages.into_iter().map(|m| m.message_id));
-    }
+    let delivered: std::collections::HashSet<String> =
+        server.drain_queue("jobs", "work").await.into_iter().map(|m| m.message_id).collect();
     for id in &acknowledged.messages {
         assert!(delivered.contains(id), "acknowledged message {id} was lost");
     }
@@ -143,25 +129,12 @@ async fn every_acknowledged_write_survives_a_sigkill_mid_load() {
     }
 }
 
-/// A private copy of the plugin the test can replace with "new builds".
-fn publish(library: &Path, at: &Path, marker: &[u8]) {
-    use std::os::unix::fs::PermissionsExt;
-    let mut bytes = std::fs::read(library).unwrap();
-    bytes.extend_from_slice(marker);
-    let staging = at.with_extension("staging");
-    std::fs::write(&staging, bytes).unwrap();
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&staging, at).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_builds_under_write_load_loses_nothing_and_leaves_the_file_sound() {
-    use std::os::unix::fs::PermissionsExt;
-    let plugins = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(plugins.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let library = plugins.path().join("libprism_sqlite.so");
+    let plugins = PluginDir::new();
+    let library = plugins.path();
     let built = plugin_library("prism_sqlite");
-    publish(&built, &library, b"");
+    plugins.publish(&built, b"");
     let data = tempfile::tempdir().unwrap();
     let server = Arc::new(Server::start(&config(&library.display().to_string(), data.path())));
     let stop = Arc::new(AtomicBool::new(false));
@@ -182,7 +155,7 @@ async fn swapping_builds_under_write_load_loses_nothing_and_leaves_the_file_soun
     let mut admin = server.admin().await;
     for swap in 1..=4u64 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        publish(&built, &library, format!("build {swap}").as_bytes());
+        plugins.publish(&built, format!("build {swap}").as_bytes());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let status = admin.get_reload_status(GetReloadStatusRequest {}).await.unwrap().into_inner();

@@ -74,26 +74,6 @@ fn enqueue(payload: &str, token: &str) -> EnqueueRequest {
     }
 }
 
-/// Every message now in the queue (delivered and left invisible).
-async fn drain(server: &Server) -> Vec<QueueMessage> {
-    let mut queue = server.queue().await;
-    let mut all = Vec::new();
-    loop {
-        let request = DequeueRequest {
-            namespace: "jobs".into(),
-            queue: "work".into(),
-            max_messages: 100,
-            visibility_timeout_ms: 60_000,
-            wait_ms: 0,
-        };
-        let messages = queue.dequeue(request).await.unwrap().into_inner().messages;
-        if messages.is_empty() {
-            return all;
-        }
-        all.extend(messages);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_token_applies_once_and_gets_the_first_answer() {
     let data = tempfile::tempdir().unwrap();
@@ -106,7 +86,8 @@ async fn a_retry_with_the_same_token_applies_once_and_gets_the_first_answer() {
     assert_eq!(first, again, "the retry is answered with the first call's message id");
     queue.enqueue(enqueue("twice", &token("other-a"))).await.unwrap();
     queue.enqueue(enqueue("twice", &token("other-b"))).await.unwrap();
-    let payloads: Vec<Vec<u8>> = drain(&server).await.into_iter().map(|m| m.payload.to_vec()).collect();
+    let payloads: Vec<Vec<u8>> =
+        server.drain_queue("jobs", "work").await.into_iter().map(|m| m.payload.to_vec()).collect();
     assert_eq!(payloads.iter().filter(|p| p.as_slice() == b"once").count(), 1, "{payloads:?}");
     assert_eq!(
         payloads.iter().filter(|p| p.as_slice() == b"twice").count(),
@@ -180,8 +161,12 @@ async fn a_write_retried_after_the_client_gave_up_mid_call_applies_once() {
         retried.unwrap_or_else(|status| panic!("the retry of attempt {attempt} failed: {status}"));
     }
     assert!(timed_out > 0, "no call was cut short; the test proved nothing");
-    let mut payloads: Vec<String> =
-        drain(&server).await.into_iter().map(|m| String::from_utf8(m.payload.to_vec()).unwrap()).collect();
+    let mut payloads: Vec<String> = server
+        .drain_queue("jobs", "work")
+        .await
+        .into_iter()
+        .map(|m| String::from_utf8(m.payload.to_vec()).unwrap())
+        .collect();
     payloads.sort();
     let mut expected: Vec<String> = (0..40).map(|n| format!("m{n}")).collect();
     expected.sort();
@@ -201,7 +186,7 @@ async fn with_a_durable_idempotency_slot_a_retry_after_a_restart_applies_once() 
     let again =
         server.queue().await.enqueue(enqueue("durable", &same)).await.unwrap().into_inner().message_id;
     assert_eq!(first, again);
-    let messages = drain(&server).await;
+    let messages = server.drain_queue("jobs", "work").await;
     assert_eq!(messages.len(), 1, "{messages:?}");
 }
 

@@ -4,40 +4,12 @@
 //! world-writable file) keeps the old version serving and says why.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use prism_acceptance::harness::{plugin_library, run_prism, Server};
+use prism_acceptance::harness::{plugin_library, run_prism, PluginDir, Server};
 use prism_api::*;
 use tonic::Code;
-
-/// A private copy of a built library, so the test can replace it.
-struct PluginDir {
-    dir: tempfile::TempDir,
-}
-
-impl PluginDir {
-    fn new() -> PluginDir {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        PluginDir { dir }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("libplugin.so")
-    }
-
-    /// Publishes `library` (plus `marker` bytes at its end, which make a distinct build
-    /// that loads the same) the safe way: write elsewhere, rename into place.
-    fn publish(&self, library: &Path, marker: &[u8]) {
-        let mut bytes = std::fs::read(library).expect("read library");
-        bytes.extend_from_slice(marker);
-        let staging = self.dir.path().join(".staging");
-        std::fs::write(&staging, bytes).unwrap();
-        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&staging, self.path()).unwrap();
-    }
-}
 
 fn config(plugin: &Path, extra: &str) -> String {
     format!(
@@ -210,8 +182,8 @@ async fn every_bad_change_is_refused_and_the_old_version_keeps_serving() {
 
     // A truncated library: opening it kills the probe process, not the host.
     let bytes = std::fs::read(&memstore).unwrap();
-    std::fs::write(plugins.dir.path().join("truncated"), &bytes[..4096]).unwrap();
-    plugins.publish(&plugins.dir.path().join("truncated"), b"");
+    std::fs::write(plugins.dir().join("truncated"), &bytes[..4096]).unwrap();
+    plugins.publish(&plugins.dir().join("truncated"), b"");
     refused(&server, "crashed the probe process").await;
 
     plugins.publish(&plugin_library("prism_fixture_incompatible_abi"), b"");
@@ -420,7 +392,7 @@ async fn an_exclusive_plugin_is_shut_down_before_its_new_build_starts_and_no_cal
     let plugins = PluginDir::new();
     let fixture = plugin_library("prism_fixture_exclusive");
     plugins.publish(&fixture, b"");
-    let lock = plugins.dir.path().join("store.lock");
+    let lock = plugins.dir().join("store.lock");
     let config = format!(
         "[server]\nhealth_interval_ms = 200\nreload_debounce_ms = 100\n\n[plugins.exclusive]\npath = \"{}\"\n\n\
          [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"exclusive\"\n\
@@ -486,11 +458,11 @@ async fn an_exclusive_plugin_whose_new_instance_cannot_start_gets_its_old_versio
             lock.display()
         )
     };
-    let lock = plugins.dir.path().join("store.lock");
+    let lock = plugins.dir().join("store.lock");
     let server = Server::start_with(&config(&lock), &["--no-watch"]);
     server.keyvalue().await.set(set("kept", "yes")).await.unwrap();
     // The new instance's lock file cannot be created: it fails after the old one is down.
-    std::fs::write(server.config_path(), config(&plugins.dir.path().join("missing/dir/store.lock"))).unwrap();
+    std::fs::write(server.config_path(), config(&plugins.dir().join("missing/dir/store.lock"))).unwrap();
     let reply = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner();
     let outcome = reply.outcome.unwrap();
     assert!(!outcome.ok, "{}", outcome.message);
