@@ -11,6 +11,7 @@ mod config_keys;
 pub mod ffi;
 mod interfaces;
 mod macros;
+pub mod ranges;
 pub mod topics;
 mod traits;
 mod types;

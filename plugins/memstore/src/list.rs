@@ -7,13 +7,10 @@ use plugin_abi::{ListBasic, ListEnd, ListRange};
 
 use crate::Memstore;
 
-/// Resolves Redis-style inclusive indexes (negative counts from the end) to a
-/// half-open range within `len`, or `None` when the range is empty.
+/// The positions `start..=stop` name in a list of `len` items (see `plugin_abi::ranges`).
 fn resolve(len: usize, start: i64, stop: i64) -> Option<std::ops::Range<usize>> {
-    let len = len as i64;
-    let start = if start < 0 { (len + start).max(0) } else { start };
-    let stop = if stop < 0 { len + stop } else { stop.min(len - 1) };
-    (start <= stop && start < len).then(|| start as usize..stop as usize + 1)
+    plugin_abi::ranges::list_range(len as u64, start, stop)
+        .map(|range| range.start as usize..range.end as usize)
 }
 
 fn item_bytes(items: &[Vec<u8>]) -> i64 {
@@ -85,22 +82,5 @@ impl ListRange for Memstore {
         let key_bytes = if emptied { key.len() as u64 } else { 0 };
         self.inner.release(u64::from(emptied), key_bytes + (before - after) as u64);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resolve;
-
-    #[test]
-    fn resolves_redis_style_indexes() {
-        assert_eq!(resolve(5, 0, -1), Some(0..5));
-        assert_eq!(resolve(5, 1, 2), Some(1..3));
-        assert_eq!(resolve(5, -2, -1), Some(3..5));
-        assert_eq!(resolve(5, 0, 100), Some(0..5));
-        assert_eq!(resolve(5, -100, 0), Some(0..1));
-        assert_eq!(resolve(5, 3, 1), None);
-        assert_eq!(resolve(5, 5, 10), None);
-        assert_eq!(resolve(0, 0, -1), None);
     }
 }

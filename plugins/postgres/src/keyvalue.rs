@@ -25,19 +25,6 @@ fn millis(ttl: std::time::Duration) -> f64 {
     ttl.as_secs_f64() * 1000.0
 }
 
-/// The smallest byte string greater than every string starting with `prefix`, or `None`
-/// when there is none (empty prefix, or all 0xff).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 fn text(key: Vec<u8>) -> PluginResult<String> {
     String::from_utf8(key).map_err(|_| PluginError::internal("a stored key is not UTF-8"))
 }
@@ -126,7 +113,7 @@ impl KeyValueScan for Postgres {
         let client = self.client().await?;
         let limit = i64::from(limit.max(1));
         let after: &[u8] = cursor.map_or(&[], str::as_bytes);
-        let end = prefix_end(prefix.as_bytes());
+        let end = plugin_abi::ranges::prefix_end(prefix.as_bytes());
         let sql = format!(
             "SELECT key, value FROM {} WHERE key >= $1 AND key > $2 AND ($3::bytea IS NULL OR key < $3) \
              AND {LIVE} ORDER BY key LIMIT $4",
@@ -150,7 +137,7 @@ impl KeyValueScan for Postgres {
 
     async fn count(&self, prefix: &str) -> PluginResult<u64> {
         let client = self.client().await?;
-        let end = prefix_end(prefix.as_bytes());
+        let end = plugin_abi::ranges::prefix_end(prefix.as_bytes());
         let sql = format!(
             "SELECT count(*) FROM {} WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) AND {LIVE}",
             self.sql.kv
@@ -340,18 +327,5 @@ pub(crate) async fn reap_expired(pool: deadpool_postgres::Pool, kv: String, ever
         tokio::time::sleep(every).await;
         let Ok(client) = pool.get().await else { continue };
         while let Ok(BATCH) = client.execute(sql.as_str(), &[]).await {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn prefix_end_bounds_every_key_with_the_prefix() {
-        assert_eq!(prefix_end(b"abc"), Some(b"abd".to_vec()));
-        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
-        assert_eq!(prefix_end(b""), None);
-        assert_eq!(prefix_end(b"\xff\xff"), None);
     }
 }

@@ -25,19 +25,6 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The smallest byte string greater than every string starting with `prefix`, or `None`
-/// when there is none (empty prefix, or all 0xff).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 fn text(key: Vec<u8>) -> rusqlite::Result<String> {
     String::from_utf8(key).map_err(|e| rusqlite::Error::Utf8Error(0, e.utf8_error()))
 }
@@ -128,7 +115,7 @@ impl KeyValueScan for Sqlite {
         let prefix = prefix.as_bytes().to_vec();
         let after = cursor.unwrap_or_default().as_bytes().to_vec();
         self.read(move |c, now| {
-            let end = prefix_end(&prefix);
+            let end = plugin_abi::ranges::prefix_end(&prefix);
             let mut statement = c.prepare_cached(concat!(
                 "SELECT key, value FROM prism_kv WHERE key >= ?2 AND key > ?3 AND (?4 IS NULL OR key < ?4) \
                  AND ",
@@ -157,7 +144,7 @@ impl KeyValueScan for Sqlite {
     async fn count(&self, prefix: &str) -> PluginResult<u64> {
         let prefix = prefix.as_bytes().to_vec();
         self.read(move |c, now| {
-            let end = prefix_end(&prefix);
+            let end = plugin_abi::ranges::prefix_end(&prefix);
             c.prepare_cached(concat!(
                 "SELECT count(*) FROM prism_kv WHERE key >= ?2 AND (?3 IS NULL OR key < ?3) AND ",
                 live!()
@@ -279,18 +266,5 @@ impl KeyValueTtl for Sqlite {
             .map(|n| n > 0)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn prefix_end_bounds_every_key_with_the_prefix() {
-        assert_eq!(prefix_end(b"abc"), Some(b"abd".to_vec()));
-        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
-        assert_eq!(prefix_end(b""), None);
-        assert_eq!(prefix_end(b"\xff\xff"), None);
     }
 }

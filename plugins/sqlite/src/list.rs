@@ -7,12 +7,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::Sqlite;
 
-/// Resolves Redis-style inclusive indexes (negative counts from the end) to a
-/// half-open range within `len`, or `None` when the range is empty.
+/// The ranks `start..=stop` name in a list of `len` items (see `plugin_abi::ranges`).
 fn resolve(len: i64, start: i64, stop: i64) -> Option<std::ops::Range<i64>> {
-    let start = if start < 0 { (len + start).max(0) } else { start };
-    let stop = if stop < 0 { len + stop } else { stop.min(len - 1) };
-    (start <= stop && start < len).then_some(start..stop + 1)
+    plugin_abi::ranges::list_range(len.max(0) as u64, start, stop)
+        .map(|range| range.start as i64..range.end as i64)
 }
 
 fn length(connection: &Connection, key: &[u8]) -> rusqlite::Result<i64> {
@@ -121,22 +119,5 @@ impl ListRange for Sqlite {
             Ok(())
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resolve;
-
-    #[test]
-    fn resolves_redis_style_indexes() {
-        assert_eq!(resolve(5, 0, -1), Some(0..5));
-        assert_eq!(resolve(5, 1, 2), Some(1..3));
-        assert_eq!(resolve(5, -2, -1), Some(3..5));
-        assert_eq!(resolve(5, 0, 100), Some(0..5));
-        assert_eq!(resolve(5, -100, 0), Some(0..1));
-        assert_eq!(resolve(5, 3, 1), None);
-        assert_eq!(resolve(5, 5, 10), None);
-        assert_eq!(resolve(0, 0, -1), None);
     }
 }
