@@ -437,36 +437,24 @@ impl Call {
                 self.token.text
             )));
         };
-        match &result {
-            Ok(response) => {
-                let done = Record {
-                    fingerprint: self.fingerprint,
-                    started_unix_ms: plugin_abi::unix_millis(),
-                    state: State::Done(response.encode_to_vec()),
-                };
-                let mut outcome = self.records.finish(&self.key, version, &done, self.ttl()).await;
-                for pause in RECORD_RETRIES {
-                    if outcome.is_ok() {
-                        break;
-                    }
-                    tokio::time::sleep(pause).await;
-                    outcome = self.records.finish(&self.key, version, &done, self.ttl()).await;
-                }
-                if let Err(error) = outcome {
-                    tracing::warn!(key = %self.key, "could not record an idempotent call's response: {}", error.message());
-                }
-            }
-            Err(_) => {
-                let mut outcome = self.records.release(&self.key, version).await;
-                for pause in RECORD_RETRIES {
-                    if outcome.is_ok() {
-                        break;
-                    }
-                    tokio::time::sleep(pause).await;
-                    outcome = self.records.release(&self.key, version).await;
-                }
-                if let Err(error) = outcome {
-                    tracing::warn!(key = %self.key, "could not release a failed call's idempotency record: {}", error.message());
+        // The response on success; a failure lets the token go, so a retry runs again.
+        let done = result.as_ref().ok().map(|response| Record {
+            fingerprint: self.fingerprint,
+            started_unix_ms: plugin_abi::unix_millis(),
+            state: State::Done(response.encode_to_vec()),
+        });
+        let mut pauses = RECORD_RETRIES.iter();
+        loop {
+            let settled = match &done {
+                Some(done) => self.records.finish(&self.key, version, done, self.ttl()).await,
+                None => self.records.release(&self.key, version).await,
+            };
+            match (settled, pauses.next()) {
+                (Ok(()), _) => break,
+                (Err(_), Some(pause)) => tokio::time::sleep(*pause).await,
+                (Err(error), None) => {
+                    tracing::warn!(key = %self.key, "could not settle an idempotency record: {}", error.message());
+                    break;
                 }
             }
         }
