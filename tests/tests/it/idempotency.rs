@@ -54,7 +54,13 @@ name = "logs"
 pattern = "stream"
 [namespaces.slots.log]
 plugin = "memstore"
-{logs_tokens}"#,
+{logs_tokens}
+[[namespaces]]
+name = "events"
+pattern = "pubsub"
+[namespaces.slots.broker]
+plugin = "memstore"
+"#,
         sqlite = plugin_library("prism_sqlite").display(),
         kv = data.join("kv.db").display(),
         jobs = data.join("jobs.db").display(),
@@ -260,4 +266,68 @@ slots.store = { plugin = "panicking" }
         !kv.exists(exists).await.unwrap().into_inner().exists,
         "the hung write kept running after the timeout"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_mutate_publish_and_publish_stream_retried_with_their_token_apply_once() {
+    use prism_api::mutation::Operation;
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(data.path(), false));
+    let mut kv = server.keyvalue().await;
+
+    // Without a token, repeating this create-if-absent would conflict.
+    let cas = |token: &str| CompareAndSwapRequest {
+        key: "doc".into(),
+        expected_version: 0,
+        value: b"v1".to_vec().into(),
+        idempotency_token: token.into(),
+        ..Default::default()
+    };
+    let same = token("cas");
+    let first = kv.compare_and_swap(cas(&same)).await.unwrap().into_inner().version;
+    let again = kv.compare_and_swap(cas(&same)).await.unwrap().into_inner().version;
+    assert_eq!(first, again, "the retry is answered with the first swap's version");
+    let other = kv.compare_and_swap(cas(&token("cas-new"))).await.unwrap_err();
+    assert_eq!(other.code(), Code::FailedPrecondition, "a new token is a new write, which conflicts");
+
+    let mutate = |token: &str| MutateRequest {
+        mutations: vec![
+            Mutation { key: "a".into(), operation: Some(Operation::Set(b"1".to_vec().into())) },
+            Mutation { key: "doc".into(), operation: Some(Operation::Delete(true)) },
+        ],
+        idempotency_token: token.into(),
+        ..Default::default()
+    };
+    let same = token("mutate");
+    assert!(kv.mutate(mutate(&same)).await.unwrap().into_inner().results[1].deleted);
+    let again = kv.mutate(mutate(&same)).await.unwrap().into_inner().results;
+    assert!(again[1].deleted, "the retry is answered as the first call was");
+    let applied_again = kv.mutate(mutate(&token("mutate-new"))).await.unwrap().into_inner().results;
+    assert!(!applied_again[1].deleted, "a new token applies again, and doc is already gone");
+
+    let mut pubsub = server.pubsub().await;
+    let subscribe = SubscribeRequest { namespace: "events".into(), topic: "t".into(), ..Default::default() };
+    let mut messages = pubsub.subscribe(subscribe).await.unwrap().into_inner();
+    let publish = |payload: &str, token: &str| PublishRequest {
+        namespace: "events".into(),
+        topic: "t".into(),
+        payload: payload.as_bytes().to_vec().into(),
+        idempotency_token: token.into(),
+        ..Default::default()
+    };
+    let unary = token("publish");
+    let first = pubsub.publish(publish("a", &unary)).await.unwrap().into_inner().message_id;
+    let again = pubsub.publish(publish("a", &unary)).await.unwrap().into_inner().message_id;
+    assert_eq!(first, again);
+    let streamed = token("stream");
+    let batch = vec![publish("b", &streamed), publish("b", &streamed), publish("c", &token("stream-c"))];
+    pubsub.publish_stream(tokio_stream::iter(batch)).await.unwrap();
+    let mut received = Vec::new();
+    while let Ok(Ok(Some(response))) =
+        tokio::time::timeout(Duration::from_millis(500), messages.message()).await
+    {
+        received.push(String::from_utf8(response.message.unwrap().payload.to_vec()).unwrap());
+    }
+    assert_eq!(received, ["a", "b", "c"], "each token's message was published once");
 }
