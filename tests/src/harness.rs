@@ -198,6 +198,29 @@ impl Server {
         AdminServiceClient::new(self.channel().await)
     }
 
+    /// Waits (up to 20 s) until the server has finished `count` reloads; returns the
+    /// reload status then.
+    pub async fn wait_for_reloads(&self, count: u64) -> prism_api::GetReloadStatusResponse {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut admin = self.admin().await;
+        loop {
+            let status = admin
+                .get_reload_status(prism_api::GetReloadStatusRequest {})
+                .await
+                .expect("reload status")
+                .into_inner();
+            if status.reloads >= count {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reload #{count} within 20 s: {status:?}\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Dequeues every message now visible in `queue` of `namespace`, leaving each
     /// invisible for a minute, and returns them.
     pub async fn drain_queue(&self, namespace: &str, queue: &str) -> Vec<prism_api::QueueMessage> {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prism_acceptance::harness::{plugin_library, PluginDir, Server};
 use prism_api::*;
@@ -152,21 +152,11 @@ async fn swapping_builds_under_write_load_loses_nothing_and_leaves_the_file_soun
             written
         }));
     }
-    let mut admin = server.admin().await;
     for swap in 1..=4u64 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         plugins.publish(&built, format!("build {swap}").as_bytes());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = admin.get_reload_status(GetReloadStatusRequest {}).await.unwrap().into_inner();
-            if status.reloads >= swap {
-                let outcome = status.config.unwrap();
-                assert!(outcome.ok, "swap {swap}: {}", outcome.message);
-                break;
-            }
-            assert!(Instant::now() < deadline, "swap {swap} never happened: {}", server.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let outcome = server.wait_for_reloads(swap).await.config.unwrap();
+        assert!(outcome.ok, "swap {swap}: {}", outcome.message);
     }
     stop.store(true, Ordering::Relaxed);
     let mut kv = server.keyvalue().await;

@@ -52,19 +52,6 @@ async fn status(server: &Server) -> GetReloadStatusResponse {
     server.admin().await.get_reload_status(GetReloadStatusRequest {}).await.unwrap().into_inner()
 }
 
-/// Waits until the server has finished `count` reloads; returns the status then.
-async fn reloads(server: &Server, count: u64) -> GetReloadStatusResponse {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = status(server).await;
-        if status.reloads >= count {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "no reload #{count} within 20 s: {status:?}\n{}", server.stderr());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn memstore_sha(status: &GetReloadStatusResponse) -> String {
     status.plugins.iter().find(|p| p.name == "memstore").expect("memstore listed").sha256.clone()
 }
@@ -84,7 +71,7 @@ async fn a_new_build_is_picked_up_live_with_its_state_and_streams_end_cleanly() 
     let mut stream = server.pubsub().await.subscribe(subscribe.clone()).await.unwrap().into_inner();
 
     plugins.publish(&plugin_library("prism_memstore"), b"build 2");
-    let after = reloads(&server, 1).await;
+    let after = server.wait_for_reloads(1).await;
     let outcome = after.config.clone().expect("a reload outcome");
     assert!(outcome.ok, "{}", outcome.message);
     assert!(outcome.message.contains("plugins reloaded: memstore"), "{}", outcome.message);
@@ -290,7 +277,7 @@ async fn ten_swaps_under_load_fail_no_request_and_lose_no_key() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let marker = if swap % 2 == 1 { &b"build B"[..] } else { &b""[..] };
         plugins.publish(&memstore, marker);
-        let status = reloads(&server, swap).await;
+        let status = server.wait_for_reloads(swap).await;
         let outcome = status.config.unwrap();
         assert!(outcome.ok, "swap {swap}: {}", outcome.message);
     }
@@ -326,7 +313,7 @@ async fn a_library_rewritten_in_place_is_picked_up_and_the_host_survives_it() {
     let mut file = std::fs::OpenOptions::new().append(true).open(plugins.path()).unwrap();
     file.write_all(b"rewritten in place").unwrap();
     drop(file);
-    let after = reloads(&server, 1).await;
+    let after = server.wait_for_reloads(1).await;
     assert!(after.config.as_ref().unwrap().ok, "{:?}", after.config);
     assert_ne!(memstore_sha(&before), memstore_sha(&after));
     assert_eq!(get(&server, "kept").await.as_deref(), Some(&b"yes"[..]));
@@ -429,7 +416,7 @@ async fn an_exclusive_plugin_is_shut_down_before_its_new_build_starts_and_no_cal
     for swap in 1..=3u64 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         plugins.publish(&fixture, format!("build {swap}").as_bytes());
-        let outcome = reloads(&server, swap).await.config.unwrap();
+        let outcome = server.wait_for_reloads(swap).await.config.unwrap();
         assert!(outcome.ok, "swap {swap}: {}\n{}", outcome.message, server.stderr());
     }
     stop.store(true, Ordering::Relaxed);
