@@ -343,65 +343,33 @@ pub fn gateway_vs_baseline(backend: Backend) -> Result<(), String> {
         _ => ("20000", "fixed rate 20000/s, get (latency below saturation)"),
     };
     compare(title, &["--workload", "get", "--rate", rate])?;
+    // 5 s of one workload on one namespace of the gateway, no baseline.
+    let run_on = |title: &str, namespace: &str, workload: &str, extra: &[&str]| -> Result<(), String> {
+        println!("\n## prism-load run: {title}");
+        let mut args = vec!["run", "--target", &target, "--namespace", namespace, "--workload", workload];
+        args.extend_from_slice(&["--duration", "5s", "--warmup", "1s"]);
+        args.extend_from_slice(extra);
+        prism_load(&args)
+    };
+    const QUEUE_CONCURRENCY: &[&str] = &["--concurrency", "16"];
     if backend == Backend::Sqlite {
         compare("saturating, set", &["--workload", "set"])?;
         for (namespace, name) in [("jobs", "SQLite"), ("jobs_pg", "PostgreSQL")] {
-            println!("\n## prism-load run: queue on {name} (enqueue + dequeue + ack per iteration)");
-            prism_load(&[
-                "run",
-                "--target",
-                &target,
-                "--namespace",
-                namespace,
-                "--workload",
-                "queue",
-                "--duration",
-                "5s",
-                "--warmup",
-                "1s",
-                "--concurrency",
-                "16",
-            ])?;
+            let title = format!("queue on {name} (enqueue + dequeue + ack per iteration)");
+            run_on(&title, namespace, "queue", QUEUE_CONCURRENCY)?;
         }
         // What durability against a power loss costs: the same Sets with an fsync per
         // commit (batched commits share one), alternating with the default.
         for round in 1..=ROUNDS {
             for (namespace, name) in [("default", "normal"), ("fsynced", "full")] {
-                println!("\n## prism-load run, round {round}: Set, synchronous = {name}");
-                prism_load(&[
-                    "run",
-                    "--target",
-                    &target,
-                    "--namespace",
-                    namespace,
-                    "--workload",
-                    "set",
-                    "--duration",
-                    "5s",
-                    "--warmup",
-                    "1s",
-                ])?;
+                run_on(&format!("round {round}: Set, synchronous = {name}"), namespace, "set", &[])?;
             }
         }
     }
     if backend == Backend::Postgres {
         compare("saturating, set", &["--workload", "set"])?;
-        println!("\n## prism-load run: queue (enqueue + dequeue + ack per iteration), no baseline");
-        prism_load(&[
-            "run",
-            "--target",
-            &target,
-            "--namespace",
-            "jobs",
-            "--workload",
-            "queue",
-            "--duration",
-            "5s",
-            "--warmup",
-            "1s",
-            "--concurrency",
-            "16",
-        ])?;
+        let title = "queue (enqueue + dequeue + ack per iteration), no baseline";
+        run_on(title, "jobs", "queue", QUEUE_CONCURRENCY)?;
     }
 
     h2load_alternating((BASELINE, baseline.pid()), (GATEWAY, gateway.pid()), "gateway")?;
