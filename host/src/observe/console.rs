@@ -106,6 +106,9 @@ pub fn overview(gateway: &Gateway, reloader: &Reloader, metrics: &super::Metrics
         .collect();
     let (libraries, library_bytes) = reloader.libraries_loaded();
     json!({
+        // The gateway's clock when the counters were read: the page measures rates
+        // over it, not over the browser's clock (which a headless browser fakes).
+        "at_unix_ms": plugin_abi::unix_millis(),
         "version": env!("CARGO_PKG_VERSION"),
         "config_path": reloader.config_path().display().to_string(),
         "watching": reloader.watching(),

@@ -3,8 +3,12 @@
 "use strict";
 
 const POLL_MS = 2000;
+/// Live figures are over the polls of about the last 10 s: steadier than one interval.
+const WINDOW_MS = 10000;
 const CREDENTIAL = "prism-console-credential";
-let previous = null; // { at: ms, traffic: { namespace: {requests, errors, timed, buckets} } }
+// Earlier polls within the window, oldest first:
+// { at: the gateway's ms, traffic: { namespace: {requests, errors, timed, buckets} } }
+let samples = [];
 
 function cell(text, className) {
   const td = document.createElement("td");
@@ -68,21 +72,21 @@ function p99(before, now) {
   return Infinity;
 }
 
-function liveFigures(namespace, traffic, seconds) {
-  const before = previous && previous.traffic[namespace];
-  if (!previous || seconds <= 0) return ["…", "…", "…"];
+function liveFigures(namespace, traffic, oldest, seconds) {
+  const before = oldest && oldest.traffic[namespace];
+  if (!oldest || seconds <= 0) return ["…", "…", "…"];
   const requests = traffic.requests - (before ? before.requests : 0);
   const errors = traffic.errors - (before ? before.errors : 0);
   const percent = requests > 0 ? " (" + ((100 * errors) / requests).toFixed(1) + "%)" : "";
   return [(requests / seconds).toFixed(1), (errors / seconds).toFixed(1) + percent, duration(p99(before, traffic))];
 }
 
-function drawNamespaces(overview, seconds) {
+function drawNamespaces(overview, oldest, seconds) {
   const rows = overview.namespaces.map((namespace) => {
     const tr = document.createElement("tr");
     tr.dataset.namespace = namespace.name;
     const traffic = namespace.traffic;
-    const [rate, errors, latency] = liveFigures(namespace.name, traffic, seconds);
+    const [rate, errors, latency] = liveFigures(namespace.name, traffic, oldest, seconds);
     const slots = namespace.slots.map((slot) => slot.slot + " → " + slot.plugin).join(", ");
     const health = cell("");
     health.append(badge(namespace.health, namespace.health));
@@ -205,27 +209,29 @@ async function poll() {
     return;
   }
   document.getElementById("credential").hidden = true;
-  const now = Date.now();
-  const seconds = previous ? (now - previous.at) / 1000 : 0;
+  const now = overview.at_unix_ms;
+  samples = samples.filter((sample) => now - sample.at <= WINDOW_MS);
+  const oldest = samples.length > 0 ? samples[0] : null;
+  const seconds = oldest ? (now - oldest.at) / 1000 : 0;
   document.getElementById("gateway").textContent =
     "v" + overview.version + " · " + overview.config_path + " · " + overview.libraries_loaded + " libraries mapped";
-  drawNamespaces(overview, seconds);
+  drawNamespaces(overview, oldest, seconds);
   drawSubscriptions(overview);
   drawPlugins(overview);
   drawReloads(overview);
-  if (previous) {
+  if (oldest) {
     document.body.dataset.live = "true";
     say("live · updated " + new Date(now).toLocaleTimeString());
   }
   const traffic = {};
   for (const namespace of overview.namespaces) traffic[namespace.name] = namespace.traffic;
-  previous = { at: now, traffic };
+  samples.push({ at: now, traffic });
 }
 
 document.getElementById("credential").addEventListener("submit", (event) => {
   event.preventDefault();
   sessionStorage.setItem(CREDENTIAL, document.getElementById("credential-value").value.trim());
-  previous = null;
+  samples = [];
   poll();
 });
 
