@@ -35,6 +35,7 @@ macro_rules! for_each_interface {
             StreamReplay           stream_replay           StreamReplayBox, FfiStreamReplay_TO, StreamReplayHandle;
             StreamPartitioning     stream_partitioning     StreamPartitioningBox, FfiStreamPartitioning_TO, StreamPartitioningHandle;
             StateTransfer          state_transfer          StateTransferBox, FfiStateTransfer_TO, StateTransferHandle;
+            ObjectStoreBasic       object_store_basic      ObjectStoreBasicBox, FfiObjectStoreBasic_TO, ObjectStoreBasicHandle;
         }
     };
 }
@@ -84,6 +85,6 @@ mod tests {
             assert_eq!(Interface::from_name(interface.name()), Some(*interface));
         }
         assert_eq!(Interface::from_name("keyvalue_teleport"), None);
-        assert_eq!(Interface::ALL.len(), 20);
+        assert_eq!(Interface::ALL.len(), 21);
     }
 }

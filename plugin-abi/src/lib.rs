@@ -38,7 +38,8 @@ pub use schemars;
 pub use traits::*;
 pub use types::{
     Appended, CasResult, ConfigKey, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus,
-    KeyTtl, ListEnd, MemberAck, Message, Metadata, NewRecord, PartitionOffsets, QueueMessage, RecordFeed,
+    KeyTtl, ListEnd, MemberAck, Message, Metadata, NewRecord, ObjectInfo, ObjectRead, PartitionOffsets,
+    QueueMessage, RecordFeed,
     ScanPage, StreamRecord, Subscription, TransactionId, Versioned,
 };
 

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     Appended, CasResult, ConfigKey, DeadLetterPage, GroupFeed, Health, KeyTtl, ListEnd, NewRecord,
-    PartitionOffsets, PluginResult, QueueMessage, RecordFeed, ScanPage, Subscription, TransactionId,
+    ObjectInfo, ObjectRead, PartitionOffsets, PluginResult, QueueMessage, RecordFeed, ScanPage, Subscription, TransactionId,
     Versioned,
 };
 
@@ -345,4 +345,29 @@ pub trait StateTransfer: Driver {
     fn export_state(&self) -> impl Future<Output = PluginResult<Vec<u8>>> + Send;
     /// Replaces everything the instance holds with an exported snapshot.
     fn import_state(&self, state: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send;
+}
+
+/// `object_store_basic` (ABI 1.2): named objects of any size, written and read in chunks
+/// so that no object is ever held whole in memory or in one buffer across the ABI.
+pub trait ObjectStoreBasic: Driver {
+    /// An object being written.
+    type Upload: ObjectUpload;
+
+    /// Starts writing `key`. Nothing is visible under `key` until the upload finishes;
+    /// then the object replaces any older one at once, whole.
+    fn put(&self, key: &str) -> impl Future<Output = PluginResult<Self::Upload>> + Send;
+    /// The object's info and its bytes in order, or `None` when there is no such object.
+    fn get(&self, key: &str) -> impl Future<Output = PluginResult<Option<ObjectRead>>> + Send;
+    fn head(&self, key: &str) -> impl Future<Output = PluginResult<Option<ObjectInfo>>> + Send;
+    /// Returns whether an object was deleted.
+    fn delete(&self, key: &str) -> impl Future<Output = PluginResult<bool>> + Send;
+}
+
+/// One object being written by [`ObjectStoreBasic::put`]: chunks in order, then
+/// `finish`. The host calls `abort` when it gives up (client gone, a limit passed), and
+/// an aborted upload must leave nothing visible behind.
+pub trait ObjectUpload: Send + 'static {
+    fn write(&mut self, chunk: Vec<u8>) -> impl Future<Output = PluginResult<()>> + Send;
+    fn finish(self) -> impl Future<Output = PluginResult<ObjectInfo>> + Send;
+    fn abort(self) -> impl Future<Output = ()> + Send;
 }

@@ -175,6 +175,22 @@ impl<T: Send + 'static> Feed<T> {
     }
 }
 
+/// What an object store knows of an object (ABI 1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its length in bytes.
+    pub size: u64,
+    /// When it was last written, in Unix milliseconds (0 when the store does not say).
+    pub modified_unix_ms: i64,
+}
+
+/// An object being read: what the store knows of it, and its bytes in chunks in order.
+/// Dropping `chunks` stops the read in the backend.
+pub struct ObjectRead {
+    pub info: ObjectInfo,
+    pub chunks: Feed<Vec<u8>>,
+}
+
 /// A record to append to a stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewRecord {

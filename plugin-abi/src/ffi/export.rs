@@ -709,3 +709,38 @@ pub fn build_root_module<D: Exported>() -> PluginModuleRef {
     }
     .leak_into_prefix()
 }
+
+impl<D: crate::ObjectStoreBasic> FfiObjectStoreBasic for Adapter<D> {
+    fn put(&self, key: RStr<'_>) -> FfiResult<ObjectUploadBox> {
+        let key = owned(key);
+        let runtime = self.runtime.clone();
+        self.call(
+            |d| async move { d.put(&key).await },
+            move |upload| super::upload::object_upload(&runtime, upload),
+        )
+    }
+    fn get(&self, key: RStr<'_>) -> FfiResult<ROption<FfiObjectRead>> {
+        let key = owned(key);
+        let runtime = self.runtime.clone();
+        self.call(
+            |d| async move { d.get(&key).await },
+            move |read: Option<crate::ObjectRead>| {
+                read.map(|read| FfiObjectRead {
+                    info: read.info.into(),
+                    chunks: super::stream::chunk_stream(&runtime, move |sender| {
+                        forward(read.chunks, RVec::from, sender)
+                    }),
+                })
+                .into()
+            },
+        )
+    }
+    fn head(&self, key: RStr<'_>) -> FfiResult<ROption<FfiObjectInfo>> {
+        let key = owned(key);
+        self.call(|d| async move { d.head(&key).await }, |info| info.map(FfiObjectInfo::from).into())
+    }
+    fn delete(&self, key: RStr<'_>) -> FfiResult<bool> {
+        let key = owned(key);
+        self.call(|d| async move { d.delete(&key).await }, |deleted| deleted)
+    }
+}

@@ -10,7 +10,7 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 use crate::ffi::{self, FfiEntry, PluginModuleRef};
 use crate::{
     Appended, CasResult, ConfigKey, DeadLetterPage, ErrorCode, GroupEvent, Health, Interface, KeyTtl,
-    ListEnd, Message, Metadata, NewRecord, PartitionOffsets, PluginError, PluginResult, QueueMessage,
+    ListEnd, Message, Metadata, NewRecord, ObjectInfo, PartitionOffsets, PluginError, PluginResult, QueueMessage,
     ScanPage, TransactionId, Versioned,
 };
 
@@ -671,5 +671,57 @@ impl StateTransferHandle<'_> {
     }
     pub async fn import_state(&self, state: Vec<u8>) -> PluginResult<()> {
         self.1.time(self.0.import_state(state.into())).await
+    }
+}
+
+pub struct ObjectStoreBasicHandle<'a>(&'a ffi::ObjectStoreBasicBox, Calls<'a>);
+
+impl ObjectStoreBasicHandle<'_> {
+    /// Starts writing `key`; nothing is visible until [`ObjectWriter::finish`].
+    pub async fn put(&self, key: &str) -> PluginResult<ObjectWriter> {
+        Ok(ObjectWriter { inner: self.1.time(self.0.put(name(key))).await? })
+    }
+    /// The object's info and its chunks in order, or `None` when it does not exist.
+    pub async fn get(&self, key: &str) -> PluginResult<Option<(ObjectInfo, ChunkStream)>> {
+        let read = self.1.time(self.0.get(name(key))).await?.into_option();
+        Ok(read.map(|read| (read.info.into(), ChunkStream { inner: read.chunks })))
+    }
+    pub async fn head(&self, key: &str) -> PluginResult<Option<ObjectInfo>> {
+        Ok(self.1.time(self.0.head(name(key))).await?.into_option().map(ObjectInfo::from))
+    }
+    pub async fn delete(&self, key: &str) -> PluginResult<bool> {
+        self.1.time(self.0.delete(name(key))).await
+    }
+}
+
+/// An object being written into a plugin, one chunk per call. Dropped before `finish`,
+/// the plugin aborts the upload and nothing is left visible.
+pub struct ObjectWriter {
+    inner: ffi::ObjectUploadBox,
+}
+
+impl ObjectWriter {
+    pub async fn write(&mut self, chunk: Vec<u8>) -> PluginResult<()> {
+        self.inner.write(chunk.into()).await.into_result()
+    }
+    pub async fn finish(self) -> PluginResult<ObjectInfo> {
+        Ok(self.inner.finish().await.into_result()?.into())
+    }
+}
+
+/// An object's bytes from a plugin, in chunks, with a few chunks of read-ahead at most.
+/// Dropping it stops the read.
+pub struct ChunkStream {
+    inner: ffi::ChunkStreamBox,
+}
+
+impl ChunkStream {
+    /// The next chunk, or `None` once the object has been read to its end.
+    pub async fn next(&mut self) -> Option<PluginResult<Vec<u8>>> {
+        match self.inner.next().await {
+            RResult::ROk(ROption::RSome(chunk)) => Some(Ok(chunk.into_vec())),
+            RResult::ROk(ROption::RNone) => None,
+            RResult::RErr(error) => Some(Err(error)),
+        }
     }
 }

@@ -34,7 +34,7 @@ pub(crate) fn load_module(path: &Path) -> Result<(PluginModuleRef, String), Load
             detail: String::new(),
         });
     }
-    // Checked against the declarations of the plugin's own minor version (see `v1_0`):
+    // Checked against the declarations of the plugin's own minor version (see `v1_0`, `v1_1`):
     // abi_stable's own check would refuse an older plugin's shorter prefix types. Run
     // here, it also keeps the structured errors the one-line summary is made from.
     // A library that does not carry its layout cannot be checked, so it is not opened.
@@ -66,10 +66,11 @@ pub(crate) fn load_module(path: &Path) -> Result<(PluginModuleRef, String), Load
 /// types may have more fields, which abi_stable accepts).
 fn expected_layout(version: VersionNumber) -> &'static TypeLayout {
     let ours = VersionNumber::new(PluginModuleRef::VERSION_STRINGS).expect("our own version parses");
-    if version.minor < ours.minor && version.minor == 0 {
-        <super::v1_0::PluginModuleRef as StableAbi>::LAYOUT
-    } else {
-        <PluginModuleRef as StableAbi>::LAYOUT
+    match version.minor {
+        same_or_newer if same_or_newer >= ours.minor => <PluginModuleRef as StableAbi>::LAYOUT,
+        0 => <super::v1_0::PluginModuleRef as StableAbi>::LAYOUT,
+        1 => <super::v1_1::PluginModuleRef as StableAbi>::LAYOUT,
+        _ => <PluginModuleRef as StableAbi>::LAYOUT,
     }
 }
 

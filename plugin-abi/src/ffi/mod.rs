@@ -12,7 +12,9 @@ pub mod host;
 pub(crate) mod load;
 pub(crate) mod log;
 mod stream;
+mod upload;
 mod v1_0;
+mod v1_1;
 
 use abi_stable::{
     library::RootModule,
@@ -25,7 +27,8 @@ use async_ffi::FfiFuture;
 
 use crate::PluginError;
 
-pub(crate) use stream::{EntryStreamBox, EventStreamBox, MessageStreamBox};
+pub(crate) use stream::{ChunkStreamBox, EntryStreamBox, EventStreamBox, MessageStreamBox};
+pub(crate) use upload::ObjectUploadBox;
 
 /// A future that resolves to a plugin result.
 pub type FfiResult<T> = FfiFuture<RResult<T, PluginError>>;
@@ -445,6 +448,32 @@ pub trait FfiStateTransfer: Send + Sync {
     fn import_state(&self, state: RVec<u8>) -> FfiResult<()>;
 }
 
+/// 1.2: what an object store knows of an object.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiObjectInfo {
+    pub size: u64,
+    pub modified_unix_ms: i64,
+}
+
+/// 1.2: an object being read: its info and its chunks, pumped with bounded read-ahead.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiObjectRead {
+    pub info: FfiObjectInfo,
+    pub chunks: ChunkStreamBox,
+}
+
+/// 1.2: objects written and read in chunks; no object crosses the boundary whole.
+#[sabi_trait]
+pub trait FfiObjectStoreBasic: Send + Sync {
+    fn put(&self, key: RStr<'_>) -> FfiResult<ObjectUploadBox>;
+    fn get(&self, key: RStr<'_>) -> FfiResult<ROption<FfiObjectRead>>;
+    fn head(&self, key: RStr<'_>) -> FfiResult<ROption<FfiObjectInfo>>;
+    #[sabi(last_prefix_field)]
+    fn delete(&self, key: RStr<'_>) -> FfiResult<bool>;
+}
+
 pub type InstanceBox = FfiInstance_TO<'static, RBox<()>>;
 macro_rules! interface_boxes {
     ($($variant:ident $name:ident $box:ident, $object:ident, $handle:ident;)*) => {
@@ -482,6 +511,10 @@ pub trait FfiInstance: Send + Sync {
     fn stream_partitioning(&self) -> ROption<StreamPartitioningBox>;
     #[sabi(last_prefix_field)]
     fn state_transfer(&self) -> ROption<StateTransferBox>;
+    /// 1.2. A 1.0 or 1.1 plugin's vtable lacks it, so the default answers.
+    fn object_store_basic(&self) -> ROption<ObjectStoreBasicBox> {
+        ROption::RNone
+    }
 }
 
 /// The root module every plugin library exports.

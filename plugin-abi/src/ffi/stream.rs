@@ -46,6 +46,19 @@ pub trait FfiEventStream: Send + Sync {
 
 pub(crate) type EventStreamBox = FfiEventStream_TO<'static, RBox<()>>;
 
+#[sabi_trait]
+pub trait FfiChunkStream: Send + Sync {
+    /// 1.2: the next chunk of an object being read; `RNone` once all were handed over.
+    #[sabi(last_prefix_field)]
+    fn next(&self) -> FfiResult<ROption<RVec<u8>>>;
+}
+
+pub(crate) type ChunkStreamBox = FfiChunkStream_TO<'static, RBox<()>>;
+
+/// How many chunks of an object a plugin may read ahead of the host. Chunks can be a
+/// MiB each, so this stays small: a read's memory is bounded by it, whatever the size.
+pub const CHUNK_BUFFER: usize = 4;
+
 type Item<T> = Result<T, PluginError>;
 
 /// What the host reads from: the channel, and an error found while batching that must
@@ -90,6 +103,12 @@ where
 
 impl FfiEntryStream for ChannelStream<FfiEntry> {
     fn next(&self) -> FfiResult<ROption<FfiEntry>> {
+        self.next_item()
+    }
+}
+
+impl FfiChunkStream for ChannelStream<RVec<u8>> {
+    fn next(&self) -> FfiResult<ROption<RVec<u8>>> {
         self.next_item()
     }
 }
@@ -141,13 +160,13 @@ impl FfiEventStream for ChannelStream<FfiStreamEvent> {
 
 /// Starts `pump` on the plugin runtime, feeding a bounded channel, and returns the
 /// plugin-side end the host reads. `pump` should stop when `send` fails (reader gone).
-fn channel_stream<T, P, F>(runtime: &Arc<PluginRuntime>, pump: P) -> ChannelStream<T>
+fn channel_stream<T, P, F>(runtime: &Arc<PluginRuntime>, capacity: usize, pump: P) -> ChannelStream<T>
 where
     T: Send + 'static,
     P: FnOnce(mpsc::Sender<Item<T>>) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+    let (sender, receiver) = mpsc::channel(capacity);
     let panic_sender = sender.clone();
     let pump = pump(sender);
     let task = runtime.handle().spawn(async move {
@@ -167,7 +186,7 @@ where
     P: FnOnce(mpsc::Sender<Item<FfiEntry>>) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    FfiEntryStream_TO::from_value(channel_stream(runtime, pump), TD_Opaque)
+    FfiEntryStream_TO::from_value(channel_stream(runtime, STREAM_BUFFER, pump), TD_Opaque)
 }
 
 pub(crate) fn message_stream<P, F>(runtime: &Arc<PluginRuntime>, pump: P) -> MessageStreamBox
@@ -175,7 +194,7 @@ where
     P: FnOnce(mpsc::Sender<Item<FfiMessage>>) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    FfiMessageStream_TO::from_value(channel_stream(runtime, pump), TD_Opaque)
+    FfiMessageStream_TO::from_value(channel_stream(runtime, STREAM_BUFFER, pump), TD_Opaque)
 }
 
 pub(crate) fn event_stream<P, F>(runtime: &Arc<PluginRuntime>, pump: P) -> EventStreamBox
@@ -183,7 +202,15 @@ where
     P: FnOnce(mpsc::Sender<Item<FfiStreamEvent>>) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    FfiEventStream_TO::from_value(channel_stream(runtime, pump), TD_Opaque)
+    FfiEventStream_TO::from_value(channel_stream(runtime, STREAM_BUFFER, pump), TD_Opaque)
+}
+
+pub(crate) fn chunk_stream<P, F>(runtime: &Arc<PluginRuntime>, pump: P) -> ChunkStreamBox
+where
+    P: FnOnce(mpsc::Sender<Item<RVec<u8>>>) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    FfiChunkStream_TO::from_value(channel_stream(runtime, CHUNK_BUFFER, pump), TD_Opaque)
 }
 
 #[cfg(test)]

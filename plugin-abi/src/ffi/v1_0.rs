@@ -10,7 +10,8 @@
 use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 use abi_stable::StableAbi;
 
-use super::{FfiResult, InstanceBox};
+use super::v1_1::InstanceBox; // the instance's vtable was the same in 1.0 and 1.1
+use super::FfiResult;
 use crate::PluginError;
 
 #[repr(C)]

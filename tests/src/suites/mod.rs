@@ -11,6 +11,7 @@ mod keyvalue_transactional;
 mod keyvalue_ttl;
 mod list_basic;
 mod list_range;
+mod object_store_basic;
 mod pubsub_basic;
 mod pubsub_persistent;
 mod pubsub_wildcards;

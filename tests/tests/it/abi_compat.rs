@@ -1,7 +1,9 @@
 //! Compatibility across ABI releases: a plugin built against the frozen plugin-abi 1.0.0
 //! (tests/fixtures/abi-1.0, built by `cargo xtask test`) loads in this host, serves
 //! through gRPC, and reads as lacking everything later minor versions added (1.1: config
-//! keys, the exclusive flag, `create_in` with log forwarding). A plugin built against a
+//! keys, the exclusive flag, `create_in` with log forwarding). One built against the
+//! frozen 1.1.0 (tests/fixtures/abi-1.1) loads with what 1.1 declared and reads as lacking
+//! what 1.2 added (`object_store_basic`). A plugin built against a
 //! pretend next minor release (tests/fixtures/abi-next: 1.99.0, one more metadata field,
 //! an interface no host knows) loads too, and the interface is reported and ignored.
 
@@ -11,6 +13,7 @@ use prism_acceptance::harness::{plugin_library, run_prism, Server};
 use prism_api::*;
 
 const OLD: &str = "prism_fixture_abi_1_0";
+const V1_1: &str = "prism_fixture_abi_1_1";
 const NEXT: &str = "prism_fixture_abi_next";
 
 #[tokio::test]
@@ -26,6 +29,25 @@ async fn a_plugin_built_against_abi_1_0_loads_and_reports_its_version() {
     for &interface in Interface::ALL {
         let expected = metadata.implements(interface);
         assert_eq!(instance.provides(interface), expected, "{interface}");
+    }
+    let kv = instance.keyvalue_basic().unwrap();
+    kv.set("k", b"v".to_vec()).await.unwrap();
+    assert_eq!(kv.get("k").await.unwrap(), Some(b"v".to_vec()));
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_abi_1_1_loads_with_its_config_keys_and_lacks_what_1_2_added() {
+    let plugin = Plugin::load(plugin_library(V1_1)).unwrap();
+    let metadata = plugin.metadata();
+    assert_eq!(metadata.abi_version, "1.1.0");
+    assert_eq!(metadata.interfaces, vec![Interface::KeyValueBasic]);
+    let keys = metadata.config_keys.as_ref().expect("1.1 plugins describe their config keys");
+    assert_eq!(keys.iter().map(|key| key.name.as_str()).collect::<Vec<_>>(), ["greeting"]);
+    let instance = plugin.create_in("greeting = \"hello\"", "compat").await.unwrap();
+    assert!(instance.object_store_basic().is_none(), "object_store_basic came with 1.2");
+    for &interface in Interface::ALL {
+        assert_eq!(instance.provides(interface), metadata.implements(interface), "{interface}");
     }
     let kv = instance.keyvalue_basic().unwrap();
     kv.set("k", b"v".to_vec()).await.unwrap();

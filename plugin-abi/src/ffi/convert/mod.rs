@@ -6,6 +6,7 @@
 mod health;
 mod keyvalue;
 mod list;
+mod object;
 mod pubsub;
 mod queue;
 mod stream;
