@@ -346,7 +346,12 @@ pub enum Backend {
     Postgres,
     Nats,
     Kafka,
+    /// s3s-fs with the bucket `prism-test` ([`S3_CONFIG`]).
+    S3,
 }
+
+/// The s3 plugin's slot config for the test server `cargo xtask test` starts.
+pub const S3_CONFIG: &str = "endpoint = \"http://127.0.0.1:9000\"\nallow_http = true\nbucket = \"prism-test\"\naccess_key_id = \"prism\"\nsecret_access_key = \"prism-secret\"";
 
 impl Backend {
     fn address(self) -> &'static str {
@@ -355,6 +360,7 @@ impl Backend {
             Backend::Postgres => "127.0.0.1:5432",
             Backend::Nats => "127.0.0.1:4222",
             Backend::Kafka => "127.0.0.1:9092",
+            Backend::S3 => "127.0.0.1:9000",
         }
     }
 
@@ -365,6 +371,7 @@ impl Backend {
             "prism_postgres" => Some(Backend::Postgres),
             "prism_nats" => Some(Backend::Nats),
             "prism_kafka" => Some(Backend::Kafka),
+            "prism_s3" => Some(Backend::S3),
             _ => None,
         }
     }

@@ -39,7 +39,7 @@ pub fn dist(args: &[String]) -> Result<(), String> {
         copy(profile.join(binary), stage.join("bin").join(binary))?;
         split_debug_info(&stage, &format!("bin/{binary}"))?;
     }
-    let plugins = ["memstore", "sqlite", "redis", "postgres", "nats", "kafka"];
+    let plugins = ["memstore", "sqlite", "redis", "postgres", "nats", "kafka", "s3"];
     for plugin in plugins {
         let file = format!("libprism_{plugin}.so");
         copy(profile.join(&file), stage.join("plugins").join(&file))?;

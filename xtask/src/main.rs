@@ -116,6 +116,7 @@ fn test(args: &[String]) -> Result<(), String> {
     services::ensure_postgres()?;
     services::ensure_nats()?;
     services::ensure_kafka()?;
+    services::ensure_s3()?;
     services::ensure_test_programs()?;
     build_all()?;
     let mut test = cargo();

@@ -213,11 +213,53 @@ pub fn ensure_kafka() -> Result<(), String> {
     wait_for(ADDRESS, "tansu").map_err(|e| format!("{e} (its log: {})", log.display()))
 }
 
-/// Where `cargo install` puts tansu.
-fn tansu_binary() -> std::path::PathBuf {
+/// An S3-compatible server on 127.0.0.1:9000 with the bucket `prism-test` and the
+/// credentials the tests use: s3s-fs (objects as files under a temporary directory),
+/// installed from crates.io when missing. Chosen over moto: one `cargo install` like
+/// tansu (no Python environment), it checks SigV4 signatures, and it implements the
+/// multipart uploads large objects need.
+pub fn ensure_s3() -> Result<(), String> {
+    const ADDRESS: &str = "127.0.0.1:9000";
+    if reachable(ADDRESS) {
+        return Ok(());
+    }
+    let s3s = cargo_binary("s3s-fs");
+    if !s3s.exists() && !installed("s3s-fs") {
+        eprintln!(
+            "xtask: installing s3s-fs (S3-compatible test server) with cargo; this takes a few minutes once"
+        );
+        let mut install = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        install.args(["install", "--locked", "s3s-fs", "--version", "0.14.1", "--features", "binary"]);
+        run(install)?;
+    }
+    let program = if s3s.exists() { s3s.display().to_string() } else { "s3s-fs".into() };
+    let root = std::env::temp_dir().join("prism-s3");
+    // A bucket is a directory of the root.
+    std::fs::create_dir_all(root.join("prism-test"))
+        .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let log = std::env::temp_dir().join("prism-s3.log");
+    let mut start = Command::new("sh");
+    start.args([
+        "-c",
+        &format!(
+            "nohup {program} --host 127.0.0.1 --port 9000 --access-key prism --secret-key prism-secret {} > {} 2>&1 &",
+            root.display(),
+            log.display()
+        ),
+    ]);
+    run(start)?;
+    wait_for(ADDRESS, "s3s-fs").map_err(|e| format!("{e} (its log: {})", log.display()))
+}
+
+/// Where `cargo install` puts `program`.
+fn cargo_binary(program: &str) -> std::path::PathBuf {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cargo")))
         .unwrap_or_default();
-    cargo_home.join("bin").join("tansu")
+    cargo_home.join("bin").join(program)
+}
+
+fn tansu_binary() -> std::path::PathBuf {
+    cargo_binary("tansu")
 }

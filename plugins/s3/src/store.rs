@@ -1,0 +1,123 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::{Path, PathPart};
+use object_store::{ClientOptions, ObjectStoreExt};
+
+use plugin_abi::{
+    ConfigKey, Driver, Feed, Health, ObjectInfo, ObjectRead, ObjectStoreBasic, PluginError, PluginResult,
+};
+
+use crate::config::Config;
+use crate::errors::store_error;
+use crate::upload::Upload;
+
+pub struct S3 {
+    store: Arc<AmazonS3>,
+    prefix: String,
+    part_size: usize,
+    bucket: String,
+}
+
+impl S3 {
+    /// `prefix/key`, the key as one path part: object_store escapes `/`, `%` and the
+    /// characters S3 advises against, so `a/b`, `a//b` and `a%2Fb` stay three objects.
+    fn path(&self, key: &str) -> Path {
+        let prefix: Path = self.prefix.split('/').collect();
+        prefix.join(PathPart::from(key))
+    }
+}
+
+fn info(meta: &object_store::ObjectMeta) -> ObjectInfo {
+    ObjectInfo { size: meta.size, modified_unix_ms: meta.last_modified.timestamp_millis() }
+}
+
+impl Driver for S3 {
+    type Config = Config;
+
+    fn check(config: &Config) -> PluginResult<()> {
+        config.check()
+    }
+
+    async fn create(config: Config) -> PluginResult<Self> {
+        // TLS through rustls on `ring`; the provider is this library's own (the plugin
+        // links its own rustls), so installing it touches nothing of the host's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let timeout = Duration::from_millis(config.request_timeout_ms);
+        let options = ClientOptions::new()
+            .with_allow_http(config.allow_http)
+            .with_timeout(timeout)
+            .with_connect_timeout(Duration::from_secs(5));
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_region(&config.region)
+            .with_allow_http(config.allow_http)
+            .with_virtual_hosted_style_request(config.virtual_hosted_style)
+            .with_client_options(options);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+            builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let store = builder.build().map_err(|error| PluginError::invalid_argument(format!("s3: {error}")))?;
+        Ok(S3 {
+            store: Arc::new(store),
+            prefix: config.prefix,
+            part_size: config.part_size_bytes,
+            bucket: config.bucket,
+        })
+    }
+
+    fn config_keys() -> Vec<ConfigKey> {
+        plugin_abi::config_keys_of::<Config>()
+    }
+
+    async fn health(&self) -> Health {
+        // A HEAD of an object that need not exist: NotFound proves the bucket answers.
+        match self.store.head(&self.path(".prism-health")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Health::serving(),
+            Err(error) => Health::unhealthy(format!("bucket {}: {error}", self.bucket)),
+        }
+    }
+}
+
+impl ObjectStoreBasic for S3 {
+    type Upload = Upload;
+
+    async fn put(&self, key: &str) -> PluginResult<Upload> {
+        Ok(Upload::new(self.store.clone(), self.path(key), self.part_size))
+    }
+
+    async fn get(&self, key: &str) -> PluginResult<Option<ObjectRead>> {
+        let result = match self.store.get(&self.path(key)).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(store_error("get", error)),
+        };
+        let info = info(&result.meta);
+        let chunks = result
+            .into_stream()
+            .map(|chunk| chunk.map(|bytes| bytes.to_vec()).map_err(|error| store_error("read", error)));
+        Ok(Some(ObjectRead { info, chunks: Feed::new(chunks) }))
+    }
+
+    async fn head(&self, key: &str) -> PluginResult<Option<ObjectInfo>> {
+        match self.store.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(info(&meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(store_error("head", error)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> PluginResult<bool> {
+        // S3 answers a delete the same whether the object existed: ask first.
+        if self.head(key).await?.is_none() {
+            return Ok(false);
+        }
+        self.store.delete(&self.path(key)).await.map_err(|error| store_error("delete", error))?;
+        Ok(true)
+    }
+}
