@@ -105,12 +105,12 @@ plugin_suites!(kafka: "prism_kafka", config = "brokers = \"127.0.0.1:9092\"\ntop
     pubsub_persistent => PubSubPersistent,
 ]);
 
-/// One database file for every sqlite suite of this test process, as several instances
-/// of one namespace would share it.
 plugin_suites!(s3: "prism_s3", config = harness::S3_CONFIG, [
     object_store_basic => ObjectStoreBasic,
 ]);
 
+/// One database file for every sqlite suite of this test process, as several instances
+/// of one namespace would share it.
 fn sqlite_config() -> String {
     let path =
         std::env::temp_dir().join(format!("prism-acceptance-{}", std::process::id())).join("sqlite.db");
