@@ -39,8 +39,7 @@ pub use traits::*;
 pub use types::{
     Appended, CasResult, ConfigKey, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus,
     KeyTtl, ListEnd, MemberAck, Message, Metadata, NewRecord, ObjectInfo, ObjectRead, PartitionOffsets,
-    QueueMessage, RecordFeed,
-    ScanPage, StreamRecord, Subscription, TransactionId, Versioned,
+    QueueMessage, RecordFeed, ScanPage, StreamRecord, Subscription, TransactionId, Versioned,
 };
 
 /// The plugin ABI version this build speaks: `plugin-abi`'s own crate version. A host

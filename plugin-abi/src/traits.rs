@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     Appended, CasResult, ConfigKey, DeadLetterPage, GroupFeed, Health, KeyTtl, ListEnd, NewRecord,
-    ObjectInfo, ObjectRead, PartitionOffsets, PluginResult, QueueMessage, RecordFeed, ScanPage, Subscription, TransactionId,
-    Versioned,
+    ObjectInfo, ObjectRead, PartitionOffsets, PluginResult, QueueMessage, RecordFeed, ScanPage, Subscription,
+    TransactionId, Versioned,
 };
 
 /// The driver: built from the slot's `config` table, asked for health, shut down.

@@ -10,8 +10,8 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 use crate::ffi::{self, FfiEntry, PluginModuleRef};
 use crate::{
     Appended, CasResult, ConfigKey, DeadLetterPage, ErrorCode, GroupEvent, Health, Interface, KeyTtl,
-    ListEnd, Message, Metadata, NewRecord, ObjectInfo, PartitionOffsets, PluginError, PluginResult, QueueMessage,
-    ScanPage, TransactionId, Versioned,
+    ListEnd, Message, Metadata, NewRecord, ObjectInfo, PartitionOffsets, PluginError, PluginResult,
+    QueueMessage, ScanPage, TransactionId, Versioned,
 };
 
 /// Why a library could not be used as a plugin.
