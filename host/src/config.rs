@@ -76,6 +76,12 @@ pub struct ServerConfig {
     pub max_response_bytes: usize,
     /// How long an idempotency token is honoured (from the time written in it).
     pub idempotency_window_ms: u64,
+    /// On a namespace with a `claim_check` slot: values and payloads larger than this
+    /// go to the object store, and a reference travels through the backend instead.
+    pub claim_check_threshold_bytes: usize,
+    /// Largest value `SetStream` writes through a claim check (the object store's
+    /// limit for one object, not memory: the value streams through).
+    pub max_object_bytes: u64,
     /// TLS on the listener; absent = plaintext.
     pub tls: Option<crate::tls::TlsConfig>,
 }
@@ -113,6 +119,8 @@ impl Default for ServerConfig {
             keepalive_timeout_ms: 20_000,
             max_response_bytes: 64 * 1024 * 1024,
             idempotency_window_ms: 3_600_000,
+            claim_check_threshold_bytes: 256 * 1024,
+            max_object_bytes: 8 << 30,
             tls: None,
         }
     }
@@ -387,6 +395,7 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
         ));
     }
     for (key, value) in [
+        ("server.max_object_bytes", server.max_object_bytes),
         ("server.max_connections", server.max_connections as u64),
         ("server.max_concurrent_streams", u64::from(server.max_concurrent_streams)),
         ("server.max_header_list_bytes", u64::from(server.max_header_list_bytes)),

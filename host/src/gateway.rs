@@ -263,6 +263,8 @@ pub struct Gateway {
     pub settings: ServerConfig,
     /// Idempotency records of namespaces with no `idempotency` slot bound.
     idempotency: Arc<crate::idempotency::Memory>,
+    /// Claimed queue messages handed out here, for their Acks to delete the objects.
+    pub claimed_receipts: crate::claim_check::Receipts,
 }
 
 /// Why an instance could not be created at start.
@@ -308,6 +310,7 @@ impl Gateway {
             }),
             settings: resolved.config.contents.server.clone(),
             idempotency: Arc::default(),
+            claimed_receipts: Default::default(),
         })
     }
 

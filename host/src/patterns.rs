@@ -49,6 +49,16 @@ const IDEMPOTENCY_SLOT: Slot = Slot {
     optional_interfaces: &[],
 };
 
+/// The optional slot where a pattern keeps values and payloads above
+/// `server.claim_check_threshold_bytes` (crate::claim_check).
+pub const CLAIM_CHECK: &str = "claim_check";
+const CLAIM_CHECK_SLOT: Slot = Slot {
+    name: CLAIM_CHECK,
+    optional: true,
+    required: &[Interface::ObjectStoreBasic],
+    optional_interfaces: &[],
+};
+
 pub static PATTERNS: &[Pattern] = &[
     Pattern {
         name: KEYVALUE,
@@ -67,6 +77,7 @@ pub static PATTERNS: &[Pattern] = &[
                 ],
             },
             IDEMPOTENCY_SLOT,
+            CLAIM_CHECK_SLOT,
         ],
     },
     Pattern {
@@ -85,6 +96,7 @@ pub static PATTERNS: &[Pattern] = &[
                 optional_interfaces: &[Interface::PubSubWildcards, Interface::PubSubPersistent],
             },
             IDEMPOTENCY_SLOT,
+            CLAIM_CHECK_SLOT,
         ],
     },
     Pattern {
@@ -115,6 +127,7 @@ pub static PATTERNS: &[Pattern] = &[
                 optional_interfaces: &[Interface::QueueVisibility, Interface::QueueDeadLetter, Interface::QueueDelayed],
             },
             IDEMPOTENCY_SLOT,
+            CLAIM_CHECK_SLOT,
         ],
     },
     Pattern {

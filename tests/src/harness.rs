@@ -91,6 +91,7 @@ pub fn with_plugin_paths(config: &str) -> String {
         ("{sqlite}", "prism_sqlite"),
         ("{nats}", "prism_nats"),
         ("{kafka}", "prism_kafka"),
+        ("{s3}", "prism_s3"),
     ] {
         if config.contains(placeholder) {
             config = config.replace(placeholder, &plugin_library(library).display().to_string());

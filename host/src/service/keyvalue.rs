@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{check_batch, check_key, check_value, need, optional_ttl, plugin_status};
 use crate::api::key_value_service_server::KeyValueService;
 use crate::api::*;
+use crate::claim_check::{check_not_marked, ClaimCheck};
 use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::KEYVALUE;
 
@@ -38,6 +39,18 @@ impl KeyValueApi {
         self.gateway.settings.max_value_bytes
     }
 
+    fn claim_check(&self, namespace: &NamespaceRef) -> Option<ClaimCheck> {
+        ClaimCheck::of(namespace, &self.gateway.settings)
+    }
+
+    /// The payload a stored value stands for (a claimed one fetched and checked).
+    async fn resolve(&self, claim: Option<&ClaimCheck>, value: Vec<u8>) -> Result<Vec<u8>, Status> {
+        match claim {
+            Some(claim) => claim.resolve(value, self.max_value()).await,
+            None => Ok(value),
+        }
+    }
+
     fn budget(&self) -> super::ResponseBudget {
         super::ResponseBudget::new(&self.gateway.settings)
     }
@@ -62,30 +75,21 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
+        let claim = self.claim_check(&namespace);
         if request.transaction_id != 0 {
             let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Get in a transaction")?;
             let value =
                 tx.get(TransactionId(request.transaction_id), &request.key).await.map_err(plugin_status)?;
-            return Ok(Response::new(GetResponse {
-                found: value.is_some(),
-                value: value.unwrap_or_default().into(),
-                version: 0,
-            }));
+            let found = value.is_some();
+            let value = self.resolve(claim.as_ref(), value.unwrap_or_default()).await?;
+            return Ok(Response::new(GetResponse { found, value: value.into(), version: 0 }));
         }
-        let response = match store.keyvalue_cas() {
-            Some(cas) => match cas.get_versioned(&request.key).await.map_err(plugin_status)? {
-                Some(found) => GetResponse { found: true, value: found.value.into(), version: found.version },
-                None => GetResponse::default(),
-            },
-            None => {
-                let basic = need(&namespace, STORE, store.keyvalue_basic(), "Get")?;
-                match basic.get(&request.key).await.map_err(plugin_status)? {
-                    Some(value) => GetResponse { found: true, value: value.into(), version: 0 },
-                    None => GetResponse::default(),
-                }
-            }
+        let (value, version) = match stored(&namespace, &store, &request.key).await? {
+            Some(found) => found,
+            None => return Ok(Response::new(GetResponse::default())),
         };
-        Ok(Response::new(response))
+        let value = self.resolve(claim.as_ref(), value).await?;
+        Ok(Response::new(GetResponse { found: true, value: value.into(), version }))
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
@@ -98,6 +102,7 @@ impl KeyValueService for KeyValueApi {
                 return Err(Status::invalid_argument("ttl_ms cannot be set inside a transaction"));
             }
             super::no_token_in_transaction(&request.idempotency_token)?;
+            check_not_marked(self.claim_check(&namespace).as_ref(), "value", &request.value)?;
             let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Set in a transaction")?;
             tx.set(TransactionId(request.transaction_id), &request.key, request.value.into())
                 .await
@@ -105,19 +110,18 @@ impl KeyValueService for KeyValueApi {
             return Ok(Response::new(SetResponse {}));
         }
         let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
+        let claim = self.claim_check(&namespace);
         let call = self.gateway.idempotent(&namespace, "Set", &request.idempotency_token, &request)?;
         let write = async move {
-            match ttl {
-                Some(ttl) => {
-                    let ttl_ops = need(&namespace, STORE, store.keyvalue_ttl(), "Set with ttl_ms")?;
-                    ttl_ops.set_with_ttl(&request.key, request.value.into(), ttl).await
-                }
-                None => {
-                    let basic = need(&namespace, STORE, store.keyvalue_basic(), "Set")?;
-                    basic.set(&request.key, request.value.into()).await
-                }
-            }
-            .map_err(plugin_status)?;
+            let Some(claim) = claim else {
+                write_value(&namespace, &store, &request.key, request.value.into(), ttl).await?;
+                return Ok(SetResponse {});
+            };
+            let value = match claim.claims(&request.value) {
+                true => claim.claim(&request.value).await?.encode(),
+                false => request.value.into(),
+            };
+            replace_claimed(&claim, &namespace, &store, &request.key, value, ttl).await?;
             Ok(SetResponse {})
         };
         super::once(call, write).await.map(Response::new)
@@ -127,6 +131,11 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
+        let claim = self.claim_check(&namespace);
+        let previous = match (&claim, request.transaction_id) {
+            (Some(_), 0) => stored(&namespace, &store, &request.key).await?.map(|(value, _)| value),
+            _ => None,
+        };
         let deleted = if request.transaction_id != 0 {
             if request.expected_version != 0 {
                 return Err(Status::invalid_argument("expected_version cannot be used inside a transaction"));
@@ -149,6 +158,9 @@ impl KeyValueService for KeyValueApi {
             let basic = need(&namespace, STORE, store.keyvalue_basic(), "Delete")?;
             basic.delete(&request.key).await.map_err(plugin_status)?
         };
+        if let (Some(claim), true) = (&claim, deleted) {
+            claim.release(previous.as_deref()).await;
+        }
         Ok(Response::new(DeleteResponse { deleted }))
     }
 
@@ -188,6 +200,17 @@ impl KeyValueService for KeyValueApi {
                 Some((KeyValue { key, value: value.into() }, size))
             })
             .await?;
+        let entries = match self.claim_check(&namespace) {
+            Some(claim) => {
+                let mut resolved = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let value = claim.resolve(entry.value.into(), self.max_value()).await?;
+                    resolved.push(KeyValue { key: entry.key, value: value.into() });
+                }
+                resolved
+            }
+            None => entries,
+        };
         Ok(Response::new(ScanResponse { entries, next_cursor: cursor.unwrap_or_default() }))
     }
 
@@ -202,13 +225,22 @@ impl KeyValueService for KeyValueApi {
         check_prefix(&request.prefix)?;
         let mut entries =
             need(&namespace, STORE, store.keyvalue_scan(), "ScanStream")?.scan_stream(&request.prefix);
+        let claim = self.claim_check(&namespace);
+        let max_value = self.max_value();
         let (sender, receiver) = tokio::sync::mpsc::channel(32);
         tokio::spawn(async move {
             // Holding the instance keeps it alive until the client stops reading.
             let _store = store;
             while let Some(item) = entries.next().await {
-                let item =
-                    item.map(|(key, value)| KeyValue { key, value: value.into() }).map_err(plugin_status);
+                let item = match (item, &claim) {
+                    (Ok((key, value)), Some(claim)) => claim
+                        .resolve(value, max_value)
+                        .await
+                        .map(|value| KeyValue { key, value: value.into() }),
+                    (item, _) => {
+                        item.map(|(key, value)| KeyValue { key, value: value.into() }).map_err(plugin_status)
+                    }
+                };
                 let failed = item.is_err();
                 if sender.send(item).await.is_err() || failed {
                     break; // client gone (dropping `entries` cancels the plugin's pump) or error sent
@@ -301,6 +333,13 @@ impl KeyValueService for KeyValueApi {
                 return Err(fetched.refusal("BatchGet", found.len(), request.keys.len()));
             }
         }
+        if let Some(claim) = self.claim_check(&namespace) {
+            for value in found.values_mut() {
+                if let Some(stored) = value.take() {
+                    *value = Some(claim.resolve(stored.into(), self.max_value()).await?.into());
+                }
+            }
+        }
         let mut results = Vec::with_capacity(request.keys.len());
         for (done, key) in request.keys.iter().enumerate() {
             let value = found.get(key.as_str()).cloned().flatten();
@@ -324,9 +363,11 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_batch("entries", request.entries.len())?;
+        let claim = self.claim_check(&namespace);
         for (index, entry) in request.entries.iter().enumerate() {
             check_key(&format!("entries[{index}].key"), &entry.key)?;
             check_value(&format!("entries[{index}].value"), entry.value.len(), self.max_value())?;
+            check_not_marked(claim.as_ref(), &format!("entries[{index}].value"), &entry.value)?;
         }
         let batch = need(&namespace, STORE, store.keyvalue_batch(), "BatchSet")?;
         let keys: Vec<String> = request.entries.iter().map(|entry| entry.key.clone()).collect();
@@ -372,6 +413,7 @@ impl KeyValueService for KeyValueApi {
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
         check_value("value", request.value.len(), self.max_value())?;
+        check_not_marked(self.claim_check(&namespace).as_ref(), "value", &request.value)?;
         let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
         let call =
             self.gateway.idempotent(&namespace, "CompareAndSwap", &request.idempotency_token, &request)?;
@@ -432,11 +474,13 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_batch("mutations", request.mutations.len())?;
+        let claim = self.claim_check(&namespace);
         for (index, mutation) in request.mutations.iter().enumerate() {
             check_key(&format!("mutations[{index}].key"), &mutation.key)?;
             match &mutation.operation {
                 Some(mutation::Operation::Set(value)) => {
-                    check_value(&format!("mutations[{index}].set"), value.len(), self.max_value())?
+                    check_value(&format!("mutations[{index}].set"), value.len(), self.max_value())?;
+                    check_not_marked(claim.as_ref(), &format!("mutations[{index}].set"), value)?;
                 }
                 Some(mutation::Operation::Delete(true)) => {}
                 _ => {
@@ -471,6 +515,67 @@ impl KeyValueService for KeyValueApi {
             Ok(MutateResponse { results })
         };
         super::once(call, write).await.map(Response::new)
+    }
+}
+
+/// The value stored under `key` as the backend holds it (a claimed one still a
+/// reference), with its version when the plugin keeps versions.
+async fn stored(
+    namespace: &NamespaceRef,
+    store: &Instance,
+    key: &str,
+) -> Result<Option<(Vec<u8>, u64)>, Status> {
+    if let Some(cas) = store.keyvalue_cas() {
+        let found = cas.get_versioned(key).await.map_err(plugin_status)?;
+        return Ok(found.map(|found| (found.value, found.version)));
+    }
+    let basic = need(namespace, STORE, store.keyvalue_basic(), "Get")?;
+    Ok(basic.get(key).await.map_err(plugin_status)?.map(|value| (value, 0)))
+}
+
+async fn write_value(
+    namespace: &NamespaceRef,
+    store: &Instance,
+    key: &str,
+    value: Vec<u8>,
+    ttl: Option<std::time::Duration>,
+) -> Result<(), Status> {
+    match ttl {
+        Some(ttl) => {
+            let ttl_ops = need(namespace, STORE, store.keyvalue_ttl(), "Set with ttl_ms")?;
+            ttl_ops.set_with_ttl(key, value, ttl).await
+        }
+        None => {
+            let basic = need(namespace, STORE, store.keyvalue_basic(), "Set")?;
+            basic.set(key, value).await
+        }
+    }
+    .map_err(plugin_status)
+}
+
+/// Writes `value` (a plain value or a reference) over `key` in a namespace with a claim
+/// check, then deletes the object the old value referred to; if the write fails, the
+/// object the new value refers to is deleted instead.
+async fn replace_claimed(
+    claim: &ClaimCheck,
+    namespace: &NamespaceRef,
+    store: &Instance,
+    key: &str,
+    value: Vec<u8>,
+    ttl: Option<std::time::Duration>,
+) -> Result<(), Status> {
+    let previous = stored(namespace, store, key).await?.map(|(value, _)| value);
+    match write_value(namespace, store, key, value.clone(), ttl).await {
+        Ok(()) => {
+            if previous.as_deref() != Some(&value[..]) {
+                claim.release(previous.as_deref()).await;
+            }
+            Ok(())
+        }
+        Err(status) => {
+            claim.release(Some(&value)).await;
+            Err(status)
+        }
     }
 }
 

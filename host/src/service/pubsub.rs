@@ -14,6 +14,8 @@ use plugin_abi::topics::{check_pattern, check_topic};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
+use crate::claim_check::ClaimCheck;
+
 use super::{check_value, need, plugin_status};
 use crate::api::pub_sub_service_server::PubSubService;
 use crate::api::*;
@@ -38,15 +40,26 @@ impl PubSubApi {
         check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
+        let claim = ClaimCheck::of(&namespace, &self.gateway.settings);
         let call = self.gateway.idempotent(&namespace, "Publish", &request.idempotency_token, &request)?;
         let write = async move {
             let basic = need(&namespace, SLOT, broker.pubsub_basic(), "Publish")?;
             let metadata = request.metadata.into_iter().collect();
-            let message_id = basic
-                .publish(&request.topic, request.payload.into(), metadata)
-                .await
-                .map_err(plugin_status)?;
-            Ok(PublishResponse { message_id })
+            let payload: Vec<u8> = match &claim {
+                Some(claim) if claim.claims(&request.payload) => {
+                    claim.claim(&request.payload).await?.encode()
+                }
+                _ => request.payload.into(),
+            };
+            match basic.publish(&request.topic, payload.clone(), metadata).await {
+                Ok(message_id) => Ok(PublishResponse { message_id }),
+                Err(error) => {
+                    if let Some(claim) = &claim {
+                        claim.release(Some(&payload)).await;
+                    }
+                    Err(plugin_status(error))
+                }
+            }
         };
         super::once(call, write).await.map(|published| published.message_id)
     }
@@ -180,11 +193,19 @@ impl Drop for PumpGuard {
 /// Messages taken across the plugin boundary per call.
 const BATCH: usize = 256;
 
-async fn pump(mut stream: MessageStream, outbox: Arc<Outbox>) {
+/// Moves messages from the plugin to the outbox; with a claim check, a claimed payload
+/// is fetched (and checked) first, and one that cannot be ends the subscription.
+async fn pump(mut stream: MessageStream, outbox: Arc<Outbox>, claim: Option<(ClaimCheck, usize)>) {
     loop {
         match stream.next_batch(BATCH).await {
             Some(Ok(batch)) => {
-                for item in batch {
+                for mut item in batch {
+                    if let Some((claim, max_value)) = &claim {
+                        match claim.resolve(std::mem::take(&mut item.payload), *max_value).await {
+                            Ok(payload) => item.payload = payload,
+                            Err(status) => return outbox.finish(Err(status)),
+                        }
+                    }
                     if !outbox.push(message(item)) {
                         return;
                     }
@@ -280,7 +301,8 @@ impl PubSubService for PubSubApi {
                 .map(|metrics| metrics.subscriber_dropped(&namespace.name)),
             shown,
         });
-        let pump = tokio::spawn(pump(stream, outbox.clone()));
+        let claim = ClaimCheck::of(&namespace, settings).map(|claim| (claim, settings.max_value_bytes));
+        let pump = tokio::spawn(pump(stream, outbox.clone(), claim));
         // Keeps the instance alive for as long as the client reads.
         let state = (outbox, PumpGuard(pump.abort_handle()), broker);
         let events = futures_util::stream::unfold(state, |state| async move {

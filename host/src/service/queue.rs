@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 use plugin_abi::host::Instance;
 use tonic::{Request, Response, Status};
 
+use crate::claim_check::{ClaimCheck, Reference};
+
 use super::{check_key, check_value, need, plugin_status};
 use crate::api::queue_service_server::QueueService;
 use crate::api::*;
@@ -57,6 +59,36 @@ fn check_receipt(receipt: &str) -> Result<(), Status> {
     Ok(())
 }
 
+impl QueueApi {
+    /// Messages as the client sees them: a claimed payload fetched and checked, and,
+    /// for a delivery (`deliver`), its receipt remembered so an Ack deletes the object.
+    async fn resolve(
+        &self,
+        namespace: &crate::gateway::Namespace,
+        queue: &str,
+        messages: Vec<plugin_abi::QueueMessage>,
+        deliver: bool,
+    ) -> Result<Vec<QueueMessage>, Status> {
+        let Some(claim) = ClaimCheck::of(namespace, &self.gateway.settings) else {
+            return Ok(messages.into_iter().map(message).collect());
+        };
+        let mut resolved = Vec::with_capacity(messages.len());
+        for mut delivered in messages {
+            let reference = Reference::decode(&delivered.payload).transpose()?;
+            if let Some(reference) = reference {
+                if deliver {
+                    let receipts = &self.gateway.claimed_receipts;
+                    receipts.remember(&namespace.name, queue, &delivered.receipt, reference.object.clone());
+                }
+                let payload = std::mem::take(&mut delivered.payload);
+                delivered.payload = claim.resolve(payload, self.gateway.settings.max_value_bytes).await?;
+            }
+            resolved.push(message(delivered));
+        }
+        Ok(resolved)
+    }
+}
+
 fn message(message: plugin_abi::QueueMessage) -> QueueMessage {
     QueueMessage {
         message_id: message.id,
@@ -85,19 +117,34 @@ impl QueueService for QueueApi {
                 return Err(Status::invalid_argument("set delay_ms or deliver_at_unix_ms, not both"));
             }
         };
+        let claim = ClaimCheck::of(&namespace, &self.gateway.settings);
         let call = self.gateway.idempotent(&namespace, "Enqueue", &request.idempotency_token, &request)?;
         let write = async move {
-            let message_id = match deliver_at {
+            let payload: Vec<u8> = match &claim {
+                Some(claim) if claim.claims(&request.payload) => {
+                    claim.claim(&request.payload).await?.encode()
+                }
+                _ => request.payload.into(),
+            };
+            let enqueued = match deliver_at {
                 Some(at) => {
                     let delayed = need(&namespace, SLOT, instance.queue_delayed(), "delayed Enqueue")?;
-                    delayed.enqueue_at(&request.queue, request.payload.into(), at).await
+                    delayed.enqueue_at(&request.queue, payload.clone(), at).await
                 }
                 None => {
                     let queue = need(&namespace, SLOT, instance.queue_basic(), "Enqueue")?;
-                    queue.enqueue(&request.queue, request.payload.into()).await
+                    queue.enqueue(&request.queue, payload.clone()).await
                 }
-            }
-            .map_err(plugin_status)?;
+            };
+            let message_id = match enqueued {
+                Ok(id) => id,
+                Err(error) => {
+                    if let Some(claim) = &claim {
+                        claim.release(Some(&payload)).await;
+                    }
+                    return Err(plugin_status(error));
+                }
+            };
             Ok(EnqueueResponse { message_id })
         };
         super::once(call, write).await.map(Response::new)
@@ -142,9 +189,8 @@ impl QueueService for QueueApi {
             .map_err(plugin_status)?;
             let now = Instant::now();
             if !messages.is_empty() || now >= give_up {
-                return Ok(Response::new(DequeueResponse {
-                    messages: messages.into_iter().map(message).collect(),
-                }));
+                let messages = self.resolve(&namespace, &request.queue, messages, true).await?;
+                return Ok(Response::new(DequeueResponse { messages }));
             }
             tokio::time::sleep(pause.min(give_up - now)).await;
             pause = (pause * 2).min(MAX_POLL_INTERVAL);
@@ -157,6 +203,13 @@ impl QueueService for QueueApi {
         check_receipt(&request.receipt)?;
         let queue = need(&namespace, SLOT, instance.queue_basic(), "Ack")?;
         let acked = queue.ack(&request.queue, &request.receipt).await.map_err(plugin_status)?;
+        if let Some(claim) = ClaimCheck::of(&namespace, &self.gateway.settings) {
+            let object =
+                self.gateway.claimed_receipts.take(&namespace.name, &request.queue, &request.receipt);
+            if let (true, Some(object)) = (acked, object) {
+                claim.delete_object(&object).await;
+            }
+        }
         Ok(Response::new(AckResponse { acked }))
     }
 
@@ -210,7 +263,7 @@ impl QueueService for QueueApi {
         let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
         let page = dead.dead_letters(&request.queue, cursor, limit).await.map_err(plugin_status)?;
         Ok(Response::new(ListDeadLettersResponse {
-            messages: page.messages.into_iter().map(message).collect(),
+            messages: self.resolve(&namespace, &request.queue, page.messages, false).await?,
             next_cursor: page.next_cursor.unwrap_or_default(),
         }))
     }

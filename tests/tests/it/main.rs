@@ -9,6 +9,7 @@ mod auth;
 mod backend_tls;
 mod boundaries;
 mod certs;
+mod claim_check;
 mod cli;
 mod console;
 mod dist;

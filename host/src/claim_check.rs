@@ -1,0 +1,304 @@
+//! Claim checks: on a namespace with a `claim_check` slot, a value or payload larger
+//! than `server.claim_check_threshold_bytes` is written to the slot's object store and
+//! a small reference travels through the backend instead; readers get the payload back,
+//! checked against the SHA-256 and size in the reference.
+//!
+//! A reference is `MARKER` followed by `v1 {size} {sha256} {object}`. A value that
+//! happens to start with the marker is always claimed, so whatever the backend holds
+//! that starts with it is a reference. Objects are named `{namespace}/{random}`, and a
+//! reference naming another namespace's object is refused, so a client cannot craft
+//! one to read past its namespace.
+
+use std::sync::Arc;
+
+use plugin_abi::host::{ChunkStream, Instance, ObjectWriter};
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use crate::config::ServerConfig;
+use crate::gateway::Namespace;
+use crate::patterns::CLAIM_CHECK;
+use crate::service::plugin_status;
+
+/// What a reference starts with: bytes no text value begins with.
+pub const MARKER: &[u8] = b"\0prism-claim-check\0";
+
+/// Chunks handed to the object store and to streaming clients: at most 1 MiB.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Where a claimed payload is, and how to know it came back whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub object: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Reference {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = MARKER.to_vec();
+        bytes.extend_from_slice(format!("v1 {} {} {}", self.size, self.sha256, self.object).as_bytes());
+        bytes
+    }
+
+    /// `None` for a plain value; an error for a marked value that is not a reference.
+    pub fn decode(value: &[u8]) -> Option<Result<Reference, Status>> {
+        let rest = value.strip_prefix(MARKER)?;
+        let parsed = std::str::from_utf8(rest).ok().and_then(|text| {
+            let mut fields = text.splitn(4, ' ');
+            let (Some("v1"), Some(size), Some(sha256), Some(object)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                return None;
+            };
+            let valid_hash = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            Some(Reference { object: object.to_owned(), size: size.parse().ok()?, sha256: sha256.to_owned() })
+                .filter(|_| valid_hash)
+        });
+        Some(
+            parsed.ok_or_else(|| {
+                Status::data_loss("a stored claim-check reference is damaged and cannot be read")
+            }),
+        )
+    }
+}
+
+/// The namespace's claim check, when it binds the slot.
+pub struct ClaimCheck {
+    store: Arc<Instance>,
+    namespace: String,
+    threshold: usize,
+    max_object: u64,
+}
+
+impl ClaimCheck {
+    pub fn of(namespace: &Namespace, settings: &ServerConfig) -> Option<ClaimCheck> {
+        let bound = namespace.slot(CLAIM_CHECK)?;
+        Some(ClaimCheck {
+            store: bound.instance.clone(),
+            namespace: namespace.name.clone(),
+            threshold: settings.claim_check_threshold_bytes,
+            max_object: settings.max_object_bytes,
+        })
+    }
+
+    /// Whether a value written through a claiming RPC goes to the object store.
+    pub fn claims(&self, value: &[u8]) -> bool {
+        value.len() > self.threshold || value.starts_with(MARKER)
+    }
+
+    fn objects(&self) -> Result<plugin_abi::host::ObjectStoreBasicHandle<'_>, Status> {
+        self.store.object_store_basic().ok_or_else(|| {
+            Status::failed_precondition("the claim_check slot's plugin lacks object_store_basic")
+        })
+    }
+
+    /// Starts an upload to a new object of this namespace.
+    pub async fn upload(&self) -> Result<Upload, Status> {
+        let object = format!("{}/{:032x}", self.namespace, fastrand::u128(..));
+        let writer = self.objects()?.put(&object).await.map_err(plugin_status)?;
+        Ok(Upload { writer, object, hasher: Sha256::new(), size: 0, max: self.max_object })
+    }
+
+    /// Writes `value` to a new object and returns the reference to store instead.
+    pub async fn claim(&self, value: &[u8]) -> Result<Reference, Status> {
+        let mut upload = self.upload().await?;
+        for chunk in value.chunks(CHUNK_BYTES) {
+            upload.write(chunk.to_vec()).await?;
+        }
+        upload.finish().await
+    }
+
+    /// The object a reference names, checked to be this namespace's.
+    fn owned<'a>(&self, reference: &'a Reference) -> Result<&'a str, Status> {
+        match reference.object.strip_prefix(&self.namespace) {
+            Some(rest) if rest.starts_with('/') => Ok(&reference.object),
+            _ => Err(Status::permission_denied("a claim-check reference names another namespace's object")),
+        }
+    }
+
+    /// Opens the payload behind a reference as a checked stream of chunks.
+    pub async fn open(&self, reference: Reference) -> Result<Payload, Status> {
+        let object = self.owned(&reference)?;
+        let Some((_, chunks)) = self.objects()?.get(object).await.map_err(plugin_status)? else {
+            return Err(Status::data_loss(format!(
+                "the object holding this {}-byte payload is gone from the claim-check store (deleted, or expired by a lifecycle rule)",
+                reference.size
+            )));
+        };
+        Ok(Payload { chunks, reference, hasher: Sha256::new(), read: 0 })
+    }
+
+    /// The whole payload a stored value stands for: the value itself unless it is a
+    /// reference. A payload over `max` bytes is refused: read it with GetStream.
+    pub async fn resolve(&self, value: Vec<u8>, max: usize) -> Result<Vec<u8>, Status> {
+        let Some(reference) = Reference::decode(&value) else { return Ok(value) };
+        let reference = reference?;
+        if reference.size > max as u64 {
+            return Err(Status::failed_precondition(format!(
+                "the value is {} bytes, more than one response carries (server.max_value_bytes = {max}); read it with GetStream",
+                reference.size
+            )));
+        }
+        let mut payload = self.open(reference).await?;
+        let mut bytes = Vec::with_capacity(payload.reference.size as usize);
+        while let Some(chunk) = payload.next().await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// Deletes an object of this namespace by name (a claimed message once acked).
+    pub async fn delete_object(&self, object: &str) {
+        let Ok(objects) = self.objects() else { return };
+        if let Err(error) = objects.delete(object).await {
+            tracing::warn!(object, %error, "could not delete a claim-check object; the bucket's lifecycle rule must");
+        }
+    }
+
+    /// Deletes the object behind a stored value that was a reference. Best effort: the
+    /// value is already gone, so a failure is logged and left to the bucket's lifecycle.
+    pub async fn release(&self, stored: Option<&[u8]>) {
+        let Some(Ok(reference)) = stored.and_then(Reference::decode) else { return };
+        if let Ok(object) = self.owned(&reference) {
+            self.delete_object(object).await;
+        }
+    }
+}
+
+/// A payload being written to the object store, hashed and counted on the way.
+pub struct Upload {
+    writer: ObjectWriter,
+    object: String,
+    hasher: Sha256,
+    size: u64,
+    max: u64,
+}
+
+impl Upload {
+    pub async fn write(&mut self, chunk: Vec<u8>) -> Result<(), Status> {
+        self.size += chunk.len() as u64;
+        if self.size > self.max {
+            return Err(Status::invalid_argument(format!(
+                "the value passed {} bytes, the most this server stores as one object (server.max_object_bytes)",
+                self.max
+            )));
+        }
+        self.hasher.update(&chunk);
+        self.writer.write(chunk).await.map_err(plugin_status)
+    }
+
+    pub async fn finish(self) -> Result<Reference, Status> {
+        self.writer.finish().await.map_err(plugin_status)?;
+        Ok(Reference { object: self.object, size: self.size, sha256: hex::encode(self.hasher.finalize()) })
+    }
+}
+
+/// A claimed payload being read: its chunks, checked against the reference's size
+/// and SHA-256 when the last one has been read.
+pub struct Payload {
+    chunks: ChunkStream,
+    pub reference: Reference,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl Payload {
+    /// The next chunk; `None` at the end, once the payload proved whole.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, Status> {
+        match self.chunks.next().await {
+            Some(Ok(chunk)) => {
+                self.read += chunk.len() as u64;
+                self.hasher.update(&chunk);
+                if self.read > self.reference.size {
+                    return Err(self.damaged());
+                }
+                Ok(Some(chunk))
+            }
+            Some(Err(error)) => Err(plugin_status(error)),
+            None => {
+                let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                if self.read != self.reference.size || sha256 != self.reference.sha256 {
+                    return Err(self.damaged());
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn damaged(&self) -> Status {
+        Status::data_loss(format!(
+            "the claim-check object {} does not match its reference ({} bytes, sha256 {}): it was changed or damaged in the object store",
+            self.reference.object, self.reference.size, self.reference.sha256
+        ))
+    }
+}
+
+/// Which claimed queue messages this gateway handed out, by receipt, so an Ack here can
+/// delete the payload's object. Bounded: past `MAX_RECEIPTS`, the oldest are forgotten
+/// (their objects are left to the bucket's lifecycle rule), as are messages acked on
+/// another gateway or after a restart.
+#[derive(Default)]
+pub struct Receipts {
+    handed_out:
+        std::sync::Mutex<(std::collections::HashMap<String, String>, std::collections::VecDeque<String>)>,
+}
+
+const MAX_RECEIPTS: usize = 100_000;
+
+impl Receipts {
+    fn id(namespace: &str, queue: &str, receipt: &str) -> String {
+        format!("{namespace}\0{queue}\0{receipt}")
+    }
+
+    pub fn remember(&self, namespace: &str, queue: &str, receipt: &str, object: String) {
+        let mut guard = self.handed_out.lock().unwrap_or_else(|e| e.into_inner());
+        let (objects, order) = &mut *guard;
+        let id = Receipts::id(namespace, queue, receipt);
+        if objects.insert(id.clone(), object).is_none() {
+            order.push_back(id);
+        }
+        while order.len() > MAX_RECEIPTS {
+            if let Some(oldest) = order.pop_front() {
+                objects.remove(&oldest);
+            }
+        }
+    }
+
+    /// The object of a message acked here, forgotten once taken.
+    pub fn take(&self, namespace: &str, queue: &str, receipt: &str) -> Option<String> {
+        let mut guard = self.handed_out.lock().unwrap_or_else(|e| e.into_inner());
+        guard.0.remove(&Receipts::id(namespace, queue, receipt))
+    }
+}
+
+/// In a namespace with a claim check, values written by RPCs that do not claim
+/// (batches, transactions, compare-and-swap) must not look like references.
+pub fn check_not_marked(claim: Option<&ClaimCheck>, field: &str, value: &[u8]) -> Result<(), Status> {
+    if claim.is_some() && value.starts_with(MARKER) {
+        return Err(Status::invalid_argument(format!(
+            "{field} starts with the claim-check marker bytes, which this RPC cannot store in a namespace with a claim check; write it with Set"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_round_trip_and_plain_values_are_not_references() {
+        let reference = Reference { object: "ns/0af3".into(), size: 5 << 30, sha256: "ab".repeat(32) };
+        assert_eq!(Reference::decode(&reference.encode()).unwrap().unwrap(), reference);
+        assert!(Reference::decode(b"plain value").is_none());
+        assert!(Reference::decode(b"").is_none());
+    }
+
+    #[test]
+    fn a_marked_value_that_is_no_reference_is_data_loss() {
+        let mut damaged = MARKER.to_vec();
+        damaged.extend_from_slice(b"v1 12 not-a-hash ns/x");
+        assert_eq!(Reference::decode(&damaged).unwrap().unwrap_err().code(), tonic::Code::DataLoss);
+    }
+}
