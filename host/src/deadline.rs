@@ -54,7 +54,13 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let client =
             request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
-        let (limit, whose) = match (client, self.server_limit) {
+        // An upload runs for as long as its client sends: only the client's own
+        // deadline bounds it, not request_timeout_ms.
+        let server_limit = match request.uri().path() {
+            "/prism.v1.KeyValueService/SetStream" => None,
+            _ => self.server_limit,
+        };
+        let (limit, whose) = match (client, server_limit) {
             (Some(client), Some(server)) if server < client => (Some(server), "server request_timeout_ms"),
             (Some(client), _) => (Some(client), "client deadline"),
             (None, server) => (server, "server request_timeout_ms"),

@@ -180,6 +180,22 @@ impl KeyValueService for MapServer {
         Err(not_in_baseline())
     }
 
+    async fn set_stream(
+        &self,
+        _: Request<tonic::Streaming<SetStreamRequest>>,
+    ) -> Result<Response<SetStreamResponse>, Status> {
+        Err(not_in_baseline())
+    }
+
+    type GetStreamStream = tokio_stream::Empty<Result<GetStreamResponse, Status>>;
+
+    async fn get_stream(
+        &self,
+        _: Request<GetStreamRequest>,
+    ) -> Result<Response<Self::GetStreamStream>, Status> {
+        Err(not_in_baseline())
+    }
+
     async fn expire(&self, _: Request<ExpireRequest>) -> Result<Response<ExpireResponse>, Status> {
         Err(not_in_baseline())
     }

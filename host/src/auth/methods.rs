@@ -58,6 +58,8 @@ pub const METHODS: &[(&str, &str, Permission)] = &[
     ("KeyValueService", "Exists", Read),
     ("KeyValueService", "Scan", Read),
     ("KeyValueService", "ScanStream", Read),
+    ("KeyValueService", "GetStream", Read),
+    ("KeyValueService", "SetStream", Write),
     ("KeyValueService", "Count", Read),
     ("KeyValueService", "GetTtl", Read),
     ("KeyValueService", "BatchGet", Read),

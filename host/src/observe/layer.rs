@@ -164,8 +164,9 @@ where
 }
 
 /// The server-streaming RPCs: the only ones whose error can follow data, in trailers.
-const SERVER_STREAMING: [(&str, &str); 5] = [
+const SERVER_STREAMING: [(&str, &str); 6] = [
     ("KeyValueService", "ScanStream"),
+    ("KeyValueService", "GetStream"),
     ("PubSubService", "Subscribe"),
     ("StreamService", "Read"),
     ("StreamService", "JoinGroup"),

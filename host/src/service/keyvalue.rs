@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use plugin_abi::host::Instance;
 use plugin_abi::{CasResult, KeyTtl, TransactionId};
+use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -10,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::{check_batch, check_key, check_value, need, optional_ttl, plugin_status};
 use crate::api::key_value_service_server::KeyValueService;
 use crate::api::*;
-use crate::claim_check::{check_not_marked, ClaimCheck};
+use crate::claim_check::{check_not_marked, ClaimCheck, CHUNK_BYTES};
 use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::KEYVALUE;
 
@@ -162,6 +163,117 @@ impl KeyValueService for KeyValueApi {
             claim.release(previous.as_deref()).await;
         }
         Ok(Response::new(DeleteResponse { deleted }))
+    }
+
+    async fn set_stream(
+        &self,
+        request: Request<tonic::Streaming<SetStreamRequest>>,
+    ) -> Result<Response<SetStreamResponse>, Status> {
+        let mut input = request.into_inner();
+        let first = input.message().await?.ok_or_else(|| {
+            Status::invalid_argument("SetStream needs a first message naming the namespace and key")
+        })?;
+        let (namespace, store) = self.store(&first.namespace).await?;
+        check_key("key", &first.key)?;
+        let ttl = optional_ttl("ttl_ms", first.ttl_ms)?;
+        let mut chunks = StreamedChunks { input, next: Some(first.chunk.into()) };
+        let Some(claim) = self.claim_check(&namespace) else {
+            // No object store: the value is assembled here, so it is bounded like any value.
+            let mut value = Vec::new();
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = chunks.next().await? {
+                if value.len() + chunk.len() > self.max_value() {
+                    return Err(Status::invalid_argument(format!(
+                        "the value passed {} bytes (server.max_value_bytes); bind a claim_check slot to the namespace to store larger values",
+                        self.max_value()
+                    )));
+                }
+                hasher.update(&chunk);
+                value.extend_from_slice(&chunk);
+            }
+            let size = value.len() as u64;
+            write_value(&namespace, &store, &first.key, value, ttl).await?;
+            let sha256 = hex::encode(hasher.finalize());
+            return Ok(Response::new(SetStreamResponse { size, sha256 }));
+        };
+        let mut upload = claim.upload().await?;
+        while let Some(chunk) = chunks.next().await? {
+            upload.write(chunk).await?;
+        }
+        let reference = upload.finish().await?;
+        let (size, sha256) = (reference.size, reference.sha256.clone());
+        replace_claimed(&claim, &namespace, &store, &first.key, reference.encode(), ttl).await?;
+        Ok(Response::new(SetStreamResponse { size, sha256 }))
+    }
+
+    type GetStreamStream = Pin<Box<dyn Stream<Item = Result<GetStreamResponse, Status>> + Send>>;
+
+    async fn get_stream(
+        &self,
+        request: Request<GetStreamRequest>,
+    ) -> Result<Response<Self::GetStreamStream>, Status> {
+        let request = request.into_inner();
+        let (namespace, store) = self.store(&request.namespace).await?;
+        check_key("key", &request.key)?;
+        let Some((value, _)) = stored(&namespace, &store, &request.key).await? else {
+            return Err(Status::not_found(format!("key '{}' does not exist", request.key)));
+        };
+        let claimed = self.claim_check(&namespace).and_then(|claim| {
+            crate::claim_check::Reference::decode(&value).map(|reference| (claim, reference))
+        });
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let Some((claim, reference)) = claimed else {
+            let size = value.len() as u64;
+            tokio::spawn(async move {
+                let mut chunks: Vec<&[u8]> = value.chunks(CHUNK_BYTES).collect();
+                if chunks.is_empty() {
+                    chunks.push(&[]); // an empty value still answers with its size
+                }
+                for (index, chunk) in chunks.into_iter().enumerate() {
+                    let size = if index == 0 { size } else { 0 };
+                    if sender
+                        .send(Ok(GetStreamResponse { size, chunk: chunk.to_vec().into() }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            return Ok(Response::new(Box::pin(ReceiverStream::new(receiver))));
+        };
+        let mut payload = claim.open(reference?).await?;
+        tokio::spawn(async move {
+            let _store = store;
+            let mut size = Some(payload.reference.size);
+            // The object store's chunks, gathered into messages of up to 1 MiB.
+            let mut pending = Vec::new();
+            loop {
+                let last = match payload.next().await {
+                    Ok(Some(chunk)) => {
+                        pending.extend_from_slice(&chunk);
+                        false
+                    }
+                    Ok(None) => true,
+                    Err(status) => {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                };
+                while pending.len() >= CHUNK_BYTES || (last && (!pending.is_empty() || size.is_some())) {
+                    let rest = pending.split_off(pending.len().min(CHUNK_BYTES));
+                    let chunk = std::mem::replace(&mut pending, rest);
+                    let message = GetStreamResponse { size: size.take().unwrap_or(0), chunk: chunk.into() };
+                    if sender.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn exists(&self, request: Request<ExistsRequest>) -> Result<Response<ExistsResponse>, Status> {
@@ -575,6 +687,41 @@ async fn replace_claimed(
         Err(status) => {
             claim.release(Some(&value)).await;
             Err(status)
+        }
+    }
+}
+
+/// The chunks of a SetStream, each checked: at most 1 MiB, and no message after the
+/// first naming a namespace or key.
+struct StreamedChunks {
+    input: tonic::Streaming<SetStreamRequest>,
+    next: Option<Vec<u8>>,
+}
+
+impl StreamedChunks {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, Status> {
+        loop {
+            let chunk = match self.next.take() {
+                Some(chunk) => chunk,
+                None => match self.input.message().await? {
+                    Some(message) if !message.namespace.is_empty() || !message.key.is_empty() => {
+                        return Err(Status::invalid_argument(
+                            "only the first SetStream message names the namespace and key; later ones carry chunks only",
+                        ))
+                    }
+                    Some(message) => message.chunk.into(),
+                    None => return Ok(None),
+                },
+            };
+            if chunk.len() > CHUNK_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "a SetStream chunk is {} bytes; send chunks of at most {CHUNK_BYTES} bytes",
+                    chunk.len()
+                )));
+            }
+            if !chunk.is_empty() {
+                return Ok(Some(chunk));
+            }
         }
     }
 }

@@ -1,15 +1,18 @@
 //! Large payloads: the `claim_check` slot on keyvalue, queue and pubsub namespaces
 //! (payloads above `server.claim_check_threshold_bytes` go to an S3-compatible store,
-//! a reference through the backend) — against the s3s-fs server `cargo xtask test` starts.
+//! a reference through the backend), and SetStream/GetStream for values larger than one
+//! message — against the s3s-fs server `cargo xtask test` starts.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use prism_acceptance::harness::{backends_available, Backend, Server, S3_CONFIG};
 use prism_api::*;
+use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt;
 
 const THRESHOLD: usize = 1024;
+const MIB: usize = 1024 * 1024;
 
 /// Where s3s-fs (started by `cargo xtask test`) keeps the test bucket's objects.
 fn bucket_dir() -> PathBuf {
@@ -168,6 +171,46 @@ async fn a_value_that_looks_like_a_reference_is_stored_safely() {
     assert!(status.message().contains("claim-check marker"), "{}", status.message());
 }
 
+/// Two namespaces over one database, only one with a claim check: a reference written
+/// through the other cannot make the claim check read past its own namespace's objects.
+#[tokio::test]
+async fn a_reference_to_another_namespaces_object_is_refused() {
+    if !backends_available(&[Backend::S3]) {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let database = data.path().join("shared.db");
+    let prefix = unique_prefix("forged");
+    let mut config = format!(
+        "[plugins.sqlite]\npath = \"{{sqlite}}\"\n[plugins.s3]\npath = \"{{s3}}\"\n\n\
+         [[namespaces]]\nname = \"victim\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"sqlite\"\nconfig = {{ path = \"{}\" }}\n{}\n\
+         [[namespaces]]\nname = \"writer\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"sqlite\"\nconfig = {{ path = \"{}\" }}\n",
+        data.path().join("victim.db").display(),
+        claim_check_slot(&prefix),
+        database.display(),
+    );
+    config += &format!(
+        "\n[[namespaces]]\nname = \"reader\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"sqlite\"\nconfig = {{ path = \"{}\" }}\n{}",
+        database.display(),
+        claim_check_slot(&prefix),
+    );
+    let server = Server::start(&config);
+    let mut kv = server.keyvalue().await;
+    let secret = pattern(300 * 1024, 9); // above the default threshold of 256 KiB
+    kv.set(set("victim", "secret", secret)).await.unwrap();
+    let stored = objects(&prefix);
+    assert_eq!(stored.len(), 1);
+    // The object's name as the reference holds it: `{namespace}/{random}`.
+    let name = stored[0].file_name().unwrap().to_string_lossy().replace("%2F", "/");
+    assert!(name.starts_with("victim/"), "{name}");
+    let mut forged = b"\0prism-claim-check\0v1 307200 ".to_vec();
+    forged.extend_from_slice(format!("{} {name}", "0".repeat(64)).as_bytes());
+    kv.set(set("writer", "forged", forged)).await.unwrap();
+    let status = kv.get(get("reader", "forged")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("another namespace"), "{}", status.message());
+}
+
 #[tokio::test]
 async fn a_damaged_object_is_data_loss_not_wrong_bytes() {
     let Some(setup) = start("damaged", "") else { return };
@@ -186,6 +229,137 @@ async fn a_damaged_object_is_data_loss_not_wrong_bytes() {
     let status = kv.get(get("big", "k")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::DataLoss);
     assert!(status.message().contains("gone from the claim-check store"), "{}", status.message());
+}
+
+/// Sends `total` bytes of `pattern` to SetStream in `chunk`-sized messages, without
+/// ever holding more than one chunk; returns the response or the status.
+async fn set_stream(
+    kv: &mut key_value_service_client::KeyValueServiceClient<tonic::transport::Channel>,
+    namespace: &str,
+    key: &str,
+    total: usize,
+    chunk: usize,
+) -> Result<SetStreamResponse, tonic::Status> {
+    let (namespace, key) = (namespace.to_owned(), key.to_owned());
+    let messages = futures::stream::iter((0..total.div_ceil(chunk)).map(move |index| {
+        let len = chunk.min(total - index * chunk);
+        let bytes = block(index, len);
+        let (namespace, key) = if index == 0 { (namespace.clone(), key.clone()) } else { Default::default() };
+        SetStreamRequest { namespace, key, ttl_ms: 0, chunk: bytes.into() }
+    }));
+    kv.set_stream(messages).await.map(|response| response.into_inner())
+}
+
+/// The bytes of block `index` of a streamed test value: cheap to make, never repeating.
+fn block(index: usize, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    for (offset, word) in bytes.chunks_mut(8).enumerate() {
+        let value = ((index as u64) << 32 | offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        word.copy_from_slice(&value.to_le_bytes()[..word.len()]);
+    }
+    bytes
+}
+
+fn expected_sha256(total: usize, chunk: usize) -> String {
+    let mut hasher = Sha256::new();
+    for index in 0..total.div_ceil(chunk) {
+        hasher.update(block(index, chunk.min(total - index * chunk)));
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Reads a GetStream to its end: (size announced, bytes read, sha256, largest message).
+async fn get_stream(
+    kv: &mut key_value_service_client::KeyValueServiceClient<tonic::transport::Channel>,
+    namespace: &str,
+    key: &str,
+) -> Result<(u64, u64, String, usize), tonic::Status> {
+    let mut stream =
+        kv.get_stream(GetStreamRequest { namespace: namespace.into(), key: key.into() }).await?.into_inner();
+    let mut hasher = Sha256::new();
+    let (mut size, mut read, mut largest) = (None, 0u64, 0usize);
+    while let Some(message) = stream.next().await {
+        let message = message?;
+        size.get_or_insert(message.size);
+        read += message.chunk.len() as u64;
+        largest = largest.max(message.chunk.len());
+        hasher.update(&message.chunk);
+    }
+    Ok((size.unwrap_or_default(), read, hex::encode(hasher.finalize()), largest))
+}
+
+#[tokio::test]
+async fn set_stream_and_get_stream_carry_values_larger_than_one_message() {
+    let Some(setup) = start("stream", "max_object_bytes = 41943040") else { return };
+    let mut kv = setup.server.keyvalue().await;
+    let total = 24 * MIB + 123;
+    let stored = set_stream(&mut kv, "big", "v", total, MIB).await.unwrap();
+    assert_eq!(stored.size, total as u64);
+    assert_eq!(stored.sha256, expected_sha256(total, MIB));
+    let (size, read, sha256, largest) = get_stream(&mut kv, "big", "v").await.unwrap();
+    assert_eq!((size, read), (total as u64, total as u64));
+    assert_eq!(sha256, stored.sha256, "the value reads back byte for byte");
+    assert!(largest <= MIB, "messages are at most 1 MiB, got {largest}");
+
+    // A value this large is refused by the unary Get, naming the streaming call.
+    let status = kv.get(get("big", "v")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("GetStream"), "{}", status.message());
+
+    // Streamed small values and the unary Set's values read back through GetStream too.
+    kv.set(set("big", "unary", pattern(5000, 6))).await.unwrap();
+    let (size, read, _, _) = get_stream(&mut kv, "big", "unary").await.unwrap();
+    assert_eq!((size, read), (5000, 5000));
+    let empty = set_stream(&mut kv, "big", "empty", 0, MIB).await;
+    assert!(empty.is_err(), "a SetStream with no message at all names nothing");
+    let missing = get_stream(&mut kv, "big", "absent").await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn set_stream_limits_are_enforced_and_leave_nothing_behind() {
+    let Some(setup) = start("limits", "max_object_bytes = 3145728") else { return };
+    let mut kv = setup.server.keyvalue().await;
+    let status = set_stream(&mut kv, "big", "too-big", 4 * MIB, MIB).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("server.max_object_bytes"), "{}", status.message());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(objects(&setup.prefix).is_empty(), "the refused upload left an object behind");
+    assert!(!kv.get(get("big", "too-big")).await.unwrap().into_inner().found);
+
+    let status = set_stream(&mut kv, "big", "chunky", 3 * MIB, 2 * MIB).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("at most 1048576"), "{}", status.message());
+
+    // Without a claim check the value is assembled in memory, so max_value_bytes bounds it.
+    let stored = set_stream(&mut kv, "plain", "fits", 900 * 1024, 64 * 1024).await.unwrap();
+    assert_eq!(stored.size, 900 * 1024);
+    let (_, read, sha256, _) = get_stream(&mut kv, "plain", "fits").await.unwrap();
+    assert_eq!((read, sha256), (900 * 1024, stored.sha256));
+    let status = set_stream(&mut kv, "plain", "too-big", 2 * MIB, MIB).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("claim_check"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn an_upload_may_outlast_request_timeout_ms() {
+    let Some(setup) = start("slow", "request_timeout_ms = 1000") else { return };
+    let mut kv = setup.server.keyvalue().await;
+    // Ten chunks 250 ms apart: 2.5 s of upload against a 1 s server limit.
+    let messages = futures::stream::unfold(0usize, |index| async move {
+        if index == 10 {
+            return None;
+        }
+        if index > 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let (namespace, key) = if index == 0 { ("big".into(), "slow".into()) } else { Default::default() };
+        Some((SetStreamRequest { namespace, key, ttl_ms: 0, chunk: block(index, 4096).into() }, index + 1))
+    });
+    let stored = kv.set_stream(messages).await.expect("an upload is bounded by the client's deadline only");
+    assert_eq!(stored.into_inner().size, 10 * 4096);
+    let (_, read, _, _) = get_stream(&mut kv, "big", "slow").await.unwrap();
+    assert_eq!(read, 10 * 4096);
 }
 
 #[tokio::test]
@@ -264,4 +438,55 @@ async fn subscribers_receive_claimed_pubsub_payloads_whole() {
     assert!(received[0][..] == payload[..], "the subscriber gets the payload");
     assert_eq!(&received[1][..], b"small");
     assert_eq!(objects(&setup.prefix).len(), 1, "pub/sub objects are left to the bucket's lifecycle");
+}
+
+/// The issue's bound: a 1 GiB value written and read through the gateway grows the
+/// host's resident memory by less than 64 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gibibyte_streams_through_with_bounded_memory() {
+    let Some(setup) = start("gib", "") else { return };
+    let mut kv = setup.server.keyvalue().await;
+    // Warm up (connections, buffers, the plugin's runtime) before the baseline.
+    set_stream(&mut kv, "big", "warm", 20 * MIB, MIB).await.unwrap();
+    get_stream(&mut kv, "big", "warm").await.unwrap();
+    let baseline = setup.server.rss_bytes();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
+    let pid = setup.server.pid();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (peak, watching) = (peak.clone(), watching.clone());
+        std::thread::spawn(move || {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(rss) = rss_of(pid) {
+                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let total = 1 << 30;
+    let stored = set_stream(&mut kv, "big", "gib", total, MIB).await.unwrap();
+    assert_eq!(stored.size, total as u64);
+    let (size, read, sha256, _) = get_stream(&mut kv, "big", "gib").await.unwrap();
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert_eq!((size, read), (total as u64, total as u64));
+    assert_eq!(sha256, stored.sha256);
+    assert_eq!(sha256, expected_sha256(total, MIB));
+    let grown = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline);
+    eprintln!("host RSS grew by {} KiB over a 1 GiB SetStream + GetStream", grown / 1024);
+    assert!(grown < 64 * MIB as u64, "the host's RSS grew by {} MiB", grown / MIB as u64);
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
