@@ -92,6 +92,7 @@ pub fn with_plugin_paths(config: &str) -> String {
         ("{nats}", "prism_nats"),
         ("{kafka}", "prism_kafka"),
         ("{s3}", "prism_s3"),
+        ("{files}", "prism_files"),
     ] {
         if config.contains(placeholder) {
             config = config.replace(placeholder, &plugin_library(library).display().to_string());

@@ -39,7 +39,7 @@ pub fn dist(args: &[String]) -> Result<(), String> {
         copy(profile.join(binary), stage.join("bin").join(binary))?;
         split_debug_info(&stage, &format!("bin/{binary}"))?;
     }
-    let plugins = ["memstore", "sqlite", "redis", "postgres", "nats", "kafka", "s3"];
+    let plugins = ["memstore", "sqlite", "files", "redis", "postgres", "nats", "kafka", "s3"];
     for plugin in plugins {
         let file = format!("libprism_{plugin}.so");
         copy(profile.join(&file), stage.join("plugins").join(&file))?;
@@ -55,6 +55,7 @@ pub fn dist(args: &[String]) -> Result<(), String> {
     let config = config
         .replace("target/debug/libprism_memstore.so", "plugins/libprism_memstore.so")
         .replace("target/debug/libprism_sqlite.so", "plugins/libprism_sqlite.so")
+        .replace("target/debug/libprism_files.so", "plugins/libprism_files.so")
         .replace(
             "# Build the plugins first (`cargo build --workspace`, or just use `cargo xtask serve`).\n",
             "",

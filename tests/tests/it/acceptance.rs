@@ -109,6 +109,15 @@ plugin_suites!(s3: "prism_s3", config = harness::S3_CONFIG, [
     object_store_basic => ObjectStoreBasic,
 ]);
 
+fn files_config() -> String {
+    let path = std::env::temp_dir().join(format!("prism-acceptance-{}", std::process::id())).join("objects");
+    format!("path = \"{}\"", path.display())
+}
+
+plugin_suites!(files: "prism_files", config = files_config(), [
+    object_store_basic => ObjectStoreBasic,
+]);
+
 /// One database file for every sqlite suite of this test process, as several instances
 /// of one namespace would share it.
 fn sqlite_config() -> String {

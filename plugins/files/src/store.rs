@@ -1,0 +1,204 @@
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use plugin_abi::{
+    ConfigKey, Driver, Feed, Health, ObjectInfo, ObjectRead, ObjectStoreBasic, ObjectUpload, PluginError,
+    PluginResult,
+};
+
+use crate::config::Config;
+use crate::names::{file_name, TEMPORARY};
+
+/// Bytes read from a file per chunk handed to the host.
+const READ_CHUNK: usize = 256 * 1024;
+/// A temporary file this old belongs to no upload still running (a crash left it).
+const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
+
+pub struct Files {
+    dir: PathBuf,
+    fsync: bool,
+}
+
+fn io_error(what: &str, path: &std::path::Path, error: std::io::Error) -> PluginError {
+    let message = format!("files: {what} {}: {error}", path.display());
+    match error.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            PluginError::resource_exhausted(message)
+        }
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            PluginError::failed_precondition(message)
+        }
+        _ => PluginError::unavailable(message),
+    }
+}
+
+fn info(metadata: &std::fs::Metadata) -> ObjectInfo {
+    let modified = metadata.modified().ok().and_then(|at| at.duration_since(SystemTime::UNIX_EPOCH).ok());
+    ObjectInfo { size: metadata.len(), modified_unix_ms: modified.map_or(0, |at| at.as_millis() as i64) }
+}
+
+impl Files {
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(file_name(key))
+    }
+
+    /// Removes what crashed uploads left behind; recent ones may belong to another
+    /// instance (a reload runs two) and are left alone.
+    async fn remove_stale_uploads(&self) {
+        let Ok(mut entries) = tokio::fs::read_dir(&self.dir).await else { return };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let stale = entry.file_name().to_string_lossy().starts_with(TEMPORARY)
+                && entry
+                    .metadata()
+                    .await
+                    .ok()
+                    .and_then(|metadata| metadata.modified().ok())
+                    .and_then(|modified| modified.elapsed().ok())
+                    .is_some_and(|age| age > STALE_UPLOAD);
+            if stale {
+                let _ = tokio::fs::remove_file(entry.path()).await;
+            }
+        }
+    }
+}
+
+impl Driver for Files {
+    type Config = Config;
+
+    fn check(config: &Config) -> PluginResult<()> {
+        config.check()
+    }
+
+    async fn create(config: Config) -> PluginResult<Self> {
+        let dir = PathBuf::from(&config.path);
+        tokio::fs::create_dir_all(&dir).await.map_err(|error| io_error("cannot create", &dir, error))?;
+        let files = Files { dir, fsync: config.fsync };
+        files.remove_stale_uploads().await;
+        Ok(files)
+    }
+
+    fn config_keys() -> Vec<ConfigKey> {
+        plugin_abi::config_keys_of::<Config>()
+    }
+
+    async fn health(&self) -> Health {
+        match tokio::fs::metadata(&self.dir).await {
+            Ok(metadata) if metadata.is_dir() => Health::serving(),
+            Ok(_) => Health::unhealthy(format!("{} is not a directory", self.dir.display())),
+            Err(error) => Health::unhealthy(format!("{}: {error}", self.dir.display())),
+        }
+    }
+}
+
+impl ObjectStoreBasic for Files {
+    type Upload = Upload;
+
+    async fn put(&self, key: &str) -> PluginResult<Upload> {
+        let temporary = self.dir.join(format!("{TEMPORARY}{:032x}", fastrand::u128(..)));
+        let file = tokio::fs::File::create(&temporary)
+            .await
+            .map_err(|error| io_error("cannot create", &temporary, error))?;
+        Ok(Upload {
+            file,
+            temporary,
+            target: self.path(key),
+            dir: self.dir.clone(),
+            fsync: self.fsync,
+            written: 0,
+        })
+    }
+
+    async fn get(&self, key: &str) -> PluginResult<Option<ObjectRead>> {
+        let path = self.path(key);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io_error("cannot open", &path, error)),
+        };
+        let metadata = file.metadata().await.map_err(|error| io_error("cannot read", &path, error))?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            loop {
+                let mut chunk = vec![0u8; READ_CHUNK];
+                let item = match file.read(&mut chunk).await {
+                    Ok(0) => return,
+                    Ok(read) => {
+                        chunk.truncate(read);
+                        Ok(chunk)
+                    }
+                    Err(error) => Err(io_error("cannot read", &path, error)),
+                };
+                let failed = item.is_err();
+                if sender.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Some(ObjectRead { info: info(&metadata), chunks: Feed::from_receiver(receiver) }))
+    }
+
+    async fn head(&self, key: &str) -> PluginResult<Option<ObjectInfo>> {
+        let path = self.path(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(metadata) => Ok(Some(info(&metadata))),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io_error("cannot read", &path, error)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> PluginResult<bool> {
+        let path = self.path(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(io_error("cannot delete", &path, error)),
+        }
+    }
+}
+
+/// An object being written to its temporary file.
+pub struct Upload {
+    file: tokio::fs::File,
+    temporary: PathBuf,
+    target: PathBuf,
+    dir: PathBuf,
+    fsync: bool,
+    written: u64,
+}
+
+impl ObjectUpload for Upload {
+    async fn write(&mut self, chunk: Vec<u8>) -> PluginResult<()> {
+        self.file
+            .write_all(&chunk)
+            .await
+            .map_err(|error| io_error("cannot write", &self.temporary, error))?;
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    async fn finish(mut self) -> PluginResult<ObjectInfo> {
+        let failed = |what: &str, error| io_error(what, &self.temporary, error);
+        self.file.flush().await.map_err(|error| failed("cannot write", error))?;
+        if self.fsync {
+            self.file.sync_all().await.map_err(|error| failed("cannot sync", error))?;
+        }
+        tokio::fs::rename(&self.temporary, &self.target)
+            .await
+            .map_err(|error| io_error("cannot rename into", &self.target, error))?;
+        if self.fsync {
+            // The rename itself is durable once the directory is synced.
+            if let Ok(dir) = tokio::fs::File::open(&self.dir).await {
+                let _ = dir.sync_all().await;
+            }
+        }
+        let modified = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        Ok(ObjectInfo { size: self.written, modified_unix_ms: modified.as_millis() as i64 })
+    }
+
+    async fn abort(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.temporary).await;
+    }
+}
