@@ -55,7 +55,7 @@ fn the_default_config_validates() {
     let (code, stdout, stderr) =
         run_prism(&["validate", concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins.toml")]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("ok (2 plugins, 6 namespaces)"), "{stdout}");
+    assert!(stdout.contains("ok (3 plugins, 6 namespaces)"), "{stdout}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use prism_api::admin_service_client::AdminServiceClient;
 use prism_api::key_value_service_client::KeyValueServiceClient;
-use prism_api::{GetRequest, ListPluginsRequest, SetRequest};
+use prism_api::{GetRequest, GetStreamRequest, ListPluginsRequest, SetRequest, SetStreamRequest};
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace")
@@ -40,6 +40,8 @@ async fn the_package_unpacks_verifies_and_serves() {
         "bin/prism-acceptance",
         "plugins/libprism_memstore.so",
         "plugins/libprism_sqlite.so",
+        "plugins/libprism_files.so",
+        "plugins/libprism_s3.so",
         "plugins.toml",
         "README.md",
         "LICENSE",
@@ -92,14 +94,39 @@ async fn the_package_unpacks_verifies_and_serves() {
         root.join("data/default.db").is_file(),
         "the default namespace keeps its data in the package's data/"
     );
+    // A value larger than one message streams through the default claim check, which
+    // keeps it as a file under data/objects/.
+    let chunks = (0..3u8).map(|index| SetStreamRequest {
+        key: if index == 0 { "big".into() } else { String::new() },
+        chunk: vec![index; 1 << 20].into(),
+        ..Default::default()
+    });
+    let stored = kv.set_stream(futures::stream::iter(chunks)).await.unwrap().into_inner();
+    assert_eq!(stored.size, 3 << 20);
+    let mut streamed = kv
+        .get_stream(GetStreamRequest { key: "big".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut read = Vec::new();
+    while let Some(message) = futures::StreamExt::next(&mut streamed).await {
+        read.extend_from_slice(&message.unwrap().chunk);
+    }
+    assert_eq!(read.len(), 3 << 20);
+    assert!(read[(2 << 20)..].iter().all(|&byte| byte == 2), "the last MiB reads back as written");
+    let objects = std::fs::read_dir(root.join("data/objects")).unwrap().count();
+    assert_eq!(objects, 1, "the streamed value is one file in data/objects/");
     let plugins =
         AdminServiceClient::connect(url).await.unwrap().list_plugins(ListPluginsRequest {}).await.unwrap();
-    let memstore = &plugins.into_inner().plugins[0];
-    assert!(
-        memstore.path.ends_with("plugins/libprism_memstore.so") && !memstore.path.contains("target/"),
-        "the plugin comes from the package, not the build tree: {}",
-        memstore.path
-    );
+    let plugins = plugins.into_inner().plugins;
+    assert_eq!(plugins.len(), 3, "memstore, sqlite and files");
+    for plugin in &plugins {
+        assert!(
+            plugin.path.contains("plugins/libprism_") && !plugin.path.contains("target/"),
+            "the plugin comes from the package, not the build tree: {}",
+            plugin.path
+        );
+    }
     let _ = prism.kill();
     let _ = prism.wait();
 
