@@ -194,7 +194,7 @@ impl Drop for PumpGuard {
 const BATCH: usize = 256;
 
 /// Moves messages from the plugin to the outbox; with a claim check, a claimed payload
-/// is fetched (and checked) first, and one that cannot be ends the subscription.
+/// is fetched (and checked) first, and a message whose payload cannot be is skipped.
 async fn pump(mut stream: MessageStream, outbox: Arc<Outbox>, claim: Option<(ClaimCheck, usize)>) {
     loop {
         match stream.next_batch(BATCH).await {
@@ -203,7 +203,13 @@ async fn pump(mut stream: MessageStream, outbox: Arc<Outbox>, claim: Option<(Cla
                     if let Some((claim, max_value)) = &claim {
                         match claim.resolve(std::mem::take(&mut item.payload), *max_value).await {
                             Ok(payload) => item.payload = payload,
-                            Err(status) => return outbox.finish(Err(status)),
+                            // Skipped, not the end of the subscription: a durable one would
+                            // get the same message again on every reconnect.
+                            Err(status) => {
+                                tracing::warn!(message_id = %item.id, topic = %item.topic, error = %status.message(),
+                                    "skipped a claimed message whose payload cannot be read");
+                                continue;
+                            }
                         }
                     }
                     if !outbox.push(message(item)) {

@@ -74,16 +74,41 @@ impl QueueApi {
         };
         let mut resolved = Vec::with_capacity(messages.len());
         for mut delivered in messages {
-            let reference = Reference::decode(&delivered.payload).transpose()?;
-            if let Some(reference) = reference {
-                if deliver {
-                    let receipts = &self.gateway.claimed_receipts;
-                    receipts.remember(&namespace.name, queue, &delivered.receipt, reference.object.clone());
+            let Some(reference) = Reference::decode(&delivered.payload) else {
+                resolved.push(message(delivered));
+                continue;
+            };
+            let payload = std::mem::take(&mut delivered.payload);
+            let max = self.gateway.settings.max_value_bytes;
+            let outcome = match reference {
+                Ok(reference) => claim.resolve(payload, max).await.map(|payload| (payload, reference.object)),
+                Err(status) => Err(status),
+            };
+            match outcome {
+                Ok((payload, object)) => {
+                    if deliver {
+                        self.gateway.claimed_receipts.remember(
+                            &namespace.name,
+                            queue,
+                            &delivered.receipt,
+                            object,
+                        );
+                    }
+                    delivered.payload = payload;
+                    resolved.push(message(delivered));
                 }
-                let payload = std::mem::take(&mut delivered.payload);
-                delivered.payload = claim.resolve(payload, self.gateway.settings.max_value_bytes).await?;
+                // One message's lost payload must not hold back the rest of a delivery: it
+                // stays invisible, comes back after its visibility timeout, and ends among
+                // the dead letters after max_deliveries.
+                Err(status) if deliver => {
+                    tracing::warn!(message_id = %delivered.id, queue, error = %status.message(),
+                        "skipped a claimed message whose payload cannot be read");
+                }
+                Err(status) => {
+                    let message = format!("message {}: {}", delivered.id, status.message());
+                    return Err(Status::new(status.code(), message));
+                }
             }
-            resolved.push(message(delivered));
         }
         Ok(resolved)
     }

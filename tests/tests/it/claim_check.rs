@@ -408,6 +408,76 @@ async fn a_claimed_queue_message_is_delivered_whole_and_its_object_deleted_on_ac
 }
 
 #[tokio::test]
+async fn a_queue_message_whose_object_is_gone_does_not_hold_back_the_others() {
+    let Some(setup) = start("queue-lost", "") else { return };
+    let mut queue = setup.server.queue().await;
+    for payload in [pattern(100 * 1024, 10), b"small".to_vec()] {
+        let enqueue = EnqueueRequest {
+            namespace: "jobs".into(),
+            queue: "q".into(),
+            payload: payload.into(),
+            ..Default::default()
+        };
+        queue.enqueue(enqueue).await.unwrap();
+    }
+    for object in objects(&setup.prefix) {
+        std::fs::remove_file(object).unwrap();
+    }
+    let delivered = queue
+        .dequeue(DequeueRequest {
+            namespace: "jobs".into(),
+            queue: "q".into(),
+            max_messages: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    let payloads: Vec<&[u8]> = delivered.iter().map(|message| &message.payload[..]).collect();
+    assert_eq!(payloads, [b"small"], "the readable message is delivered, the lost one skipped");
+    assert!(setup.server.stderr().contains("skipped a claimed message"), "{}", setup.server.stderr());
+}
+
+/// Two pub/sub namespaces on the same NATS subjects, only the reader with a claim check:
+/// a marked payload it cannot resolve is skipped and the subscription goes on.
+#[tokio::test]
+async fn a_subscriber_skips_a_payload_it_cannot_resolve_and_keeps_receiving() {
+    if !backends_available(&[Backend::S3, Backend::Nats]) {
+        return;
+    }
+    let prefix = unique_prefix("pubsub-lost");
+    let subjects = format!("prism.claims.{}.", std::process::id());
+    let nats = format!("config = {{ url = \"nats://127.0.0.1:4222\", subject_prefix = \"{subjects}\" }}");
+    let server = Server::start(&format!(
+        "[plugins.nats]\npath = \"{{nats}}\"\n[plugins.s3]\npath = \"{{s3}}\"\n\n\
+         [[namespaces]]\nname = \"writer\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n\n\
+         [[namespaces]]\nname = \"reader\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n{}",
+        claim_check_slot(&prefix)
+    ));
+    let mut pubsub = server.pubsub().await;
+    let mut subscription = pubsub
+        .subscribe(SubscribeRequest { namespace: "reader".into(), topic: "t".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut forged = b"\0prism-claim-check\0v1 5 ".to_vec();
+    forged.extend_from_slice(format!("{} reader/missing", "0".repeat(64)).as_bytes());
+    for payload in [forged, b"after".to_vec()] {
+        let publish = PublishRequest {
+            namespace: "writer".into(),
+            topic: "t".into(),
+            payload: payload.into(),
+            ..Default::default()
+        };
+        pubsub.publish(publish).await.unwrap();
+    }
+    let event =
+        tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(&event.message.unwrap().payload[..], b"after", "the unreadable message is skipped");
+}
+
+#[tokio::test]
 async fn subscribers_receive_claimed_pubsub_payloads_whole() {
     let Some(setup) = start("pubsub", "") else { return };
     let mut pubsub = setup.server.pubsub().await;
