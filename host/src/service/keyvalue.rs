@@ -196,12 +196,23 @@ impl KeyValueService for KeyValueApi {
             let sha256 = hex::encode(hasher.finalize());
             return Ok(Response::new(SetStreamResponse { size, sha256 }));
         };
+        // The upload may run for minutes: it must not hold the namespace's gate, which a
+        // reload's state handover waits for. The namespace is looked up again to write
+        // the reference, so it lands in whatever instance serves the namespace by then.
+        drop((namespace, store));
         let mut upload = claim.upload().await?;
         while let Some(chunk) = chunks.next().await? {
             upload.write(chunk).await?;
         }
         let reference = upload.finish().await?;
         let (size, sha256) = (reference.size, reference.sha256.clone());
+        let (namespace, store) = match self.store(&first.namespace).await {
+            Ok(bound) => bound,
+            Err(status) => {
+                claim.release(Some(&reference.encode())).await;
+                return Err(status);
+            }
+        };
         replace_claimed(&claim, &namespace, &store, &first.key, reference.encode(), ttl).await?;
         Ok(Response::new(SetStreamResponse { size, sha256 }))
     }
