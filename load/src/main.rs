@@ -5,12 +5,14 @@
 //!   prism-load baseline --listen 127.0.0.1:8981     # bare tonic server over an in-process map
 //!   prism-load compare --target URL --baseline URL  # same load against both, one run, with the ratio
 //!   prism-load pubsub --target URL --namespace N    # publish→receive vs NATS direct
+//!   prism-load objects --target URL --namespace N   # 100 MiB SetStream/GetStream vs S3 direct
 //!   prism-load stream --target URL --namespace N    # Kafka append/read vs rdkafka direct
 
 #![forbid(unsafe_code)]
 
 mod baseline;
 mod multicast;
+mod objects;
 mod otlp_sink;
 mod pubsub;
 mod sqlite_baseline;
@@ -92,6 +94,29 @@ enum Command {
         /// With --stream: pace publishing to this many messages per second in total.
         #[arg(long, requires = "stream")]
         rate: Option<u64>,
+    },
+    /// A large value (`--size-mib`) written with SetStream and read with GetStream through
+    /// a keyvalue namespace with a claim check, against the same object written and read
+    /// straight on the S3 store, in alternating rounds of one run.
+    Objects {
+        #[arg(long, default_value = "http://127.0.0.1:8980")]
+        target: String,
+        /// A keyvalue namespace of the target with a claim_check slot on the same store.
+        #[arg(long, default_value = "big")]
+        namespace: String,
+        #[arg(long, default_value_t = 100)]
+        size_mib: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// The S3 endpoint for the direct baseline.
+        #[arg(long, default_value = "http://127.0.0.1:9000")]
+        s3_endpoint: String,
+        #[arg(long, default_value = "prism-test")]
+        bucket: String,
+        #[arg(long, default_value = "prism")]
+        access_key: String,
+        #[arg(long, default_value = "prism-secret")]
+        secret_key: String,
     },
     /// Multicast-registry figures (register, filtered Enumerate over 1 000, Multicast to
     /// 100 subscribers) against KeyValueService / PubSubService baselines on the same plugins.
@@ -348,6 +373,47 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 (Err(error), _) | (_, Err(error)) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Objects {
+            target,
+            namespace,
+            size_mib,
+            rounds,
+            s3_endpoint,
+            bucket,
+            access_key,
+            secret_key,
+        } => {
+            let plan = objects::ObjectsPlan {
+                size_mib,
+                rounds: rounds.max(1),
+                endpoint: s3_endpoint,
+                bucket,
+                access_key,
+                secret_key,
+            };
+            match runtime(2).block_on(objects::compare(&target, &namespace, &plan)) {
+                Ok((gateway, direct)) => {
+                    for (label, report) in [("s3 direct", &direct), ("gateway claim check", &gateway)] {
+                        println!(
+                            "{label:<24} {size_mib} MiB x {}: write {:.1} MiB/s, read {:.1} MiB/s (medians)",
+                            report.writes.len(),
+                            report.write_mib_s(size_mib),
+                            report.read_mib_s(size_mib)
+                        );
+                    }
+                    println!(
+                        "write ratio (gateway / direct): {:.3}; read ratio: {:.3}",
+                        gateway.write_mib_s(size_mib) / direct.write_mib_s(size_mib),
+                        gateway.read_mib_s(size_mib) / direct.read_mib_s(size_mib)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
                     eprintln!("error: {error}");
                     ExitCode::FAILURE
                 }

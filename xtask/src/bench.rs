@@ -740,3 +740,32 @@ pub fn idempotency() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// 100 MiB written with SetStream and read with GetStream through a claim check on the
+/// s3 plugin, against the same object written and read straight on the S3 store.
+pub fn objects() -> Result<(), String> {
+    crate::services::ensure_s3()?;
+    let dir = release_build_and_dir("objects")?;
+    let config = format!(
+        "[server]\nlisten = \"{GATEWAY}\"\n\n{memstore}\n[plugins.s3]\npath = \"{s3}\"\n\n\
+         [[namespaces]]\nname = \"big\"\npattern = \"keyvalue\"\n\
+         slots.store = {{ plugin = \"memstore\" }}\n\
+         slots.claim_check = {{ plugin = \"s3\", config = {{ endpoint = \"http://127.0.0.1:9000\", allow_http = true, \
+         bucket = \"prism-test\", access_key_id = \"prism\", secret_access_key = \"prism-secret\", prefix = \"bench-claims\" }} }}\n",
+        memstore = memstore_namespace(),
+        s3 = release_binary("libprism_s3.so").display(),
+    );
+    let _gateway = start_gateways(&dir, [("plugins.toml", config)])?;
+    println!("\n## prism-load objects: 100 MiB SetStream + GetStream through a claim check vs S3 direct (s3s-fs), 5 rounds");
+    prism_load(&[
+        "objects",
+        "--target",
+        &format!("http://{GATEWAY}"),
+        "--namespace",
+        "big",
+        "--size-mib",
+        "100",
+        "--rounds",
+        "5",
+    ])
+}
