@@ -342,7 +342,7 @@ async fn set_stream_limits_are_enforced_and_leave_nothing_behind() {
 }
 
 #[tokio::test]
-async fn an_upload_may_outlast_request_timeout_ms() {
+async fn uploads_and_downloads_may_outlast_request_timeout_ms() {
     let Some(setup) = start("slow", "request_timeout_ms = 1000") else { return };
     let mut kv = setup.server.keyvalue().await;
     // Ten chunks 250 ms apart: 2.5 s of upload against a 1 s server limit.
@@ -358,8 +358,19 @@ async fn an_upload_may_outlast_request_timeout_ms() {
     });
     let stored = kv.set_stream(messages).await.expect("an upload is bounded by the client's deadline only");
     assert_eq!(stored.into_inner().size, 10 * 4096);
-    let (_, read, _, _) = get_stream(&mut kv, "big", "slow").await.unwrap();
-    assert_eq!(read, 10 * 4096);
+    // A download read slowly outlasts it too: 4 MiB, one message every 400 ms.
+    set_stream(&mut kv, "big", "slow-read", 4 * MIB, MIB).await.unwrap();
+    let mut stream = kv
+        .get_stream(GetStreamRequest { namespace: "big".into(), key: "slow-read".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut read = 0;
+    while let Some(message) = stream.next().await {
+        read += message.expect("a download is bounded by the client's deadline only").chunk.len();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(read, 4 * MIB);
 }
 
 #[tokio::test]
