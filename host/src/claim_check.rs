@@ -272,6 +272,15 @@ impl Receipts {
     }
 }
 
+/// The bytes a stored value stands for: a reference's payload size, else its own
+/// length — what response budgets count, before anything is fetched.
+pub fn payload_size(claim: Option<&ClaimCheck>, value: &[u8]) -> usize {
+    match (claim, Reference::decode(value)) {
+        (Some(_), Some(Ok(reference))) => usize::try_from(reference.size).unwrap_or(usize::MAX),
+        _ => value.len(),
+    }
+}
+
 /// In a namespace with a claim check, values written by RPCs that do not claim
 /// (batches, transactions, compare-and-swap) must not look like references.
 pub fn check_not_marked(claim: Option<&ClaimCheck>, field: &str, value: &[u8]) -> Result<(), Status> {

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::{check_batch, check_key, check_value, need, optional_ttl, plugin_status};
 use crate::api::key_value_service_server::KeyValueService;
 use crate::api::*;
-use crate::claim_check::{check_not_marked, ClaimCheck, CHUNK_BYTES};
+use crate::claim_check::{check_not_marked, payload_size, ClaimCheck, CHUNK_BYTES};
 use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::KEYVALUE;
 
@@ -317,13 +317,16 @@ impl KeyValueService for KeyValueApi {
             max_bytes: request.max_page_bytes,
             plugin_page: limit as usize,
         };
+        let claim = self.claim_check(&namespace);
+        // A claimed value counts as its payload's size, so pages and the response budget
+        // hold for what the response will carry once the payloads are fetched.
         let (entries, cursor) =
             super::pages::gather(&scan, &request.prefix, cursor, limits, self.budget(), |key, value| {
-                let size = (key.len() + value.len()) as u64;
+                let size = (key.len() + payload_size(claim.as_ref(), &value)) as u64;
                 Some((KeyValue { key, value: value.into() }, size))
             })
             .await?;
-        let entries = match self.claim_check(&namespace) {
+        let entries = match claim {
             Some(claim) => {
                 let mut resolved = Vec::with_capacity(entries.len());
                 for entry in entries {
@@ -430,6 +433,7 @@ impl KeyValueService for KeyValueApi {
         let (namespace, store) = self.store(&request.namespace).await?;
         check_batch_keys(&request.keys)?;
         let batch = need(&namespace, STORE, store.keyvalue_batch(), "BatchGet")?;
+        let claim = self.claim_check(&namespace);
         // Each distinct key is fetched once, in chunks that cannot exceed the response
         // budget, and the response (repeats included) is counted against it: a batch
         // naming one large value a thousand times is refused, not a gigabyte buffered.
@@ -448,7 +452,9 @@ impl KeyValueService for KeyValueApi {
             let keys: Vec<String> = chunk.iter().map(|key| key.to_string()).collect();
             let values = batch.batch_get(&keys).await.map_err(plugin_status)?;
             for (key, value) in chunk.iter().zip(values) {
-                fetched.spend(key.len() + value.as_ref().map_or(0, Vec::len));
+                fetched.spend(
+                    key.len() + value.as_deref().map_or(0, |value| payload_size(claim.as_ref(), value)),
+                );
                 found.insert(key, value.map(bytes::Bytes::from));
             }
             // Every distinct key is in the response at least once.
@@ -456,7 +462,7 @@ impl KeyValueService for KeyValueApi {
                 return Err(fetched.refusal("BatchGet", found.len(), request.keys.len()));
             }
         }
-        if let Some(claim) = self.claim_check(&namespace) {
+        if let Some(claim) = &claim {
             for value in found.values_mut() {
                 if let Some(stored) = value.take() {
                     *value = Some(claim.resolve(stored.into(), self.max_value()).await?.into());

@@ -141,6 +141,19 @@ async fn scans_and_batches_return_claimed_values_resolved() {
         .unwrap()
         .into_inner();
     assert!(batch.results[0].value[..] == large[..], "BatchGet returns the payload");
+    // Pages are cut by the payloads' sizes, not their references': two 300 KiB payloads
+    // do not fit in 400 KiB.
+    let cut = ScanRequest {
+        namespace: "big".into(),
+        prefix: "s/".into(),
+        limit: 10,
+        max_page_bytes: 400 * 1024,
+        ..Default::default()
+    };
+    kv.set(set("big", "s/0", large.clone())).await.unwrap();
+    let page = kv.scan(cut).await.unwrap().into_inner();
+    assert_eq!(page.entries.len(), 1, "a page of claimed values is cut by their payloads' sizes");
+    assert!(!page.next_cursor.is_empty());
     let mut streamed = kv
         .scan_stream(ScanStreamRequest { namespace: "big".into(), prefix: "s/".into() })
         .await
