@@ -117,22 +117,27 @@ impl ClaimCheck {
         }
     }
 
-    /// Opens the payload behind a reference as a checked stream of chunks.
-    pub async fn open(&self, reference: Reference) -> Result<Payload, Status> {
+    /// Opens the payload behind a reference as a checked stream of chunks; `None` when
+    /// its object is gone (see [`gone`]).
+    pub async fn try_open(&self, reference: Reference) -> Result<Option<Payload>, Status> {
         let object = self.owned(&reference)?;
         let Some((_, chunks)) = self.objects()?.get(object).await.map_err(plugin_status)? else {
-            return Err(Status::data_loss(format!(
-                "the object holding this {}-byte payload is gone from the claim-check store (deleted, or expired by a lifecycle rule)",
-                reference.size
-            )));
+            return Ok(None);
         };
-        Ok(Payload { chunks, reference, hasher: Sha256::new(), read: 0 })
+        Ok(Some(Payload { chunks, reference, hasher: Sha256::new(), read: 0 }))
+    }
+
+    /// Like [`ClaimCheck::try_open`]; a gone object is `DATA_LOSS`.
+    pub async fn open(&self, reference: Reference) -> Result<Payload, Status> {
+        let size = reference.size;
+        self.try_open(reference).await?.ok_or_else(|| gone(size))
     }
 
     /// The whole payload a stored value stands for: the value itself unless it is a
-    /// reference. A payload over `max` bytes is refused: read it with GetStream.
-    pub async fn resolve(&self, value: Vec<u8>, max: usize) -> Result<Vec<u8>, Status> {
-        let Some(reference) = Reference::decode(&value) else { return Ok(value) };
+    /// reference; `None` when the reference's object is gone. A payload over `max`
+    /// bytes is refused: read it with GetStream.
+    pub async fn try_resolve(&self, value: Vec<u8>, max: usize) -> Result<Option<Vec<u8>>, Status> {
+        let Some(reference) = Reference::decode(&value) else { return Ok(Some(value)) };
         let reference = reference?;
         if reference.size > max as u64 {
             return Err(Status::failed_precondition(format!(
@@ -140,12 +145,18 @@ impl ClaimCheck {
                 reference.size
             )));
         }
-        let mut payload = self.open(reference).await?;
+        let Some(mut payload) = self.try_open(reference).await? else { return Ok(None) };
         let mut bytes = Vec::with_capacity(payload.reference.size as usize);
         while let Some(chunk) = payload.next().await? {
             bytes.extend_from_slice(&chunk);
         }
-        Ok(bytes)
+        Ok(Some(bytes))
+    }
+
+    /// Like [`ClaimCheck::try_resolve`]; a gone object is `DATA_LOSS`.
+    pub async fn resolve(&self, value: Vec<u8>, max: usize) -> Result<Vec<u8>, Status> {
+        let size = payload_size(Some(self), &value);
+        self.try_resolve(value, max).await?.ok_or_else(|| gone(size as u64))
     }
 
     /// Deletes an object of this namespace by name (a claimed message once acked).
@@ -164,6 +175,13 @@ impl ClaimCheck {
             self.delete_object(object).await;
         }
     }
+}
+
+/// The status of a payload whose object is no longer in the store.
+pub fn gone(size: u64) -> Status {
+    Status::data_loss(format!(
+        "the object holding this {size}-byte payload is gone from the claim-check store (deleted, or expired by a lifecycle rule)"
+    ))
 }
 
 /// A payload being written to the object store, hashed and counted on the way.

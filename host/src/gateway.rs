@@ -85,6 +85,14 @@ impl Drop for NamespaceRef {
     }
 }
 
+impl NamespaceRef {
+    /// The namespace itself, for work that outlives the call's hold on it (a server
+    /// stream's task) and so must not keep a reload's state handover waiting.
+    pub fn shared(&self) -> Arc<Namespace> {
+        self.namespace.clone()
+    }
+}
+
 impl Deref for NamespaceRef {
     type Target = Namespace;
     fn deref(&self) -> &Namespace {

@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 use super::{check_batch, check_key, check_value, need, optional_ttl, plugin_status};
 use crate::api::key_value_service_server::KeyValueService;
 use crate::api::*;
-use crate::claim_check::{check_not_marked, payload_size, ClaimCheck, CHUNK_BYTES};
-use crate::gateway::{Gateway, NamespaceRef};
+use crate::claim_check::{check_not_marked, payload_size, ClaimCheck, Reference, CHUNK_BYTES};
+use crate::gateway::{Gateway, Namespace, NamespaceRef};
 use crate::patterns::KEYVALUE;
 
 const STORE: &str = "store";
@@ -85,11 +85,20 @@ impl KeyValueService for KeyValueApi {
             let value = self.resolve(claim.as_ref(), value.unwrap_or_default()).await?;
             return Ok(Response::new(GetResponse { found, value: value.into(), version: 0 }));
         }
-        let (value, version) = match stored(&namespace, &store, &request.key).await? {
-            Some(found) => found,
-            None => return Ok(Response::new(GetResponse::default())),
+        let Some((value, version)) = stored(&namespace, &store, &request.key).await? else {
+            return Ok(Response::new(GetResponse::default()));
         };
-        let value = self.resolve(claim.as_ref(), value).await?;
+        let (value, version) = match &claim {
+            Some(claim) => {
+                let current =
+                    resolve_key(claim, &namespace, &store, &request.key, value, version, self.max_value());
+                match current.await? {
+                    Some(current) => current,
+                    None => return Ok(Response::new(GetResponse::default())),
+                }
+            }
+            None => (value, version),
+        };
         Ok(Response::new(GetResponse { found: true, value: value.into(), version }))
     }
 
@@ -226,14 +235,35 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         check_key("key", &request.key)?;
-        let Some((value, _)) = stored(&namespace, &store, &request.key).await? else {
-            return Err(Status::not_found(format!("key '{}' does not exist", request.key)));
+        let missing = || Status::not_found(format!("key '{}' does not exist", request.key));
+        let Some((mut value, _)) = stored(&namespace, &store, &request.key).await? else {
+            return Err(missing());
         };
-        let claimed = self.claim_check(&namespace).and_then(|claim| {
-            crate::claim_check::Reference::decode(&value).map(|reference| (claim, reference))
-        });
+        let claim = self.claim_check(&namespace);
         let (sender, receiver) = tokio::sync::mpsc::channel(2);
-        let Some((claim, reference)) = claimed else {
+        let mut opened = None;
+        if let Some(claim) = &claim {
+            // As in `resolve_key`: an object gone because the key was replaced meanwhile
+            // means reading the key again.
+            for _ in 0..REREADS {
+                let Some(reference) = Reference::decode(&value) else { break };
+                if let Some(payload) = claim.try_open(reference?).await? {
+                    opened = Some(payload);
+                    break;
+                }
+                match stored(&namespace, &store, &request.key).await? {
+                    None => return Err(missing()),
+                    Some((current, _)) if current != value => value = current,
+                    Some(_) => {
+                        return Err(crate::claim_check::gone(payload_size(Some(claim), &value) as u64))
+                    }
+                }
+            }
+            if opened.is_none() && Reference::decode(&value).is_some() {
+                return Err(replaced_while_read(&request.key));
+            }
+        }
+        let Some(mut payload) = opened else {
             let size = value.len() as u64;
             tokio::spawn(async move {
                 let mut chunks: Vec<&[u8]> = value.chunks(CHUNK_BYTES).collect();
@@ -253,7 +283,6 @@ impl KeyValueService for KeyValueApi {
             });
             return Ok(Response::new(Box::pin(ReceiverStream::new(receiver))));
         };
-        let mut payload = claim.open(reference?).await?;
         tokio::spawn(async move {
             let _store = store;
             let mut size = Some(payload.reference.size);
@@ -330,8 +359,13 @@ impl KeyValueService for KeyValueApi {
             Some(claim) => {
                 let mut resolved = Vec::with_capacity(entries.len());
                 for entry in entries {
-                    let value = claim.resolve(entry.value.into(), self.max_value()).await?;
-                    resolved.push(KeyValue { key: entry.key, value: value.into() });
+                    let value = entry.value.into();
+                    let current =
+                        resolve_key(&claim, &namespace, &store, &entry.key, value, 0, self.max_value());
+                    // A key deleted while its payload was being fetched is left out.
+                    if let Some((value, _)) = current.await? {
+                        resolved.push(KeyValue { key: entry.key, value: value.into() });
+                    }
                 }
                 resolved
             }
@@ -353,16 +387,21 @@ impl KeyValueService for KeyValueApi {
             need(&namespace, STORE, store.keyvalue_scan(), "ScanStream")?.scan_stream(&request.prefix);
         let claim = self.claim_check(&namespace);
         let max_value = self.max_value();
+        // The task reads keys again (resolve_key) without holding the namespace's gate.
+        let shared = namespace.shared();
         let (sender, receiver) = tokio::sync::mpsc::channel(32);
         tokio::spawn(async move {
             // Holding the instance keeps it alive until the client stops reading.
-            let _store = store;
+            let store = store;
             while let Some(item) = entries.next().await {
                 let item = match (item, &claim) {
-                    (Ok((key, value)), Some(claim)) => claim
-                        .resolve(value, max_value)
-                        .await
-                        .map(|value| KeyValue { key, value: value.into() }),
+                    (Ok((key, value)), Some(claim)) => {
+                        match resolve_key(claim, &shared, &store, &key, value, 0, max_value).await {
+                            Ok(Some((value, _))) => Ok(KeyValue { key, value: value.into() }),
+                            Ok(None) => continue, // deleted while its payload was being fetched
+                            Err(status) => Err(status),
+                        }
+                    }
                     (item, _) => {
                         item.map(|(key, value)| KeyValue { key, value: value.into() }).map_err(plugin_status)
                     }
@@ -463,9 +502,11 @@ impl KeyValueService for KeyValueApi {
             }
         }
         if let Some(claim) = &claim {
-            for value in found.values_mut() {
+            for (key, value) in found.iter_mut() {
                 if let Some(stored) = value.take() {
-                    *value = Some(claim.resolve(stored.into(), self.max_value()).await?.into());
+                    let current =
+                        resolve_key(claim, &namespace, &store, key, stored.into(), 0, self.max_value());
+                    *value = current.await?.map(|(payload, _)| payload.into());
                 }
             }
         }
@@ -647,10 +688,51 @@ impl KeyValueService for KeyValueApi {
     }
 }
 
+/// Reads of a key that keeps being replaced while its payload is fetched, before ABORTED.
+const REREADS: usize = 3;
+
+fn replaced_while_read(key: &str) -> Status {
+    Status::aborted(format!(
+        "key '{key}' was replaced {REREADS} times while it was being read; read it again"
+    ))
+}
+
+/// The payload of `key`'s stored `value` (and its version). A claimed payload whose
+/// object is gone was usually replaced by a Set or Delete between reading the key and
+/// fetching the object, so the key is read again: `None` when it is gone by then;
+/// DATA_LOSS only when it still refers to the missing object.
+async fn resolve_key(
+    claim: &ClaimCheck,
+    namespace: &Namespace,
+    store: &Instance,
+    key: &str,
+    mut value: Vec<u8>,
+    mut version: u64,
+    max: usize,
+) -> Result<Option<(Vec<u8>, u64)>, Status> {
+    for _ in 0..REREADS {
+        if Reference::decode(&value).is_none() {
+            return Ok(Some((value, version)));
+        }
+        let reference = value.clone();
+        if let Some(payload) = claim.try_resolve(value, max).await? {
+            return Ok(Some((payload, version)));
+        }
+        match stored(namespace, store, key).await? {
+            None => return Ok(None),
+            Some((current, current_version)) if current != reference => {
+                (value, version) = (current, current_version)
+            }
+            Some(_) => return Err(crate::claim_check::gone(payload_size(Some(claim), &reference) as u64)),
+        }
+    }
+    Err(replaced_while_read(key))
+}
+
 /// The value stored under `key` as the backend holds it (a claimed one still a
 /// reference), with its version when the plugin keeps versions.
 async fn stored(
-    namespace: &NamespaceRef,
+    namespace: &Namespace,
     store: &Instance,
     key: &str,
 ) -> Result<Option<(Vec<u8>, u64)>, Status> {

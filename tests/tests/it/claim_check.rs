@@ -120,6 +120,50 @@ async fn a_value_above_the_threshold_goes_to_the_object_store_and_comes_back_who
     assert!(!kv.get(get("big", "large")).await.unwrap().into_inner().found);
 }
 
+/// A reader racing a writer on one key: the object a reader's reference names may be
+/// deleted by the overwrite before the reader fetches it. The reader must then read the
+/// key again — never answer DATA_LOSS for a value that is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_racing_overwrites_get_a_whole_value_never_data_loss() {
+    let Some(setup) = start("race", "") else { return };
+    let mut kv = setup.server.keyvalue().await;
+    let values: Vec<Vec<u8>> = (0..4u8).map(|seed| pattern(4096, seed)).collect();
+    kv.set(set("big", "hot", values[0].clone())).await.unwrap();
+    let mut writer = kv.clone();
+    let written = values.clone();
+    let writes = tokio::spawn(async move {
+        for round in 0..400 {
+            writer.set(set("big", "hot", written[round % written.len()].clone())).await.unwrap();
+        }
+    });
+    // Eight readers on two cores: a reader is often descheduled between reading the
+    // reference and fetching its object, which is when an overwrite deletes it.
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut kv, values) = (kv.clone(), values.clone());
+            tokio::spawn(async move {
+                let mut reads = 0u32;
+                for _ in 0..300 {
+                    let reply = kv.get(get("big", "hot")).await.expect("a read racing an overwrite succeeds");
+                    let value = reply.into_inner().value;
+                    assert!(
+                        values.iter().any(|written| written[..] == value[..]),
+                        "a read returned bytes never written"
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.await.unwrap();
+    }
+    writes.await.unwrap();
+    assert_eq!(reads, 8 * 300);
+}
+
 #[tokio::test]
 async fn scans_and_batches_return_claimed_values_resolved() {
     let Some(setup) = start("scan", "") else { return };
