@@ -167,6 +167,16 @@ impl ClaimCheck {
         }
     }
 
+    /// After a write of `stored` (a reference, or a plain value) failed with `status`:
+    /// deletes the object only when the write certainly stored nothing. After a timeout
+    /// or a lost connection it may have landed, and deleting would lose the payload; the
+    /// object stays, and the bucket's lifecycle rule removes it if it was not written.
+    pub async fn abandon(&self, stored: &[u8], status: &Status) {
+        if certainly_not_written(status) {
+            self.release(Some(stored)).await;
+        }
+    }
+
     /// Deletes the object behind a stored value that was a reference. Best effort: the
     /// value is already gone, so a failure is logged and left to the bucket's lifecycle.
     pub async fn release(&self, stored: Option<&[u8]>) {
@@ -175,6 +185,24 @@ impl ClaimCheck {
             self.delete_object(object).await;
         }
     }
+}
+
+/// Whether a write that failed with `status` certainly stored nothing.
+pub fn certainly_not_written(status: &Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::Unimplemented
+            | Code::Unauthenticated
+            | Code::ResourceExhausted
+    )
 }
 
 /// The status of a payload whose object is no longer in the store.
@@ -320,6 +348,17 @@ mod tests {
         assert_eq!(Reference::decode(&reference.encode()).unwrap().unwrap(), reference);
         assert!(Reference::decode(b"plain value").is_none());
         assert!(Reference::decode(b"").is_none());
+    }
+
+    #[test]
+    fn only_a_refused_write_gives_its_object_up() {
+        for refused in [Status::invalid_argument("x"), Status::unimplemented("x"), Status::aborted("x")] {
+            assert!(certainly_not_written(&refused), "{refused:?}");
+        }
+        // The write may have landed: the object must stay.
+        for unsure in [Status::unavailable("x"), Status::deadline_exceeded("x"), Status::internal("x")] {
+            assert!(!certainly_not_written(&unsure), "{unsure:?}");
+        }
     }
 
     #[test]

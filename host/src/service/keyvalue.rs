@@ -784,7 +784,7 @@ async fn replace_claimed(
             Ok(())
         }
         Err(status) => {
-            claim.release(Some(&value)).await;
+            claim.abandon(&value, &status).await;
             Err(status)
         }
     }

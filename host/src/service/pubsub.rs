@@ -54,10 +54,11 @@ impl PubSubApi {
             match basic.publish(&request.topic, payload.clone(), metadata).await {
                 Ok(message_id) => Ok(PublishResponse { message_id }),
                 Err(error) => {
+                    let status = plugin_status(error);
                     if let Some(claim) = &claim {
-                        claim.release(Some(&payload)).await;
+                        claim.abandon(&payload, &status).await;
                     }
-                    Err(plugin_status(error))
+                    Err(status)
                 }
             }
         };

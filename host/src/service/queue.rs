@@ -164,10 +164,11 @@ impl QueueService for QueueApi {
             let message_id = match enqueued {
                 Ok(id) => id,
                 Err(error) => {
+                    let status = plugin_status(error);
                     if let Some(claim) = &claim {
-                        claim.release(Some(&payload)).await;
+                        claim.abandon(&payload, &status).await;
                     }
-                    return Err(plugin_status(error));
+                    return Err(status);
                 }
             };
             Ok(EnqueueResponse { message_id })

@@ -268,6 +268,28 @@ async fn a_reference_to_another_namespaces_object_is_refused() {
     assert!(status.message().contains("another namespace"), "{}", status.message());
 }
 
+/// A write the backend refuses stored nothing: the object uploaded for it is deleted.
+#[tokio::test]
+async fn a_refused_write_leaves_no_object_behind() {
+    if !backends_available(&[Backend::S3]) {
+        return;
+    }
+    let prefix = unique_prefix("refused");
+    let server = Server::start(&format!(
+        "[plugins.panicking]\npath = \"{{panicking}}\"\n[plugins.s3]\npath = \"{{s3}}\"\n\n\
+         [[namespaces]]\nname = \"basic\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"panicking\"\n{}",
+        claim_check_slot(&prefix)
+    ));
+    let mut kv = server.keyvalue().await;
+    // The fixture has no keyvalue_ttl: a Set with a TTL is refused after the upload.
+    let request = SetRequest { ttl_ms: 60_000, ..set("basic", "k", pattern(300 * 1024, 11)) };
+    let status = kv.set(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(objects(&prefix).is_empty(), "the refused write's object was left behind");
+    kv.set(set("basic", "k", pattern(300 * 1024, 11))).await.unwrap();
+    assert_eq!(objects(&prefix).len(), 1);
+}
+
 #[tokio::test]
 async fn a_damaged_object_is_data_loss_not_wrong_bytes() {
     let Some(setup) = start("damaged", "") else { return };
