@@ -185,8 +185,15 @@ impl KeyValueService for KeyValueApi {
         let (namespace, store) = self.store(&first.namespace).await?;
         check_key("key", &first.key)?;
         let ttl = optional_ttl("ttl_ms", first.ttl_ms)?;
-        let mut chunks = StreamedChunks { input, next: Some(first.chunk.into()) };
-        let Some(claim) = self.claim_check(&namespace) else {
+        let idle = (self.gateway.settings.request_timeout_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.gateway.settings.request_timeout_ms));
+        let mut chunks = StreamedChunks { input, next: Some(first.chunk.into()), idle };
+        let claim = self.claim_check(&namespace);
+        // Receiving may take minutes: it must not hold the namespace's gate, which a
+        // reload's state handover waits for. The namespace is looked up again to write,
+        // so the value lands in whatever instance serves the namespace by then.
+        drop((namespace, store));
+        let Some(claim) = claim else {
             // No object store: the value is assembled here, so it is bounded like any value.
             let mut value = Vec::new();
             let mut hasher = Sha256::new();
@@ -201,14 +208,11 @@ impl KeyValueService for KeyValueApi {
                 value.extend_from_slice(&chunk);
             }
             let size = value.len() as u64;
+            let (namespace, store) = self.store(&first.namespace).await?;
             write_value(&namespace, &store, &first.key, value, ttl).await?;
             let sha256 = hex::encode(hasher.finalize());
             return Ok(Response::new(SetStreamResponse { size, sha256 }));
         };
-        // The upload may run for minutes: it must not hold the namespace's gate, which a
-        // reload's state handover waits for. The namespace is looked up again to write
-        // the reference, so it lands in whatever instance serves the namespace by then.
-        drop((namespace, store));
         let mut upload = claim.upload().await?;
         while let Some(chunk) = chunks.next().await? {
             upload.write(chunk).await?;
@@ -795,14 +799,27 @@ async fn replace_claimed(
 struct StreamedChunks {
     input: tonic::Streaming<SetStreamRequest>,
     next: Option<Vec<u8>>,
+    /// Longest wait for the next message (`request_timeout_ms`): a client that stops
+    /// sending does not hold its upload open for ever.
+    idle: Option<std::time::Duration>,
 }
 
 impl StreamedChunks {
+    async fn receive(&mut self) -> Result<Option<SetStreamRequest>, Status> {
+        let Some(idle) = self.idle else { return self.input.message().await };
+        tokio::time::timeout(idle, self.input.message()).await.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "no SetStream message arrived for {} ms (server.request_timeout_ms); the upload was abandoned",
+                idle.as_millis()
+            )))
+        })
+    }
+
     async fn next(&mut self) -> Result<Option<Vec<u8>>, Status> {
         loop {
             let chunk = match self.next.take() {
                 Some(chunk) => chunk,
-                None => match self.input.message().await? {
+                None => match self.receive().await? {
                     Some(message) if !message.namespace.is_empty() || !message.key.is_empty() => {
                         return Err(Status::invalid_argument(
                             "only the first SetStream message names the namespace and key; later ones carry chunks only",

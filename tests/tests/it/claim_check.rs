@@ -450,6 +450,30 @@ async fn uploads_and_downloads_may_outlast_request_timeout_ms() {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     assert_eq!(read, 4 * MIB);
+
+    // But a client that stops sending is not waited for longer than request_timeout_ms.
+    let stalled = futures::stream::unfold(0usize, |index| async move {
+        match index {
+            0 => Some((
+                SetStreamRequest {
+                    namespace: "big".into(),
+                    key: "stalled".into(),
+                    ttl_ms: 0,
+                    chunk: block(0, 4096).into(),
+                },
+                1,
+            )),
+            1 => {
+                tokio::time::sleep(Duration::from_millis(3000)).await;
+                Some((SetStreamRequest { chunk: block(1, 4096).into(), ..Default::default() }, 2))
+            }
+            _ => None,
+        }
+    });
+    let status = kv.set_stream(stalled).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("request_timeout_ms"), "{}", status.message());
+    assert!(!kv.get(get("big", "stalled")).await.unwrap().into_inner().found);
 }
 
 #[tokio::test]
