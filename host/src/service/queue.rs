@@ -104,9 +104,11 @@ impl QueueApi {
                     tracing::warn!(message_id = %delivered.id, queue, error = %status.message(),
                         "skipped a claimed message whose payload cannot be read");
                 }
+                // Listed all the same, with an empty payload, so an operator sees it.
                 Err(status) => {
-                    let message = format!("message {}: {}", delivered.id, status.message());
-                    return Err(Status::new(status.code(), message));
+                    tracing::warn!(message_id = %delivered.id, queue, error = %status.message(),
+                        "listed a dead letter whose claimed payload cannot be read with an empty payload");
+                    resolved.push(message(delivered));
                 }
             }
         }

@@ -51,7 +51,7 @@ fn config(prefix: &str, server: &str, data: &std::path::Path) -> String {
          [plugins.memstore]\npath = \"{{memstore}}\"\n[plugins.s3]\npath = \"{{s3}}\"\n[plugins.sqlite]\npath = \"{{sqlite}}\"\n\n\
          [[namespaces]]\nname = \"big\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n{slot}\n\
          [[namespaces]]\nname = \"plain\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n\n\
-         [[namespaces]]\nname = \"jobs\"\npattern = \"queue\"\n[namespaces.slots.queue]\nplugin = \"sqlite\"\nconfig = {{ path = \"{}\" }}\n{slot}\n\
+         [[namespaces]]\nname = \"jobs\"\npattern = \"queue\"\n[namespaces.slots.queue]\nplugin = \"sqlite\"\nconfig = {{ path = \"{}\", max_deliveries = 1, visibility_timeout_ms = 300 }}\n{slot}\n\
          [[namespaces]]\nname = \"events\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"memstore\"\n{slot}",
         data.join("jobs.db").display()
     )
@@ -551,6 +551,32 @@ async fn a_queue_message_whose_object_is_gone_does_not_hold_back_the_others() {
     let payloads: Vec<&[u8]> = delivered.iter().map(|message| &message.payload[..]).collect();
     assert_eq!(payloads, [b"small"], "the readable message is delivered, the lost one skipped");
     assert!(setup.server.stderr().contains("skipped a claimed message"), "{}", setup.server.stderr());
+
+    let ack =
+        AckRequest { namespace: "jobs".into(), queue: "q".into(), receipt: delivered[0].receipt.clone() };
+    assert!(queue.ack(ack).await.unwrap().into_inner().acked);
+    // Past its visibility timeout and its one delivery, it is a dead letter, listed with
+    // an empty payload rather than failing the listing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = DequeueRequest {
+        namespace: "jobs".into(),
+        queue: "q".into(),
+        max_messages: 10,
+        ..Default::default()
+    };
+    assert!(queue.dequeue(again).await.unwrap().into_inner().messages.is_empty());
+    let dead = queue
+        .list_dead_letters(ListDeadLettersRequest {
+            namespace: "jobs".into(),
+            queue: "q".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a lost payload does not fail the listing")
+        .into_inner()
+        .messages;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].payload.is_empty());
 }
 
 /// Two pub/sub namespaces on the same NATS subjects, only the reader with a claim check:
