@@ -4,7 +4,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::{Path, PathPart};
-use object_store::{ClientOptions, ObjectStoreExt};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
 
 use plugin_abi::{
     ConfigKey, Driver, Feed, Health, ObjectInfo, ObjectRead, ObjectStoreBasic, PluginError, PluginResult,
@@ -76,9 +76,11 @@ impl Driver for S3 {
     }
 
     async fn health(&self) -> Health {
-        // A HEAD of an object that need not exist: NotFound proves the bucket answers.
-        match self.store.head(&self.path(".prism-health")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Health::serving(),
+        // A listing, not a HEAD: a missing object and a missing bucket both answer a HEAD
+        // with 404, but only an existing bucket can be listed.
+        let prefix: Path = self.prefix.split('/').collect();
+        match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(_) => Health::serving(),
             Err(error) => Health::unhealthy(format!("bucket {}: {error}", self.bucket)),
         }
     }
@@ -88,7 +90,7 @@ impl ObjectStoreBasic for S3 {
     type Upload = Upload;
 
     async fn put(&self, key: &str) -> PluginResult<Upload> {
-        Ok(Upload::new(self.store.clone(), self.path(key), self.part_size))
+        Ok(Upload::new(self.store.clone(), self.path(key), self.part_size, self.bucket.clone()))
     }
 
     async fn get(&self, key: &str) -> PluginResult<Option<ObjectRead>> {

@@ -15,6 +15,7 @@ const MAX_PARTS_IN_FLIGHT: usize = 2;
 /// `finish`), else a multipart upload fed part by part.
 pub struct Upload {
     store: Arc<AmazonS3>,
+    bucket: String,
     path: Path,
     part_size: usize,
     written: u64,
@@ -27,8 +28,8 @@ enum State {
 }
 
 impl Upload {
-    pub fn new(store: Arc<AmazonS3>, path: Path, part_size: usize) -> Upload {
-        Upload { store, path, part_size, written: 0, state: State::Buffering(Vec::new()) }
+    pub fn new(store: Arc<AmazonS3>, path: Path, part_size: usize, bucket: String) -> Upload {
+        Upload { store, bucket, path, part_size, written: 0, state: State::Buffering(Vec::new()) }
     }
 
     fn info(&self) -> ObjectInfo {
@@ -53,7 +54,7 @@ impl ObjectUpload for Upload {
                     .store
                     .put_multipart(&self.path)
                     .await
-                    .map_err(|error| store_error("start multipart upload", error))?;
+                    .map_err(|error| write_error(&self.bucket, "start multipart upload", error))?;
                 let mut parts = WriteMultipart::new_with_chunk_size(upload, self.part_size);
                 parts.write(&buffered);
                 parts.write(&chunk);
@@ -72,12 +73,13 @@ impl ObjectUpload for Upload {
 
     async fn finish(self) -> PluginResult<ObjectInfo> {
         let info = self.info();
+        let bucket = &self.bucket;
         match self.state {
             State::Buffering(buffer) => {
                 self.store
                     .put(&self.path, PutPayload::from(buffer))
                     .await
-                    .map_err(|error| store_error("put", error))?;
+                    .map_err(|error| write_error(bucket, "put", error))?;
             }
             State::Multipart(parts) => {
                 parts.finish().await.map_err(|error| store_error("complete multipart upload", error))?;
@@ -92,5 +94,15 @@ impl ObjectUpload for Upload {
             // for incomplete multipart uploads (docs/CONFIG.md).
             let _ = parts.abort().await;
         }
+    }
+}
+
+/// A write answered 404 means the bucket is missing, which the operator must fix.
+fn write_error(bucket: &str, what: &str, error: object_store::Error) -> plugin_abi::PluginError {
+    match error {
+        object_store::Error::NotFound { .. } => plugin_abi::PluginError::failed_precondition(format!(
+            "s3: {what}: bucket {bucket} does not exist; create it, or fix `bucket` in the slot config"
+        )),
+        error => store_error(what, error),
     }
 }

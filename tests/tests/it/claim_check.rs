@@ -290,6 +290,34 @@ async fn a_refused_write_leaves_no_object_behind() {
     assert_eq!(objects(&prefix).len(), 1);
 }
 
+/// A bucket that does not exist: the namespace reports NOT_SERVING naming it (a HEAD
+/// would have said "no such object" and looked healthy). No write is tried: s3s-fs,
+/// unlike S3, creates a missing bucket on the first PUT.
+#[tokio::test]
+async fn a_missing_bucket_is_unhealthy_and_named() {
+    if !backends_available(&[Backend::S3]) {
+        return;
+    }
+    let slot =
+        claim_check_slot("missing").replace("bucket = \"prism-test\"", "bucket = \"prism-no-such-bucket\"");
+    let server = Server::start(&format!(
+        "[server]\nhealth_interval_ms = 200\n[plugins.memstore]\npath = \"{{memstore}}\"\n[plugins.s3]\npath = \"{{s3}}\"\n\n\
+         [[namespaces]]\nname = \"big\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n{slot}"
+    ));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = tonic_health::pb::HealthCheckRequest { service: "big".into() };
+        let status = health.check(request).await.map(|reply| reply.into_inner().status).ok();
+        if status == Some(tonic_health::pb::health_check_response::ServingStatus::NotServing as i32) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the namespace never became NOT_SERVING: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.stderr().contains("bucket prism-no-such-bucket"), "{}", server.stderr());
+}
+
 #[tokio::test]
 async fn a_damaged_object_is_data_loss_not_wrong_bytes() {
     let Some(setup) = start("damaged", "") else { return };
