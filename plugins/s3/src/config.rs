@@ -36,7 +36,7 @@ pub struct Config {
     /// Address buckets as `bucket.host` (AWS) rather than `host/bucket` (most local servers).
     #[serde(default)]
     pub virtual_hosted_style: bool,
-    /// Longest a single request to the store may take.
+    /// Longest the store may stay silent within one request (a whole large object may take longer).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
 }

@@ -46,9 +46,12 @@ impl Driver for S3 {
         // links its own rustls), so installing it touches nothing of the host's.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let timeout = Duration::from_millis(config.request_timeout_ms);
+        // A bound on silence, not on a whole request: a multi-GiB object read at a slow
+        // client's pace takes as long as it takes.
         let options = ClientOptions::new()
             .with_allow_http(config.allow_http)
-            .with_timeout(timeout)
+            .with_timeout_disabled()
+            .with_read_timeout(timeout)
             .with_connect_timeout(Duration::from_secs(5));
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
