@@ -82,6 +82,11 @@ impl ClaimCheck {
         })
     }
 
+    /// Whether both are the same bound instance (a reload replaces it).
+    pub fn same_store(&self, other: &ClaimCheck) -> bool {
+        Arc::ptr_eq(&self.store, &other.store)
+    }
+
     /// Whether a value written through a claiming RPC goes to the object store.
     pub fn claims(&self, value: &[u8]) -> bool {
         value.len() > self.threshold || value.starts_with(MARKER)

@@ -226,6 +226,14 @@ impl KeyValueService for KeyValueApi {
                 return Err(status);
             }
         };
+        // A reload during the upload may have changed the namespace's claim check: a
+        // reference to the old store would read as raw bytes, or as a lost object.
+        if !self.claim_check(&namespace).is_some_and(|current| current.same_store(&claim)) {
+            claim.release(Some(&reference.encode())).await;
+            return Err(Status::aborted(
+                "the namespace's claim_check slot changed (a reload) while the value was uploaded; send it again",
+            ));
+        }
         replace_claimed(&claim, &namespace, &store, &first.key, reference.encode(), ttl).await?;
         Ok(Response::new(SetStreamResponse { size, sha256 }))
     }

@@ -504,6 +504,43 @@ async fn uploads_and_downloads_may_outlast_request_timeout_ms() {
     assert!(!kv.get(get("big", "stalled")).await.unwrap().into_inner().found);
 }
 
+/// A reload that removes the claim check while a SetStream uploads: the value is not
+/// stored as a reference the namespace can no longer read, and its object is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_claim_check_is_reloaded_away_is_aborted() {
+    if !backends_available(&[Backend::S3]) {
+        return;
+    }
+    let prefix = unique_prefix("reloaded");
+    let without = "[plugins.memstore]\npath = \"{memstore}\"\n[plugins.s3]\npath = \"{s3}\"\n\n\
+                   [[namespaces]]\nname = \"big\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n";
+    let server = Server::start(&format!("{without}{}", claim_check_slot(&prefix)));
+    let mut kv = server.keyvalue().await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let upload =
+        tokio::spawn(
+            async move { kv.set_stream(tokio_stream::wrappers::ReceiverStream::new(receiver)).await },
+        );
+    let first =
+        SetStreamRequest { namespace: "big".into(), key: "k".into(), ttl_ms: 0, chunk: block(0, MIB).into() };
+    sender.send(first).await.unwrap();
+    sender.send(SetStreamRequest { chunk: block(1, MIB).into(), ..Default::default() }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    std::fs::write(server.config_path(), prism_acceptance::harness::with_plugin_paths(without)).unwrap();
+    let reply = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner();
+    assert!(reply.outcome.as_ref().is_some_and(|outcome| outcome.ok), "{reply:?}");
+    sender.send(SetStreamRequest { chunk: block(2, MIB).into(), ..Default::default() }).await.unwrap();
+    drop(sender);
+    let status = upload.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    assert!(status.message().contains("claim_check slot changed"), "{}", status.message());
+    let mut kv = server.keyvalue().await;
+    assert!(!kv.get(get("big", "k")).await.unwrap().into_inner().found);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(objects(&prefix).is_empty(), "the aborted upload's object was left behind");
+}
+
 #[tokio::test]
 async fn a_claimed_queue_message_is_delivered_whole_and_its_object_deleted_on_ack() {
     let Some(setup) = start("queue", "") else { return };
