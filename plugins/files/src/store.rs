@@ -198,7 +198,47 @@ impl ObjectUpload for Upload {
     }
 
     async fn abort(self) {
-        drop(self.file);
-        let _ = tokio::fs::remove_file(&self.temporary).await;
+        // Drop removes the temporary file.
+    }
+}
+
+impl Drop for Upload {
+    /// Whatever ends an upload — abort, a failed or cancelled finish, the instance going
+    /// away — its temporary file goes too (after a rename there is none: a no-op).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uploads_in(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(TEMPORARY))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_upload_dropped_unfinished_leaves_no_temporary_file_and_a_finished_one_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { path: dir.path().display().to_string(), fsync: false };
+        let files = Files::create(config).await.unwrap();
+        let mut dropped = files.put("a").await.unwrap();
+        dropped.write(vec![1; 1000]).await.unwrap();
+        assert_eq!(uploads_in(dir.path()).len(), 1, "the upload writes a temporary file");
+        // Dropped without abort (a cancelled finish, an instance going away).
+        drop(dropped);
+        assert!(uploads_in(dir.path()).is_empty(), "{:?}", uploads_in(dir.path()));
+        assert_eq!(files.head("a").await.unwrap(), None);
+
+        let mut finished = files.put("b").await.unwrap();
+        finished.write(vec![2; 10]).await.unwrap();
+        assert_eq!(finished.finish().await.unwrap().size, 10);
+        assert!(uploads_in(dir.path()).is_empty());
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), vec![2; 10]);
     }
 }
