@@ -70,12 +70,17 @@ impl<U: ObjectUpload> FfiObjectUpload for Upload<U> {
 impl<U: ObjectUpload> Drop for Upload<U> {
     fn drop(&mut self) {
         let upload = self.upload.clone();
+        // The task keeps the runtime alive until the abort ran: this may be the last
+        // thing holding it (an instance retired by a reload). Dropping it there never
+        // blocks (`PluginRuntime` shuts down in the background).
+        let runtime = self.runtime.clone();
         // Unfinished (the host gave up): abort on the plugin's runtime, after any write
         // still running lets go of the upload.
         self.runtime.handle().spawn(async move {
             if let Some(unfinished) = upload.lock().await.take() {
                 unfinished.abort().await;
             }
+            drop(runtime);
         });
     }
 }
