@@ -52,6 +52,37 @@ impl KeyValueApi {
         }
     }
 
+    /// Finishes a SetStream's upload and stores the reference in the namespace as it is
+    /// now (a reload may have replaced its instances meanwhile).
+    async fn complete_upload(
+        &self,
+        upload: crate::claim_check::Upload,
+        claim: ClaimCheck,
+        namespace: &str,
+        key: &str,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<SetStreamResponse, Status> {
+        let reference = upload.finish().await?;
+        let (size, sha256) = (reference.size, reference.sha256.clone());
+        let (namespace, store) = match self.store(namespace).await {
+            Ok(bound) => bound,
+            Err(status) => {
+                claim.release(Some(&reference.encode())).await;
+                return Err(status);
+            }
+        };
+        // A reload during the upload may have changed the namespace's claim check: a
+        // reference to the old store would read as raw bytes, or as a lost object.
+        if !self.claim_check(&namespace).is_some_and(|current| current.same_store(&claim)) {
+            claim.release(Some(&reference.encode())).await;
+            return Err(Status::aborted(
+                "the namespace's claim_check slot changed (a reload) while the value was uploaded; send it again",
+            ));
+        }
+        replace_claimed(&claim, &namespace, &store, key, reference.encode(), ttl).await?;
+        Ok(SetStreamResponse { size, sha256 })
+    }
+
     fn budget(&self) -> super::ResponseBudget {
         super::ResponseBudget::new(&self.gateway.settings)
     }
@@ -217,25 +248,15 @@ impl KeyValueService for KeyValueApi {
         while let Some(chunk) = chunks.next().await? {
             upload.write(chunk).await?;
         }
-        let reference = upload.finish().await?;
-        let (size, sha256) = (reference.size, reference.sha256.clone());
-        let (namespace, store) = match self.store(&first.namespace).await {
-            Ok(bound) => bound,
-            Err(status) => {
-                claim.release(Some(&reference.encode())).await;
-                return Err(status);
-            }
-        };
-        // A reload during the upload may have changed the namespace's claim check: a
-        // reference to the old store would read as raw bytes, or as a lost object.
-        if !self.claim_check(&namespace).is_some_and(|current| current.same_store(&claim)) {
-            claim.release(Some(&reference.encode())).await;
-            return Err(Status::aborted(
-                "the namespace's claim_check slot changed (a reload) while the value was uploaded; send it again",
-            ));
-        }
-        replace_claimed(&claim, &namespace, &store, &first.key, reference.encode(), ttl).await?;
-        Ok(Response::new(SetStreamResponse { size, sha256 }))
+        // Completing runs in a task of its own: a client that goes away now must not cut
+        // a multipart completion half way, or leave an object no reference points at.
+        let api = KeyValueApi { gateway: self.gateway.clone() };
+        let (namespace, key) = (first.namespace, first.key);
+        let completed =
+            tokio::spawn(async move { api.complete_upload(upload, claim, &namespace, &key, ttl).await });
+        let response =
+            completed.await.map_err(|error| Status::internal(format!("SetStream completion: {error}")))??;
+        Ok(Response::new(response))
     }
 
     type GetStreamStream = Pin<Box<dyn Stream<Item = Result<GetStreamResponse, Status>> + Send>>;
