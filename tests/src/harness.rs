@@ -353,7 +353,8 @@ pub enum Backend {
 }
 
 /// The s3 plugin's slot config for the test server `cargo xtask test` starts.
-pub const S3_CONFIG: &str = "endpoint = \"http://127.0.0.1:9000\"\nallow_http = true\nbucket = \"prism-test\"\naccess_key_id = \"prism\"\nsecret_access_key = \"prism-secret\"";
+/// Parts of the smallest size S3 allows, so tests of a few MiB run multipart uploads.
+pub const S3_CONFIG: &str = "endpoint = \"http://127.0.0.1:9000\"\nallow_http = true\nbucket = \"prism-test\"\naccess_key_id = \"prism\"\nsecret_access_key = \"prism-secret\"\npart_size_bytes = 5242880";
 
 impl Backend {
     fn address(self) -> &'static str {

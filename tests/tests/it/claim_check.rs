@@ -425,9 +425,10 @@ async fn set_stream_and_get_stream_carry_values_larger_than_one_message() {
 
 #[tokio::test]
 async fn set_stream_limits_are_enforced_and_leave_nothing_behind() {
-    let Some(setup) = start("limits", "max_object_bytes = 3145728") else { return };
+    let Some(setup) = start("limits", "max_object_bytes = 7340032") else { return };
     let mut kv = setup.server.keyvalue().await;
-    let status = set_stream(&mut kv, "big", "too-big", 4 * MIB, MIB).await.unwrap_err();
+    // Past one 5 MiB part: the multipart upload already started is aborted.
+    let status = set_stream(&mut kv, "big", "too-big", 8 * MIB, MIB).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("server.max_object_bytes"), "{}", status.message());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -465,7 +466,8 @@ async fn uploads_and_downloads_may_outlast_request_timeout_ms() {
     });
     let stored = kv.set_stream(messages).await.expect("an upload is bounded by the client's deadline only");
     assert_eq!(stored.into_inner().size, 10 * 4096);
-    // A download read slowly outlasts it too: 4 MiB, one message every 400 ms.
+    // A download read slowly outlasts it too: 4 MiB, one message every 400 ms. (The
+    // deadline layer never cut response streams; this keeps it that way.)
     set_stream(&mut kv, "big", "slow-read", 4 * MIB, MIB).await.unwrap();
     let mut stream = kv
         .get_stream(GetStreamRequest { namespace: "big".into(), key: "slow-read".into() })
