@@ -273,6 +273,8 @@ pub struct Gateway {
     idempotency: Arc<crate::idempotency::Memory>,
     /// Claimed queue messages handed out here, for their Acks to delete the objects.
     pub claimed_receipts: crate::claim_check::Receipts,
+    /// The transaction ids this gateway handed out, and what each stands for.
+    pub transactions: crate::transactions::Transactions,
 }
 
 /// Why an instance could not be created at start.
@@ -319,6 +321,7 @@ impl Gateway {
             settings: resolved.config.contents.server.clone(),
             idempotency: Arc::default(),
             claimed_receipts: Default::default(),
+            transactions: Default::default(),
         })
     }
 

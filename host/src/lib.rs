@@ -26,4 +26,5 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod tls;
+pub mod transactions;
 pub mod watch;

@@ -2,7 +2,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use plugin_abi::host::Instance;
-use plugin_abi::{CasResult, KeyTtl, TransactionId};
+use plugin_abi::{CasResult, KeyTtl};
 use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -110,8 +110,8 @@ impl KeyValueService for KeyValueApi {
         let claim = self.claim_check(&namespace);
         if request.transaction_id != 0 {
             let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Get in a transaction")?;
-            let value =
-                tx.get(TransactionId(request.transaction_id), &request.key).await.map_err(plugin_status)?;
+            let id = self.gateway.transactions.find(request.transaction_id, &namespace.name, &store)?;
+            let value = tx.get(id, &request.key).await.map_err(plugin_status)?;
             let found = value.is_some();
             let value = self.resolve(claim.as_ref(), value.unwrap_or_default()).await?;
             return Ok(Response::new(GetResponse { found, value: value.into(), version: 0 }));
@@ -145,9 +145,8 @@ impl KeyValueService for KeyValueApi {
             super::no_token_in_transaction(&request.idempotency_token)?;
             check_not_marked(self.claim_check(&namespace).as_ref(), "value", &request.value)?;
             let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Set in a transaction")?;
-            tx.set(TransactionId(request.transaction_id), &request.key, request.value.into())
-                .await
-                .map_err(plugin_status)?;
+            let id = self.gateway.transactions.find(request.transaction_id, &namespace.name, &store)?;
+            tx.set(id, &request.key, request.value.into()).await.map_err(plugin_status)?;
             return Ok(Response::new(SetResponse {}));
         }
         let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
@@ -182,7 +181,8 @@ impl KeyValueService for KeyValueApi {
                 return Err(Status::invalid_argument("expected_version cannot be used inside a transaction"));
             }
             let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Delete in a transaction")?;
-            tx.delete(TransactionId(request.transaction_id), &request.key).await.map_err(plugin_status)?
+            let id = self.gateway.transactions.find(request.transaction_id, &namespace.name, &store)?;
+            tx.delete(id, &request.key).await.map_err(plugin_status)?
         } else if request.expected_version > 0 {
             let cas = need(&namespace, STORE, store.keyvalue_cas(), "Delete with expected_version")?;
             match cas
@@ -647,8 +647,15 @@ impl KeyValueService for KeyValueApi {
             None => DEFAULT_TRANSACTION_TIMEOUT,
         };
         let tx = need(&namespace, STORE, store.keyvalue_transactional(), "BeginTransaction")?;
-        let id = tx.begin(timeout).await.map_err(plugin_status)?;
-        Ok(Response::new(BeginTransactionResponse { transaction_id: id.0 }))
+        let plugin_id = tx.begin(timeout).await.map_err(plugin_status)?;
+        let transactions = &self.gateway.transactions;
+        let transaction_id = transactions.begin(&namespace.name, &store, plugin_id, timeout);
+        let mut response = Response::new(BeginTransactionResponse { transaction_id });
+        // Which gateway holds it: a transaction's calls must all come back here.
+        if let Ok(gateway) = transactions.gateway().parse() {
+            response.metadata_mut().insert("prism-gateway", gateway);
+        }
+        Ok(response)
     }
 
     async fn commit_transaction(
@@ -658,7 +665,13 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         let tx = need(&namespace, STORE, store.keyvalue_transactional(), "CommitTransaction")?;
-        tx.commit(TransactionId(request.transaction_id)).await.map_err(plugin_status)?;
+        let transactions = &self.gateway.transactions;
+        let id = transactions.find(request.transaction_id, &namespace.name, &store)?;
+        let committed = tx.commit(id).await.map_err(plugin_status);
+        if committed.as_ref().err().is_none_or(crate::transactions::ended_by) {
+            transactions.end(request.transaction_id);
+        }
+        committed?;
         Ok(Response::new(CommitTransactionResponse {}))
     }
 
@@ -669,7 +682,13 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let (namespace, store) = self.store(&request.namespace).await?;
         let tx = need(&namespace, STORE, store.keyvalue_transactional(), "RollbackTransaction")?;
-        tx.rollback(TransactionId(request.transaction_id)).await.map_err(plugin_status)?;
+        let transactions = &self.gateway.transactions;
+        let id = transactions.find(request.transaction_id, &namespace.name, &store)?;
+        let rolled_back = tx.rollback(id).await.map_err(plugin_status);
+        if rolled_back.as_ref().err().is_none_or(crate::transactions::ended_by) {
+            transactions.end(request.transaction_id);
+        }
+        rolled_back?;
         Ok(Response::new(RollbackTransactionResponse {}))
     }
 

@@ -19,6 +19,7 @@ mod e2e_postgres;
 mod e2e_pubsub;
 mod e2e_sqlite;
 mod e2e_stream;
+mod gateways;
 mod idempotency;
 mod jwks_server;
 mod limits;
