@@ -1,14 +1,14 @@
 //! MulticastRegistryService: a pattern composed from three slots. Registrations are
 //! key-value entries (`mcr/<identity>` → JSON with metadata and expiry) in `registry`;
 //! messages go out on `messaging` topic `mcast.<namespace>.<identity>` to identities
-//! with an open Subscribe on this gateway, and into `durability` queue of the same name
-//! for the others when that slot is bound. Every message crosses the backends in one
+//! with an open Subscribe on this gateway or announced by another (presence.rs), and
+//! into `durability` queue of the same name for the others when that slot is bound. Every message crosses the backends in one
 //! small envelope (id, time, headers, payload).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -18,8 +18,10 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 mod envelope;
+mod presence;
 
 use envelope::Envelope;
+use presence::{Announcement, Presence};
 
 use super::{check_value, need, plugin_status};
 use crate::api::multicast_registry_service_server::MulticastRegistryService;
@@ -85,45 +87,11 @@ impl Envelope {
     }
 }
 
-/// Identities with an open Subscribe on this gateway, per namespace.
-#[derive(Default)]
-struct Presence {
-    subscribed: Mutex<HashMap<(String, String), usize>>,
-}
-
-impl Presence {
-    fn is_subscribed(&self, namespace: &str, identity: &str) -> bool {
-        let subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
-        subscribed.get(&(namespace.to_owned(), identity.to_owned())).is_some_and(|n| *n > 0)
-    }
-
-    fn enter(self: &Arc<Self>, namespace: &str, identity: &str) -> PresenceGuard {
-        let key = (namespace.to_owned(), identity.to_owned());
-        *self.subscribed.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_insert(0) += 1;
-        PresenceGuard { presence: self.clone(), key }
-    }
-}
-
-struct PresenceGuard {
-    presence: Arc<Presence>,
-    key: (String, String),
-}
-
-impl Drop for PresenceGuard {
-    fn drop(&mut self) {
-        let mut subscribed = self.presence.subscribed.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = subscribed.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                subscribed.remove(&self.key);
-            }
-        }
-    }
-}
-
 pub struct MulticastApi {
     gateway: Arc<Gateway>,
     presence: Arc<Presence>,
+    /// This gateway's name in subscription announcements (presence.rs).
+    announced_as: String,
     next_id: AtomicU64,
 }
 
@@ -136,7 +104,8 @@ struct Slots {
 
 impl MulticastApi {
     pub fn new(gateway: Arc<Gateway>) -> Self {
-        MulticastApi { gateway, presence: Arc::default(), next_id: AtomicU64::new(1) }
+        let announced_as = format!("{:016x}", fastrand::u64(..));
+        MulticastApi { gateway, presence: Arc::default(), announced_as, next_id: AtomicU64::new(1) }
     }
 
     async fn slots(&self, namespace: &str) -> Result<Slots, Status> {
@@ -311,9 +280,11 @@ impl MulticastRegistryService for MulticastApi {
         }
         .encode();
         let namespace = slots.namespace.name.clone();
+        // Subscribed here, or on another gateway sharing the registry.
+        let elsewhere = presence::announced(&slots.registry).await.map_err(plugin_status)?;
         let sends = targets.iter().map(|identity| {
             let (pubsub, queue, envelope, namespace) = (&pubsub, &queue, envelope.clone(), &namespace);
-            let subscribed = self.presence.is_subscribed(namespace, identity);
+            let subscribed = self.presence.is_subscribed(namespace, identity) || elsewhere.contains(identity);
             async move {
                 let topic = channel(namespace, identity);
                 let (status, result) = if subscribed {
@@ -368,6 +339,8 @@ impl MulticastRegistryService for MulticastApi {
         // present (and publishes to a live subscription) or queues for it.
         let mut live = pubsub.subscribe(&topic).await.map_err(plugin_status)?;
         let presence = self.presence.enter(&slots.namespace.name, &request.identity);
+        let subscription = format!("{}-{}", self.announced_as, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let announcement = Announcement::start(&slots.registry, &request.identity, &subscription).await;
         let (sender, receiver) = mpsc::channel::<Outgoing>(256);
         let durability = slots.durability.clone();
         let acker = slots.durability.clone();
@@ -377,8 +350,13 @@ impl MulticastRegistryService for MulticastApi {
             let _presence = presence;
             let _messaging = messaging;
             let mut poll = tokio::time::interval(QUEUE_POLL);
+            let mut refresh = tokio::time::interval(presence::REFRESH);
+            refresh.tick().await; // the first tick is now: the announcement was just written
             loop {
                 tokio::select! {
+                    _ = refresh.tick(), if announcement.is_some() => {
+                        announcement.as_ref().expect("checked").refresh().await;
+                    }
                     batch = live.next_batch(256) => match batch {
                         Some(Ok(batch)) => {
                             for message in batch {

@@ -1,6 +1,8 @@
 //! Several gateways over one backend (issue 15): what one gateway hands out must not be
-//! mistaken for another's. Transactions: two gateways over one PostgreSQL namespace used
-//! to both hand out id 1, and A's transaction used on B silently reached B's.
+//! mistaken for another's, and what one knows the others must. Transactions: two gateways
+//! over one PostgreSQL namespace used to both hand out id 1, and A's transaction used on B
+//! silently reached B's. Multicast: presence was per gateway, so a Multicast on A never
+//! reached an identity subscribed on B.
 
 use prism_acceptance::harness::{backends_available, Backend, Server};
 use prism_api::*;
@@ -122,5 +124,96 @@ async fn an_id_from_before_a_restart_or_never_handed_out_is_not_found() {
             assert_eq!(status.code(), Code::NotFound, "{status:?}");
             assert!(status.message().contains("is not open on"), "{}", status.message());
         }
+    }
+}
+
+fn multicast_config(run: &str) -> String {
+    format!(
+        r#"
+[plugins.redis]
+path = "{{redis}}"
+[plugins.nats]
+path = "{{nats}}"
+
+[[namespaces]]
+name = "devices"
+pattern = "multicast-registry"
+[namespaces.slots.registry]
+plugin = "redis"
+config = {{ url = "redis://127.0.0.1:6379", key_prefix = "prism-gw-{run}:" }}
+[namespaces.slots.messaging]
+plugin = "nats"
+config = {{ url = "nats://127.0.0.1:4222", subject_prefix = "prism.gw{run}." }}
+"#
+    )
+}
+
+async fn multicast_to_all(
+    client: &mut multicast_registry_service_client::MulticastRegistryServiceClient<tonic::transport::Channel>,
+    payload: &[u8],
+) -> MulticastResponse {
+    let request = MulticastRequest {
+        namespace: "devices".into(),
+        filter: String::new(),
+        payload: payload.to_vec().into(),
+        headers: Default::default(),
+    };
+    client.multicast(request).await.unwrap().into_inner()
+}
+
+fn status_of(response: &MulticastResponse, identity: &str) -> i32 {
+    response
+        .deliveries
+        .iter()
+        .find(|delivery| delivery.identity == identity)
+        .expect("a delivery per target")
+        .status
+}
+
+/// Gateways sharing a registry (Redis) and a messaging backend (NATS): a Multicast on A
+/// reaches identities subscribed on B, and stops counting them once they leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multicast_on_one_gateway_reaches_identities_subscribed_on_another() {
+    if !backends_available(&[Backend::Redis, Backend::Nats]) {
+        return;
+    }
+    let run = format!("{}{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_millis());
+    let (a, b) = (Server::start(&multicast_config(&run)), Server::start(&multicast_config(&run)));
+    let channel_a = a.channel().await;
+    let mut on_a = multicast_registry_service_client::MulticastRegistryServiceClient::new(channel_a);
+    let mut on_b = multicast_registry_service_client::MulticastRegistryServiceClient::new(b.channel().await);
+    for identity in ["here", "there"] {
+        let request =
+            RegisterRequest { namespace: "devices".into(), identity: identity.into(), ..Default::default() };
+        on_a.register(request).await.unwrap();
+    }
+    let subscribe =
+        |identity: &str| MulticastSubscribeRequest { namespace: "devices".into(), identity: identity.into() };
+    let mut here = on_a.subscribe(subscribe("here")).await.unwrap().into_inner();
+    let mut there = on_b.subscribe(subscribe("there")).await.unwrap().into_inner();
+
+    let sent = multicast_to_all(&mut on_a, b"to both").await;
+    assert_eq!(sent.targets, 2);
+    assert_eq!(sent.delivered, 2, "{sent:?}");
+    for stream in [&mut here, &mut there] {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await
+            .expect("delivered within 10 s")
+            .unwrap()
+            .expect("a message");
+        assert_eq!(&message.payload[..], b"to both");
+    }
+
+    // Gone from B: no longer counted as delivered (without a durability slot, not delivered).
+    drop(there);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sent = multicast_to_all(&mut on_a, b"after").await;
+        if status_of(&sent, "there") == DeliveryStatus::NotDelivered as i32 {
+            assert_eq!(status_of(&sent, "here"), DeliveryStatus::Delivered as i32);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B's subscription was never withdrawn: {sent:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
