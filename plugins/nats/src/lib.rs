@@ -143,8 +143,12 @@ impl Driver for Nats {
         if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
             options = options.add_client_certificate(cert.into(), key.into());
         }
+        // Every server of a cluster: the client picks one and moves to another when it
+        // is lost. (A comma-separated string is not a list to async-nats.)
+        let servers: Vec<async_nats::ServerAddr> =
+            config.url.split(',').filter_map(|url| url.trim().parse().ok()).collect();
         let client = options
-            .connect(config.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| unavailable(&format!("cannot connect to {}", config.url), e))?;
         let instance =

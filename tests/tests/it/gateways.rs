@@ -217,3 +217,178 @@ async fn multicast_on_one_gateway_reaches_identities_subscribed_on_another() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// PostgreSQL with several hosts: the gateway connects to the first that accepts and is
+/// writable (`target_session_attrs=read-write`), so a list naming every node of a
+/// primary/standby pair finds the primary — here the first host refuses connections.
+#[tokio::test]
+async fn postgres_with_several_hosts_connects_to_the_writable_one() {
+    if !backends_available(&[Backend::Postgres]) {
+        return;
+    }
+    let dead = prism_acceptance::harness::free_port();
+    let server = Server::start(&format!(
+        r#"
+[plugins.postgres]
+path = "{{postgres}}"
+
+[[namespaces]]
+name = "ledger"
+pattern = "keyvalue"
+[namespaces.slots.store]
+plugin = "postgres"
+config = {{ url = "postgres://postgres@127.0.0.1:{dead},127.0.0.1:5432/test?target_session_attrs=read-write", table = "prism_gateways_kv" }}
+"#
+    ));
+    let mut kv = server.keyvalue().await;
+    let key = unique("multi-host");
+    kv.set(SetRequest {
+        namespace: "ledger".into(),
+        key: key.clone(),
+        value: b"v".to_vec().into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let reply = kv.get(GetRequest { namespace: "ledger".into(), key, transaction_id: 0 }).await.unwrap();
+    assert_eq!(&reply.into_inner().value[..], b"v");
+}
+
+/// Three nats-server nodes routed into one cluster on free ports, killed on drop.
+struct NatsCluster {
+    ports: Vec<u16>,
+    routes: Vec<u16>,
+    nodes: Vec<Option<std::process::Child>>,
+}
+
+impl NatsCluster {
+    fn start() -> NatsCluster {
+        use prism_acceptance::harness::free_port;
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut cluster = NatsCluster { ports, routes, nodes: vec![None, None, None] };
+        for node in 0..3 {
+            cluster.run(node);
+        }
+        // Routes form a moment after the ports open.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        cluster
+    }
+
+    /// Starts (or restarts) `node` on its ports, routed to the other two.
+    fn run(&mut self, node: usize) {
+        let others: Vec<String> = (0..3)
+            .filter(|other| *other != node)
+            .map(|other| format!("nats://127.0.0.1:{}", self.routes[other]))
+            .collect();
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.ports[node].to_string()])
+            .args([
+                "--cluster_name",
+                "prism-test",
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", self.routes[node]),
+            ])
+            .args(["--routes", &others.join(",")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server runs");
+        self.nodes[node] = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.ports[node])).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start on {}",
+                self.ports[node]
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn urls(&self) -> String {
+        self.ports.iter().map(|port| format!("nats://127.0.0.1:{port}")).collect::<Vec<_>>().join(",")
+    }
+
+    fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in 0..self.nodes.len() {
+            self.kill(node);
+        }
+    }
+}
+
+/// A NATS cluster of three: the gateway keeps publishing and delivering to an open
+/// subscription while nodes are killed under it, without a restart. (Messages sent while it reconnects may be lost: NATS core pub/sub
+/// is at most once; JetStream durable subscriptions are not.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_on_a_nats_cluster_survives_losing_the_node_it_is_connected_to() {
+    if !prism_acceptance::harness::program_available("nats-server") {
+        return;
+    }
+    let mut cluster = NatsCluster::start();
+    let server = Server::start(&format!(
+        "[plugins.nats]\npath = \"{{nats}}\"\n\n[[namespaces]]\nname = \"events\"\npattern = \"pubsub\"\n\
+         [namespaces.slots.broker]\nplugin = \"nats\"\nconfig = {{ url = \"{}\" }}\n",
+        cluster.urls()
+    ));
+    let mut pubsub = server.pubsub().await;
+    let mut subscription = pubsub
+        .subscribe(SubscribeRequest {
+            namespace: "events".into(),
+            topic: "orders".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Nodes 0 and 1 go, so the gateway ends up on node 2 whichever it started on; then
+    // node 0 comes back and node 2 goes, so it must move at least once.
+    for (killed, restarted) in [(None, None), (Some(0), None), (Some(1), None), (Some(2), Some(0))] {
+        if let Some(node) = restarted {
+            cluster.run(node);
+        }
+        if let Some(node) = killed {
+            cluster.kill(node);
+        }
+        // Publish until one arrives: during a reconnect publishes fail or vanish.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut attempt = 0u32;
+        'delivered: loop {
+            assert!(std::time::Instant::now() < deadline, "nothing delivered after killing node {killed:?}");
+            attempt += 1;
+            let payload = format!("{killed:?}/{attempt}").into_bytes();
+            let publish = PublishRequest {
+                namespace: "events".into(),
+                topic: "orders".into(),
+                payload: payload.clone().into(),
+                ..Default::default()
+            };
+            if pubsub.publish(publish).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+            let wait = tokio::time::sleep(std::time::Duration::from_millis(500));
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    event = subscription.message() => {
+                        let message = event.expect("the subscription stays open").expect("not ended").message.unwrap();
+                        if message.payload[..] == payload[..] {
+                            break 'delivered;
+                        }
+                    }
+                    () = &mut wait => break,
+                }
+            }
+        }
+    }
+}
