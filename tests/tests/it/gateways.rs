@@ -392,3 +392,106 @@ async fn pubsub_on_a_nats_cluster_survives_losing_the_node_it_is_connected_to() 
         }
     }
 }
+
+/// Three gateways over one PostgreSQL database, clients spread over them: a key written
+/// through one reads back through the others, and a queue drained by a consumer on each
+/// gateway hands every message out exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_share_keys_and_split_a_queue_without_duplicates() {
+    if !backends_available(&[Backend::Postgres]) {
+        return;
+    }
+    let run = format!("{}_{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_millis());
+    let config = r#"
+[plugins.postgres]
+path = "{postgres}"
+
+[[namespaces]]
+name = "ledger"
+pattern = "keyvalue"
+[namespaces.slots.store]
+plugin = "postgres"
+config = { url = "postgres://postgres@127.0.0.1:5432/test", table = "prism_gateways_kv" }
+
+[[namespaces]]
+name = "jobs"
+pattern = "queue"
+[namespaces.slots.queue]
+plugin = "postgres"
+config = { url = "postgres://postgres@127.0.0.1:5432/test", table = "prism_gateways_kv", queue_table = "prism_gateways_q" }
+"#;
+    let gateways: Vec<Server> = (0..3).map(|_| Server::start(config)).collect();
+    let key = unique("shared");
+    let mut writer = gateways[0].keyvalue().await;
+    writer
+        .set(SetRequest {
+            namespace: "ledger".into(),
+            key: key.clone(),
+            value: b"v1".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for gateway in &gateways[1..] {
+        let mut reader = gateway.keyvalue().await;
+        let reply =
+            reader.get(GetRequest { namespace: "ledger".into(), key: key.clone(), transaction_id: 0 }).await;
+        assert_eq!(&reply.unwrap().into_inner().value[..], b"v1", "another gateway reads the write");
+    }
+
+    let queue = format!("q{run}");
+    let total = 300;
+    for (n, gateway) in (0..total).zip(gateways.iter().cycle()) {
+        let enqueue = EnqueueRequest {
+            namespace: "jobs".into(),
+            queue: queue.clone(),
+            payload: format!("{n}").into_bytes().into(),
+            ..Default::default()
+        };
+        gateway.queue().await.enqueue(enqueue).await.unwrap();
+    }
+    let mut consumers = Vec::new();
+    for gateway in &gateways {
+        let (mut client, queue) = (gateway.queue().await, queue.clone());
+        consumers.push(tokio::spawn(async move {
+            let mut taken = Vec::new();
+            loop {
+                let request = DequeueRequest {
+                    namespace: "jobs".into(),
+                    queue: queue.clone(),
+                    max_messages: 7,
+                    visibility_timeout_ms: 60_000,
+                    wait_ms: 300,
+                };
+                let messages = client.dequeue(request).await.unwrap().into_inner().messages;
+                if messages.is_empty() {
+                    return taken;
+                }
+                for message in messages {
+                    let ack = AckRequest {
+                        namespace: "jobs".into(),
+                        queue: queue.clone(),
+                        receipt: message.receipt,
+                    };
+                    assert!(client.ack(ack).await.unwrap().into_inner().acked);
+                    taken.push(String::from_utf8(message.payload.to_vec()).unwrap());
+                }
+            }
+        }));
+    }
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    let mut per_gateway = Vec::new();
+    for consumer in consumers {
+        let taken = consumer.await.unwrap();
+        per_gateway.push(taken.len());
+        for payload in taken {
+            *seen.entry(payload).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), total, "every message was delivered");
+    assert!(seen.values().all(|count| *count == 1), "a message was delivered twice: {seen:?}");
+    assert!(
+        per_gateway.iter().filter(|taken| **taken > 0).count() >= 2,
+        "consumers on several gateways took messages: {per_gateway:?}"
+    );
+}
