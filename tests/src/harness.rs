@@ -67,7 +67,13 @@ pub fn prism_binary() -> PathBuf {
 
 /// Runs `prism` with arguments, returning (exit code, stdout, stderr).
 pub fn run_prism(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(prism_binary()).args(args).output().expect("run prism");
+    run_prism_with_env(args, &[])
+}
+
+/// [`run_prism`] with extra environment variables (for `${env:…}` in a config).
+pub fn run_prism_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output =
+        Command::new(prism_binary()).args(args).envs(env.iter().copied()).output().expect("run prism");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -12,6 +12,7 @@ mod certs;
 mod claim_check;
 mod cli;
 mod console;
+mod deploy;
 mod dist;
 mod e2e;
 mod e2e_multicast;
