@@ -83,6 +83,33 @@ impl KeyValueApi {
         Ok(SetStreamResponse { size, sha256 })
     }
 
+    /// Commits or rolls back a client's transaction, and forgets its id once the plugin
+    /// has ended it (after a timeout or an outage the client may try again).
+    async fn end_transaction(
+        &self,
+        namespace: &str,
+        transaction_id: u64,
+        ending: Ending,
+    ) -> Result<(), Status> {
+        let (namespace, store) = self.store(namespace).await?;
+        let operation = match ending {
+            Ending::Commit => "CommitTransaction",
+            Ending::Rollback => "RollbackTransaction",
+        };
+        let tx = need(&namespace, STORE, store.keyvalue_transactional(), operation)?;
+        let transactions = &self.gateway.transactions;
+        let id = transactions.find(transaction_id, &namespace.name, &store)?;
+        let ended = match ending {
+            Ending::Commit => tx.commit(id).await,
+            Ending::Rollback => tx.rollback(id).await,
+        }
+        .map_err(plugin_status);
+        if ended.as_ref().err().is_none_or(crate::transactions::ended_by) {
+            transactions.end(transaction_id);
+        }
+        ended
+    }
+
     fn budget(&self) -> super::ResponseBudget {
         super::ResponseBudget::new(&self.gateway.settings)
     }
@@ -663,15 +690,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<CommitTransactionRequest>,
     ) -> Result<Response<CommitTransactionResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace).await?;
-        let tx = need(&namespace, STORE, store.keyvalue_transactional(), "CommitTransaction")?;
-        let transactions = &self.gateway.transactions;
-        let id = transactions.find(request.transaction_id, &namespace.name, &store)?;
-        let committed = tx.commit(id).await.map_err(plugin_status);
-        if committed.as_ref().err().is_none_or(crate::transactions::ended_by) {
-            transactions.end(request.transaction_id);
-        }
-        committed?;
+        self.end_transaction(&request.namespace, request.transaction_id, Ending::Commit).await?;
         Ok(Response::new(CommitTransactionResponse {}))
     }
 
@@ -680,15 +699,7 @@ impl KeyValueService for KeyValueApi {
         request: Request<RollbackTransactionRequest>,
     ) -> Result<Response<RollbackTransactionResponse>, Status> {
         let request = request.into_inner();
-        let (namespace, store) = self.store(&request.namespace).await?;
-        let tx = need(&namespace, STORE, store.keyvalue_transactional(), "RollbackTransaction")?;
-        let transactions = &self.gateway.transactions;
-        let id = transactions.find(request.transaction_id, &namespace.name, &store)?;
-        let rolled_back = tx.rollback(id).await.map_err(plugin_status);
-        if rolled_back.as_ref().err().is_none_or(crate::transactions::ended_by) {
-            transactions.end(request.transaction_id);
-        }
-        rolled_back?;
+        self.end_transaction(&request.namespace, request.transaction_id, Ending::Rollback).await?;
         Ok(Response::new(RollbackTransactionResponse {}))
     }
 
@@ -738,6 +749,11 @@ impl KeyValueService for KeyValueApi {
         };
         super::once(call, write).await.map(Response::new)
     }
+}
+
+enum Ending {
+    Commit,
+    Rollback,
 }
 
 /// Reads of a key that keeps being replaced while its payload is fetched, before ABORTED.
