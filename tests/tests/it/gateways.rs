@@ -402,17 +402,8 @@ async fn three_gateways_share_keys_and_split_a_queue_without_duplicates() {
         return;
     }
     let run = format!("{}_{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_millis());
-    let config = r#"
-[plugins.postgres]
-path = "{postgres}"
-
-[[namespaces]]
-name = "ledger"
-pattern = "keyvalue"
-[namespaces.slots.store]
-plugin = "postgres"
-config = { url = "postgres://postgres@127.0.0.1:5432/test", table = "prism_gateways_kv" }
-
+    let config = config()
+        + r#"
 [[namespaces]]
 name = "jobs"
 pattern = "queue"
@@ -420,7 +411,7 @@ pattern = "queue"
 plugin = "postgres"
 config = { url = "postgres://postgres@127.0.0.1:5432/test", table = "prism_gateways_kv", queue_table = "prism_gateways_q" }
 "#;
-    let gateways: Vec<Server> = (0..3).map(|_| Server::start(config)).collect();
+    let gateways: Vec<Server> = (0..3).map(|_| Server::start(&config)).collect();
     let key = unique("shared");
     let mut writer = gateways[0].keyvalue().await;
     writer
