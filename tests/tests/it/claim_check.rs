@@ -543,47 +543,50 @@ async fn an_upload_whose_claim_check_is_reloaded_away_is_aborted() {
     assert!(objects(&prefix).is_empty(), "the aborted upload's object was left behind");
 }
 
+type QueueClient = queue_service_client::QueueServiceClient<tonic::transport::Channel>;
+
+/// Enqueues `payload` on queue `q` of the `jobs` namespace.
+async fn enqueue(queue: &mut QueueClient, payload: Vec<u8>) {
+    let request = EnqueueRequest {
+        namespace: "jobs".into(),
+        queue: "q".into(),
+        payload: payload.into(),
+        ..Default::default()
+    };
+    queue.enqueue(request).await.unwrap();
+}
+
+/// Up to ten messages of queue `q` of the `jobs` namespace.
+async fn dequeue(queue: &mut QueueClient) -> Vec<QueueMessage> {
+    let request = DequeueRequest {
+        namespace: "jobs".into(),
+        queue: "q".into(),
+        max_messages: 10,
+        ..Default::default()
+    };
+    queue.dequeue(request).await.unwrap().into_inner().messages
+}
+
+async fn ack(queue: &mut QueueClient, receipt: &str) -> bool {
+    let request = AckRequest { namespace: "jobs".into(), queue: "q".into(), receipt: receipt.into() };
+    queue.ack(request).await.unwrap().into_inner().acked
+}
+
 #[tokio::test]
 async fn a_claimed_queue_message_is_delivered_whole_and_its_object_deleted_on_ack() {
     let Some(setup) = start("queue", "") else { return };
     let mut queue = setup.server.queue().await;
     let payload = pattern(200 * 1024, 7);
-    let enqueue = EnqueueRequest {
-        namespace: "jobs".into(),
-        queue: "q".into(),
-        payload: payload.clone().into(),
-        ..Default::default()
-    };
-    queue.enqueue(enqueue).await.unwrap();
-    queue
-        .enqueue(EnqueueRequest {
-            namespace: "jobs".into(),
-            queue: "q".into(),
-            payload: b"small".to_vec().into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    enqueue(&mut queue, payload.clone()).await;
+    enqueue(&mut queue, b"small".to_vec()).await;
     assert_eq!(objects(&setup.prefix).len(), 1);
-    let delivered = queue
-        .dequeue(DequeueRequest {
-            namespace: "jobs".into(),
-            queue: "q".into(),
-            max_messages: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .messages;
+    let delivered = dequeue(&mut queue).await;
     assert_eq!(delivered.len(), 2);
     assert!(delivered[0].payload[..] == payload[..], "the consumer gets the payload");
     assert_eq!(&delivered[1].payload[..], b"small");
     assert_eq!(objects(&setup.prefix).len(), 1, "the object stays until the message is acked");
     for message in &delivered {
-        let ack =
-            AckRequest { namespace: "jobs".into(), queue: "q".into(), receipt: message.receipt.clone() };
-        assert!(queue.ack(ack).await.unwrap().into_inner().acked);
+        assert!(ack(&mut queue, &message.receipt).await);
     }
     assert!(objects(&setup.prefix).is_empty(), "acked, the object is deleted");
 }
@@ -593,45 +596,21 @@ async fn a_queue_message_whose_object_is_gone_does_not_hold_back_the_others() {
     let Some(setup) = start("queue-lost", "") else { return };
     let mut queue = setup.server.queue().await;
     for payload in [pattern(100 * 1024, 10), b"small".to_vec()] {
-        let enqueue = EnqueueRequest {
-            namespace: "jobs".into(),
-            queue: "q".into(),
-            payload: payload.into(),
-            ..Default::default()
-        };
-        queue.enqueue(enqueue).await.unwrap();
+        enqueue(&mut queue, payload).await;
     }
     for object in objects(&setup.prefix) {
         std::fs::remove_file(object).unwrap();
     }
-    let delivered = queue
-        .dequeue(DequeueRequest {
-            namespace: "jobs".into(),
-            queue: "q".into(),
-            max_messages: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .messages;
+    let delivered = dequeue(&mut queue).await;
     let payloads: Vec<&[u8]> = delivered.iter().map(|message| &message.payload[..]).collect();
     assert_eq!(payloads, [b"small"], "the readable message is delivered, the lost one skipped");
     assert!(setup.server.stderr().contains("skipped a claimed message"), "{}", setup.server.stderr());
 
-    let ack =
-        AckRequest { namespace: "jobs".into(), queue: "q".into(), receipt: delivered[0].receipt.clone() };
-    assert!(queue.ack(ack).await.unwrap().into_inner().acked);
+    assert!(ack(&mut queue, &delivered[0].receipt).await);
     // Past its visibility timeout and its one delivery, it is a dead letter, listed with
     // an empty payload rather than failing the listing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let again = DequeueRequest {
-        namespace: "jobs".into(),
-        queue: "q".into(),
-        max_messages: 10,
-        ..Default::default()
-    };
-    assert!(queue.dequeue(again).await.unwrap().into_inner().messages.is_empty());
+    assert!(dequeue(&mut queue).await.is_empty());
     let dead = queue
         .list_dead_letters(ListDeadLettersRequest {
             namespace: "jobs".into(),
