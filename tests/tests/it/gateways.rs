@@ -486,3 +486,74 @@ config = { url = "postgres://postgres@127.0.0.1:5432/test", table = "prism_gatew
         "consumers on several gateways took messages: {per_gateway:?}"
     );
 }
+
+/// One of three gateways is killed (SIGKILL) under load: only calls on that gateway fail,
+/// each with a status a client retries on (it then goes to the next gateway), and every
+/// write a gateway acknowledged reads back through the survivors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_gateway_under_load_fails_only_its_own_calls_and_loses_no_acknowledged_write() {
+    if !backends_available(&[Backend::Postgres]) {
+        return;
+    }
+    let mut gateways: Vec<Option<Server>> = (0..3).map(|_| Some(Server::start(&config()))).collect();
+    let mut clients = Vec::new();
+    for gateway in gateways.iter().flatten() {
+        clients.push(gateway.keyvalue().await);
+    }
+    let run = unique("killed");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..6)
+        .map(|worker| {
+            let (mut clients, run, stop) = (clients.clone(), run.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut acknowledged, mut failures) = (Vec::new(), Vec::new());
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let key = format!("{run}/{worker}/{n}");
+                    let mut target = (worker + n) % 3;
+                    loop {
+                        let request = SetRequest {
+                            namespace: "ledger".into(),
+                            key: key.clone(),
+                            value: key.clone().into_bytes().into(),
+                            ..Default::default()
+                        };
+                        match clients[target].set(request).await {
+                            Ok(_) => break acknowledged.push(key),
+                            Err(status) => {
+                                failures.push((target, status.code()));
+                                target = (target + 1) % 3;
+                            }
+                        }
+                    }
+                }
+                (acknowledged, failures)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    drop(gateways[1].take()); // SIGKILL, mid-load
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acknowledged, mut failures) = (Vec::new(), Vec::new());
+    for worker in workers {
+        let (keys, failed) = worker.await.unwrap();
+        acknowledged.extend(keys);
+        failures.extend(failed);
+    }
+    assert!(!failures.is_empty(), "the load went on past the kill, so calls reached the dead gateway");
+    for (target, code) in &failures {
+        assert_eq!(*target, 1, "a call on a surviving gateway failed: {code:?}");
+        assert!(matches!(code, Code::Unavailable | Code::Unknown | Code::Cancelled), "{code:?}");
+    }
+    let mut survivor = clients.swap_remove(0);
+    for key in acknowledged {
+        let reply = survivor
+            .get(GetRequest { namespace: "ledger".into(), key: key.clone(), transaction_id: 0 })
+            .await;
+        assert_eq!(reply.unwrap().into_inner().value[..], *key.as_bytes(), "acknowledged {key} is lost");
+    }
+    eprintln!("{} calls failed on the killed gateway and were retried elsewhere", failures.len());
+}
