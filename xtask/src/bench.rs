@@ -769,3 +769,75 @@ pub fn objects() -> Result<(), String> {
         "5",
     ])
 }
+
+/// KV throughput through 1, 2 and 3 gateways over one Redis, in one run: three
+/// `prism-load run`s at once (21 calls in flight each) spread over the gateways, summed.
+pub fn gateways() -> Result<(), String> {
+    crate::services::ensure_redis()?;
+    let dir = release_build_and_dir("gateways")?;
+    let ports = [18980, 18982, 18984];
+    let names = ports.map(|port| format!("gateway-{port}.toml"));
+    let configs = [0, 1, 2].map(|n| {
+        let config = gateway_config(Backend::Redis).replace(GATEWAY, &format!("127.0.0.1:{}", ports[n]));
+        (names[n].as_str(), config)
+    });
+    let gateways = start_gateways(&dir, configs)?;
+    let pids: Vec<u32> = gateways.iter().map(Background::pid).collect();
+    println!("\n## KV mixed (90% Get) through N gateways over one Redis; 3 prism-load processes x 21 in flight, 8 s rounds");
+    println!("| gateways | rounds (req/s) | median | ratio to 1 gateway | gateway CPU s per 100k calls |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut single = 0.0;
+    for count in 1..=3usize {
+        let mut rounds = Vec::new();
+        let mut cpu_per_call = Vec::new();
+        for _ in 0..3 {
+            let cpu_before: f64 = pids.iter().filter_map(|pid| cpu_seconds(*pid)).sum();
+            // Always three load processes (the client side stays the same), spread over
+            // the gateways in use.
+            let loads: Vec<_> = (0..3)
+                .map(|load| {
+                    let port = ports[load % count];
+                    std::thread::spawn(move || {
+                        Command::new(release_binary("prism-load"))
+                            .args(["run", "--target", &format!("http://127.0.0.1:{port}"), "--workload", "mixed"])
+                            .args(["--concurrency", "21", "--duration", "8s", "--warmup", "1s"])
+                            .output()
+                    })
+                })
+                .collect();
+            let loads: Vec<_> = loads.into_iter().map(|load| load.join().expect("a load thread")).collect();
+            let mut total = 0.0;
+            let mut calls = 0.0;
+            for load in loads {
+                let output = load.map_err(|e| format!("cannot run prism-load: {e}"))?;
+                let text = String::from_utf8_lossy(&output.stdout);
+                let rate: f64 = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("throughput"))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|value| value.parse().ok())
+                    .ok_or_else(|| format!("no throughput in prism-load's output: {text}"))?;
+                total += rate;
+                calls += rate * 8.0;
+            }
+            let cpu_after: f64 = pids.iter().filter_map(|pid| cpu_seconds(*pid)).sum();
+            rounds.push(total);
+            cpu_per_call.push((cpu_after - cpu_before) / calls * 100_000.0);
+        }
+        let mut sorted = rounds.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[1];
+        if count == 1 {
+            single = median;
+        }
+        let listed: Vec<String> = rounds.iter().map(|rate| format!("{rate:.0}")).collect();
+        cpu_per_call.sort_by(f64::total_cmp);
+        println!(
+            "| {count} | {} | {median:.0} | {:.3} | {:.1} |",
+            listed.join(" / "),
+            median / single,
+            cpu_per_call[1]
+        );
+    }
+    Ok(())
+}

@@ -14,6 +14,7 @@
 //!   cargo xtask bench tracing    KV Get with every call traced and exported vs no [tracing]
 //!   cargo xtask bench idempotency  Set with a fresh idempotency token vs without
 //!   cargo xtask bench objects    100 MiB SetStream/GetStream through a claim check vs S3 direct
+//!   cargo xtask bench gateways   KV throughput through 1, 2 and 3 gateways over one Redis
 //!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
 //!   cargo xtask dist [--debug] [--out DIR]
 //!                       package bin/, plugins/, plugins.toml, README, LICENSE, SHA256SUMS as .tar.gz
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("tracing") => bench::tracing(),
         Some("bench") if args.get(1).map(String::as_str) == Some("idempotency") => bench::idempotency(),
         Some("bench") if args.get(1).map(String::as_str) == Some("objects") => bench::objects(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("gateways") => bench::gateways(),
         Some("bench") => {
             bench::Backend::parse(args.get(1).map(String::as_str)).and_then(bench::gateway_vs_baseline)
         }
