@@ -356,6 +356,8 @@ pub enum Backend {
     Kafka,
     /// s3s-fs with the bucket `prism-test` ([`S3_CONFIG`]).
     S3,
+    /// A Redis Cluster of three masters on 127.0.0.1:7001-7003.
+    RedisCluster,
 }
 
 /// The s3 plugin's slot config for the test server `cargo xtask test` starts.
@@ -370,6 +372,7 @@ impl Backend {
             Backend::Nats => "127.0.0.1:4222",
             Backend::Kafka => "127.0.0.1:9092",
             Backend::S3 => "127.0.0.1:9000",
+            Backend::RedisCluster => "127.0.0.1:7001",
         }
     }
 

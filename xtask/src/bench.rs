@@ -799,7 +799,13 @@ pub fn gateways() -> Result<(), String> {
                     let port = ports[load % count];
                     std::thread::spawn(move || {
                         Command::new(release_binary("prism-load"))
-                            .args(["run", "--target", &format!("http://127.0.0.1:{port}"), "--workload", "mixed"])
+                            .args([
+                                "run",
+                                "--target",
+                                &format!("http://127.0.0.1:{port}"),
+                                "--workload",
+                                "mixed",
+                            ])
                             .args(["--concurrency", "21", "--duration", "8s", "--warmup", "1s"])
                             .output()
                     })

@@ -118,6 +118,7 @@ fn serve(args: &[String]) -> Result<(), String> {
 
 fn test(args: &[String]) -> Result<(), String> {
     services::ensure_redis()?;
+    services::ensure_redis_cluster()?;
     services::ensure_postgres()?;
     services::ensure_nats()?;
     services::ensure_kafka()?;

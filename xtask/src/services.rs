@@ -163,6 +163,57 @@ fn trust_loopback(pg_hba: &str) -> Result<(), String> {
     std::fs::write(pg_hba, format!("{line}\n{current}")).map_err(|e| format!("cannot write {pg_hba}: {e}"))
 }
 
+/// A Redis Cluster of three masters on 127.0.0.1:7001-7003 (no replicas), from the same
+/// redis-server, each node in a temporary directory; created once, reused while it runs.
+pub fn ensure_redis_cluster() -> Result<(), String> {
+    const PORTS: [u16; 3] = [7001, 7002, 7003];
+    let state = || {
+        Command::new("redis-cli")
+            .args(["-p", "7001", "cluster", "info"])
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok"))
+            .unwrap_or(false)
+    };
+    if reachable("127.0.0.1:7001") && state() {
+        return Ok(());
+    }
+    for port in PORTS {
+        if reachable(&format!("127.0.0.1:{port}")) {
+            continue;
+        }
+        let dir = std::env::temp_dir().join(format!("prism-redis-cluster-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut start = Command::new("redis-server");
+        start.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]);
+        start.args([
+            "--cluster-node-timeout",
+            "2000",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+        ]);
+        start.arg("--dir").arg(&dir);
+        run(start)?;
+        wait_for(&format!("127.0.0.1:{port}"), "redis-server (cluster node)")?;
+    }
+    let mut create = Command::new("redis-cli");
+    create.args(["--cluster", "create", "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]);
+    create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+    run(create)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state() {
+        if Instant::now() > deadline {
+            return Err("the Redis Cluster on 127.0.0.1:7001-7003 did not reach cluster_state:ok".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
 /// NATS with JetStream on 127.0.0.1:4222.
 pub fn ensure_nats() -> Result<(), String> {
     const ADDRESS: &str = "127.0.0.1:4222";

@@ -8,8 +8,11 @@ use plugin_abi::PluginError;
 #[schemars(crate = "plugin_abi::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS. With `cluster`, the seed nodes, comma-separated.
     pub url: String,
+    /// The url names nodes of a Redis Cluster: commands follow the cluster's slot map, and every key of this instance carries the hash tag `{key_prefix}`, so one namespace lives in one slot.
+    #[serde(default)]
+    pub cluster: bool,
     /// With `rediss://`: a PEM CA file to verify the server with (default: system roots).
     #[serde(default)]
     pub tls_ca_file: Option<String>,
@@ -63,9 +66,21 @@ impl Config {
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(PluginError::invalid_argument("tls_cert_file and tls_key_file go together"));
         }
-        self.url.as_str().into_connection_info().map_err(|e| {
-            PluginError::invalid_argument(format!("url: '{}' is not a valid Redis URL: {e}", self.url))
-        })?;
+        if self.cluster && tls {
+            return Err(PluginError::invalid_argument(
+                "cluster: TLS to a Redis Cluster is not supported yet; use redis:// urls",
+            ));
+        }
+        if !self.cluster && self.url.contains(',') {
+            return Err(PluginError::invalid_argument(
+                "url: several urls name a Redis Cluster's nodes: set cluster = true, or give one url",
+            ));
+        }
+        for url in self.urls() {
+            url.into_connection_info().map_err(|e| {
+                PluginError::invalid_argument(format!("url: '{url}' is not a valid Redis URL: {e}"))
+            })?;
+        }
         for (name, value) in [
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("command_timeout_ms", self.command_timeout_ms),
@@ -80,15 +95,23 @@ impl Config {
 }
 
 impl Config {
-    /// The client for `url`, with the configured CA and client certificate for TLS.
+    /// The urls of `url`: one server, or a cluster's seed nodes.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|url| !url.is_empty()).collect()
+    }
+
+    /// The client for `url` (for a cluster, its first seed node: pub/sub subscribes
+    /// there, and a cluster forwards every PUBLISH to every node), with the configured
+    /// CA and client certificate for TLS.
     pub fn client(&self) -> Result<redis::Client, PluginError> {
+        let url = self.urls().first().copied().unwrap_or_default();
         let read = |key: &str, path: &String| {
             std::fs::read(path)
                 .map_err(|e| PluginError::invalid_argument(format!("{key}: cannot read {path}: {e}")))
         };
         let invalid = |e: redis::RedisError| PluginError::invalid_argument(format!("url: {e}"));
         if self.tls_ca_file.is_none() && self.tls_cert_file.is_none() {
-            return redis::Client::open(self.url.as_str()).map_err(invalid);
+            return redis::Client::open(url).map_err(invalid);
         }
         let root_cert = self.tls_ca_file.as_ref().map(|path| read("tls_ca_file", path)).transpose()?;
         let client_tls = match (&self.tls_cert_file, &self.tls_key_file) {
@@ -98,7 +121,6 @@ impl Config {
             }),
             _ => None,
         };
-        redis::Client::build_with_tls(self.url.as_str(), redis::TlsCertificates { client_tls, root_cert })
-            .map_err(invalid)
+        redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(invalid)
     }
 }

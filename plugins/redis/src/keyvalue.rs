@@ -3,12 +3,12 @@
 use plugin_abi::PluginResult;
 use std::time::Duration;
 
+use crate::connection::Connection;
 use futures_util::future::join_all;
 use plugin_abi::{
     CasResult, KeyTtl, KeyValueBasic, KeyValueBatch, KeyValueCas, KeyValueScan, KeyValueTtl, ScanPage,
     Versioned,
 };
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::errors::plugin_error;
@@ -74,7 +74,7 @@ impl Redis {
 
 /// Index entries from `min` (a ZRANGEBYLEX bound) up to the end of `prefix`.
 async fn index_chunk(
-    connection: &mut ConnectionManager,
+    connection: &mut Connection,
     keys: &KeyNames,
     min: &[u8],
     prefix: &str,
@@ -102,7 +102,7 @@ fn after(key: &str) -> Vec<u8> {
 }
 
 /// Drops index entries whose hash has expired.
-async fn forget(connection: &mut ConnectionManager, keys: &KeyNames, stale: Vec<String>) -> PluginResult<()> {
+async fn forget(connection: &mut Connection, keys: &KeyNames, stale: Vec<String>) -> PluginResult<()> {
     if stale.is_empty() {
         return Ok(());
     }
@@ -110,7 +110,7 @@ async fn forget(connection: &mut ConnectionManager, keys: &KeyNames, stale: Vec<
 }
 
 /// Periodically walks the whole index and drops entries of expired keys.
-pub(crate) async fn sweep_index(mut connection: ConnectionManager, keys: KeyNames, every: Duration) {
+pub(crate) async fn sweep_index(mut connection: Connection, keys: KeyNames, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let mut min = b"[".to_vec();
@@ -129,7 +129,7 @@ pub(crate) async fn sweep_index(mut connection: ConnectionManager, keys: KeyName
 }
 
 async fn live_flags(
-    connection: &mut ConnectionManager,
+    connection: &mut Connection,
     keys: &KeyNames,
     chunk: &[String],
 ) -> PluginResult<Vec<bool>> {

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod connection;
 mod errors;
 mod keyvalue;
 mod list;

@@ -3,12 +3,14 @@ use std::time::Duration;
 use plugin_abi::{Driver, Health, PluginError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::connection::Connection;
+
 use crate::errors::plugin_error;
 use crate::Config;
 
 pub struct Redis {
     pub(crate) client: redis::Client,
-    pub(crate) connection: ConnectionManager,
+    pub(crate) connection: Connection,
     /// Distinguishes this instance's message ids from other publishers'.
     pub(crate) instance: u64,
     pub(crate) keys: KeyNames,
@@ -28,7 +30,11 @@ pub(crate) struct KeyNames {
 }
 
 impl KeyNames {
-    fn new(prefix: &str) -> Self {
+    /// In a cluster every key carries the hash tag `{prefix}`: a write's script touches
+    /// the value, the index and the version counter, which must share one slot.
+    fn new(prefix: &str, cluster: bool) -> Self {
+        let prefix = if cluster { format!("{{{prefix}}}") } else { prefix.to_owned() };
+        let prefix = prefix.as_str();
         KeyNames {
             prefix: prefix.to_owned(),
             index: format!("{prefix}i"),
@@ -72,10 +78,22 @@ impl Driver for Redis {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_with_config(client.clone(), settings).await.map_err(|e| {
+        let unreachable = |e: redis::RedisError| {
             PluginError::unavailable(format!("cannot connect to {}: {e}", redacted(&config.url)))
-        })?;
-        let keys = KeyNames::new(&config.key_prefix);
+        };
+        let connection = if config.cluster {
+            let cluster = redis::cluster::ClusterClientBuilder::new(config.urls())
+                .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
+                .response_timeout(Duration::from_millis(config.command_timeout_ms))
+                .build()
+                .map_err(|e| PluginError::invalid_argument(format!("url: {e}")))?;
+            Connection::Cluster(cluster.get_async_connection().await.map_err(unreachable)?)
+        } else {
+            Connection::Single(
+                ConnectionManager::new_with_config(client.clone(), settings).await.map_err(unreachable)?,
+            )
+        };
+        let keys = KeyNames::new(&config.key_prefix, config.cluster);
         let sweeper = tokio::spawn(crate::keyvalue::sweep_index(
             connection.clone(),
             keys.clone(),

@@ -5,7 +5,12 @@ use plugin_abi::Interface;
 use prism_acceptance::{harness, run_suite, Target};
 
 async fn prove(library: &str, config: &str, interface: Interface) {
-    if !harness::backends_available(&harness::Backend::of_library(library).into_iter().collect::<Vec<_>>()) {
+    let mut backends: Vec<harness::Backend> = harness::Backend::of_library(library).into_iter().collect();
+    // The redis plugin's cluster row talks to the Redis Cluster, not the single Redis.
+    if config.contains("cluster = true") {
+        backends = vec![harness::Backend::RedisCluster];
+    }
+    if !harness::backends_available(&backends) {
         return;
     }
     let target = Target::load(&harness::plugin_library(library), config).expect("load plugin");
@@ -73,6 +78,21 @@ plugin_suites!(redis: "prism_redis", config = "url = \"redis://127.0.0.1:6379\"\
     pubsub_basic => PubSubBasic,
     pubsub_wildcards => PubSubWildcards,
 ]);
+
+plugin_suites!(redis_cluster: "prism_redis",
+    config = "url = \"redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003\"\ncluster = true\nkey_prefix = \"prism-acceptance:\"",
+    [
+        keyvalue_basic => KeyValueBasic,
+        keyvalue_ttl => KeyValueTtl,
+        keyvalue_scan => KeyValueScan,
+        keyvalue_batch => KeyValueBatch,
+        keyvalue_cas => KeyValueCas,
+        list_basic => ListBasic,
+        list_range => ListRange,
+        pubsub_basic => PubSubBasic,
+        pubsub_wildcards => PubSubWildcards,
+    ]
+);
 
 plugin_suites!(postgres: "prism_postgres",
     config = "url = \"postgres://postgres@127.0.0.1:5432/test\"\ntable = \"prism_acceptance_kv\"\nqueue_table = \"prism_acceptance_queue\"\nmax_deliveries = 3",
