@@ -15,7 +15,8 @@ pub fn plugin_error(error: RedisError) -> PluginError {
         Some("WRONGTYPE") => PluginError::failed_precondition(format!(
             "the Redis key holds another type (is key_prefix shared with another namespace?): {error}"
         )),
-        Some("LOADING") | Some("BUSY") | Some("MASTERDOWN") | Some("TRYAGAIN") => {
+        // CLUSTERDOWN: a cluster between losing a master and promoting its replica.
+        Some("LOADING") | Some("BUSY") | Some("MASTERDOWN") | Some("TRYAGAIN") | Some("CLUSTERDOWN") => {
             PluginError::unavailable(format!("redis cannot serve right now: {error}"))
         }
         _ => PluginError::internal(format!("redis error: {error}")),
