@@ -412,43 +412,50 @@ plugin = "postgres"
 config = { url = "postgres://postgres@127.0.0.1:5432/test", table = "prism_gateways_kv", queue_table = "prism_gateways_q" }
 "#;
     let gateways: Vec<Server> = (0..3).map(|_| Server::start(&config)).collect();
-    let key = unique("shared");
-    let mut writer = gateways[0].keyvalue().await;
-    writer
-        .set(SetRequest {
-            namespace: "ledger".into(),
-            key: key.clone(),
-            value: b"v1".to_vec().into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    for gateway in &gateways[1..] {
-        let mut reader = gateway.keyvalue().await;
-        let reply =
-            reader.get(GetRequest { namespace: "ledger".into(), key: key.clone(), transaction_id: 0 }).await;
-        assert_eq!(&reply.unwrap().into_inner().value[..], b"v1", "another gateway reads the write");
-    }
+    writes_are_read_through_every_gateway(&gateways, "ledger").await;
+    queue_is_split_without_duplicates(&gateways, "jobs", &format!("q{run}"), 300).await;
+}
 
-    let queue = format!("q{run}");
-    let total = 300;
+/// Each gateway writes a key; every other gateway reads it back.
+async fn writes_are_read_through_every_gateway(gateways: &[Server], namespace: &str) {
+    let run = unique("shared");
+    for (writer, gateway) in gateways.iter().enumerate() {
+        let key = format!("{run}/{writer}");
+        let request = SetRequest {
+            namespace: namespace.into(),
+            key: key.clone(),
+            value: key.clone().into_bytes().into(),
+            ..Default::default()
+        };
+        gateway.keyvalue().await.set(request).await.unwrap();
+        for (reader, other) in gateways.iter().enumerate().filter(|(reader, _)| *reader != writer) {
+            let request = GetRequest { namespace: namespace.into(), key: key.clone(), transaction_id: 0 };
+            let reply = other.keyvalue().await.get(request).await.unwrap().into_inner();
+            assert_eq!(reply.value[..], *key.as_bytes(), "gateway {reader} reads gateway {writer}'s write");
+        }
+    }
+}
+
+/// `total` messages enqueued round-robin through the gateways, drained by a consumer on
+/// each: every message handed out exactly once, consumers on several gateways busy.
+async fn queue_is_split_without_duplicates(gateways: &[Server], namespace: &str, queue: &str, total: usize) {
     for (n, gateway) in (0..total).zip(gateways.iter().cycle()) {
         let enqueue = EnqueueRequest {
-            namespace: "jobs".into(),
-            queue: queue.clone(),
+            namespace: namespace.into(),
+            queue: queue.into(),
             payload: format!("{n}").into_bytes().into(),
             ..Default::default()
         };
         gateway.queue().await.enqueue(enqueue).await.unwrap();
     }
     let mut consumers = Vec::new();
-    for gateway in &gateways {
-        let (mut client, queue) = (gateway.queue().await, queue.clone());
+    for gateway in gateways {
+        let (mut client, namespace, queue) = (gateway.queue().await, namespace.to_owned(), queue.to_owned());
         consumers.push(tokio::spawn(async move {
             let mut taken = Vec::new();
             loop {
                 let request = DequeueRequest {
-                    namespace: "jobs".into(),
+                    namespace: namespace.clone(),
                     queue: queue.clone(),
                     max_messages: 7,
                     visibility_timeout_ms: 60_000,
@@ -460,7 +467,7 @@ config = { url = "postgres://postgres@127.0.0.1:5432/test", table = "prism_gatew
                 }
                 for message in messages {
                     let ack = AckRequest {
-                        namespace: "jobs".into(),
+                        namespace: namespace.clone(),
                         queue: queue.clone(),
                         receipt: message.receipt,
                     };
@@ -485,6 +492,85 @@ config = { url = "postgres://postgres@127.0.0.1:5432/test", table = "prism_gatew
         per_gateway.iter().filter(|taken| **taken > 0).count() >= 2,
         "consumers on several gateways took messages: {per_gateway:?}"
     );
+}
+
+/// The issue's multi-gateway test: three gateways over the Redis Cluster (key-value and
+/// the multicast registry), a NATS cluster (multicast messaging) and PostgreSQL (queue).
+/// Writes read back through every gateway; a queue drained on all three hands each
+/// message out once; a Multicast from A reaches identities subscribed on B and C, all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_over_clustered_backends_behave_as_one() {
+    if !backends_available(&[Backend::RedisCluster, Backend::Postgres])
+        || !prism_acceptance::harness::program_available("nats-server")
+    {
+        return;
+    }
+    let nats = NatsCluster::start();
+    let run = format!("{}{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_millis());
+    let redis = "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003";
+    let config = format!(
+        r#"
+[plugins.redis]
+path = "{{redis}}"
+[plugins.nats]
+path = "{{nats}}"
+[plugins.postgres]
+path = "{{postgres}}"
+
+[[namespaces]]
+name = "ledger"
+pattern = "keyvalue"
+[namespaces.slots.store]
+plugin = "redis"
+config = {{ url = "{redis}", cluster = true, key_prefix = "gw-{run}-kv:" }}
+
+[[namespaces]]
+name = "jobs"
+pattern = "queue"
+[namespaces.slots.queue]
+plugin = "postgres"
+config = {{ url = "postgres://postgres@127.0.0.1:5432/test", table = "prism_gateways_kv", queue_table = "prism_gateways_q" }}
+
+[[namespaces]]
+name = "devices"
+pattern = "multicast-registry"
+[namespaces.slots.registry]
+plugin = "redis"
+config = {{ url = "{redis}", cluster = true, key_prefix = "gw-{run}-mc:" }}
+[namespaces.slots.messaging]
+plugin = "nats"
+config = {{ url = "{}", subject_prefix = "prism.gw{run}." }}
+"#,
+        nats.urls()
+    );
+    let gateways: Vec<Server> = (0..3).map(|_| Server::start(&config)).collect();
+    writes_are_read_through_every_gateway(&gateways, "ledger").await;
+    queue_is_split_without_duplicates(&gateways, "jobs", &format!("q{run}"), 150).await;
+
+    let mut clients = Vec::new();
+    for gateway in &gateways {
+        clients.push(multicast_registry_service_client::MulticastRegistryServiceClient::new(
+            gateway.channel().await,
+        ));
+    }
+    let mut streams = Vec::new();
+    for (gateway, identity) in [(1, "on-b"), (2, "on-c")] {
+        let register =
+            RegisterRequest { namespace: "devices".into(), identity: identity.into(), ..Default::default() };
+        clients[0].register(register).await.unwrap();
+        let subscribe = MulticastSubscribeRequest { namespace: "devices".into(), identity: identity.into() };
+        streams.push(clients[gateway].subscribe(subscribe).await.unwrap().into_inner());
+    }
+    let sent = multicast_to_all(&mut clients[0], b"to every gateway").await;
+    assert_eq!((sent.targets, sent.delivered), (2, 2), "{sent:?}");
+    for stream in &mut streams {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await
+            .expect("delivered within 10 s")
+            .unwrap()
+            .expect("a message");
+        assert_eq!(&message.payload[..], b"to every gateway");
+    }
 }
 
 /// One of three gateways is killed (SIGKILL) under load: only calls on that gateway fail,
