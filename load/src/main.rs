@@ -135,6 +135,10 @@ enum Command {
         identities: u32,
         #[arg(long, default_value_t = 50)]
         rounds: u32,
+        /// Open the subscriptions on this gateway instead of --target (Multicast across
+        /// gateways sharing the registry and messaging backends).
+        #[arg(long)]
+        subscriber_target: Option<String>,
     },
     /// Append and read-back throughput through the gateway's StreamService and straight
     /// on Kafka with rdkafka, in one run.
@@ -343,9 +347,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Multicast { target, namespace, kv_namespace, pubsub_namespace, identities, rounds } => {
-            let plan =
-                multicast::MulticastPlan { namespace, kv_namespace, pubsub_namespace, identities, rounds };
+        Command::Multicast {
+            target,
+            namespace,
+            kv_namespace,
+            pubsub_namespace,
+            identities,
+            rounds,
+            subscriber_target,
+        } => {
+            let plan = multicast::MulticastPlan {
+                namespace,
+                kv_namespace,
+                pubsub_namespace,
+                identities,
+                rounds,
+                subscriber_target,
+            };
             match runtime(2).block_on(multicast::run(&target, &plan)) {
                 Ok(report) => {
                     print!("{report}");

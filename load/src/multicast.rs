@@ -22,6 +22,8 @@ pub struct MulticastPlan {
     pub pubsub_namespace: String,
     pub identities: u32,
     pub rounds: u32,
+    /// Where the subscriptions are opened; `None` = the target itself.
+    pub subscriber_target: Option<String>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -169,11 +171,15 @@ pub async fn run(target: &str, plan: &MulticastPlan) -> Result<String, String> {
     let gold: Vec<u32> = (0..plan.identities).filter(|i| i % 10 == 0).collect();
     let (sink, mut received) = tokio::sync::mpsc::unbounded_channel::<(u32, Instant)>();
     let mut subscriptions = Vec::new();
+    let subscribers = match &plan.subscriber_target {
+        Some(other) => MulticastRegistryServiceClient::new(connect(other).await?),
+        None => registry.clone(),
+    };
     for index in &gold {
         let request =
             MulticastSubscribeRequest { namespace: ns.clone(), identity: format!("b{run}-{index}") };
         let mut stream =
-            registry.clone().subscribe(request).await.map_err(|s| format!("subscribe: {s}"))?.into_inner();
+            subscribers.clone().subscribe(request).await.map_err(|s| format!("subscribe: {s}"))?.into_inner();
         let (sink, index) = (sink.clone(), *index);
         subscriptions.push(tokio::spawn(async move {
             while let Ok(Some(_)) = stream.message().await {

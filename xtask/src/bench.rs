@@ -847,3 +847,55 @@ pub fn gateways() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Multicast to 100 identities subscribed on the same gateway vs on another gateway that
+/// shares the Redis registry and the NATS messaging, in one run.
+pub fn multicast_across_gateways() -> Result<(), String> {
+    crate::services::ensure_redis()?;
+    crate::services::ensure_nats()?;
+    let dir = release_build_and_dir("multicast-gateways")?;
+    let run_id = std::process::id();
+    let config = |port: u16| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[plugins.redis]\npath = \"{}\"\n[plugins.nats]\npath = \"{}\"\n\n\
+             [[namespaces]]\nname = \"same\"\npattern = \"multicast-registry\"\n\
+             [namespaces.slots.registry]\nplugin = \"redis\"\nconfig = {{ url = \"{REDIS_URL}\", key_prefix = \"prism-bench-mcg-same-{run_id}:\" }}\n\
+             [namespaces.slots.messaging]\nplugin = \"nats\"\nconfig = {{ url = \"{NATS_URL}\", subject_prefix = \"prism.benchmcg.same.\" }}\n\n\
+             [[namespaces]]\nname = \"across\"\npattern = \"multicast-registry\"\n\
+             [namespaces.slots.registry]\nplugin = \"redis\"\nconfig = {{ url = \"{REDIS_URL}\", key_prefix = \"prism-bench-mcg-across-{run_id}:\" }}\n\
+             [namespaces.slots.messaging]\nplugin = \"nats\"\nconfig = {{ url = \"{NATS_URL}\", subject_prefix = \"prism.benchmcg.across.\" }}\n\n\
+             [[namespaces]]\nname = \"kv\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"redis\"\n\
+             config = {{ url = \"{REDIS_URL}\", key_prefix = \"prism-bench-mcg-kv-{run_id}:\" }}\n\n\
+             [[namespaces]]\nname = \"bus\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n\
+             config = {{ url = \"{NATS_URL}\", subject_prefix = \"prism.benchmcg.\" }}\n",
+            release_binary("libprism_redis.so").display(),
+            release_binary("libprism_nats.so").display(),
+        )
+    };
+    let _gateways = start_gateways(&dir, [("a.toml", config(18980)), ("b.toml", config(18982))])?;
+    // Each case in its own namespace (own registry prefix), so neither sees the other's
+    // identities.
+    let cases = [
+        ("same", "subscribers on the same gateway", "http://127.0.0.1:18980"),
+        ("across", "subscribers on another gateway", "http://127.0.0.1:18982"),
+    ];
+    for (namespace, title, subscribers) in cases {
+        println!(
+            "\n## prism-load multicast (redis registry + nats messaging), Multicast on gateway A, {title}"
+        );
+        prism_load(&[
+            "multicast",
+            "--target",
+            "http://127.0.0.1:18980",
+            "--subscriber-target",
+            subscribers,
+            "--namespace",
+            namespace,
+            "--kv-namespace",
+            "kv",
+            "--pubsub-namespace",
+            "bus",
+        ])?;
+    }
+    Ok(())
+}
