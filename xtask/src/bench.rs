@@ -770,20 +770,28 @@ pub fn objects() -> Result<(), String> {
     ])
 }
 
-/// KV throughput through 1, 2 and 3 gateways over one Redis, in one run: three
+/// KV throughput through 1, 2 and 3 gateways over the Redis Cluster, in one run: three
 /// `prism-load run`s at once (21 calls in flight each) spread over the gateways, summed.
 pub fn gateways() -> Result<(), String> {
-    crate::services::ensure_redis()?;
+    crate::services::ensure_redis_cluster()?;
     let dir = release_build_and_dir("gateways")?;
     let ports = [18980, 18982, 18984];
     let names = ports.map(|port| format!("gateway-{port}.toml"));
+    // The three-master Redis Cluster `cargo xtask test` uses; one namespace per gateway
+    // (each its own hash tag, so the three spread over the masters).
     let configs = [0, 1, 2].map(|n| {
-        let config = gateway_config(Backend::Redis).replace(GATEWAY, &format!("127.0.0.1:{}", ports[n]));
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n\n[plugins.redis]\npath = \"{}\"\n\n\
+             [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"redis\"\n\
+             config = {{ url = \"redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003\", cluster = true, key_prefix = \"prism-bench-{n}:\" }}\n",
+            ports[n],
+            release_binary("libprism_redis.so").display()
+        );
         (names[n].as_str(), config)
     });
     let gateways = start_gateways(&dir, configs)?;
     let pids: Vec<u32> = gateways.iter().map(Background::pid).collect();
-    println!("\n## KV mixed (90% Get) through N gateways over one Redis; 3 prism-load processes x 21 in flight, 8 s rounds");
+    println!("\n## KV mixed (90% Get) through N gateways over the Redis Cluster; 3 prism-load processes x 21 in flight, 8 s rounds");
     println!("| gateways | rounds (req/s) | median | ratio to 1 gateway | gateway CPU s per 100k calls |");
     println!("| --- | --- | --- | --- | --- |");
     let mut single = 0.0;

@@ -14,7 +14,7 @@
 //!   cargo xtask bench tracing    KV Get with every call traced and exported vs no [tracing]
 //!   cargo xtask bench idempotency  Set with a fresh idempotency token vs without
 //!   cargo xtask bench objects    100 MiB SetStream/GetStream through a claim check vs S3 direct
-//!   cargo xtask bench gateways   KV throughput through 1, 2 and 3 gateways over one Redis
+//!   cargo xtask bench gateways   KV throughput through 1, 2 and 3 gateways over the Redis Cluster
 //!   cargo xtask bench multicast-gateways  Multicast to subscribers on the same vs another gateway
 //!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
 //!   cargo xtask dist [--debug] [--out DIR]
