@@ -71,8 +71,11 @@ impl Transactions {
         let mut open = self.lock();
         open.retain(|_, transaction| transaction.expires > now);
         let id = loop {
-            let id = (u64::from(self.tag) << 48) | fastrand::u64(1..1 << 48);
-            if !open.contains_key(&id) {
+            // From the OS's random source, not a fast generator whose next values can be
+            // worked out from ids seen: an id is all it takes to act in a transaction.
+            let random = getrandom::u64().unwrap_or_else(|_| fastrand::u64(..)) & ((1 << 48) - 1);
+            let id = (u64::from(self.tag) << 48) | random;
+            if random != 0 && !open.contains_key(&id) {
                 break id;
             }
         };
