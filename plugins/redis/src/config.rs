@@ -66,6 +66,11 @@ impl Config {
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(PluginError::invalid_argument("tls_cert_file and tls_key_file go together"));
         }
+        if self.cluster && self.key_prefix.is_empty() {
+            return Err(PluginError::invalid_argument(
+                "key_prefix: a Redis Cluster needs one: it is the hash tag that keeps a namespace's keys in one slot (set e.g. key_prefix = \"orders:\")",
+            ));
+        }
         if self.cluster && tls {
             return Err(PluginError::invalid_argument(
                 "cluster: TLS to a Redis Cluster is not supported yet; use redis:// urls",
@@ -100,9 +105,9 @@ impl Config {
         self.url.split(',').map(str::trim).filter(|url| !url.is_empty()).collect()
     }
 
-    /// The client for `url` (for a cluster, its first seed node: pub/sub subscribes
-    /// there, and a cluster forwards every PUBLISH to every node), with the configured
-    /// CA and client certificate for TLS.
+    /// The client for `url` (for a cluster, its first seed node, where pub/sub subscribes
+    /// when it answers: a cluster forwards every PUBLISH to every node), with the
+    /// configured CA and client certificate for TLS.
     pub fn client(&self) -> Result<redis::Client, PluginError> {
         let url = self.urls().first().copied().unwrap_or_default();
         let read = |key: &str, path: &String| {
@@ -122,5 +127,25 @@ impl Config {
             _ => None,
         };
         redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_cluster_needs_a_key_prefix_for_its_hash_tag() {
+        let without = config("url = \"redis://a:6379,redis://b:6379\"\ncluster = true");
+        let error = without.check().unwrap_err();
+        assert!(error.message().contains("key_prefix"), "{}", error.message());
+        let with = config("url = \"redis://a:6379,redis://b:6379\"\ncluster = true\nkey_prefix = \"p:\"");
+        assert!(with.check().is_ok());
+        let list_without_cluster = config("url = \"redis://a:6379,redis://b:6379\"\nkey_prefix = \"p:\"");
+        assert!(list_without_cluster.check().unwrap_err().message().contains("cluster = true"));
     }
 }
