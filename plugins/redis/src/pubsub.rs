@@ -114,7 +114,21 @@ impl Redis {
     }
 
     async fn listen(&self, pattern: &str, wildcard: bool) -> PluginResult<Subscription> {
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(plugin_error)?;
+        // A cluster forwards every PUBLISH to every node: any seed that answers will do.
+        let mut last_error = None;
+        let mut subscribed = None;
+        for client in std::iter::once(&self.client).chain(&self.other_seeds) {
+            match client.get_async_pubsub().await {
+                Ok(pubsub) => {
+                    subscribed = Some(pubsub);
+                    break;
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let Some(mut pubsub) = subscribed else {
+            return Err(plugin_error(last_error.expect("one seed at least was tried")));
+        };
         if wildcard {
             pubsub.psubscribe(glob(&self.keys.channels, pattern)).await.map_err(plugin_error)?;
         } else {

@@ -10,6 +10,8 @@ use crate::Config;
 
 pub struct Redis {
     pub(crate) client: redis::Client,
+    /// A cluster's other seed nodes, for pub/sub when the first does not answer.
+    pub(crate) other_seeds: Vec<redis::Client>,
     pub(crate) connection: Connection,
     /// Distinguishes this instance's message ids from other publishers'.
     pub(crate) instance: u64,
@@ -104,7 +106,11 @@ impl Driver for Redis {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
-        Ok(Redis { client, connection, instance, keys, sweeper })
+        let other_seeds = match config.cluster {
+            true => config.urls()[1..].iter().filter_map(|url| redis::Client::open(*url).ok()).collect(),
+            false => Vec::new(),
+        };
+        Ok(Redis { client, other_seeds, connection, instance, keys, sweeper })
     }
 
     async fn health(&self) -> Health {
