@@ -1,8 +1,12 @@
 # The gateway, its load tool, the conformance runner and every plugin, from the
 # release package `cargo xtask dist` makes (docs/SCALING.md, "Deployment").
 #   docker build -t prism .
-#   docker run -p 8980:8980 -v $PWD/plugins.toml:/etc/prism/plugins.toml prism
-# The default command serves the packaged default config (sqlite under /var/lib/prism/data).
+#   docker run -p 8980:8980 prism                  # the packaged default config
+#   docker run -p 8980:8980 -v $PWD/my.toml:/etc/prism/plugins.toml prism \
+#       serve --config /etc/prism/plugins.toml --listen 0.0.0.0:8980
+# The default config keeps its data under /var/lib/prism/data (writable by the prism
+# user); a mounted config should keep data there too (or on a mounted volume), not next
+# to itself in /etc/prism.
 
 FROM rust:1-bookworm AS build
 # C libraries the plugins link: OpenSSL (kafka's TLS) and the system SQLite (sqlite).

@@ -49,9 +49,19 @@ fn the_deployment_probes_and_ports_match_the_config() {
     assert!(
         config.contains("[admin]\nlisten = \"0.0.0.0:9464\"") && deployment.contains("containerPort: 9464")
     );
-    for path in ["/healthz", "/readyz"] {
-        assert!(deployment.contains(&format!("path: {path}")), "{path} is probed");
-    }
+    assert!(
+        deployment.contains("httpGet: { path: /healthz, port: admin }"),
+        "liveness and startup on /healthz"
+    );
+    assert!(
+        !deployment.contains("startupProbe:\n            httpGet: { path: /readyz"),
+        "a startup probe on readiness would kill new pods while a backend is down"
+    );
+    // Namespaces on one NATS must not share subjects.
+    let prefixes: Vec<&str> =
+        config.lines().filter_map(|line| line.split("subject_prefix = ").nth(1)).collect();
+    let distinct: std::collections::BTreeSet<&&str> = prefixes.iter().collect();
+    assert_eq!(distinct.len(), prefixes.len(), "two namespaces share a subject_prefix: {prefixes:?}");
     // The pod is given longer than the preStop pause plus the server's own grace.
     let grace: u64 = config
         .lines()
