@@ -94,8 +94,8 @@ impl Transactions {
         let tag = (id >> 48) as u16;
         if tag != self.tag {
             return Err(Status::failed_precondition(format!(
-                "transaction {id:x} was begun on another gateway (transaction tag {tag:04x}); this is {}. \
-                 Send all of a transaction's calls to the gateway that began it",
+                "transaction {id:x} was begun on another gateway (transaction tag {tag:04x}), or on this one before it \
+                 restarted; this is {}. Send all of a transaction's calls to the gateway that began it",
                 self.gateway()
             )));
         }
@@ -103,7 +103,7 @@ impl Transactions {
         let Some(transaction) = open.get(&id).filter(|transaction| transaction.expires > Instant::now())
         else {
             return Err(Status::not_found(format!(
-                "transaction {id:x} is not open on {}: it was committed, rolled back or timed out, or begun before this gateway restarted",
+                "transaction {id:x} is not open on {}: it was committed, rolled back or timed out, or never begun here",
                 self.gateway()
             )));
         };
