@@ -350,13 +350,9 @@ impl MulticastRegistryService for MulticastApi {
             let _presence = presence;
             let _messaging = messaging;
             let mut poll = tokio::time::interval(QUEUE_POLL);
-            let mut refresh = tokio::time::interval(presence::REFRESH);
-            refresh.tick().await; // the first tick is now: the announcement was just written
+            let _announcement = announcement;
             loop {
                 tokio::select! {
-                    _ = refresh.tick(), if announcement.is_some() => {
-                        announcement.as_ref().expect("checked").refresh().await;
-                    }
                     batch = live.next_batch(256) => match batch {
                         Some(Ok(batch)) => {
                             for message in batch {

@@ -3,7 +3,9 @@
 //! entry outlives no dead gateway by more than `SHARED_TTL`), each subscription is also
 //! announced in the registry as `mcp/{identity}/{gateway}-{n}`, refreshed while it lasts
 //! and deleted when it ends, so a Multicast on any gateway sharing the registry and the
-//! messaging backend publishes to an identity subscribed on another.
+//! messaging backend publishes to an identity subscribed on another. A gateway killed or
+//! stopped with subscriptions open may not delete theirs: others take those identities
+//! for present until the TTL runs out.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -55,36 +57,47 @@ impl Drop for PresenceGuard {
     }
 }
 
-/// One subscription's announcement in the registry; dropping it deletes the entry.
+/// One subscription's announcement in the registry, refreshed by a task of its own (so a
+/// client that reads slowly cannot hold the refresh back past the TTL); dropping it
+/// stops the refresh and deletes the entry.
 pub struct Announcement {
     registry: Arc<Instance>,
     key: String,
+    refresher: tokio::task::AbortHandle,
 }
 
 impl Announcement {
     /// Announces `identity` on this gateway, when the registry can expire entries.
     pub async fn start(registry: &Arc<Instance>, identity: &str, subscription: &str) -> Option<Announcement> {
         registry.keyvalue_ttl()?;
-        let announcement = Announcement {
-            registry: registry.clone(),
-            key: format!("{SHARED_PREFIX}{identity}/{subscription}"),
-        };
-        announcement.refresh().await;
-        Some(announcement)
+        let key = format!("{SHARED_PREFIX}{identity}/{subscription}");
+        write(registry, &key).await;
+        let (task_registry, task_key) = (registry.clone(), key.clone());
+        let refresher = tokio::spawn(async move {
+            let mut every = tokio::time::interval(REFRESH);
+            every.tick().await; // the first tick is now: just written
+            loop {
+                every.tick().await;
+                write(&task_registry, &task_key).await;
+            }
+        })
+        .abort_handle();
+        Some(Announcement { registry: registry.clone(), key, refresher })
     }
+}
 
-    /// Writes the entry again with a fresh TTL. A failure is logged: the subscription
-    /// still works on this gateway, others may queue for it meanwhile.
-    pub async fn refresh(&self) {
-        let Some(ttl) = self.registry.keyvalue_ttl() else { return };
-        if let Err(error) = ttl.set_with_ttl(&self.key, Vec::new(), SHARED_TTL).await {
-            tracing::warn!(key = %self.key, %error, "cannot announce a multicast subscription in the registry");
-        }
+/// Writes an announcement with a fresh TTL. A failure is logged: the subscription still
+/// works on this gateway, others may queue for it meanwhile.
+async fn write(registry: &Instance, key: &str) {
+    let Some(ttl) = registry.keyvalue_ttl() else { return };
+    if let Err(error) = ttl.set_with_ttl(key, Vec::new(), SHARED_TTL).await {
+        tracing::warn!(key, %error, "cannot announce a multicast subscription in the registry");
     }
 }
 
 impl Drop for Announcement {
     fn drop(&mut self) {
+        self.refresher.abort();
         let (registry, key) = (self.registry.clone(), std::mem::take(&mut self.key));
         tokio::spawn(async move {
             if let Some(basic) = registry.keyvalue_basic() {
