@@ -177,10 +177,20 @@ pub fn ensure_redis_cluster() -> Result<(), String> {
     if reachable("127.0.0.1:7001") && state() {
         return Ok(());
     }
+    // Nodes left from a cluster that never formed (or lost a node) refuse to join a new
+    // one ("node is not empty"): stop them and start over.
     for port in PORTS {
         if reachable(&format!("127.0.0.1:{port}")) {
-            continue;
+            let mut stop = Command::new("redis-cli");
+            stop.args(["-p", &port.to_string(), "shutdown", "nosave"]);
+            let _ = stop.output();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while reachable(&format!("127.0.0.1:{port}")) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
+    }
+    for port in PORTS {
         let dir = std::env::temp_dir().join(format!("prism-redis-cluster-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
