@@ -123,19 +123,13 @@ impl ClaimCheck {
     }
 
     /// Opens the payload behind a reference as a checked stream of chunks; `None` when
-    /// its object is gone (see [`gone`]).
+    /// its object is gone (the caller decides: read the key again, or [`gone`]).
     pub async fn try_open(&self, reference: Reference) -> Result<Option<Payload>, Status> {
         let object = self.owned(&reference)?;
         let Some((_, chunks)) = self.objects()?.get(object).await.map_err(plugin_status)? else {
             return Ok(None);
         };
         Ok(Some(Payload { chunks, reference, hasher: Sha256::new(), read: 0 }))
-    }
-
-    /// Like [`ClaimCheck::try_open`]; a gone object is `DATA_LOSS`.
-    pub async fn open(&self, reference: Reference) -> Result<Payload, Status> {
-        let size = reference.size;
-        self.try_open(reference).await?.ok_or_else(|| gone(size))
     }
 
     /// The whole payload a stored value stands for: the value itself unless it is a
