@@ -843,16 +843,23 @@ async fn replace_claimed(
     value: Vec<u8>,
     ttl: Option<std::time::Duration>,
 ) -> Result<(), Status> {
-    let previous = stored(namespace, store, key).await?.map(|(value, _)| value);
-    match write_value(namespace, store, key, value.clone(), ttl).await {
+    // Only references matter here, and they are small: a plain value is never copied.
+    let written_reference = Reference::decode(&value).is_some().then(|| value.clone());
+    let previous_reference = stored(namespace, store, key)
+        .await?
+        .map(|(value, _)| value)
+        .filter(|value| Reference::decode(value).is_some());
+    match write_value(namespace, store, key, value, ttl).await {
         Ok(()) => {
-            if previous.as_deref() != Some(&value[..]) {
-                claim.release(previous.as_deref()).await;
+            if previous_reference.is_some() && previous_reference != written_reference {
+                claim.release(previous_reference.as_deref()).await;
             }
             Ok(())
         }
         Err(status) => {
-            claim.abandon(&value, &status).await;
+            if let Some(reference) = &written_reference {
+                claim.abandon(reference, &status).await;
+            }
             Err(status)
         }
     }
