@@ -25,11 +25,20 @@ struct Open {
     expires: Instant,
 }
 
+/// How often `begin` drops the entries of transactions that timed out.
+const PURGE_EVERY: Duration = Duration::from_secs(1);
+
 /// The open transactions this gateway handed out.
 pub struct Transactions {
     tag: u16,
     gateway: String,
-    open: Mutex<HashMap<u64, Open>>,
+    open: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    open: HashMap<u64, Open>,
+    purged_at: Option<Instant>,
 }
 
 impl Default for Transactions {
@@ -55,7 +64,7 @@ impl Transactions {
         format!("{} (transaction tag {:04x})", self.gateway, self.tag)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -68,8 +77,13 @@ impl Transactions {
         timeout: Duration,
     ) -> u64 {
         let now = Instant::now();
-        let mut open = self.lock();
-        open.retain(|_, transaction| transaction.expires > now);
+        let mut table = self.lock();
+        // At most once a second, not on every begin: the table can hold many.
+        if table.purged_at.is_none_or(|at| now.duration_since(at) >= PURGE_EVERY) {
+            table.open.retain(|_, transaction| transaction.expires > now);
+            table.purged_at = Some(now);
+        }
+        let open = &mut table.open;
         let id = loop {
             // From the OS's random source, not a fast generator whose next values can be
             // worked out from ids seen: an id is all it takes to act in a transaction.
@@ -99,8 +113,9 @@ impl Transactions {
                 self.gateway()
             )));
         }
-        let open = self.lock();
-        let Some(transaction) = open.get(&id).filter(|transaction| transaction.expires > Instant::now())
+        let table = self.lock();
+        let Some(transaction) =
+            table.open.get(&id).filter(|transaction| transaction.expires > Instant::now())
         else {
             return Err(Status::not_found(format!(
                 "transaction {id:x} is not open on {}: it was committed, rolled back or timed out, or never begun here",
@@ -123,7 +138,7 @@ impl Transactions {
 
     /// Forgets a transaction the plugin has ended (committed, rolled back, or refused).
     pub fn end(&self, id: u64) {
-        self.lock().remove(&id);
+        self.lock().open.remove(&id);
     }
 }
 
