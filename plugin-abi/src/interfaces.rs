@@ -69,6 +69,21 @@ impl Interface {
     }
 }
 
+/// By its wire name, so a reader that does not know an interface fails on its name.
+impl serde::Serialize for Interface {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Interface {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Interface::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown interface '{name}'")))
+    }
+}
+
 impl fmt::Display for Interface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

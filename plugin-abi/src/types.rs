@@ -1,9 +1,11 @@
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::Interface;
 
 /// How an instance feels about its backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthStatus {
     Serving,
     /// Working, but impaired (e.g. reconnecting, near a capacity limit).
@@ -11,7 +13,7 @@ pub enum HealthStatus {
     Unhealthy,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub status: HealthStatus,
     pub message: String,
@@ -30,14 +32,14 @@ impl Health {
 }
 
 /// One page of a prefix scan. `next_cursor` is `None` when the scan is complete.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanPage {
     pub entries: Vec<(String, Vec<u8>)>,
     pub next_cursor: Option<String>,
 }
 
 /// The time-to-live state of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyTtl {
     Missing,
     NoExpiry,
@@ -45,14 +47,14 @@ pub enum KeyTtl {
 }
 
 /// A value with the version that CAS operations compare against.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
     pub value: Vec<u8>,
     pub version: u64,
 }
 
 /// The result of a compare-and-swap (or a versioned delete).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CasResult {
     /// The write happened; `version` is the key's new version (0 after a delete).
     Swapped { version: u64 },
@@ -61,12 +63,12 @@ pub enum CasResult {
 }
 
 /// A transaction opened with `KeyValueTransactional::begin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TransactionId(pub u64);
 
 /// A message handed out by a queue. `receipt` identifies this delivery: ack, nack and
 /// extend take it, and it stops working once the message is redelivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct QueueMessage {
     pub id: String,
     pub payload: Vec<u8>,
@@ -77,21 +79,21 @@ pub struct QueueMessage {
 }
 
 /// One page of dead letters; `next_cursor` is `None` at the end.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadLetterPage {
     pub messages: Vec<QueueMessage>,
     pub next_cursor: Option<String>,
 }
 
 /// Which end of a list an operation works on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListEnd {
     Left,
     Right,
 }
 
 /// A plugin's metadata table, as the host sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
     pub name: String,
     pub version: String,
@@ -112,7 +114,7 @@ pub struct Metadata {
 }
 
 /// One key of a plugin's slot config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ConfigKey {
     pub name: String,
     /// e.g. `integer`, `string`, `boolean`, `string | null`.
@@ -131,7 +133,7 @@ impl Metadata {
 }
 
 /// A published message, as a subscriber receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub id: String,
     pub topic: String,
@@ -176,7 +178,7 @@ impl<T: Send + 'static> Feed<T> {
 }
 
 /// What an object store knows of an object (ABI 1.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectInfo {
     /// Its length in bytes.
     pub size: u64,
@@ -192,7 +194,7 @@ pub struct ObjectRead {
 }
 
 /// A record to append to a stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewRecord {
     /// Records with the same key go to the same partition; `None` lets the plugin spread them.
     pub key: Option<Vec<u8>>,
@@ -201,7 +203,7 @@ pub struct NewRecord {
 }
 
 /// Where an appended record landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub partition: u32,
     pub offset: u64,
@@ -209,7 +211,7 @@ pub struct Appended {
 }
 
 /// A record read back from a stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct StreamRecord {
     pub partition: u32,
     pub offset: u64,
@@ -222,7 +224,7 @@ pub struct StreamRecord {
 }
 
 /// The offsets of one partition: records live at `earliest..next`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
     pub partition: u32,
     pub earliest: u64,
@@ -233,7 +235,7 @@ pub struct PartitionOffsets {
 /// An ack id that names the group member a record was delivered to, its partition and
 /// offset (`<member>:<partition>:<offset>`): for plugins whose commits must go through
 /// the member that owns the partition. Ack ids are opaque to clients and the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberAck {
     pub member: u64,
     pub partition: u32,
@@ -277,7 +279,7 @@ impl MemberAck {
 }
 
 /// What a consumer-group member receives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum GroupEvent {
     /// The partitions this member now owns (after joining and after every rebalance).
     /// Records of partitions it no longer owns stop arriving; uncommitted ones go to the new owner.

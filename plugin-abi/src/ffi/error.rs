@@ -4,7 +4,7 @@ use abi_stable::{std_types::RString, StableAbi};
 
 /// What went wrong, in terms that map 1:1 onto gRPC status codes.
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ErrorCode {
     NotFound = 1,
     InvalidArgument = 2,
@@ -93,3 +93,25 @@ impl fmt::Display for PluginError {
 }
 
 impl std::error::Error for PluginError {}
+
+/// The error's plain form, for hosts that carry it over a process boundary.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PlainError {
+    code: ErrorCode,
+    message: String,
+    retryable: bool,
+}
+
+impl serde::Serialize for PluginError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        PlainError { code: self.code, message: self.message.to_string(), retryable: self.retryable }
+            .serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PluginError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let plain = PlainError::deserialize(deserializer)?;
+        Ok(PluginError::new(plain.code, plain.message).with_retryable(plain.retryable))
+    }
+}

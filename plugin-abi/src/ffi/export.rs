@@ -114,6 +114,21 @@ macro_rules! export_interfaces {
             }
         )*
 
+        /// A driver that implements every interface: what a host builds in itself to stand
+        /// in for a plugin that runs elsewhere (process isolation's proxy).
+        pub trait EveryInterface: Driver $(+ crate::$variant)* {}
+
+        impl<D: Driver $(+ crate::$variant)*> EveryInterface for D {}
+
+        /// Registers the `listed` interfaces of a driver that implements them all.
+        fn register_listed<D: EveryInterface>(parts: &mut InstanceParts<D>, listed: &[crate::Interface]) {
+            $(
+                if listed.contains(&crate::Interface::$variant) {
+                    <markers::$variant as Register<D>>::register(parts);
+                }
+            )*
+        }
+
         /// One constructor per interface the driver registered; `None` = not provided.
         struct Provided<D> {
             $($slot: Option<fn(Adapter<D>) -> $object>,)*
@@ -582,6 +597,20 @@ fn create_instance<D: Exported>(
         let object = InstanceObject { adapter: parts.adapter, provided: parts.provided };
         ROk(FfiInstance_TO::from_value(object, TD_Opaque))
     })
+}
+
+/// An instance of a driver the host built itself, providing the `listed` interfaces.
+pub(crate) fn local_instance<D: EveryInterface>(
+    driver: D,
+    name: &str,
+    listed: &[crate::Interface],
+) -> PluginResult<InstanceBox> {
+    let runtime = Arc::new(PluginRuntime::new(name, 1, None)?);
+    let adapter = Adapter { driver: Arc::new(driver), runtime };
+    let mut parts = InstanceParts { adapter, provided: Provided::default() };
+    register_listed(&mut parts, listed);
+    let object = InstanceObject { adapter: parts.adapter, provided: parts.provided };
+    Ok(FfiInstance_TO::from_value(object, TD_Opaque))
 }
 
 fn pump_feed<D, T: Send + 'static>(

@@ -216,7 +216,18 @@ impl Calls<'_> {
     }
 }
 
+pub use crate::ffi::export::EveryInterface;
+
 impl Instance {
+    /// An instance served by `driver`, a driver built into the host itself rather than
+    /// loaded from a library (process isolation's proxy, which forwards every call to the
+    /// plugin's own process). It provides exactly `metadata`'s interfaces.
+    pub fn from_driver<D: EveryInterface>(driver: D, metadata: Metadata) -> PluginResult<Instance> {
+        let object = ffi::export::local_instance(driver, &metadata.name, &metadata.interfaces)?;
+        let interfaces = Interfaces::of(&object);
+        Ok(Instance { object, interfaces, metadata, observer: None })
+    }
+
     /// Reports every interface call from now on to `observer`.
     pub fn observe_calls(&mut self, observer: Arc<dyn CallObserver>) {
         self.observer = Some(observer);
