@@ -133,6 +133,20 @@ pub struct PluginEntry {
     pub path: PathBuf,
     /// Optional SHA-256 (hex) the library file must match.
     pub sha256: Option<String>,
+    /// Where its instances run: `in_process` (the default) or `process` (a supervised
+    /// child per instance, so a crash costs only that instance's calls).
+    #[serde(default)]
+    pub isolation: crate::isolation::Isolation,
+    /// Limits and restart policy of its processes (with `isolation = "process"`).
+    pub process: Option<crate::isolation::ProcessSettings>,
+}
+
+impl PluginEntry {
+    /// The process settings when the plugin runs isolated, `None` in process.
+    pub fn process_settings(&self) -> Option<crate::isolation::ProcessSettings> {
+        (self.isolation == crate::isolation::Isolation::Process)
+            .then(|| self.process.clone().unwrap_or_default())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -424,6 +438,19 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
                 "plugin names are 1-64 characters of letters, digits, '-', '_' and '.'",
                 "rename the table",
             ));
+        }
+        match (&plugin.process, plugin.isolation) {
+            (Some(_), crate::isolation::Isolation::InProcess) => errors.push(ConfigError::new(
+                format!("plugins.{name}.process"),
+                "process limits apply only to a plugin that runs in its own process",
+                "add isolation = \"process\" to the plugin's table, or remove its [process] table",
+            )),
+            (Some(settings), crate::isolation::Isolation::Process) => {
+                for (key, message, fix) in settings.problems() {
+                    errors.push(ConfigError::new(format!("plugins.{name}.process.{key}"), message, fix));
+                }
+            }
+            (None, _) => {}
         }
         if let Some(pin) = &plugin.sha256 {
             if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {

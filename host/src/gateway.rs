@@ -26,6 +26,8 @@ pub struct BoundSlot {
     pub slot: &'static Slot,
     pub plugin: Arc<LoadedPlugin>,
     pub instance: Arc<Instance>,
+    /// The supervisor of the instance's process (`isolation = "process"`).
+    pub process: Option<Arc<crate::isolation::Supervisor>>,
     /// The slot's `config` table as the plugin got it, and where the binding is in the
     /// config file: what a reload compares, and recreates the instance from.
     pub config_toml: String,
@@ -149,6 +151,12 @@ impl Namespace {
         *self.retired.borrow()
     }
 
+    /// Whether a slot's plugin process is being restarted by its supervisor, or was
+    /// given up on after crashing too often.
+    pub fn process_recovering(&self) -> bool {
+        self.slots.iter().any(|bound| bound.process.as_ref().is_some_and(|process| process.recovering()))
+    }
+
     /// Marks the namespace replaced: streams opened on it end.
     pub fn retire(&self) {
         self.retired.send_replace(true);
@@ -167,7 +175,7 @@ impl Namespace {
         let mut slots: Vec<BoundSlot> = Vec::new();
         for slot in resolved.slots {
             match slot.plugin.plugin.create_in(&slot.config_toml, &resolved.name).await {
-                Ok(mut instance) => {
+                Ok((mut instance, process)) => {
                     if let Some(observer) = crate::observe::plugin_observer(&slot.plugin.name) {
                         instance.observe_calls(observer);
                     }
@@ -175,6 +183,7 @@ impl Namespace {
                         slot: slot.slot,
                         plugin: slot.plugin,
                         instance: Arc::new(instance),
+                        process,
                         config_toml: slot.config_toml,
                         key: slot.key,
                     })

@@ -64,7 +64,9 @@ pub async fn supervise(
             if public {
                 reporter.set_service_status(&namespace.name, status).await;
             }
-            if health.status != HealthStatus::Unhealthy {
+            // A plugin process being restarted (or given up on after a crash loop) is its
+            // supervisor's to recover: recreating the namespace would undo the crash-loop stop.
+            if health.status != HealthStatus::Unhealthy || namespace.process_recovering() {
                 failing.remove(&namespace.name);
                 continue;
             }

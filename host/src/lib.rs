@@ -15,6 +15,7 @@ pub mod filter;
 pub mod gateway;
 pub mod health;
 pub mod idempotency;
+pub mod isolation;
 pub mod loader;
 pub mod observe;
 pub mod oversize;

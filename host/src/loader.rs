@@ -99,7 +99,12 @@ impl Loader {
                 if refused.pin { format!("plugins.{name}.sha256") } else { format!("plugins.{name}.path") };
             ConfigError::new(key, refused.message, refused.fix)
         })?;
-        Ok(LoadedPlugin { name: name.to_owned(), plugin, sha256, source: path.to_path_buf() })
+        Ok(LoadedPlugin {
+            name: name.to_owned(),
+            plugin: crate::isolation::Library::InProcess(plugin),
+            sha256,
+            source: path.to_path_buf(),
+        })
     }
 
     /// Opens a library named on the command line with the same checks as a configured
@@ -117,6 +122,67 @@ impl Loader {
         pin: Option<&str>,
         configs: &[String],
     ) -> Result<(Plugin, String), Refused> {
+        let (sha256, size) = self.vet(path, pin)?;
+        let plugin = self.open(path, &sha256, size, configs).map_err(refused_open)?;
+        Ok((plugin, sha256))
+    }
+
+    /// Loads a configured plugin that runs in its own processes: the same checks and
+    /// private copy, then a probe child reports its metadata and checks `configs`. This
+    /// process never opens the library.
+    pub(crate) fn load_isolated(
+        &self,
+        name: &str,
+        path: &Path,
+        pin: Option<&str>,
+        configs: &[String],
+        settings: crate::isolation::ProcessSettings,
+    ) -> Result<LoadedPlugin, ConfigError> {
+        let inspected = self.inspect_isolated(path, pin, configs);
+        crate::observe::count_library_load(name, inspected.is_ok());
+        let (copy, sha256, report) = inspected.map_err(|refused| {
+            let key =
+                if refused.pin { format!("plugins.{name}.sha256") } else { format!("plugins.{name}.path") };
+            ConfigError::new(key, refused.message, refused.fix)
+        })?;
+        let binary = self.prober.clone().unwrap_or_default();
+        let library =
+            crate::isolation::IsolatedLibrary::new(copy, binary, name.to_owned(), settings, report, configs);
+        Ok(LoadedPlugin {
+            name: name.to_owned(),
+            plugin: crate::isolation::Library::Isolated(std::sync::Arc::new(library)),
+            sha256,
+            source: path.to_path_buf(),
+        })
+    }
+
+    fn inspect_isolated(
+        &self,
+        path: &Path,
+        pin: Option<&str>,
+        configs: &[String],
+    ) -> Result<(PathBuf, String, crate::isolation::ProbeReport), Refused> {
+        let Some(binary) = &self.prober else {
+            return Err(Refused::new(
+                "process isolation needs the prism binary to start plugin processes, and it cannot be found",
+                "run the gateway from its installed binary",
+            ));
+        };
+        let (sha256, _) = self.vet(path, pin)?;
+        let copy = self.private_copy(path, &sha256).map_err(refused_open)?;
+        let report = crate::isolation::probe_report(binary, &copy, configs, self.probe_instances).map_err(|message| {
+            let _ = std::fs::remove_file(&copy);
+            Refused::new(
+                message.replace(&copy.display().to_string(), &path.display().to_string()),
+                "check that the file is a complete plugin library built with plugin_abi::export_plugin! against this host's ABI (see docs/PLUGIN_ABI.md)",
+            )
+        })?;
+        Ok((copy, sha256, report))
+    }
+
+    /// The checks before anything opens a library: a regular file of bounded size, not
+    /// writable by others, matching its pin. Returns its SHA-256 and size.
+    fn vet(&self, path: &Path, pin: Option<&str>) -> Result<(String, u64), Refused> {
         let shown = path.display();
         let size = plugin_file_size(path).map_err(|message| Refused::new(
             message,
@@ -152,28 +218,7 @@ impl Loader {
             }
             _ => {}
         }
-        let plugin = self.open(path, &sha256, size, configs).map_err(|error| match error {
-            OpenError::Load(error) => {
-                let fix = match &error {
-                    LoadError::IncompatibleAbi { .. } => &format!(
-                        "rebuild the plugin against plugin-abi {}.x, the ABI this host speaks (see docs/PLUGIN_ABI.md)",
-                        plugin_abi::ABI_VERSION.split('.').next().unwrap_or_default()
-                    ),
-                    LoadError::NotAPlugin { .. } => "point path at a library built with plugin_abi::export_plugin!",
-                    LoadError::MissingDependency { .. } => {
-                        "install (or upgrade) the system library that provides the symbol, or rebuild the plugin against the one installed"
-                    }
-                    LoadError::Open { .. } => "check that the file is a complete shared library for this platform",
-                };
-                let detail = match &error {
-                    LoadError::IncompatibleAbi { detail, .. } => Some(detail.clone()),
-                    _ => None,
-                };
-                Refused { detail, ..Refused::new(error.to_string(), fix) }
-            }
-            OpenError::Other { message, fix } => Refused::new(message, fix),
-        })?;
-        Ok((plugin, sha256))
+        Ok((sha256, size))
     }
 
     /// Copies the library to `<cache>/<sha256>.so`, probes it in a child process, and
@@ -316,6 +361,30 @@ enum OpenError {
     Other { message: String, fix: String },
 }
 
+fn refused_open(error: OpenError) -> Refused {
+    match error {
+        OpenError::Load(error) => {
+            let fix = match &error {
+                LoadError::IncompatibleAbi { .. } => &format!(
+                    "rebuild the plugin against plugin-abi {}.x, the ABI this host speaks (see docs/PLUGIN_ABI.md)",
+                    plugin_abi::ABI_VERSION.split('.').next().unwrap_or_default()
+                ),
+                LoadError::NotAPlugin { .. } => "point path at a library built with plugin_abi::export_plugin!",
+                LoadError::MissingDependency { .. } => {
+                    "install (or upgrade) the system library that provides the symbol, or rebuild the plugin against the one installed"
+                }
+                LoadError::Open { .. } => "check that the file is a complete shared library for this platform",
+            };
+            let detail = match &error {
+                LoadError::IncompatibleAbi { detail, .. } => Some(detail.clone()),
+                _ => None,
+            };
+            Refused { detail, ..Refused::new(error.to_string(), fix) }
+        }
+        OpenError::Other { message, fix } => Refused::new(message, fix),
+    }
+}
+
 /// Why a library was refused: what is wrong with it and how to fix it.
 struct Refused {
     message: String,
@@ -411,7 +480,7 @@ fn default_cache_dir() -> PathBuf {
 }
 
 #[cfg(unix)]
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let metadata = std::fs::metadata(dir)?;
@@ -430,7 +499,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 

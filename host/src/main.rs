@@ -87,6 +87,24 @@ enum Command {
         configs_on_stdin: bool,
         #[arg(long)]
         run_instance: bool,
+        /// Print the metadata and each config's verdict as JSON (for process isolation).
+        #[arg(long)]
+        report: bool,
+    },
+    /// Internal: serve one plugin instance for a gateway (`isolation = "process"`).
+    #[command(hide = true)]
+    PluginHost {
+        /// The gateway's socket.
+        #[arg(long)]
+        connect: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        memory_limit_mb: u64,
+        #[arg(long, default_value_t = 0)]
+        cpu_time_limit_s: u64,
+        #[arg(long, default_value_t = 4096)]
+        max_open_files: u64,
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -225,8 +243,17 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status(&args.into()),
         Command::Reload(args) => commands::reload(&args.into()),
         Command::Auth { command: AuthCommand::NewApiKey { name } } => commands::new_api_key(&name),
-        Command::ProbePlugin { path, configs_on_stdin, run_instance } => {
-            commands::probe_plugin(&path, configs_on_stdin, run_instance)
+        Command::ProbePlugin { path, configs_on_stdin, run_instance, report } => {
+            commands::probe_plugin(&path, configs_on_stdin, run_instance, report)
+        }
+        Command::PluginHost { connect, memory_limit_mb, cpu_time_limit_s, max_open_files, user } => {
+            let limits = prism_host::isolation::child::ChildLimits {
+                memory_limit_mb,
+                cpu_time_limit_s,
+                max_open_files,
+                user,
+            };
+            prism_host::isolation::child::run(connect, limits).map_err(commands::CommandError::Failed)
         }
     };
     match result {

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use plugin_abi::host::Plugin;
 use plugin_abi::Metadata;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
@@ -18,7 +17,7 @@ use crate::patterns::{self, Pattern, Slot};
 pub struct LoadedPlugin {
     /// The name the config gives it.
     pub name: String,
-    pub plugin: Plugin,
+    pub plugin: crate::isolation::Library,
     pub sha256: String,
     /// The configured library file (the plugin itself runs from a private copy).
     pub source: PathBuf,
@@ -88,12 +87,18 @@ pub fn resolve_reusing(
             loaded.source == path
                 && entry.sha256.as_deref().is_none_or(|pin| pin.eq_ignore_ascii_case(&loaded.sha256))
                 && sha256_file(&path).is_ok_and(|sha| sha == loaded.sha256)
+                && loaded.plugin.process_settings() == entry.process_settings().as_ref()
         });
         if let Some(loaded) = unchanged {
             plugins.insert(name.clone(), loaded.clone());
             continue;
         }
-        match loader.load_plugin(name, &path, entry.sha256.as_deref(), &slot_configs(&config, name)) {
+        let configs = slot_configs(&config, name);
+        let loaded = match entry.process_settings() {
+            Some(settings) => loader.load_isolated(name, &path, entry.sha256.as_deref(), &configs, settings),
+            None => loader.load_plugin(name, &path, entry.sha256.as_deref(), &configs),
+        };
+        match loaded {
             Ok(plugin) => {
                 for unknown in &plugin.plugin.metadata().unknown_interfaces {
                     tracing::warn!(plugin = %name, interface = %unknown, "plugin declares an interface this host does not know; ignoring it");

@@ -10,7 +10,12 @@ use super::{invalid, CommandResult};
 /// How long the probe gives one instance to start, answer health and shut down.
 const PROBE_INSTANCE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn probe_plugin(path: &std::path::Path, configs_on_stdin: bool, run_instance: bool) -> CommandResult {
+pub fn probe_plugin(
+    path: &std::path::Path,
+    configs_on_stdin: bool,
+    run_instance: bool,
+    report: bool,
+) -> CommandResult {
     let plugin = Plugin::load(path).map_err(invalid)?;
     let configs: Vec<String> = if configs_on_stdin {
         serde_json::from_reader(std::io::stdin())
@@ -18,12 +23,32 @@ pub fn probe_plugin(path: &std::path::Path, configs_on_stdin: bool, run_instance
     } else {
         Vec::new()
     };
+    if report {
+        // Each config's verdict goes in the report: a rejected one is the caller's to word.
+        let config_errors = configs
+            .iter()
+            .map(|config| plugin.check_config(config).err().map(|error| error.message().to_owned()))
+            .collect();
+        let runnable: Vec<String> =
+            configs.iter().filter(|config| plugin.check_config(config).is_ok()).cloned().collect();
+        run_one_instance(&plugin, &runnable, run_instance)?;
+        let report = crate::isolation::ProbeReport { metadata: plugin.metadata().clone(), config_errors };
+        println!("{}", serde_json::to_string(&report).map_err(|e| invalid(e.to_string()))?);
+        return Ok(());
+    }
     for config in &configs {
         plugin
             .check_config(config)
             .map_err(|error| invalid(format!("config rejected: {}", error.message())))?;
     }
-    // An exclusive plugin's running instance holds what a second one would need.
+    run_one_instance(&plugin, &configs, run_instance)?;
+    println!("{} {}", plugin.metadata().name, plugin.metadata().version);
+    Ok(())
+}
+
+/// Creates, health-checks and shuts down one instance with the first config (unless the
+/// plugin is exclusive: its running instance holds what a second one would need).
+fn run_one_instance(plugin: &Plugin, configs: &[String], run_instance: bool) -> CommandResult {
     if let Some(config) = configs.first().filter(|_| run_instance && !plugin.metadata().exclusive) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -42,6 +67,5 @@ pub fn probe_plugin(path: &std::path::Path, configs_on_stdin: bool, run_instance
             Err(_) => {}
         }
     }
-    println!("{} {}", plugin.metadata().name, plugin.metadata().version);
     Ok(())
 }
