@@ -113,6 +113,25 @@ pub fn render_status(status: &crate::api::GetReloadStatusResponse) -> String {
             format!("{} sha256 {}", plugin.version, plugin.sha256)
         };
         out.push_str(&format!("  {}: {running}\n    path: {}\n", plugin.name, plugin.path));
+        if plugin.isolation == "process" {
+            out.push_str("    isolation: process\n");
+        }
+        for process in &plugin.processes {
+            let pid = if process.pid == 0 { String::new() } else { format!(" pid {}", process.pid) };
+            let memory = if process.rss_bytes == 0 {
+                String::new()
+            } else {
+                format!(", {:.1} MiB resident", process.rss_bytes as f64 / (1024.0 * 1024.0))
+            };
+            out.push_str(&format!(
+                "    process {}/{}: {}{pid}, {} restarts{memory}{}\n",
+                process.namespace,
+                process.slot,
+                process.state.replace('_', " "),
+                process.restarts,
+                if process.message.is_empty() { String::new() } else { format!(": {}", process.message) }
+            ));
+        }
         if let Some(last) = &plugin.last {
             out.push_str(&format!(
                 "    last load: {} {}: {}\n",

@@ -34,6 +34,27 @@ pub fn health_name(status: HealthStatus) -> &'static str {
     }
 }
 
+/// The supervised processes running instances of plugin `name`.
+fn processes_of(routing: &crate::gateway::Routing, name: &str) -> Vec<crate::api::PluginProcess> {
+    let mut found = Vec::new();
+    for namespace in routing.namespaces.values() {
+        for bound in namespace.slots.iter().filter(|bound| bound.plugin.name == name) {
+            let Some(process) = &bound.process else { continue };
+            let status = process.status();
+            found.push(crate::api::PluginProcess {
+                namespace: status.namespace,
+                slot: bound.slot.name.to_owned(),
+                state: status.state.to_owned(),
+                pid: status.pid.unwrap_or_default(),
+                restarts: status.restarts,
+                message: crate::secrets::redact(&status.message).into_owned(),
+                rss_bytes: status.rss_bytes.unwrap_or_default(),
+            });
+        }
+    }
+    found
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn list_plugins(
@@ -118,6 +139,11 @@ impl AdminService for AdminApi {
                 sha256: loaded.sha256.clone(),
                 path: loaded.source.display().to_string(),
                 last: status.plugins.get(&loaded.name).cloned().map(outcome),
+                isolation: match loaded.plugin.isolation() {
+                    crate::isolation::Isolation::InProcess => "in_process".into(),
+                    crate::isolation::Isolation::Process => "process".into(),
+                },
+                processes: processes_of(&routing, &loaded.name),
             })
             .collect();
         for (name, last) in &status.plugins {
