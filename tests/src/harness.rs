@@ -89,6 +89,7 @@ pub fn with_plugin_paths(config: &str) -> String {
     for (placeholder, library) in [
         ("{memstore}", "prism_memstore"),
         ("{panicking}", "prism_fixture_panicking"),
+        ("{crashing}", "prism_fixture_crashing"),
         ("{abi_1_0}", "prism_fixture_abi_1_0"),
         ("{abi_next}", "prism_fixture_abi_next"),
         ("{exclusive}", "prism_fixture_exclusive"),
@@ -276,6 +277,20 @@ impl Server {
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Server {
+    /// How the server process ended, once it has (`None` if it still runs after `timeout`).
+    pub fn wait_exit_status(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

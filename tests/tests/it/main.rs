@@ -22,6 +22,7 @@ mod e2e_sqlite;
 mod e2e_stream;
 mod gateways;
 mod idempotency;
+mod isolation;
 mod jwks_server;
 mod limits;
 mod observe;
