@@ -97,13 +97,37 @@ impl Keys {
 pub struct Target {
     pub plugin: Plugin,
     pub config: String,
+    path: std::path::PathBuf,
+    /// With process isolation: the `prism` binary whose `plugin-host` runs each instance.
+    process: Option<std::path::PathBuf>,
 }
 
 impl Target {
     pub fn load(path: &Path, config: &str) -> Result<Target, String> {
         let plugin = Plugin::load(path).map_err(|e| e.to_string())?;
         plugin.check_config(config).map_err(|e| format!("the plugin rejected the config: {e}"))?;
-        Ok(Target { plugin, config: config.to_owned() })
+        Ok(Target { plugin, config: config.to_owned(), path: path.to_path_buf(), process: None })
+    }
+
+    /// Runs every instance in its own process (`isolation = "process"`), started by
+    /// `prism`, the gateway binary at that path.
+    pub fn in_processes_of(mut self, prism: &Path) -> Target {
+        self.process = Some(prism.to_path_buf());
+        self
+    }
+
+    /// A fresh instance, in this process or in a child of its own.
+    pub async fn create(&self) -> Result<Instance, plugin_abi::PluginError> {
+        let Some(prism) = &self.process else { return self.plugin.create(&self.config).await };
+        let spec = prism_host::isolation::ProcessSpec {
+            binary: prism.clone(),
+            library: self.path.clone(),
+            plugin: self.plugin.metadata().name.clone(),
+            namespace: "acceptance".into(),
+            config: self.config.clone(),
+            settings: Default::default(),
+        };
+        Ok(prism_host::isolation::start_instance(spec).await?.0)
     }
 }
 
@@ -119,7 +143,7 @@ pub struct SuiteReport {
 pub async fn run_suite(target: &Target, interface: Interface) -> SuiteReport {
     let mut report = SuiteReport::default();
     for case in suite_for(interface) {
-        let instance = match target.plugin.create(&target.config).await {
+        let instance = match target.create().await {
             Ok(instance) => Arc::new(instance),
             Err(error) => {
                 report.failed.push((case.name, format!("could not create an instance: {error}")));

@@ -1,10 +1,12 @@
-//! Every plugin runs the acceptance suite of every interface it declares.
+//! Every plugin runs the acceptance suite of every interface it declares, in process
+//! and, where its row lists `process`, with every instance in a child process of its
+//! own (`isolation = "process"`): the same library must keep the same promises.
 //! Adding a backend is one `plugin_suites!` line.
 
 use plugin_abi::Interface;
 use prism_acceptance::{harness, run_suite, Target};
 
-async fn prove(library: &str, config: &str, interface: Interface) {
+async fn prove(library: &str, config: &str, interface: Interface, isolation: &str) {
     let mut backends: Vec<harness::Backend> = harness::Backend::of_library(library).into_iter().collect();
     // The redis plugin's cluster row talks to the Redis Cluster, not the single Redis.
     if config.contains("cluster = true") {
@@ -13,7 +15,10 @@ async fn prove(library: &str, config: &str, interface: Interface) {
     if !harness::backends_available(&backends) {
         return;
     }
-    let target = Target::load(&harness::plugin_library(library), config).expect("load plugin");
+    let mut target = Target::load(&harness::plugin_library(library), config).expect("load plugin");
+    if isolation == "process" {
+        target = target.in_processes_of(&harness::prism_binary());
+    }
     assert!(
         target.plugin.metadata().implements(interface),
         "{library} is expected to declare {interface} but does not"
@@ -28,29 +33,45 @@ fn declared(library: &str) -> Vec<Interface> {
     plugin.metadata().interfaces.clone()
 }
 
-macro_rules! plugin_suites {
-    ($module:ident: $library:literal, config = $config:expr, [$($interface:ident => $variant:ident),* $(,)?]) => {
-        mod $module {
+macro_rules! suites_in {
+    ($isolation:ident, $library:literal, $config:expr, [$($interface:ident => $variant:ident),* $(,)?]) => {
+        mod $isolation {
             use super::*;
 
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $interface() {
-                    prove($library, &$config, Interface::$variant).await;
+                    prove($library, &$config, Interface::$variant, stringify!($isolation)).await;
                 }
             )*
-
-            /// Every declared interface has a suite in this table, so none goes unproven.
-            #[test]
-            fn every_declared_interface_is_proven() {
-                let proven = vec![$(Interface::$variant),*];
-                assert_eq!(declared($library), proven);
-            }
         }
     };
 }
 
-plugin_suites!(memstore: "prism_memstore", config = "", [
+macro_rules! plugin_suites {
+    ($module:ident: $library:literal, config = $config:expr, $interfaces:tt) => {
+        plugin_suites!($module: $library, config = $config, isolation = [in_process], $interfaces);
+    };
+    ($module:ident: $library:literal, config = $config:expr, isolation = [$($isolation:ident),*], $interfaces:tt) => {
+        mod $module {
+            use super::*;
+
+            $(suites_in!($isolation, $library, $config, $interfaces);)*
+
+            plugin_suites!(@declared $library, $interfaces);
+        }
+    };
+    (@declared $library:literal, [$($interface:ident => $variant:ident),* $(,)?]) => {
+        /// Every declared interface has a suite in this table, so none goes unproven.
+        #[test]
+        fn every_declared_interface_is_proven() {
+            let proven = vec![$(Interface::$variant),*];
+            assert_eq!(declared($library), proven);
+        }
+    };
+}
+
+plugin_suites!(memstore: "prism_memstore", config = "", isolation = [in_process, process], [
     keyvalue_basic => KeyValueBasic,
     keyvalue_ttl => KeyValueTtl,
     keyvalue_scan => KeyValueScan,
@@ -67,7 +88,7 @@ plugin_suites!(memstore: "prism_memstore", config = "", [
     state_transfer => StateTransfer,
 ]);
 
-plugin_suites!(redis: "prism_redis", config = "url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"prism-acceptance:\"", [
+plugin_suites!(redis: "prism_redis", config = "url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"prism-acceptance:\"", isolation = [in_process, process], [
     keyvalue_basic => KeyValueBasic,
     keyvalue_ttl => KeyValueTtl,
     keyvalue_scan => KeyValueScan,
@@ -96,6 +117,7 @@ plugin_suites!(redis_cluster: "prism_redis",
 
 plugin_suites!(postgres: "prism_postgres",
     config = "url = \"postgres://postgres@127.0.0.1:5432/test\"\ntable = \"prism_acceptance_kv\"\nqueue_table = \"prism_acceptance_queue\"\nmax_deliveries = 3",
+    isolation = [in_process, process],
     [
         keyvalue_basic => KeyValueBasic,
         keyvalue_ttl => KeyValueTtl,
@@ -110,7 +132,7 @@ plugin_suites!(postgres: "prism_postgres",
     ]
 );
 
-plugin_suites!(nats: "prism_nats", config = "url = \"nats://127.0.0.1:4222\"\nsubject_prefix = \"prism.acceptance.\"", [
+plugin_suites!(nats: "prism_nats", config = "url = \"nats://127.0.0.1:4222\"\nsubject_prefix = \"prism.acceptance.\"", isolation = [in_process, process], [
     pubsub_basic => PubSubBasic,
     pubsub_wildcards => PubSubWildcards,
     pubsub_persistent => PubSubPersistent,
@@ -134,7 +156,7 @@ fn files_config() -> String {
     format!("path = \"{}\"", path.display())
 }
 
-plugin_suites!(files: "prism_files", config = files_config(), [
+plugin_suites!(files: "prism_files", config = files_config(), isolation = [in_process, process], [
     object_store_basic => ObjectStoreBasic,
 ]);
 

@@ -141,4 +141,18 @@ async fn the_package_unpacks_verifies_and_serves() {
     let last = report.lines().last().unwrap_or_default();
     let passed: usize = last.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(last.ends_with("passed, 0 failed") && passed > 20, "{report}");
+
+    // And in process isolation, hosted by the packaged prism next to it.
+    let isolated = Command::new(root.join("bin/prism-acceptance"))
+        .args(["plugins/libprism_memstore.so", "--isolation", "process", "--interface", "keyvalue_basic"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&isolated.stdout);
+    assert!(isolated.status.success(), "{report}{}", String::from_utf8_lossy(&isolated.stderr));
+    assert!(
+        report.contains(", process)")
+            && report.lines().last().unwrap_or_default().ends_with("passed, 0 failed"),
+        "{report}"
+    );
 }
