@@ -94,6 +94,39 @@ fn config_error_tracing_settings() {
 }
 
 #[test]
+fn config_error_process_isolation_settings() {
+    let namespace = "[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = { plugin = \"memstore\" }\n";
+    let mut stderrs = String::new();
+    for plugin in [
+        "isolation = \"proces\"",
+        "[plugins.memstore.process]\nmemory_limit_mb = 1024",
+        "isolation = \"process\"\n[plugins.memstore.process]\nmemory_limit_mb = 16\nmax_open_files = 4\nrestart_window_s = 0\nheartbeat_timeout_ms = 10\nuser = \"no-such-user-prism\"",
+        "isolation = \"process\"\n[plugins.memstore.process]\nmemory_limt_mb = 1024",
+    ] {
+        let (code, _, stderr) = validate(&format!("[plugins.memstore]\npath = \"{{memstore}}\"\n{plugin}\n{namespace}"));
+        assert_eq!(code, 2, "{stderr}");
+        stderrs += &stderr;
+        stderrs += "---\n";
+    }
+    insta::assert_snapshot!(stderrs);
+}
+
+#[test]
+fn a_process_isolated_plugin_validates_without_this_process_opening_it() {
+    let (code, stdout, stderr) = validate(
+        "[plugins.memstore]\npath = \"{memstore}\"\nisolation = \"process\"\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = { plugin = \"memstore\", config = { max_keys = 10 } }\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok (1 plugin, 1 namespace)"), "{stdout}");
+    // The plugin's own config check still runs (in the probe child).
+    let (code, _, stderr) = validate(
+        "[plugins.memstore]\npath = \"{memstore}\"\nisolation = \"process\"\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = { plugin = \"memstore\", config = { max_keyz = 10 } }\n",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("namespaces[0].slots.store.config") && stderr.contains("max_keyz"), "{stderr}");
+}
+
+#[test]
 fn config_error_bad_value_type() {
     let (code, _, stderr) = validate("[server]\nlisten = \"not an address\"\n");
     assert_eq!(code, 2);
