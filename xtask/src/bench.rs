@@ -907,3 +907,52 @@ pub fn multicast_across_gateways() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// KV Get on memstore and on Redis with the plugin in the gateway's process (baseline)
+/// and in a process of its own (target): two gateways from one release build, the same
+/// config but for `isolation`, compared in alternating rounds; then the children's memory.
+pub fn isolation() -> Result<(), String> {
+    let dir = release_build_and_dir("isolation")?;
+    let config = |listen: &str, isolation: &str| {
+        format!(
+            "[server]\nlisten = \"{listen}\"\n\n\
+             [plugins.memstore]\npath = \"{memstore}\"\nisolation = \"{isolation}\"\n\
+             [plugins.redis]\npath = \"{redis}\"\nisolation = \"{isolation}\"\n\n\
+             [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n\n\
+             [[namespaces]]\nname = \"cache\"\npattern = \"keyvalue\"\n\
+             slots.store = {{ plugin = \"redis\", config = {{ url = \"{REDIS_URL}\", key_prefix = \"bench-isolation:\" }} }}\n",
+            memstore = release_binary("libprism_memstore.so").display(),
+            redis = release_binary("libprism_redis.so").display(),
+        )
+    };
+    let _gateways = start_gateways(
+        &dir,
+        [("in-process.toml", config(BASELINE, "in_process")), ("process.toml", config(GATEWAY, "process"))],
+    )?;
+    for (namespace, title) in [("default", "memstore"), ("cache", "Redis (127.0.0.1:6379)")] {
+        println!(
+            "\n## prism-load compare: Get on {title}, 64 in flight, 5 s x {ROUNDS} rounds; baseline = in process, target = isolation = \"process\""
+        );
+        prism_load(&[
+            "compare",
+            "--target",
+            &format!("http://{GATEWAY}"),
+            "--baseline",
+            &format!("http://{BASELINE}"),
+            "--rounds",
+            ROUNDS_ARG,
+            "--workload",
+            "get",
+            "--namespace",
+            namespace,
+            "--duration",
+            "5s",
+            "--warmup",
+            "1s",
+        ])?;
+    }
+    println!("\n## the plugin processes after the runs (prism status)");
+    let mut status = Command::new(release_binary("prism"));
+    status.args(["status", "--server", &format!("http://{GATEWAY}")]);
+    run(status)
+}

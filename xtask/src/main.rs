@@ -16,6 +16,7 @@
 //!   cargo xtask bench objects    100 MiB SetStream/GetStream through a claim check vs S3 direct
 //!   cargo xtask bench gateways   KV throughput through 1, 2 and 3 gateways over the Redis Cluster
 //!   cargo xtask bench multicast-gateways  Multicast to subscribers on the same vs another gateway
+//!   cargo xtask bench isolation  KV Get on memstore and Redis, in process vs isolation = "process"
 //!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
 //!   cargo xtask dist [--debug] [--out DIR]
 //!                       package bin/, plugins/, plugins.toml, README, LICENSE, SHA256SUMS as .tar.gz
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("idempotency") => bench::idempotency(),
         Some("bench") if args.get(1).map(String::as_str) == Some("objects") => bench::objects(),
         Some("bench") if args.get(1).map(String::as_str) == Some("gateways") => bench::gateways(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("isolation") => bench::isolation(),
         Some("bench") if args.get(1).map(String::as_str) == Some("multicast-gateways") => {
             bench::multicast_across_gateways()
         }
