@@ -31,6 +31,8 @@ pub fn run(connect: PathBuf, limits: ChildLimits) -> Result<(), String> {
     #[cfg(target_os = "linux")]
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| format!("cannot tie this process to the gateway's life: {e}"))?;
+    // Two pollers: a call that hogs one (a plugin computing, or blocking where it should
+    // not) leaves the other to answer the gateway's pings, health checks and other calls.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("prism-plugin-host")
@@ -95,7 +97,8 @@ struct Feed {
 }
 
 async fn serve(stream: UnixStream) -> Result<(), String> {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, reader);
     let (outgoing, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
     let writing = tokio::spawn(async move {
         let mut batch = Vec::new();

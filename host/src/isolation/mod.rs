@@ -5,13 +5,15 @@
 //! in flight; the supervisor restarts it.
 //!
 //! - `wire.rs`: the framing (length, kind, id, bincode body) and the calls.
-//! - `connection.rs`: the gateway's end of the socket (calls by id, feeds with credit, pings).
+//! - `connection.rs`: the gateway's end of the socket (calls by id, feeds with credit, pings);
+//!   `outgoing.rs` writes its frames (by the sender when the socket takes them at once).
 //! - `remote.rs`: the stand-in driver (`plugin-abi`'s traits, forwarded).
 //! - `supervisor.rs`: starting, watching and restarting the child; its status.
 //! - `child.rs`: `prism plugin-host` — limits, privileges, then serving the instance.
 
 pub mod child;
 mod connection;
+mod outgoing;
 mod remote;
 pub mod supervisor;
 pub mod wire;
@@ -317,6 +319,14 @@ impl Library {
             }
         }
     }
+}
+
+static CHILD_LOG_FORMAT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Plugin processes write their logs as this gateway does (`text` or `json`): their
+/// stderr lines are copied into the gateway's.
+pub fn log_children_as(format: &'static str) {
+    let _ = CHILD_LOG_FORMAT.set(format);
 }
 
 /// The private directory the gateway's plugin sockets live in (mode 0700).

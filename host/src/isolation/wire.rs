@@ -26,6 +26,9 @@ pub const PONG: u8 = 4;
 /// limits long before this; anything larger is a broken peer.
 pub const MAX_FRAME_BYTES: usize = 256 << 20;
 
+/// Each end reads the socket through a buffer of this size.
+pub const READ_BUFFER: usize = 64 * 1024;
+
 /// How many `ITEMS` frames of one feed may be in flight before the gateway takes one.
 pub const FEED_CREDIT: usize = 4;
 /// Most items one `ITEMS` frame of messages or events carries.
