@@ -214,6 +214,10 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("PRISM_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(|| prism_host::secrets::RedactingWriter(std::io::stderr()));
+    prism_host::isolation::log_children_as(match cli.log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    });
     match cli.log_format {
         LogFormat::Text => {
             // Colour codes only for a person at a terminal, not in files and log collectors.

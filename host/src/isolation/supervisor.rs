@@ -46,6 +46,8 @@ pub struct Supervisor {
     /// Kills the child now (shutdown that took too long, or drop).
     kill: Arc<Notify>,
     restarts: std::sync::atomic::AtomicU32,
+    /// The running child has ended; its cause is being gathered (its last words).
+    ended: std::sync::atomic::AtomicBool,
 }
 
 enum State {
@@ -89,6 +91,7 @@ impl Supervisor {
             stopping: watch::channel(false).0,
             kill: Arc::new(Notify::new()),
             restarts: Default::default(),
+            ended: Default::default(),
         });
         let kill = supervisor.kill.clone();
         tokio::spawn(supervise(Arc::downgrade(&supervisor), started, supervisor.stopping.subscribe(), kill));
@@ -105,6 +108,9 @@ impl Supervisor {
 
     /// The running child's connection, or `Unavailable` saying why there is none.
     pub fn connection(&self) -> PluginResult<Arc<Connection>> {
+        if self.ended.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(PluginError::unavailable(format!("{} has ended and is being restarted", self.who())));
+        }
         match &*self.lock() {
             State::Running { connection, .. } => Ok(connection.clone()),
             State::Restarting { cause, attempt } => Err(PluginError::unavailable(format!(
@@ -145,7 +151,8 @@ impl Supervisor {
     /// Whether the supervisor is bringing the process back (or has given up): the
     /// gateway's own health recovery leaves such a namespace to it.
     pub fn recovering(&self) -> bool {
-        matches!(&*self.lock(), State::Restarting { .. } | State::CrashLooped { .. })
+        self.ended.load(std::sync::atomic::Ordering::Acquire)
+            || matches!(&*self.lock(), State::Restarting { .. } | State::CrashLooped { .. })
     }
 
     /// Asks the instance to shut down, then waits for its process to exit (killing it
@@ -180,7 +187,10 @@ impl Supervisor {
     }
 
     fn set(&self, state: State) {
-        *self.lock() = state;
+        let mut current = self.lock();
+        *current = state;
+        // Cleared under the state's lock, so no caller sees "ended" with the new state.
+        self.ended.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -318,6 +328,9 @@ async fn watch_child(
         }
     };
     let why = why?;
+    if let Some(this) = supervisor.upgrade() {
+        this.ended.store(true, std::sync::atomic::Ordering::Release);
+    }
     // Its last line on stderr usually says what went wrong (an allocation failure, a panic).
     let _ = tokio::time::timeout(Duration::from_millis(500), &mut started.stderr_done).await;
     let last = started.last_words.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -353,6 +366,24 @@ fn rss_of(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// What a plugin process inherits of the gateway's environment: locale, paths, log
+/// settings and where TLS roots are. Secrets a slot needs reach it resolved in its config.
+const CHILD_ENVIRONMENT: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "LD_LIBRARY_PATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "PRISM_LOG",
+    "PRISM_LOG_FORMAT",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+
 static SOCKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Starts `prism plugin-host`, connects to it and has it open the library and create
@@ -367,7 +398,18 @@ async fn start_child(spec: &ProcessSpec) -> PluginResult<(Started, Metadata)> {
         tokio::net::UnixListener::bind(&path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
     let mut command = Command::new(&spec.binary);
     command.arg("plugin-host").arg("--connect").arg(&path);
+    if let Some(format) = super::CHILD_LOG_FORMAT.get() {
+        command.arg("--log-format").arg(format);
+    }
     spec.settings.add_child_args(&mut command);
+    // The child sees only the environment it needs, not the gateway's (which may hold
+    // credentials for other plugins or for the gateway itself).
+    command.env_clear();
+    for (name, value) in std::env::vars_os() {
+        if name.to_str().is_some_and(|name| CHILD_ENVIRONMENT.contains(&name)) {
+            command.env(name, value);
+        }
+    }
     command
         .env("MALLOC_ARENA_MAX", "2")
         .stdin(Stdio::null())
