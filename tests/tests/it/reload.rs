@@ -372,6 +372,17 @@ async fn an_emptied_config_under_load_is_refused_and_nothing_fails_or_is_lost() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_plugin_is_shut_down_before_its_new_build_starts_and_no_call_fails() {
+    exclusive_handovers("in_process").await;
+}
+
+/// The same handovers with the plugin in processes of its own: the old process has
+/// exited (its lock released) before the new one starts, and its state moves across.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_exclusive_plugin_hands_over_between_processes_and_no_call_fails() {
+    exclusive_handovers("process").await;
+}
+
+async fn exclusive_handovers(isolation: &str) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -381,13 +392,17 @@ async fn an_exclusive_plugin_is_shut_down_before_its_new_build_starts_and_no_cal
     plugins.publish(&fixture, b"");
     let lock = plugins.dir().join("store.lock");
     let config = format!(
-        "[server]\nhealth_interval_ms = 200\nreload_debounce_ms = 100\n\n[plugins.exclusive]\npath = \"{}\"\n\n\
+        "[server]\nhealth_interval_ms = 200\nreload_debounce_ms = 100\n\n[plugins.exclusive]\npath = \"{}\"\nisolation = \"{isolation}\"\n\n\
          [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"exclusive\"\n\
          config = {{ lock_file = \"{}\" }}\n",
         plugins.path().display(),
         lock.display()
     );
     let server = Arc::new(Server::start(&config));
+    if isolation == "process" {
+        let (_, status, _) = run_prism(&["status", "--server", &server.url()]);
+        assert!(status.contains("process default/store: running pid"), "{status}");
+    }
     let (code, stdout, _) = run_prism(&["plugins", &plugins.path().display().to_string()]);
     assert_eq!(code, 0);
     assert!(stdout.contains("exclusive:         yes"), "{stdout}");
