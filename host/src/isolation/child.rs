@@ -9,14 +9,11 @@ use std::sync::{Arc, Mutex};
 use plugin_abi::host::{ChunkStream, EventStream, Instance, MessageStream, ObjectWriter, Plugin};
 use plugin_abi::{GroupEvent, Metadata, PluginError, PluginResult, StreamRecord};
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 
-use super::outgoing::Outgoing;
 use super::wire::{self, Call, Hello};
-
-/// How long a child waits for its last replies to go out before it exits.
-const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The limits `prism plugin-host` applies to itself before it opens the library.
 #[derive(Debug, Clone)]
@@ -89,7 +86,7 @@ fn drop_to_user(name: &str) -> Result<(), String> {
 /// One served instance: what the calls reach, and the feeds and uploads open in it.
 struct Served {
     instance: Instance,
-    outgoing: Arc<Outgoing>,
+    outgoing: mpsc::UnboundedSender<Vec<u8>>,
     feeds: Mutex<HashMap<u64, Feed>>,
     uploads: Mutex<HashMap<u64, ObjectWriter>>,
 }
@@ -100,21 +97,39 @@ struct Feed {
 }
 
 async fn serve(stream: UnixStream) -> Result<(), String> {
-    let (reader, writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let mut reader = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, reader);
-    let outgoing = Outgoing::start(writer);
+    let (outgoing, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writing = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(first) = frames.recv().await {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < 256 * 1024 {
+                match frames.try_recv() {
+                    Ok(next) => batch.extend_from_slice(&next),
+                    Err(_) => break,
+                }
+            }
+            if writer.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.flush().await;
+    });
     let first =
         wire::read_frame(&mut reader).await.map_err(|e| format!("reading the gateway's hello: {e}"))?;
     let Some(first) = first else { return Ok(()) };
     let hello: Hello = first.decode()?;
     let created = open(&hello).await;
-    outgoing.send(&wire::frame(
+    let _ = outgoing.send(wire::frame(
         wire::REPLY,
         first.id,
         &created.as_ref().map(|(_, m)| m.clone()).map_err(Clone::clone),
     ));
     let Ok((instance, _)) = created else {
-        outgoing.flushed(EXIT_FLUSH).await;
+        drop(outgoing);
+        let _ = writing.await;
         return Ok(());
     };
     let served = Arc::new(Served {
@@ -141,7 +156,9 @@ async fn serve(stream: UnixStream) -> Result<(), String> {
                 if matches!(call, Call::Shutdown) {
                     served.instance.shutdown().await;
                     served.reply(frame.id, Ok(()));
-                    outgoing.flushed(EXIT_FLUSH).await;
+                    drop(served);
+                    drop(outgoing);
+                    let _ = writing.await;
                     std::process::exit(0);
                 }
                 let served = served.clone();
@@ -158,7 +175,7 @@ async fn serve(stream: UnixStream) -> Result<(), String> {
                 }
             }
             wire::PING => {
-                outgoing.send(&wire::frame(wire::PONG, frame.id, &()));
+                let _ = outgoing.send(wire::frame(wire::PONG, frame.id, &()));
             }
             _ => {}
         }
@@ -226,7 +243,7 @@ impl Source {
 
 impl Served {
     fn reply<T: Serialize>(&self, id: u64, result: PluginResult<T>) {
-        self.outgoing.send(&wire::frame(wire::REPLY, id, &result));
+        let _ = self.outgoing.send(wire::frame(wire::REPLY, id, &result));
     }
 
     /// Replies that the feed is open, then pumps it within the gateway's credit.
@@ -239,7 +256,7 @@ impl Served {
                 let Ok(permit) = permits.acquire().await else { return };
                 permit.forget();
                 let (frame, ended) = source.next_frame(id).await;
-                served.outgoing.send(&frame);
+                let _ = served.outgoing.send(frame);
                 if ended {
                     served.feeds.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                     return;

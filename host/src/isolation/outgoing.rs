@@ -60,24 +60,6 @@ impl Outgoing {
     }
 }
 
-impl Outgoing {
-    /// Waits (at most `limit`) until everything sent so far is on the socket.
-    pub async fn flushed(&self, limit: std::time::Duration) {
-        let drained = async {
-            loop {
-                {
-                    let state = self.lock();
-                    if state.failed || (!state.flushing && state.queued.is_empty()) {
-                        return;
-                    }
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-        };
-        let _ = tokio::time::timeout(limit, drained).await;
-    }
-}
-
 impl Drop for Outgoing {
     fn drop(&mut self) {
         // Lets the flusher see that nobody sends any more, and end.
