@@ -502,7 +502,7 @@ mod tests {
     #[test]
     fn last_words_skip_the_backtrace_after_the_message() {
         let stderr = "memory allocation of 67108864 bytes failed\nstack backtrace:\n   0: std::backtrace\n             at /rustc/x\nnote: Some details are omitted\n";
-        let last = stderr.lines().filter(|line| is_headline(line)).last();
+        let last = stderr.lines().rfind(|line| is_headline(line));
         assert_eq!(last, Some("memory allocation of 67108864 bytes failed"));
         assert!(is_headline("2026-12-07T01:00:00Z ERROR prism_plugin: connection refused"));
     }
