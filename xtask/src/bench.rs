@@ -615,7 +615,7 @@ pub fn metrics() -> Result<(), String> {
             scrapes
         })
     };
-    let result = compare_gets(GATEWAY, "metrics off", "metrics on (scraped every second)");
+    let result = compare_gets(GATEWAY, "default", "metrics off", "metrics on (scraped every second)");
     let result = result.and_then(|()| {
         h2load_alternating((BASELINE, gateways[0].pid()), (GATEWAY, gateways[1].pid()), "metrics on")
     });
@@ -626,13 +626,22 @@ pub fn metrics() -> Result<(), String> {
     result
 }
 
-/// `prism-load compare` of KV Gets (64 in flight over 4 connections, 5 s rounds after a
-/// 1 s warm-up) between the gateway on `target` and the one on `BASELINE`.
-fn compare_gets(target: &str, baseline_is: &str, target_is: &str) -> Result<(), String> {
-    println!("\n## prism-load compare: Get, 64 in flight over 4 connections, 5 s x {ROUNDS} rounds; baseline = {baseline_is}, target = {target_is}");
+/// `prism-load compare` of KV Gets on `namespace` (64 in flight over 4 connections, 5 s
+/// rounds after a 1 s warm-up) between the gateway on `target` and the one on `BASELINE`.
+fn compare_gets(target: &str, namespace: &str, baseline_is: &str, target_is: &str) -> Result<(), String> {
+    println!("\n## prism-load compare: Get on namespace '{namespace}', 64 in flight over 4 connections, 5 s x {ROUNDS} rounds; baseline = {baseline_is}, target = {target_is}");
     let (target, baseline) = (format!("http://{target}"), format!("http://{BASELINE}"));
     let mut args = vec!["compare", "--target", &target, "--baseline", &baseline, "--rounds", ROUNDS_ARG];
-    args.extend_from_slice(&["--workload", "get", "--duration", "5s", "--warmup", "1s"]);
+    args.extend_from_slice(&[
+        "--workload",
+        "get",
+        "--namespace",
+        namespace,
+        "--duration",
+        "5s",
+        "--warmup",
+        "1s",
+    ]);
     prism_load(&args)
 }
 
@@ -677,7 +686,7 @@ pub fn tracing() -> Result<(), String> {
     for (target, what) in
         [(SAMPLED_TENTH, "sample_ratio = 0.1 (the default)"), (GATEWAY, "sample_ratio = 1.0")]
     {
-        compare_gets(target, "no [tracing]", &format!("{what}, exported"))?;
+        compare_gets(target, "default", "no [tracing]", &format!("{what}, exported"))?;
     }
     // Let the last batches arrive.
     std::thread::sleep(std::time::Duration::from_secs(6));
@@ -929,27 +938,9 @@ pub fn isolation() -> Result<(), String> {
         &dir,
         [("in-process.toml", config(BASELINE, "in_process")), ("process.toml", config(GATEWAY, "process"))],
     )?;
-    for (namespace, title) in [("default", "memstore"), ("cache", "Redis (127.0.0.1:6379)")] {
-        println!(
-            "\n## prism-load compare: Get on {title}, 64 in flight, 5 s x {ROUNDS} rounds; baseline = in process, target = isolation = \"process\""
-        );
-        prism_load(&[
-            "compare",
-            "--target",
-            &format!("http://{GATEWAY}"),
-            "--baseline",
-            &format!("http://{BASELINE}"),
-            "--rounds",
-            ROUNDS_ARG,
-            "--workload",
-            "get",
-            "--namespace",
-            namespace,
-            "--duration",
-            "5s",
-            "--warmup",
-            "1s",
-        ])?;
+    for (namespace, backend) in [("default", "memstore"), ("cache", "Redis (127.0.0.1:6379)")] {
+        let target_is = format!("{backend} in its own process");
+        compare_gets(GATEWAY, namespace, &format!("{backend} in process"), &target_is)?;
     }
     println!("\n## the plugin processes after the runs (prism status)");
     let mut status = Command::new(release_binary("prism"));
