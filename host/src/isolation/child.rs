@@ -44,8 +44,7 @@ pub fn run(connect: PathBuf, limits: ChildLimits) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot connect to the gateway at {}: {e}", connect.display()))?;
         // Connected first: the socket's directory is the gateway user's, closed to others.
-        apply_limits(&limits)?;
-        serve(stream).await
+        serve(stream, &limits).await
     })
 }
 
@@ -93,10 +92,10 @@ struct Served {
 
 struct Feed {
     credit: Arc<Semaphore>,
-    pump: tokio::task::AbortHandle,
+    pump: tokio::task::JoinHandle<()>,
 }
 
-async fn serve(stream: UnixStream) -> Result<(), String> {
+async fn serve(stream: UnixStream, limits: &ChildLimits) -> Result<(), String> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, reader);
     let (outgoing, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
@@ -121,7 +120,10 @@ async fn serve(stream: UnixStream) -> Result<(), String> {
         wire::read_frame(&mut reader).await.map_err(|e| format!("reading the gateway's hello: {e}"))?;
     let Some(first) = first else { return Ok(()) };
     let hello: Hello = first.decode()?;
-    let created = open(&hello).await;
+    let created = match Library::read(&hello.library, limits) {
+        Ok(library) => open(&library, &hello).await,
+        Err(error) => Err(PluginError::failed_precondition(error)),
+    };
     let _ = outgoing.send(wire::frame(
         wire::REPLY,
         first.id,
@@ -170,8 +172,13 @@ async fn serve(stream: UnixStream) -> Result<(), String> {
                 }
             }
             wire::CANCEL => {
-                if let Some(feed) = served.feeds.lock().unwrap_or_else(|e| e.into_inner()).remove(&frame.id) {
+                let cancelled = served.feeds.lock().unwrap_or_else(|e| e.into_inner()).remove(&frame.id);
+                if let Some(feed) = cancelled {
+                    // Gone before the next frame is read, as a dropped feed is in process:
+                    // a call the gateway sent after the drop (a publish to a durable
+                    // subscription just left) must not race the old subscription.
                     feed.pump.abort();
+                    let _ = feed.pump.await;
                 }
             }
             wire::PING => {
@@ -182,8 +189,38 @@ async fn serve(stream: UnixStream) -> Result<(), String> {
     }
 }
 
-async fn open(hello: &Hello) -> PluginResult<(Instance, Metadata)> {
-    let plugin = Plugin::load(&hello.library).map_err(|e| PluginError::failed_precondition(e.to_string()))?;
+/// The library this process opens, read while it still has the gateway's privileges:
+/// the vetted copy lives in a directory only the gateway's user may read, so a child
+/// that runs as another user gets the bytes first, then drops privileges, then opens
+/// them from memory. No plugin code runs before the limits and the user switch.
+struct Library {
+    path: PathBuf,
+    _in_memory: Option<std::fs::File>,
+}
+
+impl Library {
+    fn read(copy: &std::path::Path, limits: &ChildLimits) -> Result<Library, String> {
+        if limits.user.is_none() {
+            apply_limits(limits)?;
+            return Ok(Library { path: copy.to_path_buf(), _in_memory: None });
+        }
+        let bytes = std::fs::read(copy).map_err(|e| format!("cannot read {}: {e}", copy.display()))?;
+        apply_limits(limits)?;
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let memory = nix::sys::memfd::memfd_create("prism-plugin", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| format!("cannot hold the library in memory: {e}"))?;
+        let mut file = std::fs::File::from(memory);
+        file.write_all(&bytes).map_err(|e| format!("cannot hold the library in memory: {e}"))?;
+        Ok(Library {
+            path: PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+            _in_memory: Some(file),
+        })
+    }
+}
+
+async fn open(library: &Library, hello: &Hello) -> PluginResult<(Instance, Metadata)> {
+    let plugin = Plugin::load(&library.path).map_err(|e| PluginError::failed_precondition(e.to_string()))?;
     let instance = plugin.create_in(&hello.config, &hello.namespace).await?;
     let metadata = plugin.metadata().clone();
     Ok((instance, metadata))
@@ -251,6 +288,9 @@ impl Served {
         let credit = Arc::new(Semaphore::new(wire::FEED_CREDIT));
         let served = self.clone();
         let permits = credit.clone();
+        // Registered under the lock the pump takes to leave: a feed that ends at once
+        // cannot leave before it was entered.
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         let pump = tokio::spawn(async move {
             loop {
                 let Ok(permit) = permits.acquire().await else { return };
@@ -263,10 +303,8 @@ impl Served {
                 }
             }
         });
-        self.feeds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Feed { credit, pump: pump.abort_handle() });
+        feeds.insert(id, Feed { credit, pump });
+        drop(feeds);
         // The reply goes out after the feed is registered, so its credits find it; its
         // items queue behind the reply on the one writer.
         self.reply(id, Ok(reply));
