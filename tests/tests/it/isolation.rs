@@ -282,3 +282,55 @@ async fn in_process_a_crash_ends_the_gateway() {
         );
     }
 }
+
+/// The limits, the user and the environment a plugin process gets are the configured
+/// ones, read back from /proc (the user switch is checked when the tests run as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_process_runs_with_its_limits_user_and_a_clean_environment() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"));
+    let user = if root { "user = \"nobody\"\n" } else { "" };
+    let config = config("process", 10).replace(
+        "max_restarts = 10",
+        &format!("max_restarts = 10\ncpu_time_limit_s = 3600\nmax_open_files = 256\n{user}"),
+    );
+    let server = Server::start_with_env(&config, &[], &[("PRISM_TEST_GATEWAY_SECRET", "hunter2")]);
+    let mut kv = server.keyvalue().await;
+    kv.set(set("fragile", "plain", "v")).await.expect("the limited process serves");
+    let status = status_of(&server);
+    let pid: u32 = status
+        .split("running pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {status}"));
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let limit = |name: &str| {
+        limits
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line[name.len()..].split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {name} in {limits}"))
+    };
+    assert_eq!(limit("Max address space"), (512u64 << 20).to_string());
+    assert_eq!(limit("Max cpu time"), "3600");
+    assert_eq!(limit("Max open files"), "256");
+    assert_eq!(limit("Max core file size"), "0");
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(proc_status.lines().any(|line| line == "NoNewPrivs:\t1"), "{proc_status}");
+    if root {
+        let uid = proc_status.lines().find(|line| line.starts_with("Uid:")).unwrap();
+        assert!(uid.split_whitespace().skip(1).all(|id| id == "65534"), "not running as nobody: {uid}");
+    } else {
+        eprintln!("the user switch needs root; checked the limits only");
+    }
+    let environment = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environment = String::from_utf8_lossy(&environment);
+    assert!(
+        !environment.contains("PRISM_TEST_GATEWAY_SECRET"),
+        "the gateway's environment leaked: {environment}"
+    );
+    assert!(environment.contains("PATH="), "{environment}");
+}
