@@ -657,7 +657,17 @@ struct FailoverCluster {
 impl FailoverCluster {
     fn start() -> FailoverCluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<u16> = (0..6).map(|_| prism_acceptance::harness::free_port()).collect();
+        // A cluster node also listens on its port + 10000 (the cluster bus): both must be free.
+        let ports: Vec<u16> = (0..6)
+            .map(|_| loop {
+                let port = prism_acceptance::harness::free_port();
+                let bus_free =
+                    port < 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok();
+                if bus_free {
+                    break port;
+                }
+            })
+            .collect();
         let nodes = ports
             .iter()
             .map(|port| {
