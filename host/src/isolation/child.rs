@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use plugin_abi::host::{ChunkStream, EventStream, Instance, MessageStream, ObjectWriter, Plugin};
 use plugin_abi::{GroupEvent, Metadata, PluginError, PluginResult, StreamRecord};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -96,26 +95,9 @@ struct Feed {
 }
 
 async fn serve(stream: UnixStream, limits: &ChildLimits) -> Result<(), String> {
-    let (reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
     let mut reader = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, reader);
-    let (outgoing, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
-    let writing = tokio::spawn(async move {
-        let mut batch = Vec::new();
-        while let Some(first) = frames.recv().await {
-            batch.clear();
-            batch.extend_from_slice(&first);
-            while batch.len() < 256 * 1024 {
-                match frames.try_recv() {
-                    Ok(next) => batch.extend_from_slice(&next),
-                    Err(_) => break,
-                }
-            }
-            if writer.write_all(&batch).await.is_err() {
-                return;
-            }
-        }
-        let _ = writer.flush().await;
-    });
+    let (outgoing, writing) = super::outgoing::batched(writer);
     let first =
         wire::read_frame(&mut reader).await.map_err(|e| format!("reading the gateway's hello: {e}"))?;
     let Some(first) = first else { return Ok(()) };

@@ -1,11 +1,15 @@
-//! The frames one end sends on its socket. The sender writes a frame itself when the
-//! socket takes it at once and nothing is queued (the common case: no task hop per
-//! call); otherwise the frame is queued and a flusher task writes the queue in order.
+//! The frames one end sends on its socket, written two ways. The gateway's `Outgoing`:
+//! the sender writes a frame itself when the socket takes it at once and nothing is
+//! queued (no task hop per call); otherwise it is queued for a flusher task. The plugin
+//! process's `batched` writer: every frame goes to one task, which writes whatever has
+//! queued in one write — under many calls in flight that measured better there
+//! (docs/BENCHMARKS.md).
 
 use std::sync::{Arc, Mutex, Weak};
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 pub struct Outgoing {
     socket: OwnedWriteHalf,
@@ -98,4 +102,31 @@ async fn write_all(socket: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result
         }
     }
     Ok(())
+}
+
+/// Most bytes of queued frames one write of the batched writer carries.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// A task writing the frames sent to it, those queued meanwhile in one write. It ends,
+/// flushed, once every sender is dropped.
+pub fn batched(mut socket: OwnedWriteHalf) -> (mpsc::UnboundedSender<Vec<u8>>, tokio::task::JoinHandle<()>) {
+    let (frames, mut queued) = mpsc::unbounded_channel::<Vec<u8>>();
+    let task = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(first) = queued.recv().await {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < BATCH_BYTES {
+                match queued.try_recv() {
+                    Ok(next) => batch.extend_from_slice(&next),
+                    Err(_) => break,
+                }
+            }
+            if socket.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+        let _ = socket.flush().await;
+    });
+    (frames, task)
 }
