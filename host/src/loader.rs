@@ -295,65 +295,112 @@ impl Loader {
     /// or corrupt file can SIGBUS inside dlopen), this process never opens it.
     fn probe(&self, source: &Path, copy: &Path, configs: &[String]) -> Result<(), OpenError> {
         let Some(prober) = &self.prober else { return Ok(()) };
-        let mut child = Command::new(prober);
-        child.arg("probe-plugin").arg(copy).arg("--configs-on-stdin");
-        if self.probe_instances {
-            child.arg("--run-instance");
-        }
-        let child = child.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
-        let mut child = match child {
-            Ok(child) => child,
-            Err(error) => {
+        let args: &[&str] = if self.probe_instances { &["--run-instance"] } else { &[] };
+        let run = match run_probe(prober, copy, configs, args) {
+            Ok(run) => run,
+            Err(ProbeFailure::Spawn(error)) => {
                 tracing::warn!(prober = %prober.display(), %error, "cannot start the plugin probe; opening without it");
                 return Ok(());
             }
-        };
-        if let Some(mut stdin) = child.stdin.take() {
-            use std::io::Write as _;
-            // A child that died before reading is reported by its exit status below.
-            let _ = stdin.write_all(serde_json::to_string(configs).unwrap_or_default().as_bytes());
-        }
-        let started = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if started.elapsed() < PROBE_TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(OpenError::Other {
-                        message: format!(
-                            "{} hung for {PROBE_TIMEOUT:?} while being opened in a probe process",
-                            source.display()
-                        ),
-                        fix: "check the library's initialisers (static constructors) and rebuild it".into(),
-                    });
-                }
+            Err(ProbeFailure::Hung) => {
+                return Err(OpenError::Other { message: hung_message(source), fix: HUNG_FIX.into() });
             }
         };
         // Exit code 2 is a load error the probe reported cleanly; opening the library here
         // is then safe and gives the structured error.
-        if status.success() || status.code() == Some(2) {
+        if run.status.success() || run.status.code() == Some(2) {
             return Ok(());
         }
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = pipe.read_to_string(&mut stderr);
-        }
-        let how = match status.code() {
-            Some(code) => format!("exited with code {code}"),
-            None => signal_of(&status),
-        };
         Err(OpenError::Other {
-            message: format!(
-                "{} crashed the probe process that opened it ({how}){}; it is probably truncated or corrupt",
-                source.display(),
-                stderr.lines().last().map(|line| format!(": {line}")).unwrap_or_default()
-            ),
+            message: format!("{}; it is probably truncated or corrupt", crashed_message(source, &run)),
             fix: "rebuild the plugin and write it completely (e.g. to a temporary name, then rename it into place)"
                 .into(),
         })
     }
+}
+
+/// How a probe child ended, and what it wrote.
+pub(crate) struct ProbeRun {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+pub(crate) enum ProbeFailure {
+    Spawn(std::io::Error),
+    /// It ran past [`PROBE_TIMEOUT`] and was killed.
+    Hung,
+}
+
+pub(crate) const HUNG_FIX: &str = "check the library's initialisers (static constructors) and rebuild it";
+
+pub(crate) fn hung_message(source: &Path) -> String {
+    format!("{} hung for {PROBE_TIMEOUT:?} while being opened in a probe process", source.display())
+}
+
+/// "`source` crashed the probe process that opened it (how): its last stderr line".
+pub(crate) fn crashed_message(source: &Path, run: &ProbeRun) -> String {
+    let how = match run.status.code() {
+        Some(code) => format!("exited with code {code}"),
+        None => signal_of(&run.status),
+    };
+    format!(
+        "{} crashed the probe process that opened it ({how}){}",
+        source.display(),
+        run.stderr.lines().last().map(|line| format!(": {line}")).unwrap_or_default()
+    )
+}
+
+/// Runs `prism probe-plugin COPY --configs-on-stdin ARGS…` with `configs` on its stdin,
+/// for at most [`PROBE_TIMEOUT`]: a library that hangs while it is opened is killed.
+pub(crate) fn run_probe(
+    prober: &Path,
+    copy: &Path,
+    configs: &[String],
+    args: &[&str],
+) -> Result<ProbeRun, ProbeFailure> {
+    let mut child = Command::new(prober)
+        .arg("probe-plugin")
+        .arg(copy)
+        .arg("--configs-on-stdin")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(ProbeFailure::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write as _;
+        // A child that died before reading is reported by its exit status below.
+        let _ = stdin.write_all(serde_json::to_string(configs).unwrap_or_default().as_bytes());
+    }
+    // Drained while it runs, so a full pipe cannot stall it.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < PROBE_TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ProbeFailure::Hung);
+            }
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+    Ok(ProbeRun { status, stdout, stderr })
 }
 
 enum OpenError {

@@ -6,7 +6,7 @@
 //!
 //! - `wire.rs`: the framing (length, kind, id, bincode body) and the calls.
 //! - `connection.rs`: the gateway's end of the socket (calls by id, feeds with credit, pings);
-//!   `outgoing.rs` writes its frames (by the sender when the socket takes them at once).
+//!   `outgoing.rs` writes frames (the gateway's directly when it can, the child's batched).
 //! - `remote.rs`: the stand-in driver (`plugin-abi`'s traits, forwarded).
 //! - `supervisor.rs`: starting, watching and restarting the child; its status.
 //! - `child.rs`: `prism plugin-host` — limits, privileges, then serving the instance.
@@ -168,46 +168,29 @@ pub struct ProbeReport {
     pub config_errors: Vec<Option<String>>,
 }
 
-/// Opens `library` in a probe child (never here) and checks `configs` with it.
+/// Opens `library` in a probe child (never here) and checks `configs` with it, under
+/// the loader's probe timeout.
 pub fn probe_report(
     binary: &Path,
     library: &Path,
     configs: &[String],
     run_instance: bool,
 ) -> Result<ProbeReport, String> {
-    use std::io::Write as _;
-    let mut command = std::process::Command::new(binary);
-    command.arg("probe-plugin").arg(library).arg("--configs-on-stdin").arg("--report");
-    if run_instance {
-        command.arg("--run-instance");
+    use crate::loader::{run_probe, ProbeFailure};
+    let args: &[&str] = if run_instance { &["--report", "--run-instance"] } else { &["--report"] };
+    let run = run_probe(binary, library, configs, args).map_err(|failure| match failure {
+        ProbeFailure::Spawn(error) => format!("cannot start {}: {error}", binary.display()),
+        ProbeFailure::Hung => crate::loader::hung_message(library),
+    })?;
+    if run.status.code() == Some(2) {
+        // A load error the probe reported cleanly: its message is the last line.
+        let last = run.stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or_default();
+        return Err(last.trim_start_matches("error: ").to_owned());
     }
-    let mut child = command
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(serde_json::to_string(configs).unwrap_or_default().as_bytes());
+    if !run.status.success() {
+        return Err(crate::loader::crashed_message(library, &run));
     }
-    let output = child.wait_with_output().map_err(|error| format!("the probe process failed: {error}"))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or_default();
-        let last = last.trim_start_matches("error: ");
-        return Err(if output.status.code().is_some() {
-            last.to_owned()
-        } else {
-            use std::os::unix::process::ExitStatusExt;
-            let signal = output.status.signal().unwrap_or_default();
-            format!(
-                "{} crashed the probe process that opened it (signal {signal}){}",
-                library.display(),
-                if last.is_empty() { String::new() } else { format!(": {last}") }
-            )
-        });
-    }
-    serde_json::from_slice(&output.stdout)
+    serde_json::from_slice(&run.stdout)
         .map_err(|error| format!("the probe process's report is unreadable: {error}"))
 }
 
