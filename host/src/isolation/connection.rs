@@ -276,7 +276,10 @@ impl<T: DeserializeOwned> FeedState<T> {
             }
         }
     }
+}
 
+impl<T> FeedState<T> {
+    /// Stops the feed here and in the child (once).
     fn finish(&mut self) {
         if !self.done {
             self.done = true;
@@ -288,9 +291,6 @@ impl<T: DeserializeOwned> FeedState<T> {
 
 impl<T> Drop for FeedState<T> {
     fn drop(&mut self) {
-        if !self.done {
-            self.connection.lock().feeds.remove(&self.id);
-            self.connection.send(wire::CANCEL, self.id, &());
-        }
+        self.finish();
     }
 }

@@ -169,16 +169,9 @@ impl Supervisor {
                 self.kill.notify_one();
             }
         }
-        let mut stopped = self.stopping.subscribe();
         let exited = async {
-            loop {
-                if matches!(&*self.lock(), State::Stopped | State::CrashLooped { .. }) {
-                    return;
-                }
-                tokio::select! {
-                    _ = stopped.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
+            while !matches!(&*self.lock(), State::Stopped | State::CrashLooped { .. }) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
         if tokio::time::timeout(EXIT_GRACE, exited).await.is_err() {

@@ -282,21 +282,6 @@ pub enum Call {
     },
 }
 
-impl Call {
-    /// Whether a successful reply opens a feed under the call's id.
-    pub fn opens_feed(&self) -> bool {
-        matches!(
-            self,
-            Call::Subscribe { .. }
-                | Call::SubscribePattern { .. }
-                | Call::SubscribeDurable { .. }
-                | Call::Read { .. }
-                | Call::Join { .. }
-                | Call::ObjectGet { .. }
-        )
-    }
-}
-
 /// A frame: kind, id and encoded body, with its length prefix.
 pub fn frame(kind: u8, id: u64, body: &impl Serialize) -> Vec<u8> {
     let size = bincode::serialized_size(body).unwrap_or(0) as usize;
