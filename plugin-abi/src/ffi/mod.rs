@@ -15,6 +15,7 @@ mod stream;
 mod upload;
 mod v1_0;
 mod v1_1;
+mod v1_2;
 
 use abi_stable::{
     library::RootModule,
