@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use plugin_abi::host::{ChunkStream, Instance, ObjectWriter};
+use plugin_abi::host::{Instance, ObjectWriter};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
@@ -126,7 +126,9 @@ impl ClaimCheck {
     /// its object is gone (the caller decides: read the key again, or [`gone`]).
     pub async fn try_open(&self, reference: Reference) -> Result<Option<Payload>, Status> {
         let object = self.owned(&reference)?;
-        let Some((_, chunks)) = self.objects()?.get(object).await.map_err(plugin_status)? else {
+        let Some(plugin_abi::ObjectRead { chunks, .. }) =
+            self.objects()?.get(object).await.map_err(plugin_status)?
+        else {
             return Ok(None);
         };
         Ok(Some(Payload { chunks, reference, hasher: Sha256::new(), read: 0 }))
@@ -242,7 +244,7 @@ impl Upload {
 /// A claimed payload being read: its chunks, checked against the reference's size
 /// and SHA-256 when the last one has been read.
 pub struct Payload {
-    chunks: ChunkStream,
+    chunks: plugin_abi::Feed<Vec<u8>>,
     pub reference: Reference,
     hasher: Sha256,
     read: u64,

@@ -12,6 +12,7 @@ pub mod ffi;
 mod interfaces;
 mod macros;
 pub mod ranges;
+pub mod remote;
 pub mod topics;
 mod traits;
 mod types;
@@ -32,10 +33,19 @@ pub fn unix_millis() -> i64 {
 pub type PluginResult<T> = Result<T, PluginError>;
 /// The host's safe view of a plugin (it lives in `ffi` because it unwraps FFI types).
 pub use ffi::host;
-pub use interfaces::Interface;
+pub use interfaces::{Interface, ObjectUpload};
+/// Declares an interface: see `plugin-abi-macros` for what it generates.
+pub use plugin_abi_macros::interface;
 /// Re-exported so plugins derive `JsonSchema` for their config with the same version.
 pub use schemars;
-pub use traits::*;
+pub use traits::Driver;
+
+macro_rules! export_interface_traits {
+    ($($variant:ident $name:ident $box:ident $object:ident $handle:ident $call:ident $to:ident;)*) => {
+        pub use interfaces::{$($variant),*};
+    };
+}
+for_each_interface!(export_interface_traits);
 pub use types::{
     Appended, CasResult, ConfigKey, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus,
     KeyTtl, ListEnd, MemberAck, Message, Metadata, NewRecord, ObjectInfo, ObjectRead, PartitionOffsets,

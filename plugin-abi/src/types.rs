@@ -150,6 +150,9 @@ pub struct Message {
 /// records, a consumer group's events. Dropping it cancels the producer in the backend.
 pub struct Feed<T> {
     stream: std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<T, crate::PluginError>> + Send>>,
+    /// An error met while gathering a batch, handed out after the items before it.
+    held_error: Option<crate::PluginError>,
+    ended: bool,
 }
 
 /// The messages of one subscription. Dropping it unsubscribes in the backend.
@@ -163,7 +166,40 @@ impl<T: Send + 'static> Feed<T> {
     pub fn new(
         stream: impl futures_core::Stream<Item = Result<T, crate::PluginError>> + Send + 'static,
     ) -> Self {
-        Feed { stream: Box::pin(stream) }
+        Feed { stream: Box::pin(stream), held_error: None, ended: false }
+    }
+
+    /// A feed that fails with `error` and ends.
+    pub fn failed(error: crate::PluginError) -> Self {
+        let mut error = Some(error);
+        Feed::new(futures_core_stream(move |_| std::task::Poll::Ready(error.take().map(Err))))
+    }
+
+    /// A feed whose items come from `step`, one future per item: it gets the state and
+    /// answers the next item with the state after it, or `None` at the end.
+    pub fn unfold<S, F, Fut>(state: S, mut step: F) -> Self
+    where
+        S: Send + 'static,
+        F: FnMut(S) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Option<(Result<T, crate::PluginError>, S)>> + Send + 'static,
+    {
+        let mut state = Box::new(Some(state));
+        let mut pending: Option<std::pin::Pin<Box<Fut>>> = None;
+        Feed::new(futures_core_stream(move |cx| {
+            if pending.is_none() {
+                match state.take() {
+                    Some(current) => pending = Some(Box::pin(step(current))),
+                    None => return std::task::Poll::Ready(None),
+                }
+            }
+            let future = pending.as_mut().expect("set above");
+            let next = std::task::ready!(std::future::Future::poll(future.as_mut(), cx));
+            pending = None;
+            std::task::Poll::Ready(next.map(|(item, next_state)| {
+                *state = Some(next_state);
+                item
+            }))
+        }))
     }
 
     /// A feed fed through a bounded channel (the sender side stays with the plugin).
@@ -173,7 +209,38 @@ impl<T: Send + 'static> Feed<T> {
 
     /// The next item; `None` when the feed has ended.
     pub async fn next(&mut self) -> Option<Result<T, crate::PluginError>> {
-        std::future::poll_fn(|cx| self.stream.as_mut().poll_next(cx)).await
+        if let Some(error) = self.held_error.take() {
+            return Some(Err(error));
+        }
+        if self.ended {
+            return None;
+        }
+        let next = std::future::poll_fn(|cx| self.stream.as_mut().poll_next(cx)).await;
+        self.ended = next.is_none();
+        next
+    }
+
+    /// The items waiting: at least one (waiting for it), at most `max`; `None` once the
+    /// feed has ended. An error comes alone, after the items before it.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<T>, crate::PluginError>> {
+        let first = match self.next().await? {
+            Ok(item) => item,
+            Err(error) => return Some(Err(error)),
+        };
+        let mut batch = vec![first];
+        let mut ready = std::task::Context::from_waker(std::task::Waker::noop());
+        while batch.len() < max.max(1) && !self.ended {
+            match self.stream.as_mut().poll_next(&mut ready) {
+                std::task::Poll::Ready(Some(Ok(item))) => batch.push(item),
+                std::task::Poll::Ready(Some(Err(error))) => {
+                    self.held_error = Some(error);
+                    break;
+                }
+                std::task::Poll::Ready(None) => self.ended = true,
+                std::task::Poll::Pending => break,
+            }
+        }
+        Some(Ok(batch))
     }
 }
 
@@ -288,22 +355,23 @@ pub enum GroupEvent {
 }
 
 /// A `Stream` from a poll function.
-fn futures_core_stream<T, F>(poll: F) -> impl futures_core::Stream<Item = T>
+pub(crate) fn futures_core_stream<T, F>(poll: F) -> impl futures_core::Stream<Item = T>
 where
-    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>> + Unpin,
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>>,
 {
-    struct PollStream<F>(F);
+    // Boxed, so the stream is `Unpin` whatever the closure holds.
+    struct PollStream<F>(Box<F>);
     impl<T, F> futures_core::Stream for PollStream<F>
     where
-        F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>> + Unpin,
+        F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>>,
     {
         type Item = T;
         fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
+            self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Option<T>> {
-            (self.0)(cx)
+            (self.get_mut().0)(cx)
         }
     }
-    PollStream(poll)
+    PollStream(Box::new(poll))
 }

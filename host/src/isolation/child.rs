@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use plugin_abi::host::{ChunkStream, EventStream, Instance, MessageStream, ObjectWriter, Plugin};
-use plugin_abi::{GroupEvent, Metadata, PluginError, PluginResult, StreamRecord};
+use plugin_abi::host::{Instance, ObjectWriter, Plugin};
+use plugin_abi::remote::Respond;
+use plugin_abi::{Metadata, PluginError, PluginResult};
 use serde::Serialize;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Semaphore};
@@ -212,50 +213,21 @@ fn missing(interface: &str) -> PluginError {
     PluginError::unimplemented(format!("this plugin does not implement {interface}"))
 }
 
-macro_rules! handle {
-    ($served:expr, $interface:ident) => {
-        $served.instance.$interface().ok_or_else(|| missing(stringify!($interface)))
-    };
+/// Where a generated dispatch sends its result: a `REPLY`, or an opened feed.
+struct Responder<'a> {
+    served: &'a Arc<Served>,
+    id: u64,
 }
 
-/// What a feed pumps: items of one kind, batch by batch.
-enum Source {
-    Messages(MessageStream),
-    Records(EventStream),
-    Events(EventStream),
-    Chunks(ChunkStream),
-}
+impl Respond for Responder<'_> {
+    fn value<T: Serialize>(self, result: PluginResult<T>) {
+        self.served.reply(self.id, result)
+    }
 
-impl Source {
-    /// The next `ITEMS` frame, or the `END` frame (and `true`) once the feed is over.
-    async fn next_frame(&mut self, id: u64) -> (Vec<u8>, bool) {
-        fn items<T: Serialize>(id: u64, batch: Option<PluginResult<Vec<T>>>) -> (Vec<u8>, bool) {
-            match batch {
-                Some(Ok(items)) => (wire::frame(wire::ITEMS, id, &items), false),
-                Some(Err(error)) => (wire::frame(wire::END, id, &Some(error)), true),
-                None => (wire::frame(wire::END, id, &None::<PluginError>), true),
-            }
-        }
-        match self {
-            Source::Messages(stream) => items(id, stream.next_batch(wire::FEED_BATCH).await),
-            Source::Events(stream) => items(id, stream.next_batch(wire::FEED_BATCH).await),
-            Source::Records(stream) => {
-                let batch = stream.next_batch(wire::FEED_BATCH).await.map(|batch| {
-                    batch.map(|events| {
-                        events
-                            .into_iter()
-                            .filter_map(|event| match event {
-                                GroupEvent::Record(record) => Some(record),
-                                GroupEvent::Assigned(_) => None,
-                            })
-                            .collect::<Vec<StreamRecord>>()
-                    })
-                });
-                items(id, batch)
-            }
-            Source::Chunks(stream) => {
-                items(id, stream.next().await.map(|chunk| chunk.map(|chunk| vec![chunk])))
-            }
+    fn feed<T: Serialize + Send + 'static>(self, result: PluginResult<plugin_abi::Feed<T>>) {
+        match result {
+            Ok(feed) => self.served.open_feed(self.id, (), feed, wire::FEED_BATCH),
+            Err(error) => self.served.reply::<()>(self.id, Err(error)),
         }
     }
 }
@@ -265,8 +237,15 @@ impl Served {
         let _ = self.outgoing.send(wire::frame(wire::REPLY, id, &result));
     }
 
-    /// Replies that the feed is open, then pumps it within the gateway's credit.
-    fn open_feed<R: Serialize>(self: &Arc<Self>, id: u64, reply: R, mut source: Source) {
+    /// Replies that the feed is open, then pumps it within the gateway's credit, up to
+    /// `batch` items a frame.
+    fn open_feed<R: Serialize, T: Serialize + Send + 'static>(
+        self: &Arc<Self>,
+        id: u64,
+        reply: R,
+        mut feed: plugin_abi::Feed<T>,
+        batch: usize,
+    ) {
         let credit = Arc::new(Semaphore::new(wire::FEED_CREDIT));
         let served = self.clone();
         let permits = credit.clone();
@@ -277,7 +256,11 @@ impl Served {
             loop {
                 let Ok(permit) = permits.acquire().await else { return };
                 permit.forget();
-                let (frame, ended) = source.next_frame(id).await;
+                let (frame, ended) = match feed.next_batch(batch).await {
+                    Some(Ok(items)) => (wire::frame(wire::ITEMS, id, &items), false),
+                    Some(Err(error)) => (wire::frame(wire::END, id, &Some(error)), true),
+                    None => (wire::frame(wire::END, id, &None::<PluginError>), true),
+                };
                 let _ = served.outgoing.send(frame);
                 if ended {
                     served.feeds.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
@@ -290,6 +273,10 @@ impl Served {
         // The reply goes out after the feed is registered, so its credits find it; its
         // items queue behind the reply on the one writer.
         self.reply(id, Ok(reply));
+    }
+
+    fn objects(&self) -> PluginResult<plugin_abi::host::ObjectStoreBasicHandle<'_>> {
+        self.instance.object_store_basic().ok_or_else(|| missing("object_store_basic"))
     }
 
     fn take_upload(&self, upload: u64) -> PluginResult<ObjectWriter> {
@@ -307,152 +294,12 @@ impl Served {
                 self.reply(id, result)
             }};
         }
-        macro_rules! feed {
-            ($opened:expr, $source:path) => {{
-                match async { $opened }.await {
-                    Ok(stream) => self.open_feed(id, (), $source(stream)),
-                    Err(error) => self.reply::<()>(id, Err(error)),
-                }
-            }};
-        }
         match call {
             Call::Health => self.reply(id, Ok(self.instance.health().await)),
             Call::Shutdown => self.reply(id, Ok(())),
-            Call::Get { key } => reply!(handle!(self, keyvalue_basic)?.get(&key).await),
-            Call::Set { key, value } => reply!(handle!(self, keyvalue_basic)?.set(&key, value).await),
-            Call::Delete { key } => reply!(handle!(self, keyvalue_basic)?.delete(&key).await),
-            Call::Exists { key } => reply!(handle!(self, keyvalue_basic)?.exists(&key).await),
-            Call::SetWithTtl { key, value, ttl_ms } => {
-                reply!(handle!(self, keyvalue_ttl)?.set_with_ttl(&key, value, ms(ttl_ms)).await)
-            }
-            Call::Expire { key, ttl_ms } => {
-                reply!(handle!(self, keyvalue_ttl)?.expire(&key, ms(ttl_ms)).await)
-            }
-            Call::GetTtl { key } => reply!(handle!(self, keyvalue_ttl)?.get_ttl(&key).await),
-            Call::Persist { key } => reply!(handle!(self, keyvalue_ttl)?.persist(&key).await),
-            Call::Scan { prefix, cursor, limit } => {
-                reply!(handle!(self, keyvalue_scan)?.scan(&prefix, cursor.as_deref(), limit).await)
-            }
-            Call::Count { prefix } => reply!(handle!(self, keyvalue_scan)?.count(&prefix).await),
-            Call::BatchGet { keys } => reply!(handle!(self, keyvalue_batch)?.batch_get(&keys).await),
-            Call::BatchSet { entries } => reply!(handle!(self, keyvalue_batch)?.batch_set(entries).await),
-            Call::BatchDelete { keys } => reply!(handle!(self, keyvalue_batch)?.batch_delete(&keys).await),
-            Call::GetVersioned { key } => reply!(handle!(self, keyvalue_cas)?.get_versioned(&key).await),
-            Call::CompareAndSwap { key, expected_version, value, ttl_ms } => reply!(
-                handle!(self, keyvalue_cas)?
-                    .compare_and_swap(&key, expected_version, value, ttl_ms.map(ms))
-                    .await
-            ),
-            Call::DeleteIfVersion { key, expected_version } => {
-                reply!(handle!(self, keyvalue_cas)?.delete_if_version(&key, expected_version).await)
-            }
-            Call::Begin { timeout_ms } => {
-                reply!(handle!(self, keyvalue_transactional)?.begin(ms(timeout_ms)).await)
-            }
-            Call::TxGet { tx, key } => {
-                reply!(handle!(self, keyvalue_transactional)?.get(plugin_abi::TransactionId(tx), &key).await)
-            }
-            Call::TxSet { tx, key, value } => {
-                reply!(
-                    handle!(self, keyvalue_transactional)?
-                        .set(plugin_abi::TransactionId(tx), &key, value)
-                        .await
-                )
-            }
-            Call::TxDelete { tx, key } => {
-                reply!(
-                    handle!(self, keyvalue_transactional)?.delete(plugin_abi::TransactionId(tx), &key).await
-                )
-            }
-            Call::Commit { tx } => {
-                reply!(handle!(self, keyvalue_transactional)?.commit(plugin_abi::TransactionId(tx)).await)
-            }
-            Call::Rollback { tx } => {
-                reply!(handle!(self, keyvalue_transactional)?.rollback(plugin_abi::TransactionId(tx)).await)
-            }
-            Call::Push { key, end, values } => {
-                reply!(handle!(self, list_basic)?.push(&key, end, values).await)
-            }
-            Call::Pop { key, end, count } => reply!(handle!(self, list_basic)?.pop(&key, end, count).await),
-            Call::Length { key } => reply!(handle!(self, list_basic)?.length(&key).await),
-            Call::Range { key, start, stop } => {
-                reply!(handle!(self, list_range)?.range(&key, start, stop).await)
-            }
-            Call::Trim { key, start, stop } => {
-                reply!(handle!(self, list_range)?.trim(&key, start, stop).await)
-            }
-            Call::Enqueue { queue, payload } => {
-                reply!(handle!(self, queue_basic)?.enqueue(&queue, payload).await)
-            }
-            Call::Dequeue { queue, max } => reply!(handle!(self, queue_basic)?.dequeue(&queue, max).await),
-            Call::Ack { queue, receipt } => reply!(handle!(self, queue_basic)?.ack(&queue, &receipt).await),
-            Call::Nack { queue, receipt, delay_ms } => {
-                reply!(handle!(self, queue_basic)?.nack(&queue, &receipt, ms(delay_ms)).await)
-            }
-            Call::DequeueWithVisibility { queue, max, visibility_ms } => reply!(
-                handle!(self, queue_visibility)?
-                    .dequeue_with_visibility(&queue, max, ms(visibility_ms))
-                    .await
-            ),
-            Call::ExtendVisibility { queue, receipt, visibility_ms } => reply!(
-                handle!(self, queue_visibility)?.extend_visibility(&queue, &receipt, ms(visibility_ms)).await
-            ),
-            Call::DeadLetters { queue, cursor, limit } => {
-                reply!(handle!(self, queue_dead_letter)?.dead_letters(&queue, cursor.as_deref(), limit).await)
-            }
-            Call::ReplayDeadLetters { queue, ids } => {
-                reply!(handle!(self, queue_dead_letter)?.replay_dead_letters(&queue, &ids).await)
-            }
-            Call::EnqueueAt { queue, payload, deliver_at_unix_ms } => {
-                reply!(handle!(self, queue_delayed)?.enqueue_at(&queue, payload, deliver_at_unix_ms).await)
-            }
-            Call::Publish { topic, payload, metadata } => {
-                reply!(handle!(self, pubsub_basic)?.publish(&topic, payload, metadata).await)
-            }
-            Call::Subscribe { topic } => {
-                feed!(handle!(self, pubsub_basic)?.subscribe(&topic).await, Source::Messages)
-            }
-            Call::SubscribePattern { pattern } => {
-                feed!(handle!(self, pubsub_wildcards)?.subscribe_pattern(&pattern).await, Source::Messages)
-            }
-            Call::SubscribeDurable { name, topic, ack_wait_ms } => feed!(
-                handle!(self, pubsub_persistent)?.subscribe_durable(&name, &topic, ms(ack_wait_ms)).await,
-                Source::Messages
-            ),
-            Call::AckDurable { name, ack_id } => {
-                reply!(handle!(self, pubsub_persistent)?.ack(&name, &ack_id).await)
-            }
-            Call::Append { stream, record } => {
-                reply!(handle!(self, stream_basic)?.append(&stream, record).await)
-            }
-            Call::Read { stream, partition, from_offset, follow } => feed!(
-                handle!(self, stream_basic)?.read(&stream, partition, from_offset, follow).await,
-                Source::Records
-            ),
-            Call::Offsets { stream } => reply!(handle!(self, stream_basic)?.offsets(&stream).await),
-            Call::AppendToPartition { stream, partition, record } => {
-                reply!(
-                    handle!(self, stream_partitioning)?.append_to_partition(&stream, partition, record).await
-                )
-            }
-            Call::OffsetForTimestamp { stream, partition, timestamp_unix_ms } => reply!(
-                handle!(self, stream_replay)?
-                    .offset_for_timestamp(&stream, partition, timestamp_unix_ms)
-                    .await
-            ),
-            Call::Join { stream, group } => {
-                feed!(handle!(self, stream_consumer_groups)?.join(&stream, &group).await, Source::Events)
-            }
-            Call::CommitGroup { stream, group, ack_id } => {
-                reply!(handle!(self, stream_consumer_groups)?.commit(&stream, &group, &ack_id).await)
-            }
-            Call::Committed { stream, group } => {
-                reply!(handle!(self, stream_consumer_groups)?.committed(&stream, &group).await)
-            }
-            Call::ExportState => reply!(handle!(self, state_transfer)?.export_state().await),
-            Call::ImportState { state } => reply!(handle!(self, state_transfer)?.import_state(state).await),
+            Call::Interface(call) => call.dispatch(&self.instance, Responder { served: &self, id }).await,
             Call::ObjectPut { key } => {
-                let started = async { handle!(self, object_store_basic)?.put(&key).await }.await;
+                let started = async { self.objects()?.put(&key).await }.await;
                 match started {
                     Ok(writer) => {
                         self.uploads.lock().unwrap_or_else(|e| e.into_inner()).insert(id, writer);
@@ -478,19 +325,16 @@ impl Served {
                 self.reply(id, Ok(()))
             }
             Call::ObjectGet { key } => {
-                let read = async { handle!(self, object_store_basic)?.get(&key).await }.await;
+                let read = async { self.objects()?.get(&key).await }.await;
                 match read {
-                    Ok(Some((info, chunks))) => self.open_feed(id, Some(info), Source::Chunks(chunks)),
+                    // One chunk a frame: chunks are up to a MiB each.
+                    Ok(Some(read)) => self.open_feed(id, Some(read.info), read.chunks, 1),
                     Ok(None) => self.reply(id, Ok(None::<plugin_abi::ObjectInfo>)),
                     Err(error) => self.reply::<()>(id, Err(error)),
                 }
             }
-            Call::ObjectHead { key } => reply!(handle!(self, object_store_basic)?.head(&key).await),
-            Call::ObjectDelete { key } => reply!(handle!(self, object_store_basic)?.delete(&key).await),
+            Call::ObjectHead { key } => reply!(self.objects()?.head(&key).await),
+            Call::ObjectDelete { key } => reply!(self.objects()?.delete(&key).await),
         }
     }
-}
-
-fn ms(millis: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(millis)
 }

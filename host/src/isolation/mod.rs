@@ -254,7 +254,7 @@ impl IsolatedLibrary {
 pub async fn start_instance(spec: ProcessSpec) -> PluginResult<(Instance, Arc<Supervisor>)> {
     let (supervisor, metadata) = Supervisor::start(spec).await?;
     let driver = remote::RemoteDriver { process: supervisor.clone() };
-    let instance = Instance::from_driver(driver, metadata)?;
+    let instance = Instance::from_driver(driver, metadata);
     Ok((instance, supervisor))
 }
 

@@ -7,7 +7,7 @@
 //! group membership, an object's chunks) then sends `ITEMS` frames under the same id —
 //! never more than the credit the gateway gave — and one `END`.
 
-use plugin_abi::{ListEnd, NewRecord, PluginError};
+use plugin_abi::PluginError;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -42,220 +42,14 @@ pub struct Hello {
     pub namespace: String,
 }
 
-/// One interface call, in plain types. Durations travel in milliseconds.
+/// What the gateway asks of the child: its health, its end, an interface call (in the
+/// form generated from the interface declarations), or a step of an object upload or
+/// read, which spans several frames and so is carried by hand.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Call {
     Health,
     Shutdown,
-    Get {
-        key: String,
-    },
-    Set {
-        key: String,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: String,
-    },
-    Exists {
-        key: String,
-    },
-    SetWithTtl {
-        key: String,
-        value: Vec<u8>,
-        ttl_ms: u64,
-    },
-    Expire {
-        key: String,
-        ttl_ms: u64,
-    },
-    GetTtl {
-        key: String,
-    },
-    Persist {
-        key: String,
-    },
-    Scan {
-        prefix: String,
-        cursor: Option<String>,
-        limit: u32,
-    },
-    Count {
-        prefix: String,
-    },
-    BatchGet {
-        keys: Vec<String>,
-    },
-    BatchSet {
-        entries: Vec<(String, Vec<u8>)>,
-    },
-    BatchDelete {
-        keys: Vec<String>,
-    },
-    GetVersioned {
-        key: String,
-    },
-    CompareAndSwap {
-        key: String,
-        expected_version: u64,
-        value: Vec<u8>,
-        ttl_ms: Option<u64>,
-    },
-    DeleteIfVersion {
-        key: String,
-        expected_version: u64,
-    },
-    Begin {
-        timeout_ms: u64,
-    },
-    TxGet {
-        tx: u64,
-        key: String,
-    },
-    TxSet {
-        tx: u64,
-        key: String,
-        value: Vec<u8>,
-    },
-    TxDelete {
-        tx: u64,
-        key: String,
-    },
-    Commit {
-        tx: u64,
-    },
-    Rollback {
-        tx: u64,
-    },
-    Push {
-        key: String,
-        end: ListEnd,
-        values: Vec<Vec<u8>>,
-    },
-    Pop {
-        key: String,
-        end: ListEnd,
-        count: u32,
-    },
-    Length {
-        key: String,
-    },
-    Range {
-        key: String,
-        start: i64,
-        stop: i64,
-    },
-    Trim {
-        key: String,
-        start: i64,
-        stop: i64,
-    },
-    Enqueue {
-        queue: String,
-        payload: Vec<u8>,
-    },
-    Dequeue {
-        queue: String,
-        max: u32,
-    },
-    Ack {
-        queue: String,
-        receipt: String,
-    },
-    Nack {
-        queue: String,
-        receipt: String,
-        delay_ms: u64,
-    },
-    DequeueWithVisibility {
-        queue: String,
-        max: u32,
-        visibility_ms: u64,
-    },
-    ExtendVisibility {
-        queue: String,
-        receipt: String,
-        visibility_ms: u64,
-    },
-    DeadLetters {
-        queue: String,
-        cursor: Option<String>,
-        limit: u32,
-    },
-    ReplayDeadLetters {
-        queue: String,
-        ids: Vec<String>,
-    },
-    EnqueueAt {
-        queue: String,
-        payload: Vec<u8>,
-        deliver_at_unix_ms: i64,
-    },
-    Publish {
-        topic: String,
-        payload: Vec<u8>,
-        metadata: Vec<(String, String)>,
-    },
-    /// Opens a feed of `Message`s.
-    Subscribe {
-        topic: String,
-    },
-    /// Opens a feed of `Message`s.
-    SubscribePattern {
-        pattern: String,
-    },
-    /// Opens a feed of `Message`s.
-    SubscribeDurable {
-        name: String,
-        topic: String,
-        ack_wait_ms: u64,
-    },
-    AckDurable {
-        name: String,
-        ack_id: String,
-    },
-    Append {
-        stream: String,
-        record: NewRecord,
-    },
-    /// Opens a feed of `StreamRecord`s.
-    Read {
-        stream: String,
-        partition: u32,
-        from_offset: u64,
-        follow: bool,
-    },
-    Offsets {
-        stream: String,
-    },
-    AppendToPartition {
-        stream: String,
-        partition: u32,
-        record: NewRecord,
-    },
-    OffsetForTimestamp {
-        stream: String,
-        partition: u32,
-        timestamp_unix_ms: i64,
-    },
-    /// Opens a feed of `GroupEvent`s.
-    Join {
-        stream: String,
-        group: String,
-    },
-    CommitGroup {
-        stream: String,
-        group: String,
-        ack_id: String,
-    },
-    Committed {
-        stream: String,
-        group: String,
-    },
-    ExportState,
-    ImportState {
-        state: Vec<u8>,
-    },
+    Interface(plugin_abi::remote::Call),
     /// Starts an upload; later calls name it by this call's id.
     ObjectPut {
         key: String,
@@ -343,14 +137,26 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip() {
-        let call =
-            Call::CompareAndSwap { key: "k".into(), expected_version: 3, value: vec![1, 2], ttl_ms: None };
+        use plugin_abi::remote::{Call as InterfaceCall, KeyValueCasCall};
+        let cas = KeyValueCasCall::CompareAndSwap {
+            key: "k".into(),
+            expected_version: 3,
+            value: vec![1, 2],
+            ttl: None,
+        };
+        let call = Call::Interface(InterfaceCall::KeyValueCas(cas));
         let bytes = frame(CALL, 42, &call);
         let mut reader = &bytes[..];
         let read = read_frame(&mut reader).await.unwrap().unwrap();
         assert_eq!((read.kind, read.id), (CALL, 42));
         let decoded: Call = read.decode().unwrap();
-        assert!(matches!(decoded, Call::CompareAndSwap { expected_version: 3, .. }));
+        assert!(matches!(
+            decoded,
+            Call::Interface(InterfaceCall::KeyValueCas(KeyValueCasCall::CompareAndSwap {
+                expected_version: 3,
+                ..
+            }))
+        ));
         assert!(read_frame(&mut reader).await.unwrap().is_none());
     }
 

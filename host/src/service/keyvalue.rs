@@ -138,7 +138,7 @@ impl KeyValueService for KeyValueApi {
         if request.transaction_id != 0 {
             let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Get in a transaction")?;
             let id = self.gateway.transactions.find(request.transaction_id, &namespace.name, &store)?;
-            let value = tx.get(id, &request.key).await.map_err(plugin_status)?;
+            let value = tx.tx_get(id, &request.key).await.map_err(plugin_status)?;
             let found = value.is_some();
             let value = self.resolve(claim.as_ref(), value.unwrap_or_default()).await?;
             return Ok(Response::new(GetResponse { found, value: value.into(), version: 0 }));
@@ -173,7 +173,7 @@ impl KeyValueService for KeyValueApi {
             check_not_marked(self.claim_check(&namespace).as_ref(), "value", &request.value)?;
             let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Set in a transaction")?;
             let id = self.gateway.transactions.find(request.transaction_id, &namespace.name, &store)?;
-            tx.set(id, &request.key, request.value.into()).await.map_err(plugin_status)?;
+            tx.tx_set(id, &request.key, request.value.into()).await.map_err(plugin_status)?;
             return Ok(Response::new(SetResponse {}));
         }
         let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
@@ -209,7 +209,7 @@ impl KeyValueService for KeyValueApi {
             }
             let tx = need(&namespace, STORE, store.keyvalue_transactional(), "Delete in a transaction")?;
             let id = self.gateway.transactions.find(request.transaction_id, &namespace.name, &store)?;
-            tx.delete(id, &request.key).await.map_err(plugin_status)?
+            tx.tx_delete(id, &request.key).await.map_err(plugin_status)?
         } else if request.expected_version > 0 {
             let cas = need(&namespace, STORE, store.keyvalue_cas(), "Delete with expected_version")?;
             match cas
@@ -549,7 +549,7 @@ impl KeyValueService for KeyValueApi {
             let (chunk, rest) = pending.split_at(fetched.entries_that_fit().max(1).min(pending.len()));
             pending = rest;
             let keys: Vec<String> = chunk.iter().map(|key| key.to_string()).collect();
-            let values = batch.batch_get(&keys).await.map_err(plugin_status)?;
+            let values = batch.batch_get(keys).await.map_err(plugin_status)?;
             for (key, value) in chunk.iter().zip(values) {
                 fetched.spend(
                     key.len() + value.as_deref().map_or(0, |value| payload_size(claim.as_ref(), value)),
@@ -625,7 +625,7 @@ impl KeyValueService for KeyValueApi {
         let (namespace, store) = self.store(&request.namespace).await?;
         check_batch_keys(&request.keys)?;
         let batch = need(&namespace, STORE, store.keyvalue_batch(), "BatchDelete")?;
-        let deleted = batch.batch_delete(&request.keys).await.map_err(plugin_status)?;
+        let deleted = batch.batch_delete(request.keys.clone()).await.map_err(plugin_status)?;
         let results = request
             .keys
             .into_iter()
@@ -731,9 +731,9 @@ impl KeyValueService for KeyValueApi {
             for mutation in request.mutations {
                 let outcome = match mutation.operation {
                     Some(mutation::Operation::Set(value)) => {
-                        tx.set(id, &mutation.key, value.into()).await.map(|()| false)
+                        tx.tx_set(id, &mutation.key, value.into()).await.map(|()| false)
                     }
-                    _ => tx.delete(id, &mutation.key).await,
+                    _ => tx.tx_delete(id, &mutation.key).await,
                 };
                 match outcome {
                     Ok(deleted) => results.push(MutationResult { key: mutation.key, deleted }),

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures_util::Stream;
-use plugin_abi::host::MessageStream;
+
 use plugin_abi::topics::{check_pattern, check_topic};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -196,7 +196,7 @@ const BATCH: usize = 256;
 
 /// Moves messages from the plugin to the outbox; with a claim check, a claimed payload
 /// is fetched (and checked) first, and a message whose payload cannot be is skipped.
-async fn pump(mut stream: MessageStream, outbox: Arc<Outbox>, claim: Option<(ClaimCheck, usize)>) {
+async fn pump(mut stream: plugin_abi::Subscription, outbox: Arc<Outbox>, claim: Option<(ClaimCheck, usize)>) {
     loop {
         match stream.next_batch(BATCH).await {
             Some(Ok(batch)) => {

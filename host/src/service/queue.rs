@@ -305,7 +305,7 @@ impl QueueService for QueueApi {
         super::check_batch("message_ids", request.message_ids.len())?;
         let dead = need(&namespace, SLOT, instance.queue_dead_letter(), "ReplayDeadLetters")?;
         let replayed =
-            dead.replay_dead_letters(&request.queue, &request.message_ids).await.map_err(plugin_status)?;
+            dead.replay_dead_letters(&request.queue, request.message_ids).await.map_err(plugin_status)?;
         Ok(Response::new(ReplayDeadLettersResponse { replayed }))
     }
 }

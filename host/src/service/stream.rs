@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use plugin_abi::host::{EventStream, Instance};
-use plugin_abi::{GroupEvent, NewRecord};
+use plugin_abi::host::Instance;
+use plugin_abi::{Feed, GroupEvent, NewRecord};
 use tonic::{Request, Response, Status};
 
 use super::{check_value, need, plugin_status, MAX_KEY_BYTES};
@@ -69,14 +69,14 @@ type Responses<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Turns a plugin feed into a response stream that pulls one batch at a time, keeping
 /// the instance alive while the client reads and stopping after `limit` items.
-fn pulled<T: Send + 'static>(
-    events: EventStream,
+fn pulled<E: Send + 'static, T: Send + 'static>(
+    events: Feed<E>,
     instance: Arc<Instance>,
     limit: Option<u64>,
-    convert: fn(GroupEvent) -> Option<T>,
+    convert: fn(E) -> Option<T>,
 ) -> Responses<T> {
-    struct State<T> {
-        events: EventStream,
+    struct State<E, T> {
+        events: Feed<E>,
         ready: std::collections::VecDeque<T>,
         left: Option<u64>,
         _instance: Arc<Instance>,
@@ -176,10 +176,8 @@ impl StreamService for StreamApi {
             .await
             .map_err(plugin_status)?;
         let limit = (request.max_records > 0).then_some(request.max_records);
-        let responses = pulled(events, log.clone(), limit, |event| match event {
-            GroupEvent::Record(item) => Some(ReadResponse { record: Some(record(item)) }),
-            GroupEvent::Assigned(_) => None,
-        });
+        let responses =
+            pulled(events, log.clone(), limit, |item| Some(ReadResponse { record: Some(record(item)) }));
         Ok(Response::new(super::until_retired(responses, &namespace)))
     }
 

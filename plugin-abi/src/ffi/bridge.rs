@@ -163,3 +163,18 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+/// Runs a plugin's synchronous method that hands out a feed (e.g. a scan stream) on the
+/// host's thread, catching a panic as a feed that fails: a panic must never unwind
+/// across the boundary.
+pub(crate) fn guarded_feed<T: Send + 'static>(
+    what: &str,
+    body: impl FnOnce() -> crate::Feed<T>,
+) -> crate::Feed<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        crate::Feed::failed(crate::PluginError::internal(format!(
+            "plugin panicked in {what}: {}",
+            panic_message(&*payload)
+        )))
+    })
+}

@@ -34,7 +34,7 @@ pub(crate) fn load_module(path: &Path) -> Result<(PluginModuleRef, String), Load
             detail: String::new(),
         });
     }
-    // Checked against the declarations of the plugin's own minor version (see `v1_0`, `v1_1`):
+    // Checked against the declarations of the plugin's own minor version (see `v1_0`, `v1_1`, `v1_2`):
     // abi_stable's own check would refuse an older plugin's shorter prefix types. Run
     // here, it also keeps the structured errors the one-line summary is made from.
     // A library that does not carry its layout cannot be checked, so it is not opened.
@@ -70,6 +70,7 @@ fn expected_layout(version: VersionNumber) -> &'static TypeLayout {
         same_or_newer if same_or_newer >= ours.minor => <PluginModuleRef as StableAbi>::LAYOUT,
         0 => <super::v1_0::PluginModuleRef as StableAbi>::LAYOUT,
         1 => <super::v1_1::PluginModuleRef as StableAbi>::LAYOUT,
+        2 => <super::v1_2::PluginModuleRef as StableAbi>::LAYOUT,
         _ => <PluginModuleRef as StableAbi>::LAYOUT,
     }
 }

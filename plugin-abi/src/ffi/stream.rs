@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use super::bridge::{bridge, CatchPanic, PluginRuntime};
 use super::{FfiEntry, FfiMessage, FfiResult, FfiStreamEvent};
-use crate::PluginError;
+use crate::{Feed, GroupEvent, Message, PluginError, StreamRecord};
 
 /// How many items a plugin may produce ahead of the host's reader.
 pub const STREAM_BUFFER: usize = 64;
@@ -211,6 +211,90 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     FfiChunkStream_TO::from_value(channel_stream(runtime, CHUNK_BUFFER, pump), TD_Opaque)
+}
+
+/// Forwards a plugin feed, converted, into the bounded channel the host reads; stops at
+/// the first error, or when the host drops its end (which drops the feed, cancelling it
+/// in the backend).
+pub(crate) async fn forward<T: Send + 'static, U>(
+    mut feed: Feed<T>,
+    convert: impl Fn(T) -> U,
+    sender: mpsc::Sender<Item<U>>,
+) {
+    while let Some(item) = feed.next().await {
+        let failed = item.is_err();
+        if sender.send(item.map(&convert)).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The host's end of a plugin's stream as a `Feed`: one FFI call per batch (`fetch`; an
+/// empty batch is the end), its items handed out from a buffer. `convert` may drop an
+/// item (a read's feed carries records only). An error ends the feed.
+fn feed_from_batches<F, T, Fetched>(
+    mut fetch: impl FnMut() -> Fetched + Send + 'static,
+    convert: fn(F) -> Option<T>,
+) -> Feed<T>
+where
+    F: Send + 'static,
+    T: Send + 'static,
+    Fetched: std::future::Future<Output = RResult<RVec<F>, PluginError>> + Send + 'static,
+{
+    use std::task::Poll;
+    let mut buffered = std::collections::VecDeque::new();
+    let mut pending: Option<std::pin::Pin<Box<Fetched>>> = None;
+    let mut ended = false;
+    Feed::new(crate::types::futures_core_stream(move |cx| loop {
+        if let Some(item) = buffered.pop_front() {
+            return Poll::Ready(Some(Ok(item)));
+        }
+        if ended {
+            return Poll::Ready(None);
+        }
+        let future = pending.get_or_insert_with(|| Box::pin(fetch()));
+        let result = std::task::ready!(std::future::Future::poll(future.as_mut(), cx));
+        pending = None;
+        match result {
+            ROk(batch) if batch.is_empty() => ended = true,
+            ROk(batch) => buffered.extend(batch.into_iter().filter_map(convert)),
+            RResult::RErr(error) => {
+                ended = true;
+                return Poll::Ready(Some(Err(error)));
+            }
+        }
+    }))
+}
+
+pub(crate) fn feed_of_messages(stream: MessageStreamBox) -> Feed<Message> {
+    feed_from_batches(move || stream.next_batch(STREAM_BUFFER as u32), |m| Some(Message::from(m)))
+}
+
+pub(crate) fn feed_of_records(stream: EventStreamBox) -> Feed<StreamRecord> {
+    feed_from_batches(
+        move || stream.next_batch(STREAM_BUFFER as u32),
+        |event| match event {
+            FfiStreamEvent::Record(record) => Some(record.into()),
+            FfiStreamEvent::Assigned(_) => None,
+        },
+    )
+}
+
+pub(crate) fn feed_of_events(stream: EventStreamBox) -> Feed<GroupEvent> {
+    feed_from_batches(move || stream.next_batch(STREAM_BUFFER as u32), |e| Some(GroupEvent::from(e)))
+}
+
+/// One item per call: `RNone` is the end.
+async fn single<T: Send + 'static>(next: FfiResult<ROption<T>>) -> RResult<RVec<T>, PluginError> {
+    next.await.map(|item| item.into_option().into_iter().collect())
+}
+
+pub(crate) fn feed_of_entries(stream: EntryStreamBox) -> Feed<(String, Vec<u8>)> {
+    feed_from_batches(move || single(stream.next()), |entry| Some(entry.into()))
+}
+
+pub(crate) fn feed_of_chunks(stream: ChunkStreamBox) -> Feed<Vec<u8>> {
+    feed_from_batches(move || single(stream.next()), |chunk| Some(chunk.into_vec()))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ cases! {
         kv.set(&keys.key("a"), b"A".to_vec()).await.unwrap();
         kv.set(&keys.key("c"), b"C".to_vec()).await.unwrap();
         let asked = vec![keys.key("c"), keys.key("b"), keys.key("a"), keys.key("c")];
-        let got = batch.batch_get(&asked).await.unwrap();
+        let got = batch.batch_get(asked.clone()).await.unwrap();
         assert_eq!(got, vec![Some(b"C".to_vec()), None, Some(b"A".to_vec()), Some(b"C".to_vec())]);
     }
 
@@ -31,7 +31,7 @@ cases! {
         let batch = instance.keyvalue_batch().unwrap();
         kv.set(&keys.key("a"), b"A".to_vec()).await.unwrap();
         kv.set(&keys.key("b"), b"B".to_vec()).await.unwrap();
-        let deleted = batch.batch_delete(&[keys.key("a"), keys.key("missing"), keys.key("b")]).await.unwrap();
+        let deleted = batch.batch_delete(vec![keys.key("a"), keys.key("missing"), keys.key("b")]).await.unwrap();
         assert_eq!(deleted, vec![true, false, true]);
         assert_eq!(kv.get(&keys.key("a")).await.unwrap(), None);
         assert_eq!(kv.get(&keys.key("b")).await.unwrap(), None);
@@ -40,8 +40,8 @@ cases! {
     async fn an_empty_batch_is_fine(instance, keys) {
         let _ = keys;
         let batch = instance.keyvalue_batch().unwrap();
-        assert!(batch.batch_get(&[]).await.unwrap().is_empty());
+        assert!(batch.batch_get(vec![]).await.unwrap().is_empty());
         assert!(batch.batch_set(Vec::new()).await.unwrap().is_empty());
-        assert!(batch.batch_delete(&[]).await.unwrap().is_empty());
+        assert!(batch.batch_delete(vec![]).await.unwrap().is_empty());
     }
 }

@@ -15,9 +15,9 @@ cases! {
         let tx = instance.keyvalue_transactional().expect("declared keyvalue_transactional");
         kv.set(&keys.key("gone"), b"old".to_vec()).await.unwrap();
         let id = tx.begin(LONG).await.unwrap();
-        tx.set(id, &keys.key("a"), b"1".to_vec()).await.unwrap();
-        tx.set(id, &keys.key("b"), b"2".to_vec()).await.unwrap();
-        assert!(tx.delete(id, &keys.key("gone")).await.unwrap());
+        tx.tx_set(id, &keys.key("a"), b"1".to_vec()).await.unwrap();
+        tx.tx_set(id, &keys.key("b"), b"2".to_vec()).await.unwrap();
+        assert!(tx.tx_delete(id, &keys.key("gone")).await.unwrap());
         assert_eq!(kv.get(&keys.key("a")).await.unwrap(), None, "uncommitted writes are invisible outside");
         assert_eq!(kv.get(&keys.key("gone")).await.unwrap(), Some(b"old".to_vec()));
         tx.commit(id).await.unwrap();
@@ -31,8 +31,8 @@ cases! {
         let tx = instance.keyvalue_transactional().unwrap();
         kv.set(&keys.key("kept"), b"old".to_vec()).await.unwrap();
         let id = tx.begin(LONG).await.unwrap();
-        tx.set(id, &keys.key("a"), b"1".to_vec()).await.unwrap();
-        tx.set(id, &keys.key("kept"), b"new".to_vec()).await.unwrap();
+        tx.tx_set(id, &keys.key("a"), b"1".to_vec()).await.unwrap();
+        tx.tx_set(id, &keys.key("kept"), b"new".to_vec()).await.unwrap();
         tx.rollback(id).await.unwrap();
         assert_eq!(kv.get(&keys.key("a")).await.unwrap(), None);
         assert_eq!(kv.get(&keys.key("kept")).await.unwrap(), Some(b"old".to_vec()));
@@ -41,11 +41,11 @@ cases! {
     async fn a_transaction_reads_its_own_writes_in_order(instance, keys) {
         let tx = instance.keyvalue_transactional().unwrap();
         let id = tx.begin(LONG).await.unwrap();
-        tx.set(id, &keys.key("k"), b"1".to_vec()).await.unwrap();
-        tx.set(id, &keys.key("k"), b"2".to_vec()).await.unwrap();
-        assert_eq!(tx.get(id, &keys.key("k")).await.unwrap(), Some(b"2".to_vec()));
-        assert!(tx.delete(id, &keys.key("k")).await.unwrap());
-        assert_eq!(tx.get(id, &keys.key("k")).await.unwrap(), None);
+        tx.tx_set(id, &keys.key("k"), b"1".to_vec()).await.unwrap();
+        tx.tx_set(id, &keys.key("k"), b"2".to_vec()).await.unwrap();
+        assert_eq!(tx.tx_get(id, &keys.key("k")).await.unwrap(), Some(b"2".to_vec()));
+        assert!(tx.tx_delete(id, &keys.key("k")).await.unwrap());
+        assert_eq!(tx.tx_get(id, &keys.key("k")).await.unwrap(), None);
         tx.commit(id).await.unwrap();
     }
 
@@ -53,7 +53,7 @@ cases! {
         let kv = instance.keyvalue_basic().unwrap();
         let tx = instance.keyvalue_transactional().unwrap();
         let id = tx.begin(Duration::from_millis(300)).await.unwrap();
-        tx.set(id, &keys.key("k"), b"v".to_vec()).await.unwrap();
+        tx.tx_set(id, &keys.key("k"), b"v".to_vec()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let error = tx.commit(id).await.expect_err("a timed-out transaction cannot commit");
         assert!(matches!(error.code(), ErrorCode::NotFound | ErrorCode::Aborted), "{error}");
@@ -65,7 +65,7 @@ cases! {
         let id = tx.begin(LONG).await.unwrap();
         tx.commit(id).await.unwrap();
         assert_eq!(tx.commit(id).await.unwrap_err().code(), ErrorCode::NotFound);
-        assert_eq!(tx.set(id, &keys.key("k"), b"v".to_vec()).await.unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(tx.tx_set(id, &keys.key("k"), b"v".to_vec()).await.unwrap_err().code(), ErrorCode::NotFound);
         assert_eq!(tx.rollback(plugin_abi::TransactionId(u64::MAX)).await.unwrap_err().code(), ErrorCode::NotFound);
     }
 
@@ -74,9 +74,9 @@ cases! {
         let tx = instance.keyvalue_transactional().unwrap();
         let first = tx.begin(LONG).await.unwrap();
         let second = tx.begin(LONG).await.unwrap();
-        tx.set(first, &keys.key("a"), b"first".to_vec()).await.unwrap();
-        tx.set(second, &keys.key("b"), b"second".to_vec()).await.unwrap();
-        assert_eq!(tx.get(second, &keys.key("a")).await.unwrap(), None);
+        tx.tx_set(first, &keys.key("a"), b"first".to_vec()).await.unwrap();
+        tx.tx_set(second, &keys.key("b"), b"second".to_vec()).await.unwrap();
+        assert_eq!(tx.tx_get(second, &keys.key("a")).await.unwrap(), None);
         tx.rollback(first).await.unwrap();
         tx.commit(second).await.unwrap();
         assert_eq!(kv.get(&keys.key("a")).await.unwrap(), None);

@@ -93,7 +93,7 @@ cases! {
             assert_eq!(found, vec![keys.key("stays")]);
         }
         if let Some(batch) = instance.keyvalue_batch() {
-            let got = batch.batch_get(&[keys.key("gone-0"), keys.key("stays")]).await.unwrap();
+            let got = batch.batch_get(vec![keys.key("gone-0"), keys.key("stays")]).await.unwrap();
             assert_eq!(got, vec![None, Some(b"v".to_vec())]);
         }
     }

@@ -56,7 +56,7 @@ macro_rules! cases {
 pub(crate) use cases;
 
 macro_rules! suites {
-    ($($variant:ident $module:ident $box:ident, $object:ident, $handle:ident;)*) => {
+    ($($variant:ident $module:ident $box:ident $object:ident $handle:ident $call:ident $to:ident;)*) => {
         /// The cases that prove an interface: the module named like it.
         pub fn suite_for(interface: Interface) -> &'static [Case] {
             match interface {

@@ -1,7 +1,8 @@
 //! object_store_basic: objects written and read in chunks; visible only once finished,
 //! whole; replaced whole; deleted.
 
-use plugin_abi::host::{ChunkStream, Instance};
+use plugin_abi::host::Instance;
+use plugin_abi::{Feed, ObjectRead};
 
 use super::cases;
 
@@ -11,7 +12,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| ((i * 31 + i / 251) as u8).wrapping_add(seed)).collect()
 }
 
-async fn read_all(mut chunks: ChunkStream) -> Vec<u8> {
+async fn read_all(mut chunks: Feed<Vec<u8>>) -> Vec<u8> {
     let mut bytes = Vec::new();
     while let Some(chunk) = chunks.next().await {
         bytes.extend(chunk.expect("a chunk"));
@@ -22,7 +23,7 @@ async fn read_all(mut chunks: ChunkStream) -> Vec<u8> {
 async fn get(instance: &Instance, key: &str) -> Option<Vec<u8>> {
     let store = instance.object_store_basic().unwrap();
     match store.get(key).await.unwrap() {
-        Some((info, chunks)) => {
+        Some(ObjectRead { info, chunks }) => {
             let bytes = read_all(chunks).await;
             assert_eq!(info.size, bytes.len() as u64, "the size in the info is the object's length");
             Some(bytes)
@@ -123,7 +124,7 @@ cases! {
         let parts: Vec<&[u8]> = bytes.chunks(1024 * 1024).collect();
         put(instance, &keys.key("shared"), &parts).await;
         let store = instance.object_store_basic().unwrap();
-        let (_, mut first) = store.get(&keys.key("shared")).await.unwrap().unwrap();
+        let ObjectRead { chunks: mut first, .. } = store.get(&keys.key("shared")).await.unwrap().unwrap();
         first.next().await.unwrap().unwrap();
         drop(first);
         assert_eq!(get(instance, &keys.key("shared")).await, Some(bytes));

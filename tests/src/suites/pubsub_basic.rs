@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use plugin_abi::host::MessageStream;
 use plugin_abi::Message;
 
 use super::cases;
 
 /// The next message, failing the case if none comes within 5 s.
-pub(crate) async fn receive(stream: &mut MessageStream) -> Message {
+pub(crate) async fn receive(stream: &mut plugin_abi::Subscription) -> Message {
     match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
         Ok(Some(Ok(message))) => message,
         Ok(Some(Err(error))) => panic!("the subscription failed: {error}"),

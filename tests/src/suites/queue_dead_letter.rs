@@ -39,7 +39,7 @@ cases! {
         let name = keys.key("q");
         let id = queue.enqueue(&name, b"poison".to_vec()).await.unwrap();
         fail_until_dead(instance, &name).await;
-        assert_eq!(dead.replay_dead_letters(&name, &[]).await.unwrap(), 1);
+        assert_eq!(dead.replay_dead_letters(&name, vec![]).await.unwrap(), 1);
         assert!(dead.dead_letters(&name, None, 10).await.unwrap().messages.is_empty());
         let again = queue.dequeue(&name, 1).await.unwrap().remove(0);
         assert_eq!(again.id, id);
@@ -65,7 +65,7 @@ cases! {
         assert_eq!(second.messages.len(), 1);
         let listed: Vec<String> = first.messages.iter().chain(&second.messages).map(|m| m.id.clone()).collect();
         assert_eq!(listed, ids);
-        assert_eq!(dead.replay_dead_letters(&name, &[ids[1].clone()]).await.unwrap(), 1);
+        assert_eq!(dead.replay_dead_letters(&name, vec![ids[1].clone()]).await.unwrap(), 1);
         let back = queue.dequeue(&name, 10).await.unwrap();
         assert_eq!(back.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), vec![ids[1].clone()]);
     }

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use plugin_abi::host::EventStream;
-use plugin_abi::{ErrorCode, GroupEvent, NewRecord, StreamRecord};
+use plugin_abi::{ErrorCode, Feed, NewRecord, RecordFeed, StreamRecord};
 
 use super::cases;
 
@@ -19,7 +18,7 @@ pub(crate) fn keyed(key: &str, payload: impl Into<Vec<u8>>) -> NewRecord {
 }
 
 /// The next event, failing the case if none comes within `wait`.
-pub(crate) async fn next_event(events: &mut EventStream, wait: Duration) -> GroupEvent {
+pub(crate) async fn next_event<T: Send + 'static>(events: &mut Feed<T>, wait: Duration) -> T {
     match tokio::time::timeout(wait, events.next_batch(1)).await {
         Ok(Some(Ok(mut batch))) => batch.remove(0),
         Ok(Some(Err(error))) => panic!("the feed failed: {error}"),
@@ -28,22 +27,16 @@ pub(crate) async fn next_event(events: &mut EventStream, wait: Duration) -> Grou
     }
 }
 
-pub(crate) async fn next_record(events: &mut EventStream) -> StreamRecord {
-    match next_event(events, Duration::from_secs(10)).await {
-        GroupEvent::Record(record) => record,
-        GroupEvent::Assigned(partitions) => panic!("expected a record, got an assignment {partitions:?}"),
-    }
+pub(crate) async fn next_record(events: &mut RecordFeed) -> StreamRecord {
+    next_event(events, Duration::from_secs(10)).await
 }
 
 /// Every record until the feed ends (a read without follow), failing after 10 s.
-pub(crate) async fn drain(events: &mut EventStream) -> Vec<StreamRecord> {
+pub(crate) async fn drain(events: &mut RecordFeed) -> Vec<StreamRecord> {
     let mut records = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), events.next_batch(64)).await {
-            Ok(Some(Ok(batch))) => records.extend(batch.into_iter().map(|event| match event {
-                GroupEvent::Record(record) => record,
-                GroupEvent::Assigned(_) => panic!("a read delivered an assignment"),
-            })),
+            Ok(Some(Ok(batch))) => records.extend(batch),
             Ok(Some(Err(error))) => panic!("the read failed: {error}"),
             Ok(None) => return records,
             Err(_) => {

@@ -5,8 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use plugin_abi::host::EventStream;
-use plugin_abi::GroupEvent;
+use plugin_abi::{GroupEvent, GroupFeed};
 
 use super::cases;
 use super::stream_basic::{keyed, next_event, stream_name};
@@ -14,7 +13,7 @@ use super::stream_basic::{keyed, next_event, stream_name};
 /// Rebalances can take a broker several seconds.
 const REBALANCE_WAIT: Duration = Duration::from_secs(30);
 
-async fn assignment(events: &mut EventStream) -> Vec<u32> {
+async fn assignment(events: &mut GroupFeed) -> Vec<u32> {
     match next_event(events, REBALANCE_WAIT).await {
         GroupEvent::Assigned(partitions) => partitions,
         GroupEvent::Record(record) => {
@@ -26,7 +25,7 @@ async fn assignment(events: &mut EventStream) -> Vec<u32> {
 /// What one member received: (partition, offset, payload), committing each record.
 async fn consume(
     groups: &plugin_abi::host::StreamConsumerGroupsHandle<'_>,
-    events: &mut EventStream,
+    events: &mut GroupFeed,
     stream: &str,
     group: &str,
     owned: &[u32],
