@@ -88,8 +88,13 @@ impl SteadyLoad {
                 };
                 counted.fetch_add(1, Ordering::Relaxed);
                 if let Err(status) = outcome {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    seen.push(format!("{:?}: {}", status.code(), status.message()));
+                    // Counted, and the first few kept: a gateway that went away must fail
+                    // the test, not fill the test's memory with the same error.
+                    if failed.fetch_add(1, Ordering::Relaxed) < 20 {
+                        seen.push(format!("{:?}: {}", status.code(), status.message()));
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 }
             }
             seen
@@ -145,7 +150,10 @@ async fn in_process_mode_each_crash_costs_only_its_namespace_and_it_recovers_by_
     ];
     for (how, cause) in crashes {
         let crashed =
-            kv.get(get("fragile", &format!("crash:{how}"))).await.expect_err("the crash fails its call");
+            tokio::time::timeout(Duration::from_secs(30), kv.get(get("fragile", &format!("crash:{how}"))))
+                .await
+                .unwrap_or_else(|_| panic!("{how}: the crashing call got no answer within 30 s"))
+                .expect_err("the crash fails its call");
         assert_eq!(crashed.code(), Code::Unavailable, "{how}: {}", crashed.message());
         assert!(
             crashed.message().contains(cause) && crashed.message().contains("plugin 'crashing'"),
