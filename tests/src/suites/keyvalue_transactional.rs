@@ -64,9 +64,18 @@ cases! {
         let tx = instance.keyvalue_transactional().unwrap();
         let id = tx.begin(LONG).await.unwrap();
         tx.commit(id).await.unwrap();
-        assert_eq!(tx.commit(id).await.unwrap_err().code(), ErrorCode::NotFound);
-        assert_eq!(tx.tx_set(id, &keys.key("k"), b"v".to_vec()).await.unwrap_err().code(), ErrorCode::NotFound);
-        assert_eq!(tx.rollback(plugin_abi::TransactionId(u64::MAX)).await.unwrap_err().code(), ErrorCode::NotFound);
+        let again = tx.commit(id).await.expect_err("commit of a committed transaction: expected NotFound, got Ok");
+        assert_eq!(again.code(), ErrorCode::NotFound, "commit of a committed transaction: {again}");
+        let late = tx
+            .tx_set(id, &keys.key("k"), b"v".to_vec())
+            .await
+            .expect_err("tx_set in a committed transaction: expected NotFound, got Ok");
+        assert_eq!(late.code(), ErrorCode::NotFound, "tx_set in a committed transaction: {late}");
+        let unknown = tx
+            .rollback(plugin_abi::TransactionId(u64::MAX))
+            .await
+            .expect_err("rollback of a transaction that never began: expected NotFound, got Ok");
+        assert_eq!(unknown.code(), ErrorCode::NotFound, "rollback of a transaction that never began: {unknown}");
     }
 
     async fn concurrent_transactions_do_not_see_each_other(instance, keys) {

@@ -67,9 +67,11 @@ macro_rules! suites {
 }
 plugin_abi::for_each_interface!(suites);
 
-/// Unique key names for one case: `acc/<run>/<case>/<name>`.
+/// Unique key names for one case: `acc/<run>/<case>/<name>`. It remembers every name
+/// it handed out, so the runner can remove what the case left behind.
 pub struct Keys {
     prefix: String,
+    handed_out: std::sync::Mutex<Vec<String>>,
 }
 
 impl Keys {
@@ -80,11 +82,13 @@ impl Keys {
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let run = format!("{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        Keys { prefix: format!("acc/{run}/{case}/") }
+        Keys { prefix: format!("acc/{run}/{case}/"), handed_out: Default::default() }
     }
 
     pub fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        let key = format!("{}{name}", self.prefix);
+        self.handed_out.lock().unwrap_or_else(|e| e.into_inner()).push(key.clone());
+        key
     }
 
     /// The prefix every key of this case starts with.
@@ -151,13 +155,15 @@ pub async fn run_suite(target: &Target, interface: Interface) -> SuiteReport {
             }
         };
         let run = case.run;
-        let name = case.name;
-        let task_instance = instance.clone();
-        let outcome = tokio::spawn(async move {
-            let keys = Keys::new(name);
-            run(&task_instance, &keys).await;
-        })
+        let keys = Arc::new(Keys::new(case.name));
+        let (task_instance, task_keys) = (instance.clone(), keys.clone());
+        let failed_at = Arc::new(std::sync::Mutex::new(None));
+        install_case_panic_hook();
+        let outcome = tokio::spawn(
+            CASE_FAILED_AT.scope(failed_at.clone(), async move { run(&task_instance, &task_keys).await }),
+        )
         .await;
+        clean_up(&instance, &keys).await;
         instance.shutdown().await;
         match outcome {
             Ok(()) => report.passed.push(case.name),
@@ -168,10 +174,64 @@ pub async fn run_suite(target: &Target, interface: Interface) -> SuiteReport {
                     .cloned()
                     .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "panicked".into());
-                report.failed.push((case.name, message));
+                let at = failed_at.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let at = at.map(|at| format!(" (at {at})")).unwrap_or_default();
+                report.failed.push((case.name, format!("{message}{at}")));
             }
             Err(error) => report.failed.push((case.name, error.to_string())),
         }
     }
     report
+}
+
+tokio::task_local! {
+    /// Where the case running in this task failed (`tests/src/suites/FILE.rs:LINE`, a
+    /// path the release package carries), set by the panic hook.
+    static CASE_FAILED_AT: Arc<std::sync::Mutex<Option<String>>>;
+}
+
+/// Installs, once, a panic hook that notes where a case panicked and keeps it off
+/// stderr (the runner reports it with the case); other panics print as usual.
+fn install_case_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let at = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+            let in_case = CASE_FAILED_AT
+                .try_with(|failed_at| *failed_at.lock().unwrap_or_else(|e| e.into_inner()) = at)
+                .is_ok();
+            if !in_case {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Removes what a case left under its keys, as far as the interfaces allow: key-value
+/// entries (by scanning the case's prefix, or key by key), lists and objects. Queues,
+/// topics and streams have no delete in any interface; their names are unique per run.
+/// Best effort, bounded in time: a failing backend must not hide the case's result.
+async fn clean_up(instance: &Instance, keys: &Keys) {
+    let handed_out = std::mem::take(&mut *keys.handed_out.lock().unwrap_or_else(|e| e.into_inner()));
+    let work = async {
+        if let (Some(scan), Some(basic)) = (instance.keyvalue_scan(), instance.keyvalue_basic()) {
+            let mut stream = scan.scan_stream(keys.prefix());
+            while let Some(Ok((key, _))) = stream.next().await {
+                let _ = basic.delete(&key).await;
+            }
+        }
+        for key in &handed_out {
+            if let Some(basic) = instance.keyvalue_basic() {
+                let _ = basic.delete(key).await;
+            }
+            if let Some(lists) = instance.list_basic() {
+                let _ = lists.pop(key, plugin_abi::ListEnd::Left, u32::MAX).await;
+            }
+            if let Some(objects) = instance.object_store_basic() {
+                let _ = objects.delete(key).await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), work).await;
 }

@@ -182,3 +182,35 @@ plugin_suites!(sqlite: "prism_sqlite", config = sqlite_config(), [
     queue_dead_letter => QueueDeadLetter,
     queue_delayed => QueueDelayed,
 ]);
+
+/// The runner removes what each case wrote under its keys: after the key-value and list
+/// suites on a Redis server, nothing the cases wrote is left under the run's key prefix
+/// (the plugin's own version counter, `{prefix}n`, stays: it is not the suites' data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suites_leave_no_keys_or_lists_behind() {
+    if !harness::backends_available(&[harness::Backend::Redis]) {
+        return;
+    }
+    let prefix = format!("cleanup-{}-{}:", std::process::id(), plugin_abi::unix_millis());
+    let config = format!("url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"{prefix}\"");
+    let target = Target::load(&harness::plugin_library("prism_redis"), &config).expect("load plugin");
+    for interface in
+        [Interface::KeyValueBasic, Interface::KeyValueTtl, Interface::ListBasic, Interface::ListRange]
+    {
+        let report = run_suite(&target, interface).await;
+        assert!(report.failed.is_empty(), "{interface}: {:#?}", report.failed);
+    }
+    let scan = std::process::Command::new("redis-cli")
+        .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}*")])
+        .output()
+        .expect("run redis-cli");
+    let counter = format!("{prefix}n");
+    let listing = String::from_utf8_lossy(&scan.stdout);
+    let left: Vec<&str> = listing.lines().filter(|key| *key != counter).collect();
+    assert!(
+        left.is_empty(),
+        "the suites left {} keys under {prefix}: {:?}",
+        left.len(),
+        &left[..left.len().min(10)]
+    );
+}
