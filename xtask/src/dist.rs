@@ -1,6 +1,7 @@
 //! `cargo xtask dist`: the gateway, the load tool, the conformance runner and the plugins
-//! as one `.tar.gz` of stripped files, their debug info in a second one, plus the docs
-//! and the `plugin-abi` source a plugin author builds against.
+//! as one `.tar.gz` of stripped files, their debug info in a second one, plus what a
+//! plugin author reads and builds against: the docs, the `plugin-abi` source with its
+//! generator, the protos, an example plugin and the acceptance suites' source.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -47,8 +48,17 @@ pub fn dist(args: &[String]) -> Result<(), String> {
     }
     let root = workspace_root();
     copy_tree(&root.join("docs"), &stage.join("docs"))?;
+    // What a plugin author builds against and reads: plugin-abi with its generator, the
+    // protos, an example plugin, and the suites' source at the paths the runner's
+    // failure lines cite.
     copy_tree(&root.join("plugin-abi/src"), &stage.join("plugin-abi/src"))?;
     copy(root.join("plugin-abi/Cargo.toml"), stage.join("plugin-abi/Cargo.toml"))?;
+    copy_tree(&root.join("plugin-abi/macros/src"), &stage.join("plugin-abi/macros/src"))?;
+    copy(root.join("plugin-abi/macros/Cargo.toml"), stage.join("plugin-abi/macros/Cargo.toml"))?;
+    copy_tree(&root.join("proto"), &stage.join("proto"))?;
+    copy_tree(&root.join("tests/src/suites"), &stage.join("tests/src/suites"))?;
+    example_plugin(&root, &stage)?;
+    copy(root.join("ARCHITECTURE.md"), stage.join("ARCHITECTURE.md"))?;
     copy(root.join("README.md"), stage.join("README.md"))?;
     copy(root.join("LICENSE"), stage.join("LICENSE"))?;
     let config = std::fs::read_to_string(root.join("plugins.toml")).map_err(|e| e.to_string())?;
@@ -95,6 +105,27 @@ pub fn dist(args: &[String]) -> Result<(), String> {
     run(tar)?;
     std::fs::remove_dir_all(&stage).map_err(|e| e.to_string())?;
     println!("{}", archive.display());
+    Ok(())
+}
+
+/// The memstore plugin's source as `examples/memstore/`, with a manifest that builds
+/// on its own against the package's `plugin-abi/` (the workspace's lock file beside it,
+/// so it resolves to the versions the release was tested with).
+fn example_plugin(root: &std::path::Path, stage: &std::path::Path) -> Result<(), String> {
+    let example = stage.join("examples/memstore");
+    copy_tree(&root.join("plugins/memstore/src"), &example.join("src"))?;
+    let manifest = format!(
+        "# The memstore plugin, as an example to copy: it builds against this package's plugin-abi/.\n\
+         [package]\nname = \"prism-memstore\"\nversion = \"{version}\"\nedition = \"2021\"\nlicense = \"Apache-2.0\"\n\n\
+         [lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n\
+         [dependencies]\nplugin-abi = {{ path = \"../../plugin-abi\" }}\n\
+         serde = {{ version = \"1\", features = [\"derive\"] }}\n\
+         tokio = {{ version = \"1\", features = [\"rt-multi-thread\", \"sync\", \"time\", \"macros\"] }}\n\n\
+         # Not part of any workspace around it.\n[workspace]\n",
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    std::fs::write(example.join("Cargo.toml"), manifest).map_err(|e| e.to_string())?;
+    std::fs::copy(root.join("Cargo.lock"), example.join("Cargo.lock")).map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -52,11 +52,31 @@ async fn the_package_unpacks_verifies_and_serves() {
         "plugin-abi/Cargo.toml",
         "plugin-abi/src/lib.rs",
         "plugin-abi/src/ffi/mod.rs",
+        "plugin-abi/macros/Cargo.toml",
+        "plugin-abi/macros/src/lib.rs",
+        "proto/prism/v1/keyvalue.proto",
+        "examples/memstore/Cargo.toml",
+        "examples/memstore/src/lib.rs",
+        "tests/src/suites/keyvalue_basic.rs",
+        "ARCHITECTURE.md",
     ] {
         assert!(root.join(file).is_file(), "{file} is missing from the package");
     }
     let manifest = std::fs::read_to_string(root.join("plugin-abi/Cargo.toml")).unwrap();
     assert!(!manifest.contains(".workspace"), "plugin-abi builds on its own: {manifest}");
+    // The example plugin builds from the package alone, against its plugin-abi.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let example = Command::new(cargo)
+        .args(["check", "--offline", "--quiet", "--manifest-path"])
+        .arg(root.join("examples/memstore/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", workspace().join("target/dist-example"))
+        .output()
+        .expect("run cargo check");
+    assert!(
+        example.status.success(),
+        "the packaged example plugin does not build against the packaged plugin-abi:\n{}",
+        String::from_utf8_lossy(&example.stderr)
+    );
 
     // Stripped, with the debug info apart and linked back.
     let debug_archive = archive.replace(".tar.gz", "-debuginfo.tar.gz");
