@@ -15,7 +15,6 @@ pub mod filter;
 pub mod gateway;
 pub mod health;
 pub mod idempotency;
-pub mod isolation;
 pub mod loader;
 pub mod observe;
 pub mod oversize;
@@ -29,3 +28,6 @@ pub mod service;
 pub mod tls;
 pub mod transactions;
 pub mod watch;
+
+/// Process isolation and probe children live in their own crate (`prism-isolation`).
+pub use prism_isolation as isolation;

@@ -8,12 +8,14 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use plugin_abi::host::{LoadError, Plugin};
 use sha2::{Digest, Sha256};
+
+use prism_isolation::probe::{
+    crashed_message, create_private_dir, hung_message, run_probe, ProbeFailure, HUNG_FIX,
+};
 
 use crate::config::ConfigError;
 use crate::resolve::LoadedPlugin;
@@ -35,9 +37,6 @@ pub struct Loader {
     opened_count: std::sync::atomic::AtomicUsize,
     mapped_bytes: std::sync::atomic::AtomicU64,
 }
-
-/// How long a probe may take before the library is refused as hanging.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Loader {
     pub fn new(cache_dir: PathBuf, prober: Option<PathBuf>, max_loads: usize) -> Loader {
@@ -319,90 +318,6 @@ impl Loader {
     }
 }
 
-/// How a probe child ended, and what it wrote.
-pub(crate) struct ProbeRun {
-    pub status: std::process::ExitStatus,
-    pub stdout: Vec<u8>,
-    pub stderr: String,
-}
-
-pub(crate) enum ProbeFailure {
-    Spawn(std::io::Error),
-    /// It ran past [`PROBE_TIMEOUT`] and was killed.
-    Hung,
-}
-
-pub(crate) const HUNG_FIX: &str = "check the library's initialisers (static constructors) and rebuild it";
-
-pub(crate) fn hung_message(source: &Path) -> String {
-    format!("{} hung for {PROBE_TIMEOUT:?} while being opened in a probe process", source.display())
-}
-
-/// "`source` crashed the probe process that opened it (how): its last stderr line".
-pub(crate) fn crashed_message(source: &Path, run: &ProbeRun) -> String {
-    let how = match run.status.code() {
-        Some(code) => format!("exited with code {code}"),
-        None => signal_of(&run.status),
-    };
-    format!(
-        "{} crashed the probe process that opened it ({how}){}",
-        source.display(),
-        run.stderr.lines().last().map(|line| format!(": {line}")).unwrap_or_default()
-    )
-}
-
-/// Runs `prism probe-plugin COPY --configs-on-stdin ARGS…` with `configs` on its stdin,
-/// for at most [`PROBE_TIMEOUT`]: a library that hangs while it is opened is killed.
-pub(crate) fn run_probe(
-    prober: &Path,
-    copy: &Path,
-    configs: &[String],
-    args: &[&str],
-) -> Result<ProbeRun, ProbeFailure> {
-    let mut child = Command::new(prober)
-        .arg("probe-plugin")
-        .arg(copy)
-        .arg("--configs-on-stdin")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(ProbeFailure::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write as _;
-        // A child that died before reading is reported by its exit status below.
-        let _ = stdin.write_all(serde_json::to_string(configs).unwrap_or_default().as_bytes());
-    }
-    // Drained while it runs, so a full pipe cannot stall it.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < PROBE_TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(ProbeFailure::Hung);
-            }
-        }
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
-    Ok(ProbeRun { status, stdout, stderr })
-}
-
 enum OpenError {
     Load(LoadError),
     Other { message: String, fix: String },
@@ -498,22 +413,6 @@ fn is_fifo_or_device(_: &std::fs::FileType) -> bool {
     false
 }
 
-#[cfg(unix)]
-fn signal_of(status: &std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match status.signal() {
-        Some(7) => "killed by SIGBUS".into(),
-        Some(11) => "killed by SIGSEGV".into(),
-        Some(signal) => format!("killed by signal {signal}"),
-        None => "ended abnormally".into(),
-    }
-}
-
-#[cfg(not(unix))]
-fn signal_of(_: &std::process::ExitStatus) -> String {
-    "ended abnormally".into()
-}
-
 fn default_cache_dir() -> PathBuf {
     #[cfg(unix)]
     let user = {
@@ -524,30 +423,6 @@ fn default_cache_dir() -> PathBuf {
     #[cfg(not(unix))]
     let user = "user";
     std::env::temp_dir().join(format!("prism-plugins-{user}"))
-}
-
-#[cfg(unix)]
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let metadata = std::fs::metadata(dir)?;
-    // A file this process creates carries its effective uid: compare the directory's owner.
-    let marker = dir.join(format!(".owner-{}", std::process::id()));
-    std::fs::write(&marker, b"")?;
-    let me = std::fs::metadata(&marker).map(|m| m.uid());
-    let _ = std::fs::remove_file(&marker);
-    if metadata.uid() != me? || metadata.permissions().mode() & 0o022 != 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "it belongs to another user or others can write to it",
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)
 }
 
 #[cfg(unix)]

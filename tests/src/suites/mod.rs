@@ -123,7 +123,7 @@ impl Target {
     /// A fresh instance, in this process or in a child of its own.
     pub async fn create(&self) -> Result<Instance, plugin_abi::PluginError> {
         let Some(prism) = &self.process else { return self.plugin.create(&self.config).await };
-        let spec = prism_host::isolation::ProcessSpec {
+        let spec = prism_isolation::ProcessSpec {
             binary: prism.clone(),
             library: self.path.clone(),
             plugin: self.plugin.metadata().name.clone(),
@@ -131,7 +131,7 @@ impl Target {
             config: self.config.clone(),
             settings: Default::default(),
         };
-        Ok(prism_host::isolation::start_instance(spec).await?.0)
+        Ok(prism_isolation::start_instance(spec).await?.0)
     }
 }
 

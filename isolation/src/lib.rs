@@ -10,10 +10,18 @@
 //! - `remote.rs`: the stand-in driver (`plugin-abi`'s traits, forwarded).
 //! - `supervisor.rs`: starting, watching and restarting the child; its status.
 //! - `child.rs`: `prism plugin-host` — limits, privileges, then serving the instance.
+//! - `probe.rs`: `prism probe-plugin` children, which open a library before anyone else
+//!   does (the gateway's loader runs them for every library, isolated or not).
+//!
+//! A crate of its own so that what runs plugin code in other processes has one home, and
+//! the conformance runner can host plugins in processes without linking the gateway.
+
+#![forbid(unsafe_code)]
 
 pub mod child;
 mod connection;
 mod outgoing;
+pub mod probe;
 mod remote;
 pub mod supervisor;
 pub mod wire;
@@ -176,11 +184,11 @@ pub fn probe_report(
     configs: &[String],
     run_instance: bool,
 ) -> Result<ProbeReport, String> {
-    use crate::loader::{run_probe, ProbeFailure};
+    use crate::probe::{run_probe, ProbeFailure};
     let args: &[&str] = if run_instance { &["--report", "--run-instance"] } else { &["--report"] };
     let run = run_probe(binary, library, configs, args).map_err(|failure| match failure {
         ProbeFailure::Spawn(error) => format!("cannot start {}: {error}", binary.display()),
-        ProbeFailure::Hung => crate::loader::hung_message(library),
+        ProbeFailure::Hung => crate::probe::hung_message(library),
     })?;
     if run.status.code() == Some(2) {
         // A load error the probe reported cleanly: its message is the last line.
@@ -188,7 +196,7 @@ pub fn probe_report(
         return Err(last.trim_start_matches("error: ").to_owned());
     }
     if !run.status.success() {
-        return Err(crate::loader::crashed_message(library, &run));
+        return Err(crate::probe::crashed_message(library, &run));
     }
     serde_json::from_slice(&run.stdout)
         .map_err(|error| format!("the probe process's report is unreadable: {error}"))
@@ -315,6 +323,6 @@ pub fn log_children_as(format: &'static str) {
 /// The private directory the gateway's plugin sockets live in (mode 0700).
 fn socket_dir() -> std::io::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("prism-isolation-{}", nix::unistd::geteuid()));
-    crate::loader::create_private_dir(&dir)?;
+    crate::probe::create_private_dir(&dir)?;
     Ok(dir)
 }

@@ -201,10 +201,10 @@ impl Connection {
             buffered: VecDeque::new(),
             done: false,
         };
-        let feed = Feed::new(futures_util::stream::unfold(state, |mut state| async move {
+        let feed = Feed::unfold(state, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
-        }));
+        });
         Ok((reply, Some(feed)))
     }
 
