@@ -1,3 +1,7 @@
+//! Compiles `proto/prism/v1` into the crate, with a vendored `protoc`.
+
+#![forbid(unsafe_code)]
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = prost_build::Config::new();

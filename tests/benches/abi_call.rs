@@ -6,6 +6,8 @@
 //!
 //! Run with `cargo xtask bench-abi` (it builds the release plugin this loads).
 
+#![forbid(unsafe_code)]
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;

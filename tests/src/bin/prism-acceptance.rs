@@ -2,6 +2,8 @@
 //! plugin: `prism-acceptance path/to/libmyplugin.so --config 'url = "redis://…"'`
 //! (repeat `--config` for more keys, or give the table in `--config-file FILE`).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -2,6 +2,8 @@
 //! each file is a module). Tests that need a backend skip with a reason when it is not
 //! reachable; `cargo xtask test` starts the backends and makes a missing one fail.
 
+#![forbid(unsafe_code)]
+
 mod abi;
 mod abi_compat;
 mod acceptance;
