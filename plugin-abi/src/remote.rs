@@ -23,12 +23,6 @@ macro_rules! calls {
         $(pub use crate::interfaces::$call;)*
 
         impl Call {
-            pub fn interface(&self) -> Interface {
-                match self {
-                    $(Call::$variant(_) => Interface::$variant,)*
-                }
-            }
-
             /// Runs the call on `instance` and hands the result to `respond`; an interface
             /// the instance does not provide is `Unimplemented`.
             pub async fn dispatch(self, instance: &Instance, respond: impl Respond) {

@@ -183,7 +183,7 @@ impl<T: Send + 'static> Feed<T> {
         F: FnMut(S) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Option<(Result<T, crate::PluginError>, S)>> + Send + 'static,
     {
-        let mut state = Box::new(Some(state));
+        let mut state = Some(state);
         let mut pending: Option<std::pin::Pin<Box<Fut>>> = None;
         Feed::new(futures_core_stream(move |cx| {
             if pending.is_none() {
@@ -196,7 +196,7 @@ impl<T: Send + 'static> Feed<T> {
             let next = std::task::ready!(std::future::Future::poll(future.as_mut(), cx));
             pending = None;
             std::task::Poll::Ready(next.map(|(item, next_state)| {
-                *state = Some(next_state);
+                state = Some(next_state);
                 item
             }))
         }))

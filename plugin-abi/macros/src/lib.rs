@@ -372,6 +372,13 @@ impl Interface {
                 }
             });
             let output = self.erased(&method.output);
+            let from_ffi = match self.assoc(&method.output) {
+                Some(assoc) => {
+                    let ffi = &assoc.ffi;
+                    quote!(<#output as crate::ffi::crossing::AssocFromFfi<#ffi>>::assoc_from_ffi)
+                }
+                None => quote!(<#output as crate::ffi::crossing::Returned>::from_ffi),
+            };
             if method.is_async {
                 quote! {
                     #(#docs)*
@@ -379,7 +386,7 @@ impl Interface {
                         match self.object {
                             #object::Ffi(object) => self.calls.time(async move {
                                 let value = object.#name(#(#ffi_args),*).await.into_result()?;
-                                Ok(<#output as crate::ffi::crossing::Returned>::from_ffi(value))
+                                Ok(#from_ffi(value))
                             }).await,
                             #object::Local(object) => self.calls.time(object.#name(#(#arg_names),*)).await,
                         }
@@ -391,7 +398,7 @@ impl Interface {
                     pub fn #name(&self, #(#params),*) -> #output {
                         match self.object {
                             #object::Ffi(object) => {
-                                <#output as crate::ffi::crossing::Returned>::from_ffi(object.#name(#(#ffi_args),*))
+                                #from_ffi(object.#name(#(#ffi_args),*))
                             }
                             #object::Local(object) => object.clone().#name(#(#arg_names),*),
                         }

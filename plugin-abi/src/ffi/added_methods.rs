@@ -26,13 +26,13 @@ impl FfiProbe for BuiltBefore {
 
 #[test]
 fn an_object_that_predates_a_method_answers_unimplemented_naming_it() {
-    let answer = futures_executor(FfiProbe::added(&BuiltBefore)).into_result();
+    let answer = block_on(FfiProbe::added(&BuiltBefore)).into_result();
     let error = answer.expect_err("the default answers an error");
     assert_eq!(error.code(), ErrorCode::Unimplemented);
     assert!(error.message().contains("`added`"), "{error}");
-    assert_eq!(futures_executor(FfiProbe::original(&BuiltBefore)).into_result(), Ok(1));
+    assert_eq!(block_on(FfiProbe::original(&BuiltBefore)).into_result(), Ok(1));
 }
 
-fn futures_executor<T>(future: impl std::future::Future<Output = T>) -> T {
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
 }

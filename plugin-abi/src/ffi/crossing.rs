@@ -4,8 +4,8 @@
 //!
 //! - [`Crossing`]: values that are the same on both sides (arguments and most results).
 //! - [`Returned`]: results, which may also be feeds pumped on the plugin's runtime.
-//! - [`AssocIntoFfi`] / [`Erase`]: a driver's associated type (an upload) into its FFI
-//!   object, or into the host's type-erased form.
+//! - [`AssocIntoFfi`], [`AssocFromFfi`], [`Erase`]: a driver's associated type (an upload)
+//!   into its FFI object, and the host's type-erased form of it from either side.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -257,8 +257,13 @@ impl<U: crate::ObjectUpload> AssocIntoFfi<ObjectUploadBox> for U {
     }
 }
 
-/// A driver's associated type into the host's type-erased form of it
-/// (what `#[crossing(erased = …)]` names).
+/// The host's type-erased form of a driver's associated type (what
+/// `#[crossing(erased = …)]` names), from its FFI object…
+pub(crate) trait AssocFromFfi<Ffi> {
+    fn assoc_from_ffi(ffi: Ffi) -> Self;
+}
+
+/// …or from a driver built into the host.
 pub(crate) trait Erase<U> {
     fn erase(value: U) -> Self;
 }

@@ -328,11 +328,12 @@ impl ObjectWriter {
     }
 }
 
-/// [`ObjectUpload`] as an object, for an upload of a driver built into the host.
+/// [`ObjectUpload`] as an object, for an upload of a driver built into the host. Such an
+/// upload dropped unfinished is aborted by its own `Drop` (process isolation's sends the
+/// abort to the plugin process), as the FFI upload's is by the plugin.
 trait DynObjectUpload: Send {
     fn write(&mut self, chunk: Vec<u8>) -> BoxFuture<'_, PluginResult<()>>;
     fn finish(self: Box<Self>) -> BoxFuture<'static, PluginResult<ObjectInfo>>;
-    fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
 
 impl<U: ObjectUpload> DynObjectUpload for U {
@@ -342,24 +343,6 @@ impl<U: ObjectUpload> DynObjectUpload for U {
     fn finish(self: Box<Self>) -> BoxFuture<'static, PluginResult<ObjectInfo>> {
         Box::pin(ObjectUpload::finish(*self))
     }
-    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(ObjectUpload::abort(*self))
-    }
-}
-
-/// A host-built driver's upload, as an upload again (to hand it across the ABI).
-struct LocalUpload(Box<dyn DynObjectUpload>);
-
-impl ObjectUpload for LocalUpload {
-    async fn write(&mut self, chunk: Vec<u8>) -> PluginResult<()> {
-        self.0.write(chunk).await
-    }
-    async fn finish(self) -> PluginResult<ObjectInfo> {
-        self.0.finish().await
-    }
-    async fn abort(self) {
-        self.0.abort().await
-    }
 }
 
 impl<U: ObjectUpload> ffi::crossing::Erase<U> for ObjectWriter {
@@ -368,15 +351,8 @@ impl<U: ObjectUpload> ffi::crossing::Erase<U> for ObjectWriter {
     }
 }
 
-impl ffi::crossing::Returned for ObjectWriter {
-    type Ffi = ffi::ObjectUploadBox;
-    fn into_ffi(self, runtime: &Arc<ffi::bridge::PluginRuntime>) -> ffi::ObjectUploadBox {
-        match self.inner {
-            Writer::Ffi(upload) => upload,
-            Writer::Local(upload) => ffi::upload::object_upload(runtime, LocalUpload(upload)),
-        }
-    }
-    fn from_ffi(upload: ffi::ObjectUploadBox) -> Self {
+impl ffi::crossing::AssocFromFfi<ffi::ObjectUploadBox> for ObjectWriter {
+    fn assoc_from_ffi(upload: ffi::ObjectUploadBox) -> Self {
         ObjectWriter { inner: Writer::Ffi(upload) }
     }
 }

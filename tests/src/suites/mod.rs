@@ -215,14 +215,17 @@ fn install_case_panic_hook() {
 async fn clean_up(instance: &Instance, keys: &Keys) {
     let handed_out = std::mem::take(&mut *keys.handed_out.lock().unwrap_or_else(|e| e.into_inner()));
     let work = async {
-        if let (Some(scan), Some(basic)) = (instance.keyvalue_scan(), instance.keyvalue_basic()) {
+        let basic = instance.keyvalue_basic();
+        let scan = instance.keyvalue_scan();
+        if let (Some(scan), Some(basic)) = (&scan, &basic) {
             let mut stream = scan.scan_stream(keys.prefix());
             while let Some(Ok((key, _))) = stream.next().await {
                 let _ = basic.delete(&key).await;
             }
         }
         for key in &handed_out {
-            if let Some(basic) = instance.keyvalue_basic() {
+            // Without a scan, key-value entries go key by key.
+            if let (None, Some(basic)) = (&scan, &basic) {
                 let _ = basic.delete(key).await;
             }
             if let Some(lists) = instance.list_basic() {
