@@ -15,10 +15,7 @@ use plugin_abi::host::{Instance, ObjectWriter};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
-use crate::config::ServerConfig;
-use crate::gateway::Namespace;
-use crate::patterns::CLAIM_CHECK;
-use crate::service::plugin_status;
+use crate::shared::plugin_status;
 
 /// What a reference starts with: bytes no text value begins with.
 pub const MARKER: &[u8] = b"\0prism-claim-check\0";
@@ -72,14 +69,9 @@ pub struct ClaimCheck {
 }
 
 impl ClaimCheck {
-    pub fn of(namespace: &Namespace, settings: &ServerConfig) -> Option<ClaimCheck> {
-        let bound = namespace.slot(CLAIM_CHECK)?;
-        Some(ClaimCheck {
-            store: bound.instance.clone(),
-            namespace: namespace.name.clone(),
-            threshold: settings.claim_check_threshold_bytes,
-            max_object: settings.max_object_bytes,
-        })
+    /// The claim check of `namespace`, whose `claim_check` slot is bound to `store`.
+    pub fn new(store: Arc<Instance>, namespace: String, threshold: usize, max_object: u64) -> ClaimCheck {
+        ClaimCheck { store, namespace, threshold, max_object }
     }
 
     /// Whether both are the same bound instance (a reload replaces it).

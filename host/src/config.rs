@@ -2,13 +2,13 @@
 //! names the key it is about and what would fix it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::patterns;
+use crate::shared::{valid_name, ConfigError, ConfigErrors};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,48 +167,6 @@ pub struct SlotEntry {
     pub config: toml::Table,
 }
 
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The dotted key the problem is about, e.g. `namespaces[0].slots.store.plugin`.
-    pub key: String,
-    pub message: String,
-    /// What the operator can change to fix it.
-    pub fix: String,
-}
-
-impl ConfigError {
-    pub fn new(key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), message: message.into(), fix: fix.into() }
-    }
-}
-
-/// Every problem found in one config file. Printed to operators; exit code 2.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors {
-    pub file: PathBuf,
-    pub errors: Vec<ConfigError>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.errors.len();
-        writeln!(
-            f,
-            "error: {} is not a valid Prism config ({count} problem{})",
-            self.file.display(),
-            if count == 1 { "" } else { "s" }
-        )?;
-        for error in &self.errors {
-            writeln!(f, "  {}: {}: {}", self.file.display(), error.key, error.message)?;
-            writeln!(f, "    fix: {}", error.fix)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
 /// A parsed config and where it came from (plugin paths are relative to its directory).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -365,13 +323,6 @@ fn parse_toml(text: &str) -> Result<ConfigFile, ConfigError> {
         };
         ConfigError::new(format!("{key}{}", place.unwrap_or_default()), message, fix)
     })
-}
-
-/// Plugin and namespace names: 1–64 bytes of ASCII letters, digits, `-`, `_` and `.`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Checks that need no plugin: names, references, patterns and slots.

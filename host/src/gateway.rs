@@ -16,8 +16,10 @@ use plugin_abi::{Health, HealthStatus, PluginError};
 use tonic::Status;
 
 use crate::config::ServerConfig;
+use crate::loader::LoadedPlugin;
 use crate::patterns::{Pattern, Slot};
-use crate::resolve::{LoadedPlugin, Resolved, ResolvedNamespace};
+use crate::resolve::{Resolved, ResolvedNamespace};
+use crate::shared::shown;
 
 /// The namespace a request without one goes to.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -102,6 +104,12 @@ impl Deref for NamespaceRef {
     }
 }
 
+impl crate::observe::call::NamespaceName for Namespace {
+    fn namespace_name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Namespace {
     pub fn new(name: String, pattern: &'static Pattern, slots: Vec<BoundSlot>) -> Namespace {
         Namespace {
@@ -115,6 +123,17 @@ impl Namespace {
             retired: tokio::sync::watch::channel(false).0,
             subscriptions: Default::default(),
         }
+    }
+
+    /// The namespace's claim check, when it binds the `claim_check` slot.
+    pub fn claim_check(&self, settings: &ServerConfig) -> Option<crate::claim_check::ClaimCheck> {
+        let bound = self.slot(crate::patterns::CLAIM_CHECK)?;
+        Some(crate::claim_check::ClaimCheck::new(
+            bound.instance.clone(),
+            self.name.clone(),
+            settings.claim_check_threshold_bytes,
+            settings.max_object_bytes,
+        ))
     }
 
     /// Calls being served on the namespace now (a stream only while it is opened).
@@ -254,17 +273,6 @@ impl Namespace {
     }
 }
 
-/// An input as an error message may show it: escaped, and at most 32 characters, so a
-/// huge or hostile value never turns into a huge error trailer.
-pub fn shown(input: &str) -> String {
-    const SHOWN: usize = 32;
-    let mut out: String = input.chars().take(SHOWN).flat_map(char::escape_debug).collect();
-    if input.chars().nth(SHOWN).is_some() {
-        out.push('…');
-    }
-    format!("'{out}'")
-}
-
 /// One consistent view of everything the gateway serves.
 pub struct Routing {
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
@@ -378,7 +386,7 @@ impl Gateway {
     /// The namespace a request names (empty = default), which must use `pattern`.
     pub async fn namespace(&self, name: &str, pattern: &str) -> Result<NamespaceRef, Status> {
         let name = if name.is_empty() { DEFAULT_NAMESPACE } else { name };
-        if !crate::config::valid_name(name) {
+        if !crate::shared::valid_name(name) {
             return Err(Status::invalid_argument(format!(
                 "namespace {} ({} bytes) is not a valid name: names are 1-64 bytes of letters, digits, '-', '_' and '.'",
                 shown(name),
@@ -401,7 +409,7 @@ impl Gateway {
             // Replaced while this call waited at the gate: use its successor.
             if !namespace.is_retired() {
                 namespace.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                crate::observe::layer::note_namespace(&namespace);
+                crate::observe::call::note_namespace(&namespace);
                 return Ok(NamespaceRef { namespace, _pass: pass, _admission: admission.take() });
             }
         }

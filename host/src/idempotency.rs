@@ -26,7 +26,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
-use crate::service::plugin_status;
+use crate::shared::plugin_status;
 
 /// How far ahead of the gateway's clock a token's time may be.
 const CLOCK_SKEW_MS: i64 = 60_000;

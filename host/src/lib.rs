@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin_http;
 pub mod api;
 pub mod auth;
 pub mod claim_check;
@@ -10,14 +11,13 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod connections;
-pub mod deadline;
 pub mod filter;
 pub mod gateway;
 pub mod health;
 pub mod idempotency;
+pub mod layers;
 pub mod loader;
 pub mod observe;
-pub mod oversize;
 pub mod patterns;
 pub mod quota;
 pub mod reload;
@@ -25,6 +25,7 @@ pub mod resolve;
 pub mod secrets;
 pub mod server;
 pub mod service;
+pub mod shared;
 pub mod tls;
 pub mod transactions;
 pub mod watch;

@@ -17,8 +17,18 @@ use prism_isolation::probe::{
     crashed_message, create_private_dir, hung_message, run_probe, ProbeFailure, HUNG_FIX,
 };
 
-use crate::config::ConfigError;
-use crate::resolve::LoadedPlugin;
+use crate::shared::ConfigError;
+
+/// A configured plugin whose library loaded.
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    /// The name the config gives it.
+    pub name: String,
+    pub plugin: crate::isolation::Library,
+    pub sha256: String,
+    /// The configured library file (the plugin itself runs from a private copy).
+    pub source: PathBuf,
+}
 
 /// Opens plugin libraries the safe way (see the module docs) and keeps each distinct
 /// library open once: abi_stable never unloads, so every new build a reload opens stays

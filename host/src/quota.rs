@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tonic::Status;
 
 use crate::auth::rules::{glob_matches, Matcher, Principal};
-use crate::config::ConfigError;
+use crate::shared::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,8 +19,9 @@ use plugin_abi::{HealthStatus, Interface};
 
 use crate::config::Config;
 use crate::gateway::{Gateway, Namespace, Routing};
+use crate::loader::LoadedPlugin;
 use crate::loader::Loader;
-use crate::resolve::{self, LoadedPlugin, ResolvedNamespace, ResolvedSlot};
+use crate::resolve::{self, ResolvedNamespace, ResolvedSlot};
 
 /// The result of one reload attempt, or of the last one for a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,25 +3,14 @@
 //! the plugin check its own `config` table.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use plugin_abi::Metadata;
 
-use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::loader::{sha256_file, Loader};
+use crate::config::Config;
+use crate::loader::{sha256_file, LoadedPlugin, Loader};
 use crate::patterns::{self, Pattern, Slot};
-
-/// A configured plugin whose library loaded.
-#[derive(Debug)]
-pub struct LoadedPlugin {
-    /// The name the config gives it.
-    pub name: String,
-    pub plugin: crate::isolation::Library,
-    pub sha256: String,
-    /// The configured library file (the plugin itself runs from a private copy).
-    pub source: PathBuf,
-}
+use crate::shared::{ConfigError, ConfigErrors};
 
 #[derive(Debug)]
 pub struct ResolvedSlot {

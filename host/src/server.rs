@@ -18,7 +18,6 @@ use crate::api::pub_sub_service_server::PubSubServiceServer;
 use crate::api::queue_service_server::QueueServiceServer;
 use crate::api::stream_service_server::StreamServiceServer;
 use crate::connections::Limiter;
-use crate::deadline::DeadlineLayer;
 use crate::gateway::Gateway;
 use crate::reload::Reloader;
 use crate::service::{
@@ -85,10 +84,7 @@ pub async fn serve(
         .http2_max_header_list_size(Some(settings.max_header_list_bytes))
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(Duration::from_millis(settings.keepalive_timeout_ms.max(1))))
-        .layer(crate::observe::layer::ObserveLayer)
-        .layer(crate::auth::layer::AuthLayer::new(gateway.clone()))
-        .layer(crate::oversize::OversizeLayer::new(max_message))
-        .layer(DeadlineLayer::new(server_limit));
+        .layer(crate::layers::stack(gateway.clone(), max_message, server_limit));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;

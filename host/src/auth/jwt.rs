@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use super::config::JwtConfig;
 use super::jwks::{KeySource, RemoteKeys};
 use super::rules::{Identity, Principal};
-use crate::gateway::shown;
+use crate::shared::shown;
 
 /// Longest bearer token read; a longer one is refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;

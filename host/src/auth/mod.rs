@@ -7,7 +7,6 @@
 pub mod config;
 pub mod jwks;
 pub mod jwt;
-pub mod layer;
 pub mod methods;
 pub mod rules;
 
@@ -24,7 +23,7 @@ use self::jwt::{JwtVerifier, Refusal};
 pub use self::methods::Permission;
 pub use self::rules::Principal;
 use self::rules::{Identity, Matcher, Rule};
-use crate::config::ConfigError;
+use crate::shared::ConfigError;
 
 /// The compiled `[auth]` section: how callers prove who they are, and the rules.
 #[derive(Debug)]
@@ -73,7 +72,7 @@ impl Auth {
         let mut names = BTreeSet::new();
         for (index, entry) in config.api_keys.iter().enumerate() {
             let at = format!("auth.api_keys[{index}]");
-            if !crate::config::valid_name(&entry.name) || !names.insert(entry.name.clone()) {
+            if !crate::shared::valid_name(&entry.name) || !names.insert(entry.name.clone()) {
                 errors.push(ConfigError::new(
                     format!("{at}.name"),
                     format!("'{}' is not a valid, unique name", entry.name),
@@ -207,7 +206,7 @@ fn unauthenticated(reason: impl Into<String>) -> Status {
 }
 
 /// The verified caller of the call being served and the permission its RPC needs, set by
-/// [`layer::AuthLayer`] around the call and read when the call names its namespace.
+/// [`crate::layers::auth::AuthLayer`] around the call and read when the call names its namespace.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Arc<Principal>,
@@ -267,7 +266,7 @@ pub fn audit_denied(principal: &str, namespace: &str, method: &str, permission: 
 
 pub fn audit_unauthenticated(path: &str, reason: &str) {
     // The path is one the router knows or a client's invention: bounded and escaped.
-    let method = crate::gateway::shown(path);
+    let method = crate::shared::shown(path);
     tracing::warn!(target: "prism::audit", %method, reason, decision = "unauthenticated", "refused");
 }
 

@@ -63,13 +63,13 @@ impl Matcher {
     pub fn parse_all(
         texts: &[String],
         key: &str,
-        errors: &mut Vec<crate::config::ConfigError>,
+        errors: &mut Vec<crate::shared::ConfigError>,
     ) -> Vec<Matcher> {
         let mut matchers = Vec::new();
         for text in texts {
             match Matcher::parse(text) {
                 Ok(matcher) => matchers.push(matcher),
-                Err(message) => errors.push(crate::config::ConfigError::new(
+                Err(message) => errors.push(crate::shared::ConfigError::new(
                     key,
                     message,
                     "write e.g. \"subject:alice\", \"group:ops\", \"claim:team=payments\", \"api_key:batch\", \"cert:orders.internal\" or \"*\"",

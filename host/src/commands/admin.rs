@@ -93,7 +93,7 @@ pub fn reload(target: &AdminTarget) -> CommandResult {
 
 /// `prism auth new-api-key NAME`: 32 random bytes from the OS, hex-encoded.
 pub fn new_api_key(name: &str) -> CommandResult {
-    if !crate::config::valid_name(name) {
+    if !crate::shared::valid_name(name) {
         return Err(CommandError::Invalid(format!(
             "'{name}' is not a valid key name: 1-64 letters, digits, '-', '_' or '.'"
         )));

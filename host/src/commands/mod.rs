@@ -15,9 +15,10 @@ pub use probe::probe_plugin;
 pub use registry::{describe_pattern, find_plugins, generate_config, list_patterns, plugins};
 pub use serve::serve;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::Config;
 use crate::loader::Loader;
 use crate::resolve::{self, Resolved};
+use crate::shared::ConfigErrors;
 
 /// Why a command failed, and so its exit code.
 #[derive(Debug)]

@@ -75,7 +75,7 @@ pub fn serve(config: &Path, listen: Option<SocketAddr>, watch_files: bool) -> Co
             }
         };
         let admin = admin.map(|listener| {
-            tokio::spawn(crate::observe::http::serve(
+            tokio::spawn(crate::admin_http::serve(
                 listener,
                 gateway.clone(),
                 reloader.clone(),

@@ -47,8 +47,8 @@ fn default_export_timeout_ms() -> u64 {
 }
 
 impl TracingConfig {
-    pub fn check(&self) -> Vec<crate::config::ConfigError> {
-        use crate::config::ConfigError;
+    pub fn check(&self) -> Vec<crate::shared::ConfigError> {
+        use crate::shared::ConfigError;
         let mut errors = Vec::new();
         // Plain http: the exporter speaks to a collector next to the gateway (an agent or
         // sidecar), which forwards over TLS if it must.

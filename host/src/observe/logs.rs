@@ -38,7 +38,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let call = super::layer::with_current_call(|id, method| (id.to_owned(), method));
+        let call = super::call::with_current_call(|id, method| (id.to_owned(), method));
         let Some((id, method)) = call else { return self.inner.format_event(ctx, writer, event) };
         if !self.json {
             write!(writer, "request_id={id} method={method} ")?;

@@ -6,11 +6,9 @@
 //! namespace is counted under `""`), services and methods from the protos, codes from
 //! gRPC's seventeen; no key, topic or principal is ever a label.
 
+pub mod call;
 pub mod config;
-pub mod console;
 pub mod error_details;
-pub mod http;
-pub mod layer;
 pub mod logs;
 pub mod traces;
 
@@ -23,8 +21,6 @@ use plugin_abi::{ErrorCode, Interface};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::gateway::Gateway;
 
 /// Latency buckets from 100 µs to 10 s, about three per decade.
 pub const LATENCY_BUCKETS: &[f64] =
@@ -199,34 +195,25 @@ impl Metrics {
             .collect()
     }
 
-    /// The Prometheus text exposition, with the gauges read from `gateway` now.
-    pub fn render(&self, gateway: &Gateway, libraries_mapped: usize) -> String {
-        let routing = gateway.routing();
+    /// The Prometheus text exposition, with the gauges set from `namespaces` now.
+    pub fn render(&self, namespaces: &[NamespaceGauges], libraries_mapped: usize) -> String {
         self.in_flight.reset();
         self.open_streams.reset();
         self.healthy.reset();
         self.outbox_messages.reset();
         self.outbox_deepest.reset();
-        for namespace in
-            routing.namespaces.values().filter(|namespace| namespace.pattern.name == crate::patterns::PUBSUB)
-        {
-            let waiting: Vec<usize> = namespace
-                .subscriptions()
-                .iter()
-                .map(|subscription| subscription.waiting.load(std::sync::atomic::Ordering::Relaxed))
-                .collect();
-            let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        for namespace in namespaces {
             let name = namespace.name.as_str();
-            self.outbox_messages.with_label_values(&[name]).set(as_gauge(waiting.iter().sum()));
-            self.outbox_deepest
-                .with_label_values(&[name])
-                .set(as_gauge(waiting.iter().copied().max().unwrap_or(0)));
-        }
-        for namespace in routing.namespaces.values() {
-            self.in_flight.with_label_values(&[namespace.name.as_str()]).set(namespace.in_flight());
-            self.open_streams.with_label_values(&[namespace.name.as_str()]).set(namespace.open_streams());
-            let serving = namespace.health().status != plugin_abi::HealthStatus::Unhealthy;
-            self.healthy.with_label_values(&[namespace.name.as_str()]).set(i64::from(serving));
+            self.in_flight.with_label_values(&[name]).set(namespace.in_flight);
+            self.open_streams.with_label_values(&[name]).set(namespace.open_streams);
+            self.healthy.with_label_values(&[name]).set(i64::from(namespace.serving));
+            if let Some(waiting) = &namespace.outboxes {
+                self.outbox_messages.with_label_values(&[name]).set(as_gauge(waiting.iter().sum()));
+                self.outbox_deepest
+                    .with_label_values(&[name])
+                    .set(as_gauge(waiting.iter().copied().max().unwrap_or(0)));
+            }
         }
         self.libraries_mapped.set(i64::try_from(libraries_mapped).unwrap_or(i64::MAX));
         TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|error| {
@@ -234,6 +221,16 @@ impl Metrics {
             String::new()
         })
     }
+}
+
+/// One namespace's gauges, as read when the metrics are rendered.
+pub struct NamespaceGauges {
+    pub name: String,
+    pub in_flight: i64,
+    pub open_streams: i64,
+    pub serving: bool,
+    /// Messages waiting in each subscriber's outbox (pub/sub namespaces only).
+    pub outboxes: Option<Vec<usize>>,
 }
 
 /// The observer for instances of the configured plugin `plugin`, when metrics or
@@ -259,7 +256,7 @@ impl CallObserver for PluginCalls {
             // `Interface::ALL` lists the variants in declaration order.
             latency[interface as usize].observe(elapsed.as_secs_f64());
             if let Some(code) = error {
-                let code = layer::code_name(i32::from(crate::service::grpc_code(code)));
+                let code = crate::shared::code_name(i32::from(crate::shared::grpc_code(code)));
                 metrics.backend_errors.with_label_values(&[self.plugin.as_str(), code]).inc();
             }
         }

@@ -25,7 +25,7 @@ use opentelemetry_sdk::Resource;
 use plugin_abi::{ErrorCode, Interface};
 
 use super::config::TracingConfig;
-use super::layer::code_name;
+use crate::shared::code_name;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
@@ -176,7 +176,7 @@ fn server_fault(code: i32) -> bool {
 /// traced (stream pumps and health checks run outside any call and are not).
 pub fn plugin_call(plugin: &str, interface: Interface, elapsed: Duration, error: Option<ErrorCode>) {
     let Some(tracer) = tracer() else { return };
-    let Some(Some(parent)) = super::layer::with_current_trace(Context::clone) else { return };
+    let Some(Some(parent)) = super::call::with_current_trace(Context::clone) else { return };
     if !parent.span().span_context().is_sampled() {
         return;
     }

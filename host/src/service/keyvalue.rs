@@ -8,12 +8,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{check_batch, check_key, check_value, need, optional_ttl, plugin_status};
+use super::{check_batch, check_key, check_value, need, optional_ttl};
 use crate::api::key_value_service_server::KeyValueService;
 use crate::api::*;
 use crate::claim_check::{check_not_marked, payload_size, ClaimCheck, Reference, CHUNK_BYTES};
 use crate::gateway::{Gateway, Namespace, NamespaceRef};
 use crate::patterns::KEYVALUE;
+use crate::shared::plugin_status;
 
 const STORE: &str = "store";
 const DEFAULT_SCAN_LIMIT: u32 = 100;
@@ -41,7 +42,7 @@ impl KeyValueApi {
     }
 
     fn claim_check(&self, namespace: &NamespaceRef) -> Option<ClaimCheck> {
-        ClaimCheck::of(namespace, &self.gateway.settings)
+        namespace.claim_check(&self.gateway.settings)
     }
 
     /// The payload a stored value stands for (a claimed one fetched and checked).

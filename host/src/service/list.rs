@@ -4,11 +4,12 @@ use plugin_abi::host::Instance;
 use plugin_abi::ListEnd as End;
 use tonic::{Request, Response, Status};
 
-use super::{check_batch, check_key, check_value, need, plugin_status};
+use super::{check_batch, check_key, check_value, need};
 use crate::api::list_service_server::ListService;
 use crate::api::*;
 use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::LIST;
+use crate::shared::plugin_status;
 
 const STORE: &str = "store";
 /// Most values one Pop may return.

@@ -13,8 +13,8 @@ pub mod stream;
 use std::time::Duration;
 
 use plugin_abi::host::InterfaceHandle;
-use plugin_abi::{ErrorCode, PluginError};
-use tonic::{Code, Status};
+
+use tonic::Status;
 
 use crate::gateway::Namespace;
 
@@ -22,33 +22,6 @@ use crate::gateway::Namespace;
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Most items one batch request may carry.
 pub const MAX_BATCH_ITEMS: usize = 1000;
-
-/// The gRPC status code a plugin error code becomes.
-pub fn grpc_code(code: ErrorCode) -> Code {
-    match code {
-        ErrorCode::NotFound => Code::NotFound,
-        ErrorCode::InvalidArgument => Code::InvalidArgument,
-        ErrorCode::AlreadyExists => Code::AlreadyExists,
-        ErrorCode::FailedPrecondition => Code::FailedPrecondition,
-        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
-        ErrorCode::Unavailable => Code::Unavailable,
-        ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
-        ErrorCode::Unimplemented => Code::Unimplemented,
-        ErrorCode::Internal => Code::Internal,
-        ErrorCode::Aborted => Code::Aborted,
-    }
-}
-
-pub fn plugin_status(error: PluginError) -> Status {
-    let code = grpc_code(error.code());
-    // Drivers tend to echo connection strings, which may carry a password.
-    let mut status = Status::new(code, crate::secrets::redact(error.message()).into_owned());
-    // The plugin's word on whether the same call may succeed if repeated.
-    if error.retryable() {
-        status.metadata_mut().insert("prism-retryable", tonic::metadata::MetadataValue::from_static("true"));
-    }
-    status
-}
 
 pub fn check_key(field: &str, key: &str) -> Result<(), Status> {
     if key.is_empty() {

@@ -23,12 +23,13 @@ mod presence;
 use envelope::Envelope;
 use presence::{Announcement, Presence};
 
-use super::{check_value, need, plugin_status};
+use super::{check_value, need};
 use crate::api::multicast_registry_service_server::MulticastRegistryService;
 use crate::api::*;
 use crate::filter::{self, Filter};
 use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::MULTICAST_REGISTRY;
+use crate::shared::plugin_status;
 
 const REGISTRY: &str = "registry";
 const MESSAGING: &str = "messaging";

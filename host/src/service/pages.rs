@@ -6,7 +6,8 @@
 use plugin_abi::host::KeyValueScanHandle;
 use tonic::Status;
 
-use super::{plugin_status, ResponseBudget};
+use super::ResponseBudget;
+use crate::shared::plugin_status;
 
 /// How large one page may grow.
 pub struct Limits {

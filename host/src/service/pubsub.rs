@@ -16,12 +16,13 @@ use tonic::{Request, Response, Status};
 
 use crate::claim_check::ClaimCheck;
 
-use super::{check_value, need, plugin_status};
+use super::{check_value, need};
 use crate::api::pub_sub_service_server::PubSubService;
 use crate::api::*;
 use crate::config::SlowSubscriber;
 use crate::gateway::{Gateway, Subscription};
 use crate::patterns::PUBSUB;
+use crate::shared::plugin_status;
 
 const SLOT: &str = "broker";
 
@@ -40,7 +41,7 @@ impl PubSubApi {
         check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
-        let claim = ClaimCheck::of(&namespace, &self.gateway.settings);
+        let claim = namespace.claim_check(&self.gateway.settings);
         let call = self.gateway.idempotent(&namespace, "Publish", &request.idempotency_token, &request)?;
         let write = async move {
             let basic = need(&namespace, SLOT, broker.pubsub_basic(), "Publish")?;
@@ -308,7 +309,7 @@ impl PubSubService for PubSubApi {
                 .map(|metrics| metrics.subscriber_dropped(&namespace.name)),
             shown,
         });
-        let claim = ClaimCheck::of(&namespace, settings).map(|claim| (claim, settings.max_value_bytes));
+        let claim = namespace.claim_check(settings).map(|claim| (claim, settings.max_value_bytes));
         let pump = tokio::spawn(pump(stream, outbox.clone(), claim));
         // Keeps the instance alive for as long as the client reads.
         let state = (outbox, PumpGuard(pump.abort_handle()), broker);

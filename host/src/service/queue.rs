@@ -4,13 +4,14 @@ use std::time::{Duration, Instant};
 use plugin_abi::host::Instance;
 use tonic::{Request, Response, Status};
 
-use crate::claim_check::{ClaimCheck, Reference};
+use crate::claim_check::Reference;
 
-use super::{check_key, check_value, need, plugin_status};
+use super::{check_key, check_value, need};
 use crate::api::queue_service_server::QueueService;
 use crate::api::*;
 use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::QUEUE;
+use crate::shared::plugin_status;
 
 const SLOT: &str = "queue";
 /// Most messages one Dequeue may ask for.
@@ -69,7 +70,7 @@ impl QueueApi {
         messages: Vec<plugin_abi::QueueMessage>,
         deliver: bool,
     ) -> Result<Vec<QueueMessage>, Status> {
-        let Some(claim) = ClaimCheck::of(namespace, &self.gateway.settings) else {
+        let Some(claim) = namespace.claim_check(&self.gateway.settings) else {
             return Ok(messages.into_iter().map(message).collect());
         };
         let mut resolved = Vec::with_capacity(messages.len());
@@ -144,7 +145,7 @@ impl QueueService for QueueApi {
                 return Err(Status::invalid_argument("set delay_ms or deliver_at_unix_ms, not both"));
             }
         };
-        let claim = ClaimCheck::of(&namespace, &self.gateway.settings);
+        let claim = namespace.claim_check(&self.gateway.settings);
         let call = self.gateway.idempotent(&namespace, "Enqueue", &request.idempotency_token, &request)?;
         let write = async move {
             let payload: Vec<u8> = match &claim {
@@ -231,7 +232,7 @@ impl QueueService for QueueApi {
         check_receipt(&request.receipt)?;
         let queue = need(&namespace, SLOT, instance.queue_basic(), "Ack")?;
         let acked = queue.ack(&request.queue, &request.receipt).await.map_err(plugin_status)?;
-        if let Some(claim) = ClaimCheck::of(&namespace, &self.gateway.settings) {
+        if let Some(claim) = namespace.claim_check(&self.gateway.settings) {
             let object =
                 self.gateway.claimed_receipts.take(&namespace.name, &request.queue, &request.receipt);
             if let (true, Some(object)) = (acked, object) {

@@ -10,12 +10,13 @@ use plugin_abi::host::Instance;
 use plugin_abi::{Feed, GroupEvent, NewRecord};
 use tonic::{Request, Response, Status};
 
-use super::{check_value, need, plugin_status, MAX_KEY_BYTES};
+use super::{check_value, need, MAX_KEY_BYTES};
 use crate::api::read_request::Start;
 use crate::api::stream_service_server::StreamService;
 use crate::api::*;
 use crate::gateway::{Gateway, NamespaceRef};
 use crate::patterns::STREAM;
+use crate::shared::plugin_status;
 
 const SLOT: &str = "log";
 /// Records taken across the plugin boundary per call.

@@ -159,3 +159,123 @@ fn the_sqlite_plugin_shares_the_system_sqlite_instead_of_bundling_one() {
         .collect();
     assert!(defined_sqlite.is_empty(), "{} defines SQLite itself: {defined_sqlite:#?}", library.display());
 }
+
+/// The host's top-level modules, bottom to top. A module may import from its own level
+/// and the levels below it, never from above, and the imports form no cycle; ARCHITECTURE.md
+/// explains the levels.
+const HOST_LEVELS: &[(&str, &[&str])] = &[
+    ("leaf helpers", &["api", "secrets", "shared"]),
+    (
+        "domain modules",
+        &[
+            "connections",
+            "tls",
+            "patterns",
+            "filter",
+            "transactions",
+            "auth",
+            "quota",
+            "observe",
+            "loader",
+            "claim_check",
+            "idempotency",
+        ],
+    ),
+    ("the config file, assembled from the domains' sections", &["config"]),
+    ("namespaces resolved to loaded plugins", &["resolve"]),
+    ("the gateway: routing, bound slots, admission", &["gateway"]),
+    ("what changes or watches the gateway", &["reload", "health", "watch"]),
+    ("tower layers, gRPC services and the admin listener", &["layers", "service", "admin_http"]),
+    ("server, CLI and commands", &["server", "cli", "commands", "main"]),
+];
+
+/// Each top-level host module and the top-level host modules its code names
+/// (`crate::x…` and `crate::{x, …}`).
+fn host_imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let root = workspace().join("host/src");
+    let mut imports: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (path, code) in sources(&root) {
+        let relative = path.strip_prefix(&root).unwrap();
+        let first = relative.components().next().unwrap().as_os_str().to_string_lossy();
+        let module = first.trim_end_matches(".rs").to_owned();
+        if module == "lib" {
+            continue;
+        }
+        let named = imports.entry(module.clone()).or_default();
+        for (at, _) in code.match_indices("crate::") {
+            let rest = &code[at + "crate::".len()..];
+            let heads: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => group[..group.find('}').unwrap_or(group.len())].split(',').collect(),
+                None => vec![rest],
+            };
+            for head in heads {
+                let name: String =
+                    head.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() && name != module {
+                    named.insert(name);
+                }
+            }
+        }
+    }
+    imports
+}
+
+fn host_level(module: &str) -> Option<usize> {
+    HOST_LEVELS.iter().position(|(_, modules)| modules.contains(&module))
+}
+
+/// Whether `to` can be reached from `from` over `imports`.
+fn reaches(
+    imports: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    from: &str,
+    to: &str,
+) -> Option<Vec<String>> {
+    let mut paths = vec![vec![from.to_owned()]];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(path) = paths.pop() {
+        let last = path.last().unwrap();
+        for next in imports.get(last).into_iter().flatten() {
+            let mut longer = path.clone();
+            longer.push(next.clone());
+            if next == to {
+                return Some(longer);
+            }
+            if seen.insert(next.clone()) {
+                paths.push(longer);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn host_modules_import_only_downwards_and_form_no_cycle() {
+    let imports = host_imports();
+    let mut problems = Vec::new();
+    for (module, named) in &imports {
+        let Some(level) = host_level(module) else {
+            problems.push(format!(
+                "host module `{module}` has no level: add it to HOST_LEVELS and ARCHITECTURE.md"
+            ));
+            continue;
+        };
+        for target in named {
+            match host_level(target) {
+                Some(target_level) if target_level > level => problems.push(format!(
+                    "`{module}` ({}) imports `{target}` ({}), which is above it",
+                    HOST_LEVELS[level].0, HOST_LEVELS[target_level].0
+                )),
+                // Not a module of the host: `isolation`, the re-exported crate below it.
+                Some(_) | None => {}
+            }
+        }
+    }
+    for module in imports.keys() {
+        if let Some(cycle) = reaches(&imports, module, module) {
+            problems.push(format!("import cycle: {}", cycle.join(" -> ")));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(imports.len() > 20, "found only {:?}: is host/src where it was?", imports.keys());
+}

@@ -1,7 +1,7 @@
 //! The tower layer in front of every service: with `[auth]` configured it authenticates
 //! each call, answers `UNAUTHENTICATED` itself (the call's body is never read), checks
 //! AdminService calls for `admin` on every namespace, and runs every other Prism call
-//! with its [`Caller`] set, so the namespace check ([`super::authorize`]) can see it.
+//! with its [`Caller`] set, so the namespace check ([`crate::auth::authorize`]) can see it.
 //! A token whose key id the remote key set does not hold yet waits for one fetch of the
 //! set (rate-limited), then is judged again.
 
@@ -13,9 +13,9 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::Status;
 
-use super::jwks::{RemoteKeys, EARLY_FETCH_GAP};
-use super::methods::{rpc_of, Permission, REFLECTION};
-use super::{audit_admin, Caller, NotAuthenticated, CALLER};
+use crate::auth::jwks::{RemoteKeys, EARLY_FETCH_GAP};
+use crate::auth::methods::{rpc_of, Permission, REFLECTION};
+use crate::auth::{audit_admin, Caller, NotAuthenticated, CALLER};
 use crate::gateway::Gateway;
 use crate::tls::TlsConnectInfo;
 
@@ -75,11 +75,11 @@ impl<S> Authenticate<S> {
                 let status = Status::unauthenticated(
                     "the token's key id is not in the JWT key set, which is being fetched again; retry shortly",
                 );
-                super::audit_unauthenticated(path, status.message());
+                crate::auth::audit_unauthenticated(path, status.message());
                 return Decision::Refuse(status);
             }
             Err(NotAuthenticated::Refused(status)) => {
-                super::audit_unauthenticated(path, status.message());
+                crate::auth::audit_unauthenticated(path, status.message());
                 return Decision::Refuse(status);
             }
         };

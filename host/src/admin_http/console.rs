@@ -20,7 +20,7 @@ pub const STYLE: &str = include_str!("console/console.css");
 const SUBSCRIPTIONS_SHOWN: usize = 100;
 
 /// Everything the console shows, as of now.
-pub fn overview(gateway: &Gateway, reloader: &Reloader, metrics: &super::Metrics) -> Value {
+pub fn overview(gateway: &Gateway, reloader: &Reloader, metrics: &crate::observe::Metrics) -> Value {
     let routing = gateway.routing();
     let traffic = metrics.traffic_by_namespace();
     let namespaces: Vec<Value> = routing
@@ -132,7 +132,7 @@ pub struct Traffic {
     pub buckets: Vec<(f64, u64)>,
 }
 
-impl super::Metrics {
+impl crate::observe::Metrics {
     /// `prism_requests_total` and `prism_request_duration_seconds`, summed over service
     /// and method per namespace. An error is any status but OK.
     pub fn traffic_by_namespace(&self) -> BTreeMap<String, Traffic> {

@@ -1,12 +1,11 @@
 //! The outermost tower layer: gives every call a request id (the client's `x-request-id`
 //! when it sent a usable one, else a new random one), returns it in the response
 //! metadata (for an error without a body, that is the status' metadata) and in every
-//! error's details (see [`super::error_details`]), runs the call
+//! error's details (see [`crate::observe::error_details`]), runs the call
 //! with a task-local [`CallContext`] holding it (the log formatter adds it to every line
 //! the call writes: a lookup per log line rather than a span per call), and, when
 //! metrics are on, counts the call by namespace, method and status and times it.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,43 +17,14 @@ use http::HeaderValue;
 use http_body::{Body as HttpBody, Frame};
 use tonic::body::Body;
 
-use super::traces::CallSpan;
 use crate::auth::methods::{rpc_of, Rpc};
-use crate::gateway::Namespace;
+use crate::observe::call::{self, CallContext, NamespaceName};
+use crate::observe::traces::CallSpan;
+use crate::shared::code_name;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Longest client-supplied request id kept; a longer or non-printable one is replaced.
 const MAX_REQUEST_ID_BYTES: usize = 128;
-
-/// What the gateway knows of the call the current task is serving.
-struct CallContext {
-    request_id: HeaderValue,
-    method: &'static str,
-    /// The namespace the call resolved, for its metric labels.
-    namespace: RefCell<Option<Arc<Namespace>>>,
-    /// The call's span context, when the call is traced: plugin calls become its children.
-    trace: Option<opentelemetry::Context>,
-}
-
-tokio::task_local! {
-    static CALL: CallContext;
-}
-
-/// Records that the current call is using `namespace` (called by the namespace lookup).
-pub fn note_namespace(namespace: &Arc<Namespace>) {
-    let _ = CALL.try_with(|call| *call.namespace.borrow_mut() = Some(namespace.clone()));
-}
-
-/// The request id and method of the call the current task serves, if it serves one.
-pub fn with_current_call<R>(f: impl FnOnce(&str, &'static str) -> R) -> Option<R> {
-    CALL.try_with(|call| f(call.request_id.to_str().unwrap_or_default(), call.method)).ok()
-}
-
-/// Runs `f` on the current call's trace context: `None` outside a call, `Some(None)`
-/// in a call that is not traced.
-pub fn with_current_trace<R>(f: impl FnOnce(&opentelemetry::Context) -> R) -> Option<Option<R>> {
-    CALL.try_with(|call| call.trace.as_ref().map(f)).ok()
-}
 
 #[derive(Clone, Default)]
 pub struct ObserveLayer;
@@ -116,30 +86,29 @@ where
         let started = Instant::now();
         let id = request_id(request.headers());
         let rpc = rpc_of(request.uri().path());
-        let span = super::traces::tracer().zip(rpc).and_then(|(tracer, (service, method, _))| {
+        let span = crate::observe::traces::tracer().zip(rpc).and_then(|(tracer, (service, method, _))| {
             CallSpan::start(tracer, request.headers(), service, method, id.to_str().unwrap_or_default())
         });
-        let context = CallContext {
-            request_id: id.clone(),
-            method: rpc.map_or("", |(_, method, _)| *method),
-            namespace: RefCell::new(None),
-            trace: span.as_ref().map(|span| span.context().clone()),
-        };
+        let context = CallContext::new(
+            id.clone(),
+            rpc.map_or("", |(_, method, _)| *method),
+            span.as_ref().map(|span| span.context().clone()),
+        );
         let call = self.inner.call(request);
-        let metrics = super::metrics().zip(rpc);
-        Box::pin(CALL.scope(context, async move {
+        let metrics = crate::observe::metrics().zip(rpc);
+        Box::pin(call::scope(context, async move {
             let result = call.await;
-            let namespace = CALL.with(|call| call.namespace.borrow_mut().take());
+            let namespace = call::take_namespace();
             let mut response = result?;
             let headers = response.headers_mut();
             // An error without a body: the status is in the headers.
             let code_in_headers = headers.get("grpc-status").map(|code| parse_code(Some(code)));
             if code_in_headers.is_some() {
-                super::error_details::add_request_id(headers, &id);
+                crate::observe::error_details::add_request_id(headers, &id);
             }
             headers.insert(REQUEST_ID_HEADER, id.clone());
             if let (Some(span), Some(namespace)) = (&span, &namespace) {
-                span.note_namespace(&namespace.name);
+                span.note_namespace(namespace.namespace_name());
             }
             let record = metrics.map(|(metrics, rpc)| {
                 let record = Record { metrics, rpc, namespace, started, done: false };
@@ -200,16 +169,16 @@ impl End {
 
 /// One call's measurement, finished when its status is known.
 struct Record {
-    metrics: &'static super::Metrics,
+    metrics: &'static crate::observe::Metrics,
     rpc: &'static Rpc,
-    namespace: Option<Arc<Namespace>>,
+    namespace: Option<Arc<dyn NamespaceName>>,
     started: Instant,
     done: bool,
 }
 
 impl Record {
     fn namespace(&self) -> &str {
-        self.namespace.as_deref().map_or("", |namespace| namespace.name.as_str())
+        self.namespace.as_deref().map_or("", NamespaceName::namespace_name)
     }
 
     fn time_to_headers(&self) {
@@ -257,7 +226,7 @@ impl HttpBody for Watched {
         let mut polled = Pin::new(&mut this.body).poll_frame(cx);
         let code = match &mut polled {
             Poll::Ready(Some(Ok(frame))) => frame.trailers_mut().map(|trailers| {
-                super::error_details::add_request_id(trailers, &this.request_id);
+                crate::observe::error_details::add_request_id(trailers, &this.request_id);
                 parse_code(trailers.get("grpc-status"))
             }),
             Poll::Ready(Some(Err(_))) => Some(13),
@@ -276,30 +245,6 @@ impl HttpBody for Watched {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// gRPC's name for a status code number, as the `code` label shows it.
-pub fn code_name(code: i32) -> &'static str {
-    match code {
-        0 => "OK",
-        1 => "CANCELLED",
-        2 => "UNKNOWN",
-        3 => "INVALID_ARGUMENT",
-        4 => "DEADLINE_EXCEEDED",
-        5 => "NOT_FOUND",
-        6 => "ALREADY_EXISTS",
-        7 => "PERMISSION_DENIED",
-        8 => "RESOURCE_EXHAUSTED",
-        9 => "FAILED_PRECONDITION",
-        10 => "ABORTED",
-        11 => "OUT_OF_RANGE",
-        12 => "UNIMPLEMENTED",
-        13 => "INTERNAL",
-        14 => "UNAVAILABLE",
-        15 => "DATA_LOSS",
-        16 => "UNAUTHENTICATED",
-        _ => "UNKNOWN",
     }
 }
 

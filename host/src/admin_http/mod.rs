@@ -5,6 +5,8 @@
 //! `authorization: Bearer <JWT or API key>` or `x-api-key: <key>`; the probes and the
 //! console's static files stay open and name no namespace.
 
+pub mod console;
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ use crate::reload::Reloader;
 struct Admin {
     gateway: Arc<Gateway>,
     reloader: Arc<Reloader>,
-    metrics: &'static super::Metrics,
+    metrics: &'static crate::observe::Metrics,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
@@ -34,15 +36,15 @@ pub async fn serve(
     reloader: Arc<Reloader>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Admin { gateway, reloader, metrics: super::enable() };
+    let state = Admin { gateway, reloader, metrics: crate::observe::enable() };
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/", get(|| async { Redirect::to("/console") }))
-        .route("/console", get(|| asset("text/html; charset=utf-8", super::console::PAGE)))
-        .route("/console/console.js", get(|| asset("text/javascript; charset=utf-8", super::console::SCRIPT)))
-        .route("/console/console.css", get(|| asset("text/css; charset=utf-8", super::console::STYLE)))
+        .route("/console", get(|| asset("text/html; charset=utf-8", console::PAGE)))
+        .route("/console/console.js", get(|| asset("text/javascript; charset=utf-8", console::SCRIPT)))
+        .route("/console/console.css", get(|| asset("text/css; charset=utf-8", console::STYLE)))
         .route("/api/overview", get(overview))
         .with_state(state);
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
@@ -67,7 +69,7 @@ async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     if let Err(refusal) = admin_only(&admin, &headers, "GET /api/overview").await {
         return refusal;
     }
-    let overview = super::console::overview(&admin.gateway, &admin.reloader, admin.metrics);
+    let overview = console::overview(&admin.gateway, &admin.reloader, admin.metrics);
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(overview)).into_response()
 }
 
@@ -105,7 +107,7 @@ async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
         return refusal;
     }
     let (libraries, _) = admin.reloader.libraries_loaded();
-    let text = admin.metrics.render(&admin.gateway, libraries);
+    let text = admin.metrics.render(&gauges(&admin.gateway), libraries);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
@@ -157,4 +159,23 @@ async fn authorize_admin(auth: &Auth, headers: &HeaderMap, what: &str) -> Result
             .into_response());
     }
     Ok(())
+}
+
+/// Each namespace's gauges, read from the gateway now.
+fn gauges(gateway: &Gateway) -> Vec<crate::observe::NamespaceGauges> {
+    let routing = gateway.routing();
+    let gauges = routing.namespaces.values().map(|namespace| crate::observe::NamespaceGauges {
+        name: namespace.name.clone(),
+        in_flight: namespace.in_flight(),
+        open_streams: namespace.open_streams(),
+        serving: namespace.health().status != plugin_abi::HealthStatus::Unhealthy,
+        outboxes: (namespace.pattern.name == crate::patterns::PUBSUB).then(|| {
+            let subscriptions = namespace.subscriptions();
+            subscriptions
+                .iter()
+                .map(|subscription| subscription.waiting.load(std::sync::atomic::Ordering::Relaxed))
+                .collect()
+        }),
+    });
+    gauges.collect()
 }
