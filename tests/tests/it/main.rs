@@ -26,6 +26,7 @@ mod gateways;
 mod idempotency;
 mod isolation;
 mod jwks_server;
+mod layers;
 mod limits;
 mod observe;
 mod pages;
