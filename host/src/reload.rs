@@ -177,44 +177,14 @@ impl Reloader {
         let config = Config::load(&self.config_path)
             .map_err(|errors| Refused(errors.to_string().trim().to_owned()))?;
         refuse_removing_everything(&config, &self.gateway.routing())?;
-        let running = self.gateway.settings.clone();
-        let mut incoming = config.contents.server.clone();
-        incoming.listen = running.listen;
-        let mut waiting: Vec<&str> = Vec::new();
-        if incoming != running {
-            waiting.push("[server]");
-        }
-        if config.contents.admin != self.started_with.admin {
-            waiting.push("[admin]");
-        }
-        if config.contents.tracing != self.started_with.tracing {
-            waiting.push("[tracing]");
-        }
-        let restart_note = if waiting.is_empty() {
-            String::new()
-        } else {
-            format!("; {} settings changed and take effect after a restart", waiting.join(", "))
-        };
+        let restart_note = self.restart_note(&config);
         let current = self.gateway.routing().plugins.clone();
         let loader = self.loader.clone();
         let resolved =
             tokio::task::spawn_blocking(move || resolve::resolve_reusing(config, &loader, &current))
                 .await
                 .map_err(|e| Refused(format!("the reload task failed: {e}")))?;
-        let mut resolved = match resolved {
-            Ok(resolved) => resolved,
-            Err(errors) => {
-                let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-                for error in &errors.errors {
-                    if let Some(plugin) = error.key.strip_prefix("plugins.").and_then(|k| k.split('.').next())
-                    {
-                        let message = format!("{}: {} (fix: {})", error.key, error.message, error.fix);
-                        status.plugins.insert(plugin.to_owned(), Outcome::now(false, message));
-                    }
-                }
-                return Err(Refused(errors.to_string().trim().to_owned()));
-            }
-        };
+        let mut resolved = resolved.map_err(|errors| self.refused_by_plugins(&errors))?;
         if let Some(auth) = &resolved.config.auth {
             auth.start();
         }
@@ -229,8 +199,42 @@ impl Reloader {
         Ok(format!("{summary}{restart_note}"))
     }
 
+    /// What the reload cannot change: the sections only a restart applies, if they changed.
+    fn restart_note(&self, config: &Config) -> String {
+        let running = &self.gateway.settings;
+        let mut incoming = config.contents.server.clone();
+        incoming.listen = running.listen;
+        let mut waiting: Vec<&str> = Vec::new();
+        if incoming != *running {
+            waiting.push("[server]");
+        }
+        if config.contents.admin != self.started_with.admin {
+            waiting.push("[admin]");
+        }
+        if config.contents.tracing != self.started_with.tracing {
+            waiting.push("[tracing]");
+        }
+        if waiting.is_empty() {
+            String::new()
+        } else {
+            format!("; {} settings changed and take effect after a restart", waiting.join(", "))
+        }
+    }
+
+    /// Records each plugin the resolver refused in the reload status, and says why.
+    fn refused_by_plugins(&self, errors: &crate::shared::ConfigErrors) -> Refused {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        for error in &errors.errors {
+            if let Some(plugin) = error.key.strip_prefix("plugins.").and_then(|k| k.split('.').next()) {
+                let message = format!("{}: {} (fix: {})", error.key, error.message, error.fix);
+                status.plugins.insert(plugin.to_owned(), Outcome::now(false, message));
+            }
+        }
+        Refused(errors.to_string().trim().to_owned())
+    }
+
     /// Builds the namespaces that differ from the running ones (and `force`), hands state
-    /// over, swaps, and retires what was replaced.
+    /// over, swaps, and retires what was replaced: plan, stage, commit.
     async fn apply(
         &self,
         plugins: BTreeMap<String, Arc<LoadedPlugin>>,
@@ -239,128 +243,103 @@ impl Reloader {
         force: Option<&str>,
     ) -> Result<String, Refused> {
         let before = self.gateway.routing();
-        let mut namespaces = BTreeMap::new();
-        let mut built: Vec<(Arc<Namespace>, Option<Arc<Namespace>>)> = Vec::new();
-        let mut exclusive: Vec<(ResolvedNamespace, Arc<Namespace>)> = Vec::new();
-        for resolved in wanted {
-            let old = before.namespaces.get(&resolved.name).cloned();
-            let keep = force != Some(resolved.name.as_str())
-                && old.as_ref().is_some_and(|old| same_bindings(old, &resolved));
-            if keep {
-                let old = old.expect("checked");
-                namespaces.insert(resolved.name.clone(), old);
-                continue;
-            }
-            // Replaced last, old instance down first: see `export_states`.
-            if let Some(old) = old.as_ref().filter(|old| is_exclusive(old, &resolved)) {
-                exclusive.push((resolved, old.clone()));
-                continue;
-            }
-            match build(resolved).await {
-                Ok(namespace) => {
-                    namespaces.insert(namespace.name.clone(), namespace.clone());
-                    built.push((namespace, old));
-                }
-                Err(why) => {
-                    discard(&built).await;
-                    return Err(Refused(why));
-                }
-            }
-        }
-        // Hand state over with the old namespaces' gates closed, and keep them closed
-        // until traffic has moved.
+        let plan = Plan::new(&before, wanted, force);
+        let mut staged = Staged::new(plan.kept);
         let drain = Duration::from_millis(self.gateway.settings.reload_drain_ms);
-        let mut gates = Vec::new();
-        for (new, old) in &built {
-            let Some(old) = old else { continue };
-            let pairs = handover_pairs(old, new);
-            if pairs.is_empty() {
-                continue;
-            }
-            let Ok(gate) = tokio::time::timeout(drain, old.close_gate()).await else {
-                drop(gates);
-                discard(&built).await;
-                return Err(Refused(format!(
-                    "namespace '{}' still had calls running after {} ms (server.reload_drain_ms); nothing was changed, try again",
-                    old.name,
-                    drain.as_millis()
-                )));
-            };
-            gates.push(gate);
-            for (slot, from, to) in pairs {
-                let moved = async {
-                    let snapshot = from.state_transfer().expect("checked").export_state().await?;
-                    to.state_transfer().expect("checked").import_state(snapshot).await
-                };
-                if let Err(error) = moved.await {
-                    drop(gates);
-                    discard(&built).await;
-                    return Err(Refused(format!(
-                        "namespace '{}' slot '{slot}': handing its state to the new instance failed: {error}",
-                        old.name
-                    )));
-                }
-            }
-        }
-        let mut shut_already: Vec<Arc<Instance>> = Vec::new();
+        // Refused, the staged reload is dropped: that undoes it.
+        self.stage(&mut staged, plan.changed, plan.exclusive, drain, &before).await?;
+        let new_routing =
+            Routing { namespaces: std::mem::take(&mut staged.namespaces), plugins, auth, quotas };
+        Ok(self.commit(staged, &before, new_routing))
+    }
+
+    /// Builds the changed namespaces, then moves state: into those built beside their
+    /// predecessors, then through each exclusive handover.
+    async fn stage(
+        &self,
+        staged: &mut Staged,
+        changed: Vec<(ResolvedNamespace, Option<Arc<Namespace>>)>,
+        exclusive: Vec<(ResolvedNamespace, Arc<Namespace>)>,
+        drain: Duration,
+        before: &Routing,
+    ) -> Result<(), Refused> {
+        staged.build(changed).await?;
+        staged.hand_over_states(drain).await?;
         for (resolved, old) in exclusive {
-            let name = resolved.name.clone();
-            let Ok(gate) = tokio::time::timeout(drain, old.close_gate()).await else {
-                drop(gates);
-                discard(&built).await;
-                return Err(Refused(format!(
-                    "namespace '{name}' still had calls running after {} ms (server.reload_drain_ms); nothing was changed, try again",
-                    drain.as_millis()
-                )));
-            };
-            let states = match export_states(&old).await {
-                Ok(states) => states,
-                Err(why) => {
-                    drop(gate);
-                    drop(gates);
-                    discard(&built).await;
-                    return Err(Refused(format!("{why}; nothing was changed")));
-                }
-            };
-            // Down before its successor starts: that is what exclusive means.
-            old.shutdown().await;
-            shut_already.extend(old.slots.iter().map(|bound| bound.instance.clone()));
-            match start_with_states(resolved, &states, &old.name).await {
-                Ok(new) => {
-                    namespaces.insert(name, new.clone());
-                    built.push((new, Some(old)));
-                    gates.push(gate);
-                }
-                Err(why) => {
-                    // The old instances are down: put a fresh one of the old version in
-                    // their place (with the state), and refuse the rest of the reload.
-                    discard(&built).await;
-                    let restored = start_with_states(as_resolved(&old), &states, &old.name).await;
-                    let outcome = match restored {
-                        Ok(restored) => {
-                            let mut routing = Routing {
-                                namespaces: before.namespaces.clone(),
-                                plugins: before.plugins.clone(),
-                                auth: before.auth.clone(),
-                                quotas: before.quotas.clone(),
-                            };
-                            routing.namespaces.insert(name.clone(), restored);
-                            self.gateway.swap(routing);
-                            old.retire();
-                            "the previous version was started again in its place, with its state"
-                        }
-                        Err(again) => {
-                            tracing::error!(namespace = %name, "restarting the previous version failed too: {again}");
-                            "restarting the previous version failed too; the health checks will retry"
-                        }
-                    };
-                    drop(gate);
-                    drop(gates);
-                    return Err(Refused(format!("{why}; {outcome}")));
-                }
+            self.hand_over_exclusively(staged, resolved, old, drain, before).await?;
+        }
+        Ok(())
+    }
+
+    /// The exclusive handover of one namespace: its old instances stop (state exported,
+    /// gate closed) before the new ones start, so the two never run side by side. When
+    /// the new version cannot start, the old one is started again with the state.
+    async fn hand_over_exclusively(
+        &self,
+        staged: &mut Staged,
+        resolved: ResolvedNamespace,
+        old: Arc<Namespace>,
+        drain: Duration,
+        before: &Routing,
+    ) -> Result<(), Refused> {
+        let gate = close_gate(&old, drain).await?;
+        let states =
+            export_states(&old).await.map_err(|why| Refused(format!("{why}; nothing was changed")))?;
+        // Down before its successor starts: that is what exclusive means.
+        old.shutdown().await;
+        staged.shut_already.extend(old.slots.iter().map(|bound| bound.instance.clone()));
+        match start_with_states(resolved, &states, &old.name).await {
+            Ok(new) => {
+                staged.namespaces.insert(new.name.clone(), new.clone());
+                staged.built.push((new, Some(old)));
+                staged.gates.push(gate);
+                Ok(())
+            }
+            Err(why) => {
+                // The old instances are down: put a fresh one of the old version in their
+                // place (with the state), and refuse the rest of the reload. What was
+                // built must be down first: it may hold the same files.
+                staged.discard().await;
+                let outcome = self.restart_previous(before, &old, &states).await;
+                drop(gate);
+                Err(Refused(format!("{why}; {outcome}")))
             }
         }
-        let changed_plugins: Vec<String> = plugins
+    }
+
+    /// Starts the previous version of `old` again, with its exported state, and routes to it.
+    async fn restart_previous(
+        &self,
+        before: &Routing,
+        old: &Arc<Namespace>,
+        states: &SlotStates,
+    ) -> &'static str {
+        match start_with_states(as_resolved(old), states, &old.name).await {
+            Ok(restored) => {
+                let mut routing = Routing {
+                    namespaces: before.namespaces.clone(),
+                    plugins: before.plugins.clone(),
+                    auth: before.auth.clone(),
+                    quotas: before.quotas.clone(),
+                };
+                routing.namespaces.insert(old.name.clone(), restored);
+                self.gateway.swap(routing);
+                old.retire();
+                "the previous version was started again in its place, with its state"
+            }
+            Err(again) => {
+                tracing::error!(namespace = %old.name, "restarting the previous version failed too: {again}");
+                "restarting the previous version failed too; the health checks will retry"
+            }
+        }
+    }
+
+    /// Routes to the staged namespaces, retires the replaced ones (shut down once
+    /// unused), records the plugins loaded, and says what changed.
+    fn commit(&self, mut staged: Staged, before: &Routing, new_routing: Routing) -> String {
+        let built = std::mem::take(&mut staged.built);
+        let changed_plugins: Vec<String> = new_routing
+            .plugins
             .iter()
             .filter(|(name, plugin)| before.plugins.get(*name).is_none_or(|old| !Arc::ptr_eq(old, plugin)))
             .map(|(name, _)| name.clone())
@@ -368,16 +347,15 @@ impl Reloader {
         let removed: Vec<Arc<Namespace>> = before
             .namespaces
             .iter()
-            .filter(|(name, old)| namespaces.get(*name).is_none_or(|new| !Arc::ptr_eq(new, old)))
+            .filter(|(name, old)| new_routing.namespaces.get(*name).is_none_or(|new| !Arc::ptr_eq(new, old)))
             .map(|(_, old)| old.clone())
             .collect();
-        let new_routing = Routing { namespaces, plugins, auth, quotas };
         // Instances to leave running (still routed) or that are down already.
         let still_used: Vec<Arc<Instance>> = new_routing
             .namespaces
             .values()
             .flat_map(|ns| ns.slots.iter().map(|bound| bound.instance.clone()))
-            .chain(shut_already)
+            .chain(std::mem::take(&mut staged.shut_already))
             .collect();
         {
             let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -386,35 +364,162 @@ impl Reloader {
                 status.plugins.insert(name.clone(), Outcome::now(true, loaded_message(plugin)));
             }
         }
-        drop(before);
         self.gateway.swap(new_routing);
         for old in &removed {
             old.retire();
         }
-        drop(gates);
+        // Opens the old gates: calls that waited now find the new routing.
+        drop(staged);
         let rebuilt: Vec<String> = built.iter().map(|(ns, _)| ns.name.clone()).collect();
         let gone: Vec<String> =
             removed.iter().map(|ns| ns.name.clone()).filter(|n| !rebuilt.contains(n)).collect();
-        for namespace in removed.iter().filter(|ns| gone.contains(&ns.name)) {
-            for bound in
-                namespace.slots.iter().filter(|bound| bound.instance.provides(Interface::StateTransfer))
-            {
-                tracing::warn!(
-                    namespace = %namespace.name,
-                    slot = bound.slot.name,
-                    plugin = %bound.plugin.name,
-                    "the reload removes this namespace; the state its instance holds in this process is dropped"
-                );
-            }
-        }
+        warn_of_dropped_state(removed.iter().filter(|ns| gone.contains(&ns.name)));
         tokio::spawn(shut_down_when_unused(removed, still_used));
         let list = |names: &[String]| if names.is_empty() { "none".to_owned() } else { names.join(", ") };
-        Ok(format!(
+        format!(
             "plugins reloaded: {}; namespaces rebuilt: {}; removed: {}",
             list(&changed_plugins),
             list(&rebuilt),
             list(&gone)
+        )
+    }
+}
+
+/// What a reload will do, decided before anything starts: namespaces kept as they run,
+/// built anew (beside the old one, if any), or handed over exclusively.
+struct Plan {
+    kept: BTreeMap<String, Arc<Namespace>>,
+    changed: Vec<(ResolvedNamespace, Option<Arc<Namespace>>)>,
+    exclusive: Vec<(ResolvedNamespace, Arc<Namespace>)>,
+}
+
+impl Plan {
+    fn new(before: &Routing, wanted: Vec<ResolvedNamespace>, force: Option<&str>) -> Plan {
+        let mut plan = Plan { kept: BTreeMap::new(), changed: Vec::new(), exclusive: Vec::new() };
+        for resolved in wanted {
+            let old = before.namespaces.get(&resolved.name).cloned();
+            match old {
+                Some(old) if force != Some(resolved.name.as_str()) && same_bindings(&old, &resolved) => {
+                    plan.kept.insert(resolved.name.clone(), old);
+                }
+                // Replaced last, old instance down first: see `export_states`.
+                Some(old) if is_exclusive(&old, &resolved) => plan.exclusive.push((resolved, old)),
+                old => plan.changed.push((resolved, old)),
+            }
+        }
+        plan
+    }
+}
+
+/// A reload in progress: the namespaces of the new routing (kept and built), the old
+/// namespaces' gates it holds closed, and the instances it already shut down. Dropped
+/// before it is committed, it opens the gates and shuts its new instances down, so a
+/// refused or abandoned reload leaves nothing running.
+struct Staged {
+    namespaces: BTreeMap<String, Arc<Namespace>>,
+    /// Each built namespace with the one it replaces.
+    built: Vec<(Arc<Namespace>, Option<Arc<Namespace>>)>,
+    gates: Vec<tokio::sync::OwnedRwLockWriteGuard<()>>,
+    shut_already: Vec<Arc<Instance>>,
+}
+
+impl Staged {
+    fn new(kept: BTreeMap<String, Arc<Namespace>>) -> Staged {
+        Staged { namespaces: kept, built: Vec::new(), gates: Vec::new(), shut_already: Vec::new() }
+    }
+
+    /// Creates the changed namespaces' instances, each checked healthy.
+    async fn build(
+        &mut self,
+        changed: Vec<(ResolvedNamespace, Option<Arc<Namespace>>)>,
+    ) -> Result<(), Refused> {
+        for (resolved, old) in changed {
+            let namespace = build(resolved).await.map_err(Refused)?;
+            self.namespaces.insert(namespace.name.clone(), namespace.clone());
+            self.built.push((namespace, old));
+        }
+        Ok(())
+    }
+
+    /// Moves state from each replaced namespace into its successor, with the old gate
+    /// closed and kept closed until traffic has moved.
+    async fn hand_over_states(&mut self, drain: Duration) -> Result<(), Refused> {
+        for (new, old) in &self.built {
+            let Some(old) = old else { continue };
+            let pairs = handover_pairs(old, new);
+            if pairs.is_empty() {
+                continue;
+            }
+            self.gates.push(close_gate(old, drain).await?);
+            for (slot, from, to) in pairs {
+                let snapshot = from.state_transfer().expect("checked").export_state().await;
+                let moved = match snapshot {
+                    Ok(snapshot) => to.state_transfer().expect("checked").import_state(snapshot).await,
+                    Err(error) => Err(error),
+                };
+                moved.map_err(|error| {
+                    Refused(format!(
+                        "namespace '{}' slot '{slot}': handing its state to the new instance failed: {error}",
+                        old.name
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the gates and shuts down what was built, and waits for that (dropping does
+    /// the same without waiting).
+    async fn discard(&mut self) {
+        self.gates.clear();
+        for (namespace, _) in self.built.drain(..) {
+            namespace.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        self.gates.clear();
+        let built = std::mem::take(&mut self.built);
+        if !built.is_empty() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    for (namespace, _) in built {
+                        namespace.shutdown().await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Closes `old`'s gate, waiting up to `drain` for its calls in flight.
+async fn close_gate(
+    old: &Namespace,
+    drain: Duration,
+) -> Result<tokio::sync::OwnedRwLockWriteGuard<()>, Refused> {
+    tokio::time::timeout(drain, old.close_gate()).await.map_err(|_| {
+        Refused(format!(
+            "namespace '{}' still had calls running after {} ms (server.reload_drain_ms); nothing was changed, try again",
+            old.name,
+            drain.as_millis()
         ))
+    })
+}
+
+/// Warns, per slot, that a removed namespace's in-process state goes with it.
+fn warn_of_dropped_state<'a>(removed: impl Iterator<Item = &'a Arc<Namespace>>) {
+    for namespace in removed {
+        for bound in namespace.slots.iter().filter(|bound| bound.instance.provides(Interface::StateTransfer))
+        {
+            tracing::warn!(
+                namespace = %namespace.name,
+                slot = bound.slot.name,
+                plugin = %bound.plugin.name,
+                "the reload removes this namespace; the state its instance holds in this process is dropped"
+            );
+        }
     }
 }
 
@@ -556,13 +661,6 @@ async fn build(resolved: ResolvedNamespace) -> Result<Arc<Namespace>, String> {
         }
     }
     Ok(Arc::new(namespace))
-}
-
-/// Shuts down the instances of namespaces a refused reload had already built.
-async fn discard(built: &[(Arc<Namespace>, Option<Arc<Namespace>>)]) {
-    for (namespace, _) in built {
-        namespace.shutdown().await;
-    }
 }
 
 /// How long a replaced instance may stay in use (calls finishing, streams closing)

@@ -476,3 +476,63 @@ async fn an_exclusive_plugin_whose_new_instance_cannot_start_gets_its_old_versio
     assert_eq!(get(&server, "kept").await.as_deref(), Some(&b"yes"[..]), "its state came back");
     server.keyvalue().await.set(set("after", "ok")).await.expect("and it takes writes");
 }
+
+/// The `prism plugin-host` processes `parent` runs now.
+fn plugin_processes(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The parent pid is the second field after the parenthesised command name.
+        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(parent.to_string().as_str())
+            && String::from_utf8_lossy(&cmdline).contains("plugin-host")
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_stops_the_instances_it_had_started() {
+    let base = r#"
+[plugins.memstore]
+path = "{memstore}"
+
+[plugins.isolated]
+path = "{memstore}"
+isolation = "process"
+
+[plugins.panicking]
+path = "{panicking}"
+
+[[namespaces]]
+name = "kept"
+pattern = "keyvalue"
+slots.store = { plugin = "memstore" }
+"#;
+    let server = Server::start_with(base, &["--no-watch"]);
+    assert_eq!(plugin_processes(server.pid()), Vec::<u32>::new(), "nothing runs isolated yet");
+    // "a_started" is built (a plugin process starts), then "b_hung" cannot start.
+    let added = "\n[[namespaces]]\nname = \"a_started\"\npattern = \"keyvalue\"\nslots.store = { plugin = \"isolated\" }\n\
+                 \n[[namespaces]]\nname = \"b_hung\"\npattern = \"keyvalue\"\n\
+                 slots.store = { plugin = \"panicking\", config = { hang_health = true } }\n";
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    std::fs::write(server.config_path(), format!("{config}{added}")).unwrap();
+    let outcome = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner().outcome.unwrap();
+    assert!(!outcome.ok, "a namespace whose health check hangs refuses the reload: {}", outcome.message);
+    assert!(outcome.message.contains("b_hung"), "the refusal names the namespace: {}", outcome.message);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !plugin_processes(server.pid()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the refused reload left plugin processes running: {:?}",
+            plugin_processes(server.pid())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unknown = GetRequest { namespace: "a_started".into(), key: "k".into(), ..Default::default() };
+    assert_eq!(server.keyvalue().await.get(unknown).await.unwrap_err().code(), Code::NotFound);
+}
