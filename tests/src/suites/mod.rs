@@ -63,6 +63,14 @@ macro_rules! suites {
                 $(Interface::$variant => $module::CASES,)*
             }
         }
+
+        /// The source of suite file `file` (`keyvalue_basic.rs`), to quote a failing call.
+        fn suite_source(file: &str) -> Option<&'static str> {
+            match file {
+                $(concat!(stringify!($module), ".rs") => Some(include_str!(concat!(stringify!($module), ".rs"))),)*
+                _ => None,
+            }
+        }
     };
 }
 plugin_abi::for_each_interface!(suites);
@@ -175,13 +183,65 @@ pub async fn run_suite(target: &Target, interface: Interface) -> SuiteReport {
                     .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "panicked".into());
                 let at = failed_at.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let at = at.map(|at| format!(" (at {at})")).unwrap_or_default();
-                report.failed.push((case.name, format!("{message}{at}")));
+                report.failed.push((case.name, describe_failure(&message, at.as_deref())));
             }
             Err(error) => report.failed.push((case.name, error.to_string())),
         }
     }
     report
+}
+
+/// A case's failure as the runner reports it: the statement that failed, quoted from the
+/// suite's source, what came back and what was expected, and where.
+fn describe_failure(message: &str, at: Option<&str>) -> String {
+    let got = if let Some(error) = message.strip_prefix("called `Result::unwrap()` on an `Err` value: ") {
+        format!("got the error {error}; expected success")
+    } else if let Some(value) = message.strip_prefix("called `Result::unwrap_err()` on an `Ok` value: ") {
+        format!("got Ok({value}); expected an error")
+    } else if message.starts_with("called `Option::unwrap()` on a `None` value") {
+        "got None; expected a value".to_owned()
+    } else {
+        message.to_owned()
+    };
+    let Some(at) = at else { return got };
+    match statement_at(at) {
+        Some(statement) => format!("`{statement}`: {got} (at {at})"),
+        None => format!("{got} (at {at})"),
+    }
+}
+
+/// The statement around `file:line` of a suite, on one line.
+fn statement_at(at: &str) -> Option<String> {
+    let (path, line) = at.rsplit_once(':')?;
+    let line: usize = line.parse().ok()?;
+    let source = suite_source(Path::new(path).file_name()?.to_str()?)?;
+    let lines: Vec<&str> = source.lines().collect();
+    let last = line.checked_sub(1).filter(|&last| last < lines.len())?;
+    let ends_statement = |text: &str| {
+        let text = text.trim_end();
+        text.ends_with(';') || text.ends_with('{') || text.ends_with('}')
+    };
+    let mut first = last;
+    while first > 0 && last - first < 8 && !ends_statement(lines[first - 1]) {
+        first -= 1;
+    }
+    let mut end = last;
+    while end + 1 < lines.len() && end - last < 8 && !ends_statement(lines[end]) {
+        end += 1;
+    }
+    let mut statement = String::new();
+    for part in lines[first..=end].iter().map(|line| line.trim()) {
+        if !statement.is_empty() && !part.starts_with('.') && !part.starts_with(')') {
+            statement.push(' ');
+        }
+        statement.push_str(part);
+    }
+    let statement = statement.trim_end_matches(';').to_owned();
+    const LONGEST: usize = 240;
+    Some(match statement.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}…", &statement[..cut]),
+        None => statement,
+    })
 }
 
 tokio::task_local! {
@@ -237,4 +297,34 @@ async fn clean_up(instance: &Instance, keys: &Keys) {
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), work).await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// A failed `unwrap` is reported with the statement that made the call, what came
+    /// back and what was expected.
+    #[test]
+    fn a_failed_unwrap_names_the_call_what_came_back_and_what_was_expected() {
+        let source = super::suite_source("keyvalue_basic.rs").expect("the suite's source is embedded");
+        let (index, line) = source
+            .lines()
+            .enumerate()
+            .find(|(_, line)| line.trim_end().ends_with(".unwrap();"))
+            .expect("an unwrap");
+        let at = format!("tests/src/suites/keyvalue_basic.rs:{}", index + 1);
+        let message = "called `Result::unwrap()` on an `Err` value: PluginError { code: Unavailable }";
+        let described = super::describe_failure(message, Some(&at));
+        let call = line.trim().trim_end_matches(';');
+        assert!(described.contains(call), "{described:?} should quote {call:?}");
+        assert!(
+            described.contains("got the error PluginError { code: Unavailable }; expected success"),
+            "{described:?}"
+        );
+        assert!(described.ends_with(&format!("(at {at})")), "{described:?}");
+
+        let none = super::describe_failure("called `Option::unwrap()` on a `None` value", Some(&at));
+        assert!(none.contains("got None; expected a value"), "{none:?}");
+        let ok = super::describe_failure("called `Result::unwrap_err()` on an `Ok` value: 3", None);
+        assert_eq!(ok, "got Ok(3); expected an error");
+    }
 }
