@@ -125,17 +125,6 @@ impl Namespace {
         }
     }
 
-    /// The namespace's claim check, when it binds the `claim_check` slot.
-    pub fn claim_check(&self, settings: &ServerConfig) -> Option<crate::claim_check::ClaimCheck> {
-        let bound = self.slot(crate::patterns::CLAIM_CHECK)?;
-        Some(crate::claim_check::ClaimCheck::new(
-            bound.instance.clone(),
-            self.name.clone(),
-            settings.claim_check_threshold_bytes,
-            settings.max_object_bytes,
-        ))
-    }
-
     /// Calls being served on the namespace now (a stream only while it is opened).
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
@@ -286,12 +275,6 @@ pub struct Routing {
 pub struct Gateway {
     routing: ArcSwap<Routing>,
     pub settings: ServerConfig,
-    /// Idempotency records of namespaces with no `idempotency` slot bound.
-    idempotency: Arc<crate::idempotency::Memory>,
-    /// Claimed queue messages handed out here, for their Acks to delete the objects.
-    pub claimed_receipts: crate::claim_check::Receipts,
-    /// The transaction ids this gateway handed out, and what each stands for.
-    pub transactions: crate::transactions::Transactions,
 }
 
 /// Why an instance could not be created at start.
@@ -336,36 +319,7 @@ impl Gateway {
                 quotas: resolved.config.quotas.clone(),
             }),
             settings: resolved.config.contents.server.clone(),
-            idempotency: Arc::default(),
-            claimed_receipts: Default::default(),
-            transactions: Default::default(),
         })
-    }
-
-    /// How a write carrying idempotency token `token` runs once (see
-    /// crate::idempotency); `None` when the token is empty.
-    pub fn idempotent(
-        &self,
-        namespace: &Namespace,
-        method: &str,
-        token: &str,
-        request: &impl prost::Message,
-    ) -> Result<Option<crate::idempotency::Call>, Status> {
-        use crate::idempotency::{fingerprint, Call, Records};
-        if token.is_empty() {
-            return Ok(None); // most writes: nothing to read, not even the clock
-        }
-        let window = std::time::Duration::from_millis(self.settings.idempotency_window_ms);
-        let Some(token) = crate::idempotency::token(token, window, plugin_abi::unix_millis())? else {
-            return Ok(None);
-        };
-        let records = match namespace.slot(crate::patterns::IDEMPOTENCY) {
-            Some(bound) => Records::Plugin(bound.instance.clone()),
-            None => Records::Memory(self.idempotency.clone()),
-        };
-        let fingerprint = fingerprint(method, request);
-        let write_timeout = std::time::Duration::from_millis(self.settings.request_timeout_ms.max(1));
-        Ok(Some(Call::new(records, &namespace.name, method, token, fingerprint, window, write_timeout)))
     }
 
     pub fn routing(&self) -> Arc<Routing> {

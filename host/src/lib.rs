@@ -6,7 +6,6 @@
 pub mod admin_http;
 pub mod api;
 pub mod auth;
-pub mod claim_check;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -14,7 +13,6 @@ pub mod connections;
 pub mod filter;
 pub mod gateway;
 pub mod health;
-pub mod idempotency;
 pub mod layers;
 pub mod loader;
 pub mod observe;
@@ -26,8 +24,8 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod shared;
+pub mod store;
 pub mod tls;
-pub mod transactions;
 pub mod watch;
 
 /// Process isolation and probe children live in their own crate (`prism-isolation`).

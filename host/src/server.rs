@@ -62,6 +62,7 @@ pub async fn serve(
         Duration::from_millis(settings.health_interval_ms),
     ));
 
+    let stores = Arc::new(crate::store::Stores::new(gateway.clone()));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -96,23 +97,23 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            KeyValueServiceServer::new(KeyValueApi::new(gateway.clone()))
+            KeyValueServiceServer::new(KeyValueApi::new(stores.clone()))
                 .max_decoding_message_size(max_message),
         )
         .add_service(
-            ListServiceServer::new(ListApi::new(gateway.clone())).max_decoding_message_size(max_message),
+            ListServiceServer::new(ListApi::new(stores.clone())).max_decoding_message_size(max_message),
         )
         .add_service(
-            QueueServiceServer::new(QueueApi::new(gateway.clone())).max_decoding_message_size(max_message),
+            QueueServiceServer::new(QueueApi::new(stores.clone())).max_decoding_message_size(max_message),
         )
         .add_service(
-            PubSubServiceServer::new(PubSubApi::new(gateway.clone())).max_decoding_message_size(max_message),
+            PubSubServiceServer::new(PubSubApi::new(stores.clone())).max_decoding_message_size(max_message),
         )
         .add_service(
-            StreamServiceServer::new(StreamApi::new(gateway.clone())).max_decoding_message_size(max_message),
+            StreamServiceServer::new(StreamApi::new(stores.clone())).max_decoding_message_size(max_message),
         )
         .add_service(
-            MulticastRegistryServiceServer::new(MulticastApi::new(gateway.clone()))
+            MulticastRegistryServiceServer::new(MulticastApi::new(stores.clone()))
                 .max_decoding_message_size(max_message),
         )
         .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader)));

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use plugin_abi::{ErrorCode, PluginError};
 use tonic::{Code, Status};
 
+/// Keys are UTF-8 (protobuf strings guarantee it), 1 to this many bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

@@ -4,28 +4,30 @@ use plugin_abi::host::Instance;
 use plugin_abi::ListEnd as End;
 use tonic::{Request, Response, Status};
 
-use super::{check_batch, check_key, check_value, need};
+use super::{check_batch, check_key, check_value};
 use crate::api::list_service_server::ListService;
 use crate::api::*;
-use crate::gateway::{Gateway, NamespaceRef};
+use crate::gateway::NamespaceRef;
 use crate::patterns::LIST;
 use crate::shared::plugin_status;
+use crate::store::need;
+use crate::store::Stores;
 
 const STORE: &str = "store";
 /// Most values one Pop may return.
 const MAX_POP: u32 = 1000;
 
 pub struct ListApi {
-    gateway: Arc<Gateway>,
+    stores: Arc<Stores>,
 }
 
 impl ListApi {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        ListApi { gateway }
+    pub fn new(stores: Arc<Stores>) -> Self {
+        ListApi { stores }
     }
 
     async fn store(&self, namespace: &str) -> Result<(NamespaceRef, Arc<Instance>), Status> {
-        let namespace = self.gateway.namespace(namespace, LIST).await?;
+        let namespace = self.stores.gateway.namespace(namespace, LIST).await?;
         let instance = namespace.slot(STORE).expect("list namespaces always bind 'store'").instance.clone();
         Ok((namespace, instance))
     }
@@ -54,7 +56,7 @@ impl ListService for ListApi {
             return Err(Status::invalid_argument("values must hold at least one value"));
         }
         check_batch("values", request.values.len())?;
-        let max = self.gateway.settings.max_value_bytes;
+        let max = self.stores.gateway.settings.max_value_bytes;
         for (index, value) in request.values.iter().enumerate() {
             check_value(&format!("values[{index}]"), value.len(), max)?;
         }

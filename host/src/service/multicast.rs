@@ -23,13 +23,15 @@ mod presence;
 use envelope::Envelope;
 use presence::{Announcement, Presence};
 
-use super::{check_value, need};
+use super::check_value;
 use crate::api::multicast_registry_service_server::MulticastRegistryService;
 use crate::api::*;
 use crate::filter::{self, Filter};
-use crate::gateway::{Gateway, NamespaceRef};
+use crate::gateway::NamespaceRef;
 use crate::patterns::MULTICAST_REGISTRY;
 use crate::shared::plugin_status;
+use crate::store::need;
+use crate::store::Stores;
 
 const REGISTRY: &str = "registry";
 const MESSAGING: &str = "messaging";
@@ -89,7 +91,7 @@ impl Envelope {
 }
 
 pub struct MulticastApi {
-    gateway: Arc<Gateway>,
+    stores: Arc<Stores>,
     presence: Arc<Presence>,
     /// This gateway's name in subscription announcements (presence.rs).
     announced_as: String,
@@ -104,13 +106,13 @@ struct Slots {
 }
 
 impl MulticastApi {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    pub fn new(stores: Arc<Stores>) -> Self {
         let announced_as = format!("{:016x}", fastrand::u64(..));
-        MulticastApi { gateway, presence: Arc::default(), announced_as, next_id: AtomicU64::new(1) }
+        MulticastApi { stores, presence: Arc::default(), announced_as, next_id: AtomicU64::new(1) }
     }
 
     async fn slots(&self, namespace: &str) -> Result<Slots, Status> {
-        let namespace = self.gateway.namespace(namespace, MULTICAST_REGISTRY).await?;
+        let namespace = self.stores.gateway.namespace(namespace, MULTICAST_REGISTRY).await?;
         let bound = |slot: &str| namespace.slot(slot).map(|bound| bound.instance.clone());
         let registry = bound(REGISTRY).expect("multicast-registry namespaces always bind 'registry'");
         let messaging = bound(MESSAGING).expect("multicast-registry namespaces always bind 'messaging'");
@@ -142,10 +144,10 @@ impl MulticastApi {
     ) -> Result<(Vec<(String, Registration)>, Option<String>), Status> {
         let scan = need(&slots.namespace, REGISTRY, slots.registry.keyvalue_scan(), "Enumerate")?;
         let now = plugin_abi::unix_millis();
-        let budget = super::ResponseBudget::new(&self.gateway.settings);
+        let budget = self.stores.budget();
         let limits =
-            super::pages::Limits { count: limit as usize, max_bytes, plugin_page: MAX_PAGE as usize };
-        super::pages::gather(&scan, KEY_PREFIX, cursor, limits, budget, |key, value| {
+            crate::store::pages::Limits { count: limit as usize, max_bytes, plugin_page: MAX_PAGE as usize };
+        crate::store::pages::gather(&scan, KEY_PREFIX, cursor, limits, budget, |key, value| {
             let size = (key.len() + value.len()) as u64;
             let registration = serde_json::from_slice::<Registration>(&value).ok()?;
             (registration.live(now) && filter.matches(&registration.metadata))
@@ -188,7 +190,7 @@ impl MulticastRegistryService for MulticastApi {
         };
         let registration = Registration { metadata: request.metadata, registered_at: now, expires_at };
         let value = serde_json::to_vec(&registration).expect("a registration always serialises");
-        check_value("metadata", value.len(), self.gateway.settings.max_value_bytes)?;
+        check_value("metadata", value.len(), self.stores.gateway.settings.max_value_bytes)?;
         let key = format!("{KEY_PREFIX}{}", request.identity);
         // The expiry in the record makes TTLs hold on any registry; keyvalue_ttl, where the
         // plugin has it, also lets the backend reclaim the entry.
@@ -253,7 +255,7 @@ impl MulticastRegistryService for MulticastApi {
         let request = request.into_inner();
         let slots = self.slots(&request.namespace).await?;
         let filter = parse_filter(&request.filter)?;
-        check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
+        check_value("payload", request.payload.len(), self.stores.gateway.settings.max_value_bytes)?;
         let pubsub = need(&slots.namespace, MESSAGING, slots.messaging.pubsub_basic(), "Multicast")?;
         let queue = match &slots.durability {
             Some(durability) => {

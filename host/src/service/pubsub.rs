@@ -14,35 +14,37 @@ use plugin_abi::topics::{check_pattern, check_topic};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::claim_check::ClaimCheck;
+use crate::store::claim_check::ClaimCheck;
 
-use super::{check_value, need};
+use super::check_value;
 use crate::api::pub_sub_service_server::PubSubService;
 use crate::api::*;
 use crate::config::SlowSubscriber;
-use crate::gateway::{Gateway, Subscription};
+use crate::gateway::Subscription;
 use crate::patterns::PUBSUB;
 use crate::shared::plugin_status;
+use crate::store::need;
+use crate::store::Stores;
 
 const SLOT: &str = "broker";
 
 pub struct PubSubApi {
-    gateway: Arc<Gateway>,
+    stores: Arc<Stores>,
 }
 
 impl PubSubApi {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        PubSubApi { gateway }
+    pub fn new(stores: Arc<Stores>) -> Self {
+        PubSubApi { stores }
     }
 
     /// Publishes one message (of `Publish` or `PublishStream`), once per idempotency token.
     async fn publish_one(&self, request: PublishRequest) -> Result<String, Status> {
-        let namespace = self.gateway.namespace(&request.namespace, PUBSUB).await?;
+        let namespace = self.stores.gateway.namespace(&request.namespace, PUBSUB).await?;
         check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
-        check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
+        check_value("payload", request.payload.len(), self.stores.gateway.settings.max_value_bytes)?;
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
-        let claim = namespace.claim_check(&self.gateway.settings);
-        let call = self.gateway.idempotent(&namespace, "Publish", &request.idempotency_token, &request)?;
+        let claim = self.stores.claim_check(&namespace);
+        let call = self.stores.idempotent(&namespace, "Publish", &request.idempotency_token, &request)?;
         let write = async move {
             let basic = need(&namespace, SLOT, broker.pubsub_basic(), "Publish")?;
             let metadata = request.metadata.into_iter().collect();
@@ -63,7 +65,7 @@ impl PubSubApi {
                 }
             }
         };
-        super::once(call, write).await.map(|published| published.message_id)
+        crate::store::idempotency::once(call, write).await.map(|published| published.message_id)
     }
 }
 
@@ -254,7 +256,7 @@ impl PubSubService for PubSubApi {
 
     async fn ack(&self, request: Request<PubSubAckRequest>) -> Result<Response<PubSubAckResponse>, Status> {
         let request = request.into_inner();
-        let namespace = self.gateway.namespace(&request.namespace, PUBSUB).await?;
+        let namespace = self.stores.gateway.namespace(&request.namespace, PUBSUB).await?;
         check_durable_name(&request.durable_name)?;
         if request.ack_id.is_empty() {
             return Err(Status::invalid_argument(
@@ -271,7 +273,7 @@ impl PubSubService for PubSubApi {
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Events>, Status> {
         let request = request.into_inner();
-        let namespace = self.gateway.namespace(&request.namespace, PUBSUB).await?;
+        let namespace = self.stores.gateway.namespace(&request.namespace, PUBSUB).await?;
         let wildcard =
             check_pattern(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
@@ -291,7 +293,7 @@ impl PubSubService for PubSubApi {
             basic.subscribe(&request.topic).await
         }
         .map_err(plugin_status)?;
-        let settings = &self.gateway.settings;
+        let settings = &self.stores.gateway.settings;
         let shown = Arc::new(Subscription {
             topic: request.topic.clone(),
             durable_name: request.durable_name.clone(),
@@ -309,7 +311,7 @@ impl PubSubService for PubSubApi {
                 .map(|metrics| metrics.subscriber_dropped(&namespace.name)),
             shown,
         });
-        let claim = namespace.claim_check(settings).map(|claim| (claim, settings.max_value_bytes));
+        let claim = self.stores.claim_check(&namespace).map(|claim| (claim, settings.max_value_bytes));
         let pump = tokio::spawn(pump(stream, outbox.clone(), claim));
         // Keeps the instance alive for as long as the client reads.
         let state = (outbox, PumpGuard(pump.abort_handle()), broker);

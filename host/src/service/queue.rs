@@ -4,14 +4,16 @@ use std::time::{Duration, Instant};
 use plugin_abi::host::Instance;
 use tonic::{Request, Response, Status};
 
-use crate::claim_check::Reference;
+use crate::store::claim_check::Reference;
 
-use super::{check_key, check_value, need};
+use super::{check_key, check_value};
 use crate::api::queue_service_server::QueueService;
 use crate::api::*;
-use crate::gateway::{Gateway, NamespaceRef};
+use crate::gateway::NamespaceRef;
 use crate::patterns::QUEUE;
 use crate::shared::plugin_status;
+use crate::store::need;
+use crate::store::Stores;
 
 const SLOT: &str = "queue";
 /// Most messages one Dequeue may ask for.
@@ -23,22 +25,21 @@ const MAX_POLL_INTERVAL: Duration = Duration::from_millis(200);
 const DEFAULT_DEAD_LETTER_PAGE: u32 = 100;
 
 pub struct QueueApi {
-    gateway: Arc<Gateway>,
+    stores: Arc<Stores>,
 }
 
 impl QueueApi {
     /// Messages of the largest allowed size that fit in one response.
     fn entries_that_fit(&self) -> u32 {
-        super::ResponseBudget::new(&self.gateway.settings).entries_that_fit().clamp(1, u32::MAX as usize)
-            as u32
+        self.stores.budget().entries_that_fit().clamp(1, u32::MAX as usize) as u32
     }
 
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        QueueApi { gateway }
+    pub fn new(stores: Arc<Stores>) -> Self {
+        QueueApi { stores }
     }
 
     async fn queue(&self, namespace: &str, queue: &str) -> Result<(NamespaceRef, Arc<Instance>), Status> {
-        let namespace = self.gateway.namespace(namespace, QUEUE).await?;
+        let namespace = self.stores.gateway.namespace(namespace, QUEUE).await?;
         check_key("queue", queue)?;
         let instance = namespace.slot(SLOT).expect("queue namespaces always bind 'queue'").instance.clone();
         Ok((namespace, instance))
@@ -70,7 +71,7 @@ impl QueueApi {
         messages: Vec<plugin_abi::QueueMessage>,
         deliver: bool,
     ) -> Result<Vec<QueueMessage>, Status> {
-        let Some(claim) = namespace.claim_check(&self.gateway.settings) else {
+        let Some(claim) = self.stores.claim_check(namespace) else {
             return Ok(messages.into_iter().map(message).collect());
         };
         let mut resolved = Vec::with_capacity(messages.len());
@@ -80,7 +81,7 @@ impl QueueApi {
                 continue;
             };
             let payload = std::mem::take(&mut delivered.payload);
-            let max = self.gateway.settings.max_value_bytes;
+            let max = self.stores.gateway.settings.max_value_bytes;
             let outcome = match reference {
                 Ok(reference) => claim.resolve(payload, max).await.map(|payload| (payload, reference.object)),
                 Err(status) => Err(status),
@@ -88,7 +89,7 @@ impl QueueApi {
             match outcome {
                 Ok((payload, object)) => {
                     if deliver {
-                        self.gateway.claimed_receipts.remember(
+                        self.stores.claimed_receipts.remember(
                             &namespace.name,
                             queue,
                             &delivered.receipt,
@@ -132,7 +133,7 @@ impl QueueService for QueueApi {
     async fn enqueue(&self, request: Request<EnqueueRequest>) -> Result<Response<EnqueueResponse>, Status> {
         let request = request.into_inner();
         let (namespace, instance) = self.queue(&request.namespace, &request.queue).await?;
-        check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
+        check_value("payload", request.payload.len(), self.stores.gateway.settings.max_value_bytes)?;
         let delay = millis("delay_ms", request.delay_ms)?;
         if request.deliver_at_unix_ms < 0 {
             return Err(Status::invalid_argument("deliver_at_unix_ms must not be negative"));
@@ -145,8 +146,8 @@ impl QueueService for QueueApi {
                 return Err(Status::invalid_argument("set delay_ms or deliver_at_unix_ms, not both"));
             }
         };
-        let claim = namespace.claim_check(&self.gateway.settings);
-        let call = self.gateway.idempotent(&namespace, "Enqueue", &request.idempotency_token, &request)?;
+        let claim = self.stores.claim_check(&namespace);
+        let call = self.stores.idempotent(&namespace, "Enqueue", &request.idempotency_token, &request)?;
         let write = async move {
             let payload: Vec<u8> = match &claim {
                 Some(claim) if claim.claims(&request.payload) => {
@@ -176,7 +177,7 @@ impl QueueService for QueueApi {
             };
             Ok(EnqueueResponse { message_id })
         };
-        super::once(call, write).await.map(Response::new)
+        crate::store::idempotency::once(call, write).await.map(Response::new)
     }
 
     async fn dequeue(&self, request: Request<DequeueRequest>) -> Result<Response<DequeueResponse>, Status> {
@@ -232,9 +233,8 @@ impl QueueService for QueueApi {
         check_receipt(&request.receipt)?;
         let queue = need(&namespace, SLOT, instance.queue_basic(), "Ack")?;
         let acked = queue.ack(&request.queue, &request.receipt).await.map_err(plugin_status)?;
-        if let Some(claim) = namespace.claim_check(&self.gateway.settings) {
-            let object =
-                self.gateway.claimed_receipts.take(&namespace.name, &request.queue, &request.receipt);
+        if let Some(claim) = self.stores.claim_check(&namespace) {
+            let object = self.stores.claimed_receipts.take(&namespace.name, &request.queue, &request.receipt);
             if let (true, Some(object)) = (acked, object) {
                 claim.delete_object(&object).await;
             }

@@ -10,13 +10,15 @@ use plugin_abi::host::Instance;
 use plugin_abi::{Feed, GroupEvent, NewRecord};
 use tonic::{Request, Response, Status};
 
-use super::{check_value, need, MAX_KEY_BYTES};
+use super::{check_value, MAX_KEY_BYTES};
 use crate::api::read_request::Start;
 use crate::api::stream_service_server::StreamService;
 use crate::api::*;
-use crate::gateway::{Gateway, NamespaceRef};
+use crate::gateway::NamespaceRef;
 use crate::patterns::STREAM;
 use crate::shared::plugin_status;
+use crate::store::need;
+use crate::store::Stores;
 
 const SLOT: &str = "log";
 /// Records taken across the plugin boundary per call.
@@ -24,16 +26,16 @@ const BATCH: usize = 256;
 const MAX_NAME: usize = 200;
 
 pub struct StreamApi {
-    gateway: Arc<Gateway>,
+    stores: Arc<Stores>,
 }
 
 impl StreamApi {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        StreamApi { gateway }
+    pub fn new(stores: Arc<Stores>) -> Self {
+        StreamApi { stores }
     }
 
     async fn resolve(&self, namespace: &str, stream: &str) -> Result<(NamespaceRef, Arc<Instance>), Status> {
-        let namespace = self.gateway.namespace(namespace, STREAM).await?;
+        let namespace = self.stores.gateway.namespace(namespace, STREAM).await?;
         check_name("stream", stream)?;
         let log = namespace.slot(SLOT).expect("stream namespaces always bind 'log'").instance.clone();
         Ok((namespace, log))
@@ -107,14 +109,14 @@ impl StreamService for StreamApi {
     async fn append(&self, request: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
         let request = request.into_inner();
         let (namespace, log) = self.resolve(&request.namespace, &request.stream).await?;
-        check_value("payload", request.payload.len(), self.gateway.settings.max_value_bytes)?;
+        check_value("payload", request.payload.len(), self.stores.gateway.settings.max_value_bytes)?;
         if let Some(key) = request.key.as_ref().filter(|key| key.len() > MAX_KEY_BYTES) {
             return Err(Status::invalid_argument(format!(
                 "key is {} bytes; record keys are at most {MAX_KEY_BYTES} bytes",
                 key.len()
             )));
         }
-        let call = self.gateway.idempotent(&namespace, "Append", &request.idempotency_token, &request)?;
+        let call = self.stores.idempotent(&namespace, "Append", &request.idempotency_token, &request)?;
         let write = async move {
             let new_record = NewRecord {
                 key: request.key.map(|key| key.to_vec()),
@@ -139,7 +141,7 @@ impl StreamService for StreamApi {
                 timestamp_unix_ms: appended.timestamp_unix_ms,
             })
         };
-        super::once(call, write).await.map(Response::new)
+        crate::store::idempotency::once(call, write).await.map(Response::new)
     }
 
     type ReadStream = Responses<ReadResponse>;

@@ -165,26 +165,12 @@ fn the_sqlite_plugin_shares_the_system_sqlite_instead_of_bundling_one() {
 /// explains the levels.
 const HOST_LEVELS: &[(&str, &[&str])] = &[
     ("leaf helpers", &["api", "secrets", "shared"]),
-    (
-        "domain modules",
-        &[
-            "connections",
-            "tls",
-            "patterns",
-            "filter",
-            "transactions",
-            "auth",
-            "quota",
-            "observe",
-            "loader",
-            "claim_check",
-            "idempotency",
-        ],
-    ),
+    ("domain modules", &["connections", "tls", "patterns", "filter", "auth", "quota", "observe", "loader"]),
     ("the config file, assembled from the domains' sections", &["config"]),
     ("namespaces resolved to loaded plugins", &["resolve"]),
     ("the gateway: routing, bound slots, admission", &["gateway"]),
     ("what changes or watches the gateway", &["reload", "health", "watch"]),
+    ("the store layer: claim checks, idempotency, budgets, transaction ids", &["store"]),
     ("tower layers, gRPC services and the admin listener", &["layers", "service", "admin_http"]),
     ("server, CLI and commands", &["server", "cli", "commands", "main"]),
 ];

@@ -469,6 +469,19 @@ fn reused(token: &Token) -> Status {
     ))
 }
 
+/// Runs a write once per idempotency token (`call` from `Stores::idempotent`), or
+/// just runs it when the request carries none.
+pub async fn once<R, W>(call: Option<Call>, write: W) -> Result<R, Status>
+where
+    R: prost::Message + Default + Send + 'static,
+    W: std::future::Future<Output = Result<R, Status>> + Send + 'static,
+{
+    match call {
+        None => write.await,
+        Some(call) => call.run(write).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

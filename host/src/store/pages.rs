@@ -6,8 +6,7 @@
 use plugin_abi::host::KeyValueScanHandle;
 use tonic::Status;
 
-use super::ResponseBudget;
-use crate::shared::plugin_status;
+use crate::shared::{plugin_status, MAX_KEY_BYTES};
 
 /// How large one page may grow.
 pub struct Limits {
@@ -73,5 +72,43 @@ pub async fn gather<T>(
         if cursor.is_none() || items.len() >= limits.count || budget.entries_that_fit() == 0 {
             return Ok((items, cursor));
         }
+    }
+}
+
+/// What one response may still carry (`server.max_response_bytes`), counted against
+/// the largest entry a plugin could return (`max_value_bytes` plus the longest key).
+pub struct ResponseBudget {
+    spent: usize,
+    limit: usize,
+    largest_entry: usize,
+}
+
+impl ResponseBudget {
+    pub fn new(settings: &crate::config::ServerConfig) -> Self {
+        ResponseBudget {
+            spent: 0,
+            limit: settings.max_response_bytes,
+            largest_entry: settings.max_value_bytes + MAX_KEY_BYTES,
+        }
+    }
+
+    /// How many more entries fit for certain, whatever their size.
+    pub fn entries_that_fit(&self) -> usize {
+        self.limit.saturating_sub(self.spent) / self.largest_entry
+    }
+
+    pub fn spend(&mut self, bytes: usize) {
+        self.spent = self.spent.saturating_add(bytes);
+    }
+
+    pub fn exceeded(&self) -> bool {
+        self.spent > self.limit
+    }
+
+    pub fn refusal(&self, call: &str, done: usize, asked: usize) -> Status {
+        Status::resource_exhausted(format!(
+            "the {call} response would exceed {} bytes (server.max_response_bytes) after {done} of {asked} items; ask for fewer per call",
+            self.limit
+        ))
     }
 }
