@@ -87,10 +87,62 @@ fn the_host_and_its_plugin_processes_know_no_ffi_and_no_unsafe() {
 
 #[test]
 fn grpc_and_protobuf_stay_in_the_host_the_load_tool_and_the_tests() {
-    for dir in ["plugin-abi/src", "xtask/src"] {
+    for dir in ["plugin-abi/src", "isolation/src", "xtask/src", "plugins"] {
         let found = violations(dir, &[], &["tonic", "prost"]);
         assert!(found.is_empty(), "{found:#?}");
     }
+}
+
+/// Each workspace package's manifest directory and the names of its normal and build
+/// dependencies (dev-dependencies aside), from `cargo metadata`.
+fn package_dependencies() -> Vec<(String, PathBuf, Vec<String>)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(workspace())
+        .output()
+        .expect("run cargo metadata");
+    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata's JSON");
+    let mut packages = Vec::new();
+    for package in metadata["packages"].as_array().expect("packages") {
+        let manifest = PathBuf::from(package["manifest_path"].as_str().expect("manifest_path"));
+        let dependencies = package["dependencies"]
+            .as_array()
+            .expect("dependencies")
+            .iter()
+            .filter(|dependency| dependency["kind"].as_str() != Some("dev"))
+            .map(|dependency| dependency["name"].as_str().expect("a dependency's name").to_owned())
+            .collect();
+        let name = package["name"].as_str().expect("name").to_owned();
+        packages.push((name, manifest.parent().expect("a manifest's directory").to_path_buf(), dependencies));
+    }
+    packages
+}
+
+#[test]
+fn crates_depend_only_on_what_the_architecture_allows() {
+    let gateway_side = ["prism-host", "prism-api", "prism-isolation", "tonic", "prost"];
+    let plugins = workspace().join("plugins");
+    let mut problems = Vec::new();
+    let mut plugins_seen = 0;
+    for (name, dir, dependencies) in package_dependencies() {
+        let forbidden: &[&str] = if dir.starts_with(&plugins) {
+            plugins_seen += 1;
+            &gateway_side
+        } else {
+            match name.as_str() {
+                "plugin-abi" | "prism-isolation" => &gateway_side,
+                "prism-acceptance" | "prism-load" => &["prism-host"],
+                _ => &[],
+            }
+        };
+        for dependency in dependencies.iter().filter(|dependency| forbidden.contains(&dependency.as_str())) {
+            problems.push(format!("{name} depends on {dependency}"));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(plugins_seen >= 8, "found only {plugins_seen} plugins under plugins/");
 }
 
 /// Every target root of every workspace crate (from `cargo metadata`, so a new crate or
