@@ -14,19 +14,15 @@ use plugin_abi::topics::{check_pattern, check_topic};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::store::claim_check::ClaimCheck;
-
 use super::check_value;
 use crate::api::pub_sub_service_server::PubSubService;
 use crate::api::*;
 use crate::config::SlowSubscriber;
 use crate::gateway::Subscription;
-use crate::patterns::PUBSUB;
 use crate::shared::plugin_status;
-use crate::store::need;
-use crate::store::Stores;
-
-const SLOT: &str = "broker";
+use crate::store::idempotency::once;
+use crate::store::pubsub::{Payloads, SLOT};
+use crate::store::{need, Stores};
 
 pub struct PubSubApi {
     stores: Arc<Stores>,
@@ -39,33 +35,17 @@ impl PubSubApi {
 
     /// Publishes one message (of `Publish` or `PublishStream`), once per idempotency token.
     async fn publish_one(&self, request: PublishRequest) -> Result<String, Status> {
-        let namespace = self.stores.gateway.namespace(&request.namespace, PUBSUB).await?;
+        let store = self.stores.pubsub(&request.namespace).await?;
         check_topic(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
         check_value("payload", request.payload.len(), self.stores.gateway.settings.max_value_bytes)?;
-        let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
-        let claim = self.stores.claim_check(&namespace);
-        let call = self.stores.idempotent(&namespace, "Publish", &request.idempotency_token, &request)?;
+        let call =
+            self.stores.idempotent(&store.namespace, "Publish", &request.idempotency_token, &request)?;
         let write = async move {
-            let basic = need(&namespace, SLOT, broker.pubsub_basic(), "Publish")?;
             let metadata = request.metadata.into_iter().collect();
-            let payload: Vec<u8> = match &claim {
-                Some(claim) if claim.claims(&request.payload) => {
-                    claim.claim(&request.payload).await?.encode()
-                }
-                _ => request.payload.into(),
-            };
-            match basic.publish(&request.topic, payload.clone(), metadata).await {
-                Ok(message_id) => Ok(PublishResponse { message_id }),
-                Err(error) => {
-                    let status = plugin_status(error);
-                    if let Some(claim) = &claim {
-                        claim.abandon(&payload, &status).await;
-                    }
-                    Err(status)
-                }
-            }
+            let message_id = store.publish(&request.topic, request.payload.into(), metadata).await?;
+            Ok(PublishResponse { message_id })
         };
-        crate::store::idempotency::once(call, write).await.map(|published| published.message_id)
+        once(call, write).await.map(|published| published.message_id)
     }
 }
 
@@ -199,21 +179,19 @@ const BATCH: usize = 256;
 
 /// Moves messages from the plugin to the outbox; with a claim check, a claimed payload
 /// is fetched (and checked) first, and a message whose payload cannot be is skipped.
-async fn pump(mut stream: plugin_abi::Subscription, outbox: Arc<Outbox>, claim: Option<(ClaimCheck, usize)>) {
+async fn pump(mut stream: plugin_abi::Subscription, outbox: Arc<Outbox>, payloads: Payloads) {
     loop {
         match stream.next_batch(BATCH).await {
             Some(Ok(batch)) => {
                 for mut item in batch {
-                    if let Some((claim, max_value)) = &claim {
-                        match claim.resolve(std::mem::take(&mut item.payload), *max_value).await {
-                            Ok(payload) => item.payload = payload,
-                            // Skipped, not the end of the subscription: a durable one would
-                            // get the same message again on every reconnect.
-                            Err(status) => {
-                                tracing::warn!(message_id = %item.id, topic = %item.topic, error = %status.message(),
-                                    "skipped a claimed message whose payload cannot be read");
-                                continue;
-                            }
+                    match payloads.resolve(std::mem::take(&mut item.payload)).await {
+                        Ok(payload) => item.payload = payload,
+                        // Skipped, not the end of the subscription: a durable one would
+                        // get the same message again on every reconnect.
+                        Err(status) => {
+                            tracing::warn!(message_id = %item.id, topic = %item.topic, error = %status.message(),
+                                "skipped a claimed message whose payload cannot be read");
+                            continue;
                         }
                     }
                     if !outbox.push(message(item)) {
@@ -256,15 +234,14 @@ impl PubSubService for PubSubApi {
 
     async fn ack(&self, request: Request<PubSubAckRequest>) -> Result<Response<PubSubAckResponse>, Status> {
         let request = request.into_inner();
-        let namespace = self.stores.gateway.namespace(&request.namespace, PUBSUB).await?;
+        let store = self.stores.pubsub(&request.namespace).await?;
         check_durable_name(&request.durable_name)?;
         if request.ack_id.is_empty() {
             return Err(Status::invalid_argument(
                 "ack_id must not be empty: use the ack_id of a delivered message",
             ));
         }
-        let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
-        let persistent = need(&namespace, SLOT, broker.pubsub_persistent(), "Ack")?;
+        let persistent = need(&store.namespace, SLOT, store.broker().pubsub_persistent(), "Ack")?;
         persistent.ack(&request.durable_name, &request.ack_id).await.map_err(plugin_status)?;
         Ok(Response::new(PubSubAckResponse {}))
     }
@@ -273,23 +250,23 @@ impl PubSubService for PubSubApi {
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Events>, Status> {
         let request = request.into_inner();
-        let namespace = self.stores.gateway.namespace(&request.namespace, PUBSUB).await?;
+        let store = self.stores.pubsub(&request.namespace).await?;
+        let (namespace, broker) = (&store.namespace, store.broker().clone());
         let wildcard =
             check_pattern(&request.topic).map_err(|e| Status::invalid_argument(format!("topic: {e}")))?;
-        let broker = namespace.slot(SLOT).expect("pubsub namespaces always bind 'broker'").instance.clone();
         let stream = if !request.durable_name.is_empty() {
             check_durable_name(&request.durable_name)?;
             let ack_wait = match super::optional_ttl("ack_wait_ms", request.ack_wait_ms)? {
                 Some(wait) => wait,
                 None => DEFAULT_ACK_WAIT,
             };
-            let persistent = need(&namespace, SLOT, broker.pubsub_persistent(), "a durable Subscribe")?;
+            let persistent = need(namespace, SLOT, broker.pubsub_persistent(), "a durable Subscribe")?;
             persistent.subscribe_durable(&request.durable_name, &request.topic, ack_wait).await
         } else if wildcard {
-            let wildcards = need(&namespace, SLOT, broker.pubsub_wildcards(), "Subscribe to a pattern")?;
+            let wildcards = need(namespace, SLOT, broker.pubsub_wildcards(), "Subscribe to a pattern")?;
             wildcards.subscribe_pattern(&request.topic).await
         } else {
-            let basic = need(&namespace, SLOT, broker.pubsub_basic(), "Subscribe")?;
+            let basic = need(namespace, SLOT, broker.pubsub_basic(), "Subscribe")?;
             basic.subscribe(&request.topic).await
         }
         .map_err(plugin_status)?;
@@ -311,14 +288,13 @@ impl PubSubService for PubSubApi {
                 .map(|metrics| metrics.subscriber_dropped(&namespace.name)),
             shown,
         });
-        let claim = self.stores.claim_check(&namespace).map(|claim| (claim, settings.max_value_bytes));
-        let pump = tokio::spawn(pump(stream, outbox.clone(), claim));
+        let pump = tokio::spawn(pump(stream, outbox.clone(), store.payloads()));
         // Keeps the instance alive for as long as the client reads.
         let state = (outbox, PumpGuard(pump.abort_handle()), broker);
         let events = futures_util::stream::unfold(state, |state| async move {
             let item = state.0.next().await?;
             Some((item, state))
         });
-        Ok(Response::new(super::until_retired(Box::pin(events), &namespace)))
+        Ok(Response::new(super::until_retired(Box::pin(events), namespace)))
     }
 }

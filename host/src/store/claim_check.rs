@@ -61,6 +61,7 @@ impl Reference {
 }
 
 /// The namespace's claim check, when it binds the slot.
+#[derive(Clone)]
 pub struct ClaimCheck {
     store: Arc<Instance>,
     namespace: String,

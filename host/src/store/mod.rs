@@ -8,6 +8,8 @@ pub mod claim_check;
 pub mod idempotency;
 pub mod keyvalue;
 pub mod pages;
+pub mod pubsub;
+pub mod queue;
 pub mod transactions;
 
 use std::sync::Arc;
