@@ -40,7 +40,7 @@ pub const STREAM: &str = "stream";
 pub const MULTICAST_REGISTRY: &str = "multicast-registry";
 
 /// The optional slot where a pattern with idempotent writes keeps its token records
-/// (crate::idempotency); unbound, they are kept in the gateway's memory.
+/// (crate::store::idempotency); unbound, they are kept in this process's memory.
 pub const IDEMPOTENCY: &str = "idempotency";
 const IDEMPOTENCY_SLOT: Slot = Slot {
     name: IDEMPOTENCY,
@@ -50,7 +50,7 @@ const IDEMPOTENCY_SLOT: Slot = Slot {
 };
 
 /// The optional slot where a pattern keeps values and payloads above
-/// `server.claim_check_threshold_bytes` (crate::claim_check).
+/// `server.claim_check_threshold_bytes` (crate::store::claim_check).
 pub const CLAIM_CHECK: &str = "claim_check";
 const CLAIM_CHECK_SLOT: Slot = Slot {
     name: CLAIM_CHECK,

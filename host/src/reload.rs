@@ -246,8 +246,17 @@ impl Reloader {
         let plan = Plan::new(&before, wanted, force);
         let mut staged = Staged::new(plan.kept);
         let drain = Duration::from_millis(self.gateway.settings.reload_drain_ms);
-        // Refused, the staged reload is dropped: that undoes it.
-        self.stage(&mut staged, plan.changed, plan.exclusive, drain, &before).await?;
+        if let Err(Refused(why)) = self.stage(&mut staged, plan.changed, plan.exclusive, drain).await {
+            // Undone: what was built stops first (it may hold files the previous versions
+            // need), the previous versions of exclusive namespaces already stopped start
+            // again, and dropping `staged` opens the gates.
+            staged.shut_down_built().await;
+            let stopped = std::mem::take(&mut staged.stopped);
+            return Err(Refused(match self.restart_previous(&before, stopped).await {
+                Some(outcome) => format!("{why}; {outcome}"),
+                None => why,
+            }));
+        }
         let new_routing =
             Routing { namespaces: std::mem::take(&mut staged.namespaces), plugins, auth, quotas };
         Ok(self.commit(staged, &before, new_routing))
@@ -261,26 +270,25 @@ impl Reloader {
         changed: Vec<(ResolvedNamespace, Option<Arc<Namespace>>)>,
         exclusive: Vec<(ResolvedNamespace, Arc<Namespace>)>,
         drain: Duration,
-        before: &Routing,
     ) -> Result<(), Refused> {
         staged.build(changed).await?;
         staged.hand_over_states(drain).await?;
         for (resolved, old) in exclusive {
-            self.hand_over_exclusively(staged, resolved, old, drain, before).await?;
+            self.hand_over_exclusively(staged, resolved, old, drain).await?;
         }
         Ok(())
     }
 
     /// The exclusive handover of one namespace: its old instances stop (state exported,
-    /// gate closed) before the new ones start, so the two never run side by side. When
-    /// the new version cannot start, the old one is started again with the state.
+    /// gate closed) before the new ones start, so the two never run side by side. The
+    /// stopped namespace and its state are kept in `staged`, to start it again if the
+    /// reload is refused.
     async fn hand_over_exclusively(
         &self,
         staged: &mut Staged,
         resolved: ResolvedNamespace,
         old: Arc<Namespace>,
         drain: Duration,
-        before: &Routing,
     ) -> Result<(), Refused> {
         let gate = close_gate(&old, drain).await?;
         let states =
@@ -288,50 +296,56 @@ impl Reloader {
         // Down before its successor starts: that is what exclusive means.
         old.shutdown().await;
         staged.shut_already.extend(old.slots.iter().map(|bound| bound.instance.clone()));
-        match start_with_states(resolved, &states, &old.name).await {
-            Ok(new) => {
-                staged.namespaces.insert(new.name.clone(), new.clone());
-                staged.built.push((new, Some(old)));
-                staged.gates.push(gate);
-                Ok(())
-            }
-            Err(why) => {
-                // The old instances are down: put a fresh one of the old version in their
-                // place (with the state), and refuse the rest of the reload. What was
-                // built must be down first: it may hold the same files.
-                staged.discard().await;
-                let outcome = self.restart_previous(before, &old, &states).await;
-                drop(gate);
-                Err(Refused(format!("{why}; {outcome}")))
-            }
-        }
+        staged.gates.push(gate);
+        let name = old.name.clone();
+        staged.stopped.push((old.clone(), states));
+        let (_, states) = staged.stopped.last().expect("just pushed");
+        let new = start_with_states(resolved, states, &name).await.map_err(Refused)?;
+        staged.namespaces.insert(name, new.clone());
+        staged.built.push((new, Some(old)));
+        Ok(())
     }
 
-    /// Starts the previous version of `old` again, with its exported state, and routes to it.
+    /// Starts the previous versions of `stopped` (exclusive namespaces a refused reload
+    /// had shut down) again, with their exported state, and routes to them. What
+    /// happened, when there was anything to restart.
     async fn restart_previous(
         &self,
         before: &Routing,
-        old: &Arc<Namespace>,
-        states: &SlotStates,
-    ) -> &'static str {
-        match start_with_states(as_resolved(old), states, &old.name).await {
-            Ok(restored) => {
-                let mut routing = Routing {
-                    namespaces: before.namespaces.clone(),
-                    plugins: before.plugins.clone(),
-                    auth: before.auth.clone(),
-                    quotas: before.quotas.clone(),
-                };
-                routing.namespaces.insert(old.name.clone(), restored);
-                self.gateway.swap(routing);
-                old.retire();
-                "the previous version was started again in its place, with its state"
-            }
-            Err(again) => {
-                tracing::error!(namespace = %old.name, "restarting the previous version failed too: {again}");
-                "restarting the previous version failed too; the health checks will retry"
+        stopped: Vec<(Arc<Namespace>, SlotStates)>,
+    ) -> Option<String> {
+        if stopped.is_empty() {
+            return None;
+        }
+        let mut routing = Routing {
+            namespaces: before.namespaces.clone(),
+            plugins: before.plugins.clone(),
+            auth: before.auth.clone(),
+            quotas: before.quotas.clone(),
+        };
+        let mut failed = Vec::new();
+        for (old, states) in &stopped {
+            match start_with_states(as_resolved(old), states, &old.name).await {
+                Ok(restored) => {
+                    routing.namespaces.insert(old.name.clone(), restored);
+                }
+                Err(again) => {
+                    tracing::error!(namespace = %old.name, "restarting the previous version failed too: {again}");
+                    failed.push(format!("'{}'", old.name));
+                }
             }
         }
+        self.gateway.swap(routing);
+        for (old, _) in &stopped {
+            old.retire();
+        }
+        Some(match failed.is_empty() {
+            true => "the previous version was started again in its place, with its state".to_owned(),
+            false => format!(
+                "restarting the previous version of {} failed too; the health checks will retry",
+                failed.join(", ")
+            ),
+        })
     }
 
     /// Routes to the staged namespaces, retires the replaced ones (shut down once
@@ -413,19 +427,28 @@ impl Plan {
 
 /// A reload in progress: the namespaces of the new routing (kept and built), the old
 /// namespaces' gates it holds closed, and the instances it already shut down. Dropped
-/// before it is committed, it opens the gates and shuts its new instances down, so a
-/// refused or abandoned reload leaves nothing running.
+/// before it is committed, it opens the gates and shuts what it built down in the
+/// background, so an abandoned reload leaves nothing running; a refused one shuts down
+/// and waits ([`Staged::shut_down_built`]), then restarts what it had stopped.
 struct Staged {
     namespaces: BTreeMap<String, Arc<Namespace>>,
     /// Each built namespace with the one it replaces.
     built: Vec<(Arc<Namespace>, Option<Arc<Namespace>>)>,
     gates: Vec<tokio::sync::OwnedRwLockWriteGuard<()>>,
     shut_already: Vec<Arc<Instance>>,
+    /// Exclusive namespaces whose old instances it shut down, with their state.
+    stopped: Vec<(Arc<Namespace>, SlotStates)>,
 }
 
 impl Staged {
     fn new(kept: BTreeMap<String, Arc<Namespace>>) -> Staged {
-        Staged { namespaces: kept, built: Vec::new(), gates: Vec::new(), shut_already: Vec::new() }
+        Staged {
+            namespaces: kept,
+            built: Vec::new(),
+            gates: Vec::new(),
+            shut_already: Vec::new(),
+            stopped: Vec::new(),
+        }
     }
 
     /// Creates the changed namespaces' instances, each checked healthy.
@@ -468,10 +491,8 @@ impl Staged {
         Ok(())
     }
 
-    /// Opens the gates and shuts down what was built, and waits for that (dropping does
-    /// the same without waiting).
-    async fn discard(&mut self) {
-        self.gates.clear();
+    /// Shuts down what was built, and waits for that; the gates stay closed.
+    async fn shut_down_built(&mut self) {
         for (namespace, _) in self.built.drain(..) {
             namespace.shutdown().await;
         }
@@ -480,7 +501,6 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        self.gates.clear();
         let built = std::mem::take(&mut self.built);
         if !built.is_empty() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -585,7 +605,6 @@ fn handover_pairs(old: &Namespace, new: &Namespace) -> Vec<(&'static str, Arc<In
         .collect()
 }
 
-/// Creates a namespace's instances and checks they are healthy.
 /// Whether a namespace's old and new versions may not run side by side: a plugin of
 /// either declares `exclusive` (it owns files or an embedded engine, or holds a lock).
 fn is_exclusive(old: &Namespace, new: &ResolvedNamespace) -> bool {
@@ -636,6 +655,7 @@ async fn start_with_states(
 /// How long a new instance's first health check may take before the instance is refused.
 const START_HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Creates a namespace's instances and checks they are healthy.
 async fn build(resolved: ResolvedNamespace) -> Result<Arc<Namespace>, String> {
     let name = resolved.name.clone();
     let namespace = Namespace::create(resolved).await.map_err(|error| {

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-/// What a call context keeps of the namespace a call resolved: its name, for labels,
-/// without copying it on every call.
+/// The namespace a call resolved, as its call context sees it: by its name, for labels.
+/// The context holds the namespace itself (a reference count, not a copy of the name)
+/// until the response ends.
 pub trait NamespaceName: Send + Sync {
     fn namespace_name(&self) -> &str;
 }

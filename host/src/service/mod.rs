@@ -1,5 +1,6 @@
-//! gRPC services: each resolves the request's namespace, checks its input, and calls
-//! the bound plugin instance. Only this layer knows protobuf types.
+//! gRPC services: each translates protobuf, checks its request's own fields, and calls
+//! the store layer (crate::store) or, for calls that need nothing of it, the bound
+//! plugin instance. Only this layer knows the API's protobuf types.
 
 pub mod admin;
 pub mod keyvalue;

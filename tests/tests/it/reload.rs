@@ -477,6 +477,56 @@ async fn an_exclusive_plugin_whose_new_instance_cannot_start_gets_its_old_versio
     server.keyvalue().await.set(set("after", "ok")).await.expect("and it takes writes");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_refused_after_an_exclusive_handover_starts_every_stopped_namespace_again() {
+    let plugins = PluginDir::new();
+    plugins.publish(&plugin_library("prism_fixture_exclusive"), b"");
+    let namespace = |name: &str, lock: &Path| {
+        format!(
+            "[[namespaces]]\nname = \"{name}\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"exclusive\"\n\
+             config = {{ lock_file = \"{}\" }}\n\n",
+            lock.display()
+        )
+    };
+    let config = |a: &Path, b: &Path| {
+        format!(
+            "[plugins.exclusive]\npath = \"{}\"\n\n{}{}",
+            plugins.path().display(),
+            namespace("a", a),
+            namespace("b", b)
+        )
+    };
+    let dir = plugins.dir();
+    let server = Server::start_with(&config(&dir.join("a.lock"), &dir.join("b.lock")), &["--no-watch"]);
+    let mut kv = server.keyvalue().await;
+    for name in ["a", "b"] {
+        let write = SetRequest { namespace: name.into(), ..set("kept", name) };
+        kv.set(write).await.unwrap_or_else(|status| panic!("Set in '{name}': {status:?}"));
+    }
+    // "a" is handed over (its old instance stops, a new one starts), then "b"'s new
+    // instance cannot create its lock file: the reload is refused after "a" moved.
+    let refused = config(&dir.join("a2.lock"), &dir.join("missing/dir/b.lock"));
+    std::fs::write(server.config_path(), refused).unwrap();
+    let outcome = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner().outcome.unwrap();
+    assert!(
+        !outcome.ok,
+        "a reload whose second exclusive namespace cannot start is refused: {}",
+        outcome.message
+    );
+    assert!(outcome.message.contains("started again"), "{}", outcome.message);
+    for name in ["a", "b"] {
+        let read = GetRequest { namespace: name.into(), key: "kept".into(), ..Default::default() };
+        let reply = kv
+            .get(read)
+            .await
+            .unwrap_or_else(|status| panic!("Get in '{name}' after the refusal: {status:?}"));
+        assert_eq!(reply.into_inner().value.as_ref(), name.as_bytes(), "'{name}' serves its state again");
+        // A shut-down instance of the fixture refuses writes: this one is running.
+        let write = SetRequest { namespace: name.into(), ..set("after", "ok") };
+        kv.set(write).await.unwrap_or_else(|status| panic!("Set in '{name}' after the refusal: {status:?}"));
+    }
+}
+
 /// The `prism plugin-host` processes `parent` runs now.
 fn plugin_processes(parent: u32) -> Vec<u32> {
     let mut found = Vec::new();
