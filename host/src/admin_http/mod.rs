@@ -127,7 +127,7 @@ async fn authorize_admin(auth: &Auth, headers: &HeaderMap, what: &str) -> Result
     let api_key_as_bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(crate::auth::bearer_token)
         .filter(|token| token.split('.').count() != 3)
         .and_then(|key| key.trim().parse().ok());
     if let Some(key) = api_key_as_bearer {

@@ -166,13 +166,13 @@ impl Auth {
     ) -> Result<Arc<Principal>, Refusal> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let value = value.to_str().map_err(|_| refused("the authorization header is not ASCII"))?;
-            let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
+            let Some(token) = bearer_token(value) else {
                 return Err(refused("the authorization header is not 'Bearer <JWT>'"));
             };
             let Some(jwt) = &self.jwt else {
                 return Err(refused("this gateway accepts no bearer tokens ([auth.jwt] is not configured)"));
             };
-            return jwt.verify(token.trim());
+            return jwt.verify(token);
         }
         if let Some(value) = headers.get(API_KEY_HEADER) {
             let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
@@ -195,6 +195,14 @@ impl Auth {
     pub fn allows(&self, principal: &Principal, namespace: &str, permission: Permission) -> bool {
         rules::allowed(&self.rules, principal, namespace, permission)
     }
+}
+
+/// The credential of an `authorization` value in the `Bearer` scheme, whose name is
+/// case-insensitive (RFC 7235): `Bearer x`, `bearer x` and `BEARER x` alike.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, credential) = value.split_once(' ')?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
 fn refused(reason: &str) -> Refusal {

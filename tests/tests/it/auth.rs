@@ -241,6 +241,12 @@ async fn every_bad_credential_is_unauthenticated_with_its_reason() {
     // And the good ones pass: a token whose group may read, an API key that may read.
     assert!(get_with(&channel, bearer(key.sign(&claims("alice")))).await.is_ok());
     assert!(get_with(&channel, Some(("x-api-key", "secret-key-read".into()))).await.is_ok());
+    // The scheme's name is case-insensitive (RFC 7235).
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let header = Some(("authorization", format!("{scheme} {}", key.sign(&claims("alice")))));
+        let answer = get_with(&channel, header).await;
+        assert!(answer.is_ok(), "scheme '{scheme}': {answer:?}");
+    }
     // A token is as good the second time (the cache), and within the leeway after exp.
     let mut just_expired = claims("alice");
     just_expired["exp"] = (now() - 5).into();
