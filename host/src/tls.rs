@@ -248,7 +248,9 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
-/// A certificate's DNS and URI subject alternative names, then its subject CNs.
+/// A certificate's DNS and URI subject alternative names; its subject CNs only when it
+/// has no subject alternative name at all (RFC 6125: a CA may let a requester choose
+/// the CN, so it must not name a principal beside the names the CA vouched for).
 pub fn certificate_names(der: &[u8]) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let Ok((_, certificate)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
@@ -262,8 +264,15 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
             }
         }
     }
-    names.extend(
-        certificate.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_owned),
-    );
+    let has_alternative_names = certificate
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| !san.value.general_names.is_empty());
+    if !has_alternative_names {
+        names.extend(
+            certificate.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_owned),
+        );
+    }
     names
 }

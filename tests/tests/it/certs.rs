@@ -26,6 +26,11 @@ impl Ca {
 
     /// A certificate for `names` (DNS SANs; `127.0.0.1` as an IP SAN) with CN `names[0]`.
     pub fn issue(&self, names: &[&str]) -> Leaf {
+        self.issue_with_cn(names, names[0])
+    }
+
+    /// A certificate for `names` (DNS SANs; none when empty) with CN `cn`.
+    pub fn issue_with_cn(&self, names: &[&str], cn: &str) -> Leaf {
         let mut params = CertificateParams::new(
             names
                 .iter()
@@ -39,7 +44,7 @@ impl Ca {
                 params.subject_alt_names.push(SanType::IpAddress(ip));
             }
         }
-        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.distinguished_name.push(DnType::CommonName, cn);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() }

@@ -111,6 +111,17 @@ permissions = ["admin"]
         "{status:?}"
     );
 
+    // A CN is a name only on a certificate without alternative names: a requester who
+    // may choose the CN of a certificate for billing.internal cannot become orders.
+    let chosen_cn = ca.issue_with_cn(&["billing.internal"], "orders.internal");
+    let channel = tls_channel(&server, &ca, Some(&chosen_cn)).await.unwrap();
+    let status = set(&channel, "cn-chosen").await.expect_err("a CN beside alternative names names no one");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().starts_with("cert:billing.internal may not"), "{status:?}");
+    let cn_only = ca.issue_with_cn(&[], "orders.internal");
+    let channel = tls_channel(&server, &ca, Some(&cn_only)).await.unwrap();
+    set(&channel, "cn-only").await.expect("a certificate with only a CN is known by it");
+
     // No certificate, or one from another CA: the handshake fails, no call is served.
     for (case, client) in
         [("no certificate", None), ("another CA", Some(Ca::new("Rogue CA").issue(&["orders.internal"])))]
