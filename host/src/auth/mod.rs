@@ -257,6 +257,34 @@ pub fn authorize(auth: Option<&Auth>, namespace: &str) -> Result<(), Status> {
     decision.unwrap_or_else(|_| Err(Status::permission_denied("this call was not authenticated")))
 }
 
+/// Whether the current call may also do `permission` on `namespace`, which `why` needs
+/// beyond what its RPC does (a read inside a transaction needs `write`).
+pub fn authorize_also(
+    auth: Option<&Auth>,
+    namespace: &str,
+    permission: Permission,
+    why: &str,
+) -> Result<(), Status> {
+    let Some(auth) = auth else { return Ok(()) };
+    let decision = CALLER.try_with(|caller| {
+        if auth.allows(&caller.principal, namespace, permission) {
+            return Ok(());
+        }
+        let method = caller.method();
+        audit_denied(&caller.principal.display, namespace, &method, permission);
+        Err(Status::permission_denied(format!(
+            "{} may not {permission} on namespace '{namespace}' ({why} needs {permission})",
+            caller.principal.display
+        )))
+    });
+    decision.unwrap_or_else(|_| Err(Status::permission_denied("this call was not authenticated")))
+}
+
+/// The current call's principal as its name (`subject:alice`), with auth on.
+pub fn current_principal() -> Option<String> {
+    with_principal(|principal| principal.map(|principal| principal.display.clone()))
+}
+
 /// Runs `f` with the current call's principal (None with auth off, or outside a call).
 pub fn with_principal<R>(f: impl FnOnce(Option<&Principal>) -> R) -> R {
     let mut f = Some(f);

@@ -13,6 +13,7 @@ use tonic::Status;
 
 use super::claim_check::{payload_size, ClaimCheck, Payload, Reference, CHUNK_BYTES};
 use super::{need, Stores};
+use crate::auth::methods::Permission;
 use crate::gateway::{Namespace, NamespaceRef};
 use crate::patterns::KEYVALUE;
 use crate::shared::plugin_status;
@@ -87,8 +88,17 @@ impl KeyValueStore {
     /// keeps none), its payload fetched when it is claimed.
     pub async fn get(&self, key: &str, transaction: u64) -> Result<Option<(Vec<u8>, u64)>, Status> {
         if transaction != 0 {
+            // A transaction is written as a whole: reading inside one needs write too.
+            let auth = self.stores.gateway.routing().auth.clone();
+            let namespace = &self.namespace.name;
+            crate::auth::authorize_also(
+                auth.as_deref(),
+                namespace,
+                Permission::Write,
+                "a Get inside a transaction",
+            )?;
             let tx = self.need_tx("Get in a transaction")?;
-            let id = self.stores.transactions.find(transaction, &self.namespace.name, &self.instance)?;
+            let id = self.find_transaction(transaction)?;
             let Some(value) = tx.tx_get(id, key).await.map_err(plugin_status)? else { return Ok(None) };
             let value = match &self.claim {
                 Some(claim) => claim.resolve(value, self.max_value()).await?,
@@ -130,7 +140,7 @@ impl KeyValueStore {
     pub async fn tx_set(&self, transaction: u64, key: &str, value: Vec<u8>) -> Result<(), Status> {
         self.check_not_marked("value", &value)?;
         let tx = self.need_tx("Set in a transaction")?;
-        let id = self.stores.transactions.find(transaction, &self.namespace.name, &self.instance)?;
+        let id = self.find_transaction(transaction)?;
         tx.tx_set(id, key, value).await.map_err(plugin_status)
     }
 
@@ -143,7 +153,7 @@ impl KeyValueStore {
         };
         let deleted = if transaction != 0 {
             let tx = self.need_tx("Delete in a transaction")?;
-            let id = self.stores.transactions.find(transaction, &self.namespace.name, &self.instance)?;
+            let id = self.find_transaction(transaction)?;
             tx.tx_delete(id, key).await.map_err(plugin_status)?
         } else if expected_version > 0 {
             let cas =
@@ -332,7 +342,14 @@ impl KeyValueStore {
     /// Begins a transaction that the plugin rolls back after `timeout`; the id clients see.
     pub async fn begin(&self, timeout: std::time::Duration) -> Result<u64, Status> {
         let plugin_id = self.need_tx("BeginTransaction")?.begin(timeout).await.map_err(plugin_status)?;
-        Ok(self.stores.transactions.begin(&self.namespace.name, &self.instance, plugin_id, timeout))
+        let owner = crate::auth::current_principal();
+        Ok(self.stores.transactions.begin(&self.namespace.name, &self.instance, plugin_id, timeout, owner))
+    }
+
+    /// The plugin's id of client transaction `transaction`, which the caller must have begun.
+    fn find_transaction(&self, transaction: u64) -> Result<plugin_abi::TransactionId, Status> {
+        let caller = crate::auth::current_principal();
+        self.stores.transactions.find(transaction, &self.namespace.name, &self.instance, caller.as_deref())
     }
 
     /// Which gateway holds the transactions begun here.
@@ -349,7 +366,7 @@ impl KeyValueStore {
         };
         let tx = self.need_tx(operation)?;
         let transactions = &self.stores.transactions;
-        let id = transactions.find(transaction, &self.namespace.name, &self.instance)?;
+        let id = self.find_transaction(transaction)?;
         let ended = match ending {
             Ending::Commit => tx.commit(id).await,
             Ending::Rollback => tx.rollback(id).await,

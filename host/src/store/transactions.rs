@@ -20,6 +20,8 @@ const GRACE: Duration = Duration::from_secs(5);
 
 struct Open {
     namespace: String,
+    /// The principal that began it (with auth on): no other may use it.
+    owner: Option<String>,
     instance: Weak<Instance>,
     plugin_id: TransactionId,
     expires: Instant,
@@ -68,13 +70,15 @@ impl Transactions {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new client id for the plugin transaction `plugin_id` of `instance`.
+    /// A new client id for the plugin transaction `plugin_id` of `instance`, begun by
+    /// `owner`.
     pub fn begin(
         &self,
         namespace: &str,
         instance: &Arc<Instance>,
         plugin_id: TransactionId,
         timeout: Duration,
+        owner: Option<String>,
     ) -> u64 {
         let now = Instant::now();
         let mut table = self.lock();
@@ -95,6 +99,7 @@ impl Transactions {
         };
         let transaction = Open {
             namespace: namespace.to_owned(),
+            owner,
             instance: Arc::downgrade(instance),
             plugin_id,
             expires: now + timeout + GRACE,
@@ -103,8 +108,15 @@ impl Transactions {
         id
     }
 
-    /// The plugin transaction a client id stands for, in this namespace and instance.
-    pub fn find(&self, id: u64, namespace: &str, instance: &Arc<Instance>) -> Result<TransactionId, Status> {
+    /// The plugin transaction a client id stands for, in this namespace and instance,
+    /// when `caller` began it. Another caller learns nothing: to it, the id is not open.
+    pub fn find(
+        &self,
+        id: u64,
+        namespace: &str,
+        instance: &Arc<Instance>,
+        caller: Option<&str>,
+    ) -> Result<TransactionId, Status> {
         let tag = (id >> 48) as u16;
         if tag != self.tag {
             return Err(Status::failed_precondition(format!(
@@ -114,9 +126,10 @@ impl Transactions {
             )));
         }
         let table = self.lock();
-        let Some(transaction) =
-            table.open.get(&id).filter(|transaction| transaction.expires > Instant::now())
-        else {
+        let open = |transaction: &&Open| {
+            transaction.expires > Instant::now() && transaction.owner.as_deref() == caller
+        };
+        let Some(transaction) = table.open.get(&id).filter(open) else {
             return Err(Status::not_found(format!(
                 "transaction {id:x} is not open on {}: it was committed, rolled back or timed out, or never begun here",
                 self.gateway()
