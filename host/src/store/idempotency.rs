@@ -325,17 +325,30 @@ pub struct Call {
     pub write_timeout: Duration,
 }
 
+/// The record of `token` for `method` on `namespace`. `principal`: the caller, with
+/// auth on; its records are its own, so another caller's same token names another
+/// record (as Stripe scopes keys to the account).
+pub fn record_key(namespace: &str, method: &str, principal: Option<&str>, token: &Token) -> String {
+    match principal {
+        None => format!("prism-idempotency/{namespace}/{method}/{}", token.text),
+        // A fixed-size stand-in for the principal, whose name may be long or hold '/'.
+        Some(principal) => {
+            let scope = hex::encode(&Sha256::digest(principal.as_bytes())[..8]);
+            format!("prism-idempotency/{namespace}/{method}/{scope}/{}", token.text)
+        }
+    }
+}
+
 impl Call {
+    /// `key`: from [`record_key`].
     pub fn new(
         records: Records,
-        namespace: &str,
-        method: &str,
+        key: String,
         token: Token,
         fingerprint: [u8; 32],
         window: Duration,
         write_timeout: Duration,
     ) -> Call {
-        let key = format!("prism-idempotency/{namespace}/{method}/{}", token.text);
         Call { records, key, fingerprint, window, token, write_timeout }
     }
 

@@ -81,7 +81,9 @@ impl Stores {
         };
         let fingerprint = fingerprint(method, request);
         let write_timeout = std::time::Duration::from_millis(settings.request_timeout_ms.max(1));
-        Ok(Some(Call::new(records, &namespace.name, method, token, fingerprint, window, write_timeout)))
+        let principal = crate::auth::current_principal();
+        let key = idempotency::record_key(&namespace.name, method, principal.as_deref(), &token);
+        Ok(Some(Call::new(records, key, token, fingerprint, window, write_timeout)))
     }
 }
 

@@ -667,3 +667,118 @@ async fn reflection_is_open_by_default_and_closed_to_anonymous_callers_when_conf
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(list_services(&channel, Some("secret-key-none")).await.unwrap() > 5, "any authenticated caller");
 }
+
+/// A gateway where `alice` and `bob` may read and write `default` (sqlite, which has
+/// transactions) and `reader` may only read it.
+fn two_writers_and_a_reader(data: &std::path::Path) -> Server {
+    let auth = super::observe::api_keys_config(&[
+        ("alice", "alice-key", "\"default\"", "\"read\", \"write\""),
+        ("bob", "bob-key", "\"default\"", "\"read\", \"write\""),
+        ("reader", "reader-key", "\"default\"", "\"read\""),
+    ]);
+    let store = data.join("kv.db");
+    Server::start(&format!(
+        "{auth}\n[plugins.sqlite]\npath = \"{{sqlite}}\"\n\n[[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\n\
+         slots.store = {{ plugin = \"sqlite\", config = {{ path = \"{}\" }} }}\n",
+        store.display()
+    ))
+}
+
+#[tokio::test]
+async fn a_transaction_is_its_beginners_and_reading_in_one_needs_write() {
+    let data = tempfile::tempdir().unwrap();
+    let server = two_writers_and_a_reader(data.path());
+    let mut kv = key_value_service_client::KeyValueServiceClient::new(server.channel().await);
+    let begin = BeginTransactionRequest { namespace: "default".into(), ..Default::default() };
+    let id = kv.begin_transaction(with_metadata(begin, "x-api-key", "alice-key")).await.unwrap().into_inner();
+    let id = id.transaction_id;
+    let write = SetRequest {
+        key: "k".into(),
+        value: b"uncommitted".to_vec().into(),
+        transaction_id: id,
+        ..Default::default()
+    };
+    kv.set(with_metadata(write.clone(), "x-api-key", "alice-key"))
+        .await
+        .expect("alice writes in her transaction");
+
+    let read = GetRequest { key: "k".into(), transaction_id: id, ..Default::default() };
+    let status = kv
+        .get(with_metadata(read.clone(), "x-api-key", "reader-key"))
+        .await
+        .expect_err("a reader's Get in it");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("a Get inside a transaction needs write"), "{status:?}");
+
+    // Bob may write the namespace, but the transaction is alice's: to him it is not open.
+    let not_open = |status: tonic::Status, call: &str| {
+        assert_eq!(status.code(), Code::NotFound, "bob's {call}: {status:?}");
+        assert!(status.message().contains("is not open"), "bob's {call}: {status:?}");
+    };
+    not_open(kv.get(with_metadata(read.clone(), "x-api-key", "bob-key")).await.unwrap_err(), "Get");
+    not_open(kv.set(with_metadata(write, "x-api-key", "bob-key")).await.unwrap_err(), "Set");
+    let rollback = RollbackTransactionRequest { transaction_id: id, ..Default::default() };
+    not_open(
+        kv.rollback_transaction(with_metadata(rollback, "x-api-key", "bob-key")).await.unwrap_err(),
+        "Rollback",
+    );
+
+    let mine =
+        kv.get(with_metadata(read, "x-api-key", "alice-key")).await.expect("alice reads in her transaction");
+    assert_eq!(mine.into_inner().value.as_ref(), b"uncommitted");
+    let commit = CommitTransactionRequest { transaction_id: id, ..Default::default() };
+    kv.commit_transaction(with_metadata(commit, "x-api-key", "alice-key")).await.expect("alice commits");
+}
+
+#[tokio::test]
+async fn an_idempotency_token_is_its_senders_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let server = two_writers_and_a_reader(data.path());
+    let mut kv = key_value_service_client::KeyValueServiceClient::new(server.channel().await);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let token = format!("{now}-shared-token-0001");
+
+    // Bob uses the token first, for another write: alice's own write with it still runs.
+    let bobs = SetRequest {
+        key: "b".into(),
+        value: b"bob".to_vec().into(),
+        idempotency_token: token.clone(),
+        ..Default::default()
+    };
+    kv.set(with_metadata(bobs, "x-api-key", "bob-key")).await.expect("bob's write");
+    let alices = SetRequest {
+        key: "a".into(),
+        value: b"alice".to_vec().into(),
+        idempotency_token: token.clone(),
+        ..Default::default()
+    };
+    kv.set(with_metadata(alices, "x-api-key", "alice-key"))
+        .await
+        .expect("alice's write is hers, whatever bob sent");
+
+    // Alice swaps with a token; bob re-sending her exact call runs his own, which conflicts.
+    let swap = CompareAndSwapRequest {
+        key: "c".into(),
+        expected_version: 0,
+        value: b"x".to_vec().into(),
+        idempotency_token: format!("{now}-shared-token-0002"),
+        ..Default::default()
+    };
+    let first = kv
+        .compare_and_swap(with_metadata(swap.clone(), "x-api-key", "alice-key"))
+        .await
+        .expect("alice's swap");
+    let again = kv
+        .compare_and_swap(with_metadata(swap.clone(), "x-api-key", "alice-key"))
+        .await
+        .expect("alice's retry");
+    assert_eq!(again.into_inner().version, first.into_inner().version, "her retry gets her first answer");
+    let status =
+        kv.compare_and_swap(with_metadata(swap, "x-api-key", "bob-key")).await.expect_err("bob's replay");
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "bob's call ran and found the key written: {status:?}"
+    );
+    assert!(status.message().contains("version mismatch"), "{status:?}");
+}
