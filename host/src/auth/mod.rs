@@ -306,6 +306,8 @@ pub fn audit_unauthenticated(path: &str, reason: &str) {
     tracing::warn!(target: "prism::audit", %method, reason, decision = "unauthenticated", "refused");
 }
 
+/// An admin call: it needs `admin` on every namespace (`*`), which the line says.
 pub fn audit_admin(principal: &str, method: &str, decision: &str) {
-    tracing::info!(target: "prism::audit", principal, method, decision, "admin call");
+    let (namespace, permission) = ("*", Permission::Admin);
+    tracing::info!(target: "prism::audit", principal, method, namespace, %permission, decision, "admin call");
 }

@@ -429,3 +429,39 @@ async fn a_reload_that_changes_admin_or_tracing_says_they_wait_for_a_restart() {
     // The admin listener the gateway started with keeps serving.
     assert_eq!(http_get(&admin, "/healthz", &[]).await.0, 200);
 }
+
+#[tokio::test]
+async fn an_admin_call_is_audited_with_principal_method_namespace_permission_and_decision() {
+    let auth = api_keys_config(&[
+        ("operator", "operator-key", "\"*\"", "\"admin\""),
+        ("app", "app-key", "\"default\"", "\"read\""),
+    ]);
+    let server = Server::start_with(&format!("{auth}{KV_CONFIG}"), &["--log-format", "json"]);
+    let mut admin = server.admin().await;
+    for (key, allowed) in [("operator-key", true), ("app-key", false)] {
+        let mut request = Request::new(GetReloadStatusRequest {});
+        request.metadata_mut().insert("x-api-key", key.parse().unwrap());
+        assert_eq!(admin.get_reload_status(request).await.is_ok(), allowed, "{key}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let audited = |decision: &str| {
+        server
+            .stderr()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["target"] == "prism::audit" && line["fields"]["decision"] == decision)
+    };
+    while audited("deny").is_none() {
+        assert!(Instant::now() < deadline, "no audit line in: {}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (decision, principal) in [("allow", "api_key:operator"), ("deny", "api_key:app")] {
+        let line =
+            audited(decision).unwrap_or_else(|| panic!("no '{decision}' audit line in: {}", server.stderr()));
+        let fields = &line["fields"];
+        assert_eq!(fields["principal"], principal, "{line}");
+        assert_eq!(fields["method"], "AdminService.GetReloadStatus", "{line}");
+        assert_eq!(fields["namespace"], "*", "{line}");
+        assert_eq!(fields["permission"], "admin", "{line}");
+    }
+}
