@@ -97,7 +97,35 @@ fn from_file(path: &str, base_dir: &Path) -> Result<String, SecretError> {
 }
 
 fn remember(value: &str) {
-    KNOWN.write().unwrap_or_else(|e| e.into_inner()).insert(value.to_owned());
+    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
+    known.extend(shown_forms(value));
+}
+
+/// `value` as it may be shown: raw; escaped as Rust and serde quote it (`{:?}`, how
+/// `invalid type: string "…"` prints it), as JSON and TOML strings hold it, and as a
+/// URL carries it; and those escaped once more, as a JSON log line holds an escaped
+/// message. A secret with a `"` or `\` is then hidden in every channel, not only where
+/// it appears raw.
+fn shown_forms(value: &str) -> BTreeSet<String> {
+    let unquoted = |quoted: String| quoted[1..quoted.len() - 1].to_owned();
+    let json = |text: &str| unquoted(serde_json::to_string(text).expect("a string is valid JSON"));
+    let debug = unquoted(format!("{value:?}"));
+    // Every character but letters and digits encoded, or only those a URL's userinfo
+    // may not hold (RFC 3986 unreserved characters stay).
+    const RESERVED: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let percent = |set| percent_encoding::utf8_percent_encode(value, set).to_string();
+    let mut forms = BTreeSet::from([
+        value.to_owned(),
+        json(value),
+        json(&debug),
+        json(&json(value)),
+        percent(percent_encoding::NON_ALPHANUMERIC),
+        percent(RESERVED),
+    ]);
+    forms.insert(debug);
+    forms.retain(|form| !form.is_empty());
+    forms
 }
 
 /// `text` with every known secret replaced by `[redacted]` (longest first, so a secret
@@ -150,6 +178,24 @@ mod tests {
             expand("redis://${env:PRISM_SECRETS_TEST_USER}:${file:pw}@localhost:6379/0", dir.path()).unwrap();
         assert_eq!(expanded, "redis://user-from-env:s3cret-from-file@localhost:6379/0");
         assert_eq!(redact(&expanded), "redis://[redacted]:[redacted]@localhost:6379/0");
+    }
+
+    #[test]
+    fn a_secret_is_hidden_in_every_escaped_form() {
+        let secret = "p\"w\\d\n€%x-escaped-form-test";
+        remember(secret);
+        let debug = format!("invalid type: string {secret:?}, expected a boolean");
+        let json = serde_json::to_string(&format!("connecting to {secret}")).unwrap();
+        let json_of_debug = serde_json::to_string(&debug).unwrap();
+        let percent = format!(
+            "redis://:{}@host",
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+        );
+        for shown in [secret.to_owned(), debug, json, json_of_debug, percent] {
+            let redacted = redact(&shown);
+            assert!(redacted.contains(REDACTED), "{shown:?} became {redacted:?}");
+            assert!(!redacted.contains("escaped-form-test"), "{shown:?} became {redacted:?}");
+        }
     }
 
     #[test]

@@ -133,3 +133,77 @@ slots.store = {{ plugin = "memstore", config = {{ note = "${{env:PRISM_TEST_NEVE
         "{stderr}"
     );
 }
+
+/// The ways a secret can be shown: raw, quoted by serde/Rust, in a JSON string, and a
+/// JSON string of that quoted form (a JSON log line holding an error message).
+fn shown_forms(secret: &str) -> Vec<String> {
+    let unquoted = |quoted: String| quoted[1..quoted.len() - 1].to_owned();
+    let debug = unquoted(format!("{secret:?}"));
+    let json = |text: &str| unquoted(serde_json::to_string(text).unwrap());
+    vec![secret.to_owned(), debug.clone(), json(secret), json(&debug)]
+}
+
+fn assert_hidden(what: &str, text: &str, secret: &str) {
+    for form in shown_forms(secret) {
+        assert!(!text.contains(&form), "{what} shows the secret as {form:?}:\n{text}");
+    }
+}
+
+/// A secret made of what escaping changes: quotes, backslashes, a newline, non-ASCII, `%`.
+#[tokio::test]
+async fn a_secret_with_quotes_backslashes_and_newlines_is_hidden_in_every_channel() {
+    let secret = format!("q\"uo\\te\nné%41-{}", unique_secret());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), format!("{secret}\n")).unwrap();
+    let base = r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[plugins.panicking]
+path = "{panicking}"
+
+[[namespaces]]
+name = "default"
+pattern = "keyvalue"
+"#;
+    let good = format!("{base}slots.store = {{ plugin = \"panicking\" }}\n");
+    // hang_health takes a boolean: the plugin refuses the string, and serde quotes it.
+    let pw = dir.path().join("pw");
+    let bad = format!(
+        "{base}slots.store = {{ plugin = \"panicking\", config = {{ hang_health = \"${{file:{}}}\" }} }}\n",
+        pw.display()
+    );
+
+    let bad_path = dir.path().join("bad.toml");
+    std::fs::write(&bad_path, harness::with_plugin_paths(&bad)).unwrap();
+    let (code, stdout, stderr) = run_prism(&["validate", bad_path.to_str().unwrap()]);
+    assert_eq!(code, 2, "validate refuses the config: {stdout}{stderr}");
+    assert!(stdout.contains("hang_health") || stderr.contains("hang_health"), "{stdout}{stderr}");
+    assert_hidden("prism validate", &format!("{stdout}{stderr}"), &secret);
+    let refused = std::process::Command::new(prism_binary())
+        .args(["serve", "--no-watch", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&bad_path)
+        .env("PRISM_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert_hidden("a refused prism serve", &String::from_utf8_lossy(&refused.stderr), &secret);
+
+    for log_format in ["text", "json"] {
+        let server = Server::start_with_env(&good, &["--log-format", log_format], &[("PRISM_LOG", "debug")]);
+        std::fs::write(server.config_path(), harness::with_plugin_paths(&bad)).unwrap();
+        let reload = server.admin().await.reload(ReloadRequest {}).await.unwrap().into_inner();
+        let outcome = reload.outcome.unwrap();
+        assert!(!outcome.ok && outcome.message.contains("hang_health"), "{}", outcome.message);
+        assert_hidden("AdminService.Reload", &outcome.message, &secret);
+        let status = server.admin().await.get_reload_status(GetReloadStatusRequest {}).await.unwrap();
+        assert_hidden("AdminService.GetReloadStatus", &format!("{:?}", status.into_inner()), &secret);
+        let (_, out, err) = run_prism(&["status", "--server", &server.url()]);
+        assert_hidden("prism status", &format!("{out}{err}"), &secret);
+        let admin = server.admin_address.clone().unwrap();
+        let (_, console) = super::observe::http_get(&admin, "/api/overview", &[]).await;
+        assert!(console.contains("hang_health"), "the console shows the refused reload: {console}");
+        assert_hidden("the console's JSON", &console, &secret);
+        assert_hidden(&format!("the {log_format} log"), &server.stderr(), &secret);
+    }
+}
