@@ -135,7 +135,7 @@ pub fn resolve_reusing(
                         "namespace '{}': plugin '{}' rejected its config: {}",
                         entry.name,
                         binding.plugin,
-                        error.message()
+                        crate::secrets::as_references(error.message())
                     ),
                     "fix the slot's config table; `prism plugins` shows each plugin's settings",
                 ));

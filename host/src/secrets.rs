@@ -6,7 +6,7 @@
 //! as `[redacted]`.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -15,6 +15,9 @@ const REDACTED: &str = "[redacted]";
 /// Every secret value read so far in this process. Kept after a reload drops the config
 /// that named it: a plugin may still hold and echo the old value.
 static KNOWN: RwLock<BTreeSet<String>> = RwLock::new(BTreeSet::new());
+
+/// Each known form of a secret, with the reference it was read from (`${file:pw}`).
+static REFERENCES: RwLock<BTreeMap<String, String>> = RwLock::new(BTreeMap::new());
 
 /// Why a reference could not be resolved.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,7 +52,7 @@ pub fn expand(text: &str, base_dir: &Path) -> Result<String, SecretError> {
         };
         match value {
             Some(value) => {
-                remember(&value);
+                remember(&value, &format!("${{{reference}}}"));
                 out.push_str(&value);
             }
             None => {
@@ -96,9 +99,29 @@ fn from_file(path: &str, base_dir: &Path) -> Result<String, SecretError> {
     Ok(value.to_owned())
 }
 
-fn remember(value: &str) {
-    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
-    known.extend(shown_forms(value));
+fn remember(value: &str, reference: &str) {
+    let forms = shown_forms(value);
+    let mut references = REFERENCES.write().unwrap_or_else(|e| e.into_inner());
+    references.extend(forms.iter().map(|form| (form.clone(), reference.to_owned())));
+    KNOWN.write().unwrap_or_else(|e| e.into_inner()).extend(forms);
+}
+
+/// `text` with every known secret, in any form, replaced by the reference it was read
+/// from: how a config error names what is wrong without the value (`hang_health: invalid
+/// type: string "${file:pw}", expected a boolean`).
+pub fn as_references(text: &str) -> Cow<'_, str> {
+    let references = REFERENCES.read().unwrap_or_else(|e| e.into_inner());
+    let mut found: Vec<(&String, &String)> =
+        references.iter().filter(|(form, _)| text.contains(form.as_str())).collect();
+    if found.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    found.sort_by_key(|(form, _)| std::cmp::Reverse(form.len()));
+    let mut out = text.to_owned();
+    for (form, reference) in found {
+        out = out.replace(form.as_str(), reference);
+    }
+    Cow::Owned(out)
 }
 
 /// `value` as it may be shown: raw; escaped as Rust and serde quote it (`{:?}`, how
@@ -183,7 +206,7 @@ mod tests {
     #[test]
     fn a_secret_is_hidden_in_every_escaped_form() {
         let secret = "p\"w\\d\n€%x-escaped-form-test";
-        remember(secret);
+        remember(secret, "${env:TEST}");
         let debug = format!("invalid type: string {secret:?}, expected a boolean");
         let json = serde_json::to_string(&format!("connecting to {secret}")).unwrap();
         let json_of_debug = serde_json::to_string(&debug).unwrap();
@@ -195,6 +218,8 @@ mod tests {
             let redacted = redact(&shown);
             assert!(redacted.contains(REDACTED), "{shown:?} became {redacted:?}");
             assert!(!redacted.contains("escaped-form-test"), "{shown:?} became {redacted:?}");
+            let named = as_references(&shown);
+            assert!(named.contains("${env:TEST}") && !named.contains("escaped-form-test"), "{named:?}");
         }
     }
 
@@ -219,7 +244,7 @@ mod tests {
 
     #[test]
     fn the_writer_redacts_what_it_writes() {
-        remember("writer-secret-value");
+        remember("writer-secret-value", "${env:WRITER}");
         let mut out = RedactingWriter(Vec::new());
         std::io::Write::write_all(&mut out, b"connecting with writer-secret-value failed").unwrap();
         assert_eq!(String::from_utf8(out.0).unwrap(), "connecting with [redacted] failed");

@@ -178,7 +178,9 @@ pattern = "keyvalue"
     std::fs::write(&bad_path, harness::with_plugin_paths(&bad)).unwrap();
     let (code, stdout, stderr) = run_prism(&["validate", bad_path.to_str().unwrap()]);
     assert_eq!(code, 2, "validate refuses the config: {stdout}{stderr}");
-    assert!(stdout.contains("hang_health") || stderr.contains("hang_health"), "{stdout}{stderr}");
+    // The error names the key and the reference the value came from, never the value.
+    let named = format!("hang_health: invalid type: string \"${{file:{}}}\"", pw.display());
+    assert!(stderr.contains(&named), "expected {named:?} in: {stdout}{stderr}");
     assert_hidden("prism validate", &format!("{stdout}{stderr}"), &secret);
     let refused = std::process::Command::new(prism_binary())
         .args(["serve", "--no-watch", "--listen", "127.0.0.1:0", "--config"])
