@@ -63,7 +63,7 @@ async fn through_gateway(
     let first = (namespace.to_owned(), key.to_owned());
     let messages = futures_util::stream::iter((0..size_mib).map(move |index| {
         let (namespace, key) = if index == 0 { first.clone() } else { Default::default() };
-        SetStreamRequest { namespace, key, ttl_ms: 0, chunk: chunk(index).into() }
+        SetStreamRequest { namespace, key, chunk: chunk(index).into(), ..Default::default() }
     }));
     client.set_stream(messages).await.map_err(|status| format!("SetStream: {status}"))?;
     let wrote = started.elapsed();

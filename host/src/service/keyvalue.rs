@@ -11,7 +11,7 @@ use crate::api::key_value_service_server::KeyValueService;
 use crate::api::*;
 use crate::shared::plugin_status;
 use crate::store::claim_check::{payload_size, CHUNK_BYTES};
-use crate::store::idempotency::once;
+use crate::store::idempotency::{once, Call};
 use crate::store::keyvalue::{set_from_chunks, Chunks, Ending, STORE};
 use crate::store::pages::{gather, Limits};
 use crate::store::{need, Stores};
@@ -94,11 +94,17 @@ impl KeyValueService for KeyValueApi {
         let settings = &self.stores.gateway.settings;
         let idle = (settings.request_timeout_ms > 0)
             .then(|| std::time::Duration::from_millis(settings.request_timeout_ms));
-        let chunks = StreamedChunks { input, next: Some(first.chunk.into()), idle };
+        // A retry is matched by what the first message says, its chunk aside.
+        let named = SetStreamRequest { chunk: Default::default(), ..first.clone() };
+        let call = self.stores.idempotent(&store.namespace, "SetStream", &first.idempotency_token, &named)?;
         let claim = store.into_claim_check();
-        let (size, sha256) =
-            set_from_chunks(&self.stores, &first.namespace, first.key, ttl, claim, chunks).await?;
-        Ok(Response::new(SetStreamResponse { size, sha256 }))
+        let chunks = StreamedChunks { input, next: Some(first.chunk.into()), idle };
+        let stores = self.stores.clone();
+        let write = async move {
+            let stored = set_from_chunks(&stores, &first.namespace, first.key, ttl, claim, chunks).await?;
+            Ok(SetStreamResponse { size: stored.0, sha256: stored.1 })
+        };
+        once(call.map(Call::paced_by_the_client), write).await.map(Response::new)
     }
 
     type GetStreamStream = Pin<Box<dyn Stream<Item = Result<GetStreamResponse, Status>> + Send>>;
@@ -425,9 +431,13 @@ impl StreamedChunks {
             let chunk = match self.next.take() {
                 Some(chunk) => chunk,
                 None => match self.receive().await? {
-                    Some(message) if !message.namespace.is_empty() || !message.key.is_empty() => {
+                    Some(message)
+                        if !message.namespace.is_empty()
+                            || !message.key.is_empty()
+                            || !message.idempotency_token.is_empty() =>
+                    {
                         return Err(Status::invalid_argument(
-                            "only the first SetStream message names the namespace and key; later ones carry chunks only",
+                            "only the first SetStream message names the namespace, key and idempotency_token; later ones carry chunks only",
                         ))
                     }
                     Some(message) => message.chunk.into(),

@@ -352,6 +352,13 @@ impl Call {
         Call { records, key, fingerprint, window, token, write_timeout }
     }
 
+    /// For a write that streams its input (SetStream): no bound on how long it runs, since
+    /// the client's pace sets it; a client that stalls is cut by the stream's idle limit.
+    pub fn paced_by_the_client(mut self) -> Call {
+        self.write_timeout = Duration::from_secs(u64::from(u32::MAX));
+        self
+    }
+
     /// How long the record must live: until the token's window ends.
     fn ttl(&self) -> Duration {
         let ends = self

@@ -352,7 +352,7 @@ async fn set_stream(
         let len = chunk.min(total - index * chunk);
         let bytes = block(index, len);
         let (namespace, key) = if index == 0 { (namespace.clone(), key.clone()) } else { Default::default() };
-        SetStreamRequest { namespace, key, ttl_ms: 0, chunk: bytes.into() }
+        SetStreamRequest { namespace, key, chunk: bytes.into(), ..Default::default() }
     }));
     kv.set_stream(messages).await.map(|response| response.into_inner())
 }
@@ -462,7 +462,10 @@ async fn uploads_and_downloads_may_outlast_request_timeout_ms() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let (namespace, key) = if index == 0 { ("big".into(), "slow".into()) } else { Default::default() };
-        Some((SetStreamRequest { namespace, key, ttl_ms: 0, chunk: block(index, 4096).into() }, index + 1))
+        Some((
+            SetStreamRequest { namespace, key, chunk: block(index, 4096).into(), ..Default::default() },
+            index + 1,
+        ))
     });
     let stored = kv.set_stream(messages).await.expect("an upload is bounded by the client's deadline only");
     assert_eq!(stored.into_inner().size, 10 * 4096);
@@ -488,8 +491,8 @@ async fn uploads_and_downloads_may_outlast_request_timeout_ms() {
                 SetStreamRequest {
                     namespace: "big".into(),
                     key: "stalled".into(),
-                    ttl_ms: 0,
                     chunk: block(0, 4096).into(),
+                    ..Default::default()
                 },
                 1,
             )),
@@ -523,8 +526,12 @@ async fn an_upload_whose_claim_check_is_reloaded_away_is_aborted() {
         tokio::spawn(
             async move { kv.set_stream(tokio_stream::wrappers::ReceiverStream::new(receiver)).await },
         );
-    let first =
-        SetStreamRequest { namespace: "big".into(), key: "k".into(), ttl_ms: 0, chunk: block(0, MIB).into() };
+    let first = SetStreamRequest {
+        namespace: "big".into(),
+        key: "k".into(),
+        chunk: block(0, MIB).into(),
+        ..Default::default()
+    };
     sender.send(first).await.unwrap();
     sender.send(SetStreamRequest { chunk: block(1, MIB).into(), ..Default::default() }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

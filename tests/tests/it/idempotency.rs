@@ -331,3 +331,58 @@ async fn compare_and_swap_mutate_publish_and_publish_stream_retried_with_their_t
     }
     assert_eq!(received, ["a", "b", "c"], "each token's message was published once");
 }
+
+/// SetStream's first message: `key` with `token`, then `chunks` one per message.
+async fn set_stream(
+    server: &Server,
+    key: &str,
+    token: &str,
+    chunks: &[&[u8]],
+) -> Result<SetStreamResponse, tonic::Status> {
+    let messages: Vec<SetStreamRequest> = chunks
+        .iter()
+        .enumerate()
+        .map(|(index, chunk)| match index {
+            0 => SetStreamRequest {
+                key: key.into(),
+                idempotency_token: token.into(),
+                chunk: chunk.to_vec().into(),
+                ..Default::default()
+            },
+            _ => SetStreamRequest { chunk: chunk.to_vec().into(), ..Default::default() },
+        })
+        .collect();
+    server.keyvalue().await.set_stream(futures::stream::iter(messages)).await.map(|reply| reply.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_stream_retried_with_its_token_stores_once_and_answers_as_the_first() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(data.path(), false));
+    let same = token("upload");
+    let first =
+        set_stream(&server, "streamed", &same, &[b"first ", b"upload"]).await.expect("the first upload");
+    assert_eq!(first.size, 12);
+    // The retry's bytes differ (a client that rebuilt its value): it is not stored again.
+    let again = set_stream(&server, "streamed", &same, &[b"a different upload"]).await.expect("the retry");
+    assert_eq!((again.size, &again.sha256), (first.size, &first.sha256), "the retry gets the first answer");
+    let stored =
+        server.keyvalue().await.get(GetRequest { key: "streamed".into(), ..Default::default() }).await;
+    assert_eq!(stored.unwrap().into_inner().value.as_ref(), b"first upload", "stored once, by the first");
+
+    let other_key =
+        set_stream(&server, "elsewhere", &same, &[b"x"]).await.expect_err("the token for another key");
+    assert_eq!(other_key.code(), Code::FailedPrecondition, "{other_key:?}");
+    let late = vec![
+        SetStreamRequest { key: "late".into(), chunk: b"a".to_vec().into(), ..Default::default() },
+        SetStreamRequest {
+            idempotency_token: token("late"),
+            chunk: b"b".to_vec().into(),
+            ..Default::default()
+        },
+    ];
+    let status =
+        server.keyvalue().await.set_stream(futures::stream::iter(late)).await.expect_err("a late token");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("idempotency_token"), "{status:?}");
+}
