@@ -79,6 +79,9 @@ pub struct ServerConfig {
     /// On a namespace with a `claim_check` slot: values and payloads larger than this
     /// go to the object store, and a reference travels through the backend instead.
     pub claim_check_threshold_bytes: usize,
+    /// Deliveries of a durable subscription's message whose claimed payload cannot be
+    /// read, after which the gateway acknowledges it (it would come back for ever).
+    pub claim_check_max_deliveries: u32,
     /// Largest value `SetStream` writes through a claim check (the object store's
     /// limit for one object, not memory: the value streams through).
     pub max_object_bytes: u64,
@@ -120,6 +123,7 @@ impl Default for ServerConfig {
             max_response_bytes: 64 * 1024 * 1024,
             idempotency_window_ms: 3_600_000,
             claim_check_threshold_bytes: 256 * 1024,
+            claim_check_max_deliveries: 5,
             max_object_bytes: 8 << 30,
             tls: None,
         }
@@ -348,6 +352,13 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
     }
     if server.subscriber_buffer == 0 {
         errors.push(ConfigError::new("server.subscriber_buffer", "must be at least 1", "use e.g. 1024"));
+    }
+    if server.claim_check_max_deliveries == 0 {
+        errors.push(ConfigError::new(
+            "server.claim_check_max_deliveries",
+            "must be at least 1",
+            "use e.g. 5",
+        ));
     }
     if server.max_library_loads == 0 {
         errors.push(ConfigError::new("server.max_library_loads", "must be at least 1", "use e.g. 64"));

@@ -41,6 +41,7 @@ pub struct Metrics {
     outbox_messages: IntGaugeVec,
     outbox_deepest: IntGaugeVec,
     subscriber_dropped: IntCounterVec,
+    unreadable_messages: IntCounterVec,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -159,6 +160,12 @@ impl Metrics {
             "Messages dropped for subscribers too slow to read them (slow_subscriber = \"drop_oldest\")",
             &["namespace"],
         );
+        let unreadable_messages = counter(
+            &registry,
+            "prism_unreadable_messages_total",
+            "Delivered messages whose claimed payload could not be read: skipped (redelivered later) or acked (given up after server.claim_check_max_deliveries)",
+            &["namespace", "outcome"],
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -178,7 +185,14 @@ impl Metrics {
             outbox_messages,
             outbox_deepest,
             subscriber_dropped,
+            unreadable_messages,
         }
+    }
+
+    /// Counts a delivered message of `namespace` whose claimed payload could not be read,
+    /// by what became of it (`skipped` or `acked`).
+    pub fn unreadable_message(&self, namespace: &str, outcome: &str) {
+        self.unreadable_messages.with_label_values(&[namespace, outcome]).inc();
     }
 
     /// The dropped-messages counter of `namespace`'s subscribers.

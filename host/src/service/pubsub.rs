@@ -178,21 +178,15 @@ impl Drop for PumpGuard {
 const BATCH: usize = 256;
 
 /// Moves messages from the plugin to the outbox; with a claim check, a claimed payload
-/// is fetched (and checked) first, and a message whose payload cannot be is skipped.
+/// is fetched (and checked) first, and a message whose payload cannot be is skipped
+/// (see [`Payloads::deliverable`]).
 async fn pump(mut stream: plugin_abi::Subscription, outbox: Arc<Outbox>, payloads: Payloads) {
     loop {
         match stream.next_batch(BATCH).await {
             Some(Ok(batch)) => {
                 for mut item in batch {
-                    match payloads.resolve(std::mem::take(&mut item.payload)).await {
-                        Ok(payload) => item.payload = payload,
-                        // Skipped, not the end of the subscription: a durable one would
-                        // get the same message again on every reconnect.
-                        Err(status) => {
-                            tracing::warn!(message_id = %item.id, topic = %item.topic, error = %status.message(),
-                                "skipped a claimed message whose payload cannot be read");
-                            continue;
-                        }
+                    if !payloads.deliverable(&mut item).await {
+                        continue;
                     }
                     if !outbox.push(message(item)) {
                         return;
@@ -288,7 +282,8 @@ impl PubSubService for PubSubApi {
                 .map(|metrics| metrics.subscriber_dropped(&namespace.name)),
             shown,
         });
-        let pump = tokio::spawn(pump(stream, outbox.clone(), store.payloads()));
+        let durable = (!request.durable_name.is_empty()).then_some(request.durable_name.as_str());
+        let pump = tokio::spawn(pump(stream, outbox.clone(), store.payloads(durable)));
         // Keeps the instance alive for as long as the client reads.
         let state = (outbox, PumpGuard(pump.abort_handle()), broker);
         let events = futures_util::stream::unfold(state, |state| async move {

@@ -671,6 +671,76 @@ async fn a_subscriber_skips_a_payload_it_cannot_resolve_and_keeps_receiving() {
 }
 
 #[tokio::test]
+async fn a_durable_subscriber_gives_up_on_an_unreadable_payload_after_its_deliveries() {
+    if !backends_available(&[Backend::S3, Backend::Nats]) {
+        return;
+    }
+    let prefix = unique_prefix("pubsub-give-up");
+    let subjects = format!("prism.giveup.{}.", std::process::id());
+    let nats = format!("config = {{ url = \"nats://127.0.0.1:4222\", subject_prefix = \"{subjects}\" }}");
+    let server = Server::start(&format!(
+        "[server]\nclaim_check_max_deliveries = 2\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [plugins.nats]\npath = \"{{nats}}\"\n[plugins.s3]\npath = \"{{s3}}\"\n\n\
+         [[namespaces]]\nname = \"writer\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n\n\
+         [[namespaces]]\nname = \"reader\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n{}",
+        claim_check_slot(&prefix)
+    ));
+    let mut pubsub = server.pubsub().await;
+    let durable = SubscribeRequest {
+        namespace: "reader".into(),
+        topic: "t".into(),
+        durable_name: format!("giveup{}", std::process::id()),
+        ack_wait_ms: 300,
+        ..Default::default()
+    };
+    let mut subscription = pubsub.subscribe(durable).await.unwrap().into_inner();
+    let mut forged = b"\0prism-claim-check\0v1 5 ".to_vec();
+    forged.extend_from_slice(format!("{} reader/missing", "0".repeat(64)).as_bytes());
+    for payload in [forged, b"after".to_vec()] {
+        // Published where there is no claim check, so the forged reference travels as is.
+        let publish = PublishRequest {
+            namespace: "writer".into(),
+            topic: "t".into(),
+            payload: payload.into(),
+            ..Default::default()
+        };
+        pubsub.publish(publish).await.unwrap();
+    }
+    let event =
+        tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.unwrap().unwrap().unwrap();
+    let message = event.message.unwrap();
+    assert_eq!(&message.payload[..], b"after", "the unreadable message is skipped");
+    let ack = PubSubAckRequest {
+        namespace: "reader".into(),
+        durable_name: format!("giveup{}", std::process::id()),
+        ack_id: message.ack_id,
+        ..Default::default()
+    };
+    pubsub.ack(ack).await.unwrap();
+    // Redelivered after each ack_wait, it is acknowledged at its second delivery.
+    let admin = server.admin_address.clone().unwrap();
+    let acked = "prism_unreadable_messages_total{namespace=\"reader\",outcome=\"acked\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, metrics) = super::observe::http_get(&admin, "/metrics", &[]).await;
+        if super::observe::sample(&metrics, acked) == Some(1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never acknowledged: {acked} in\n{metrics}\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.stderr().contains("it will not be delivered again"), "{}", server.stderr());
+    // Acknowledged, it does not come back: the metric stays at 1 past two more ack waits.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, metrics) = super::observe::http_get(&admin, "/metrics", &[]).await;
+    assert_eq!(super::observe::sample(&metrics, acked), Some(1.0), "{metrics}");
+}
+
+#[tokio::test]
 async fn subscribers_receive_claimed_pubsub_payloads_whole() {
     let Some(setup) = start("pubsub", "") else { return };
     let mut pubsub = setup.server.pubsub().await;
