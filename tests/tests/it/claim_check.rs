@@ -691,7 +691,6 @@ async fn a_durable_subscriber_gives_up_on_an_unreadable_payload_after_its_delive
         topic: "t".into(),
         durable_name: format!("giveup{}", std::process::id()),
         ack_wait_ms: 300,
-        ..Default::default()
     };
     let mut subscription = pubsub.subscribe(durable).await.unwrap().into_inner();
     let mut forged = b"\0prism-claim-check\0v1 5 ".to_vec();
@@ -714,7 +713,6 @@ async fn a_durable_subscriber_gives_up_on_an_unreadable_payload_after_its_delive
         namespace: "reader".into(),
         durable_name: format!("giveup{}", std::process::id()),
         ack_id: message.ack_id,
-        ..Default::default()
     };
     pubsub.ack(ack).await.unwrap();
     // Redelivered after each ack_wait, it is acknowledged at its second delivery.
