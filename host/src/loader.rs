@@ -116,10 +116,13 @@ impl Loader {
         })
     }
 
-    /// Opens a library named on the command line with the same checks as a configured
-    /// one (file type and size, permissions, probe child); the error names the file and the fix.
-    pub fn load_library(&self, path: &Path, pin: Option<&str>) -> Result<Plugin, String> {
-        self.open_checked(path, pin, &[]).map(|(plugin, _)| plugin).map_err(|refused| refused.to_string())
+    /// The metadata table of a library named on the command line, read by a probe child
+    /// after the same checks as a configured one (file type and size, permissions, pin):
+    /// this process never opens it, so describing a library cannot crash or run code
+    /// in the CLI. The error names the file and the fix.
+    pub fn describe_library(&self, path: &Path, pin: Option<&str>) -> Result<plugin_abi::Metadata, String> {
+        let (_, _, report) = self.inspect_isolated(path, pin, &[]).map_err(|refused| refused.to_string())?;
+        Ok(report.metadata)
     }
 
     /// Every check a library passes before this process maps it, in order: a regular
@@ -173,7 +176,7 @@ impl Loader {
     ) -> Result<(PathBuf, String, crate::isolation::ProbeReport), Refused> {
         let Some(binary) = &self.prober else {
             return Err(Refused::new(
-                "process isolation needs the prism binary to start plugin processes, and it cannot be found",
+                "reading a library in a probe process needs the prism binary, and it cannot be found",
                 "run the gateway from its installed binary",
             ));
         };
@@ -181,10 +184,12 @@ impl Loader {
         let copy = self.private_copy(path, &sha256).map_err(refused_open)?;
         let report = crate::isolation::probe_report(binary, &copy, configs, self.probe_instances).map_err(|message| {
             let _ = std::fs::remove_file(&copy);
-            Refused::new(
-                message.replace(&copy.display().to_string(), &path.display().to_string()),
-                "check that the file is a complete plugin library built with plugin_abi::export_plugin! against this host's ABI (see docs/PLUGIN_ABI.md)",
-            )
+            let fix = if message.contains("incompatible plugin ABI") {
+                abi_fix()
+            } else {
+                "check that the file is a complete plugin library built with plugin_abi::export_plugin! against this host's ABI (see docs/PLUGIN_ABI.md)".to_owned()
+            };
+            Refused::new(message.replace(&copy.display().to_string(), &path.display().to_string()), fix)
         })?;
         Ok((copy, sha256, report))
     }
@@ -333,14 +338,19 @@ enum OpenError {
     Other { message: String, fix: String },
 }
 
+/// The fix for a library built against another ABI.
+fn abi_fix() -> String {
+    format!(
+        "rebuild the plugin against plugin-abi {}.x, the ABI this host speaks (see docs/PLUGIN_ABI.md)",
+        plugin_abi::ABI_VERSION.split('.').next().unwrap_or_default()
+    )
+}
+
 fn refused_open(error: OpenError) -> Refused {
     match error {
         OpenError::Load(error) => {
             let fix = match &error {
-                LoadError::IncompatibleAbi { .. } => &format!(
-                    "rebuild the plugin against plugin-abi {}.x, the ABI this host speaks (see docs/PLUGIN_ABI.md)",
-                    plugin_abi::ABI_VERSION.split('.').next().unwrap_or_default()
-                ),
+                LoadError::IncompatibleAbi { .. } => &abi_fix(),
                 LoadError::NotAPlugin { .. } => "point path at a library built with plugin_abi::export_plugin!",
                 LoadError::MissingDependency { .. } => {
                     "install (or upgrade) the system library that provides the symbol, or rebuild the plugin against the one installed"

@@ -1,5 +1,6 @@
 //! The commands that describe plugins and patterns: `prism plugins [find]`,
-//! `prism patterns [NAME]`, `prism generate config`.
+//! `prism patterns [NAME]`, `prism generate config`. They read each library's metadata
+//! through a probe child and never open a library in this process.
 
 use std::path::{Path, PathBuf};
 
@@ -14,21 +15,16 @@ fn config_candidates(file: &Path) -> Result<Vec<Candidate>, CommandError> {
     let loader = loader_for(Some(&config));
     let mut candidates = Vec::new();
     for (name, entry) in &config.contents.plugins {
-        let plugin = loader
-            .load_library(&config.plugin_path(entry), entry.sha256.as_deref())
+        let metadata = loader
+            .describe_library(&config.plugin_path(entry), entry.sha256.as_deref())
             .map_err(|e| invalid(format!("plugin '{name}': {e}")))?;
-        candidates.push(Candidate {
-            name: name.clone(),
-            path: entry.path.display().to_string(),
-            metadata: plugin.metadata().clone(),
-        });
+        candidates.push(Candidate { name: name.clone(), path: entry.path.display().to_string(), metadata });
     }
     Ok(candidates)
 }
 
 fn library_candidate(path: &Path) -> Result<Candidate, CommandError> {
-    let plugin = loader_for(None).load_library(path, None).map_err(invalid)?;
-    let metadata = plugin.metadata().clone();
+    let metadata = loader_for(None).describe_library(path, None).map_err(invalid)?;
     Ok(Candidate { name: metadata.name.clone(), path: path.display().to_string(), metadata })
 }
 
@@ -58,8 +54,8 @@ pub fn plugins(paths: Vec<PathBuf>, config: &Path) -> CommandResult {
         if index > 0 {
             println!();
         }
-        match loader.load_library(path, pin.as_deref()) {
-            Ok(plugin) => print!("{}", cli::render_metadata(&path.display().to_string(), plugin.metadata())),
+        match loader.describe_library(path, pin.as_deref()) {
+            Ok(metadata) => print!("{}", cli::render_metadata(&path.display().to_string(), &metadata)),
             Err(error) => {
                 eprintln!("error: {error}");
                 failed = true;

@@ -1,6 +1,6 @@
 //! The `prism` CLI: metadata tables, patterns and config errors, as operators see them.
 
-use prism_acceptance::harness::{plugin_library, run_prism};
+use prism_acceptance::harness::{plugin_library, prism_binary, run_prism};
 
 /// Replaces machine-specific paths so snapshots are stable.
 fn redact(text: &str, paths: &[(&str, String)]) -> String {
@@ -535,4 +535,36 @@ fn a_library_that_crashes_when_an_instance_starts_is_refused_by_the_probe_not_th
     // `validate` never connects, so it does not start an instance, and passes.
     let (code, _, stderr) = run_prism(&["validate", &config]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// What glibc's loader reports (`LD_DEBUG=files`) for a `prism` run with `args`, in its
+/// own process only (not its children), and its exit code.
+fn loader_lines_of_the_cli(args: &[&str]) -> (i32, Vec<String>, String) {
+    let child = std::process::Command::new(prism_binary())
+        .args(args)
+        .env("LD_DEBUG", "files")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run prism");
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let own =
+        stderr.lines().filter(|line| line.trim_start().starts_with(&format!("{pid}:"))).map(str::to_owned);
+    (output.status.code().unwrap_or(-1), own.collect(), stderr)
+}
+
+#[test]
+fn prism_plugins_and_patterns_read_a_library_in_a_probe_child_never_in_the_cli() {
+    let memstore = plugin_library("prism_memstore");
+    let memstore = memstore.to_str().unwrap();
+    for args in [vec!["plugins", memstore], vec!["patterns", "keyvalue", "--plugin", memstore]] {
+        let (code, lines, stderr) = loader_lines_of_the_cli(&args);
+        assert_eq!(code, 0, "prism {args:?}: {stderr}");
+        assert!(!lines.is_empty(), "LD_DEBUG reports the CLI's own libraries: {stderr}");
+        let opened: Vec<&String> =
+            lines.iter().filter(|line| line.contains("dynamically loaded by")).collect();
+        assert!(opened.is_empty(), "prism {args:?} opened a library in its own process: {opened:#?}");
+    }
 }
