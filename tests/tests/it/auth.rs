@@ -580,8 +580,8 @@ async fn prism_status_presents_an_api_key_and_admin_needs_admin() {
     assert!(stderr.contains("subject:root may not call AdminService.GetReloadStatus"), "{stderr}");
     let log = server.stderr();
     for line in [
-        r#"principal="api_key:key-admin" method="AdminService.GetReloadStatus" decision="allow""#,
-        r#"principal="api_key:key-read" method="AdminService.GetReloadStatus" decision="deny""#,
+        r#"principal="api_key:key-admin" method="AdminService.GetReloadStatus" namespace="*" permission=admin decision="allow""#,
+        r#"principal="api_key:key-read" method="AdminService.GetReloadStatus" namespace="*" permission=admin decision="deny""#,
     ] {
         assert!(log.contains(line), "the audit log has {line}:\n{log}");
     }
