@@ -240,21 +240,7 @@ tokio::task_local! {
 /// Whether the current call may use `namespace`: `Ok` with auth off; with auth on, the
 /// caller set by the layer needs a rule granting its permission there.
 pub fn authorize(auth: Option<&Auth>, namespace: &str) -> Result<(), Status> {
-    let Some(auth) = auth else { return Ok(()) };
-    let decision = CALLER.try_with(|caller| {
-        let permission = caller.permission();
-        if auth.allows(&caller.principal, namespace, permission) {
-            return Ok(());
-        }
-        let method = caller.method();
-        audit_denied(&caller.principal.display, namespace, &method, permission);
-        Err(Status::permission_denied(format!(
-            "{} may not {permission} on namespace '{namespace}' ({method} needs {permission})",
-            caller.principal.display
-        )))
-    });
-    // A call that reached a namespace without passing the layer: refuse, never serve.
-    decision.unwrap_or_else(|_| Err(Status::permission_denied("this call was not authenticated")))
+    check(auth, namespace, Caller::permission, Caller::method)
 }
 
 /// Whether the current call may also do `permission` on `namespace`, which `why` needs
@@ -265,18 +251,31 @@ pub fn authorize_also(
     permission: Permission,
     why: &str,
 ) -> Result<(), Status> {
+    check(auth, namespace, |_| permission, |_| why.to_owned())
+}
+
+/// The caller needs `permission_of(caller)` on `namespace`; a refusal (audited) says
+/// that `why_of(caller)` needs it. `why_of` runs only on a refusal.
+fn check(
+    auth: Option<&Auth>,
+    namespace: &str,
+    permission_of: impl FnOnce(&Caller) -> Permission,
+    why_of: impl FnOnce(&Caller) -> String,
+) -> Result<(), Status> {
     let Some(auth) = auth else { return Ok(()) };
     let decision = CALLER.try_with(|caller| {
+        let permission = permission_of(caller);
         if auth.allows(&caller.principal, namespace, permission) {
             return Ok(());
         }
-        let method = caller.method();
-        audit_denied(&caller.principal.display, namespace, &method, permission);
+        audit_denied(&caller.principal.display, namespace, &caller.method(), permission);
         Err(Status::permission_denied(format!(
-            "{} may not {permission} on namespace '{namespace}' ({why} needs {permission})",
-            caller.principal.display
+            "{} may not {permission} on namespace '{namespace}' ({} needs {permission})",
+            caller.principal.display,
+            why_of(caller)
         )))
     });
+    // A call that reached a namespace without passing the layer: refuse, never serve.
     decision.unwrap_or_else(|_| Err(Status::permission_denied("this call was not authenticated")))
 }
 

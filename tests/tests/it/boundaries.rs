@@ -93,9 +93,8 @@ fn grpc_and_protobuf_stay_in_the_host_the_load_tool_and_the_tests() {
     }
 }
 
-/// Each workspace package's manifest directory and the names of its normal and build
-/// dependencies (dev-dependencies aside), from `cargo metadata`.
-fn package_dependencies() -> Vec<(String, PathBuf, Vec<String>)> {
+/// `cargo metadata` of the workspace's own packages.
+fn workspace_metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = std::process::Command::new(cargo)
         .args(["metadata", "--no-deps", "--format-version", "1"])
@@ -104,6 +103,13 @@ fn package_dependencies() -> Vec<(String, PathBuf, Vec<String>)> {
         .expect("run cargo metadata");
     assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata's JSON");
+    metadata
+}
+
+/// Each workspace package's manifest directory and the names of its normal and build
+/// dependencies (dev-dependencies aside), from `cargo metadata`.
+fn package_dependencies() -> Vec<(String, PathBuf, Vec<String>)> {
+    let metadata = workspace_metadata();
     let mut packages = Vec::new();
     for package in metadata["packages"].as_array().expect("packages") {
         let manifest = PathBuf::from(package["manifest_path"].as_str().expect("manifest_path"));
@@ -149,14 +155,7 @@ fn crates_depend_only_on_what_the_architecture_allows() {
 /// binary cannot be missed), but plugin-abi's and the test fixtures', which exist to do
 /// unsafe things (crash, imitate another ABI).
 fn crate_roots_that_must_forbid_unsafe() -> Vec<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = std::process::Command::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1"])
-        .current_dir(workspace())
-        .output()
-        .expect("run cargo metadata");
-    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata's JSON");
+    let metadata = workspace_metadata();
     let fixtures = workspace().join("tests/fixtures");
     let mut roots = Vec::new();
     for package in metadata["packages"].as_array().expect("packages") {

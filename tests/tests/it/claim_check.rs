@@ -636,24 +636,41 @@ async fn a_queue_message_whose_object_is_gone_does_not_hold_back_the_others() {
 /// a marked payload it cannot resolve is skipped and the subscription goes on.
 #[tokio::test]
 async fn a_subscriber_skips_a_payload_it_cannot_resolve_and_keeps_receiving() {
-    if !backends_available(&[Backend::S3, Backend::Nats]) {
-        return;
-    }
-    let prefix = unique_prefix("pubsub-lost");
-    let subjects = format!("prism.claims.{}.", std::process::id());
-    let nats = format!("config = {{ url = \"nats://127.0.0.1:4222\", subject_prefix = \"{subjects}\" }}");
-    let server = Server::start(&format!(
-        "[plugins.nats]\npath = \"{{nats}}\"\n[plugins.s3]\npath = \"{{s3}}\"\n\n\
-         [[namespaces]]\nname = \"writer\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n\n\
-         [[namespaces]]\nname = \"reader\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n{}",
-        claim_check_slot(&prefix)
-    ));
+    let Some(server) = writer_and_claiming_reader("lost", "") else { return };
     let mut pubsub = server.pubsub().await;
     let mut subscription = pubsub
         .subscribe(SubscribeRequest { namespace: "reader".into(), topic: "t".into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
+    publish_unreadable_then_after(&mut pubsub).await;
+    let event =
+        tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(&event.message.unwrap().payload[..], b"after", "the unreadable message is skipped");
+}
+
+/// Pub/sub namespaces on NATS: `writer` without a claim check, so a forged reference
+/// travels as is, and `reader` with one; `server` lines first.
+fn writer_and_claiming_reader(test: &str, server: &str) -> Option<Server> {
+    if !backends_available(&[Backend::S3, Backend::Nats]) {
+        return None;
+    }
+    let prefix = unique_prefix(&format!("pubsub-{test}"));
+    let subjects = format!("prism.{test}.{}.", std::process::id());
+    let nats = format!("config = {{ url = \"nats://127.0.0.1:4222\", subject_prefix = \"{subjects}\" }}");
+    Some(Server::start(&format!(
+        "{server}\n[plugins.nats]\npath = \"{{nats}}\"\n[plugins.s3]\npath = \"{{s3}}\"\n\n\
+         [[namespaces]]\nname = \"writer\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n\n\
+         [[namespaces]]\nname = \"reader\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n{}",
+        claim_check_slot(&prefix)
+    )))
+}
+
+/// Publishes on `t` through `writer`: a reference to an object that does not exist,
+/// then `after`.
+async fn publish_unreadable_then_after(
+    pubsub: &mut pub_sub_service_client::PubSubServiceClient<tonic::transport::Channel>,
+) {
     let mut forged = b"\0prism-claim-check\0v1 5 ".to_vec();
     forged.extend_from_slice(format!("{} reader/missing", "0".repeat(64)).as_bytes());
     for payload in [forged, b"after".to_vec()] {
@@ -665,26 +682,12 @@ async fn a_subscriber_skips_a_payload_it_cannot_resolve_and_keeps_receiving() {
         };
         pubsub.publish(publish).await.unwrap();
     }
-    let event =
-        tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(&event.message.unwrap().payload[..], b"after", "the unreadable message is skipped");
 }
 
 #[tokio::test]
 async fn a_durable_subscriber_gives_up_on_an_unreadable_payload_after_its_deliveries() {
-    if !backends_available(&[Backend::S3, Backend::Nats]) {
-        return;
-    }
-    let prefix = unique_prefix("pubsub-give-up");
-    let subjects = format!("prism.giveup.{}.", std::process::id());
-    let nats = format!("config = {{ url = \"nats://127.0.0.1:4222\", subject_prefix = \"{subjects}\" }}");
-    let server = Server::start(&format!(
-        "[server]\nclaim_check_max_deliveries = 2\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
-         [plugins.nats]\npath = \"{{nats}}\"\n[plugins.s3]\npath = \"{{s3}}\"\n\n\
-         [[namespaces]]\nname = \"writer\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n\n\
-         [[namespaces]]\nname = \"reader\"\npattern = \"pubsub\"\n[namespaces.slots.broker]\nplugin = \"nats\"\n{nats}\n{}",
-        claim_check_slot(&prefix)
-    ));
+    let server_lines = "[server]\nclaim_check_max_deliveries = 2\n\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let Some(server) = writer_and_claiming_reader("giveup", server_lines) else { return };
     let mut pubsub = server.pubsub().await;
     let durable = SubscribeRequest {
         namespace: "reader".into(),
@@ -693,18 +696,7 @@ async fn a_durable_subscriber_gives_up_on_an_unreadable_payload_after_its_delive
         ack_wait_ms: 300,
     };
     let mut subscription = pubsub.subscribe(durable).await.unwrap().into_inner();
-    let mut forged = b"\0prism-claim-check\0v1 5 ".to_vec();
-    forged.extend_from_slice(format!("{} reader/missing", "0".repeat(64)).as_bytes());
-    for payload in [forged, b"after".to_vec()] {
-        // Published where there is no claim check, so the forged reference travels as is.
-        let publish = PublishRequest {
-            namespace: "writer".into(),
-            topic: "t".into(),
-            payload: payload.into(),
-            ..Default::default()
-        };
-        pubsub.publish(publish).await.unwrap();
-    }
+    publish_unreadable_then_after(&mut pubsub).await;
     let event =
         tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.unwrap().unwrap().unwrap();
     let message = event.message.unwrap();

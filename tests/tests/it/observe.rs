@@ -230,6 +230,9 @@ async fn with_auth_the_metrics_need_admin_and_the_probes_stay_open() {
     // Prometheus sends its credential as a bearer token.
     let (status, body) = http_get(&admin, "/metrics", &[("authorization", "Bearer scraper-key")]).await;
     assert_eq!(status, 200, "{body}");
+    // The scheme's name in any case (RFC 7235).
+    let (status, body) = http_get(&admin, "/metrics", &[("authorization", "BEARER scraper-key")]).await;
+    assert_eq!(status, 200, "{body}");
     assert!(body.contains("prism_library_loads_total"), "{body}");
     assert_eq!(http_get(&admin, "/healthz", &[]).await.0, 200);
     // Probes answer anyone and name no namespace.
