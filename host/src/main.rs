@@ -105,6 +105,9 @@ enum Command {
         max_open_files: u64,
         #[arg(long)]
         user: Option<String>,
+        /// Run without the sandbox (`sandbox = "off"`).
+        #[arg(long)]
+        no_sandbox: bool,
     },
 }
 
@@ -250,12 +253,20 @@ fn main() -> ExitCode {
         Command::ProbePlugin { path, configs_on_stdin, run_instance, report } => {
             commands::probe_plugin(&path, configs_on_stdin, run_instance, report)
         }
-        Command::PluginHost { connect, memory_limit_mb, cpu_time_limit_s, max_open_files, user } => {
+        Command::PluginHost {
+            connect,
+            memory_limit_mb,
+            cpu_time_limit_s,
+            max_open_files,
+            user,
+            no_sandbox,
+        } => {
             let limits = prism_host::isolation::child::ChildLimits {
                 memory_limit_mb,
                 cpu_time_limit_s,
                 max_open_files,
                 user,
+                sandbox: !no_sandbox,
             };
             prism_host::isolation::child::run(connect, limits).map_err(commands::CommandError::Failed)
         }

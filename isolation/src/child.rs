@@ -22,6 +22,8 @@ pub struct ChildLimits {
     pub cpu_time_limit_s: u64,
     pub max_open_files: u64,
     pub user: Option<String>,
+    /// Enter the sandbox (Landlock and seccomp) before the library is opened.
+    pub sandbox: bool,
 }
 
 /// Runs the child until the gateway closes the socket. Errors are for stderr, which
@@ -31,6 +33,10 @@ pub fn run(connect: PathBuf, limits: ChildLimits) -> Result<(), String> {
     #[cfg(target_os = "linux")]
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| format!("cannot tie this process to the gateway's life: {e}"))?;
+    // The hello is read on this one thread: the sandbox binds the thread that enters it
+    // and the threads it starts later, so no other may exist until it is entered.
+    let Some(handshake) = handshake(&connect)? else { return Ok(()) };
+    let library = Library::read(&handshake.hello, &limits);
     // Two pollers: a call that hogs one (a plugin computing, or blocking where it should
     // not) leaves the other to answer the gateway's pings, health checks and other calls.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -40,11 +46,37 @@ pub fn run(connect: PathBuf, limits: ChildLimits) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let stream = UnixStream::connect(&connect)
+        let stream = UnixStream::from_std(handshake.stream)
+            .map_err(|e| format!("cannot use the gateway's socket: {e}"))?;
+        serve(stream, handshake.id, &handshake.hello, library).await
+    })
+}
+
+/// The gateway's socket and its first frame.
+struct Handshake {
+    stream: std::os::unix::net::UnixStream,
+    id: u64,
+    hello: Hello,
+}
+
+/// Connects and reads the hello on a runtime with no thread of its own; `None` if the
+/// gateway hung up first.
+fn handshake(connect: &std::path::Path) -> Result<Option<Handshake>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut stream = UnixStream::connect(connect)
             .await
             .map_err(|e| format!("cannot connect to the gateway at {}: {e}", connect.display()))?;
-        // Connected first: the socket's directory is the gateway user's, closed to others.
-        serve(stream, &limits).await
+        // Unbuffered, so that nothing after the hello is read into a buffer left behind.
+        let first =
+            wire::read_frame(&mut stream).await.map_err(|e| format!("reading the gateway's hello: {e}"))?;
+        let Some(first) = first else { return Ok(None) };
+        let hello: Hello = first.decode()?;
+        let stream = stream.into_std().map_err(|e| format!("cannot take over the gateway's socket: {e}"))?;
+        Ok(Some(Handshake { stream, id: first.id, hello }))
     })
 }
 
@@ -95,21 +127,22 @@ struct Feed {
     pump: tokio::task::JoinHandle<()>,
 }
 
-async fn serve(stream: UnixStream, limits: &ChildLimits) -> Result<(), String> {
+async fn serve(
+    stream: UnixStream,
+    hello_id: u64,
+    hello: &Hello,
+    library: Result<Library, String>,
+) -> Result<(), String> {
     let (reader, writer) = stream.into_split();
     let mut reader = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, reader);
     let (outgoing, writing) = super::outgoing::batched(writer);
-    let first =
-        wire::read_frame(&mut reader).await.map_err(|e| format!("reading the gateway's hello: {e}"))?;
-    let Some(first) = first else { return Ok(()) };
-    let hello: Hello = first.decode()?;
-    let created = match Library::read(&hello.library, limits) {
-        Ok(library) => open(&library, &hello).await,
+    let created = match library {
+        Ok(library) => open(&library, hello).await,
         Err(error) => Err(PluginError::failed_precondition(error)),
     };
     let _ = outgoing.send(wire::frame(
         wire::REPLY,
-        first.id,
+        hello_id,
         &created.as_ref().map(|(_, m)| m.clone()).map_err(Clone::clone),
     ));
     let Ok((instance, _)) = created else {
@@ -178,14 +211,28 @@ async fn serve(stream: UnixStream, limits: &ChildLimits) -> Result<(), String> {
 /// them from memory. No plugin code runs before the limits and the user switch.
 struct Library {
     path: PathBuf,
-    _in_memory: Option<std::fs::File>,
+    in_memory: Option<std::fs::File>,
 }
 
 impl Library {
-    fn read(copy: &std::path::Path, limits: &ChildLimits) -> Result<Library, String> {
+    /// Reads the library, applies the limits and enters the sandbox, in that order.
+    fn read(hello: &Hello, limits: &ChildLimits) -> Result<Library, String> {
+        let library = Library::copy_for(&hello.library, limits)?;
+        if limits.sandbox {
+            let on_disk = library.in_memory.is_none().then_some(library.path.as_path());
+            let grants = super::sandbox::Grants { library: on_disk, config: &hello.config };
+            let entered = super::sandbox::enter(&grants)?;
+            tracing::info!(namespace = %hello.namespace, "{}", entered.describe());
+        } else {
+            tracing::warn!(namespace = %hello.namespace, "sandbox off: the plugin runs with every right of its user");
+        }
+        Ok(library)
+    }
+
+    fn copy_for(copy: &std::path::Path, limits: &ChildLimits) -> Result<Library, String> {
         if limits.user.is_none() {
             apply_limits(limits)?;
-            return Ok(Library { path: copy.to_path_buf(), _in_memory: None });
+            return Ok(Library { path: copy.to_path_buf(), in_memory: None });
         }
         let bytes = std::fs::read(copy).map_err(|e| format!("cannot read {}: {e}", copy.display()))?;
         apply_limits(limits)?;
@@ -197,7 +244,7 @@ impl Library {
         file.write_all(&bytes).map_err(|e| format!("cannot hold the library in memory: {e}"))?;
         Ok(Library {
             path: PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
-            _in_memory: Some(file),
+            in_memory: Some(file),
         })
     }
 }

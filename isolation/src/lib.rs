@@ -9,7 +9,8 @@
 //!   `outgoing.rs` writes frames (the gateway's directly when it can, the child's batched).
 //! - `remote.rs`: the stand-in driver (`plugin-abi`'s traits, forwarded).
 //! - `supervisor.rs`: starting, watching and restarting the child; its status.
-//! - `child.rs`: `prism plugin-host` — limits, privileges, then serving the instance.
+//! - `child.rs`: `prism plugin-host` — limits, privileges, the sandbox, then serving the instance.
+//! - `sandbox.rs`: the Landlock rule set and seccomp allow-list a plugin process enters.
 //! - `probe.rs`: `prism probe-plugin` children, which open a library before anyone else
 //!   does (the gateway's loader runs them for every library, isolated or not).
 //!
@@ -23,6 +24,7 @@ mod connection;
 mod outgoing;
 pub mod probe;
 mod remote;
+pub mod sandbox;
 pub mod supervisor;
 pub mod wire;
 
@@ -47,6 +49,17 @@ pub enum Isolation {
     Process,
 }
 
+/// `[plugins.NAME.process] sandbox`: whether a plugin process is confined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sandbox {
+    /// Landlock (where the kernel has it) and a seccomp allow-list; see `sandbox.rs`.
+    #[default]
+    On,
+    /// Every right of the process's user: for a plugin the sandbox refuses something it needs.
+    Off,
+}
+
 /// `[plugins.NAME.process]`: the limits and restart policy of a process-isolated plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -59,6 +72,8 @@ pub struct ProcessSettings {
     pub max_open_files: u64,
     /// Run the child as this user (and its group); needs the gateway to run as root.
     pub user: Option<String>,
+    /// Whether the child enters the sandbox (Landlock and a seccomp allow-list).
+    pub sandbox: Sandbox,
     /// Crashes tolerated within `restart_window_s`; one more and the child is not restarted.
     pub max_restarts: u32,
     pub restart_window_s: u64,
@@ -75,6 +90,7 @@ impl Default for ProcessSettings {
             cpu_time_limit_s: 0,
             max_open_files: 4096,
             user: None,
+            sandbox: Sandbox::On,
             max_restarts: 5,
             restart_window_s: 60,
             heartbeat_timeout_ms: 5_000,
@@ -91,6 +107,9 @@ impl ProcessSettings {
         command.arg("--max-open-files").arg(self.max_open_files.to_string());
         if let Some(user) = &self.user {
             command.arg("--user").arg(user);
+        }
+        if self.sandbox == Sandbox::Off {
+            command.arg("--no-sandbox");
         }
     }
 

@@ -102,6 +102,7 @@ fn config_error_process_isolation_settings() {
         "[plugins.memstore.process]\nmemory_limit_mb = 1024",
         "isolation = \"process\"\n[plugins.memstore.process]\nmemory_limit_mb = 16\nmax_open_files = 4\nrestart_window_s = 0\nheartbeat_timeout_ms = 10\nuser = \"no-such-user-prism\"",
         "isolation = \"process\"\n[plugins.memstore.process]\nmemory_limt_mb = 1024",
+        "isolation = \"process\"\n[plugins.memstore.process]\nsandbox = \"false\"",
     ] {
         let (code, _, stderr) = validate(&format!("[plugins.memstore]\npath = \"{{memstore}}\"\n{plugin}\n{namespace}"));
         assert_eq!(code, 2, "{stderr}");
