@@ -90,6 +90,7 @@ pub fn with_plugin_paths(config: &str) -> String {
         ("{memstore}", "prism_memstore"),
         ("{panicking}", "prism_fixture_panicking"),
         ("{crashing}", "prism_fixture_crashing"),
+        ("{escaping}", "prism_fixture_escaping"),
         ("{abi_1_0}", "prism_fixture_abi_1_0"),
         ("{abi_next}", "prism_fixture_abi_next"),
         ("{exclusive}", "prism_fixture_exclusive"),

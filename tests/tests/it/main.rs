@@ -33,6 +33,7 @@ mod pages;
 mod prometheus;
 mod redis_faults;
 mod reload;
+mod sandbox;
 mod secrets;
 mod tls;
 mod traces;
