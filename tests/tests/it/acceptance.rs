@@ -138,7 +138,7 @@ plugin_suites!(nats: "prism_nats", config = "url = \"nats://127.0.0.1:4222\"\nsu
     pubsub_persistent => PubSubPersistent,
 ]);
 
-plugin_suites!(kafka: "prism_kafka", config = "brokers = \"127.0.0.1:9092\"\ntopic_prefix = \"prism-acceptance.\"\npartitions = 3", [
+plugin_suites!(kafka: "prism_kafka", config = "brokers = \"127.0.0.1:9092\"\ntopic_prefix = \"prism-acceptance.\"\npartitions = 3", isolation = [in_process, process], [
     stream_basic => StreamBasic,
     stream_consumer_groups => StreamConsumerGroups,
     stream_replay => StreamReplay,
@@ -147,7 +147,7 @@ plugin_suites!(kafka: "prism_kafka", config = "brokers = \"127.0.0.1:9092\"\ntop
     pubsub_persistent => PubSubPersistent,
 ]);
 
-plugin_suites!(s3: "prism_s3", config = harness::S3_CONFIG, [
+plugin_suites!(s3: "prism_s3", config = harness::S3_CONFIG, isolation = [in_process, process], [
     object_store_basic => ObjectStoreBasic,
 ]);
 
@@ -168,7 +168,7 @@ fn sqlite_config() -> String {
     format!("path = \"{}\"\nmax_deliveries = 3", path.display())
 }
 
-plugin_suites!(sqlite: "prism_sqlite", config = sqlite_config(), [
+plugin_suites!(sqlite: "prism_sqlite", config = sqlite_config(), isolation = [in_process, process], [
     keyvalue_basic => KeyValueBasic,
     keyvalue_ttl => KeyValueTtl,
     keyvalue_scan => KeyValueScan,
