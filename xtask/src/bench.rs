@@ -917,26 +917,63 @@ pub fn multicast_across_gateways() -> Result<(), String> {
     Ok(())
 }
 
+/// A gateway with memstore (`default`) and Redis (`cache`), both plugins with the given
+/// `isolation` and, in a process, the given `sandbox`.
+fn two_plugin_config(listen: &str, isolation: &str, sandbox: &str) -> String {
+    let process = |plugin: &str| {
+        if isolation == "process" {
+            format!("[plugins.{plugin}.process]\nsandbox = \"{sandbox}\"\n")
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        "[server]\nlisten = \"{listen}\"\n\n\
+         [plugins.memstore]\npath = \"{memstore}\"\nisolation = \"{isolation}\"\n{memstore_process}\
+         [plugins.redis]\npath = \"{redis}\"\nisolation = \"{isolation}\"\n{redis_process}\n\
+         [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n\n\
+         [[namespaces]]\nname = \"cache\"\npattern = \"keyvalue\"\n\
+         slots.store = {{ plugin = \"redis\", config = {{ url = \"{REDIS_URL}\", key_prefix = \"bench-isolation:\" }} }}\n",
+        memstore = release_binary("libprism_memstore.so").display(),
+        redis = release_binary("libprism_redis.so").display(),
+        memstore_process = process("memstore"),
+        redis_process = process("redis"),
+    )
+}
+
+/// KV Get on memstore and on Redis, both plugins in processes of their own: without the
+/// sandbox (baseline) and with it (target), compared in alternating rounds.
+pub fn sandbox() -> Result<(), String> {
+    let dir = release_build_and_dir("sandbox")?;
+    let _gateways = start_gateways(
+        &dir,
+        [
+            ("sandbox-off.toml", two_plugin_config(BASELINE, "process", "off")),
+            ("sandbox-on.toml", two_plugin_config(GATEWAY, "process", "on")),
+        ],
+    )?;
+    for (namespace, backend) in [("default", "memstore"), ("cache", "Redis (127.0.0.1:6379)")] {
+        compare_gets(
+            GATEWAY,
+            namespace,
+            &format!("{backend}, sandbox off"),
+            &format!("{backend}, sandbox on"),
+        )?;
+    }
+    Ok(())
+}
+
 /// KV Get on memstore and on Redis with the plugin in the gateway's process (baseline)
 /// and in a process of its own (target): two gateways from one release build, the same
 /// config but for `isolation`, compared in alternating rounds; then the children's memory.
 pub fn isolation() -> Result<(), String> {
     let dir = release_build_and_dir("isolation")?;
-    let config = |listen: &str, isolation: &str| {
-        format!(
-            "[server]\nlisten = \"{listen}\"\n\n\
-             [plugins.memstore]\npath = \"{memstore}\"\nisolation = \"{isolation}\"\n\
-             [plugins.redis]\npath = \"{redis}\"\nisolation = \"{isolation}\"\n\n\
-             [[namespaces]]\nname = \"default\"\npattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n\n\
-             [[namespaces]]\nname = \"cache\"\npattern = \"keyvalue\"\n\
-             slots.store = {{ plugin = \"redis\", config = {{ url = \"{REDIS_URL}\", key_prefix = \"bench-isolation:\" }} }}\n",
-            memstore = release_binary("libprism_memstore.so").display(),
-            redis = release_binary("libprism_redis.so").display(),
-        )
-    };
     let _gateways = start_gateways(
         &dir,
-        [("in-process.toml", config(BASELINE, "in_process")), ("process.toml", config(GATEWAY, "process"))],
+        [
+            ("in-process.toml", two_plugin_config(BASELINE, "in_process", "on")),
+            ("process.toml", two_plugin_config(GATEWAY, "process", "on")),
+        ],
     )?;
     for (namespace, backend) in [("default", "memstore"), ("cache", "Redis (127.0.0.1:6379)")] {
         let target_is = format!("{backend} in its own process");

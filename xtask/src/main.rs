@@ -17,6 +17,7 @@
 //!   cargo xtask bench gateways   KV throughput through 1, 2 and 3 gateways over the Redis Cluster
 //!   cargo xtask bench multicast-gateways  Multicast to subscribers on the same vs another gateway
 //!   cargo xtask bench isolation  KV Get on memstore and Redis, in process vs isolation = "process"
+//!   cargo xtask bench sandbox    KV Get on memstore and Redis in plugin processes, sandbox off vs on
 //!   cargo xtask bench-abi  criterion micro-benchmark of a call across the plugin ABI
 //!   cargo xtask dist [--debug] [--out DIR]
 //!                       package bin/, plugins/, plugins.toml, README, LICENSE, SHA256SUMS as .tar.gz
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("objects") => bench::objects(),
         Some("bench") if args.get(1).map(String::as_str) == Some("gateways") => bench::gateways(),
         Some("bench") if args.get(1).map(String::as_str) == Some("isolation") => bench::isolation(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("sandbox") => bench::sandbox(),
         Some("bench") if args.get(1).map(String::as_str) == Some("multicast-gateways") => {
             bench::multicast_across_gateways()
         }
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
         Some("dist") => dist::dist(&args[1..]),
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|sqlite|redis|postgres|nats|kafka|reload|multicast|security|metrics|tracing|idempotency] | bench-abi | dist [--debug] [--out DIR]>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|sqlite|redis|postgres|nats|kafka|reload|multicast|security|metrics|tracing|idempotency|objects|gateways|isolation|sandbox|multicast-gateways] | bench-abi | dist [--debug] [--out DIR]>");
             return ExitCode::from(2);
         }
     };
