@@ -121,7 +121,10 @@ impl Loader {
     /// this process never opens it, so describing a library cannot crash or run code
     /// in the CLI. The error names the file and the fix.
     pub fn describe_library(&self, path: &Path, pin: Option<&str>) -> Result<plugin_abi::Metadata, String> {
-        let (_, _, report) = self.inspect_isolated(path, pin, &[]).map_err(|refused| refused.to_string())?;
+        // Sandboxed like a plugin process: the CLI runs no plugin code with its own rights.
+        let sandbox = crate::isolation::Sandbox::On;
+        let (_, _, report) =
+            self.inspect_isolated(path, pin, &[], sandbox).map_err(|refused| refused.to_string())?;
         Ok(report.metadata)
     }
 
@@ -150,7 +153,7 @@ impl Loader {
         configs: &[String],
         settings: crate::isolation::ProcessSettings,
     ) -> Result<LoadedPlugin, ConfigError> {
-        let inspected = self.inspect_isolated(path, pin, configs);
+        let inspected = self.inspect_isolated(path, pin, configs, settings.sandbox);
         crate::observe::count_library_load(name, inspected.is_ok());
         let (copy, sha256, report) = inspected.map_err(|refused| {
             let key =
@@ -173,6 +176,7 @@ impl Loader {
         path: &Path,
         pin: Option<&str>,
         configs: &[String],
+        sandbox: crate::isolation::Sandbox,
     ) -> Result<(PathBuf, String, crate::isolation::ProbeReport), Refused> {
         let Some(binary) = &self.prober else {
             return Err(Refused::new(
@@ -182,7 +186,8 @@ impl Loader {
         };
         let (sha256, _) = self.vet(path, pin)?;
         let copy = self.private_copy(path, &sha256).map_err(refused_open)?;
-        let report = crate::isolation::probe_report(binary, &copy, configs, self.probe_instances).map_err(|message| {
+        let probed = crate::isolation::probe_report(binary, &copy, configs, self.probe_instances, sandbox);
+        let report = probed.map_err(|message| {
             let _ = std::fs::remove_file(&copy);
             let fix = if message.contains("incompatible plugin ABI") {
                 abi_fix()

@@ -90,6 +90,9 @@ enum Command {
         /// Print the metadata and each config's verdict as JSON (for process isolation).
         #[arg(long)]
         report: bool,
+        /// Enter the plugin-process sandbox before opening the library.
+        #[arg(long)]
+        sandbox: bool,
     },
     /// Internal: serve one plugin instance for a gateway (`isolation = "process"`).
     #[command(hide = true)]
@@ -250,8 +253,8 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status(&args.into()),
         Command::Reload(args) => commands::reload(&args.into()),
         Command::Auth { command: AuthCommand::NewApiKey { name } } => commands::new_api_key(&name),
-        Command::ProbePlugin { path, configs_on_stdin, run_instance, report } => {
-            commands::probe_plugin(&path, configs_on_stdin, run_instance, report)
+        Command::ProbePlugin { path, configs_on_stdin, run_instance, report, sandbox } => {
+            commands::probe_plugin(&path, configs_on_stdin, run_instance, report, sandbox)
         }
         Command::PluginHost {
             connect,

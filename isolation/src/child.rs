@@ -220,7 +220,8 @@ impl Library {
         let library = Library::copy_for(&hello.library, limits)?;
         if limits.sandbox {
             let on_disk = library.in_memory.is_none().then_some(library.path.as_path());
-            let grants = super::sandbox::Grants { library: on_disk, config: &hello.config };
+            let grants =
+                super::sandbox::Grants { library: on_disk, configs: std::slice::from_ref(&hello.config) };
             let entered = super::sandbox::enter(&grants)?;
             tracing::info!(namespace = %hello.namespace, "{}", entered.describe());
         } else {

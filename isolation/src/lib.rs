@@ -196,16 +196,23 @@ pub struct ProbeReport {
 }
 
 /// Opens `library` in a probe child (never here) and checks `configs` with it, under
-/// the loader's probe timeout.
+/// the loader's probe timeout; in the sandbox its plugin processes get, unless `Off`.
 pub fn probe_report(
     binary: &Path,
     library: &Path,
     configs: &[String],
     run_instance: bool,
+    sandbox: Sandbox,
 ) -> Result<ProbeReport, String> {
     use crate::probe::{run_probe, ProbeFailure};
-    let args: &[&str] = if run_instance { &["--report", "--run-instance"] } else { &["--report"] };
-    let run = run_probe(binary, library, configs, args).map_err(|failure| match failure {
+    let mut args = vec!["--report"];
+    if run_instance {
+        args.push("--run-instance");
+    }
+    if sandbox == Sandbox::On {
+        args.push("--sandbox");
+    }
+    let run = run_probe(binary, library, configs, &args).map_err(|failure| match failure {
         ProbeFailure::Spawn(error) => format!("cannot start {}: {error}", binary.display()),
         ProbeFailure::Hung => crate::probe::hung_message(library),
     })?;
@@ -247,8 +254,14 @@ impl IsolatedLibrary {
         let verdict = match known {
             Some(verdict) => verdict,
             None => {
-                let report = probe_report(&self.binary, &self.copy, &[config.to_owned()], false)
-                    .map_err(PluginError::invalid_argument)?;
+                let report = probe_report(
+                    &self.binary,
+                    &self.copy,
+                    &[config.to_owned()],
+                    false,
+                    self.settings.sandbox,
+                )
+                .map_err(PluginError::invalid_argument)?;
                 let verdict = report.config_errors.into_iter().next().flatten();
                 self.checked
                     .lock()

@@ -62,12 +62,13 @@ const SYSTEM_READS: &[&str] = &[
 /// Devices any process may use.
 const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
 
-/// What the child will open and use: the library and the paths named by its config.
+/// What the process will open and use: the library and the paths named by its configs
+/// (a plugin process has one; a probe child checks every slot's).
 pub struct Grants<'a> {
     /// `None` for the in-memory copy a child that switched user opens: Landlock takes no
     /// rule on memory files, and lets a process open those it holds.
     pub library: Option<&'a Path>,
-    pub config: &'a str,
+    pub configs: &'a [String],
 }
 
 /// What was enforced, for the child's log line.
@@ -104,7 +105,13 @@ pub fn enter(grants: &Grants) -> Result<Entered, String> {
             threads.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string())
         ));
     }
-    let writable = writable_paths(grants.config);
+    // Both need it unless the process holds CAP_SYS_ADMIN; it is set here so that a probe
+    // child, which applies no other limit, gets it too.
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    let mut writable: Vec<PathBuf> =
+        grants.configs.iter().flat_map(|config| writable_paths(config)).collect();
+    writable.sort();
+    writable.dedup();
     let landlock = restrict_files(grants, &writable).map_err(|e| format!("cannot set up Landlock: {e}"))?;
     let filter = system_call_filter()?;
     seccompiler::apply_filter_all_threads(&filter)

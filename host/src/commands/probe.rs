@@ -15,14 +15,19 @@ pub fn probe_plugin(
     configs_on_stdin: bool,
     run_instance: bool,
     report: bool,
+    sandbox: bool,
 ) -> CommandResult {
-    let plugin = Plugin::load(path).map_err(invalid)?;
     let configs: Vec<String> = if configs_on_stdin {
         serde_json::from_reader(std::io::stdin())
             .map_err(|error| invalid(format!("the probe's configs: {error}")))?
     } else {
         Vec::new()
     };
+    if sandbox {
+        let grants = crate::isolation::sandbox::Grants { library: Some(path), configs: &configs };
+        crate::isolation::sandbox::enter(&grants).map_err(invalid)?;
+    }
+    let plugin = Plugin::load(path).map_err(invalid)?;
     if report {
         // Each config's verdict goes in the report: a rejected one is the caller's to word.
         let config_errors = configs
