@@ -146,3 +146,29 @@ async fn with_the_sandbox_off_the_same_attempts_go_through() {
         server.stderr()
     );
 }
+
+/// A plugin's code first runs while the gateway probes its library (opens it in a child
+/// and creates one instance, before any plugin process starts): that probe is in the
+/// same sandbox. Here creating an instance writes outside the data directory; the
+/// probe is refused, so the gateway does not start and nothing was written.
+#[test]
+fn the_probe_that_opens_a_library_first_is_sandboxed_too() {
+    let jail = Jail::new("probe");
+    let outside = jail.dir.join("written-by-the-probe.txt");
+    let config = config(&jail.data, "on").replace(
+        "config = { data_dir",
+        &format!("config = {{ on_create = \"write:{}\", data_dir", outside.display()),
+    );
+    let path = jail.dir.join("plugins.toml");
+    std::fs::write(&path, prism_acceptance::harness::with_plugin_paths(&config)).unwrap();
+    let config_path = path.display().to_string();
+    let (code, _, stderr) = run_prism(&["serve", "--config", &config_path, "--listen", "127.0.0.1:0"]);
+    assert!(
+        !outside.exists(),
+        "the probe wrote {} outside the sandbox; the gateway said:\n{stderr}",
+        outside.display()
+    );
+    let refusal = format!("write:{} refused: Permission denied", outside.display());
+    assert!(stderr.contains(&refusal), "no '{refusal}' in:\n{stderr}");
+    assert_eq!(code, 2, "the probe's refusal is a config error (exit 2), not a failed start: {stderr}");
+}
