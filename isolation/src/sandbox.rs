@@ -25,8 +25,9 @@ use seccompiler::{
 const LANDLOCK_ABI: ABI = ABI::V6;
 
 /// What a plugin reads wherever it runs: shared libraries and the loader's cache, name
-/// resolution, TLS trust stores, time zones, users and groups (not their passwords), and
-/// what the runtime asks of /proc and /sys about CPUs and cgroup quotas.
+/// resolution, TLS trust stores and OpenSSL's config (not `/etc/ssl/private` and the
+/// like, where the machine's TLS keys live), time zones, users and groups (not their
+/// passwords), and what the runtime asks of /proc and /sys about CPUs and cgroup quotas.
 const SYSTEM_READS: &[&str] = &[
     "/lib",
     "/lib64",
@@ -46,8 +47,11 @@ const SYSTEM_READS: &[&str] = &[
     "/etc/group",
     "/etc/localtime",
     "/usr/share/zoneinfo",
-    "/etc/ssl",
-    "/etc/pki",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/pki/ca-trust",
+    "/etc/pki/tls/certs",
+    "/etc/pki/tls/openssl.cnf",
     "/etc/ca-certificates",
     "/usr/share/ca-certificates",
     "/usr/local/share/ca-certificates",
