@@ -187,8 +187,8 @@ impl Loader {
         let (sha256, _) = self.vet(path, pin)?;
         let copy = self.private_copy(path, &sha256).map_err(refused_open)?;
         let probed = crate::isolation::probe_report(binary, &copy, configs, self.probe_instances, sandbox);
+        // A refused library's copy stays (see `open`).
         let report = probed.map_err(|message| {
-            let _ = std::fs::remove_file(&copy);
             let fix = if message.contains("incompatible plugin ABI") {
                 abi_fix()
             } else {
@@ -259,12 +259,11 @@ impl Loader {
             });
         }
         let copy = self.private_copy(source, sha256)?;
-        // A library that fails here must not stay in the cache looking vetted.
-        let forget = |error| {
-            let _ = std::fs::remove_file(&copy);
-            error
-        };
-        self.probe(source, &copy, configs).map_err(forget)?;
+        // A copy that fails here stays in the cache: nothing trusts it for being there (every
+        // load probes it again), and the plugin processes of this gateway or of another
+        // sharing the cache may be running from it — a refusal caused by one slot's config
+        // must not pull the file from under them.
+        self.probe(source, &copy, configs)?;
         let plugin = Plugin::load(&copy).map_err(|error| match error {
             LoadError::Open { reason, .. } => LoadError::Open { path: source.to_path_buf(), reason },
             LoadError::MissingDependency { symbol, .. } => {
@@ -275,7 +274,7 @@ impl Loader {
                 LoadError::IncompatibleAbi { path: source.to_path_buf(), summary, detail }
             }
         });
-        let plugin = plugin.map_err(OpenError::Load).map_err(forget)?;
+        let plugin = plugin.map_err(OpenError::Load)?;
         self.mapped_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         opened.insert(sha256.to_owned(), plugin.clone());
         self.opened_count.store(opened.len(), std::sync::atomic::Ordering::Relaxed);

@@ -185,3 +185,42 @@ fn the_probe_that_opens_a_library_first_is_sandboxed_too() {
     assert!(stderr.contains(&refusal), "no '{refusal}' in:\n{stderr}");
     assert_eq!(code, 2, "the probe's refusal is a config error (exit 2), not a failed start: {stderr}");
 }
+
+/// Gateways on one machine share the plugin cache, where a library is copied under its
+/// SHA-256 and its plugin processes open it (again at each restart). A gateway that
+/// refuses the library (here its probe's create is refused) must not delete the copy
+/// another gateway's plugin process runs from: after the refusal, that process is
+/// killed and must come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_one_gateway_refuses_stays_usable_by_another_that_runs_it() {
+    let jail = Jail::new("shared");
+    let running = Server::start(&config(&jail.data, "on"));
+    let mut kv = running.keyvalue().await;
+    assert_eq!(attempt(&mut kv, "plain").await.map_err(|s| s.message().to_owned()), Ok(String::new()));
+    let outside = jail.dir.join("refused.txt");
+    let refused = config(&jail.data, "on").replace(
+        "config = { data_dir",
+        &format!("config = {{ on_create = \"write:{}\", data_dir", outside.display()),
+    );
+    let path = jail.dir.join("refused.toml");
+    std::fs::write(&path, prism_acceptance::harness::with_plugin_paths(&refused)).unwrap();
+    let (code, _, stderr) =
+        run_prism(&["serve", "--config", &path.display().to_string(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "the second gateway was expected to refuse its config: {stderr}");
+    let pid = plugin_pid(&running);
+    let killed = std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
+    assert!(killed.success(), "could not kill the plugin process {pid}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match attempt(&mut kv, "plain").await {
+            Ok(_) => break,
+            Err(status) if std::time::Instant::now() < deadline => {
+                assert_eq!(status.code(), Code::Unavailable, "while restarting: {}", status.message());
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(status) => {
+                panic!("the plugin process did not come back: {}\n{}", status.message(), running.stderr())
+            }
+        }
+    }
+}
