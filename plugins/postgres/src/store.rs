@@ -101,6 +101,15 @@ impl Driver for Postgres {
     }
 }
 
+async fn relation_exists(
+    transaction: &tokio_postgres::Transaction<'_>,
+    name: &str,
+) -> Result<bool, PluginError> {
+    let row =
+        transaction.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name]).await.map_err(db_error)?;
+    Ok(row.get(0))
+}
+
 /// Creates the schema's tables and indexes if missing. An advisory lock keeps several
 /// instances starting at once from racing on the catalog.
 async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), PluginError> {
@@ -115,11 +124,22 @@ async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), Pl
     // Versions come from one sequence per table (the column's default, which every write
     // sets again), so a key deleted and written again never gets back a version it had.
     let versions = format!("\"{schema}\".\"{}_versions\"", config.table);
-    let had_versions: bool = transaction
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&versions])
-        .await
-        .map_err(db_error)?
-        .get(0);
+    let had_versions = relation_exists(&transaction, &versions).await?;
+    // CREATE INDEX takes a lock on its table even when the index exists, which waits for
+    // every open write transaction and holds up every writer queued behind it: an
+    // instance starting (a gateway, a reload's probe, a restarted plugin process) must
+    // not stall the table, so each index is created only when it is missing.
+    let mut indexes = String::new();
+    let wanted = [
+        (format!("{queue_table}_ready"), format!("{queue} (queue, id) WHERE dead_at IS NULL")),
+        (format!("{queue_table}_dead"), format!("{queue} (queue, id) WHERE dead_at IS NOT NULL")),
+        (format!("{}_expiry", config.table), format!("{kv} (expires_at) WHERE expires_at IS NOT NULL")),
+    ];
+    for (name, on) in wanted {
+        if !relation_exists(&transaction, &format!("\"{schema}\".\"{name}\"")).await? {
+            indexes += &format!("CREATE INDEX IF NOT EXISTS \"{name}\" ON {on};\n");
+        }
+    }
     transaction
         .batch_execute(&format!(
             r#"
@@ -140,8 +160,6 @@ async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), Pl
                 receipt TEXT NULL,
                 dead_at TIMESTAMPTZ NULL
             );
-            CREATE INDEX IF NOT EXISTS "{queue_table}_ready" ON {queue} (queue, id) WHERE dead_at IS NULL;
-            CREATE INDEX IF NOT EXISTS "{queue_table}_dead" ON {queue} (queue, id) WHERE dead_at IS NOT NULL;
             "#
         ))
         .await
@@ -162,13 +180,7 @@ async fn create_tables(pool: &Pool, config: &Config, sql: &Sql) -> Result<(), Pl
             .await
             .map_err(db_error)?;
     }
-    transaction
-        .batch_execute(&format!(
-            "CREATE INDEX IF NOT EXISTS \"{}_expiry\" ON {kv} (expires_at) WHERE expires_at IS NOT NULL",
-            config.table
-        ))
-        .await
-        .map_err(db_error)?;
+    transaction.batch_execute(&indexes).await.map_err(db_error)?;
     if !had_versions {
         // Once per table (ALTER TABLE locks it, so not at every start): the sequence,
         // the column default every write sets again, and for a table from before the

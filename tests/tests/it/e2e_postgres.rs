@@ -293,3 +293,30 @@ async fn a_key_with_a_ttl_vanishes_at_once_and_its_row_is_reaped_soon_after() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An instance starting — a gateway, the probe of a reload, a restarted plugin process —
+/// while a transaction holds rows of its table neither waits for that transaction nor
+/// queues the table's other writers behind it: the schema is checked, and DDL runs only
+/// for what is missing (CREATE INDEX locks the table even when the index exists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_starts_beside_an_open_transaction_without_stalling_the_table() {
+    if !backends_available(&[Backend::Postgres]) {
+        return;
+    }
+    let plugin =
+        plugin_abi::host::Plugin::load(prism_acceptance::harness::plugin_library("prism_postgres")).unwrap();
+    let config = "url = \"postgres://postgres@127.0.0.1:5432/test\"\ntable = \"prism_startup_kv\"\n\
+                  queue_table = \"prism_startup_q\"\nstatement_timeout_ms = 3000";
+    let running = plugin.create(config).await.expect("the first instance");
+    let transactions = running.keyvalue_transactional().unwrap();
+    let holding = transactions.begin(Duration::from_secs(60)).await.unwrap();
+    transactions.tx_set(holding, &unique("held"), b"v".to_vec()).await.unwrap();
+    let other = transactions.begin(Duration::from_secs(60)).await.unwrap();
+    let started = plugin.create(config).await.map(|_| ());
+    // A writer behind a waiting CREATE INDEX would wait for `holding` too.
+    let written = transactions.tx_set(other, &unique("other"), b"w".to_vec()).await;
+    transactions.rollback(holding).await.unwrap();
+    assert_eq!(started.map_err(|e| e.to_string()), Ok(()), "creating an instance beside an open transaction");
+    assert_eq!(written.map_err(|e| e.to_string()), Ok(()), "a write while an instance started");
+    transactions.commit(other).await.unwrap();
+}
