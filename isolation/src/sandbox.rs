@@ -128,10 +128,12 @@ fn thread_count() -> Option<usize> {
     status.lines().find_map(|line| line.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
 }
 
-/// The paths a config names, made writable: every string value that is an existing file
-/// or directory, or an absolute path that does not exist yet (a database created on
-/// first use), which grants its nearest existing directory below `/`. A file grants its
-/// directory, where databases keep their journals. Nothing else in a config is a path.
+/// The paths a config names, made writable: every string value that is an existing
+/// directory, or a file (existing, or to be created on first use) whose directory exists,
+/// which grants that directory, where databases keep their journals. An absolute path
+/// whose directory is missing but whose grandparent exists gets that directory created
+/// (`${config_dir}/data/x.db` on a first run) rather than a grant of its grandparent.
+/// `/` is never granted, and nothing else in a config is a path.
 pub fn writable_paths(config: &str) -> Vec<PathBuf> {
     let Ok(table) = config.parse::<toml::Table>() else { return Vec::new() };
     let mut strings = Vec::new();
@@ -156,15 +158,25 @@ fn granted_for(value: &str) -> Option<PathBuf> {
         return None;
     }
     let path = Path::new(value);
-    let existing = match std::fs::metadata(path) {
-        Ok(metadata) if metadata.is_dir() => Some(path.to_path_buf()),
-        Ok(_) => {
-            Some(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf())
-        }
-        Err(_) if path.is_absolute() => path.ancestors().skip(1).find(|a| a.is_dir()).map(Path::to_path_buf),
-        Err(_) => None,
+    if path.is_dir() {
+        return usable(path);
+    }
+    let parent = match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+        Some(parent) => parent,
+        None => return None,
     };
-    existing.filter(|p| p != Path::new("/")).and_then(|p| std::fs::canonicalize(p).ok())
+    if parent.is_dir() {
+        return usable(parent);
+    }
+    parent.parent().filter(|g| path.is_absolute() && g != &Path::new("/") && g.is_dir())?;
+    // Made as the plugin's user, before any plugin code runs: what the plugin would do.
+    std::fs::create_dir(parent).ok()?;
+    usable(parent)
+}
+
+fn usable(directory: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(directory).ok().filter(|p| p != Path::new("/"))
 }
 
 fn restrict_files(grants: &Grants, writable: &[PathBuf]) -> Result<RulesetStatus, landlock::RulesetError> {
@@ -327,12 +339,14 @@ mod tests {
         std::fs::write(dir.join("ca.pem"), "x").unwrap();
         let config = format!(
             "root = \"{dir}/objects\"\nca_file = \"{dir}/ca.pem\"\npath = \"{dir}/new/deeper/x.db\"\n\
+             fresh = \"{dir}/fresh/x.db\"\n\
              url = \"redis://127.0.0.1:6379\"\nprefix = \"a/b\"\npassword = \"/\"\nnested = {{ list = [\"/nonexistent-root-dir/x\"] }}\n",
             dir = dir.display()
         );
         let granted = writable_paths(&config);
         let dir = std::fs::canonicalize(&dir).unwrap();
-        assert_eq!(granted, vec![dir.clone(), dir.join("objects")], "from {config}");
+        assert_eq!(granted, vec![dir.clone(), dir.join("fresh"), dir.join("objects")], "from {config}");
+        assert!(!dir.join("new").exists(), "only a missing parent is made, never a chain of them");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
