@@ -1,7 +1,7 @@
 //! The sandbox of a plugin process (`isolation = "process"`; `sandbox` is on unless a
 //! plugin's `[process]` table turns it off). A plugin that tries to read `/etc/shadow`,
-//! write outside the directory its config names, `ptrace` the gateway, open a raw socket
-//! or run a program is refused; its call fails with the refusal, and the plugin process
+//! write outside the directory its config names, `ptrace` or signal the gateway, open a
+//! raw socket or run a program is refused; its call fails with the refusal, and the plugin process
 //! and the gateway keep serving. With `sandbox = "off"` the same attempts succeed when
 //! the tests run as root, which shows that it is the sandbox that refuses them.
 
@@ -96,6 +96,7 @@ async fn a_sandboxed_plugin_cannot_read_secrets_write_elsewhere_trace_the_gatewa
         ("read:/etc/shadow".to_owned(), "Permission denied"),
         (format!("write:{}", outside.display()), "Permission denied"),
         (format!("ptrace:{}", server.pid()), "Operation not permitted"),
+        (format!("signal:{}", server.pid()), "Operation not permitted"),
         ("raw-socket".to_owned(), "Operation not permitted"),
         ("exec:/bin/true".to_owned(), "Operation not permitted"),
     ];
@@ -143,6 +144,7 @@ async fn with_the_sandbox_off_the_same_attempts_go_through() {
         "read:/etc/shadow".to_owned(),
         format!("write:{}", outside.display()),
         format!("ptrace:{}", server.pid()),
+        format!("signal:{}", server.pid()),
         "raw-socket".to_owned(),
         "exec:/bin/true".to_owned(),
     ]
