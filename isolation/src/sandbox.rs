@@ -37,6 +37,8 @@ const SYSTEM_READS: &[&str] = &[
     "/etc/ld.so.cache",
     "/etc/ld.so.preload",
     "/etc/resolv.conf",
+    // Where /etc/resolv.conf points on machines that run systemd-resolved.
+    "/run/systemd/resolve",
     "/etc/hosts",
     "/etc/host.conf",
     "/etc/nsswitch.conf",
@@ -62,6 +64,10 @@ const SYSTEM_READS: &[&str] = &[
     "/sys/devices/system/cpu",
     "/sys/fs/cgroup",
 ];
+
+/// Variables that name libraries or a trust store elsewhere (the child keeps them from
+/// the gateway's environment): what they name is read like the system's.
+const READ_WHERE_THE_ENVIRONMENT_SAYS: &[&str] = &["LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"];
 
 /// Devices any process may use.
 const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
@@ -179,6 +185,15 @@ fn usable(directory: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(directory).ok().filter(|p| p != Path::new("/"))
 }
 
+fn paths_named_by_the_environment() -> Vec<PathBuf> {
+    READ_WHERE_THE_ENVIRONMENT_SAYS
+        .iter()
+        .filter_map(std::env::var_os)
+        .flat_map(|value| std::env::split_paths(&value).collect::<Vec<_>>())
+        .filter(|path| path.is_absolute())
+        .collect()
+}
+
 fn restrict_files(grants: &Grants, writable: &[PathBuf]) -> Result<RulesetStatus, landlock::RulesetError> {
     let read: BitFlags<AccessFs> = AccessFs::ReadFile | AccessFs::ReadDir;
     let write = AccessFs::from_all(LANDLOCK_ABI) & !AccessFs::Execute;
@@ -188,6 +203,7 @@ fn restrict_files(grants: &Grants, writable: &[PathBuf]) -> Result<RulesetStatus
         .scope(Scope::Signal | Scope::AbstractUnixSocket)?
         .create()?
         .add_rules(path_beneath_rules(SYSTEM_READS, read))?
+        .add_rules(path_beneath_rules(paths_named_by_the_environment(), read))?
         .add_rules(path_beneath_rules(DEVICES, device))?
         .add_rules(path_beneath_rules(writable, write))?
         .add_rules(path_beneath_rules(grants.library, read))?;

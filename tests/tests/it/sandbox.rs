@@ -88,7 +88,11 @@ fn running_as_root() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandboxed_plugin_cannot_read_secrets_write_elsewhere_trace_the_gateway_or_open_raw_sockets() {
     let jail = Jail::new("on");
-    let server = Server::start(&config(&jail.data, "on"));
+    // A trust store outside the system's, as an operator names one for a private CA.
+    let trust_store = jail.dir.join("private-ca.pem");
+    std::fs::write(&trust_store, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let trust_store = trust_store.display().to_string();
+    let server = Server::start_with_env(&config(&jail.data, "on"), &[], &[("SSL_CERT_FILE", &trust_store)]);
     let mut kv = server.keyvalue().await;
     let pid_before = plugin_pid(&server);
     let outside = jail.dir.join("outside.txt");
@@ -118,6 +122,8 @@ async fn a_sandboxed_plugin_cannot_read_secrets_write_elsewhere_trace_the_gatewa
     let allowed = attempt(&mut kv, &format!("write:{}", inside.display())).await;
     assert_eq!(allowed.map_err(|s| s.message().to_owned()), Ok("allowed".into()), "writing in data_dir");
     assert!(inside.exists(), "the write the sandbox allowed left no file");
+    let read = attempt(&mut kv, &format!("read:{trust_store}")).await;
+    assert_eq!(read.map_err(|s| s.message().to_owned()), Ok("allowed".into()), "reading SSL_CERT_FILE");
     assert_eq!(attempt(&mut kv, "plain").await.map_err(|s| s.message().to_owned()), Ok(String::new()));
     assert_eq!(
         plugin_pid(&server),
