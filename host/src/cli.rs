@@ -123,8 +123,13 @@ pub fn render_status(status: &crate::api::GetReloadStatusResponse) -> String {
             } else {
                 format!(", {:.1} MiB resident", process.rss_bytes as f64 / (1024.0 * 1024.0))
             };
+            let sandbox = if process.sandbox.is_empty() {
+                String::new()
+            } else {
+                format!(", sandbox: {}", process.sandbox)
+            };
             out.push_str(&format!(
-                "    process {}/{}: {}{pid}, {} restarts{memory}{}\n",
+                "    process {}/{}: {}{pid}, {} restarts{memory}{sandbox}{}\n",
                 process.namespace,
                 process.slot,
                 process.state.replace('_', " "),

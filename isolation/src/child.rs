@@ -140,12 +140,11 @@ async fn serve(
         Ok(library) => open(&library, hello).await,
         Err(error) => Err(PluginError::failed_precondition(error)),
     };
-    let _ = outgoing.send(wire::frame(
-        wire::REPLY,
-        hello_id,
-        &created.as_ref().map(|(_, m)| m.clone()).map_err(Clone::clone),
-    ));
-    let Ok((instance, _)) = created else {
+    let ready = created
+        .as_ref()
+        .map(|(_, metadata, sandbox)| wire::Ready { metadata: metadata.clone(), sandbox: sandbox.clone() });
+    let _ = outgoing.send(wire::frame(wire::REPLY, hello_id, &ready.map_err(Clone::clone)));
+    let Ok((instance, _, _)) = created else {
         drop(outgoing);
         let _ = writing.await;
         return Ok(());
@@ -212,18 +211,21 @@ async fn serve(
 struct Library {
     path: PathBuf,
     in_memory: Option<std::fs::File>,
+    /// What the sandbox enforces, for the gateway's status: `off` when it is off.
+    sandbox: String,
 }
 
 impl Library {
     /// Reads the library, applies the limits and enters the sandbox, in that order.
     fn read(hello: &Hello, limits: &ChildLimits) -> Result<Library, String> {
-        let library = Library::copy_for(&hello.library, limits)?;
+        let mut library = Library::copy_for(&hello.library, limits)?;
         if limits.sandbox {
             let on_disk = library.in_memory.is_none().then_some(library.path.as_path());
             let grants =
                 super::sandbox::Grants { library: on_disk, configs: std::slice::from_ref(&hello.config) };
             let entered = super::sandbox::enter(&grants)?;
             tracing::info!(namespace = %hello.namespace, "{}", entered.describe());
+            library.sandbox = entered.summary().to_owned();
         } else {
             tracing::warn!(namespace = %hello.namespace, "sandbox off: the plugin runs with every right of its user");
         }
@@ -233,7 +235,7 @@ impl Library {
     fn copy_for(copy: &std::path::Path, limits: &ChildLimits) -> Result<Library, String> {
         if limits.user.is_none() {
             apply_limits(limits)?;
-            return Ok(Library { path: copy.to_path_buf(), in_memory: None });
+            return Ok(Library { path: copy.to_path_buf(), in_memory: None, sandbox: "off".into() });
         }
         let bytes = std::fs::read(copy).map_err(|e| format!("cannot read {}: {e}", copy.display()))?;
         apply_limits(limits)?;
@@ -246,15 +248,16 @@ impl Library {
         Ok(Library {
             path: PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
             in_memory: Some(file),
+            sandbox: "off".into(),
         })
     }
 }
 
-async fn open(library: &Library, hello: &Hello) -> PluginResult<(Instance, Metadata)> {
+async fn open(library: &Library, hello: &Hello) -> PluginResult<(Instance, Metadata, String)> {
     let plugin = Plugin::load(&library.path).map_err(|e| PluginError::failed_precondition(e.to_string()))?;
     let instance = plugin.create_in(&hello.config, &hello.namespace).await?;
     let metadata = plugin.metadata().clone();
-    Ok((instance, metadata))
+    Ok((instance, metadata, library.sandbox.clone()))
 }
 
 fn missing(interface: &str) -> PluginError {

@@ -162,11 +162,9 @@ impl Connection {
     }
 
     /// The first frame the child answers: the plugin's metadata once its instance is up.
-    pub async fn hello(&self, hello: &wire::Hello) -> PluginResult<plugin_abi::Metadata> {
+    pub async fn hello(&self, hello: &wire::Hello) -> PluginResult<wire::Ready> {
         let (_, frame) = self.exchange(wire::CALL, hello, None).await?;
-        frame
-            .decode::<PluginResult<plugin_abi::Metadata>>()
-            .map_err(|e| wire::undecodable("its metadata", e))?
+        frame.decode::<PluginResult<wire::Ready>>().map_err(|e| wire::undecodable("its metadata", e))?
     }
 
     /// A call that opens a feed of `T`: its reply `R`, and the feed when the reply says

@@ -88,6 +88,15 @@ pub struct Entered {
 }
 
 impl Entered {
+    /// What `prism status` shows of it.
+    pub fn summary(&self) -> &'static str {
+        match self.landlock {
+            RulesetStatus::FullyEnforced => "seccomp + Landlock",
+            RulesetStatus::PartiallyEnforced => "seccomp + Landlock (partial: an older kernel)",
+            RulesetStatus::NotEnforced => "seccomp only (no Landlock in this kernel)",
+        }
+    }
+
     pub fn describe(&self) -> String {
         let landlock = match self.landlock {
             RulesetStatus::FullyEnforced => "Landlock enforced",

@@ -51,7 +51,7 @@ pub struct Supervisor {
 }
 
 enum State {
-    Running { connection: Arc<Connection>, pid: u32 },
+    Running { connection: Arc<Connection>, pid: u32, sandbox: String },
     Restarting { cause: String, attempt: u32 },
     CrashLooped { cause: String },
     Stopped,
@@ -68,6 +68,8 @@ pub struct ProcessStatus {
     pub message: String,
     /// The child's resident memory, when it runs.
     pub rss_bytes: Option<u64>,
+    /// What its sandbox enforces, when it runs (`off` when it is off).
+    pub sandbox: String,
 }
 
 /// A started child: its process, its connection, and how it will report its end.
@@ -77,6 +79,7 @@ struct Started {
     disconnected: oneshot::Receiver<String>,
     last_words: Arc<Mutex<String>>,
     stderr_done: tokio::task::JoinHandle<()>,
+    sandbox: String,
 }
 
 impl Supervisor {
@@ -87,7 +90,11 @@ impl Supervisor {
         let pid = started.child.id().unwrap_or_default();
         let supervisor = Arc::new(Supervisor {
             spec,
-            state: Mutex::new(State::Running { connection: started.connection.clone(), pid }),
+            state: Mutex::new(State::Running {
+                connection: started.connection.clone(),
+                pid,
+                sandbox: started.sandbox.clone(),
+            }),
             stopping: watch::channel(false).0,
             kill: Arc::new(Notify::new()),
             restarts: Default::default(),
@@ -131,9 +138,9 @@ impl Supervisor {
 
     pub fn status(&self) -> ProcessStatus {
         let restarts = self.restarts.load(std::sync::atomic::Ordering::Relaxed);
-        let (state, pid, message) = match &*self.lock() {
-            State::Running { pid, .. } => ("running", Some(*pid), String::new()),
-            State::Restarting { cause, .. } => ("restarting", None, format!("it {cause}")),
+        let (state, pid, message, sandbox) = match &*self.lock() {
+            State::Running { pid, sandbox, .. } => ("running", Some(*pid), String::new(), sandbox.clone()),
+            State::Restarting { cause, .. } => ("restarting", None, format!("it {cause}"), String::new()),
             State::CrashLooped { cause } => (
                 "crash_loop",
                 None,
@@ -141,11 +148,13 @@ impl Supervisor {
                     "not restarted: more than {} crashes in {} s; it last {cause}",
                     self.spec.settings.max_restarts, self.spec.settings.restart_window_s
                 ),
+                String::new(),
             ),
-            State::Stopped => ("stopped", None, String::new()),
+            State::Stopped => ("stopped", None, String::new(), String::new()),
         };
         let rss_bytes = pid.and_then(rss_of);
-        ProcessStatus { namespace: self.spec.namespace.clone(), state, pid, restarts, message, rss_bytes }
+        let namespace = self.spec.namespace.clone();
+        ProcessStatus { namespace, state, pid, restarts, message, rss_bytes, sandbox }
     }
 
     /// Whether the supervisor is bringing the process back (or has given up): the
@@ -257,7 +266,11 @@ async fn supervise(
                     let Some(this) = supervisor.upgrade() else { return };
                     let pid = next.child.id().unwrap_or_default();
                     tracing::warn!(plugin = %spec.plugin, namespace = %spec.namespace, pid, "plugin process restarted");
-                    this.set(State::Running { connection: next.connection.clone(), pid });
+                    this.set(State::Running {
+                        connection: next.connection.clone(),
+                        pid,
+                        sandbox: next.sandbox.clone(),
+                    });
                     break next;
                 }
                 Err(error) => {
@@ -433,8 +446,8 @@ async fn start_child(spec: &ProcessSpec) -> PluginResult<(Started, Metadata)> {
             config: spec.config.clone(),
             namespace: spec.namespace.clone(),
         };
-        let metadata = connection.hello(&hello).await?;
-        Ok::<_, PluginError>((connection, disconnected, metadata))
+        let ready = connection.hello(&hello).await?;
+        Ok::<_, PluginError>((connection, disconnected, ready))
     };
     let timeout = Duration::from_millis(spec.settings.start_timeout_ms);
     let outcome = tokio::select! {
@@ -452,8 +465,12 @@ async fn start_child(spec: &ProcessSpec) -> PluginResult<(Started, Metadata)> {
     };
     let _ = std::fs::remove_file(&path);
     match outcome {
-        Ok((connection, disconnected, metadata)) => {
-            Ok((Started { child, connection, disconnected, last_words, stderr_done }, metadata))
+        Ok((connection, disconnected, ready)) => {
+            let sandbox = ready.sandbox;
+            Ok((
+                Started { child, connection, disconnected, last_words, stderr_done, sandbox },
+                ready.metadata,
+            ))
         }
         Err(error) => {
             let _ = child.kill().await;

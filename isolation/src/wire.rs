@@ -42,6 +42,14 @@ pub struct Hello {
     pub namespace: String,
 }
 
+/// The child's answer to the hello: the plugin's metadata, and what its sandbox enforces
+/// (`prism status` shows it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    pub metadata: plugin_abi::Metadata,
+    pub sandbox: String,
+}
+
 /// What the gateway asks of the child: its health, its end, an interface call (in the
 /// form generated from the interface declarations), or a step of an object upload or
 /// read, which spans several frames and so is carried by hand.

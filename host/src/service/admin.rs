@@ -49,6 +49,7 @@ fn processes_of(routing: &crate::gateway::Routing, name: &str) -> Vec<crate::api
                 restarts: status.restarts,
                 message: crate::secrets::redact(&status.message).into_owned(),
                 rss_bytes: status.rss_bytes.unwrap_or_default(),
+                sandbox: status.sandbox,
             });
         }
     }

@@ -60,9 +60,14 @@ async fn attempt(kv: &mut KeyValueServiceClient<Channel>, key: &str) -> Result<S
     Ok(String::from_utf8_lossy(&reply.value).into_owned())
 }
 
-fn plugin_pid(server: &Server) -> String {
+fn status_of(server: &Server) -> String {
     let (code, stdout, stderr) = run_prism(&["status", "--server", &server.url()]);
     assert_eq!(code, 0, "prism status failed: {stderr}");
+    stdout
+}
+
+fn plugin_pid(server: &Server) -> String {
+    let stdout = status_of(server);
     stdout
         .split("running pid ")
         .nth(1)
@@ -134,6 +139,11 @@ async fn a_sandboxed_plugin_cannot_read_secrets_write_elsewhere_trace_the_gatewa
     let line =
         format!("sandbox on: seccomp allow-list enforced; Landlock enforced; writable: {}", data.display());
     assert!(server.stderr().contains(&line), "no '{line}' in the log:\n{}", server.stderr());
+    let status = status_of(&server);
+    assert!(
+        status.contains(", sandbox: seccomp + Landlock"),
+        "prism status does not show the sandbox:\n{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,6 +176,8 @@ async fn with_the_sandbox_off_the_same_attempts_go_through() {
         "{}",
         server.stderr()
     );
+    let status = status_of(&server);
+    assert!(status.contains(", sandbox: off"), "prism status does not show the sandbox is off:\n{status}");
 }
 
 /// A plugin's code first runs while the gateway probes its library (opens it in a child
