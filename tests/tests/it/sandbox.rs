@@ -1,6 +1,6 @@
 //! The sandbox of a plugin process (`isolation = "process"`; `sandbox` is on unless a
 //! plugin's `[process]` table turns it off). A plugin that tries to read `/etc/shadow`,
-//! write outside the directory its config names, `ptrace` or signal the gateway, open a
+//! the gateway's config or environment, write outside the directory its config names, `ptrace` or signal the gateway, open a
 //! raw socket or run a program is refused; its call fails with the refusal, and the plugin process
 //! and the gateway keep serving. With `sandbox = "off"` the same attempts succeed when
 //! the tests run as root, which shows that it is the sandbox that refuses them.
@@ -103,6 +103,9 @@ async fn a_sandboxed_plugin_cannot_read_secrets_write_elsewhere_trace_the_gatewa
     let outside = jail.dir.join("outside.txt");
     let mut refusals = vec![
         ("read:/etc/shadow".to_owned(), "Permission denied"),
+        // The gateway's config (every slot's secrets) and its environment (credentials).
+        (format!("read:{}", server.config_path().display()), "Permission denied"),
+        (format!("read:/proc/{}/environ", server.pid()), "Permission denied"),
         (format!("write:{}", outside.display()), "Permission denied"),
         (format!("ptrace:{}", server.pid()), "Operation not permitted"),
         (format!("signal:{}", server.pid()), "Operation not permitted"),
@@ -158,6 +161,8 @@ async fn with_the_sandbox_off_the_same_attempts_go_through() {
     let outside = jail.dir.join("outside.txt");
     for key in [
         "read:/etc/shadow".to_owned(),
+        format!("read:{}", server.config_path().display()),
+        format!("read:/proc/{}/environ", server.pid()),
         format!("write:{}", outside.display()),
         format!("ptrace:{}", server.pid()),
         format!("signal:{}", server.pid()),
