@@ -177,7 +177,9 @@ fn granted_for(value: &str) -> Option<PathBuf> {
         return usable(path);
     }
     let parent = match path.parent() {
-        Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+        // A bare word (a key prefix, a table name) is a path only if such a file exists.
+        Some(parent) if parent.as_os_str().is_empty() && path.exists() => Path::new("."),
+        Some(parent) if parent.as_os_str().is_empty() => return None,
         Some(parent) => parent,
         None => return None,
     };
@@ -364,7 +366,7 @@ mod tests {
         std::fs::write(dir.join("ca.pem"), "x").unwrap();
         let config = format!(
             "root = \"{dir}/objects\"\nca_file = \"{dir}/ca.pem\"\npath = \"{dir}/new/deeper/x.db\"\n\
-             fresh = \"{dir}/fresh/x.db\"\n\
+             fresh = \"{dir}/fresh/x.db\"\nkey_prefix = \"prism-acceptance:\"\ntable = \"prism_kv\"\n\
              url = \"redis://127.0.0.1:6379\"\nprefix = \"a/b\"\npassword = \"/\"\nnested = {{ list = [\"/nonexistent-root-dir/x\"] }}\n",
             dir = dir.display()
         );
