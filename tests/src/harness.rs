@@ -180,6 +180,24 @@ impl Server {
         format!("http://{}", self.address)
     }
 
+    /// What `prism status` prints of this server (the command must succeed).
+    pub fn status(&self) -> String {
+        let (code, stdout, stderr) = run_prism(&["status", "--server", &self.url()]);
+        assert_eq!(code, 0, "prism status failed: {stderr}");
+        stdout
+    }
+
+    /// The pid of the first running plugin process `prism status` shows.
+    pub fn plugin_process_pid(&self) -> u32 {
+        let status = self.status();
+        status
+            .split("running pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no running plugin process in {status}"))
+    }
+
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.url()).expect("valid url").connect().await.expect("connect to prism")
     }
@@ -307,6 +325,14 @@ impl Drop for Server {
 }
 
 /// A free TCP port on loopback (bound, then released for a server to take).
+/// Whether the tests run as root (the user switch, `/etc/shadow` and raw sockets need it).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
 }

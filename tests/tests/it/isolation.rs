@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prism_acceptance::harness::{run_prism, Server};
+use prism_acceptance::harness::{running_as_root, Server};
 use prism_api::{GetRequest, SetRequest};
 use tonic::Code;
 
@@ -125,19 +125,13 @@ async fn serves_again(server: &Server, within: Duration) -> Duration {
     }
 }
 
-fn status_of(server: &Server) -> String {
-    let (code, stdout, stderr) = run_prism(&["status", "--server", &server.url()]);
-    assert_eq!(code, 0, "prism status failed: {stderr}");
-    stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_mode_each_crash_costs_only_its_namespace_and_it_recovers_by_itself() {
     let server = Server::start(&config("process", 10));
     let load = SteadyLoad::start(&server).await;
     let mut kv = server.keyvalue().await;
     kv.set(set("fragile", "plain", "before")).await.expect("the isolated plugin serves");
-    let before = status_of(&server);
+    let before = server.status();
     assert!(before.contains("isolation: process"), "{before}");
     assert!(before.contains("process fragile/store: running pid "), "{before}");
 
@@ -167,7 +161,7 @@ async fn in_process_mode_each_crash_costs_only_its_namespace_and_it_recovers_by_
     assert!(calls > 100, "the steady client made only {calls} calls");
     assert_eq!(errors, 0, "the other namespace saw errors: {seen:?}");
 
-    let after = status_of(&server);
+    let after = server.status();
     assert!(after.contains("process fragile/store: running pid "), "{after}");
     assert!(after.contains(", 5 restarts"), "{after}");
     // The gateway itself never went down.
@@ -194,7 +188,7 @@ async fn a_crash_loop_stops_restarting_says_so_and_a_reload_starts_afresh() {
     };
     assert_eq!(refused.code(), Code::Unavailable);
     assert!(refused.message().contains("reload"), "{}", refused.message());
-    let status = status_of(&server);
+    let status = server.status();
     assert!(status.contains("process fragile/store: crash loop"), "{status}");
     assert!(status.contains("SIGABRT"), "{status}");
     // The health check reports it, and the gateway's own recovery leaves it alone.
@@ -207,7 +201,7 @@ async fn a_crash_loop_stops_restarting_says_so_and_a_reload_starts_afresh() {
         .into_inner()
         .status;
     assert_eq!(serving, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
-    assert!(status_of(&server).contains("crash loop"), "recreated behind the crash-loop stop");
+    assert!(server.status().contains("crash loop"), "recreated behind the crash-loop stop");
     kv.get(get("steady", "k")).await.expect("the other namespace serves");
 
     // An operator's fix (here: a new restart budget) reloads into a fresh process.
@@ -217,7 +211,7 @@ async fn a_crash_loop_stops_restarting_says_so_and_a_reload_starts_afresh() {
     std::fs::write(server.config_path(), config).unwrap();
     server.wait_for_reloads(1).await;
     serves_again(&server, Duration::from_secs(20)).await;
-    assert!(status_of(&server).contains("process fragile/store: running pid "));
+    assert!(server.status().contains("process fragile/store: running pid "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,13 +219,7 @@ async fn a_hung_process_misses_its_heartbeat_and_is_replaced() {
     let server = Server::start(&config("process", 10));
     let mut kv = server.keyvalue().await;
     kv.set(set("fragile", "plain", "v")).await.unwrap();
-    let status = status_of(&server);
-    let pid: u32 = status
-        .split("running pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {status}"));
+    let pid = server.plugin_process_pid();
     // Stopped, it holds its socket open and answers nothing: only the heartbeat can tell.
     let stopped = std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap();
     assert!(stopped.success());
@@ -240,7 +228,7 @@ async fn a_hung_process_misses_its_heartbeat_and_is_replaced() {
     assert!(hung.message().contains("missed its heartbeat"), "{}", hung.message());
     serves_again(&server, Duration::from_secs(20)).await;
     assert!(
-        !status_of(&server).contains(&format!("running pid {pid},")),
+        !server.status().contains(&format!("running pid {pid},")),
         "the stopped process is still the one serving"
     );
 }
@@ -295,10 +283,7 @@ async fn in_process_a_crash_ends_the_gateway() {
 /// ones, read back from /proc (the user switch is checked when the tests run as root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_process_runs_with_its_limits_user_and_a_clean_environment() {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"));
+    let root = running_as_root();
     let user = if root { "user = \"nobody\"\n" } else { "" };
     let config = config("process", 10).replace(
         "max_restarts = 10",
@@ -307,13 +292,7 @@ async fn a_plugin_process_runs_with_its_limits_user_and_a_clean_environment() {
     let server = Server::start_with_env(&config, &[], &[("PRISM_TEST_GATEWAY_SECRET", "hunter2")]);
     let mut kv = server.keyvalue().await;
     kv.set(set("fragile", "plain", "v")).await.expect("the limited process serves");
-    let status = status_of(&server);
-    let pid: u32 = status
-        .split("running pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {status}"));
+    let pid = server.plugin_process_pid();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let limit = |name: &str| {
         limits

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use prism_acceptance::harness::{run_prism, Server};
+use prism_acceptance::harness::{run_prism, running_as_root, Server};
 use prism_api::key_value_service_client::KeyValueServiceClient;
 use prism_api::GetRequest;
 use tonic::transport::Channel;
@@ -60,34 +60,11 @@ async fn attempt(kv: &mut KeyValueServiceClient<Channel>, key: &str) -> Result<S
     Ok(String::from_utf8_lossy(&reply.value).into_owned())
 }
 
-fn status_of(server: &Server) -> String {
-    let (code, stdout, stderr) = run_prism(&["status", "--server", &server.url()]);
-    assert_eq!(code, 0, "prism status failed: {stderr}");
-    stdout
-}
-
-fn plugin_pid(server: &Server) -> String {
-    let stdout = status_of(server);
-    stdout
-        .split("running pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .unwrap_or_else(|| panic!("no plugin process in {stdout}"))
-        .to_owned()
-}
-
 /// The machine's own TLS key, where Debian's ssl-cert package put one: beside the trust
 /// store the sandbox lets plugins read, and not part of it.
 fn machine_tls_key() -> Option<&'static str> {
     let key = "/etc/ssl/private/ssl-cert-snakeoil.key";
     Path::new(key).exists().then_some(key)
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +76,7 @@ async fn a_sandboxed_plugin_cannot_read_secrets_write_elsewhere_trace_the_gatewa
     let trust_store = trust_store.display().to_string();
     let server = Server::start_with_env(&config(&jail.data, "on"), &[], &[("SSL_CERT_FILE", &trust_store)]);
     let mut kv = server.keyvalue().await;
-    let pid_before = plugin_pid(&server);
+    let pid_before = server.plugin_process_pid();
     let outside = jail.dir.join("outside.txt");
     let mut refusals = vec![
         ("read:/etc/shadow".to_owned(), "Permission denied"),
@@ -134,7 +111,7 @@ async fn a_sandboxed_plugin_cannot_read_secrets_write_elsewhere_trace_the_gatewa
     assert_eq!(read.map_err(|s| s.message().to_owned()), Ok("allowed".into()), "reading SSL_CERT_FILE");
     assert_eq!(attempt(&mut kv, "plain").await.map_err(|s| s.message().to_owned()), Ok(String::new()));
     assert_eq!(
-        plugin_pid(&server),
+        server.plugin_process_pid(),
         pid_before,
         "the plugin process was replaced: a refusal must not kill it"
     );
@@ -142,7 +119,7 @@ async fn a_sandboxed_plugin_cannot_read_secrets_write_elsewhere_trace_the_gatewa
     let line =
         format!("sandbox on: seccomp allow-list enforced; Landlock enforced; writable: {}", data.display());
     assert!(server.stderr().contains(&line), "no '{line}' in the log:\n{}", server.stderr());
-    let status = status_of(&server);
+    let status = server.status();
     assert!(
         status.contains(", sandbox: seccomp + Landlock"),
         "prism status does not show the sandbox:\n{status}"
@@ -181,7 +158,7 @@ async fn with_the_sandbox_off_the_same_attempts_go_through() {
         "{}",
         server.stderr()
     );
-    let status = status_of(&server);
+    let status = server.status();
     assert!(status.contains(", sandbox: off"), "prism status does not show the sandbox is off:\n{status}");
 }
 
@@ -232,8 +209,8 @@ async fn a_library_one_gateway_refuses_stays_usable_by_another_that_runs_it() {
     let (code, _, stderr) =
         run_prism(&["serve", "--config", &path.display().to_string(), "--listen", "127.0.0.1:0"]);
     assert_eq!(code, 2, "the second gateway was expected to refuse its config: {stderr}");
-    let pid = plugin_pid(&running);
-    let killed = std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
+    let pid = running.plugin_process_pid();
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
     assert!(killed.success(), "could not kill the plugin process {pid}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
