@@ -210,32 +210,36 @@ async fn serve(
 /// them from memory. No plugin code runs before the limits and the user switch.
 struct Library {
     path: PathBuf,
-    in_memory: Option<std::fs::File>,
+    /// Held open: `path` names it through /proc/self/fd.
+    _in_memory: Option<std::fs::File>,
     /// What the sandbox enforces, for the gateway's status: `off` when it is off.
-    sandbox: String,
+    sandbox: &'static str,
 }
 
 impl Library {
     /// Reads the library, applies the limits and enters the sandbox, in that order.
     fn read(hello: &Hello, limits: &ChildLimits) -> Result<Library, String> {
-        let mut library = Library::copy_for(&hello.library, limits)?;
-        if limits.sandbox {
-            let on_disk = library.in_memory.is_none().then_some(library.path.as_path());
-            let grants =
-                super::sandbox::Grants { library: on_disk, configs: std::slice::from_ref(&hello.config) };
-            let entered = super::sandbox::enter(&grants)?;
-            tracing::info!(namespace = %hello.namespace, "{}", entered.describe());
-            library.sandbox = entered.summary().to_owned();
-        } else {
+        let (path, in_memory) = Library::copy_for(&hello.library, limits)?;
+        if !limits.sandbox {
             tracing::warn!(namespace = %hello.namespace, "sandbox off: the plugin runs with every right of its user");
+            return Ok(Library { path, _in_memory: in_memory, sandbox: "off" });
         }
-        Ok(library)
+        let on_disk = in_memory.is_none().then_some(path.as_path());
+        let grants =
+            super::sandbox::Grants { library: on_disk, configs: std::slice::from_ref(&hello.config) };
+        let entered = super::sandbox::enter(&grants)?;
+        tracing::info!(namespace = %hello.namespace, "{}", entered.describe());
+        Ok(Library { path, _in_memory: in_memory, sandbox: entered.summary() })
     }
 
-    fn copy_for(copy: &std::path::Path, limits: &ChildLimits) -> Result<Library, String> {
+    /// The path to open, and the in-memory copy it names when the child switched user.
+    fn copy_for(
+        copy: &std::path::Path,
+        limits: &ChildLimits,
+    ) -> Result<(PathBuf, Option<std::fs::File>), String> {
         if limits.user.is_none() {
             apply_limits(limits)?;
-            return Ok(Library { path: copy.to_path_buf(), in_memory: None, sandbox: "off".into() });
+            return Ok((copy.to_path_buf(), None));
         }
         let bytes = std::fs::read(copy).map_err(|e| format!("cannot read {}: {e}", copy.display()))?;
         apply_limits(limits)?;
@@ -245,11 +249,7 @@ impl Library {
             .map_err(|e| format!("cannot hold the library in memory: {e}"))?;
         let mut file = std::fs::File::from(memory);
         file.write_all(&bytes).map_err(|e| format!("cannot hold the library in memory: {e}"))?;
-        Ok(Library {
-            path: PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
-            in_memory: Some(file),
-            sandbox: "off".into(),
-        })
+        Ok((PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())), Some(file)))
     }
 }
 
@@ -257,7 +257,7 @@ async fn open(library: &Library, hello: &Hello) -> PluginResult<(Instance, Metad
     let plugin = Plugin::load(&library.path).map_err(|e| PluginError::failed_precondition(e.to_string()))?;
     let instance = plugin.create_in(&hello.config, &hello.namespace).await?;
     let metadata = plugin.metadata().clone();
-    Ok((instance, metadata, library.sandbox.clone()))
+    Ok((instance, metadata, library.sandbox.to_owned()))
 }
 
 fn missing(interface: &str) -> PluginError {

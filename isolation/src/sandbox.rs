@@ -127,10 +127,7 @@ pub fn enter(grants: &Grants) -> Result<Entered, String> {
     // Both need it unless the process holds CAP_SYS_ADMIN; it is set here so that a probe
     // child, which applies no other limit, gets it too.
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
-    let mut writable: Vec<PathBuf> =
-        grants.configs.iter().flat_map(|config| writable_paths(config)).collect();
-    writable.sort();
-    writable.dedup();
+    let writable = writable_paths(grants.configs);
     let landlock = restrict_files(grants, &writable).map_err(|e| format!("cannot set up Landlock: {e}"))?;
     let filter = system_call_filter()?;
     seccompiler::apply_filter_all_threads(&filter)
@@ -143,16 +140,17 @@ fn thread_count() -> Option<usize> {
     status.lines().find_map(|line| line.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
 }
 
-/// The paths a config names, made writable: every string value that is an existing
+/// The paths the configs name, made writable: every string value that is an existing
 /// directory, or a file (existing, or to be created on first use) whose directory exists,
 /// which grants that directory, where databases keep their journals. An absolute path
 /// whose directory is missing but whose grandparent exists gets that directory created
 /// (`${config_dir}/data/x.db` on a first run) rather than a grant of its grandparent.
 /// `/` is never granted, and nothing else in a config is a path.
-pub fn writable_paths(config: &str) -> Vec<PathBuf> {
-    let Ok(table) = config.parse::<toml::Table>() else { return Vec::new() };
+pub fn writable_paths(configs: &[String]) -> Vec<PathBuf> {
     let mut strings = Vec::new();
-    collect_strings(&toml::Value::Table(table), &mut strings);
+    for table in configs.iter().filter_map(|config| config.parse::<toml::Table>().ok()) {
+        collect_strings(&toml::Value::Table(table), &mut strings);
+    }
     let mut paths: Vec<PathBuf> = strings.iter().filter_map(|value| granted_for(value)).collect();
     paths.sort();
     paths.dedup();
@@ -370,7 +368,7 @@ mod tests {
              url = \"redis://127.0.0.1:6379\"\nprefix = \"a/b\"\npassword = \"/\"\nnested = {{ list = [\"/nonexistent-root-dir/x\"] }}\n",
             dir = dir.display()
         );
-        let granted = writable_paths(&config);
+        let granted = writable_paths(std::slice::from_ref(&config));
         let dir = std::fs::canonicalize(&dir).unwrap();
         assert_eq!(granted, vec![dir.clone(), dir.join("fresh"), dir.join("objects")], "from {config}");
         assert!(!dir.join("new").exists(), "only a missing parent is made, never a chain of them");
