@@ -952,13 +952,19 @@ pub fn sandbox() -> Result<(), String> {
             ("sandbox-on.toml", two_plugin_config(GATEWAY, "process", "on")),
         ],
     )?;
+    compare_gets_on_both(
+        |backend| format!("{backend}, sandbox off"),
+        |backend| format!("{backend}, sandbox on"),
+    )
+}
+
+/// [`compare_gets`] on memstore (`default`) and Redis (`cache`) of [`two_plugin_config`].
+fn compare_gets_on_both(
+    baseline_is: impl Fn(&str) -> String,
+    target_is: impl Fn(&str) -> String,
+) -> Result<(), String> {
     for (namespace, backend) in [("default", "memstore"), ("cache", "Redis (127.0.0.1:6379)")] {
-        compare_gets(
-            GATEWAY,
-            namespace,
-            &format!("{backend}, sandbox off"),
-            &format!("{backend}, sandbox on"),
-        )?;
+        compare_gets(GATEWAY, namespace, &baseline_is(backend), &target_is(backend))?;
     }
     Ok(())
 }
@@ -975,10 +981,10 @@ pub fn isolation() -> Result<(), String> {
             ("process.toml", two_plugin_config(GATEWAY, "process", "on")),
         ],
     )?;
-    for (namespace, backend) in [("default", "memstore"), ("cache", "Redis (127.0.0.1:6379)")] {
-        let target_is = format!("{backend} in its own process");
-        compare_gets(GATEWAY, namespace, &format!("{backend} in process"), &target_is)?;
-    }
+    compare_gets_on_both(
+        |backend| format!("{backend} in process"),
+        |backend| format!("{backend} in its own process"),
+    )?;
     println!("\n## the plugin processes after the runs (prism status)");
     let mut status = Command::new(release_binary("prism"));
     status.args(["status", "--server", &format!("http://{GATEWAY}")]);
