@@ -48,8 +48,9 @@ macro_rules! export_interface_traits {
 for_each_interface!(export_interface_traits);
 pub use types::{
     Appended, CasResult, ConfigKey, DeadLetterPage, Feed, GroupEvent, GroupFeed, Health, HealthStatus,
-    KeyTtl, ListEnd, MemberAck, Message, Metadata, NewRecord, ObjectInfo, ObjectRead, PartitionOffsets,
-    QueueMessage, RecordFeed, ScanPage, StreamRecord, Subscription, TransactionId, Versioned,
+    KeyTtl, ListEnd, MemberAck, Message, Metadata, NewRecord, ObjectEntry, ObjectInfo, ObjectRead,
+    PartitionOffsets, QueueMessage, RecordFeed, ScanPage, StreamRecord, Subscription, TransactionId,
+    Versioned,
 };
 
 /// The plugin ABI version this build speaks: `plugin-abi`'s own crate version. A host

@@ -253,6 +253,13 @@ pub struct ObjectInfo {
     pub modified_unix_ms: i64,
 }
 
+/// One object in a listing (ABI 1.3): its key and what the store knows of it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub info: ObjectInfo,
+}
+
 /// An object being read: what the store knows of it, and its bytes in chunks in order.
 /// Dropping `chunks` stops the read in the backend.
 pub struct ObjectRead {

@@ -102,12 +102,13 @@ fn build_all() -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--workspace"]);
     run(build)?;
-    // The plugins built against the frozen plugin-abi 1.0.0 and against a pretend next
+    // The plugins built against the frozen plugin-abi releases and against a pretend next
     // minor release live in workspaces of their own (their plugin-abi builds would clash
     // with the current one) and build into the same target dir.
     for fixture in [
         "tests/fixtures/abi-1.0/Cargo.toml",
         "tests/fixtures/abi-1.1/Cargo.toml",
+        "tests/fixtures/abi-1.2/Cargo.toml",
         "tests/fixtures/abi-next/Cargo.toml",
     ] {
         let mut build = cargo();

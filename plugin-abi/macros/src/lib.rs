@@ -204,7 +204,11 @@ impl Interface {
             let output = if method.is_async { quote!(crate::ffi::FfiResult<#output>) } else { output };
             let prefix = (index == last).then(|| quote!(#[sabi(last_prefix_field)]));
             let body = if method.added {
-                quote!({ crate::ffi::missing_method(stringify!(#name)) })
+                let unused = method.params.iter().map(ffi_param_name);
+                quote!({
+                    let _ = (#(#unused),*);
+                    crate::ffi::missing_method(stringify!(#name))
+                })
             } else {
                 quote!(;)
             };

@@ -15,9 +15,9 @@ use abi_stable::std_types::{ROption, RResult, RString, RVec};
 use super::bridge::PluginRuntime;
 use super::*;
 use crate::{
-    Appended, CasResult, DeadLetterPage, Feed, GroupEvent, KeyTtl, ListEnd, Message, NewRecord, ObjectInfo,
-    ObjectRead, PartitionOffsets, PluginError, PluginResult, QueueMessage, ScanPage, StreamRecord,
-    TransactionId, Versioned,
+    Appended, CasResult, DeadLetterPage, Feed, GroupEvent, KeyTtl, ListEnd, Message, NewRecord, ObjectEntry,
+    ObjectInfo, ObjectRead, PartitionOffsets, PluginError, PluginResult, QueueMessage, ScanPage,
+    StreamRecord, TransactionId, Versioned,
 };
 
 /// A plain type and its FFI form, both ways.
@@ -64,6 +64,7 @@ by_from!(
     Appended => FfiAppended,
     PartitionOffsets => FfiPartitionOffsets,
     ObjectInfo => FfiObjectInfo,
+    ObjectEntry => FfiObjectEntry,
     (String, Vec<u8>) => FfiEntry,
 );
 
@@ -150,6 +151,7 @@ macro_rules! list {
 
 list!(
     bool,
+    ObjectEntry,
     String,
     Vec<u8>,
     Option<Vec<u8>>,

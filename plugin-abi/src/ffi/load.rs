@@ -71,6 +71,7 @@ fn expected_layout(version: VersionNumber) -> &'static TypeLayout {
         0 => <super::v1_0::PluginModuleRef as StableAbi>::LAYOUT,
         1 => <super::v1_1::PluginModuleRef as StableAbi>::LAYOUT,
         2 => <super::v1_2::PluginModuleRef as StableAbi>::LAYOUT,
+        3 => <super::v1_3::PluginModuleRef as StableAbi>::LAYOUT,
         _ => <PluginModuleRef as StableAbi>::LAYOUT,
     }
 }

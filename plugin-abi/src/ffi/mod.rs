@@ -22,6 +22,7 @@ pub(crate) mod upload;
 mod v1_0;
 mod v1_1;
 mod v1_2;
+mod v1_3;
 
 use abi_stable::{
     library::RootModule,
@@ -43,8 +44,6 @@ pub type FfiResult<T> = FfiFuture<RResult<T, PluginError>>;
 
 /// What an interface method added in a later minor release answers for a plugin built
 /// before it (the default body of its FFI method, which that plugin's vtable lacks).
-/// No released interface has such a method yet; `added_methods` tests the generated code.
-#[allow(dead_code)]
 pub(crate) fn missing_method<T: Send + 'static>(method: &'static str) -> FfiResult<T> {
     async_ffi::FutureExt::into_ffi(async move {
         RResult::RErr(PluginError::unimplemented(format!(
@@ -280,6 +279,14 @@ pub struct FfiLogRecord<'a> {
 pub struct FfiObjectInfo {
     pub size: u64,
     pub modified_unix_ms: i64,
+}
+
+/// 1.3: one object in a listing.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiObjectEntry {
+    pub key: RString,
+    pub info: FfiObjectInfo,
 }
 
 /// 1.2: an object being read: its info and its chunks, pumped with bounded read-ahead.

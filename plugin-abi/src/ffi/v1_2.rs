@@ -538,10 +538,19 @@ pub struct PluginModule {
 /// method at the end unnoticed); in a later minor release the live ones may only append.
 #[cfg(all(test, not(feature = "test-next-minor")))]
 mod tests {
-    use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
+    use abi_stable::abi_stability::abi_checking::{check_layout_compatibility_with_globals, CheckingGlobals};
     use abi_stable::StableAbi;
 
     use crate::ffi as live;
+
+    /// Fresh globals for each comparison: abi_stable merges the prefix types it has seen
+    /// by name and crate version, and the frozen copies share both with the live ones.
+    fn check_layout_compatibility(
+        interface: &'static abi_stable::type_layout::TypeLayout,
+        implementation: &'static abi_stable::type_layout::TypeLayout,
+    ) -> Result<(), abi_stable::abi_stability::abi_checking::AbiInstabilityErrors> {
+        check_layout_compatibility_with_globals(interface, implementation, &CheckingGlobals::new())
+    }
 
     fn same_layout<Frozen: StableAbi, Live: StableAbi>(what: &str) {
         if let Err(errors) = check_layout_compatibility(Frozen::LAYOUT, Live::LAYOUT) {

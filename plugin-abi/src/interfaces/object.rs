@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use crate::{interface, Driver, ObjectInfo, ObjectRead, PluginResult};
+use crate::{interface, Driver, ObjectEntry, ObjectInfo, ObjectRead, PluginResult};
 
 /// `object_store_basic` (ABI 1.2): named objects of any size, written and read in chunks
 /// so that no object is ever held whole in memory or in one buffer across the ABI.
@@ -22,6 +22,16 @@ pub trait ObjectStoreBasic: Driver {
     async fn head(&self, key: &str) -> PluginResult<Option<ObjectInfo>>;
     /// Returns whether an object was deleted.
     async fn delete(&self, key: &str) -> PluginResult<bool>;
+    /// 1.3: up to `limit` objects whose keys start with `prefix`, in an order of the
+    /// store's choosing that is the same on every call, starting after the object whose
+    /// key is `after` (from the first when `after` is empty). Fewer than `limit` do not
+    /// mean the end: an empty list does. Objects written or deleted during a listing may
+    /// or may not appear; every object that exists throughout it appears exactly once.
+    /// A plugin built before 1.3 answers `Unimplemented`.
+    async fn list(&self, prefix: &str, after: &str, limit: u32) -> PluginResult<Vec<ObjectEntry>> {
+        let _ = (prefix, after, limit);
+        Err(crate::PluginError::unimplemented("this object store cannot list its objects (`list`, ABI 1.3)"))
+    }
 }
 
 /// One object being written by [`ObjectStoreBasic::put`]: chunks in order, then

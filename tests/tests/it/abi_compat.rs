@@ -3,7 +3,9 @@
 //! through gRPC, and reads as lacking everything later minor versions added (1.1: config
 //! keys, the exclusive flag, `create_in` with log forwarding). One built against the
 //! frozen 1.1.0 (tests/fixtures/abi-1.1) loads with what 1.1 declared and reads as lacking
-//! what 1.2 added (`object_store_basic`). A plugin built against a
+//! what 1.2 added (`object_store_basic`). One built against the frozen 1.2.0
+//! (tests/fixtures/abi-1.2) serves objects, and its `list` (new in 1.3) answers
+//! `Unimplemented` naming the method. A plugin built against a
 //! pretend next minor release (tests/fixtures/abi-next: 1.99.0, one more metadata field,
 //! an interface no host knows) loads too, and the interface is reported and ignored.
 
@@ -14,6 +16,7 @@ use prism_api::*;
 
 const OLD: &str = "prism_fixture_abi_1_0";
 const V1_1: &str = "prism_fixture_abi_1_1";
+const V1_2: &str = "prism_fixture_abi_1_2";
 const NEXT: &str = "prism_fixture_abi_next";
 
 #[tokio::test]
@@ -52,6 +55,24 @@ async fn a_plugin_built_against_abi_1_1_loads_with_its_config_keys_and_lacks_wha
     let kv = instance.keyvalue_basic().unwrap();
     kv.set("k", b"v".to_vec()).await.unwrap();
     assert_eq!(kv.get("k").await.unwrap(), Some(b"v".to_vec()));
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_abi_1_2_serves_objects_and_answers_unimplemented_to_what_1_3_added() {
+    let plugin = Plugin::load(plugin_library(V1_2)).unwrap();
+    let metadata = plugin.metadata();
+    assert_eq!(metadata.abi_version, "1.2.0");
+    assert_eq!(metadata.interfaces, vec![Interface::ObjectStoreBasic]);
+    let instance = plugin.create_in("", "compat").await.unwrap();
+    let objects = instance.object_store_basic().expect("1.2 plugins have object_store_basic");
+    let mut upload = objects.put("ns/object").await.unwrap();
+    upload.write(b"bytes".to_vec()).await.unwrap();
+    assert_eq!(upload.finish().await.unwrap().size, 5);
+    assert_eq!(objects.head("ns/object").await.unwrap().map(|info| info.size), Some(5));
+    let error = objects.list("ns/", "", 10).await.expect_err("list came with 1.3");
+    assert_eq!(error.code(), plugin_abi::ErrorCode::Unimplemented, "{error}");
+    assert!(error.message().contains("`list`"), "the error names the method: {error}");
     instance.shutdown().await;
 }
 

@@ -1,5 +1,5 @@
-use crate::ffi::FfiObjectInfo;
-use crate::ObjectInfo;
+use crate::ffi::{FfiObjectEntry, FfiObjectInfo};
+use crate::{ObjectEntry, ObjectInfo};
 
 impl From<ObjectInfo> for FfiObjectInfo {
     fn from(info: ObjectInfo) -> Self {
@@ -13,6 +13,18 @@ impl From<FfiObjectInfo> for ObjectInfo {
     }
 }
 
+impl From<ObjectEntry> for FfiObjectEntry {
+    fn from(entry: ObjectEntry) -> Self {
+        FfiObjectEntry { key: entry.key.into(), info: entry.info.into() }
+    }
+}
+
+impl From<FfiObjectEntry> for ObjectEntry {
+    fn from(entry: FfiObjectEntry) -> Self {
+        ObjectEntry { key: entry.key.into_string(), info: entry.info.into() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -21,5 +33,7 @@ mod tests {
     fn object_info_round_trips() {
         let info = ObjectInfo { size: 5 << 30, modified_unix_ms: 1_790_000_000_123 };
         assert_eq!(ObjectInfo::from(FfiObjectInfo::from(info)), info);
+        let entry = ObjectEntry { key: "ns/Ключ".into(), info };
+        assert_eq!(ObjectEntry::from(FfiObjectEntry::from(entry.clone())), entry);
     }
 }
