@@ -386,6 +386,9 @@ impl Served {
             }
             Call::ObjectHead { key } => reply!(self.objects()?.head(&key).await),
             Call::ObjectDelete { key } => reply!(self.objects()?.delete(&key).await),
+            Call::ObjectList { prefix, after, limit } => {
+                reply!(self.objects()?.list(&prefix, &after, limit).await)
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use plugin_abi::remote::Transport;
-use plugin_abi::{Driver, Feed, Health, ObjectInfo, ObjectRead, PluginError, PluginResult};
+use plugin_abi::{Driver, Feed, Health, ObjectEntry, ObjectInfo, ObjectRead, PluginError, PluginResult};
 use serde::de::DeserializeOwned;
 
 use super::connection::Connection;
@@ -79,6 +79,10 @@ impl plugin_abi::ObjectStoreBasic for RemoteDriver {
     }
     async fn delete(&self, key: &str) -> PluginResult<bool> {
         self.process.connection()?.call(&Call::ObjectDelete { key: key.into() }).await
+    }
+    async fn list(&self, prefix: &str, after: &str, limit: u32) -> PluginResult<Vec<ObjectEntry>> {
+        let call = Call::ObjectList { prefix: prefix.into(), after: after.into(), limit };
+        self.process.connection()?.call(&call).await
     }
 }
 

@@ -82,6 +82,11 @@ pub enum Call {
     ObjectDelete {
         key: String,
     },
+    ObjectList {
+        prefix: String,
+        after: String,
+        limit: u32,
+    },
 }
 
 /// A frame: kind, id and encoded body, with its length prefix.
