@@ -4,12 +4,12 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use plugin_abi::{
-    ConfigKey, Driver, Feed, Health, ObjectInfo, ObjectRead, ObjectStoreBasic, ObjectUpload, PluginError,
-    PluginResult,
+    ConfigKey, Driver, Feed, Health, ObjectEntry, ObjectInfo, ObjectRead, ObjectStoreBasic, ObjectUpload,
+    PluginError, PluginResult,
 };
 
 use crate::config::Config;
-use crate::names::{file_name, TEMPORARY};
+use crate::names::{encoded, file_name, key_file, named, Named, TEMPORARY};
 
 /// Bytes read from a file per chunk handed to the host.
 const READ_CHUNK: usize = 256 * 1024;
@@ -104,6 +104,7 @@ impl ObjectStoreBasic for Files {
             file,
             temporary,
             target: self.path(key),
+            key_file: key_file(key).map(|name| (self.dir.join(name), key.to_owned())),
             dir: self.dir.clone(),
             fsync: self.fsync,
             written: 0,
@@ -150,11 +151,47 @@ impl ObjectStoreBasic for Files {
 
     async fn delete(&self, key: &str) -> PluginResult<bool> {
         let path = self.path(key);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(true),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(error) => Err(io_error("cannot delete", &path, error)),
+        let deleted = match tokio::fs::remove_file(&path).await {
+            Ok(()) => true,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+            Err(error) => return Err(io_error("cannot delete", &path, error)),
+        };
+        if let Some(name) = key_file(key) {
+            let _ = tokio::fs::remove_file(self.dir.join(name)).await;
         }
+        Ok(deleted)
+    }
+
+    /// Reads the whole directory for each page, in key order: a sweep's cost, not a
+    /// request's, and files keep no index that could go stale.
+    async fn list(&self, prefix: &str, after: &str, limit: u32) -> PluginResult<Vec<ObjectEntry>> {
+        let dir_error = |error| io_error("cannot list", &self.dir, error);
+        let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(dir_error)?;
+        let readable_prefix = encoded(prefix);
+        let mut found = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(dir_error)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let key = match named(&name) {
+                Named::Key(key) if name.starts_with(&readable_prefix) => key,
+                Named::InKeyFile(key_file) => {
+                    match tokio::fs::read_to_string(self.dir.join(key_file)).await {
+                        Ok(key) => key,
+                        Err(_) => continue, // written before 1.3, or its upload is finishing
+                    }
+                }
+                _ => continue,
+            };
+            if !key.starts_with(prefix) || key.as_str() <= after {
+                continue;
+            }
+            // Gone between the listing and now: deleted during the listing.
+            if let Ok(metadata) = entry.metadata().await {
+                found.push(ObjectEntry { key, info: info(&metadata) });
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        found.truncate(limit as usize);
+        Ok(found)
     }
 }
 
@@ -163,6 +200,8 @@ pub struct Upload {
     file: tokio::fs::File,
     temporary: PathBuf,
     target: PathBuf,
+    /// For a key whose file name is its hash: where its key is kept, and the key.
+    key_file: Option<(PathBuf, String)>,
     dir: PathBuf,
     fsync: bool,
     written: u64,
@@ -183,6 +222,9 @@ impl ObjectUpload for Upload {
         self.file.flush().await.map_err(|error| failed("cannot write", error))?;
         if self.fsync {
             self.file.sync_all().await.map_err(|error| failed("cannot sync", error))?;
+        }
+        if let Some((path, key)) = &self.key_file {
+            tokio::fs::write(path, key).await.map_err(|error| io_error("cannot write", path, error))?;
         }
         tokio::fs::rename(&self.temporary, &self.target)
             .await

@@ -7,7 +7,8 @@ use object_store::path::{Path, PathPart};
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
 
 use plugin_abi::{
-    ConfigKey, Driver, Feed, Health, ObjectInfo, ObjectRead, ObjectStoreBasic, PluginError, PluginResult,
+    ConfigKey, Driver, Feed, Health, ObjectEntry, ObjectInfo, ObjectRead, ObjectStoreBasic, PluginError,
+    PluginResult,
 };
 
 use crate::config::Config;
@@ -25,9 +26,21 @@ impl S3 {
     /// `prefix/key`, the key as one path part: object_store escapes `/`, `%` and the
     /// characters S3 advises against, so `a/b`, `a//b` and `a%2Fb` stay three objects.
     fn path(&self, key: &str) -> Path {
-        let prefix: Path = self.prefix.split('/').collect();
-        prefix.join(PathPart::from(key))
+        self.dir().join(PathPart::from(key))
     }
+
+    /// Where this store's objects are: the configured prefix as a path.
+    fn dir(&self) -> Path {
+        self.prefix.split('/').collect()
+    }
+}
+
+/// The key an object's path stands for, when it is one of this store's: one part below
+/// the prefix, whose escapes `PathPart` wrote.
+fn key_of(dir: &Path, path: &Path) -> Option<String> {
+    let mut below = path.prefix_match(dir)?;
+    let (Some(part), None) = (below.next(), below.next()) else { return None };
+    percent_encoding::percent_decode_str(part.as_ref()).decode_utf8().ok().map(String::from)
 }
 
 fn info(meta: &object_store::ObjectMeta) -> ObjectInfo {
@@ -124,5 +137,55 @@ impl ObjectStoreBasic for S3 {
         }
         self.store.delete(&self.path(key)).await.map_err(|error| store_error("delete", error))?;
         Ok(true)
+    }
+
+    /// In S3's order (of the escaped keys), from just after `after`, or from just
+    /// before the first key with `prefix`; it ends at the first key past the prefix.
+    async fn list(&self, prefix: &str, after: &str, limit: u32) -> PluginResult<Vec<ObjectEntry>> {
+        let dir = self.dir();
+        let escaped_prefix = escaped(prefix);
+        let start = match (after, &escaped_prefix) {
+            ("", Some(escaped)) => start_before(&dir, escaped),
+            ("", None) => dir.clone(),
+            (after, _) => self.path(after),
+        };
+        let mut listing = self.store.list_with_offset(Some(&dir), &start);
+        let mut entries = Vec::new();
+        while entries.len() < limit as usize {
+            let Some(meta) = listing.next().await else { break };
+            let meta = meta.map_err(|error| store_error("list", error))?;
+            let Some(part) = meta.location.prefix_match(&dir).and_then(|mut parts| parts.next()) else {
+                continue;
+            };
+            if let Some(escaped) = &escaped_prefix {
+                // Escaped keys with the prefix sort together: past them, none has it.
+                if !part.as_ref().starts_with(escaped.as_str()) && part.as_ref() > escaped.as_str() {
+                    break;
+                }
+            }
+            match key_of(&dir, &meta.location) {
+                Some(key) if key.starts_with(prefix) => entries.push(ObjectEntry { key, info: info(&meta) }),
+                _ => continue,
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// `prefix` as the start of every escaped key that has it; `None` for `.` and `..`,
+/// which `PathPart` escapes whole (so `.x` does not start with `.`'s escape).
+fn escaped(prefix: &str) -> Option<String> {
+    match prefix {
+        "." | ".." => None,
+        other => Some(PathPart::from(other).as_ref().to_owned()),
+    }
+}
+
+/// An offset below every key that starts with `escaped` (S3 lists strictly after it).
+fn start_before(dir: &Path, escaped: &str) -> Path {
+    let shorter = &escaped[..escaped.len().saturating_sub(1)];
+    match shorter.is_empty() {
+        true => dir.clone(),
+        false => Path::parse(format!("{dir}/{shorter}")).unwrap_or_else(|_| dir.clone()),
     }
 }

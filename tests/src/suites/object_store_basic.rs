@@ -129,4 +129,63 @@ cases! {
         drop(first);
         assert_eq!(get(instance, &keys.key("shared")).await, Some(bytes));
     }
+
+    async fn list_pages_through_the_objects_with_a_prefix_once_each(instance, keys) {
+        let inside = ["a", "b/c", "Объект 🔑", "x.y", "~tilde%2F", &"long-".repeat(60)];
+        let mut expected = std::collections::BTreeMap::new();
+        for (size, name) in inside.iter().enumerate() {
+            let key = keys.key(&format!("p/{name}"));
+            put(instance, &key, &[&pattern(size, 9)]).await;
+            expected.insert(key, size as u64);
+        }
+        // Beside the prefix, not in it.
+        put(instance, &keys.key("p"), &[b"not under p/"]).await;
+        put(instance, &keys.key("q/a"), &[b"not under p/"]).await;
+        let prefix = keys.key("p/");
+        let pages = list_all(instance, &prefix, 2).await;
+        let mut listed = std::collections::BTreeMap::new();
+        for entry in pages.iter().flatten() {
+            let again = listed.insert(entry.key.clone(), entry.info.size);
+            assert!(again.is_none(), "list({prefix:?}) returned {:?} twice across pages {pages:?}", entry.key);
+        }
+        assert_eq!(listed, expected, "list({prefix:?}, limit 2) paged through: keys and sizes");
+        assert!(pages.iter().all(|page| page.len() <= 2), "a page longer than its limit 2: {pages:?}");
+    }
+
+    async fn list_after_the_last_key_is_empty_and_a_prefix_with_nothing_lists_nothing(instance, keys) {
+        let store = instance.object_store_basic().unwrap();
+        let key = keys.key("only/one");
+        put(instance, &key, &[b"x"]).await;
+        let prefix = keys.key("only/");
+        let after_last = store.list(&prefix, &key, 10).await.unwrap();
+        assert!(after_last.is_empty(), "list({prefix:?}, after {key:?}) returned {after_last:?}, expected nothing");
+        let none = keys.key("nothing/");
+        let listed = store.list(&none, "", 10).await.unwrap();
+        assert!(listed.is_empty(), "list({none:?}) returned {listed:?}, expected nothing");
+    }
+
+    async fn a_deleted_object_is_no_longer_listed(instance, keys) {
+        let store = instance.object_store_basic().unwrap();
+        put(instance, &keys.key("gone/a"), &[b"a"]).await;
+        put(instance, &keys.key("gone/b"), &[b"b"]).await;
+        assert!(store.delete(&keys.key("gone/a")).await.unwrap());
+        let listed: Vec<String> = list_all(instance, &keys.key("gone/"), 10).await.concat().into_iter().map(|e| e.key).collect();
+        assert_eq!(listed, vec![keys.key("gone/b")], "list after delete(gone/a)");
+    }
+}
+
+/// Every page of `prefix`'s listing, each asked for after the last key of the one before.
+async fn list_all(instance: &Instance, prefix: &str, limit: u32) -> Vec<Vec<plugin_abi::ObjectEntry>> {
+    let store = instance.object_store_basic().unwrap();
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = store.list(prefix, &after, limit).await.unwrap_or_else(|error| {
+            panic!("list({prefix:?}, after {after:?}, limit {limit}) failed: {error}")
+        });
+        let Some(last) = page.last() else { return pages };
+        after = last.key.clone();
+        assert!(pages.len() < 1000, "list({prefix:?}) never returned an empty page");
+        pages.push(page);
+    }
 }
