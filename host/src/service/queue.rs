@@ -127,7 +127,8 @@ impl QueueService for QueueApi {
         check_receipt(&request.receipt)?;
         let delay = millis("delay_ms", request.delay_ms)?;
         let queue = need(namespace, SLOT, instance.queue_basic(), "Nack")?;
-        let requeued = queue.nack(&request.queue, &request.receipt, delay).await.map_err(plugin_status)?;
+        let receipt = store.plugin_receipt(&request.receipt);
+        let requeued = queue.nack(&request.queue, receipt, delay).await.map_err(plugin_status)?;
         Ok(Response::new(NackResponse { requeued }))
     }
 
@@ -147,7 +148,7 @@ impl QueueService for QueueApi {
         }
         let handle = need(namespace, SLOT, instance.queue_visibility(), "ExtendVisibility")?;
         let extended = handle
-            .extend_visibility(&request.queue, &request.receipt, visibility)
+            .extend_visibility(&request.queue, store.plugin_receipt(&request.receipt), visibility)
             .await
             .map_err(plugin_status)?;
         Ok(Response::new(ExtendVisibilityResponse { extended }))

@@ -94,6 +94,7 @@ impl ClaimCheck {
     /// Starts an upload to a new object of this namespace.
     pub async fn upload(&self) -> Result<Upload, Status> {
         let object = format!("{}/{:032x}", self.namespace, fastrand::u128(..));
+        debug_assert!(is_object_id(&object[self.namespace.len() + 1..]));
         let writer = self.objects()?.put(&object).await.map_err(plugin_status)?;
         Ok(Upload { writer, object, hasher: Sha256::new(), size: 0, max: self.max_object })
     }
@@ -153,7 +154,14 @@ impl ClaimCheck {
         self.try_resolve(value, max).await?.ok_or_else(|| gone(size as u64))
     }
 
-    /// Deletes an object of this namespace by name (a claimed message once acked).
+    /// Deletes the object `id` of this namespace (a claimed message once acked).
+    pub async fn delete_id(&self, id: &str) {
+        if is_object_id(id) {
+            self.delete_object(&format!("{}/{id}", self.namespace)).await;
+        }
+    }
+
+    /// Deletes an object of this namespace by name.
     pub async fn delete_object(&self, object: &str) {
         let Ok(objects) = self.objects() else { return };
         if let Err(error) = objects.delete(object).await {
@@ -274,42 +282,34 @@ impl Payload {
     }
 }
 
-/// Which claimed queue messages this gateway handed out, by receipt, so an Ack here can
-/// delete the payload's object. Bounded: past `MAX_RECEIPTS`, the oldest are forgotten
-/// (their objects are left to the bucket's lifecycle rule), as are messages acked on
-/// another gateway or after a restart.
-#[derive(Default)]
-pub struct Receipts {
-    handed_out:
-        std::sync::Mutex<(std::collections::HashMap<String, String>, std::collections::VecDeque<String>)>,
+/// A claimed queue delivery's receipt as the client sees it: the plugin's receipt with
+/// the payload's object named in front, so that an Ack on any gateway, after any restart,
+/// deletes the object. The object part names an object of the namespace acked in, and
+/// is used only once the plugin has accepted the Ack: a consumer can delete only the
+/// payload of a message that was delivered to it, which acking that message does too.
+pub mod receipt {
+    const PREFIX: &str = "prism-claim:";
+
+    /// The receipt a client gets for a delivery whose payload is `object` of `namespace`.
+    pub fn wrap(namespace: &str, object: &str, plugin_receipt: &str) -> String {
+        let id = object.strip_prefix(namespace).and_then(|rest| rest.strip_prefix('/')).unwrap_or(object);
+        format!("{PREFIX}{id}:{plugin_receipt}")
+    }
+
+    /// The object's id within its namespace (when the gateway wrapped the receipt) and
+    /// the plugin's receipt; a receipt the gateway did not wrap is the plugin's as it is.
+    pub fn unwrap(receipt: &str) -> (Option<&str>, &str) {
+        let parsed = receipt.strip_prefix(PREFIX).and_then(|rest| rest.split_once(':'));
+        match parsed {
+            Some((id, plugin_receipt)) if super::is_object_id(id) => (Some(id), plugin_receipt),
+            _ => (None, receipt),
+        }
+    }
 }
 
-const MAX_RECEIPTS: usize = 100_000;
-
-impl Receipts {
-    fn id(namespace: &str, queue: &str, receipt: &str) -> String {
-        format!("{namespace}\0{queue}\0{receipt}")
-    }
-
-    pub fn remember(&self, namespace: &str, queue: &str, receipt: &str, object: String) {
-        let mut guard = self.handed_out.lock().unwrap_or_else(|e| e.into_inner());
-        let (objects, order) = &mut *guard;
-        let id = Receipts::id(namespace, queue, receipt);
-        if objects.insert(id.clone(), object).is_none() {
-            order.push_back(id);
-        }
-        while order.len() > MAX_RECEIPTS {
-            if let Some(oldest) = order.pop_front() {
-                objects.remove(&oldest);
-            }
-        }
-    }
-
-    /// The object of a message acked here, forgotten once taken.
-    pub fn take(&self, namespace: &str, queue: &str, receipt: &str) -> Option<String> {
-        let mut guard = self.handed_out.lock().unwrap_or_else(|e| e.into_inner());
-        guard.0.remove(&Receipts::id(namespace, queue, receipt))
-    }
+/// Whether `id` is what [`ClaimCheck::upload`] names an object with, after the namespace.
+fn is_object_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The bytes a stored value stands for: a reference's payload size, else its own
@@ -352,6 +352,16 @@ mod tests {
         // The write may have landed: the object must stay.
         for unsure in [Status::unavailable("x"), Status::deadline_exceeded("x"), Status::internal("x")] {
             assert!(!certainly_not_written(&unsure), "{unsure:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrapped_receipt_names_its_object_and_any_other_receipt_is_the_plugins() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let wrapped = receipt::wrap("ns", &format!("ns/{id}"), "plugin:receipt:with:colons");
+        assert_eq!(receipt::unwrap(&wrapped), (Some(id), "plugin:receipt:with:colons"));
+        for plain in ["42", "prism-claim:", "prism-claim:nothex:r", "prism-claim:0123:r", ""] {
+            assert_eq!(receipt::unwrap(plain), (None, plain), "{plain}");
         }
     }
 

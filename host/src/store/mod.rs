@@ -24,20 +24,13 @@ pub struct Stores {
     pub gateway: Arc<Gateway>,
     /// Idempotency records of namespaces with no `idempotency` slot bound.
     idempotency: Arc<idempotency::Memory>,
-    /// Claimed queue messages handed out here, for their Acks to delete the objects.
-    pub claimed_receipts: claim_check::Receipts,
     /// The transaction ids this gateway handed out, and what each stands for.
     pub transactions: transactions::Transactions,
 }
 
 impl Stores {
     pub fn new(gateway: Arc<Gateway>) -> Stores {
-        Stores {
-            gateway,
-            idempotency: Arc::default(),
-            claimed_receipts: Default::default(),
-            transactions: Default::default(),
-        }
+        Stores { gateway, idempotency: Arc::default(), transactions: Default::default() }
     }
 
     /// The namespace's claim check, when it binds the `claim_check` slot.

@@ -1,6 +1,6 @@
 //! A queue namespace as the service uses it: payloads claimed on the way in and fetched on
-//! the way out, a claimed delivery's object deleted by its Ack, long-polling dequeues,
-//! pages within the response budget.
+//! the way out, a claimed delivery's object deleted by its Ack (on any gateway: the
+//! receipt names it), long-polling dequeues, pages within the response budget.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use plugin_abi::host::Instance;
 use plugin_abi::QueueMessage;
 use tonic::Status;
 
-use super::claim_check::{ClaimCheck, Reference};
+use super::claim_check::{receipt, ClaimCheck, Reference};
 use super::{need, Stores};
 use crate::gateway::NamespaceRef;
 use crate::patterns::QUEUE;
@@ -86,7 +86,7 @@ impl QueueStore {
 
     /// Up to `max` messages of `queue`, invisible for `visibility` (zero: the plugin's
     /// default), waiting up to `wait` for the first. Claimed payloads fetched; the receipt
-    /// of each remembered, so its Ack deletes the object.
+    /// of each names its object, so its Ack deletes it.
     pub async fn dequeue(
         &self,
         queue: &str,
@@ -124,14 +124,18 @@ impl QueueStore {
     /// Acknowledges a delivery; a claimed one's object is deleted. Whether it was acked.
     pub async fn ack(&self, queue: &str, receipt: &str) -> Result<bool, Status> {
         let basic = need(&self.namespace, SLOT, self.instance.queue_basic(), "Ack")?;
-        let acked = basic.ack(queue, receipt).await.map_err(plugin_status)?;
-        if let Some(claim) = &self.claim {
-            let object = self.stores.claimed_receipts.take(&self.namespace.name, queue, receipt);
-            if let (true, Some(object)) = (acked, object) {
-                claim.delete_object(&object).await;
-            }
+        let (object, plugin_receipt) = receipt::unwrap(receipt);
+        let acked = basic.ack(queue, plugin_receipt).await.map_err(plugin_status)?;
+        if let (true, Some(claim), Some(object)) = (acked, &self.claim, object) {
+            claim.delete_id(object).await;
         }
         Ok(acked)
+    }
+
+    /// The plugin's receipt inside one this layer handed out (Nack and ExtendVisibility
+    /// pass it on; only an Ack deletes the object).
+    pub fn plugin_receipt<'r>(&self, receipt: &'r str) -> &'r str {
+        receipt::unwrap(receipt).1
     }
 
     /// A page of `queue`'s dead letters, claimed payloads fetched.
@@ -147,7 +151,7 @@ impl QueueStore {
     }
 
     /// Messages as the client sees them: a claimed payload fetched and checked, and,
-    /// for a delivery (`deliver`), its receipt remembered so an Ack deletes the object.
+    /// for a delivery (`deliver`), its receipt naming the object for its Ack to delete.
     async fn resolve(&self, queue: &str, messages: Vec<QueueMessage>, deliver: bool) -> Vec<QueueMessage> {
         let Some(claim) = &self.claim else { return messages };
         let max = self.stores.gateway.settings.max_value_bytes;
@@ -165,8 +169,7 @@ impl QueueStore {
             match outcome {
                 Ok((payload, object)) => {
                     if deliver {
-                        let receipts = &self.stores.claimed_receipts;
-                        receipts.remember(&self.namespace.name, queue, &delivered.receipt, object);
+                        delivered.receipt = receipt::wrap(&self.namespace.name, &object, &delivered.receipt);
                     }
                     delivered.payload = payload;
                     resolved.push(delivered);
