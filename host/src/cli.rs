@@ -91,6 +91,38 @@ pub fn render_reload(outcome: &crate::api::ReloadOutcome) -> String {
     format!("{verdict}: {}\n", outcome.message)
 }
 
+/// `prism claim-check sweep`: one line per namespace, then what to do next.
+pub fn render_sweep(reply: &crate::api::SweepClaimChecksResponse) -> String {
+    let mut out = String::new();
+    if reply.namespaces.is_empty() {
+        out.push_str("no namespace binds a claim_check slot: nothing to sweep\n");
+    }
+    for swept in &reply.namespaces {
+        let found = format!(
+            "{} of {} objects unreferenced ({} bytes)",
+            swept.unreferenced, swept.listed, swept.unreferenced_bytes
+        );
+        let done = match reply.applied {
+            true => format!(", {} deleted ({} bytes)", swept.reclaimed, swept.reclaimed_bytes),
+            false => String::new(),
+        };
+        out.push_str(&format!("{} ({}): {found}{done}\n", swept.namespace, swept.method));
+        if !swept.complete {
+            out.push_str("  more old objects than one sweep considers: run it again\n");
+        }
+        if !swept.skipped.is_empty() {
+            out.push_str(&format!("  not swept: {}\n", swept.skipped));
+        }
+        if !swept.error.is_empty() {
+            out.push_str(&format!("  error: {}\n", swept.error));
+        }
+    }
+    if !reply.applied && reply.namespaces.iter().any(|swept| swept.unreferenced > 0) {
+        out.push_str("dry run: nothing was deleted; run again with --apply to delete them\n");
+    }
+    out
+}
+
 /// `prism status`: the running plugins and the last reloads.
 pub fn render_status(status: &crate::api::GetReloadStatusResponse) -> String {
     let mut out = String::new();

@@ -82,6 +82,15 @@ pub struct ServerConfig {
     /// Deliveries of a durable subscription's message whose claimed payload cannot be
     /// read, after which the gateway acknowledges it (it would come back for ever).
     pub claim_check_max_deliveries: u32,
+    /// The sweeper deletes a key-value namespace's claim-check objects that no stored
+    /// value refers to once they are this old (at least `request_timeout_ms`: a write
+    /// stores its reference within one request of uploading the object).
+    pub claim_check_grace_ms: u64,
+    /// Queue and pub/sub namespaces' claim-check objects older than this are deleted
+    /// by the sweeper: set it above the longest a message waits. 0 = never.
+    pub claim_check_message_retention_ms: u64,
+    /// How often the gateway sweeps every claim check. 0 = only `prism claim-check sweep`.
+    pub claim_check_sweep_interval_ms: u64,
     /// Largest value `SetStream` writes through a claim check (the object store's
     /// limit for one object, not memory: the value streams through).
     pub max_object_bytes: u64,
@@ -124,6 +133,9 @@ impl Default for ServerConfig {
             idempotency_window_ms: 3_600_000,
             claim_check_threshold_bytes: 256 * 1024,
             claim_check_max_deliveries: 5,
+            claim_check_grace_ms: 3_600_000,
+            claim_check_message_retention_ms: 0,
+            claim_check_sweep_interval_ms: 3_600_000,
             max_object_bytes: 8 << 30,
             tls: None,
         }
@@ -362,6 +374,16 @@ fn check(config: &ConfigFile) -> Vec<ConfigError> {
     }
     if server.max_library_loads == 0 {
         errors.push(ConfigError::new("server.max_library_loads", "must be at least 1", "use e.g. 64"));
+    }
+    if server.request_timeout_ms > 0 && server.claim_check_grace_ms < server.request_timeout_ms {
+        errors.push(ConfigError::new(
+            "server.claim_check_grace_ms",
+            format!(
+                "{} ms is shorter than server.request_timeout_ms ({} ms): the sweeper could delete an object whose write is still storing its reference",
+                server.claim_check_grace_ms, server.request_timeout_ms
+            ),
+            "use at least server.request_timeout_ms (the default is 3600000, one hour)",
+        ));
     }
     if server.idempotency_window_ms < 1000 {
         errors.push(ConfigError::new(

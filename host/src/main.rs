@@ -70,6 +70,11 @@ enum Command {
     Status(AdminArgs),
     /// Ask a running server to re-read its config and plugin files now.
     Reload(AdminArgs),
+    /// Claim checks: the objects holding large values and payloads.
+    ClaimCheck {
+        #[command(subcommand)]
+        command: ClaimCheckCommand,
+    },
     /// Credentials for `[auth]`.
     Auth {
         #[command(subcommand)]
@@ -198,6 +203,23 @@ impl From<AdminArgs> for commands::AdminTarget {
 }
 
 #[derive(Subcommand)]
+enum ClaimCheckCommand {
+    /// Find the objects nothing refers to any more (older than
+    /// server.claim_check_grace_ms) on a running server; with --apply, delete them.
+    /// Without it, a dry run: nothing is deleted.
+    Sweep {
+        /// One namespace (default: every namespace with a claim_check slot).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Delete what is found.
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuthCommand {
     /// Print a new random API key and the `[[auth.api_keys]]` entry (its SHA-256) to
     /// paste into plugins.toml; the key itself is shown once and stored nowhere.
@@ -252,6 +274,9 @@ fn main() -> ExitCode {
         }
         Command::Status(args) => commands::status(&args.into()),
         Command::Reload(args) => commands::reload(&args.into()),
+        Command::ClaimCheck { command: ClaimCheckCommand::Sweep { namespace, apply, target } } => {
+            commands::sweep_claim_checks(&target.into(), namespace.as_deref().unwrap_or_default(), apply)
+        }
         Command::Auth { command: AuthCommand::NewApiKey { name } } => commands::new_api_key(&name),
         Command::ProbePlugin { path, configs_on_stdin, run_instance, report, sandbox } => {
             commands::probe_plugin(&path, configs_on_stdin, run_instance, report, sandbox)

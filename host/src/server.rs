@@ -63,6 +63,10 @@ pub async fn serve(
     ));
 
     let stores = Arc::new(crate::store::Stores::new(gateway.clone()));
+    let sweeper = (settings.claim_check_sweep_interval_ms > 0).then(|| {
+        let every = Duration::from_millis(settings.claim_check_sweep_interval_ms);
+        tokio::spawn(crate::store::sweeper::sweep_on_schedule(stores.clone(), every))
+    });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -116,7 +120,7 @@ pub async fn serve(
             MulticastRegistryServiceServer::new(MulticastApi::new(stores.clone()))
                 .max_decoding_message_size(max_message),
         )
-        .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader)));
+        .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader, stores.clone())));
     let tls_watch = tls.as_ref().map(|source| tokio::spawn(source.clone().watch()));
     let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match tls {
@@ -138,6 +142,9 @@ pub async fn serve(
         }
     };
     poller.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     if let Some(watch) = tls_watch {
         watch.abort();
     }

@@ -54,6 +54,7 @@ pub const METHODS: &[(&str, &str, Permission)] = &[
     ("AdminService", "ListPatterns", Admin),
     ("AdminService", "Reload", Admin),
     ("AdminService", "GetReloadStatus", Admin),
+    ("AdminService", "SweepClaimChecks", Admin),
     ("KeyValueService", "Get", Read),
     ("KeyValueService", "Exists", Read),
     ("KeyValueService", "Scan", Read),

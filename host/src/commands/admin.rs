@@ -1,4 +1,5 @@
-//! `prism status` and `prism reload`: one AdminService call to a running server.
+//! `prism status`, `prism reload` and `prism claim-check sweep`: one AdminService call
+//! to a running server.
 
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -6,7 +7,7 @@ use tonic::transport::Channel;
 
 use super::{runtime, CommandError, CommandResult};
 use crate::api::admin_service_client::AdminServiceClient;
-use crate::api::{GetReloadStatusRequest, ReloadRequest};
+use crate::api::{GetReloadStatusRequest, ReloadRequest, SweepClaimChecksRequest};
 use crate::cli;
 
 /// A running server and the credentials to present to it.
@@ -87,6 +88,19 @@ pub fn reload(target: &AdminTarget) -> CommandResult {
             Ok(())
         } else {
             Err(CommandError::Reported(1))
+        }
+    })
+}
+
+/// Exit 1 when a namespace could not be swept (its line says why).
+pub fn sweep_claim_checks(target: &AdminTarget, namespace: &str, apply: bool) -> CommandResult {
+    runtime(tokio::runtime::Builder::new_current_thread())?.block_on(async {
+        let request = SweepClaimChecksRequest { namespace: namespace.to_owned(), apply };
+        let reply = connect(target).await?.sweep_claim_checks(request).await.map_err(refused)?.into_inner();
+        print!("{}", cli::render_sweep(&reply));
+        match reply.namespaces.iter().any(|swept| !swept.error.is_empty()) {
+            true => Err(CommandError::Reported(1)),
+            false => Ok(()),
         }
     })
 }

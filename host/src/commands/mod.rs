@@ -10,7 +10,7 @@ mod serve;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use admin::{new_api_key, reload, status, AdminTarget};
+pub use admin::{new_api_key, reload, status, sweep_claim_checks, AdminTarget};
 pub use probe::probe_plugin;
 pub use registry::{describe_pattern, find_plugins, generate_config, list_patterns, plugins};
 pub use serve::serve;

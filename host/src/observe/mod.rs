@@ -42,6 +42,8 @@ pub struct Metrics {
     outbox_deepest: IntGaugeVec,
     subscriber_dropped: IntCounterVec,
     unreadable_messages: IntCounterVec,
+    reclaimed_objects: IntCounterVec,
+    reclaimed_bytes: IntCounterVec,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -166,6 +168,18 @@ impl Metrics {
             "Delivered messages whose claimed payload could not be read: skipped (redelivered later) or acked (given up after server.claim_check_max_deliveries)",
             &["namespace", "outcome"],
         );
+        let reclaimed_objects = counter(
+            &registry,
+            "prism_claim_check_reclaimed_objects_total",
+            "Claim-check objects nothing referred to, deleted by the sweeper",
+            &["namespace"],
+        );
+        let reclaimed_bytes = counter(
+            &registry,
+            "prism_claim_check_reclaimed_bytes_total",
+            "Bytes of the claim-check objects the sweeper deleted",
+            &["namespace"],
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -186,6 +200,8 @@ impl Metrics {
             outbox_deepest,
             subscriber_dropped,
             unreadable_messages,
+            reclaimed_objects,
+            reclaimed_bytes,
         }
     }
 
@@ -282,6 +298,14 @@ impl CallObserver for PluginCalls {
 pub fn count_reload(applied: bool) {
     if let Some(metrics) = metrics() {
         metrics.reloads.with_label_values(&[if applied { "applied" } else { "refused" }]).inc();
+    }
+}
+
+/// Counts what a claim-check sweep of `namespace` deleted.
+pub fn claim_check_reclaimed(namespace: &str, objects: u64, bytes: u64) {
+    if let Some(metrics) = metrics() {
+        metrics.reclaimed_objects.with_label_values(&[namespace]).inc_by(objects);
+        metrics.reclaimed_bytes.with_label_values(&[namespace]).inc_by(bytes);
     }
 }
 

@@ -13,11 +13,27 @@ use crate::resolve::declared_interfaces;
 pub struct AdminApi {
     gateway: Arc<Gateway>,
     reloader: Arc<Reloader>,
+    stores: Arc<crate::store::Stores>,
 }
 
 impl AdminApi {
-    pub fn new(gateway: Arc<Gateway>, reloader: Arc<Reloader>) -> Self {
-        AdminApi { gateway, reloader }
+    pub fn new(gateway: Arc<Gateway>, reloader: Arc<Reloader>, stores: Arc<crate::store::Stores>) -> Self {
+        AdminApi { gateway, reloader, stores }
+    }
+}
+
+fn sweep_message(swept: crate::store::sweeper::NamespaceSweep) -> ClaimCheckSweep {
+    ClaimCheckSweep {
+        namespace: swept.namespace,
+        method: swept.method,
+        listed: swept.listed,
+        unreferenced: swept.unreferenced,
+        unreferenced_bytes: swept.unreferenced_bytes,
+        reclaimed: swept.reclaimed,
+        reclaimed_bytes: swept.reclaimed_bytes,
+        complete: swept.complete,
+        error: swept.error.map(|error| crate::secrets::redact(&error).into_owned()).unwrap_or_default(),
+        skipped: swept.skipped.unwrap_or_default(),
     }
 }
 
@@ -58,6 +74,20 @@ fn processes_of(routing: &crate::gateway::Routing, name: &str) -> Vec<crate::api
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn sweep_claim_checks(
+        &self,
+        request: Request<SweepClaimChecksRequest>,
+    ) -> Result<Response<SweepClaimChecksResponse>, Status> {
+        let request = request.into_inner();
+        let only = Some(request.namespace.as_str()).filter(|name| !name.is_empty());
+        let report = self.stores.sweep_claim_checks(only, request.apply).await?;
+        if request.apply {
+            report.iter().for_each(crate::store::sweeper::log);
+        }
+        let namespaces = report.into_iter().map(sweep_message).collect();
+        Ok(Response::new(SweepClaimChecksResponse { namespaces, applied: request.apply }))
+    }
+
     async fn list_plugins(
         &self,
         _: Request<ListPluginsRequest>,

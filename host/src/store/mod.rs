@@ -10,6 +10,7 @@ pub mod keyvalue;
 pub mod pages;
 pub mod pubsub;
 pub mod queue;
+pub mod sweeper;
 pub mod transactions;
 
 use std::sync::Arc;

@@ -35,6 +35,7 @@ mod redis_faults;
 mod reload;
 mod sandbox;
 mod secrets;
+mod sweeper;
 mod tls;
 mod traces;
 mod walkthrough;
