@@ -283,4 +283,21 @@ mod tests {
         assert!(uploads_in(dir.path()).is_empty());
         assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), vec![2; 10]);
     }
+
+    #[tokio::test]
+    async fn a_key_whose_file_name_is_its_hash_is_listed_by_its_key_and_deleted_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { path: dir.path().display().to_string(), fsync: false };
+        let files = Files::create(config).await.unwrap();
+        let long = format!("ns/{}", "k".repeat(300));
+        let mut upload = files.put(&long).await.unwrap();
+        upload.write(vec![1; 10]).await.unwrap();
+        upload.finish().await.unwrap();
+        let listed = files.list("ns/", "", 10).await.unwrap();
+        assert_eq!(listed.iter().map(|entry| entry.key.as_str()).collect::<Vec<_>>(), [long.as_str()]);
+        assert_eq!(listed[0].info.size, 10);
+        assert!(files.delete(&long).await.unwrap());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "the object and its key file are gone: {left:?}");
+    }
 }

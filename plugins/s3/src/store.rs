@@ -139,29 +139,35 @@ impl ObjectStoreBasic for S3 {
         Ok(true)
     }
 
-    /// In the order of the escaped keys, after `after`'s. The whole prefix is read for
-    /// each page and sorted here: S3-compatible servers differ in whether they honour
-    /// `start-after` and return keys in order, and a sweep's cost is not a request's.
+    /// In S3's order (of the escaped keys), from just after `after`, or from just
+    /// before the first key with `prefix`; it ends at the first key past the prefix.
     async fn list(&self, prefix: &str, after: &str, limit: u32) -> PluginResult<Vec<ObjectEntry>> {
         let dir = self.dir();
-        let start = match (after, escaped(prefix)) {
-            ("", Some(escaped)) => start_before(&dir, &escaped),
+        let escaped_prefix = escaped(prefix);
+        let start = match (after, &escaped_prefix) {
+            ("", Some(escaped)) => start_before(&dir, escaped),
             ("", None) => dir.clone(),
             (after, _) => self.path(after),
         };
-        let mut listing = self.store.list(Some(&dir));
+        let mut listing = self.store.list_with_offset(Some(&dir), &start);
         let mut entries = Vec::new();
-        while let Some(meta) = listing.next().await {
+        while entries.len() < limit as usize {
+            let Some(meta) = listing.next().await else { break };
             let meta = meta.map_err(|error| store_error("list", error))?;
-            if meta.location.as_ref() <= start.as_ref() {
+            let Some(part) = meta.location.prefix_match(&dir).and_then(|mut parts| parts.next()) else {
                 continue;
+            };
+            if let Some(escaped) = &escaped_prefix {
+                // Escaped keys with the prefix sort together: past them, none has it.
+                if !part.as_ref().starts_with(escaped.as_str()) && part.as_ref() > escaped.as_str() {
+                    break;
+                }
             }
             if let Some(key) = key_of(&dir, &meta.location).filter(|key| key.starts_with(prefix)) {
-                entries.push((meta.location.to_string(), ObjectEntry { key, info: info(&meta) }));
+                entries.push(ObjectEntry { key, info: info(&meta) });
             }
         }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(entries.into_iter().take(limit as usize).map(|(_, entry)| entry).collect())
+        Ok(entries)
     }
 }
 

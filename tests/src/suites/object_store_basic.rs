@@ -131,8 +131,7 @@ cases! {
     }
 
     async fn list_pages_through_the_objects_with_a_prefix_once_each(instance, keys) {
-        // The dots make a name past 200 bytes in an escaping store, not past a file name's.
-        let inside = ["a", "b/c", "Объект 🔑", "x.y", "~tilde%2F", &".".repeat(80)];
+        let inside = ["a", "b/c", "Объект 🔑", "x.y", "~tilde%2F"];
         let mut expected = std::collections::BTreeMap::new();
         for (size, name) in inside.iter().enumerate() {
             let key = keys.key(&format!("p/{name}"));
