@@ -92,6 +92,8 @@ pub fn with_plugin_paths(config: &str) -> String {
         ("{crashing}", "prism_fixture_crashing"),
         ("{escaping}", "prism_fixture_escaping"),
         ("{abi_1_0}", "prism_fixture_abi_1_0"),
+        ("{abi_1_1}", "prism_fixture_abi_1_1"),
+        ("{abi_1_2}", "prism_fixture_abi_1_2"),
         ("{abi_next}", "prism_fixture_abi_next"),
         ("{exclusive}", "prism_fixture_exclusive"),
         ("{redis}", "prism_redis"),

@@ -54,10 +54,10 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let client =
             request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
-        // An upload runs for as long as its client sends: only the client's own
-        // deadline bounds it, not request_timeout_ms.
+        // An upload runs for as long as its client sends, a sweep for as long as the
+        // object store takes to list: only the client's own deadline bounds them.
         let server_limit = match request.uri().path() {
-            "/prism.v1.KeyValueService/SetStream" => None,
+            "/prism.v1.KeyValueService/SetStream" | "/prism.v1.AdminService/SweepClaimChecks" => None,
             _ => self.server_limit,
         };
         let (limit, whose) = match (client, server_limit) {

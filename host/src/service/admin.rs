@@ -25,7 +25,7 @@ impl AdminApi {
 fn sweep_message(swept: crate::store::sweeper::NamespaceSweep) -> ClaimCheckSweep {
     ClaimCheckSweep {
         namespace: swept.namespace,
-        method: swept.method,
+        method: swept.method.into(),
         listed: swept.listed,
         unreferenced: swept.unreferenced,
         unreferenced_bytes: swept.unreferenced_bytes,

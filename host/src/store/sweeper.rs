@@ -29,7 +29,7 @@ use tonic::Status;
 use super::claim_check::Reference;
 use super::Stores;
 use crate::gateway::Namespace;
-use crate::patterns::{CLAIM_CHECK, KEYVALUE, PUBSUB, QUEUE};
+use crate::patterns::{CLAIM_CHECK, KEYVALUE};
 use crate::shared::plugin_status;
 
 /// Objects listed per call to the object store.
@@ -47,7 +47,7 @@ const DELETE_CONCURRENCY: usize = 8;
 pub struct NamespaceSweep {
     pub namespace: String,
     /// How its objects were judged: `references`, `age`, or `none`.
-    pub method: String,
+    pub method: &'static str,
     /// Objects listed under the namespace.
     pub listed: u64,
     /// Objects no reference names, older than the grace period (or the retention).
@@ -120,35 +120,29 @@ async fn sweep_namespace(namespace: &Namespace, settings: SweepSettings) -> Name
     let mut sweep =
         NamespaceSweep { namespace: namespace.name.clone(), complete: true, ..Default::default() };
     let bound = namespace.slot(CLAIM_CHECK).expect("only namespaces with a claim check are swept");
-    let Some(objects) = bound.instance.object_store_basic() else {
-        sweep.method = "none".into();
-        sweep.error = Some("the claim_check slot's plugin lacks object_store_basic".into());
-        return sweep;
-    };
+    let objects =
+        bound.instance.object_store_basic().expect("the claim_check slot requires object_store_basic");
     let name = namespace.pattern.name;
-    let outcome = if name == KEYVALUE {
-        sweep.method = "references".into();
-        let store =
-            &namespace.slot(super::keyvalue::STORE).expect("key-value namespaces bind 'store'").instance;
-        sweep_by_references(&mut sweep, &objects, store, settings).await
-    } else if name == QUEUE || name == PUBSUB {
-        match settings.message_retention {
-            Some(retention) => {
-                sweep.method = "age".into();
-                sweep_by_age(&mut sweep, &objects, retention, settings.apply).await
-            }
-            None => {
-                sweep.method = "none".into();
-                sweep.skipped = Some(format!(
-                    "{name} payloads are referenced from messages the gateway cannot read without consuming them; \
-                     set server.claim_check_message_retention_ms to delete them by age"
-                ));
-                Ok(())
-            }
+    // The patterns with a claim_check slot: key-value, and the message patterns.
+    let outcome = match (name == KEYVALUE, settings.message_retention) {
+        (true, _) => {
+            sweep.method = "references";
+            let store =
+                &namespace.slot(super::keyvalue::STORE).expect("key-value namespaces bind 'store'").instance;
+            sweep_by_references(&mut sweep, &objects, store, settings).await
         }
-    } else {
-        sweep.method = "none".into();
-        Err(format!("the sweeper does not know where pattern {name} keeps its references"))
+        (false, Some(retention)) => {
+            sweep.method = "age";
+            sweep_by_age(&mut sweep, &objects, retention, settings.apply).await
+        }
+        (false, None) => {
+            sweep.method = "none";
+            sweep.skipped = Some(format!(
+                "{name} payloads are referenced from messages the gateway cannot read without consuming them; \
+                 set server.claim_check_message_retention_ms to delete them by age"
+            ));
+            Ok(())
+        }
     };
     if let Err(error) = outcome {
         sweep.error = Some(error);

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prism_acceptance::harness::{backends_available, run_prism, Backend, Server};
+
+use super::observe::{http_get, sample};
 use prism_api::*;
 
 const THRESHOLD: usize = 64;
@@ -20,8 +22,8 @@ const KEPT: usize = 200;
 const SIZE: usize = 300;
 
 /// Both gateways' config: key-value and queue namespaces in PostgreSQL tables of their
-/// own, claimed through the `files` store in `data`.
-fn config(data: &Path) -> Option<String> {
+/// own, claimed through the `files` store in `data`; `server` adds `[server]` keys.
+fn config(data: &Path, server: &str) -> Option<String> {
     if !backends_available(&[Backend::Postgres]) {
         return None;
     }
@@ -36,14 +38,24 @@ fn config(data: &Path) -> Option<String> {
         format!("{{ url = \"postgres://postgres@127.0.0.1:5432/test\", table = \"prism_sweep_{table}_{run}\", queue_table = \"prism_sweep_{table}_q_{run}\" }}")
     };
     Some(format!(
-        "[server]\nclaim_check_threshold_bytes = {THRESHOLD}\nrequest_timeout_ms = 5000\nclaim_check_grace_ms = 5000\n\
-         claim_check_sweep_interval_ms = 0\n\
+        "[server]\nclaim_check_threshold_bytes = {THRESHOLD}\nrequest_timeout_ms = 5000\nclaim_check_grace_ms = 5000\n{server}\n\
          [plugins.postgres]\npath = \"{{postgres}}\"\n[plugins.files]\npath = \"{{files}}\"\n\n\
          [[namespaces]]\nname = \"kv\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"postgres\"\nconfig = {}\n{slot}\n\
          [[namespaces]]\nname = \"jobs\"\npattern = \"queue\"\n[namespaces.slots.queue]\nplugin = \"postgres\"\nconfig = {}\n{slot}",
         postgres("kv"),
         postgres("jobs"),
     ))
+}
+
+/// Until `done` holds, for at most 30 s.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("after 30 s: {what}");
 }
 
 /// How many objects namespace `namespace` has in the `files` store.
@@ -158,15 +170,13 @@ async fn write_and_read_until(server: &Server, stop: Arc<AtomicBool>) -> u32 {
 #[tokio::test]
 async fn orphans_of_every_kind_are_reclaimed_and_no_referenced_object_is_deleted() {
     let data = tempfile::tempdir().unwrap();
-    let Some(config) = config(data.path()) else { return };
+    let Some(config) = config(data.path(), "claim_check_sweep_interval_ms = 0") else { return };
     let first = Server::start(&config);
     let second = Server::start(&config);
     let kept = orphan_objects(&first).await;
     let orphans = 4 * ORPHANS;
     assert_eq!(objects_of(data.path(), "kv"), KEPT + orphans, "every large value became one object");
 
-    // Younger than the grace period: nothing is unreferenced yet.
-    assert_eq!(sweep(&first, false).await.unreferenced, 0, "objects younger than the grace period");
     tokio::time::sleep(Duration::from_millis(5200)).await;
 
     let dry = sweep(&first, false).await;
@@ -206,9 +216,18 @@ async fn orphans_of_every_kind_are_reclaimed_and_no_referenced_object_is_deleted
             kv.get(GetRequest { namespace: "kv".into(), key: key.clone(), ..Default::default() }).await;
         assert!(read.unwrap().get_ref().value[..] == value[..], "{key} after the sweep");
     }
+    // Orphaned just now, younger than the grace period: not yet unreferenced.
+    for i in 0..10 {
+        let key = format!("young-{i}");
+        kv.set(set(&key, large(&key, 0), 0)).await.unwrap();
+    }
+    let entries =
+        (0..10).map(|i| KeyValue { key: format!("young-{i}"), value: b"small".to_vec().into() }).collect();
+    kv.batch_set(BatchSetRequest { namespace: "kv".into(), entries }).await.unwrap();
+    assert_eq!(sweep(&first, false).await.unreferenced, 0, "objects younger than the grace period");
     let (code, out, err) = run_prism(&["claim-check", "sweep", "--apply", "--server", &first.url()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("kv (references): 0 of "), "a second sweep finds nothing: {out}");
+    assert!(out.contains("kv (references): 0 of "), "a second sweep finds nothing old: {out}");
     assert!(
         out.contains("jobs (none): 0 of 0") && out.contains("set server.claim_check_message_retention_ms"),
         "{out}"
@@ -218,7 +237,7 @@ async fn orphans_of_every_kind_are_reclaimed_and_no_referenced_object_is_deleted
 #[tokio::test]
 async fn a_claimed_message_acked_on_another_gateway_has_its_object_deleted() {
     let data = tempfile::tempdir().unwrap();
-    let Some(config) = config(data.path()) else { return };
+    let Some(config) = config(data.path(), "claim_check_sweep_interval_ms = 0") else { return };
     let first = Server::start(&config);
     let second = Server::start(&config);
     let (mut producer, mut consumer, mut acker) =
@@ -260,4 +279,66 @@ async fn a_claimed_message_acked_on_another_gateway_has_its_object_deleted() {
     };
     let answer = acker.ack(forged).await;
     assert!(!matches!(&answer, Ok(reply) if reply.get_ref().acked), "a forged receipt: {answer:?}");
+}
+
+#[tokio::test]
+async fn the_scheduled_sweep_deletes_message_payloads_past_their_retention_and_counts_what_it_reclaims() {
+    let data = tempfile::tempdir().unwrap();
+    let server = "claim_check_sweep_interval_ms = 500\nclaim_check_message_retention_ms = 4000\n";
+    let Some(config) = config(data.path(), server) else { return };
+    let server = Server::start(&format!("{config}\n[admin]\nlisten = \"127.0.0.1:0\"\n"));
+    let (mut kv, mut queue) = (server.keyvalue().await, server.queue().await);
+    kv.set(set("kept", large("kept", 0), 0)).await.unwrap();
+    kv.set(set("expiring", large("expiring", 0), 300)).await.unwrap();
+    let enqueue = |i: usize| EnqueueRequest {
+        namespace: "jobs".into(),
+        queue: "q".into(),
+        payload: large(&format!("job-{i}"), 0).into(),
+        ..Default::default()
+    };
+    for i in 0..20 {
+        queue.enqueue(enqueue(i)).await.unwrap();
+    }
+    wait_until("the sweeper deleted the expired value's object and the old messages' payloads", || {
+        objects_of(data.path(), "kv") == 1 && objects_of(data.path(), "jobs") == 0
+    })
+    .await;
+    let mut kv = server.keyvalue().await;
+    let kept = kv.get(GetRequest { namespace: "kv".into(), key: "kept".into(), ..Default::default() }).await;
+    assert!(
+        kept.unwrap().get_ref().value[..] == large("kept", 0)[..],
+        "the referenced value survives every sweep"
+    );
+
+    // Younger than the retention: several sweeps pass them by.
+    for i in 0..5 {
+        queue.enqueue(enqueue(i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(objects_of(data.path(), "jobs"), 5, "payloads younger than the retention stay");
+
+    let (_, metrics) = http_get(server.admin_address.as_ref().unwrap(), "/metrics", &[]).await;
+    let counted =
+        |name: &str, namespace: &str| sample(&metrics, &format!("{name}{{namespace=\"{namespace}\"}}"));
+    assert_eq!(counted("prism_claim_check_reclaimed_objects_total", "jobs"), Some(20.0), "{metrics}");
+    assert_eq!(counted("prism_claim_check_reclaimed_bytes_total", "jobs"), Some((20 * SIZE) as f64));
+    assert_eq!(counted("prism_claim_check_reclaimed_objects_total", "kv"), Some(1.0));
+}
+
+#[test]
+fn a_namespace_whose_plugins_cannot_list_or_scan_is_reported_not_swept() {
+    let data = tempfile::tempdir().unwrap();
+    let files = format!("{{ path = \"{}\" }}", data.path().display());
+    let server = Server::start(&format!(
+        "[plugins.memstore]\npath = \"{{memstore}}\"\n[plugins.files]\npath = \"{{files}}\"\n\
+         [plugins.old_kv]\npath = \"{{abi_1_1}}\"\n[plugins.old_objects]\npath = \"{{abi_1_2}}\"\n\
+         [[namespaces]]\nname = \"unscannable\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"old_kv\"\n\
+         [namespaces.slots.claim_check]\nplugin = \"files\"\nconfig = {files}\n\
+         [[namespaces]]\nname = \"unlistable\"\npattern = \"keyvalue\"\n[namespaces.slots.store]\nplugin = \"memstore\"\n\
+         [namespaces.slots.claim_check]\nplugin = \"old_objects\"\n"
+    ));
+    let (code, out, err) = run_prism(&["claim-check", "sweep", "--server", &server.url()]);
+    assert_eq!(code, 1, "a namespace that cannot be swept fails the command: {out}{err}");
+    assert!(out.contains("error: its store slot's plugin lacks keyvalue_scan"), "{out}");
+    assert!(out.contains("error: cannot list the claim-check store") && out.contains("`list`"), "{out}");
 }
