@@ -66,9 +66,12 @@ where
             (None, server) => (server, "server request_timeout_ms"),
         };
         let call = self.inner.call(request);
+        // Timed from now, not from the first poll: tonic's own timer starts when this
+        // returns, and a future first polled late would otherwise lose the race to it.
+        let expiry = limit.map(|limit| tokio::time::Instant::now() + limit.saturating_sub(margin(limit)));
         Box::pin(async move {
-            let Some(limit) = limit else { return call.await };
-            match tokio::time::timeout(limit.saturating_sub(margin(limit)), call).await {
+            let (Some(limit), Some(expiry)) = (limit, expiry) else { return call.await };
+            match tokio::time::timeout_at(expiry, call).await {
                 Ok(result) => result,
                 Err(_) => Ok(Status::deadline_exceeded(format!(
                     "the {whose} of {} ms passed before the call completed",
