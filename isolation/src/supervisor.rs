@@ -486,6 +486,7 @@ fn is_headline(line: &str) -> bool {
     !(trimmed.is_empty()
         || line.starts_with(char::is_whitespace)
         || trimmed == "stack backtrace:"
+        || trimmed.starts_with("skipping backtrace printing")
         || trimmed.starts_with("note: "))
 }
 
@@ -514,6 +515,12 @@ mod tests {
         let stderr = "memory allocation of 67108864 bytes failed\nstack backtrace:\n   0: std::backtrace\n             at /rustc/x\nnote: Some details are omitted\n";
         let last = stderr.lines().rfind(|line| is_headline(line));
         assert_eq!(last, Some("memory allocation of 67108864 bytes failed"));
+        // What std prints instead of the backtrace when a thread is already printing one.
+        let skipped = "memory allocation of 64 bytes failed\nskipping backtrace printing to avoid potential recursion\n";
+        assert_eq!(
+            skipped.lines().rfind(|line| is_headline(line)),
+            Some("memory allocation of 64 bytes failed")
+        );
         assert!(is_headline("2026-12-07T01:00:00Z ERROR prism_plugin: connection refused"));
     }
 }
