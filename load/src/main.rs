@@ -15,6 +15,7 @@ mod multicast;
 mod objects;
 mod otlp_sink;
 mod pubsub;
+mod responder;
 mod sqlite_baseline;
 mod stream;
 mod workload;
@@ -57,6 +58,12 @@ enum Command {
         /// Answer from this SQLite database file (table prism_baseline_kv) instead.
         #[arg(long, conflicts_with = "redis")]
         sqlite: Option<String>,
+    },
+    /// Serve the do-nothing floor: an HTTP/2 server answering every call with the same
+    /// pre-framed GetResponse (100-byte value), no gRPC stack.
+    Responder {
+        #[arg(long, default_value = "127.0.0.1:8982")]
+        listen: std::net::SocketAddr,
     },
     /// Receive OpenTelemetry spans over OTLP/gRPC and count them (the collector for a
     /// tracing benchmark).
@@ -286,6 +293,10 @@ fn main() -> ExitCode {
                 (None, None, None) => baseline::Backend::Map,
             };
             runtime(2).block_on(baseline::serve(listen, backend));
+            ExitCode::SUCCESS
+        }
+        Command::Responder { listen } => {
+            runtime(2).block_on(responder::serve(listen));
             ExitCode::SUCCESS
         }
         Command::OtlpSink { listen, report } => {

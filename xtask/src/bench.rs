@@ -14,13 +14,13 @@ const ROUNDS: usize = 3;
 const ROUNDS_ARG: &str = "3";
 
 /// A server process started for a benchmark, killed on drop.
-struct Background {
+pub(crate) struct Background {
     child: Child,
 }
 
 impl Background {
     /// Starts `command` and waits for the line containing `ready` on its stdout.
-    fn start(mut command: Command, ready: &str) -> Result<Background, String> {
+    pub(crate) fn start(mut command: Command, ready: &str) -> Result<Background, String> {
         let shown = format!("{command:?}");
         let mut child =
             command.stdout(Stdio::piped()).spawn().map_err(|e| format!("cannot start {shown}: {e}"))?;
@@ -38,7 +38,7 @@ impl Background {
         Ok(Background { child })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -50,12 +50,12 @@ impl Drop for Background {
     }
 }
 
-fn release_binary(name: &str) -> PathBuf {
+pub(crate) fn release_binary(name: &str) -> PathBuf {
     workspace_root().join("target/release").join(name)
 }
 
 /// CPU seconds (user + system) a process has used so far, from /proc.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
@@ -255,7 +255,7 @@ fn gateway_config(backend: Backend) -> String {
 
 /// Builds the workspace in release mode and returns `target/bench/{name}` (created;
 /// `""` for `target/bench` itself), where a benchmark keeps its configs and data.
-fn release_build_and_dir(name: &str) -> Result<std::path::PathBuf, String> {
+pub(crate) fn release_build_and_dir(name: &str) -> Result<std::path::PathBuf, String> {
     let mut build = cargo();
     build.args(["build", "--release", "--workspace"]);
     run(build)?;
@@ -504,7 +504,7 @@ pub fn multicast() -> Result<(), String> {
 /// Credentials for `bench security`, made with openssl the way docs/SECURITY.md's
 /// walkthrough makes them: a CA and a localhost certificate, an RS256 issuer key, its key
 /// set, and a token for a member of "ops".
-const SECURITY_MATERIAL: &str = r#"
+pub(crate) const SECURITY_MATERIAL: &str = r#"
 set -euo pipefail
 b64url() { basenc --base64url -w0 | tr -d '='; }
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.crt 2>/dev/null

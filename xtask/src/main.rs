@@ -7,6 +7,7 @@
 //!   cargo xtask bench [memstore|redis|postgres|nats|kafka]
 //!                       release build; gateway vs bare-tonic baseline on the same backend,
 //!                       with prism-load and h2load
+//!   cargo xtask bench overhead  KV Get on the do-nothing responder, bare tonic, the gateway off and each feature alone
 //!   cargo xtask bench reload  p99 of a KV load while the memstore library is swapped 10 times
 //!   cargo xtask bench multicast  register / Enumerate / Multicast on memstore and redis+nats
 //!   cargo xtask bench security   KV Get with TLS + JWT vs plaintext, and new connections/s
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         Some("build") => build_all(),
         Some("test") => test(&args[1..]),
         Some("ci") => ci(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("overhead") => overhead::overhead(),
         Some("bench") if args.get(1).map(String::as_str) == Some("reload") => bench::reload_under_load(),
         Some("bench") if args.get(1).map(String::as_str) == Some("multicast") => bench::multicast(),
         Some("bench") if args.get(1).map(String::as_str) == Some("security") => bench::security(),
@@ -58,7 +60,7 @@ fn main() -> ExitCode {
         Some("dist") => dist::dist(&args[1..]),
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|sqlite|redis|postgres|nats|kafka|reload|multicast|security|metrics|tracing|idempotency|objects|gateways|isolation|sandbox|multicast-gateways] | bench-abi | dist [--debug] [--out DIR]>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|sqlite|redis|postgres|nats|kafka|overhead|reload|multicast|security|metrics|tracing|idempotency|objects|gateways|isolation|sandbox|multicast-gateways] | bench-abi | dist [--debug] [--out DIR]>");
             return ExitCode::from(2);
         }
     };
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
 
 mod bench;
 mod dist;
+mod overhead;
 mod services;
 
 pub(crate) fn workspace_root() -> PathBuf {
