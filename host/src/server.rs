@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use tonic::codec::CompressionEncoding;
+
 use crate::api::admin_service_server::AdminServiceServer;
 use crate::api::key_value_service_server::KeyValueServiceServer;
 use crate::api::list_service_server::ListServiceServer;
@@ -34,6 +36,20 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves until `shutdown` resolves, then lets in-flight calls finish for up to the
 /// configured grace period.
+/// A Prism service as the server adds it: messages up to `max_message` bytes (once
+/// decompressed), and gzip and zstd accepted on requests and used on responses when the
+/// client accepts them (`crate::service::reply` leaves small unary responses as they are).
+macro_rules! api_service {
+    ($server:expr, $max_message:expr) => {
+        $server
+            .max_decoding_message_size($max_message)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+    };
+}
+
 pub async fn serve(
     gateway: Arc<Gateway>,
     reloader: Arc<Reloader>,
@@ -100,27 +116,16 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            KeyValueServiceServer::new(KeyValueApi::new(stores.clone()))
-                .max_decoding_message_size(max_message),
-        )
-        .add_service(
-            ListServiceServer::new(ListApi::new(stores.clone())).max_decoding_message_size(max_message),
-        )
-        .add_service(
-            QueueServiceServer::new(QueueApi::new(stores.clone())).max_decoding_message_size(max_message),
-        )
-        .add_service(
-            PubSubServiceServer::new(PubSubApi::new(stores.clone())).max_decoding_message_size(max_message),
-        )
-        .add_service(
-            StreamServiceServer::new(StreamApi::new(stores.clone())).max_decoding_message_size(max_message),
-        )
-        .add_service(
-            MulticastRegistryServiceServer::new(MulticastApi::new(stores.clone()))
-                .max_decoding_message_size(max_message),
-        )
-        .add_service(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader, stores.clone())));
+        .add_service(api_service!(KeyValueServiceServer::new(KeyValueApi::new(stores.clone())), max_message))
+        .add_service(api_service!(ListServiceServer::new(ListApi::new(stores.clone())), max_message))
+        .add_service(api_service!(QueueServiceServer::new(QueueApi::new(stores.clone())), max_message))
+        .add_service(api_service!(PubSubServiceServer::new(PubSubApi::new(stores.clone())), max_message))
+        .add_service(api_service!(StreamServiceServer::new(StreamApi::new(stores.clone())), max_message))
+        .add_service(api_service!(
+            MulticastRegistryServiceServer::new(MulticastApi::new(stores.clone())),
+            max_message
+        ))
+        .add_service(api_service!(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader, stores.clone())), max_message));
     let tls_watch = tls.as_ref().map(|source| tokio::spawn(source.clone().watch()));
     let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match tls {

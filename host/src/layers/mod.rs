@@ -39,7 +39,7 @@ pub type Layers = tower::ServiceBuilder<
 /// `server_limit`: `server.request_timeout_ms`, when set.
 pub fn stack(gateway: Arc<Gateway>, max_message: usize, server_limit: Option<Duration>) -> Layers {
     tower::ServiceBuilder::new()
-        .layer(observe::ObserveLayer)
+        .layer(observe::ObserveLayer::new(gateway.settings.compression_min_bytes))
         .layer(auth::AuthLayer::new(gateway))
         .layer(oversize::OversizeLayer::new(max_message))
         .layer(deadline::DeadlineLayer::new(server_limit))

@@ -26,20 +26,31 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Longest client-supplied request id kept; a longer or non-printable one is replaced.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
-#[derive(Clone, Default)]
-pub struct ObserveLayer;
+/// `compression_min`: `server.compression_min_bytes`, for the calls whose client
+/// accepts compressed responses.
+#[derive(Clone)]
+pub struct ObserveLayer {
+    compression_min: usize,
+}
+
+impl ObserveLayer {
+    pub fn new(compression_min: usize) -> Self {
+        ObserveLayer { compression_min }
+    }
+}
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner }
+        Observe { inner, compression_min: self.compression_min }
     }
 }
 
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
+    compression_min: usize,
 }
 
 /// A request id: the client's if it is short printable ASCII, else 16 random bytes in hex.
@@ -93,6 +104,7 @@ where
             id.clone(),
             rpc.map_or("", |(_, method, _)| *method),
             span.as_ref().map(|span| span.context().clone()),
+            accepts_compression(request.headers()).then_some(self.compression_min),
         );
         let call = self.inner.call(request);
         let metrics = crate::observe::metrics().zip(rpc);
@@ -130,6 +142,13 @@ where
             })
         }))
     }
+}
+
+/// Whether the client accepts a response compressed in an encoding the server sends.
+fn accepts_compression(headers: &http::HeaderMap) -> bool {
+    headers.get("grpc-accept-encoding").is_some_and(|accepted| {
+        accepted.as_bytes().split(|&b| b == b',').any(|name| matches!(name.trim_ascii(), b"gzip" | b"zstd"))
+    })
 }
 
 /// The server-streaming RPCs: the only ones whose error can follow data, in trailers.

@@ -38,6 +38,8 @@ pub struct Oversize<S> {
 
 /// What tonic's codec says when a message is over the limit.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
+/// tonic's RESOURCE_EXHAUSTED for a compressed request that inflates past the limit.
+const TONIC_INFLATES_TOO_LARGE: &str = "Error decompressing: size limit";
 
 impl<S, B> tower::Service<http::Request<B>> for Oversize<S>
 where
@@ -57,27 +59,37 @@ where
         let call = self.inner.call(request);
         Box::pin(async move {
             let mut response = call.await?;
-            let headers = response.headers_mut();
-            let out_of_range = headers.get("grpc-status").is_some_and(|code| code == "11");
-            let too_large = headers
-                .get("grpc-message")
-                .and_then(|message| message.to_str().ok())
-                .is_some_and(|message| percent_decoded(message).starts_with(TONIC_TOO_LARGE));
-            if out_of_range && too_large {
-                let message = format!(
-                    "the request is larger than this server accepts ({limit} bytes); values are limited by server.max_value_bytes"
-                );
-                headers.insert("grpc-status", HeaderValue::from_static("8"));
-                if let Ok(value) = HeaderValue::from_str(&percent_encoded(&message)) {
-                    headers.insert("grpc-message", value);
-                }
-            }
+            explain_too_large(response.headers_mut(), limit);
             Ok(response)
         })
     }
 }
 
 /// grpc-message is percent-encoded (spaces as %20).
+/// Rewrites tonic's answer to a request over `limit` bytes in `headers`.
+fn explain_too_large(headers: &mut http::HeaderMap, limit: usize) {
+    let inflated = match headers.get("grpc-status") {
+        Some(code) if code == "11" => false,
+        Some(code) if code == "8" => true,
+        _ => return,
+    };
+    let expected = if inflated { TONIC_INFLATES_TOO_LARGE } else { TONIC_TOO_LARGE };
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|message| message.to_str().ok())
+        .is_some_and(|message| percent_decoded(message).starts_with(expected));
+    if too_large {
+        let message = format!(
+            "the request is larger{} than this server accepts ({limit} bytes); values are limited by server.max_value_bytes",
+            if inflated { " once decompressed" } else { "" }
+        );
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        if let Ok(value) = HeaderValue::from_str(&percent_encoded(&message)) {
+            headers.insert("grpc-message", value);
+        }
+    }
+}
+
 fn percent_decoded(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

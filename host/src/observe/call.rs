@@ -24,11 +24,18 @@ pub struct CallContext {
     namespace: RefCell<Option<Arc<dyn NamespaceName>>>,
     /// The call's span context, when the call is traced: plugin calls become its children.
     trace: Option<opentelemetry::Context>,
+    /// When the client accepts compressed responses: the smallest one worth compressing.
+    compression_floor: Option<usize>,
 }
 
 impl CallContext {
-    pub fn new(request_id: HeaderValue, method: &'static str, trace: Option<opentelemetry::Context>) -> Self {
-        CallContext { request_id, method, namespace: RefCell::new(None), trace }
+    pub fn new(
+        request_id: HeaderValue,
+        method: &'static str,
+        trace: Option<opentelemetry::Context>,
+        compression_floor: Option<usize>,
+    ) -> Self {
+        CallContext { request_id, method, namespace: RefCell::new(None), trace, compression_floor }
     }
 }
 
@@ -60,4 +67,10 @@ pub fn with_current_call<R>(f: impl FnOnce(&str, &'static str) -> R) -> Option<R
 /// in a call that is not traced.
 pub fn with_current_trace<R>(f: impl FnOnce(&opentelemetry::Context) -> R) -> Option<Option<R>> {
     CALL.try_with(|call| call.trace.as_ref().map(f)).ok()
+}
+
+/// When the current call's client accepts compressed responses, the size from which
+/// one is compressed (`server.compression_min_bytes`).
+pub fn compression_floor() -> Option<usize> {
+    CALL.try_with(|call| call.compression_floor).ok().flatten()
 }

@@ -85,7 +85,7 @@ impl AdminService for AdminApi {
             report.iter().for_each(crate::store::sweeper::log);
         }
         let namespaces = report.into_iter().map(sweep_message).collect();
-        Ok(Response::new(SweepClaimChecksResponse { namespaces, applied: request.apply }))
+        Ok(super::reply(SweepClaimChecksResponse { namespaces, applied: request.apply }))
     }
 
     async fn list_plugins(
@@ -112,7 +112,7 @@ impl AdminService for AdminApi {
                 }
             })
             .collect();
-        Ok(Response::new(ListPluginsResponse { plugins }))
+        Ok(super::reply(ListPluginsResponse { plugins }))
     }
 
     async fn list_namespaces(
@@ -142,7 +142,7 @@ impl AdminService for AdminApi {
                 }
             })
             .collect();
-        Ok(Response::new(ListNamespacesResponse { namespaces }))
+        Ok(super::reply(ListNamespacesResponse { namespaces }))
     }
 
     async fn reload(&self, _: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
@@ -152,7 +152,7 @@ impl AdminService for AdminApi {
         let result = tokio::spawn(async move { reloader.reload("AdminService.Reload").await })
             .await
             .map_err(|e| Status::internal(format!("the reload task failed: {e}")))?;
-        Ok(Response::new(ReloadResponse { outcome: Some(outcome(result)) }))
+        Ok(super::reply(ReloadResponse { outcome: Some(outcome(result)) }))
     }
 
     async fn get_reload_status(
@@ -187,7 +187,7 @@ impl AdminService for AdminApi {
             }
         }
         let (libraries, bytes) = self.reloader.libraries_loaded();
-        Ok(Response::new(GetReloadStatusResponse {
+        Ok(super::reply(GetReloadStatusResponse {
             config_path: self.reloader.config_path().display().to_string(),
             config: status.config.map(outcome),
             plugins,
@@ -223,7 +223,7 @@ impl AdminService for AdminApi {
                     .collect(),
             })
             .collect();
-        Ok(Response::new(ListPatternsResponse { patterns }))
+        Ok(super::reply(ListPatternsResponse { patterns }))
     }
 }
 

@@ -46,7 +46,7 @@ impl KeyValueService for KeyValueApi {
             Some((value, version)) => GetResponse { found: true, value: value.into(), version },
             None => GetResponse::default(),
         };
-        Ok(Response::new(response))
+        Ok(super::reply(response))
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
@@ -60,13 +60,13 @@ impl KeyValueService for KeyValueApi {
             }
             super::no_token_in_transaction(&request.idempotency_token)?;
             store.tx_set(request.transaction_id, &request.key, request.value.into()).await?;
-            return Ok(Response::new(SetResponse {}));
+            return Ok(super::reply(SetResponse {}));
         }
         let ttl = optional_ttl("ttl_ms", request.ttl_ms)?;
         let call = self.stores.idempotent(&store.namespace, "Set", &request.idempotency_token, &request)?;
         let write =
             async move { store.set(request.key, request.value.into(), ttl).await.map(|()| SetResponse {}) };
-        once(call, write).await.map(Response::new)
+        once(call, write).await.map(super::reply)
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
@@ -77,7 +77,7 @@ impl KeyValueService for KeyValueApi {
             return Err(Status::invalid_argument("expected_version cannot be used inside a transaction"));
         }
         let deleted = store.delete(&request.key, request.transaction_id, request.expected_version).await?;
-        Ok(Response::new(DeleteResponse { deleted }))
+        Ok(super::reply(DeleteResponse { deleted }))
     }
 
     async fn set_stream(
@@ -104,7 +104,7 @@ impl KeyValueService for KeyValueApi {
             let stored = set_from_chunks(&stores, &first.namespace, first.key, ttl, claim, chunks).await?;
             Ok(SetStreamResponse { size: stored.0, sha256: stored.1 })
         };
-        once(call.map(Call::paced_by_the_client), write).await.map(Response::new)
+        once(call.map(Call::paced_by_the_client), write).await.map(super::reply)
     }
 
     type GetStreamStream = Pin<Box<dyn Stream<Item = Result<GetStreamResponse, Status>> + Send>>;
@@ -129,7 +129,7 @@ impl KeyValueService for KeyValueApi {
         check_key("key", &request.key)?;
         let basic = need(namespace, STORE, store.keyvalue_basic(), "Exists")?;
         let exists = basic.exists(&request.key).await.map_err(plugin_status)?;
-        Ok(Response::new(ExistsResponse { exists }))
+        Ok(super::reply(ExistsResponse { exists }))
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
@@ -161,7 +161,7 @@ impl KeyValueService for KeyValueApi {
             .await?;
         let entries = store.resolve_entries(entries).await?;
         let entries = entries.into_iter().map(|(key, value)| KeyValue { key, value: value.into() }).collect();
-        Ok(Response::new(ScanResponse { entries, next_cursor: cursor.unwrap_or_default() }))
+        Ok(super::reply(ScanResponse { entries, next_cursor: cursor.unwrap_or_default() }))
     }
 
     type ScanStreamStream = EntryStream;
@@ -185,7 +185,7 @@ impl KeyValueService for KeyValueApi {
         check_prefix(&request.prefix)?;
         let scan = need(namespace, STORE, store.keyvalue_scan(), "Count")?;
         let count = scan.count(&request.prefix).await.map_err(plugin_status)?;
-        Ok(Response::new(CountResponse { count }))
+        Ok(super::reply(CountResponse { count }))
     }
 
     async fn expire(&self, request: Request<ExpireRequest>) -> Result<Response<ExpireResponse>, Status> {
@@ -200,7 +200,7 @@ impl KeyValueService for KeyValueApi {
         };
         let ttl_ops = need(namespace, STORE, store.keyvalue_ttl(), "Expire")?;
         let applied = ttl_ops.expire(&request.key, ttl).await.map_err(plugin_status)?;
-        Ok(Response::new(ExpireResponse { applied }))
+        Ok(super::reply(ExpireResponse { applied }))
     }
 
     async fn get_ttl(&self, request: Request<GetTtlRequest>) -> Result<Response<GetTtlResponse>, Status> {
@@ -218,7 +218,7 @@ impl KeyValueService for KeyValueApi {
                 ttl_ms: i64::try_from(left.as_millis()).unwrap_or(i64::MAX),
             },
         };
-        Ok(Response::new(response))
+        Ok(super::reply(response))
     }
 
     async fn persist(&self, request: Request<PersistRequest>) -> Result<Response<PersistResponse>, Status> {
@@ -228,7 +228,7 @@ impl KeyValueService for KeyValueApi {
         check_key("key", &request.key)?;
         let ttl_ops = need(namespace, STORE, store.keyvalue_ttl(), "Persist")?;
         let persisted = ttl_ops.persist(&request.key).await.map_err(plugin_status)?;
-        Ok(Response::new(PersistResponse { persisted }))
+        Ok(super::reply(PersistResponse { persisted }))
     }
 
     async fn batch_get(
@@ -249,7 +249,7 @@ impl KeyValueService for KeyValueApi {
                 value: value.unwrap_or_default(),
             })
             .collect();
-        Ok(Response::new(BatchGetResponse { results }))
+        Ok(super::reply(BatchGetResponse { results }))
     }
 
     async fn batch_set(
@@ -280,7 +280,7 @@ impl KeyValueService for KeyValueApi {
                 }
             })
             .collect();
-        Ok(Response::new(BatchSetResponse { results }))
+        Ok(super::reply(BatchSetResponse { results }))
     }
 
     async fn batch_delete(
@@ -299,7 +299,7 @@ impl KeyValueService for KeyValueApi {
             .zip(deleted)
             .map(|(key, deleted)| BatchDeleteResult { key, deleted })
             .collect();
-        Ok(Response::new(BatchDeleteResponse { results }))
+        Ok(super::reply(BatchDeleteResponse { results }))
     }
 
     async fn compare_and_swap(
@@ -323,7 +323,7 @@ impl KeyValueService for KeyValueApi {
                 store.compare_and_swap(request.key, request.expected_version, request.value.into(), ttl);
             swapped.await.map(|version| CompareAndSwapResponse { version })
         };
-        once(call, write).await.map(Response::new)
+        once(call, write).await.map(super::reply)
     }
 
     async fn begin_transaction(
@@ -337,7 +337,7 @@ impl KeyValueService for KeyValueApi {
             None => DEFAULT_TRANSACTION_TIMEOUT,
         };
         let transaction_id = store.begin(timeout).await?;
-        let mut response = Response::new(BeginTransactionResponse { transaction_id });
+        let mut response = super::reply(BeginTransactionResponse { transaction_id });
         // Which gateway holds it: a transaction's calls must all come back here.
         if let Ok(gateway) = store.transactions_gateway().parse() {
             response.metadata_mut().insert("prism-gateway", gateway);
@@ -352,7 +352,7 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let store = self.stores.keyvalue(&request.namespace).await?;
         store.end(request.transaction_id, Ending::Commit).await?;
-        Ok(Response::new(CommitTransactionResponse {}))
+        Ok(super::reply(CommitTransactionResponse {}))
     }
 
     async fn rollback_transaction(
@@ -362,7 +362,7 @@ impl KeyValueService for KeyValueApi {
         let request = request.into_inner();
         let store = self.stores.keyvalue(&request.namespace).await?;
         store.end(request.transaction_id, Ending::Rollback).await?;
-        Ok(Response::new(RollbackTransactionResponse {}))
+        Ok(super::reply(RollbackTransactionResponse {}))
     }
 
     async fn mutate(&self, request: Request<MutateRequest>) -> Result<Response<MutateResponse>, Status> {
@@ -395,7 +395,7 @@ impl KeyValueService for KeyValueApi {
             let results = results.into_iter().map(|(key, deleted)| MutationResult { key, deleted }).collect();
             Ok(MutateResponse { results })
         };
-        once(call, write).await.map(Response::new)
+        once(call, write).await.map(super::reply)
     }
 }
 

@@ -63,7 +63,7 @@ impl ListService for ListApi {
         let list = need(&namespace, STORE, store.list_basic(), "Push")?;
         let values = request.values.into_iter().map(Vec::from).collect();
         let length = list.push(&request.key, at, values).await.map_err(plugin_status)?;
-        Ok(Response::new(PushResponse { length }))
+        Ok(super::reply(PushResponse { length }))
     }
 
     async fn pop(&self, request: Request<PopRequest>) -> Result<Response<PopResponse>, Status> {
@@ -82,7 +82,7 @@ impl ListService for ListApi {
         };
         let list = need(&namespace, STORE, store.list_basic(), "Pop")?;
         let values = list.pop(&request.key, at, count).await.map_err(plugin_status)?;
-        Ok(Response::new(PopResponse { values: to_bytes(values) }))
+        Ok(super::reply(PopResponse { values: to_bytes(values) }))
     }
 
     async fn length(&self, request: Request<LengthRequest>) -> Result<Response<LengthResponse>, Status> {
@@ -91,7 +91,7 @@ impl ListService for ListApi {
         check_key("key", &request.key)?;
         let list = need(&namespace, STORE, store.list_basic(), "Length")?;
         let length = list.length(&request.key).await.map_err(plugin_status)?;
-        Ok(Response::new(LengthResponse { length }))
+        Ok(super::reply(LengthResponse { length }))
     }
 
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
@@ -100,7 +100,7 @@ impl ListService for ListApi {
         check_key("key", &request.key)?;
         let list = need(&namespace, STORE, store.list_range(), "Range")?;
         let values = list.range(&request.key, request.start, request.stop).await.map_err(plugin_status)?;
-        Ok(Response::new(RangeResponse { values: to_bytes(values) }))
+        Ok(super::reply(RangeResponse { values: to_bytes(values) }))
     }
 
     async fn trim(&self, request: Request<TrimRequest>) -> Result<Response<TrimResponse>, Status> {
@@ -109,6 +109,6 @@ impl ListService for ListApi {
         check_key("key", &request.key)?;
         let list = need(&namespace, STORE, store.list_range(), "Trim")?;
         list.trim(&request.key, request.start, request.stop).await.map_err(plugin_status)?;
-        Ok(Response::new(TrimResponse {}))
+        Ok(super::reply(TrimResponse {}))
     }
 }

@@ -202,7 +202,7 @@ impl MulticastRegistryService for MulticastApi {
             }
         }
         .map_err(plugin_status)?;
-        Ok(Response::new(RegisterResponse { replaced: existing.is_some() }))
+        Ok(super::reply(RegisterResponse { replaced: existing.is_some() }))
     }
 
     async fn deregister(
@@ -215,7 +215,7 @@ impl MulticastRegistryService for MulticastApi {
         let live = self.read(&slots, &request.identity).await?.is_some();
         let basic = need(&slots.namespace, REGISTRY, slots.registry.keyvalue_basic(), "Deregister")?;
         basic.delete(&format!("{KEY_PREFIX}{}", request.identity)).await.map_err(plugin_status)?;
-        Ok(Response::new(DeregisterResponse { deregistered: live }))
+        Ok(super::reply(DeregisterResponse { deregistered: live }))
     }
 
     async fn enumerate(
@@ -245,7 +245,7 @@ impl MulticastRegistryService for MulticastApi {
                 expires_at_unix_ms: registration.expires_at,
             })
             .collect();
-        Ok(Response::new(EnumerateResponse { identities, next_cursor: next.unwrap_or_default() }))
+        Ok(super::reply(EnumerateResponse { identities, next_cursor: next.unwrap_or_default() }))
     }
 
     async fn multicast(
@@ -312,7 +312,7 @@ impl MulticastRegistryService for MulticastApi {
         let deliveries = futures_util::future::join_all(sends).await;
         let count =
             |status: DeliveryStatus| deliveries.iter().filter(|d| d.status == status as i32).count() as u32;
-        Ok(Response::new(MulticastResponse {
+        Ok(super::reply(MulticastResponse {
             message_id,
             targets: targets.len() as u32,
             delivered: count(DeliveryStatus::Delivered),

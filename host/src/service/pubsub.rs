@@ -205,7 +205,7 @@ type Events = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Sen
 impl PubSubService for PubSubApi {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         let message_id = self.publish_one(request.into_inner()).await?;
-        Ok(Response::new(PublishResponse { message_id }))
+        Ok(super::reply(PublishResponse { message_id }))
     }
 
     async fn publish_stream(
@@ -223,7 +223,7 @@ impl PubSubService for PubSubApi {
             })?;
             response.published += 1;
         }
-        Ok(Response::new(response))
+        Ok(super::reply(response))
     }
 
     async fn ack(&self, request: Request<PubSubAckRequest>) -> Result<Response<PubSubAckResponse>, Status> {
@@ -237,7 +237,7 @@ impl PubSubService for PubSubApi {
         }
         let persistent = need(&store.namespace, SLOT, store.broker().pubsub_persistent(), "Ack")?;
         persistent.ack(&request.durable_name, &request.ack_id).await.map_err(plugin_status)?;
-        Ok(Response::new(PubSubAckResponse {}))
+        Ok(super::reply(PubSubAckResponse {}))
     }
 
     type SubscribeStream = Events;

@@ -82,7 +82,7 @@ impl QueueService for QueueApi {
             let message_id = store.enqueue(request.queue, request.payload.into(), deliver_at).await?;
             Ok(EnqueueResponse { message_id })
         };
-        once(call, write).await.map(Response::new)
+        once(call, write).await.map(super::reply)
     }
 
     async fn dequeue(&self, request: Request<DequeueRequest>) -> Result<Response<DequeueResponse>, Status> {
@@ -109,7 +109,7 @@ impl QueueService for QueueApi {
             )));
         }
         let messages = store.dequeue(&request.queue, max, visibility, wait).await?;
-        Ok(Response::new(DequeueResponse { messages: messages.into_iter().map(message).collect() }))
+        Ok(super::reply(DequeueResponse { messages: messages.into_iter().map(message).collect() }))
     }
 
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
@@ -117,7 +117,7 @@ impl QueueService for QueueApi {
         let store = self.queue(&request.namespace, &request.queue).await?;
         check_receipt(&request.receipt)?;
         let acked = store.ack(&request.queue, &request.receipt).await?;
-        Ok(Response::new(AckResponse { acked }))
+        Ok(super::reply(AckResponse { acked }))
     }
 
     async fn nack(&self, request: Request<NackRequest>) -> Result<Response<NackResponse>, Status> {
@@ -129,7 +129,7 @@ impl QueueService for QueueApi {
         let queue = need(namespace, SLOT, instance.queue_basic(), "Nack")?;
         let receipt = store.plugin_receipt(&request.receipt);
         let requeued = queue.nack(&request.queue, receipt, delay).await.map_err(plugin_status)?;
-        Ok(Response::new(NackResponse { requeued }))
+        Ok(super::reply(NackResponse { requeued }))
     }
 
     async fn extend_visibility(
@@ -151,7 +151,7 @@ impl QueueService for QueueApi {
             .extend_visibility(&request.queue, store.plugin_receipt(&request.receipt), visibility)
             .await
             .map_err(plugin_status)?;
-        Ok(Response::new(ExtendVisibilityResponse { extended }))
+        Ok(super::reply(ExtendVisibilityResponse { extended }))
     }
 
     async fn list_dead_letters(
@@ -171,7 +171,7 @@ impl QueueService for QueueApi {
         let limit = limit.min(store.messages_that_fit());
         let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
         let (messages, next_cursor) = store.dead_letters(&request.queue, cursor, limit).await?;
-        Ok(Response::new(ListDeadLettersResponse {
+        Ok(super::reply(ListDeadLettersResponse {
             messages: messages.into_iter().map(message).collect(),
             next_cursor: next_cursor.unwrap_or_default(),
         }))
@@ -188,6 +188,6 @@ impl QueueService for QueueApi {
         let dead = need(namespace, SLOT, instance.queue_dead_letter(), "ReplayDeadLetters")?;
         let replayed =
             dead.replay_dead_letters(&request.queue, request.message_ids).await.map_err(plugin_status)?;
-        Ok(Response::new(ReplayDeadLettersResponse { replayed }))
+        Ok(super::reply(ReplayDeadLettersResponse { replayed }))
     }
 }

@@ -141,7 +141,7 @@ impl StreamService for StreamApi {
                 timestamp_unix_ms: appended.timestamp_unix_ms,
             })
         };
-        crate::store::idempotency::once(call, write).await.map(Response::new)
+        crate::store::idempotency::once(call, write).await.map(super::reply)
     }
 
     type ReadStream = Responses<ReadResponse>;
@@ -208,7 +208,7 @@ impl StreamService for StreamApi {
                 committed: committed.iter().find(|(p, _)| *p == o.partition).and_then(|(_, c)| *c),
             })
             .collect();
-        Ok(Response::new(GetOffsetsResponse { partitions }))
+        Ok(super::reply(GetOffsetsResponse { partitions }))
     }
 
     type JoinGroupStream = Responses<JoinGroupResponse>;
@@ -245,6 +245,6 @@ impl StreamService for StreamApi {
         }
         let groups = need(&namespace, SLOT, log.stream_consumer_groups(), "Commit")?;
         groups.commit(&request.stream, &request.group, &request.ack_id).await.map_err(plugin_status)?;
-        Ok(Response::new(CommitResponse {}))
+        Ok(super::reply(CommitResponse {}))
     }
 }

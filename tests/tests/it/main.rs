@@ -12,6 +12,7 @@ mod backend_tls;
 mod boundaries;
 mod certs;
 mod claim_check;
+mod compression;
 mod cli;
 mod console;
 mod deploy;
