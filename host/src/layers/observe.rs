@@ -74,7 +74,9 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
                 pair[0] = HEX[usize::from(byte >> 4)];
                 pair[1] = HEX[usize::from(byte & 0xf)];
             }
-            HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+            // One allocation shared by every clone (the context, the response header,
+            // error details); a copied slice would allocate again on its first clone.
+            HeaderValue::from_maybe_shared(Bytes::from_owner(id)).expect("hex digits are a valid header value")
         });
     id.set_sensitive(true);
     id
@@ -105,6 +107,7 @@ where
             rpc.map_or("", |(_, method, _)| *method),
             span.as_ref().map(|span| span.context().clone()),
             accepts_compression(request.headers()).then_some(self.compression_min),
+            span.is_some() || crate::observe::metrics().is_some(),
         );
         let call = self.inner.call(request);
         let metrics = crate::observe::metrics().zip(rpc);

@@ -20,8 +20,9 @@ pub trait NamespaceName: Send + Sync {
 pub struct CallContext {
     request_id: HeaderValue,
     method: &'static str,
-    /// The namespace the call resolved, for its metric labels.
-    namespace: RefCell<Option<Arc<dyn NamespaceName>>>,
+    /// The namespace the call resolved, for its metric labels and span; `None` inside
+    /// when neither is on (keeping it would cost two shared reference counts a call).
+    namespace: Option<RefCell<Option<Arc<dyn NamespaceName>>>>,
     /// The call's span context, when the call is traced: plugin calls become its children.
     trace: Option<opentelemetry::Context>,
     /// When the client accepts compressed responses: the smallest one worth compressing.
@@ -29,13 +30,16 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    /// `keeps_namespace`: whether the call's namespace is wanted when it ends.
     pub fn new(
         request_id: HeaderValue,
         method: &'static str,
         trace: Option<opentelemetry::Context>,
         compression_floor: Option<usize>,
+        keeps_namespace: bool,
     ) -> Self {
-        CallContext { request_id, method, namespace: RefCell::new(None), trace, compression_floor }
+        let namespace = keeps_namespace.then(|| RefCell::new(None));
+        CallContext { request_id, method, namespace, trace, compression_floor }
     }
 }
 
@@ -50,12 +54,16 @@ pub fn scope<F: Future>(context: CallContext, call: F) -> impl Future<Output = F
 
 /// The namespace the current call resolved, taken out of its context.
 pub fn take_namespace() -> Option<Arc<dyn NamespaceName>> {
-    CALL.try_with(|call| call.namespace.borrow_mut().take()).ok().flatten()
+    CALL.try_with(|call| call.namespace.as_ref().and_then(|kept| kept.borrow_mut().take())).ok().flatten()
 }
 
 /// Records that the current call is using `namespace` (called by the namespace lookup).
 pub fn note_namespace<N: NamespaceName + 'static>(namespace: &Arc<N>) {
-    let _ = CALL.try_with(|call| *call.namespace.borrow_mut() = Some(namespace.clone()));
+    let _ = CALL.try_with(|call| {
+        if let Some(kept) = &call.namespace {
+            *kept.borrow_mut() = Some(namespace.clone());
+        }
+    });
 }
 
 /// The request id and method of the call the current task serves, if it serves one.
