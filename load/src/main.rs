@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod baseline;
+mod compression;
 mod multicast;
 mod objects;
 mod otlp_sink;
@@ -58,6 +59,22 @@ enum Command {
         /// Answer from this SQLite database file (table prism_baseline_kv) instead.
         #[arg(long, conflicts_with = "redis")]
         sqlite: Option<String>,
+    },
+    /// KV Gets of one JSON-like value with responses uncompressed, gzip or zstd (the
+    /// benchmark measures the server's CPU and bytes written around it).
+    Compression {
+        #[arg(long, default_value = "http://127.0.0.1:8980")]
+        target: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Bytes in the value.
+        #[arg(long, default_value_t = 65536)]
+        size: usize,
+        /// none, gzip or zstd.
+        #[arg(long, default_value = "none")]
+        encoding: String,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
     },
     /// Serve the do-nothing floor: an HTTP/2 server answering every call with the same
     /// pre-framed GetResponse (100-byte value), no gRPC stack.
@@ -294,6 +311,21 @@ fn main() -> ExitCode {
             };
             runtime(2).block_on(baseline::serve(listen, backend));
             ExitCode::SUCCESS
+        }
+        Command::Compression { target, namespace, size, encoding, duration } => {
+            let result = compression::parse_encoding(&encoding).and_then(|encoding| {
+                runtime(1).block_on(compression::run(&target, &namespace, size, encoding, duration))
+            });
+            match result {
+                Ok(calls) => {
+                    println!("calls {calls} in {:.1} s", duration.as_secs_f64());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Responder { listen } => {
             runtime(2).block_on(responder::serve(listen));

@@ -385,3 +385,76 @@ fn idempotency_tokens(gateway: &Variant) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Bytes a process has written so far (sockets included), from /proc.
+fn bytes_written(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|line| line.strip_prefix("wchar: ")).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// CPU seconds of this process's children that were waited for (the load tool's share).
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(13) + ticks(14)) / 100.0
+}
+
+/// `cargo xtask bench compression`: KV Get of a JSON-like value of 1 KiB, 64 KiB and
+/// 1 MiB through one gateway, responses uncompressed, gzip and zstd, in alternating
+/// rounds: bytes the gateway wrote per call, its CPU and the client's per call, calls/s.
+pub fn compression() -> Result<(), String> {
+    let dir = release_build_and_dir("compression")?;
+    let listen = "127.0.0.1:19050";
+    let config = format!(
+        "[server]\nlisten = \"{listen}\"\n\n[plugins.memstore]\npath = \"{}\"\n\n[[namespaces]]\nname = \"default\"\n\
+         pattern = \"keyvalue\"\nslots.store = {{ plugin = \"memstore\" }}\n",
+        release_binary("libprism_memstore.so").display()
+    );
+    let path = dir.join("plugins.toml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let mut command = Command::new(release_binary("prism"));
+    command.args(["serve", "--no-watch", "--config"]).arg(&path).env("PRISM_LOG", "warn");
+    let gateway = Background::start(command, "serving on")?;
+    let target = format!("http://{listen}");
+    println!("| value | encoding | bytes written per Get | gateway CPU µs/Get | client CPU µs/Get | Gets/s |");
+    println!("|---|---|---|---|---|---|");
+    for (size, shown) in [(1024, "1 KiB"), (64 * 1024, "64 KiB"), (1024 * 1024, "1 MiB")] {
+        let mut rows: Vec<Vec<[f64; 4]>> = vec![Vec::new(); 3];
+        for _ in 0..ROUNDS {
+            for (encoding, row) in ["none", "gzip", "zstd"].into_iter().zip(&mut rows) {
+                let (cpu, written, client) =
+                    (cpu_seconds(gateway.pid()).unwrap_or(0.0), bytes_written(gateway.pid()), children_cpu_seconds());
+                let output = Command::new(release_binary("prism-load"))
+                    .args(["compression", "--target", &target, "--size", &size.to_string()])
+                    .args(["--encoding", encoding, "--duration", "3s"])
+                    .output()
+                    .map_err(|e| format!("prism-load compression: {e}"))?;
+                let text = String::from_utf8_lossy(&output.stdout);
+                let calls: f64 = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse().ok())
+                    .filter(|_| output.status.success())
+                    .ok_or_else(|| format!("prism-load compression failed: {text}{}", String::from_utf8_lossy(&output.stderr)))?;
+                row.push([
+                    (bytes_written(gateway.pid()) - written) as f64 / calls,
+                    (cpu_seconds(gateway.pid()).unwrap_or(0.0) - cpu) * 1e6 / calls,
+                    (children_cpu_seconds() - client) * 1e6 / calls,
+                    calls / 3.0,
+                ]);
+            }
+        }
+        for (encoding, row) in ["none", "gzip", "zstd"].into_iter().zip(rows) {
+            let column = |i: usize| median(row.iter().map(|r| r[i]).collect());
+            println!(
+                "| {shown} | {encoding} | {:.0} | {:.1} | {:.1} | {:.0} |",
+                column(0),
+                column(1),
+                column(2),
+                column(3)
+            );
+        }
+    }
+    Ok(())
+}
