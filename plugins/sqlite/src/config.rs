@@ -15,6 +15,9 @@ pub struct Config {
     /// Reading connections, used in parallel; writes go through one writer connection of their own.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Read a key (Get, Exists) on the calling thread when a connection is idle, instead of a blocking thread: a cached page reads in microseconds, less than the thread hops around it. Turn off for a database much larger than memory, whose reads wait for the disk.
+    #[serde(default = "default_inline_point_reads")]
+    pub inline_point_reads: bool,
     /// How long a write waits for another writer (another instance, during a reload) before it fails.
     #[serde(default = "default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
@@ -64,6 +67,9 @@ impl Synchronous {
 
 fn default_pool_size() -> usize {
     4
+}
+fn default_inline_point_reads() -> bool {
+    true
 }
 fn default_busy_timeout_ms() -> u64 {
     5000

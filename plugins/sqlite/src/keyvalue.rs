@@ -90,7 +90,7 @@ pub(crate) fn delete(connection: &Connection, now: i64, key: &str) -> rusqlite::
 impl KeyValueBasic for Sqlite {
     async fn get(&self, key: &str) -> PluginResult<Option<Vec<u8>>> {
         let key = key.to_owned();
-        self.read(move |c, now| get(c, now, &key)).await
+        self.read_point(move |c, now| get(c, now, &key)).await
     }
 
     async fn set(&self, key: &str, value: Vec<u8>) -> PluginResult<()> {
@@ -105,7 +105,7 @@ impl KeyValueBasic for Sqlite {
 
     async fn exists(&self, key: &str) -> PluginResult<bool> {
         let key = key.to_owned();
-        self.read(move |c, now| Ok(version(c, now, &key)? > 0)).await
+        self.read_point(move |c, now| Ok(version(c, now, &key)? > 0)).await
     }
 }
 
@@ -182,7 +182,7 @@ impl KeyValueBatch for Sqlite {
 impl KeyValueCas for Sqlite {
     async fn get_versioned(&self, key: &str) -> PluginResult<Option<Versioned>> {
         let key = key.to_owned();
-        self.read(move |c, now| get_versioned(c, now, &key)).await
+        self.read_point(move |c, now| get_versioned(c, now, &key)).await
     }
 
     async fn compare_and_swap(
