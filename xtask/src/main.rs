@@ -9,6 +9,7 @@
 //!                       with prism-load and h2load
 //!   cargo xtask bench overhead  KV Get on the do-nothing responder, bare tonic, the gateway off and each feature alone
 //!   cargo xtask bench compression  KV Get of 1 KiB, 64 KiB and 1 MiB JSON-like values: bytes and CPU, none/gzip/zstd
+//!   cargo xtask bench default  the shipped plugins.toml (SQLite, idempotency, claim check) vs memstore on one gateway
 //!   cargo xtask bench reload  p99 of a KV load while the memstore library is swapped 10 times
 //!   cargo xtask bench multicast  register / Enumerate / Multicast on memstore and redis+nats
 //!   cargo xtask bench security   KV Get with TLS + JWT vs plaintext, and new connections/s
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") if args.get(1).map(String::as_str) == Some("overhead") => overhead::overhead(),
         Some("bench") if args.get(1).map(String::as_str) == Some("compression") => overhead::compression(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("default") => overhead::default_config(),
         Some("bench") if args.get(1).map(String::as_str) == Some("reload") => bench::reload_under_load(),
         Some("bench") if args.get(1).map(String::as_str) == Some("multicast") => bench::multicast(),
         Some("bench") if args.get(1).map(String::as_str) == Some("security") => bench::security(),
@@ -62,7 +64,7 @@ fn main() -> ExitCode {
         Some("dist") => dist::dist(&args[1..]),
         Some("bench-abi") => bench::abi(),
         _ => {
-            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|sqlite|redis|postgres|nats|kafka|overhead|compression|reload|multicast|security|metrics|tracing|idempotency|objects|gateways|isolation|sandbox|multicast-gateways] | bench-abi | dist [--debug] [--out DIR]>");
+            eprintln!("usage: cargo xtask <serve [prism serve args…] | build | test [cargo test args…] | ci | bench [memstore|sqlite|redis|postgres|nats|kafka|overhead|compression|default|reload|multicast|security|metrics|tracing|idempotency|objects|gateways|isolation|sandbox|multicast-gateways] | bench-abi | dist [--debug] [--out DIR]>");
             return ExitCode::from(2);
         }
     };

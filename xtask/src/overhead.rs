@@ -417,14 +417,19 @@ pub fn compression() -> Result<(), String> {
     command.args(["serve", "--no-watch", "--config"]).arg(&path).env("PRISM_LOG", "warn");
     let gateway = Background::start(command, "serving on")?;
     let target = format!("http://{listen}");
-    println!("| value | encoding | bytes written per Get | gateway CPU µs/Get | client CPU µs/Get | Gets/s |");
+    println!(
+        "| value | encoding | bytes written per Get | gateway CPU µs/Get | client CPU µs/Get | Gets/s |"
+    );
     println!("|---|---|---|---|---|---|");
     for (size, shown) in [(1024, "1 KiB"), (64 * 1024, "64 KiB"), (1024 * 1024, "1 MiB")] {
         let mut rows: Vec<Vec<[f64; 4]>> = vec![Vec::new(); 3];
         for _ in 0..ROUNDS {
             for (encoding, row) in ["none", "gzip", "zstd"].into_iter().zip(&mut rows) {
-                let (cpu, written, client) =
-                    (cpu_seconds(gateway.pid()).unwrap_or(0.0), bytes_written(gateway.pid()), children_cpu_seconds());
+                let (cpu, written, client) = (
+                    cpu_seconds(gateway.pid()).unwrap_or(0.0),
+                    bytes_written(gateway.pid()),
+                    children_cpu_seconds(),
+                );
                 let output = Command::new(release_binary("prism-load"))
                     .args(["compression", "--target", &target, "--size", &size.to_string()])
                     .args(["--encoding", encoding, "--duration", "3s"])
@@ -436,7 +441,12 @@ pub fn compression() -> Result<(), String> {
                     .nth(1)
                     .and_then(|n| n.parse().ok())
                     .filter(|_| output.status.success())
-                    .ok_or_else(|| format!("prism-load compression failed: {text}{}", String::from_utf8_lossy(&output.stderr)))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "prism-load compression failed: {text}{}",
+                            String::from_utf8_lossy(&output.stderr)
+                        )
+                    })?;
                 row.push([
                     (bytes_written(gateway.pid()) - written) as f64 / calls,
                     (cpu_seconds(gateway.pid()).unwrap_or(0.0) - cpu) * 1e6 / calls,
@@ -454,6 +464,64 @@ pub fn compression() -> Result<(), String> {
                 column(2),
                 column(3)
             );
+        }
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench default`: the repository's `plugins.toml` as `cargo xtask serve`
+/// runs it (`default` on SQLite with an idempotency slot and a claim check), against a
+/// memstore namespace and `default` with `inline_point_reads = false` on the same
+/// gateway, in alternating rounds: Get and Set at 128 in flight (8 connections),
+/// throughput and p99.
+pub fn default_config() -> Result<(), String> {
+    let dir = release_build_and_dir("default")?;
+    let _ = std::fs::remove_dir_all(dir.join("data"));
+    let shipped =
+        std::fs::read_to_string(crate::workspace_root().join("plugins.toml")).map_err(|e| e.to_string())?;
+    let release = release_binary("").display().to_string();
+    let listen = "127.0.0.1:19060";
+    let config = shipped
+        .replace("target/debug/", &format!("{}/", release.trim_end_matches('/')))
+        .replace("listen = \"127.0.0.1:8980\"", &format!("listen = \"{listen}\""))
+        + "\n[[namespaces]]\nname = \"mem\"\npattern = \"keyvalue\"\nslots.store = { plugin = \"memstore\" }\n"
+        // `default` as it was before reads of one key ran inline, for the step's effect.
+        + "\n[[namespaces]]\nname = \"hops\"\npattern = \"keyvalue\"\n\
+           slots.store = { plugin = \"sqlite\", config = { path = \"${config_dir}/data/hops.db\", inline_point_reads = false } }\n\
+           slots.idempotency = { plugin = \"sqlite\", config = { path = \"${config_dir}/data/hops-tokens.db\" } }\n\
+           slots.claim_check = { plugin = \"files\", config = { path = \"${config_dir}/data/hops-objects\" } }\n";
+    let path = dir.join("plugins.toml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let mut command = Command::new(release_binary("prism"));
+    command.args(["serve", "--no-watch", "--config"]).arg(&path).env("PRISM_LOG", "warn");
+    let _gateway = Background::start(command, "serving on")?;
+    let target = format!("http://{listen}");
+    for workload in ["set", "get"] {
+        for round in 1..=ROUNDS {
+            for namespace in ["mem", "default", "hops"] {
+                let output = Command::new(release_binary("prism-load"))
+                    .args(["run", "--target", &target, "--namespace", namespace, "--workload", workload])
+                    .args([
+                        "--concurrency",
+                        "128",
+                        "--connections",
+                        "8",
+                        "--duration",
+                        "5s",
+                        "--warmup",
+                        "1s",
+                    ])
+                    .output()
+                    .map_err(|e| format!("prism-load run: {e}"))?;
+                if !output.status.success() {
+                    return Err(format!(
+                        "prism-load run failed: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    ));
+                }
+                println!("## {workload}, round {round}, namespace {namespace}");
+                print!("{}", String::from_utf8_lossy(&output.stdout));
+            }
         }
     }
     Ok(())
