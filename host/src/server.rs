@@ -125,7 +125,10 @@ pub async fn serve(
             MulticastRegistryServiceServer::new(MulticastApi::new(stores.clone())),
             max_message
         ))
-        .add_service(api_service!(AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader, stores.clone())), max_message));
+        .add_service(api_service!(
+            AdminServiceServer::new(AdminApi::new(gateway.clone(), reloader, stores.clone())),
+            max_message
+        ));
     let tls_watch = tls.as_ref().map(|source| tokio::spawn(source.clone().watch()));
     let server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match tls {

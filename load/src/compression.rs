@@ -64,16 +64,23 @@ pub async fn run(
     };
     let key = format!("compression-{size}");
     let value = json_like(size);
-    let set = SetRequest { namespace: namespace.into(), key: key.clone(), value: value.clone().into(), ..Default::default() };
+    let set = SetRequest {
+        namespace: namespace.into(),
+        key: key.clone(),
+        value: value.clone().into(),
+        ..Default::default()
+    };
     client.clone().set(set).await.map_err(|e| format!("Set: {e}"))?;
     let until = Instant::now() + duration;
     let mut callers = Vec::new();
     for _ in 0..CALLERS {
-        let (mut client, key, namespace, expected) = (client.clone(), key.clone(), namespace.to_owned(), value.len());
+        let (mut client, key, namespace, expected) =
+            (client.clone(), key.clone(), namespace.to_owned(), value.len());
         callers.push(tokio::spawn(async move {
             let mut calls = 0u64;
             while Instant::now() < until {
-                let request = GetRequest { namespace: namespace.clone(), key: key.clone(), transaction_id: 0 };
+                let request =
+                    GetRequest { namespace: namespace.clone(), key: key.clone(), transaction_id: 0 };
                 let reply = client.get(request).await.map_err(|e| format!("Get: {e}"))?.into_inner();
                 if reply.value.len() != expected {
                     return Err(format!("Get returned {} bytes, not {expected}", reply.value.len()));

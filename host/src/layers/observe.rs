@@ -76,7 +76,8 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
             }
             // One allocation shared by every clone (the context, the response header,
             // error details); a copied slice would allocate again on its first clone.
-            HeaderValue::from_maybe_shared(Bytes::from_owner(id)).expect("hex digits are a valid header value")
+            HeaderValue::from_maybe_shared(Bytes::from_owner(id))
+                .expect("hex digits are a valid header value")
         });
     id.set_sensitive(true);
     id

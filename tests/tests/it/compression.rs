@@ -41,7 +41,8 @@ async fn get_on_the_wire(server: &Server, key: &str, accept: Option<&str>) -> Wi
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let message = GetRequest { namespace: "default".into(), key: key.into(), transaction_id: 0 }.encode_to_vec();
+    let message =
+        GetRequest { namespace: "default".into(), key: key.into(), transaction_id: 0 }.encode_to_vec();
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
     frame.extend_from_slice(&message);
@@ -63,7 +64,12 @@ async fn get_on_the_wire(server: &Server, key: &str, accept: Option<&str>) -> Wi
 }
 
 async fn set(kv: &mut KeyValueServiceClient<tonic::transport::Channel>, key: &str, value: Vec<u8>) {
-    let request = SetRequest { namespace: "default".into(), key: key.into(), value: value.into(), ..Default::default() };
+    let request = SetRequest {
+        namespace: "default".into(),
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    };
     kv.set(request).await.unwrap();
 }
 
@@ -77,7 +83,10 @@ async fn responses_are_compressed_when_asked_and_large_enough() {
     for encoding in ["gzip", "zstd"] {
         let large = get_on_the_wire(&server, "large", Some(encoding)).await;
         assert_eq!(large.encoding.as_deref(), Some(encoding));
-        assert!(large.compressed, "{encoding}: a 64 KiB response the client accepts compressed is compressed");
+        assert!(
+            large.compressed,
+            "{encoding}: a 64 KiB response the client accepts compressed is compressed"
+        );
         assert!(large.length < 64 * 1024 / 4, "{encoding}: {} bytes on the wire", large.length);
         let small = get_on_the_wire(&server, "small", Some(encoding)).await;
         assert!(!small.compressed, "{encoding}: a response under compression_min_bytes is sent as it is");
