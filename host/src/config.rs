@@ -92,8 +92,9 @@ pub struct ServerConfig {
     /// How often the gateway sweeps every claim check. 0 = only `prism claim-check sweep`.
     pub claim_check_sweep_interval_ms: u64,
     /// Responses at least this large (encoded) are compressed when the client accepts
-    /// gzip or zstd; smaller ones are sent as they are (compressing them costs more
-    /// than it saves).
+    /// gzip or zstd; smaller ones are sent as they are: tonic starts a new compressor
+    /// for every message, tens of microseconds before the first byte, more than a
+    /// small response saves (docs/BENCHMARKS.md, "Compression").
     pub compression_min_bytes: usize,
     /// Largest value `SetStream` writes through a claim check (the object store's
     /// limit for one object, not memory: the value streams through).
@@ -141,7 +142,7 @@ impl Default for ServerConfig {
             claim_check_message_retention_ms: 0,
             claim_check_sweep_interval_ms: 3_600_000,
             max_object_bytes: 8 << 30,
-            compression_min_bytes: 1024,
+            compression_min_bytes: 16 * 1024,
             tls: None,
         }
     }

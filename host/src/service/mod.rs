@@ -21,8 +21,8 @@ pub use crate::shared::MAX_KEY_BYTES;
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
 /// A unary call's response. When its client accepts compression, it is compressed only
-/// if it is at least `server.compression_min_bytes` once encoded: a 100-byte reply
-/// gains nothing from gzip but its CPU. (Streams are compressed whole when asked.)
+/// if it is at least `server.compression_min_bytes` once encoded: a small reply gains
+/// less than its compressor costs. (Streams are compressed whole when asked.)
 pub fn reply<M: prost::Message>(message: M) -> tonic::Response<M> {
     let small = crate::observe::call::compression_floor().is_some_and(|floor| message.encoded_len() < floor);
     let mut response = tonic::Response::new(message);
