@@ -1,7 +1,9 @@
 //! JWT bearer tokens checked against a JSON Web Key Set ([`super::jwks`]): signature
 //! (asymmetric algorithms from an allow-list only), `iss`, `aud`, `exp`, `nbf`. A
 //! verified token is cached until it expires (keyed by the whole token, compared
-//! exactly), so a repeated token costs a hash-map lookup.
+//! exactly), so a repeated token costs a hash-map lookup; and each thread remembers the
+//! last few it saw, so a client repeating its token on every call costs a comparison,
+//! off the shared cache's lock.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,6 +32,40 @@ pub struct JwtVerifier {
     leeway_s: u64,
     groups_claim: String,
     cache: Mutex<HashMap<Box<str>, Verified>>,
+    /// Tells this verifier's entries in the per-thread caches from a replaced one's.
+    id: u64,
+}
+
+/// Tokens each thread remembers (most recent first).
+const RECENT_PER_THREAD: usize = 4;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Vec<Recent>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A token this thread saw verified, by which verifier.
+struct Recent {
+    verifier: u64,
+    token: Box<str>,
+    verified: Verified,
+}
+
+/// The caller of `token` if this thread saw `verifier` accept it and it has not expired.
+fn recently_verified(verifier: u64, token: &str, now: u64) -> Option<Arc<Principal>> {
+    RECENT.with_borrow(|recent| {
+        recent
+            .iter()
+            .find(|seen| seen.verifier == verifier && *seen.token == *token && now <= seen.verified.1)
+            .map(|seen| seen.verified.0.clone())
+    })
+}
+
+fn remember_recent(verifier: u64, token: &str, verified: &Verified) {
+    RECENT.with_borrow_mut(|recent| {
+        recent.retain(|seen| !(seen.verifier == verifier && *seen.token == *token));
+        recent.truncate(RECENT_PER_THREAD - 1);
+        recent.insert(0, Recent { verifier, token: token.into(), verified: verified.clone() });
+    });
 }
 
 /// A verified token's caller and when the token stops being accepted (unix seconds).
@@ -164,6 +200,10 @@ impl JwtVerifier {
                 leeway_s: config.leeway_s,
                 groups_claim: config.groups_claim.clone(),
                 cache: Mutex::new(HashMap::new()),
+                id: {
+                    static VERIFIERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                    VERIFIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                },
             }),
             _ => Err(errors),
         }
@@ -183,13 +223,17 @@ impl JwtVerifier {
             )));
         }
         let now = u64::try_from(plugin_abi::unix_millis() / 1000).unwrap_or(0);
-        if let Some((principal, expires)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(token) {
-            if now <= *expires {
-                return Ok(principal.clone());
-            }
+        if let Some(principal) = recently_verified(self.id, token, now) {
+            return Ok(principal);
+        }
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
+        if let Some(verified) = cached.filter(|(_, expires)| now <= *expires) {
+            remember_recent(self.id, token, &verified);
+            return Ok(verified.0);
         }
         let (principal, expires) = self.verify_uncached(token)?;
         let principal = Arc::new(principal);
+        remember_recent(self.id, token, &(principal.clone(), expires));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_ENTRIES {
             cache.retain(|_, (_, expires)| *expires >= now);
