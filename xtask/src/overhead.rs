@@ -312,7 +312,10 @@ pub fn overhead() -> Result<(), String> {
     }
     idempotency_tokens(&variants[off])?;
     latency(&variants[..=off], &get)?;
-    idle_and_paced_cpu(&variants[off], &get)?;
+    println!("\n## CPU idle and paced at 1 000 Gets/s (4 clients × 250/s, 10 s each)");
+    for variant in &variants[..=off] {
+        idle_and_paced_cpu(variant, &get)?;
+    }
     drop(servers);
     Ok(())
 }
@@ -338,7 +341,7 @@ fn latency(variants: &[Variant], get: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The gateway's CPU while idle and under 1 000 Gets per second, 10 s each.
+/// A server's CPU while idle and under 1 000 Gets per second, 10 s each.
 fn idle_and_paced_cpu(gateway: &Variant, get: &Path) -> Result<(), String> {
     let before = cpu_seconds(gateway.pid).unwrap_or(0.0);
     std::thread::sleep(std::time::Duration::from_secs(10));
@@ -356,10 +359,8 @@ fn idle_and_paced_cpu(gateway: &Variant, get: &Path) -> Result<(), String> {
     let paced = (cpu_seconds(gateway.pid).unwrap_or(0.0) - before) / seconds;
     let text = String::from_utf8_lossy(&output.stdout);
     let requests = text.lines().find(|l| l.starts_with("requests:")).unwrap_or("requests: ?");
-    println!(
-        "\n## the gateway with everything off: CPU idle and paced at 1 000 Gets/s (4 clients × 250/s, 10 s)"
-    );
-    println!("  idle: {idle:.4} vCPU; paced: {paced:.4} vCPU ({requests})");
+    let requests = requests.split(", ").next().unwrap_or(requests);
+    println!("  {:<42} idle {idle:.4} vCPU; paced {paced:.4} vCPU ({requests})", gateway.name);
     Ok(())
 }
 
