@@ -4,6 +4,8 @@
 //!   prism-load run --target http://127.0.0.1:8980 --workload mixed --concurrency 64 --duration 10s
 //!   prism-load baseline --listen 127.0.0.1:8981     # bare tonic server over an in-process map
 //!   prism-load compare --target URL --baseline URL  # same load against both, one run, with the ratio
+//!   prism-load responder --listen 127.0.0.1:8982    # do-nothing HTTP/2 server: the floor under any gRPC server
+//!   prism-load compression --target URL --size N --encoding zstd  # Gets with compressed responses
 //!   prism-load pubsub --target URL --namespace N    # publish→receive vs NATS direct
 //!   prism-load objects --target URL --namespace N   # 100 MiB SetStream/GetStream vs S3 direct
 //!   prism-load stream --target URL --namespace N    # Kafka append/read vs rdkafka direct

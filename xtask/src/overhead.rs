@@ -232,10 +232,10 @@ fn start(dir: &Path) -> Result<(Vec<Variant>, Vec<Background>), String> {
     let mut variants = Vec::new();
     let mut responder = Command::new(release_binary("prism-load"));
     responder.args(["responder", "--listen", &format!("127.0.0.1:{}", PORT + 30)]);
-    let mut tonic = Command::new(release_binary("prism-load"));
-    tonic.args(["baseline", "--listen", &format!("127.0.0.1:{}", PORT + 31)]);
+    let mut bare = Command::new(release_binary("prism-load"));
+    bare.args(["baseline", "--listen", &format!("127.0.0.1:{}", PORT + 31)]);
     for (offset, name, command) in
-        [(30, "do-nothing HTTP/2 responder", responder), (31, "bare tonic over a map", tonic)]
+        [(30, "do-nothing HTTP/2 responder", responder), (31, "bare gRPC server over a map", bare)]
     {
         let server = Background::start(command, "serving on")?;
         variants.push(Variant {
