@@ -159,23 +159,7 @@ impl KeySource {
     pub fn describe_missing(&self) -> String {
         match self {
             KeySource::File(file) => format!("the key set in {}", file.path.display()),
-            KeySource::Remote(remote) => {
-                let error = remote.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let held = remote.keys.read().unwrap_or_else(|e| e.into_inner()).is_some();
-                match (held, error) {
-                    (false, Some(error)) => {
-                        format!("the key set at {}, which could not be fetched ({error})", remote.url)
-                    }
-                    (false, None) => format!("the key set at {}, which is not fetched yet", remote.url),
-                    (true, Some(error)) => {
-                        format!(
-                            "the key set at {} (as fetched before; the last fetch failed: {error})",
-                            remote.url
-                        )
-                    }
-                    (true, None) => format!("the key set at {}", remote.url),
-                }
-            }
+            KeySource::Remote(remote) => remote.describe(),
         }
     }
 }
@@ -204,6 +188,23 @@ impl FileKeys {
 }
 
 impl RemoteKeys {
+    /// Says where the keys come from, and why there are none yet or whether the last
+    /// fetch failed.
+    pub fn describe(&self) -> String {
+        let error = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let held = self.keys.read().unwrap_or_else(|e| e.into_inner()).is_some();
+        match (held, error) {
+            (false, Some(error)) => {
+                format!("the key set at {}, which could not be fetched ({error})", self.url)
+            }
+            (false, None) => format!("the key set at {}, which is not fetched yet", self.url),
+            (true, Some(error)) => {
+                format!("the key set at {} (as fetched before; the last fetch failed: {error})", self.url)
+            }
+            (true, None) => format!("the key set at {}", self.url),
+        }
+    }
+
     fn start(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         self.background.call_once(|| {

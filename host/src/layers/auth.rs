@@ -70,11 +70,13 @@ impl<S> Authenticate<S> {
         let principal = match auth.authenticate(request.headers(), names) {
             Ok(principal) => principal,
             Err(NotAuthenticated::AwaitKeys(remote)) if may_wait => return Decision::AwaitKeys(remote),
-            Err(NotAuthenticated::AwaitKeys(_)) => {
-                // Only when another fetch began since this call's: say so rather than wait again.
-                let status = Status::unauthenticated(
-                    "the token's key id is not in the JWT key set, which is being fetched again; retry shortly",
-                );
+            Err(NotAuthenticated::AwaitKeys(remote)) => {
+                // Only when another fetch began since this call's: say what the last one
+                // found (a failure's reason first of all) rather than wait again.
+                let status = Status::unauthenticated(format!(
+                    "the token's key id is not in {}; another fetch of it is under way, retry shortly",
+                    remote.describe()
+                ));
                 crate::auth::audit_unauthenticated(path, status.message());
                 return Decision::Refuse(status);
             }
