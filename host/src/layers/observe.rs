@@ -103,15 +103,15 @@ where
         let span = crate::observe::traces::tracer().zip(rpc).and_then(|(tracer, (service, method, _))| {
             CallSpan::start(tracer, request.headers(), service, method, id.to_str().unwrap_or_default())
         });
+        let metrics = crate::observe::metrics().zip(rpc);
         let context = CallContext::new(
             id.clone(),
             rpc.map_or("", |(_, method, _)| *method),
             span.as_ref().map(|span| span.context().clone()),
             accepts_compression(request.headers()).then_some(self.compression_min),
-            span.is_some() || crate::observe::metrics().is_some(),
+            span.is_some() || metrics.is_some(),
         );
         let call = self.inner.call(request);
-        let metrics = crate::observe::metrics().zip(rpc);
         Box::pin(call::scope(context, async move {
             let result = call.await;
             let namespace = call::take_namespace();
