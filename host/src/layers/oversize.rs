@@ -65,8 +65,8 @@ where
     }
 }
 
-/// grpc-message is percent-encoded (spaces as %20).
-/// Rewrites tonic's answer to a request over `limit` bytes in `headers`.
+/// Rewrites tonic's answer to a request over `limit` bytes in `headers` (a message over
+/// it, or a compressed one that inflates past it); any other response is left alone.
 fn explain_too_large(headers: &mut http::HeaderMap, limit: usize) {
     let inflated = match headers.get("grpc-status") {
         Some(code) if code == "11" => false,
@@ -90,6 +90,7 @@ fn explain_too_large(headers: &mut http::HeaderMap, limit: usize) {
     }
 }
 
+/// grpc-message is percent-encoded (spaces as %20).
 fn percent_decoded(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
