@@ -97,16 +97,20 @@ fn h2load(address: &str, body: &PathBuf, pid: u32) -> Result<(f64, f64), String>
     }) {
         println!("    {line}");
     }
-    let rps = text
-        .lines()
-        .find_map(|line| line.strip_prefix("finished in "))
-        .and_then(|rest| rest.split(", ").nth(1))
-        .and_then(|field| field.trim_end_matches(" req/s").parse::<f64>().ok())
-        .ok_or_else(|| format!("could not read h2load's output:\n{text}"))?;
+    let rps =
+        h2load_calls_per_second(&text).ok_or_else(|| format!("could not read h2load's output:\n{text}"))?;
     if !text.contains("400000 succeeded") {
         return Err(format!("h2load saw failures:\n{text}"));
     }
     Ok((rps, cpu * 1e6 / 400_000.0))
+}
+
+/// The calls per second of h2load's "finished in …" line.
+pub(crate) fn h2load_calls_per_second(text: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("finished in "))
+        .and_then(|rest| rest.split(", ").nth(1))
+        .and_then(|field| field.trim_end_matches(" req/s").parse::<f64>().ok())
 }
 
 /// h2load against `baseline` and `target` (address, server pid) in alternating rounds:

@@ -7,11 +7,18 @@
 //! throughput ratio to the gateway with everything off and the server's own CPU per
 //! call (from /proc, so the load generator's share is not in it); the difference to
 //! "off" in CPU is the feature's cost per call.
+//!
+//! Also here, the other benchmarks of what a call costs: `bench compression` (bytes and
+//! CPU per Get with compressed responses) and `bench default` (the shipped
+//! `plugins.toml`'s SQLite namespace against memstore).
 
 use std::path::Path;
 use std::process::Command;
 
-use crate::bench::{cpu_seconds, release_binary, release_build_and_dir, Background, SECURITY_MATERIAL};
+use crate::bench::{
+    cpu_seconds, h2load_calls_per_second, release_binary, release_build_and_dir, Background,
+    SECURITY_MATERIAL,
+};
 
 /// Calls per h2load run at 128 in flight, and per latency run at 1 in flight.
 const CALLS: u64 = 200_000;
@@ -86,11 +93,7 @@ fn h2load(
             variant.name
         ));
     }
-    let calls_per_second = text
-        .lines()
-        .find_map(|line| line.strip_prefix("finished in "))
-        .and_then(|rest| rest.split(", ").nth(1))
-        .and_then(|field| field.trim_end_matches(" req/s").parse::<f64>().ok())
+    let calls_per_second = h2load_calls_per_second(&text)
         .ok_or_else(|| format!("could not read h2load's throughput:\n{text}"))?;
     Ok(Run {
         calls_per_second,
