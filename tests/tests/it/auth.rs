@@ -610,6 +610,35 @@ async fn rules_reload_with_the_config() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
+#[tokio::test]
+async fn a_token_accepted_before_a_reload_is_judged_again_by_the_new_jwt_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::new("k1");
+    let server = start(dir.path(), &[&key]);
+    let channel = server.channel().await;
+    // One token, sent again and again, as a client does (ES256 signs differently each time).
+    let token = key.sign(&claims("alice"));
+    let bearer = || Some(("authorization", format!("Bearer {token}")));
+    // Often enough that every worker thread of the gateway has seen (and remembers) it.
+    for _ in 0..20 {
+        get_with(&channel, bearer()).await.expect("alice's token is accepted");
+    }
+
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    let audience = format!("audience = \"{AUDIENCE}\"");
+    assert!(config.contains(&audience), "{config}");
+    std::fs::write(server.config_path(), config.replace(&audience, "audience = \"another-service\""))
+        .unwrap();
+    let (code, stdout, stderr) =
+        run_prism(&["reload", "--server", &server.url(), "--api-key", "secret-key-admin"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    for _ in 0..20 {
+        let status = get_with(&channel, bearer()).await.expect_err("the audience no longer matches");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+}
+
 #[test]
 fn prism_auth_new_api_key_prints_a_key_and_only_its_hash_for_the_config() {
     let (code, stdout, stderr) = run_prism(&["auth", "new-api-key", "billing-batch"]);
